@@ -1,0 +1,42 @@
+"""The `lpgan` command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from transports import generate_certificates
+
+
+def _certs(args: argparse.Namespace) -> int:
+    creds = generate_certificates(args.outdir, tuple(args.names), days=args.days)
+    print(f"CA and certificates for {', '.join(creds)} written to {Path(args.outdir).resolve()}")
+    print("copy ca.pem plus each party's NAME.pem and NAME.key to that party's machine; keep ca.key offline")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from gan.demo import run_demo
+
+    return run_demo(args.n)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="lpgan", description="Private GAN training and synthesis "
+                                     "on two edge servers (two-party MPC)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("certs", help="make a CA and TLS certificates for the parties")
+    p.add_argument("outdir")
+    p.add_argument("--names", nargs="+", default=["party0", "party1", "owner"])
+    p.add_argument("--days", type=int, default=365)
+    p.set_defaults(func=_certs)
+    p = sub.add_parser("demo", help="run the demo on this machine")
+    p.add_argument("-n", type=int, default=100_000, help="private values per party")
+    p.set_defaults(func=_demo)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

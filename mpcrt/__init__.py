@@ -1,0 +1,20 @@
+"""mpcrt: an asyncio two-party MPC runtime over Z_2^64.
+
+    async def program(party):
+        x = await party.input(tensor if party.id == 0 else None, src=0)
+        return await (x + x).reveal()
+
+    r0, r1 = mpcrt.run_local(program, transport="tcp", network="wan")
+"""
+
+from mpcrt.errors import HandshakeError, MPCError, PeerAborted, PeerLost, PeerTimeout, ProgramMismatch
+from mpcrt.local import run_local
+from mpcrt.runtime import Party
+from mpcrt.scope import op_label
+from mpcrt.shares import ArithmeticShare
+from mpcrt.stats import OpCounts, Stats
+
+__all__ = [
+    "ArithmeticShare", "HandshakeError", "MPCError", "OpCounts", "Party", "PeerAborted", "PeerLost",
+    "PeerTimeout", "ProgramMismatch", "Stats", "op_label", "run_local",
+]

@@ -1,0 +1,186 @@
+"""Run both parties of a program on this machine: in one event loop, or as two processes.
+
+This is what tests, benchmarks and the single-machine demo use; real deployments run
+one party per machine (see the `lpgan serve` command).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import multiprocessing as mp
+import pickle
+import shutil
+import tempfile
+import traceback
+from typing import Any
+
+import torch
+
+from mpcrt.errors import PeerAborted, PeerLost
+from mpcrt.runtime import DEFAULT_TIMEOUT, Party, Program
+from transports import (
+    NetworkModel,
+    TLSConfig,
+    Transport,
+    WanTransport,
+    connect,
+    generate_certificates,
+    listen,
+    pair,
+    resolve_network,
+)
+from transports.certs import Credentials
+from transports.loop import run as run_loop
+
+LOOPBACK = "127.0.0.1"
+_credentials: dict[str, Credentials] = {}
+
+
+def local_credentials() -> dict[str, Credentials]:
+    """A throwaway CA and party certificates for this process (made once, removed at exit)."""
+    if not _credentials:
+        directory = tempfile.mkdtemp(prefix="mpcrt-certs-")
+        atexit.register(shutil.rmtree, directory, ignore_errors=True)
+        _credentials.update(generate_certificates(directory, ("party0", "party1")))
+    return _credentials
+
+
+def tls_config(party_id: int, tls: bool, credentials: dict[str, Credentials] | None = None) -> TLSConfig | None:
+    if not tls:
+        return None
+    creds = credentials or local_credentials()
+    return TLSConfig(creds[f"party{party_id}"], f"party{1 - party_id}")
+
+
+def run_local(program: Program, *args: Any, transport: str = "memory", network: Any = None,
+              processes: bool = False, tls: bool = True, timeout: float = DEFAULT_TIMEOUT,
+              frac_bits: int = 16) -> tuple[Any, Any]:
+    """Run `program(party, *args)` as party 0 and party 1; returns (result0, result1).
+
+    transport: "memory" (one process) or "tcp" (real sockets on loopback, TLS 1.3 with
+    mutual authentication unless tls=False). network: None, "lan", "wan", "mobile", a
+    NetworkModel or {"bandwidth_mbps":..., "rtt_ms":...}: simulated on top of the transport.
+    processes=True runs each party in its own OS process over TCP (program and args must
+    pickle). A party's exception is re-raised with `.party_id` and a note naming the party.
+    """
+    if transport not in ("memory", "tcp"):
+        raise ValueError(f"transport must be 'memory' or 'tcp', got {transport!r}")
+    model = resolve_network(network)
+    options = {"model": model, "tls": tls, "timeout": timeout, "frac_bits": frac_bits}
+    if processes:
+        return _run_processes(program, args, options)
+    results = run_loop(_run_in_one_loop(program, args, transport, options))
+    return _collect(results)
+
+
+async def _run_in_one_loop(program: Program, args: tuple, transport: str, options: dict) -> list:
+    if transport == "memory":
+        ends: tuple[Transport, Transport] = pair()
+    else:
+        listener = await listen(LOOPBACK, 0, tls=tls_config(0, options["tls"]), timeout=options["timeout"])
+        try:
+            accepting = asyncio.ensure_future(listener.accept(options["timeout"]))
+            end1 = await connect(LOOPBACK, listener.port, tls=tls_config(1, options["tls"]),
+                                 timeout=options["timeout"])
+            ends = (await accepting, end1)
+        finally:
+            await listener.close()
+    if options["model"] is not None:
+        ends = (WanTransport(ends[0], options["model"]), WanTransport(ends[1], options["model"]))
+    parties = [Party(i, ends[i], timeout=options["timeout"], frac_bits=options["frac_bits"]) for i in (0, 1)]
+    return await asyncio.gather(*(p.run(program, *args) for p in parties), return_exceptions=True)
+
+
+def _collect(results: list) -> tuple[Any, Any]:
+    """Both results, or the failure that caused the others (peer errors are consequences)."""
+    failures = [(i, r) for i, r in enumerate(results) if isinstance(r, BaseException)]
+    if not failures:
+        return results[0], results[1]
+    causes = [f for f in failures if not isinstance(f[1], PeerAborted | PeerLost)] or failures
+    party_id, exc = causes[0]
+    exc.party_id = party_id  # type: ignore[attr-defined]
+    exc.add_note(f"(raised by party {party_id})")
+    for other_id, other in failures:
+        if other is not exc:
+            exc.add_note(f"party {other_id} saw: {type(other).__name__}: {other}")
+    raise exc
+
+
+# ---- one process per party -------------------------------------------------------------------
+
+def _run_processes(program: Program, args: tuple, options: dict) -> tuple[Any, Any]:
+    try:
+        pickle.dumps((program, args))
+    except Exception as exc:
+        raise TypeError("processes=True sends the program and its arguments to two new processes: "
+                        f"define the program at module level and pass picklable arguments ({exc})") from exc
+    credentials = local_credentials()
+    ctx = mp.get_context("spawn")
+    port_queue, results_queue = ctx.Queue(), ctx.Queue()
+    procs = [ctx.Process(target=_party_process, name=f"mpcrt-party{i}", daemon=True,
+                         args=(i, program, args, options, credentials, port_queue, results_queue))
+             for i in (0, 1)]
+    for p in procs:
+        p.start()
+    results: list[Any] = [None, None]
+    outcomes: dict[int, tuple] = {}
+    startup = 60.0  # spawning two interpreters and importing torch
+    try:
+        while len(outcomes) < 2:
+            try:
+                party_id, ok, payload, trace = results_queue.get(timeout=options["timeout"] * 2 + startup)
+            except Exception:
+                dead = [i for i, p in enumerate(procs) if not p.is_alive() and i not in outcomes]
+                raise PeerLost(f"party process {dead or '?'} ended without a result "
+                               f"(exit codes {[p.exitcode for p in procs]})") from None
+            outcomes[party_id] = (ok, payload, trace)
+    finally:
+        for p in procs:
+            p.join(timeout=10)
+            if p.is_alive():
+                p.kill()
+    for i in (0, 1):
+        ok, payload, trace = outcomes[i]
+        if ok:
+            results[i] = pickle.loads(payload)
+        else:
+            exc = pickle.loads(payload) if payload is not None else RuntimeError(trace.splitlines()[-1])
+            exc.add_note(f"traceback in party {i}'s process:\n{trace}")
+            results[i] = exc
+    return _collect(results)
+
+
+def _party_process(party_id: int, program: Program, args: tuple, options: dict,
+                   credentials: dict[str, Credentials], port_queue: Any, results_queue: Any) -> None:
+    torch.set_num_threads(1)
+    try:
+        result = run_loop(_party_main(party_id, program, args, options, credentials, port_queue))
+        results_queue.put((party_id, True, pickle.dumps(result), ""))
+    except BaseException as exc:  # reported to the parent, which re-raises it
+        try:
+            payload = pickle.dumps(exc)
+            pickle.loads(payload)
+        except Exception:
+            payload = None
+        results_queue.put((party_id, False, payload, traceback.format_exc()))
+
+
+async def _party_main(party_id: int, program: Program, args: tuple, options: dict,
+                      credentials: dict[str, Credentials], port_queue: Any) -> Any:
+    tls = tls_config(party_id, options["tls"], credentials)
+    if party_id == 0:
+        listener = await listen(LOOPBACK, 0, tls=tls, timeout=options["timeout"])
+        port_queue.put(listener.port)
+        try:
+            transport: Transport = await listener.accept(options["timeout"] + 60.0)
+        finally:
+            await listener.close()
+    else:
+        port = await asyncio.get_running_loop().run_in_executor(None, port_queue.get, True, 60.0)
+        transport = await connect(LOOPBACK, port, tls=tls, timeout=options["timeout"])
+    model: NetworkModel | None = options["model"]
+    if model is not None:
+        transport = WanTransport(transport, model)
+    party = Party(party_id, transport, timeout=options["timeout"], frac_bits=options["frac_bits"])
+    return await party.run(program, *args)

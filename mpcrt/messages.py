@@ -1,0 +1,104 @@
+"""The runtime's frame format: a msgpack header, then raw tensor bytes.
+
+Layout: u32 header length, header, zero padding to 8 bytes, then each tensor's bytes
+padded to 8, so received tensors are aligned views into the frame (no copy). The header
+names the kind of frame and, for data, each message's id, op label and tensor specs.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+import torch
+
+from mpcrt.errors import ProgramMismatch
+from mpcrt.scope import MessageId
+
+DATA, HELLO, ABORT, BYE = "data", "hello", "abort", "bye"
+
+_DTYPES = {"i8": torch.int64, "i4": torch.int32, "u1": torch.uint8, "b1": torch.bool,
+           "f4": torch.float32, "f8": torch.float64}
+_CODES = {v: k for k, v in _DTYPES.items()}
+_LENGTH = struct.Struct("<I")
+_PAD = bytes(8)
+
+
+def _pad(n: int) -> int:
+    return -n % 8
+
+
+@dataclass
+class Message:
+    id: MessageId
+    label: str
+    tensors: list[torch.Tensor]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.tensors)
+
+
+class MalformedFrame(ProgramMismatch):
+    """A frame from the peer that does not decode: different version or corrupted."""
+
+
+def spec(t: torch.Tensor) -> tuple[str, tuple[int, ...]]:
+    if t.dtype not in _CODES:
+        raise TypeError(f"cannot send tensors of dtype {t.dtype}; supported: {sorted(map(str, _CODES))}")
+    return _CODES[t.dtype], tuple(t.shape)
+
+
+def encode(kind: str, messages: list[Message] = (), **fields: Any) -> list[memoryview | bytes]:
+    """Buffers of one frame; tensor memory is referenced, not copied."""
+    labels: dict[str, int] = {}
+    entries, buffers = [], []
+    for m in messages:
+        specs = []
+        for t in m.tensors:
+            code, shape = spec(t)
+            specs.append([code, list(shape)])
+            flat = t.detach().contiguous().reshape(-1)
+            if flat.numel():
+                view = memoryview(flat.numpy()).cast("B")
+                buffers.append(view)
+                if _pad(len(view)):
+                    buffers.append(_PAD[:_pad(len(view))])
+        entries.append([list(m.id), labels.setdefault(m.label, len(labels)), specs])
+    header = msgpack.packb({"k": kind, "l": list(labels), "m": entries, **fields})
+    lead = _LENGTH.pack(len(header)) + header
+    return [lead + _PAD[:_pad(len(lead))], *buffers]
+
+
+def decode(payload: bytearray | memoryview) -> tuple[str, list[Message], dict[str, Any]]:
+    """Kind, messages (tensors are views into `payload`) and extra header fields."""
+    try:
+        (n,) = _LENGTH.unpack_from(payload, 0)
+        header = msgpack.unpackb(memoryview(payload)[_LENGTH.size:_LENGTH.size + n])
+        kind, labels, entries = header.pop("k"), header.pop("l"), header.pop("m")
+        offset = _LENGTH.size + n
+        offset += _pad(offset)
+        messages = []
+        for mid, label_index, specs in entries:
+            tensors = []
+            for code, shape in specs:
+                dtype = _DTYPES[code]
+                count = 1
+                for d in shape:
+                    count *= d
+                if count:
+                    t = torch.frombuffer(payload, dtype=dtype, count=count, offset=offset).reshape(shape)
+                else:
+                    t = torch.empty(shape, dtype=dtype)
+                nbytes = count * t.element_size()
+                offset += nbytes + _pad(nbytes)
+                tensors.append(t)
+            messages.append(Message(tuple(mid), labels[label_index], tensors))
+        if offset != len(payload):
+            raise ValueError(f"frame has {len(payload)} bytes, header describes {offset}")
+    except (ValueError, KeyError, TypeError, IndexError, struct.error, msgpack.UnpackException) as exc:
+        raise MalformedFrame(f"malformed frame from the peer ({type(exc).__name__}: {exc}); "
+                             "are both parties running the same lpgan version?") from exc
+    return kind, messages, header

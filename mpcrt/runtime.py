@@ -1,0 +1,387 @@
+"""A party of the two-party runtime: the round-batching scheduler and its failure handling.
+
+Every interactive step is a message with a deterministic id (see `scope`). Messages
+queued by any task during one event-loop tick leave together as one frame (one round),
+flushed by a callback scheduled with `call_soon`; received messages are matched to
+their waiters by id, so they may arrive early or late and in any order. A party that
+fails tells its peer (abort frame) before closing, and every wait is bounded by the
+party's timeout, so a failure on either side surfaces on both sides, never as a hang.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+import msgpack
+import torch
+
+from mpcrt import prg, ring
+from mpcrt.errors import HandshakeError, PeerAborted, PeerLost, PeerTimeout, ProgramMismatch
+from mpcrt.messages import ABORT, BYE, DATA, HELLO, MalformedFrame, Message, decode, encode, spec
+from mpcrt.scope import MessageId, Scope, _CURRENT, current_label, current_scope, install_task_factory, op_label
+from mpcrt.stats import Stats
+from transports import Transport, TransportError
+
+T = TypeVar("T")
+PROTOCOL_VERSION = 1
+DEFAULT_TIMEOUT = 60.0
+Program = Callable[..., Awaitable[T]]
+
+_INPUT_DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int64,
+                 torch.int32, torch.int16, torch.int8, torch.uint8, torch.bool]
+
+
+def _label_prefixes(label: str) -> list[str]:
+    parts = label.split("/")
+    return ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
+
+
+class Party:
+    """One of the two computing parties (id 0 or 1), connected to its peer by `transport`.
+
+    The party owns the transport: `run` closes it. `timeout` bounds every wait for the
+    peer (seconds without any frame from it while waiting).
+    """
+
+    def __init__(self, id: int, transport: Transport, *, timeout: float = DEFAULT_TIMEOUT,
+                 frac_bits: int = ring.DEFAULT_FRAC_BITS, session: str = "") -> None:
+        if id not in (0, 1):
+            raise ValueError(f"party id must be 0 or 1, got {id!r}")
+        self.id = id
+        self.peer_id = 1 - id
+        self.transport = transport
+        self.timeout = timeout
+        self.frac_bits = ring.check_frac_bits(frac_bits)
+        self.session = session
+        self.stats = Stats()
+        self._outbox: list[Message] = []
+        self._flush_scheduled = False
+        self._labels_in_frame: set[str] = set()
+        self._waiting: dict[MessageId, tuple[str, asyncio.Future[Message]]] = {}
+        self._inbox: dict[MessageId, Message] = {}
+        self._failure: BaseException | None = None
+        self._program_done = False
+        self._common_key = b""
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._peer_hello: asyncio.Future[dict] | None = None
+        self._peer_bye: asyncio.Future[None] | None = None
+        self._last_progress = 0.0
+        self._watchdog: asyncio.TimerHandle | None = None
+
+    def __repr__(self) -> str:
+        return f"Party({self.id}, session={self.session!r})"
+
+    # ---- running a program ----------------------------------------------------------------
+
+    async def run(self, program: Program[T], *args: Any) -> T:
+        """Handshake with the peer, run `program(self, *args)`, say goodbye, close."""
+        loop = self._loop = asyncio.get_running_loop()
+        install_task_factory(loop)
+        self._peer_hello = loop.create_future()
+        self._peer_bye = loop.create_future()
+        self._last_progress = loop.time()
+        receiver = loop.create_task(self._receive_loop(), name=f"party{self.id}-receiver")
+        try:
+            await self._hello()
+            token = _CURRENT.set(Scope())
+            try:
+                result = await program(self, *args)
+            finally:
+                _CURRENT.reset(token)
+            await self._goodbye()
+            return result
+        except BaseException as exc:
+            self._abort(exc)
+            raise
+        finally:
+            if self._watchdog is not None:
+                self._watchdog.cancel()
+            receiver.cancel()
+            await self.transport.close()
+
+    async def _hello(self) -> None:
+        seed = os.urandom(prg.KEY_BYTES)
+        self._send_control(HELLO, v=PROTOCOL_VERSION, party=self.id, session=self.session,
+                           frac_bits=self.frac_bits, seed=seed)
+        peer = await self._wait_control(self._peer_hello, "its handshake")
+        mine = {"v": PROTOCOL_VERSION, "party": self.peer_id, "session": self.session,
+                "frac_bits": self.frac_bits}
+        for key, expected in mine.items():
+            if peer.get(key) != expected:
+                what = {"v": "protocol version", "party": "party id", "session": "session id",
+                        "frac_bits": "fixed-point frac_bits"}[key]
+                raise HandshakeError(f"party {self.id} and its peer disagree on the {what}: expected "
+                                     f"{expected!r}, the peer has {peer.get(key)!r}")
+        seeds = (seed, peer["seed"]) if self.id == 0 else (peer["seed"], seed)
+        self._common_key = prg.derive_key(b"common", *seeds)
+
+    async def _goodbye(self) -> None:
+        self._flush()
+        if self._failure is not None:
+            raise self._failure
+        if self._inbox:
+            ids = sorted(self._inbox)[:5]
+            raise ProgramMismatch(f"party {self.peer_id} sent messages {ids} ({self._inbox[ids[0]].label!r}) "
+                                  f"that party {self.id}'s program never received; the programs differ")
+        self._program_done = True
+        self._send_control(BYE)
+        await self._wait_control(self._peer_bye, "the end of its program")
+
+    async def _wait_control(self, fut: asyncio.Future[T] | None, what: str) -> T:
+        assert fut is not None
+        try:
+            return await asyncio.wait_for(asyncio.shield(fut), self.timeout)
+        except TimeoutError:
+            raise PeerTimeout(f"party {self.id} waited {self.timeout:g} s for party {self.peer_id} to reach "
+                              f"{what}; is the peer running? raise timeout= if it needs longer") from None
+
+    # ---- the interactive primitive --------------------------------------------------------
+
+    async def exchange(self, outgoing: Sequence[torch.Tensor] | None, *, receive: bool = True,
+                       expect: Sequence[tuple[str, tuple[int, ...]]] | None = None) -> list[torch.Tensor] | None:
+        """Send `outgoing` to the peer and/or receive the peer's tensors of the same step.
+
+        Exchanges issued in the same event-loop tick share one frame (one round). When both
+        directions are used, the peer's tensors must match ours in dtype and shape (or
+        `expect`), otherwise the programs differ and ProgramMismatch is raised.
+        """
+        mid = current_scope().next_id()
+        if outgoing is not None:
+            self.send(mid, outgoing)
+        if not receive:
+            return None
+        if expect is None and outgoing is not None:
+            expect = [spec(t) for t in outgoing]
+        return await self.receive(mid, expect)
+
+    def next_id(self) -> MessageId:
+        """Reserve the id of one step (for protocols that derive common randomness from it)."""
+        return current_scope().next_id()
+
+    def send(self, mid: MessageId, tensors: Sequence[torch.Tensor]) -> None:
+        """Queue the tensors of step `mid` for the peer; they leave at the end of this tick.
+
+        Counted here, not at the flush, so stats read right after an op are complete.
+        """
+        self._check_usable()
+        message = Message(mid, current_label(), list(tensors))
+        self._outbox.append(message)
+        s = self.stats
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._labels_in_frame.clear()
+            s.rounds += 1
+            assert self._loop is not None
+            self._loop.call_soon(self._flush)
+        nbytes = message.nbytes
+        s.bytes_sent += nbytes
+        for prefix in _label_prefixes(message.label):
+            counts = s.by_op[prefix]
+            counts.messages_sent += 1
+            counts.bytes_sent += nbytes
+            if prefix not in self._labels_in_frame:
+                self._labels_in_frame.add(prefix)
+                counts.rounds += 1
+
+    async def receive(self, mid: MessageId,
+                      expect: Sequence[tuple[str, tuple[int, ...]]] | None = None) -> list[torch.Tensor]:
+        """The peer's tensors of step `mid`, checked against `expect` (dtype code, shape)."""
+        label = current_label()
+        message = self._inbox.pop(mid, None)
+        if message is None:
+            message = await self._wait_message(mid, label)
+        if message.label != label:
+            raise ProgramMismatch(f"message {mid}: party {self.id} is in {label!r}, party {self.peer_id} "
+                                  f"in {message.label!r}; the parties run different programs")
+        if expect is not None:
+            got = [spec(t) for t in message.tensors]
+            if [(c, tuple(s)) for c, s in expect] != got:
+                raise ProgramMismatch(f"message {mid} of {label!r}: party {self.id} expects "
+                                      f"{_describe(expect)}, party {self.peer_id} sent {_describe(got)}; "
+                                      "the parties run different programs or inputs of different shapes")
+        for prefix in _label_prefixes(label):
+            counts = self.stats.by_op[prefix]
+            counts.messages_received += 1
+            counts.bytes_received += message.nbytes
+        self.stats.bytes_received += message.nbytes
+        return message.tensors
+
+    async def _wait_message(self, mid: MessageId, label: str) -> Message:
+        self._check_usable()
+        if self._peer_bye is not None and self._peer_bye.done():
+            raise ProgramMismatch(f"party {self.peer_id} finished its program while party {self.id} waits "
+                                  f"for message {mid} of {label!r}; the programs differ")
+        assert self._loop is not None
+        if not self._waiting:
+            self._last_progress = self._loop.time()
+        future: asyncio.Future[Message] = self._loop.create_future()
+        self._waiting[mid] = (label, future)
+        if self._watchdog is None:
+            self._watchdog = self._loop.call_at(self._last_progress + self.timeout, self._check_stall)
+        try:
+            return await future
+        finally:
+            self._waiting.pop(mid, None)
+
+    def _check_usable(self) -> None:
+        if self._failure is not None:
+            raise self._failure
+        if self._loop is None:
+            raise RuntimeError("this party is not running a program; use Party.run or mpcrt.run_local")
+
+    # ---- shared tensors ------------------------------------------------------------------
+
+    async def input(self, value: torch.Tensor | Any | None, *, src: int):
+        """Secret-share `value`, held by party `src` (the other party passes None).
+
+        Costs one message from src carrying only the shape and type: the non-owner's share is
+        drawn from the stream both parties derive from the handshake key and the step id
+        (the owner knows the value anyway), and the owner keeps value - that share.
+        """
+        from mpcrt.shares import ArithmeticShare
+
+        if src not in (0, 1):
+            raise ValueError(f"src must be 0 or 1, got {src!r}")
+        with op_label("input"):
+            mid = self.next_id()
+            if self.id == src:
+                if value is None:
+                    raise ValueError(f"party {src} owns this input and must pass its value, not None")
+                value = torch.as_tensor(value)
+                if value.dtype not in _INPUT_DTYPES:
+                    raise TypeError(f"cannot share tensors of dtype {value.dtype}")
+                frac_bits = self.frac_bits if value.is_floating_point() else 0
+                encoded = ring.encode(value, frac_bits)
+                header = torch.tensor([frac_bits, _INPUT_DTYPES.index(value.dtype), *value.shape])
+                self.send(mid, [header])
+                share = encoded - self._common_random(mid, tuple(value.shape))
+                dtype = value.dtype
+            else:
+                if value is not None:
+                    raise ValueError(f"only party {src} provides this input; pass None on party {self.id}")
+                (header,) = await self.receive(mid)
+                if header.dtype != torch.int64 or header.ndim != 1 or len(header) < 2:
+                    raise ProgramMismatch(f"message {mid}: party {src} did not send an input header")
+                frac_bits, dtype_index, *shape = header.tolist()
+                dtype = _INPUT_DTYPES[dtype_index]
+                share = self._common_random(mid, tuple(shape))
+        return ArithmeticShare(self, share, frac_bits, dtype)
+
+    def _common_random(self, mid: MessageId, shape: tuple[int, ...]) -> torch.Tensor:
+        """Ring elements both parties derive for step `mid` (never reuse a step's id)."""
+        return prg.random_ring(shape, self._common_key, prg.nonce_for(msgpack.packb(list(mid))))
+
+    # ---- frames ----------------------------------------------------------------------------
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if not self._outbox or self._failure is not None:
+            return
+        messages, self._outbox = self._outbox, []
+        buffers = encode(DATA, messages)
+        try:
+            self.transport.send(buffers)
+        except TransportError as exc:
+            self._fail(PeerLost(f"party {self.id} could not send to party {self.peer_id}: {exc}"))
+            return
+        self.stats.frames_sent += 1
+        self.stats.wire_bytes_sent += sum(len(b) for b in buffers)
+
+    def _send_control(self, kind: str, **fields: Any) -> None:
+        buffers = encode(kind, **fields)
+        self.transport.send(buffers)
+        self.stats.frames_sent += 1
+        self.stats.wire_bytes_sent += sum(len(b) for b in buffers)
+
+    async def _receive_loop(self) -> None:
+        assert self._loop is not None and self._peer_hello is not None and self._peer_bye is not None
+        while True:
+            try:
+                payload = await self.transport.recv()
+            except TransportError as exc:
+                if not self._peer_bye.done():
+                    self._fail(PeerLost(f"party {self.id} lost its connection to party {self.peer_id}: {exc}"))
+                return
+            self._last_progress = self._loop.time()
+            self.stats.frames_received += 1
+            self.stats.wire_bytes_received += len(payload)
+            try:
+                kind, messages, fields = decode(payload)
+            except MalformedFrame as exc:
+                self._fail(exc)
+                return
+            if kind == DATA:
+                for m in messages:
+                    self._accept(m)
+            elif kind == HELLO and not self._peer_hello.done():
+                self._peer_hello.set_result(fields)
+            elif kind == BYE and not self._peer_bye.done():
+                self._peer_bye.set_result(None)
+                if self._waiting:
+                    mid, (label, _) = next(iter(self._waiting.items()))
+                    self._fail(ProgramMismatch(f"party {self.peer_id} finished its program while party "
+                                               f"{self.id} waits for message {mid} of {label!r}; "
+                                               "the programs differ"))
+            elif kind == ABORT:
+                self._fail(PeerAborted(f"party {self.peer_id} failed: {fields.get('error', '?')}"))
+                return
+            else:
+                self._fail(MalformedFrame(f"unexpected {kind!r} frame from party {self.peer_id}"))
+                return
+
+    def _accept(self, m: Message) -> None:
+        waiting = self._waiting.pop(m.id, None)  # resolved waiters must not count as waiting
+        if waiting is not None:
+            if not waiting[1].done():
+                waiting[1].set_result(m)
+        elif m.id in self._inbox:
+            self._fail(ProgramMismatch(f"party {self.peer_id} sent message {m.id} twice"))
+        elif self._program_done:
+            self._fail(ProgramMismatch(f"party {self.peer_id} sent message {m.id} of {m.label!r} after party "
+                                       f"{self.id}'s program had ended; the programs differ"))
+        else:
+            self._inbox[m.id] = m
+
+    def _check_stall(self) -> None:
+        self._watchdog = None
+        if not self._waiting or self._failure is not None:
+            return
+        assert self._loop is not None
+        deadline = self._last_progress + self.timeout
+        if self._loop.time() >= deadline - 1e-3:
+            mid, (label, _) = next(iter(self._waiting.items()))
+            self._fail(PeerTimeout(f"party {self.peer_id} sent nothing for {self.timeout:g} s while party "
+                                   f"{self.id} waits for message {mid} of {label!r}; is the peer alive? "
+                                   "raise timeout= if its steps take longer"))
+        else:
+            self._watchdog = self._loop.call_at(deadline, self._check_stall)
+
+    def _fail(self, error: BaseException) -> None:
+        """Record the first failure and wake every waiter with it."""
+        if self._failure is not None:
+            return
+        self._failure = error
+        for _, future in self._waiting.values():
+            if not future.done():
+                future.set_exception(error)
+        for future in (self._peer_hello, self._peer_bye):
+            if future is not None and not future.done():
+                future.set_exception(error)
+                future.exception()  # retrieved here; waiters re-raise it
+
+    def _abort(self, error: BaseException) -> None:
+        """Tell the peer why we stop, unless the failure came from the peer or the link."""
+        self._fail(error)
+        if isinstance(error, PeerAborted | PeerLost) or self.transport.closed:
+            return
+        try:
+            self._send_control(ABORT, error=f"{type(error).__name__}: {error}"[:2000])
+        except TransportError:
+            pass
+
+
+def _describe(specs: Sequence[tuple[str, Sequence[int]]]) -> str:
+    return ", ".join(f"{code}{tuple(shape)}" for code, shape in specs)

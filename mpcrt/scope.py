@@ -1,0 +1,98 @@
+"""Deterministic message ids from program structure, as MPyC's program counter.
+
+Every asyncio task of a party's program carries a `Scope`: a path (the position of the
+task in the tree of tasks) and a counter. Each exchange takes the next id in its scope,
+and each task created from inside a scope (asyncio.gather, create_task, TaskGroup) gets
+a child path from the same counter. Both parties run the same program, so they derive the
+same ids even when their tasks interleave in different orders. Child scopes are assigned
+by a task factory on the event loop, in the parent's creation order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+from typing import Any
+
+MessageId = tuple[int, ...]
+
+
+class Scope:
+    """A position in the task tree and the count of ids taken there so far."""
+
+    __slots__ = ("path", "_count")
+
+    def __init__(self, path: MessageId = ()) -> None:
+        self.path = path
+        self._count = 0
+
+    def next_id(self) -> MessageId:
+        self._count += 1
+        return (*self.path, self._count)
+
+    def child(self) -> Scope:
+        return Scope(self.next_id())
+
+
+_CURRENT: contextvars.ContextVar[Scope | None] = contextvars.ContextVar("mpcrt_scope", default=None)
+
+
+def current_scope() -> Scope:
+    scope = _CURRENT.get()
+    if scope is None:
+        raise RuntimeError("no MPC program is running in this task; interactive operations must "
+                           "run inside a program started by Party.run or mpcrt.run_local")
+    return scope
+
+
+def enter_root_scope() -> None:
+    """Start a fresh id space in the current task (the root of a party's program)."""
+    _CURRENT.set(Scope())
+
+
+def _make_factory(previous: Any) -> Any:
+    def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Future:
+        scope = _CURRENT.get()
+        if scope is not None:
+            context = kwargs.get("context") or contextvars.copy_context()
+            context.run(_CURRENT.set, scope.child())
+            kwargs["context"] = context
+        if previous is not None:
+            return previous(loop, coro, **kwargs)
+        return asyncio.Task(coro, loop=loop, **kwargs)
+
+    factory.mpcrt_scopes = True  # type: ignore[attr-defined]
+    return factory
+
+
+def install_task_factory(loop: asyncio.AbstractEventLoop) -> None:
+    """Make tasks created inside a program inherit a child scope (idempotent, chains)."""
+    previous = loop.get_task_factory()
+    if getattr(previous, "mpcrt_scopes", False):
+        return
+    loop.set_task_factory(_make_factory(previous))
+
+
+_LABEL: contextvars.ContextVar[str] = contextvars.ContextVar("mpcrt_op_label", default="")
+
+
+class op_label:  # noqa: N801 - used like a function: `with op_label("relu"):`
+    """Attribute the traffic inside the block to `name`, nested under any enclosing label."""
+
+    __slots__ = ("name", "_token")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __enter__(self) -> str:
+        outer = _LABEL.get()
+        label = f"{outer}/{self.name}" if outer else self.name
+        self._token = _LABEL.set(label)
+        return label
+
+    def __exit__(self, *exc: object) -> None:
+        _LABEL.reset(self._token)
+
+
+def current_label() -> str:
+    return _LABEL.get() or "unlabelled"
