@@ -134,14 +134,15 @@ class InboxTransport(Transport):
                 raise self._error
             if self._closed:
                 raise ConnectionClosed("this transport is closed")
-            self._waiter = loop.create_future()
+            waiter = self._waiter = loop.create_future()
             try:
                 if deadline is None:
-                    await self._waiter
+                    await waiter
                 else:
-                    await asyncio.wait_for(self._waiter, max(0.0, deadline - loop.time()))
+                    await asyncio.wait_for(waiter, max(0.0, deadline - loop.time()))
             except TimeoutError:
                 raise TransportTimeout(f"no frame from the peer within {timeout:g} s") from None
             finally:
-                self._waiter = None
+                if self._waiter is waiter:  # a cancelled recv must not clear its successor's waiter
+                    self._waiter = None
         return self._frames.popleft()

@@ -16,7 +16,7 @@ import errno
 import ssl
 
 from transports.base import DEFAULT_MAX_FRAME_BYTES, Frame, InboxTransport, frame_parts
-from transports.errors import AuthenticationError, ConnectionClosed, FrameError, TransportError
+from transports.errors import AuthenticationError, ConnectionClosed, FrameError, TransportError, TransportTimeout
 from transports.framing import FrameDecoder, frame_header
 from transports.tls import TLSConfig, describe_ssl_error
 
@@ -105,10 +105,14 @@ class _FrameProtocol(asyncio.BufferedProtocol):
 
     def _abort(self, error: TransportError) -> None:
         self.owner._fail(error)
-        if not self.ready.done():
-            self.ready.set_exception(error)
+        self._fail_ready(error)
         if self.transport is not None:
             self.transport.abort()
+
+    def _fail_ready(self, error: TransportError) -> None:
+        if not self.ready.done():
+            self.ready.set_exception(error)
+            self.ready.exception()  # only the listener awaits it; clients learn from recv()
 
     def eof_received(self) -> bool:
         return False
@@ -123,8 +127,7 @@ class _FrameProtocol(asyncio.BufferedProtocol):
         else:
             error = ConnectionClosed("the peer closed the connection" + (f" ({exc})" if exc else ""))
         self.owner._fail(error)
-        if not self.ready.done():
-            self.ready.set_exception(self.owner._error or error)
+        self._fail_ready(self.owner._error or error)
         self.writable.set()
         if not self._closed.done():
             self._closed.set_result(None)
@@ -249,7 +252,8 @@ async def connect(host: str, port: int, *, tls: TLSConfig | None, timeout: float
         greeting = await conn.recv(max(deadline - loop.time(), 1.0))
     except TransportError as exc:
         await conn.close()
-        raise type(exc)(f"{where} did not accept the connection: {exc}") from exc
+        hint = "; does one side expect TLS and the other plain TCP?" if isinstance(exc, TransportTimeout) else ""
+        raise type(exc)(f"{where} did not accept the connection: {exc}{hint}") from exc
     if bytes(greeting) != GREETING:
         await conn.close()
         raise FrameError(f"{where} is not an lpgan party (unexpected greeting {bytes(greeting[:40])!r})")
@@ -286,7 +290,12 @@ class Listener:
                 await asyncio.wait_for(asyncio.shield(conn._protocol.ready), self._timeout)
             except TimeoutError:
                 raise AuthenticationError(f"client {conn.peer_address} did not finish the TLS handshake "
-                                          f"within {self._timeout:g} s") from None
+                                          f"within {self._timeout:g} s (is it using plain TCP?)") from None
+            except ConnectionClosed as exc:
+                if self._tls is None:
+                    raise
+                raise AuthenticationError(f"client {conn.peer_address} left during the TLS handshake ({exc}); "
+                                          "is it using plain TCP or another CA?") from exc
             conn.send(GREETING)
             conn.counters.frames_sent = conn.counters.bytes_sent = 0
             self._accepted.put_nowait(conn)

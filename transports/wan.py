@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from transports.base import Buffer, Frame, Transport, frame_parts
-from transports.errors import TransportError
+from transports.errors import FrameError, TransportError
 
 _SPIN_SECONDS = 0.003
 
@@ -84,7 +84,6 @@ class WanTransport(Transport):
     def __init__(self, inner: Transport, model: NetworkModel, *, seed: int | None = None) -> None:
         self.inner = inner
         self.model = model
-        self.max_frame_bytes = inner.max_frame_bytes
         self._rng = random.Random(seed)  # simulation only: jitter needs no secrecy
         self._link_free_at = 0.0
         self._last_arrival = 0.0
@@ -100,6 +99,10 @@ class WanTransport(Transport):
         return self.inner.counters
 
     @property
+    def max_frame_bytes(self) -> int:  # type: ignore[override]
+        return self.inner.max_frame_bytes
+
+    @property
     def closed(self) -> bool:
         return self.inner.closed or self._pump.done()
 
@@ -110,6 +113,8 @@ class WanTransport(Transport):
             self.inner.send(b"")  # raises the inner transport's own error
         parts = frame_parts(frame)
         size = sum(len(p) for p in parts)
+        if size > self.inner.max_frame_bytes:
+            raise FrameError(f"frame of {size} bytes exceeds max_frame_bytes={self.inner.max_frame_bytes}")
         now = asyncio.get_running_loop().time()
         start = max(now, self._link_free_at)
         self._link_free_at = start + size * 8 / self.model.bandwidth_bps

@@ -1,0 +1,49 @@
+"""Shared fixtures: transport pairs of every kind, on a uvloop event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import pytest
+
+from mpcrt.local import tls_config
+from transports import NetworkModel, Transport, WanTransport, connect, listen, pair
+from transports.loop import new_event_loop
+
+# a fast simulated link keeps 64 MiB tests quick while still exercising the simulator
+FAST_LINK = NetworkModel(10e9, 2e-3, name="fast-test-link")
+TRANSPORT_KINDS = ["memory", "tcp", "tcp+tls", "wan+memory", "wan+tcp"]
+
+
+def pytest_asyncio_loop_factories(config, item):
+    """Async tests run on the loop the product uses (uvloop when installed)."""
+    return {"uvloop": new_event_loop}
+
+
+async def make_link(kind: str, *, max_frame_bytes: tuple[int, int] | None = None) -> tuple[Transport, Transport]:
+    """A connected (a, b) pair of the given kind; b is the accepting side for TCP."""
+    limits = max_frame_bytes or (1 << 30, 1 << 30)
+    base = kind.removeprefix("wan+")
+    if base == "memory":
+        a, b = pair()
+        a.max_frame_bytes, b.max_frame_bytes = limits
+    else:
+        tls = base == "tcp+tls" or kind == "wan+tcp"
+        listener = await listen("127.0.0.1", 0, tls=tls_config(1, tls), timeout=5, max_frame_bytes=limits[1])
+        accepting = asyncio.ensure_future(listener.accept(5))
+        a = await connect("127.0.0.1", listener.port, tls=tls_config(0, tls), timeout=5, max_frame_bytes=limits[0])
+        b = await accepting
+        await listener.close()
+    if kind.startswith("wan+"):
+        return WanTransport(a, FAST_LINK), WanTransport(b, FAST_LINK)
+    return a, b
+
+
+@pytest.fixture(params=TRANSPORT_KINDS)
+async def link(request):
+    a, b = await make_link(request.param)
+    yield a, b
+    for t in (a, b):
+        with contextlib.suppress(Exception):
+            await t.close()
