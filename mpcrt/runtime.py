@@ -11,6 +11,7 @@ party's timeout, so a failure on either side surfaces on both sides, never as a 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
@@ -21,7 +22,7 @@ import torch
 from mpcrt import prg, ring
 from mpcrt.errors import HandshakeError, PeerAborted, PeerLost, PeerTimeout, ProgramMismatch
 from mpcrt.messages import ABORT, BYE, DATA, HELLO, MalformedFrame, Message, decode, encode, spec
-from mpcrt.scope import MessageId, Scope, _CURRENT, current_label, current_scope, install_task_factory, op_label
+from mpcrt.scope import _CURRENT, MessageId, Scope, current_label, current_scope, install_task_factory, op_label
 from mpcrt.stats import Stats
 from transports import Transport, TransportError
 
@@ -377,10 +378,8 @@ class Party:
         self._fail(error)
         if isinstance(error, PeerAborted | PeerLost) or self.transport.closed:
             return
-        try:
+        with contextlib.suppress(TransportError):
             self._send_control(ABORT, error=f"{type(error).__name__}: {error}"[:2000])
-        except TransportError:
-            pass
 
 
 def _describe(specs: Sequence[tuple[str, Sequence[int]]]) -> str:

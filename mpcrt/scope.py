@@ -20,7 +20,7 @@ MessageId = tuple[int, ...]
 class Scope:
     """A position in the task tree and the count of ids taken there so far."""
 
-    __slots__ = ("path", "_count")
+    __slots__ = ("_count", "path")
 
     def __init__(self, path: MessageId = ()) -> None:
         self.path = path
@@ -79,7 +79,7 @@ _LABEL: contextvars.ContextVar[str] = contextvars.ContextVar("mpcrt_op_label", d
 class op_label:  # noqa: N801 - used like a function: `with op_label("relu"):`
     """Attribute the traffic inside the block to `name`, nested under any enclosing label."""
 
-    __slots__ = ("name", "_token")
+    __slots__ = ("_token", "name")
 
     def __init__(self, name: str) -> None:
         self.name = name

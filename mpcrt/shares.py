@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 class ArithmeticShare:
     """This party's share of a secret tensor, with its fixed-point scale and the dtype it decodes to."""
 
-    __slots__ = ("party", "value", "frac_bits", "dtype")
+    __slots__ = ("dtype", "frac_bits", "party", "value")
 
     def __init__(self, party: Party, value: torch.Tensor, frac_bits: int, dtype: torch.dtype) -> None:
         if value.dtype != torch.int64:

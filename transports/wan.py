@@ -11,6 +11,7 @@ stretch before a deadline is waited by yielding to the loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from collections import deque
 from dataclasses import dataclass
@@ -155,9 +156,7 @@ class WanTransport(Transport):
     async def close(self, flush_timeout: float = 10.0) -> None:
         """Deliver frames still on the simulated wire (up to flush_timeout), then close."""
         if not self._pump.done():
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._idle.wait(), flush_timeout)
-            except TimeoutError:
-                pass
             self._pump.cancel()
         await self.inner.close()

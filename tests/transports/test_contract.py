@@ -67,7 +67,7 @@ async def test_early_and_late_arrival(link):
 async def test_recv_timeout_loses_nothing(link):
     a, b = link
     start = time.monotonic()
-    with pytest.raises(TransportTimeout, match="within 0.2 s"):
+    with pytest.raises(TransportTimeout, match=r"within 0\.2 s"):
         await b.recv(0.2)
     assert time.monotonic() - start < 2
     a.send(b"after")

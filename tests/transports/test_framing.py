@@ -18,7 +18,7 @@ def decode_in_pieces(stream: bytes, cuts: list[int], max_frame_bytes: int = 1 <<
     frames: list[bytes] = []
     decoder = FrameDecoder(max_frame_bytes, lambda f: frames.append(bytes(f)))
     pos = 0
-    for cut in sorted(set(cuts)) + [len(stream)]:
+    for cut in [*sorted(set(cuts)), len(stream)]:
         decoder.feed(stream[pos:cut])
         pos = max(pos, cut)
     return frames
