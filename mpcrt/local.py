@@ -10,14 +10,16 @@ import asyncio
 import atexit
 import multiprocessing as mp
 import pickle
+import queue
 import shutil
 import tempfile
+import time
 import traceback
 from typing import Any
 
 import torch
 
-from mpcrt.errors import PeerAborted, PeerLost
+from mpcrt.errors import PeerAborted, PeerLost, PeerTimeout
 from mpcrt.runtime import DEFAULT_TIMEOUT, Party, Program
 from transports import (
     NetworkModel,
@@ -123,32 +125,50 @@ def _run_processes(program: Program, args: tuple, options: dict) -> tuple[Any, A
              for i in (0, 1)]
     for p in procs:
         p.start()
+    outcomes = _await_outcomes(procs, results_queue, deadline=time.monotonic() + options["timeout"] * 2 + 60.0)
     results: list[Any] = [None, None]
-    outcomes: dict[int, tuple] = {}
-    startup = 60.0  # spawning two interpreters and importing torch
-    try:
-        while len(outcomes) < 2:
-            try:
-                party_id, ok, payload, trace = results_queue.get(timeout=options["timeout"] * 2 + startup)
-            except Exception:
-                dead = [i for i, p in enumerate(procs) if not p.is_alive() and i not in outcomes]
-                raise PeerLost(f"party process {dead or '?'} ended without a result "
-                               f"(exit codes {[p.exitcode for p in procs]})") from None
-            outcomes[party_id] = (ok, payload, trace)
-    finally:
-        for p in procs:
-            p.join(timeout=10)
-            if p.is_alive():
-                p.kill()
     for i in (0, 1):
         ok, payload, trace = outcomes[i]
         if ok:
             results[i] = pickle.loads(payload)
         else:
             exc = pickle.loads(payload) if payload is not None else RuntimeError(trace.splitlines()[-1])
-            exc.add_note(f"traceback in party {i}'s process:\n{trace}")
+            if trace:
+                exc.add_note(f"traceback in party {i}'s process:\n{trace}")
             results[i] = exc
     return _collect(results)
+
+
+def _await_outcomes(procs: list, results_queue: Any, deadline: float) -> dict[int, tuple]:
+    """Each party's (ok, pickled result or exception, traceback); a process that dies is a failure."""
+    outcomes: dict[int, tuple] = {}
+    dead_since: dict[int, float] = {}
+    try:
+        while len(outcomes) < 2:
+            try:
+                party_id, ok, payload, trace = results_queue.get(timeout=0.2)
+                outcomes[party_id] = (ok, payload, trace)
+                continue
+            except queue.Empty:
+                pass
+            now = time.monotonic()
+            for i, p in enumerate(procs):
+                if i not in outcomes and p.exitcode is not None:
+                    # a result posted just before exit may still be in the pipe: allow a moment
+                    if now - dead_since.setdefault(i, now) > 1.0:
+                        lost = PeerLost(f"party {i}'s process ended without a result (exit code {p.exitcode})")
+                        outcomes[i] = (False, pickle.dumps(lost), "")
+            if now > deadline:
+                for i in (0, 1):
+                    if i not in outcomes:
+                        hung = PeerTimeout(f"party {i}'s process gave no result in time; it was killed")
+                        outcomes[i] = (False, pickle.dumps(hung), "")
+    finally:
+        for p in procs:
+            p.join(timeout=10)
+            if p.is_alive():
+                p.kill()
+    return outcomes
 
 
 def _party_process(party_id: int, program: Program, args: tuple, options: dict,

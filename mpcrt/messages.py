@@ -77,6 +77,8 @@ def decode(payload: bytearray | memoryview) -> tuple[str, list[Message], dict[st
     try:
         (n,) = _LENGTH.unpack_from(payload, 0)
         header = msgpack.unpackb(memoryview(payload)[_LENGTH.size:_LENGTH.size + n])
+        if not isinstance(header, dict):
+            raise TypeError(f"header is a {type(header).__name__}, not a map")
         kind, labels, entries = header.pop("k"), header.pop("l"), header.pop("m")
         offset = _LENGTH.size + n
         offset += _pad(offset)
@@ -98,7 +100,8 @@ def decode(payload: bytearray | memoryview) -> tuple[str, list[Message], dict[st
             messages.append(Message(tuple(mid), labels[label_index], tensors))
         if offset != len(payload):
             raise ValueError(f"frame has {len(payload)} bytes, header describes {offset}")
-    except (ValueError, KeyError, TypeError, IndexError, struct.error, msgpack.UnpackException) as exc:
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError, struct.error,
+            msgpack.UnpackException, RuntimeError) as exc:
         raise MalformedFrame(f"malformed frame from the peer ({type(exc).__name__}: {exc}); "
                              "are both parties running the same lpgan version?") from exc
     return kind, messages, header

@@ -47,3 +47,13 @@ async def link(request):
     for t in (a, b):
         with contextlib.suppress(Exception):
             await t.close()
+
+
+async def run_pair(program, *args, kind: str = "memory", timeout: float = 5.0, party_options=None) -> list:
+    """Run `program` on both parties over a link of `kind`; both outcomes, exceptions included."""
+    from mpcrt import Party
+
+    a, b = await make_link(kind)
+    options = party_options or [{}, {}]
+    parties = [Party(i, t, timeout=timeout, **options[i]) for i, t in enumerate((a, b))]
+    return await asyncio.gather(*(p.run(program, *args) for p in parties), return_exceptions=True)

@@ -1,0 +1,129 @@
+"""The round-batching scheduler: rounds, exact bytes, ids across interleavings, stats."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import pytest
+import torch
+
+import mpcrt
+from tests.conftest import TRANSPORT_KINDS, run_pair
+
+
+async def thousand_concurrent_reveals(party: mpcrt.Party):
+    x = await party.input(torch.arange(1000, dtype=torch.float32) if party.id == 0 else None, src=0)
+    before = party.stats.rounds
+    scalars = [mpcrt.ArithmeticShare(party, x.value[i:i + 1], x.frac_bits, x.dtype) for i in range(1000)]
+    opened = await asyncio.gather(*(s.reveal() for s in scalars))
+    return torch.cat(opened), party.stats.rounds - before, party.stats
+
+
+@pytest.mark.parametrize("kind", TRANSPORT_KINDS)
+async def test_1000_concurrent_reveals_cost_exactly_one_round(kind):
+    results = await run_pair(thousand_concurrent_reveals, kind=kind)
+    for opened, rounds, stats in results:
+        assert torch.equal(opened, torch.arange(1000, dtype=torch.float32))
+        assert rounds == 1
+        reveal = stats.op("reveal")
+        assert (reveal.rounds, reveal.messages_sent, reveal.messages_received) == (1, 1000, 1000)
+        assert (reveal.bytes_sent, reveal.bytes_received) == (8000, 8000)
+
+
+async def reveal_sizes(party: mpcrt.Party):
+    costs = []
+    for n in (1, 10, 1000):
+        x = await party.input(torch.ones(n) if party.id == 1 else None, src=1)
+        before = (party.stats.bytes_sent, party.stats.bytes_received, party.stats.rounds)
+        await x.reveal()
+        costs.append((party.stats.bytes_sent - before[0], party.stats.bytes_received - before[1],
+                      party.stats.rounds - before[2]))
+    return costs
+
+
+async def test_exact_bytes_per_reveal():
+    other, owner = await run_pair(reveal_sizes)
+    assert other == [(8, 8, 1), (80, 80, 1), (8000, 8000, 1)]
+    # the owner queues its input header and its reveal share in the same tick: one frame
+    assert owner == [(8, 8, 0), (80, 80, 0), (8000, 8000, 0)]
+
+
+async def input_costs(party: mpcrt.Party):
+    await party.input(torch.zeros(3, 4) if party.id == 0 else None, src=0)
+    return party.stats.op("input").as_dict()
+
+
+async def test_input_sends_only_a_header_from_the_owner():
+    owner, other = await run_pair(input_costs)
+    # header: frac_bits, dtype, then the shape (2 dims): 4 int64
+    assert owner == {"rounds": 1, "messages_sent": 1, "messages_received": 0, "bytes_sent": 32, "bytes_received": 0}
+    assert other == {"rounds": 0, "messages_sent": 0, "messages_received": 1, "bytes_sent": 0, "bytes_received": 32}
+
+
+async def scrambled(party: mpcrt.Party, seed: int):
+    """Each party's tasks sleep different random times, so they run in different orders."""
+    rng = random.Random(seed * 10 + party.id)
+    values = torch.arange(40, dtype=torch.float64) - 20.5
+
+    async def one(i: int):
+        await asyncio.sleep(rng.random() * 0.01)
+        x = await party.input(values[i:i + 1] if party.id == i % 2 else None, src=i % 2)
+        await asyncio.sleep(rng.random() * 0.01)
+        y = x * 3 - 1
+        with mpcrt.op_label("inner"):
+            await asyncio.sleep(rng.random() * 0.005)
+            return await y.reveal()
+
+    return torch.cat(await asyncio.gather(*(one(i) for i in range(40))))
+
+
+@pytest.mark.parametrize("seed", range(3))
+async def test_parties_whose_tasks_run_in_different_orders_still_agree(seed):
+    r0, r1 = await run_pair(scrambled, seed)
+    expected = (torch.arange(40, dtype=torch.float64) - 20.5) * 3 - 1
+    assert torch.equal(r0, expected) and torch.equal(r1, expected)
+
+
+async def labelled(party: mpcrt.Party):
+    x = await party.input(torch.ones(5) if party.id == 0 else None, src=0)
+    with mpcrt.op_label("layer1"):
+        await asyncio.gather(x.reveal(), (x + 1).reveal())
+        with mpcrt.op_label("relu"):
+            await x.reveal()
+    return party.stats
+
+
+async def test_stats_by_nested_label():
+    for stats in await run_pair(labelled):
+        layer = stats.op("layer1")
+        assert (layer.rounds, layer.messages_sent, layer.bytes_sent) == (2, 3, 120)
+        assert stats.op("layer1/reveal").messages_sent == 2
+        assert stats.op("layer1/relu").rounds == 1
+        assert stats.op("layer1/relu/reveal").bytes_received == 40
+        assert stats.op("nothing").rounds == 0
+        assert "layer1/relu/reveal" in stats.table()
+        assert stats.as_dict()["by_op"]["layer1"]["messages_received"] == 3
+        assert stats.wire_bytes_sent > stats.bytes_sent  # headers are counted on the wire
+
+
+async def early_and_late(party: mpcrt.Party):
+    x = await party.input(torch.tensor([2.5]) if party.id == 0 else None, src=0)
+    if party.id == 0:
+        await asyncio.sleep(0.05)  # party 1's share arrives early here; party 0's late there
+    return await x.reveal()
+
+
+async def test_early_and_late_messages():
+    r0, r1 = await run_pair(early_and_late)
+    assert float(r0) == float(r1) == 2.5
+
+
+async def outside_program(party: mpcrt.Party):
+    return party
+
+
+async def test_exchange_outside_a_program_is_a_clear_error():
+    p0, _ = await run_pair(outside_program)
+    with pytest.raises(RuntimeError, match="no MPC program"):
+        await p0.exchange([torch.zeros(1)])

@@ -1,0 +1,89 @@
+"""Deterministic message ids from program structure."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import pytest
+
+from mpcrt.scope import _CURRENT, Scope, current_label, current_scope, install_task_factory, op_label
+
+
+def test_ids_count_within_a_scope_and_children_nest():
+    root = Scope()
+    assert root.next_id() == (1,)
+    child = root.child()
+    assert child.path == (2,)
+    assert child.next_id() == (2, 1)
+    assert root.next_id() == (3,)
+
+
+async def collect_ids(delays: list[float]) -> list[tuple]:
+    """Ids taken by tasks that run in an order set by `delays`."""
+    install_task_factory(asyncio.get_running_loop())
+    token = _CURRENT.set(Scope())
+    try:
+        async def worker(delay: float) -> list[tuple]:
+            await asyncio.sleep(delay)
+            first = current_scope().next_id()
+            inner = await asyncio.gather(*(nested() for _ in range(2)))
+            return [first, *inner]
+
+        async def nested() -> tuple:
+            await asyncio.sleep(random.random() / 1000)
+            return current_scope().next_id()
+
+        return await asyncio.gather(*(worker(d) for d in delays))
+    finally:
+        _CURRENT.reset(token)
+
+
+async def test_ids_do_not_depend_on_the_order_tasks_run_in():
+    forward = await collect_ids([0.001 * i for i in range(6)])
+    backward = await collect_ids([0.001 * (6 - i) for i in range(6)])
+    assert forward == backward
+    flat = [i for worker in forward for i in worker]
+    assert len(set(flat)) == len(flat)
+
+
+async def test_tasks_outside_programs_are_untouched():
+    install_task_factory(asyncio.get_running_loop())
+
+    async def probe():
+        return _CURRENT.get()
+
+    assert await asyncio.ensure_future(probe()) is None
+    with pytest.raises(RuntimeError, match="no MPC program"):
+        current_scope()
+
+
+async def test_installing_twice_keeps_one_factory_and_chains_a_previous_one():
+    loop = asyncio.get_running_loop()
+    seen = []
+
+    def previous(loop, coro, **kwargs):
+        seen.append(coro)
+        return asyncio.Task(coro, loop=loop, **kwargs)
+
+    loop.set_task_factory(previous)
+    install_task_factory(loop)
+    factory = loop.get_task_factory()
+    install_task_factory(loop)
+    assert loop.get_task_factory() is factory
+
+    async def nothing():
+        return 1
+
+    assert await asyncio.ensure_future(nothing()) == 1
+    assert len(seen) == 1
+    loop.set_task_factory(None)
+
+
+def test_op_labels_nest():
+    assert current_label() == "unlabelled"
+    with op_label("layer1") as outer:
+        assert outer == "layer1"
+        with op_label("relu"):
+            assert current_label() == "layer1/relu"
+        assert current_label() == "layer1"

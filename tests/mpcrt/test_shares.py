@@ -1,0 +1,113 @@
+"""Shared tensors end to end: input, local arithmetic, reveal; against plaintext torch.
+
+Tolerances are in units of 2^-f (f = 16): inputs are rounded to the nearest multiple of
+2^-f, so each input contributes at most half a unit; integer factors scale that error.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import mpcrt
+from tests.conftest import run_pair
+
+ULP = 2.0 ** -16
+
+
+async def arithmetic(party: mpcrt.Party, a: torch.Tensor, b: torch.Tensor):
+    x = await party.input(a if party.id == 0 else None, src=0)
+    y = await party.input(b if party.id == 1 else None, src=1)
+    return [await z.reveal() for z in (x + y, x - y, -x, x * 3, -2 * y, x * torch.tensor([1, -4, 0, 7]),
+                                       x + 1.5, 2.25 - y, x + torch.tensor([0.5, 0, 0, -1]), x)]
+
+
+async def test_local_operations_match_torch():
+    a = torch.tensor([1.5, -3.99997, 0.0, 123.456], dtype=torch.float64)
+    b = torch.tensor([-0.25, 2.0, -1e-4, -999.0], dtype=torch.float64)
+    expected = [a + b, a - b, -a, a * 3, -2 * b, a * torch.tensor([1, -4, 0, 7]), a + 1.5, 2.25 - b,
+                a + torch.tensor([0.5, 0, 0, -1]), a]
+    bounds = [1, 1, 0.5, 1.5, 1, 3.5, 0.5, 0.5, 0.5, 0.5]  # in ULPs
+    for result in await run_pair(arithmetic, a, b):
+        for got, want, bound in zip(result, expected, bounds, strict=True):
+            assert got.dtype == torch.float64
+            assert float((got - want).abs().max()) <= bound * ULP
+
+
+async def typed(party: mpcrt.Party, value):
+    x = await party.input(value if party.id == 0 else None, src=0)
+    return await x.reveal(), x.frac_bits
+
+
+@pytest.mark.parametrize("value", [torch.tensor([1.25, -2.5], dtype=torch.float32), torch.tensor([[3, -4]]),
+                                   torch.tensor(7.0), torch.zeros(0, 2), torch.tensor([-5], dtype=torch.int32)])
+async def test_reveal_returns_the_input_dtype_and_shape(value):
+    for opened, frac_bits in await run_pair(typed, value):
+        assert opened.dtype == value.dtype and opened.shape == value.shape
+        assert torch.equal(opened, value)
+        assert frac_bits == (16 if value.is_floating_point() else 0)
+
+
+async def reveal_to_one(party: mpcrt.Party):
+    x = await party.input(torch.tensor([4.0, -1.0]) if party.id == 0 else None, src=0)
+    to0 = await x.reveal(to=0)
+    to1 = await x.reveal(to=1)
+    return to0, to1, party.stats.op("reveal").as_dict()
+
+
+async def test_reveal_to_one_party_only():
+    (a0, a1, s0), (b0, b1, s1) = await run_pair(reveal_to_one)
+    assert torch.equal(a0, torch.tensor([4.0, -1.0])) and a1 is None
+    assert b0 is None and torch.equal(b1, torch.tensor([4.0, -1.0]))
+    assert s0["bytes_sent"] == s0["bytes_received"] == s1["bytes_sent"] == 16
+
+
+async def shares_look_random(party: mpcrt.Party):
+    x = await party.input(torch.zeros(10_000) if party.id == 0 else None, src=0)
+    return x.value
+
+
+async def test_shares_of_zero_are_random_and_sum_to_zero():
+    v0, v1 = await run_pair(shares_look_random)
+    assert torch.equal(v0 + v1, torch.zeros(10_000, dtype=torch.int64))
+    assert v1.unique().numel() == 10_000  # no structure leaks into the non-owner's share
+
+
+async def misuse(party: mpcrt.Party, what: str):
+    if what == "owner passes None":
+        await party.input(None, src=0)
+    elif what == "other passes a value":
+        await party.input(torch.ones(1), src=1 - party.id)
+    elif what == "float factor":
+        x = await party.input(torch.ones(1) if party.id == 0 else None, src=0)
+        return x * 0.5
+    elif what == "share times share":
+        x = await party.input(torch.ones(1) if party.id == 0 else None, src=0)
+        return x * x
+    elif what == "bad src":
+        await party.input(torch.ones(1), src=2)
+
+
+@pytest.mark.parametrize(("what", "error", "message"), [
+    ("owner passes None", ValueError, "must pass its value"),
+    ("other passes a value", ValueError, "pass None"),
+    ("float factor", TypeError, "integer public factors"),
+    ("share times share", TypeError, "interactive"),
+    ("bad src", ValueError, "src must be 0 or 1"),
+])
+async def test_misuse_gives_clear_errors(what, error, message):
+    results = await run_pair(misuse, what, timeout=2)
+    assert any(isinstance(r, error) and message in str(r) for r in results), results
+
+
+async def mixed_scales(party: mpcrt.Party):
+    x = await party.input(torch.ones(1) if party.id == 0 else None, src=0)
+    n = await party.input(torch.ones(1, dtype=torch.int64) if party.id == 0 else None, src=0)
+    return x + n
+
+
+async def test_adding_shares_of_different_scales_is_refused():
+    results = await run_pair(mixed_scales, timeout=2)
+    assert any(isinstance(r, ValueError) and "scales differ" in str(r) for r in results)
+    # the party that fails first tells the other, which may not have got that far
+    assert all(isinstance(r, ValueError | mpcrt.PeerAborted) for r in results)
