@@ -153,11 +153,10 @@ def _await_outcomes(procs: list, results_queue: Any, deadline: float) -> dict[in
                 pass
             now = time.monotonic()
             for i, p in enumerate(procs):
-                if i not in outcomes and p.exitcode is not None:
-                    # a result posted just before exit may still be in the pipe: allow a moment
-                    if now - dead_since.setdefault(i, now) > 1.0:
-                        lost = PeerLost(f"party {i}'s process ended without a result (exit code {p.exitcode})")
-                        outcomes[i] = (False, pickle.dumps(lost), "")
+                # a result posted just before exit may still be in the pipe: allow a moment
+                if i not in outcomes and p.exitcode is not None and now - dead_since.setdefault(i, now) > 1.0:
+                    lost = PeerLost(f"party {i}'s process ended without a result (exit code {p.exitcode})")
+                    outcomes[i] = (False, pickle.dumps(lost), "")
             if now > deadline:
                 for i in (0, 1):
                     if i not in outcomes:
