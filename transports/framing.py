@@ -1,8 +1,10 @@
 """Length-prefixed frames on a byte stream: the header, and an incremental decoder.
 
 The decoder hands out the buffer the next bytes should land in (asyncio's
-BufferedProtocol contract), so a frame's payload is read straight into its final
-bytearray with no intermediate copy, and it accepts bytes in fragments of any size.
+BufferedProtocol contract). Between frames and for the tail of small frames that is a
+64 KiB scratch buffer, so many small frames cost one read; inside a large frame it is the
+frame's own bytearray, so bulk payload is read with no intermediate copy. It accepts
+bytes in fragments of any size.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from transports.errors import FrameError
 
 MAGIC = b"MPF1"
 HEADER = struct.Struct("<4sQ")
+SCRATCH_BYTES = 1 << 16
 
 
 def frame_header(length: int) -> bytes:
@@ -31,6 +34,8 @@ class FrameDecoder:
         self._header_pos = 0
         self._body: bytearray | None = None
         self._body_pos = 0
+        self._scratch = bytearray(SCRATCH_BYTES)
+        self._into_body = False
 
     @property
     def partial(self) -> tuple[int, int] | None:
@@ -43,30 +48,39 @@ class FrameDecoder:
 
     def get_buffer(self) -> memoryview:
         """Where the next received bytes must be written (never empty)."""
-        if self._body is None:
-            return memoryview(self._header)[self._header_pos:]
-        return memoryview(self._body)[self._body_pos:]
+        body = self._body
+        self._into_body = body is not None and len(body) - self._body_pos >= SCRATCH_BYTES
+        if self._into_body:
+            return memoryview(body)[self._body_pos:]  # type: ignore[index]
+        return memoryview(self._scratch)
 
     def advance(self, n: int) -> None:
         """Account for `n` bytes written into the last buffer from get_buffer()."""
-        if self._body is None:
-            self._header_pos += n
-            if self._header_pos == HEADER.size:
-                self._start_body()
-        else:
+        if self._into_body:
             self._body_pos += n
-            if self._body_pos == len(self._body):
+            if self._body_pos == len(self._body):  # type: ignore[arg-type]
                 self._finish()
+        else:
+            self.feed(memoryview(self._scratch)[:n])
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
-        """Push bytes in (used by tests and by non-buffered transports)."""
+        """Push bytes in: complete frames are delivered, the rest is kept for later."""
         data = memoryview(data)
         while data:
-            buf = self.get_buffer()
-            n = min(len(buf), len(data))
-            buf[:n] = data[:n]
-            data = data[n:]
-            self.advance(n)
+            if self._body is None:
+                take = min(HEADER.size - self._header_pos, len(data))
+                self._header[self._header_pos:self._header_pos + take] = data[:take]
+                self._header_pos += take
+                data = data[take:]
+                if self._header_pos == HEADER.size:
+                    self._start_body()
+            else:
+                take = min(len(self._body) - self._body_pos, len(data))
+                self._body[self._body_pos:self._body_pos + take] = data[:take]
+                self._body_pos += take
+                data = data[take:]
+                if self._body_pos == len(self._body):
+                    self._finish()
 
     def _start_body(self) -> None:
         magic, length = HEADER.unpack(self._header)

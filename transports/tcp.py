@@ -209,10 +209,22 @@ class _TlsFrameProtocol(_FrameProtocol, asyncio.Protocol):
         self._flush()  # TLS may have replies of its own (key updates)
 
     def write_parts(self, parts: list[memoryview]) -> None:
+        """Encrypt a frame: small parts are joined first (one record, one send for a small
+        frame); large parts go in 256 KiB pieces straight from the caller's memory."""
+        small = bytearray()
         for part in parts:
+            if len(small) + len(part) <= _TLS_WRITE_CHUNK:
+                small += part
+                continue
+            if small:
+                self._ssl.write(small)
+                small.clear()
             for start in range(0, len(part), _TLS_WRITE_CHUNK):
                 self._ssl.write(part[start:start + _TLS_WRITE_CHUNK])
                 self._flush()
+        if small:
+            self._ssl.write(small)
+        self._flush()
 
     def _flush(self) -> None:
         if self._outgoing.pending and self.transport is not None and not self.transport.is_closing():

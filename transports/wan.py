@@ -4,8 +4,9 @@ Each side models its own outgoing direction: a frame starts serializing when the
 free (so back-to-back frames queue behind each other), takes size*8/bandwidth seconds on
 the wire, then propagation delay (RTT/2) plus optional jitter. The frame is handed to
 the inner transport at its arrival time, so the peer sees it when a real link would
-deliver it. Timers of the event loop are only millisecond-accurate, so the last
-stretch before a deadline is waited by yielding to the loop.
+deliver it. Times come from time.monotonic(): uvloop's loop.time() ticks in whole
+milliseconds, which added about 1 ms per direction. Loop timers are millisecond-coarse
+too, so the last stretch before a deadline is waited by yielding to the loop.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +22,7 @@ from typing import Any
 from transports.base import Buffer, Frame, Transport, frame_parts
 from transports.errors import FrameError, TransportError
 
-_SPIN_SECONDS = 0.003
+_SPIN_SECONDS = 0.002
 
 
 @dataclass(frozen=True)
@@ -70,12 +72,11 @@ def resolve_network(spec: Any) -> NetworkModel | None:
 
 
 async def sleep_until(deadline: float) -> None:
-    """Wait until loop.time() >= deadline, accurate to well under a millisecond."""
-    loop = asyncio.get_running_loop()
-    coarse = deadline - _SPIN_SECONDS - loop.time()
+    """Wait until time.monotonic() >= deadline, accurate to well under a millisecond."""
+    coarse = deadline - _SPIN_SECONDS - time.monotonic()
     if coarse > 0:
         await asyncio.sleep(coarse)
-    while loop.time() < deadline:
+    while time.monotonic() < deadline:
         await asyncio.sleep(0)
 
 
@@ -116,7 +117,7 @@ class WanTransport(Transport):
         size = sum(len(p) for p in parts)
         if size > self.inner.max_frame_bytes:
             raise FrameError(f"frame of {size} bytes exceeds max_frame_bytes={self.inner.max_frame_bytes}")
-        now = asyncio.get_running_loop().time()
+        now = time.monotonic()
         start = max(now, self._link_free_at)
         self._link_free_at = start + size * 8 / self.model.bandwidth_bps
         arrival = self._link_free_at + self.model.one_way_s
@@ -150,7 +151,8 @@ class WanTransport(Transport):
         return await self.inner.recv(timeout)
 
     async def drain(self) -> None:
-        await self._idle.wait()
+        """Wait until this side's frames have left the sender (serialized), as a socket would."""
+        await sleep_until(self._link_free_at)
         await self.inner.drain()
 
     async def close(self, flush_timeout: float = 10.0) -> None:

@@ -43,16 +43,43 @@ def test_byte_at_a_time_and_all_at_once():
     assert decode_in_pieces(stream, []) == payloads
 
 
-def test_buffered_protocol_path_writes_into_the_frame():
-    frames: list[bytearray] = []
-    decoder = FrameDecoder(100, frames.append)
-    stream = encode_frames([b"xyz"])
-    for byte in stream:  # what asyncio does: get_buffer, write, buffer_updated
+def protocol_reads(decoder: FrameDecoder, stream: bytes, max_read: int) -> int:
+    """Drive the decoder as asyncio does (get_buffer, write up to max_read, advance); count reads."""
+    reads, pos = 0, 0
+    while pos < len(stream):
         buf = decoder.get_buffer()
         assert len(buf) >= 1
-        buf[0] = byte
-        decoder.advance(1)
-    assert frames == [bytearray(b"xyz")]
+        n = min(len(buf), max_read, len(stream) - pos)
+        buf[:n] = stream[pos:pos + n]
+        decoder.advance(n)
+        pos += n
+        reads += 1
+    return reads
+
+
+@given(st.lists(st.binary(max_size=200_000), max_size=4), st.integers(1, 300_000))
+@settings(max_examples=60, deadline=None)
+def test_buffered_protocol_path(payloads, max_read):
+    frames: list[bytes] = []
+    protocol_reads(FrameDecoder(1 << 20, lambda f: frames.append(bytes(f))), encode_frames(payloads), max_read)
+    assert frames == payloads
+
+
+def test_small_frames_need_one_read_and_large_ones_land_in_place():
+    frames: list[bytearray] = []
+    decoder = FrameDecoder(1 << 24, frames.append)
+    assert protocol_reads(decoder, encode_frames([b"x" * 100] * 50), 1 << 20) == 1
+    big = bytes(range(256)) * 8192  # 2 MiB
+    stream = encode_frames([big])
+    decoder.get_buffer()
+    decoder.advance(0)
+    first = decoder.get_buffer()
+    first[:1000] = stream[:1000]
+    decoder.advance(1000)
+    body_view = decoder.get_buffer()  # now a view into the frame's own bytearray
+    assert body_view.obj is not decoder._scratch
+    protocol_reads(decoder, stream[1000:], 1 << 22)
+    assert bytes(frames[-1]) == big
 
 
 def test_partial_reports_progress_inside_a_frame():

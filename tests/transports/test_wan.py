@@ -7,6 +7,7 @@ upper bounds; the measured accuracy is reported by bench/transport.py.
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -39,39 +40,36 @@ async def timed_link(model: NetworkModel):
 
 async def test_round_trip_takes_the_configured_rtt():
     a, b = await timed_link(NetworkModel(1e9, 0.03))
-    loop = asyncio.get_running_loop()
-    start = loop.time()
+    start = time.monotonic()
     a.send(b"ping")
     await b.recv(5)
     b.send(b"pong")
     await a.recv(5)
-    rtt = loop.time() - start
+    rtt = time.monotonic() - start
     assert 0.03 - 1e-6 <= rtt < 0.03 + 0.05
 
 
 async def test_serialization_and_queueing():
     # 100 kB at 8 Mbit/s = 0.1 s on the wire; two back-to-back frames: the second waits
     a, b = await timed_link(NetworkModel(8e6, 0.0))
-    loop = asyncio.get_running_loop()
-    start = loop.time()
+    start = time.monotonic()
     a.send(bytes(100_000))
     a.send(bytes(100_000))
     await b.recv(5)
-    first = loop.time() - start
+    first = time.monotonic() - start
     await b.recv(5)
-    second = loop.time() - start
+    second = time.monotonic() - start
     assert 0.1 - 1e-6 <= first < 0.1 + 0.05
     assert 0.2 - 1e-6 <= second < 0.2 + 0.05
 
 
 async def test_directions_are_independent():
     a, b = await timed_link(NetworkModel(8e6, 0.0))
-    loop = asyncio.get_running_loop()
-    start = loop.time()
+    start = time.monotonic()
     a.send(bytes(100_000))
     b.send(bytes(100_000))
     await asyncio.gather(a.recv(5), b.recv(5))
-    assert loop.time() - start < 0.2  # both 0.1 s transfers overlap
+    assert time.monotonic() - start < 0.2  # both 0.1 s transfers overlap
 
 
 async def test_jitter_never_reorders():
@@ -86,3 +84,15 @@ async def test_close_delivers_frames_still_on_the_wire():
     a.send(b"in flight")
     await a.close()
     assert bytes(await b.recv(5)) == b"in flight"
+
+
+async def test_drain_waits_for_serialization_not_for_arrival():
+    a, b = await timed_link(NetworkModel(8e6, 0.4))
+    start = time.monotonic()
+    a.send(bytes(100_000))  # 0.1 s on the wire, then 0.2 s of propagation
+    await a.drain()
+    drained = time.monotonic() - start
+    await b.recv(5)
+    arrived = time.monotonic() - start
+    assert 0.1 - 1e-6 <= drained < 0.15
+    assert 0.3 - 1e-6 <= arrived < 0.35

@@ -1,0 +1,1 @@
+"""Benchmarks of the transports and the runtime (not imported by the packages)."""
