@@ -7,14 +7,17 @@
     r0, r1 = mpcrt.run_local(program, transport="tcp", network="wan")
 """
 
-from mpcrt.errors import HandshakeError, MPCError, PeerAborted, PeerLost, PeerTimeout, ProgramMismatch
+from mpcrt import ops
+from mpcrt.binary import BinaryShare
+from mpcrt.errors import DealerError, HandshakeError, MPCError, PeerAborted, PeerLost, PeerTimeout, ProgramMismatch
 from mpcrt.local import run_local
 from mpcrt.runtime import Party
 from mpcrt.scope import op_label
-from mpcrt.shares import ArithmeticShare
+from mpcrt.shares import ArithmeticShare, cat, stack
 from mpcrt.stats import OpCounts, Stats
 
 __all__ = [
-    "ArithmeticShare", "HandshakeError", "MPCError", "OpCounts", "Party", "PeerAborted", "PeerLost",
-    "PeerTimeout", "ProgramMismatch", "Stats", "op_label", "run_local",
+    "ArithmeticShare", "BinaryShare", "DealerError", "HandshakeError", "MPCError", "OpCounts", "Party",
+    "PeerAborted", "PeerLost", "PeerTimeout", "ProgramMismatch", "Stats", "cat", "op_label", "ops", "run_local",
+    "stack",
 ]

@@ -25,3 +25,7 @@ class PeerTimeout(MPCError, TimeoutError):
 
 class HandshakeError(MPCError):
     """The parties disagree on who is who, on the session, or on the protocol version."""
+
+
+class DealerError(MPCError):
+    """The dealer is unreachable, died, or sent material that does not fit the request."""

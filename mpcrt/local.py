@@ -8,17 +8,21 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import multiprocessing as mp
 import pickle
 import queue
 import shutil
 import tempfile
+import threading
 import time
 import traceback
 from typing import Any
 
 import torch
 
+from mpcrt import prg
+from mpcrt.dealer import CorrectionSource, DealerClient, DealerService, LocalDealer, RemoteDealer
 from mpcrt.errors import PeerAborted, PeerLost, PeerTimeout
 from mpcrt.runtime import DEFAULT_TIMEOUT, Party, Program
 from transports import (
@@ -33,6 +37,7 @@ from transports import (
     resolve_network,
 )
 from transports.certs import Credentials
+from transports.loop import new_event_loop
 from transports.loop import run as run_loop
 
 LOOPBACK = "127.0.0.1"
@@ -44,7 +49,7 @@ def local_credentials() -> dict[str, Credentials]:
     if not _credentials:
         directory = tempfile.mkdtemp(prefix="mpcrt-certs-")
         atexit.register(shutil.rmtree, directory, ignore_errors=True)
-        _credentials.update(generate_certificates(directory, ("party0", "party1")))
+        _credentials.update(generate_certificates(directory, ("party0", "party1", "owner")))
     return _credentials
 
 
@@ -57,19 +62,24 @@ def tls_config(party_id: int, tls: bool, credentials: dict[str, Credentials] | N
 
 def run_local(program: Program, *args: Any, transport: str = "memory", network: Any = None,
               processes: bool = False, tls: bool = True, timeout: float = DEFAULT_TIMEOUT,
-              frac_bits: int = 16) -> tuple[Any, Any]:
+              frac_bits: int = 16, dealer: str = "local", truncation: str = "dealer") -> tuple[Any, Any]:
     """Run `program(party, *args)` as party 0 and party 1; returns (result0, result1).
 
     transport: "memory" (one process) or "tcp" (real sockets on loopback, TLS 1.3 with
     mutual authentication unless tls=False). network: None, "lan", "wan", "mobile", a
     NetworkModel or {"bandwidth_mbps":..., "rtt_ms":...}: simulated on top of the transport.
     processes=True runs each party in its own OS process over TCP (program and args must
-    pickle). A party's exception is re-raised with `.party_id` and a note naming the party.
+    pickle). dealer: "local" (in this process) or "service" (a dealer service over TLS, as
+    the owner runs it; always so with processes=True, so party 1 never holds party 0's seed).
+    A party's exception is re-raised with `.party_id` and a note naming the party.
     """
     if transport not in ("memory", "tcp"):
         raise ValueError(f"transport must be 'memory' or 'tcp', got {transport!r}")
+    if dealer not in ("local", "service"):
+        raise ValueError(f"dealer must be 'local' or 'service', got {dealer!r}")
     model = resolve_network(network)
-    options = {"model": model, "tls": tls, "timeout": timeout, "frac_bits": frac_bits}
+    options = {"model": model, "tls": tls, "timeout": timeout, "frac_bits": frac_bits, "dealer": dealer,
+               "truncation": truncation, "seeds": (prg.new_key(), prg.new_key())}
     if processes:
         return _run_processes(program, args, options)
     results = run_loop(_run_in_one_loop(program, args, transport, options))
@@ -90,8 +100,38 @@ async def _run_in_one_loop(program: Program, args: tuple, transport: str, option
             await listener.close()
     if options["model"] is not None:
         ends = (WanTransport(ends[0], options["model"]), WanTransport(ends[1], options["model"]))
-    parties = [Party(i, ends[i], timeout=options["timeout"], frac_bits=options["frac_bits"]) for i in (0, 1)]
-    return await asyncio.gather(*(p.run(program, *args) for p in parties), return_exceptions=True)
+    seed0, seed1 = options["seeds"]
+    service = listener = None
+    if options["dealer"] == "local":
+        source: CorrectionSource = LocalDealer(seed0, seed1)
+    else:
+        service = DealerService(seed0, seed1)
+        listener = await listen(LOOPBACK, 0, tls=_dealer_tls(options["tls"]), timeout=options["timeout"])
+        serving = asyncio.ensure_future(service.serve(listener))
+        source = await _connect_dealer(listener.port, options)
+    dealers = [DealerClient(0, seed0), DealerClient(1, seed1, source)]
+    parties = [Party(i, ends[i], timeout=options["timeout"], frac_bits=options["frac_bits"], dealer=dealers[i],
+                     truncation=options["truncation"]) for i in (0, 1)]
+    try:
+        return await asyncio.gather(*(p.run(program, *args) for p in parties), return_exceptions=True)
+    finally:
+        if service is not None and listener is not None:
+            await source.close()  # type: ignore[attr-defined]
+            serving.cancel()
+            await service.close()
+            await listener.close()
+
+
+def _dealer_tls(tls: bool, credentials: dict[str, Credentials] | None = None) -> TLSConfig | None:
+    """The dealer service (the owner's role) accepts party 1 only."""
+    return TLSConfig((credentials or local_credentials())["owner"], "party1") if tls else None
+
+
+async def _connect_dealer(port: int, options: dict, credentials: dict[str, Credentials] | None = None) -> RemoteDealer:
+    creds = credentials or local_credentials()
+    tls = TLSConfig(creds["party1"], "owner") if options["tls"] else None
+    conn = await connect(LOOPBACK, port, tls=tls, timeout=options["timeout"])
+    return RemoteDealer(conn, timeout=options["timeout"])
 
 
 def _collect(results: list) -> tuple[Any, Any]:
@@ -118,6 +158,8 @@ def _run_processes(program: Program, args: tuple, options: dict) -> tuple[Any, A
         raise TypeError("processes=True sends the program and its arguments to two new processes: "
                         f"define the program at module level and pass picklable arguments ({exc})") from exc
     credentials = local_credentials()
+    dealer_thread = _DealerThread(*options["seeds"], tls=_dealer_tls(options["tls"], credentials))
+    options = {**options, "dealer_port": dealer_thread.port}
     ctx = mp.get_context("spawn")
     port_queue, results_queue = ctx.Queue(), ctx.Queue()
     procs = [ctx.Process(target=_party_process, name=f"mpcrt-party{i}", daemon=True,
@@ -125,7 +167,10 @@ def _run_processes(program: Program, args: tuple, options: dict) -> tuple[Any, A
              for i in (0, 1)]
     for p in procs:
         p.start()
-    outcomes = _await_outcomes(procs, results_queue, deadline=time.monotonic() + options["timeout"] * 2 + 60.0)
+    try:
+        outcomes = _await_outcomes(procs, results_queue, deadline=time.monotonic() + options["timeout"] * 2 + 60.0)
+    finally:
+        dealer_thread.stop()
     results: list[Any] = [None, None]
     for i in (0, 1):
         ok, payload, trace = outcomes[i]
@@ -201,5 +246,34 @@ async def _party_main(party_id: int, program: Program, args: tuple, options: dic
     model: NetworkModel | None = options["model"]
     if model is not None:
         transport = WanTransport(transport, model)
-    party = Party(party_id, transport, timeout=options["timeout"], frac_bits=options["frac_bits"])
-    return await party.run(program, *args)
+    seed = options["seeds"][party_id]
+    source = await _connect_dealer(options["dealer_port"], options, credentials) if party_id == 1 else None
+    party = Party(party_id, transport, timeout=options["timeout"], frac_bits=options["frac_bits"],
+                  dealer=DealerClient(party_id, seed, source), truncation=options["truncation"])
+    try:
+        return await party.run(program, *args)
+    finally:
+        if source is not None:
+            await source.close()
+
+
+class _DealerThread:
+    """The dealer service on its own event loop in a thread of the parent process."""
+
+    def __init__(self, seed0: bytes, seed1: bytes, tls: TLSConfig | None) -> None:
+        self._loop = new_event_loop()
+        self._service = DealerService(seed0, seed1)
+        self._listener = self._loop.run_until_complete(listen(LOOPBACK, 0, tls=tls))
+        self.port = self._listener.port
+        self._thread = threading.Thread(target=self._run, name="mpcrt-dealer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._task = self._loop.create_task(self._service.serve(self._listener))
+        with contextlib.suppress(asyncio.CancelledError):
+            self._loop.run_until_complete(self._task)
+
+    def stop(self) -> None:
+        self._loop.call_soon_threadsafe(self._task.cancel)
+        self._thread.join(timeout=10)

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import os
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgpack
 import torch
@@ -22,8 +22,20 @@ import torch
 from mpcrt import prg, ring
 from mpcrt.errors import HandshakeError, PeerAborted, PeerLost, PeerTimeout, ProgramMismatch
 from mpcrt.messages import ABORT, BYE, DATA, HELLO, MalformedFrame, Message, decode, encode, spec
-from mpcrt.scope import _CURRENT, MessageId, Scope, current_label, current_scope, install_task_factory, op_label
+from mpcrt.scope import (
+    _CURRENT,
+    MessageId,
+    Scope,
+    background_task,
+    current_label,
+    current_scope,
+    install_task_factory,
+    op_label,
+)
 from mpcrt.stats import Stats
+
+if TYPE_CHECKING:
+    from mpcrt.dealer.client import DealerClient
 from transports import Transport, TransportError
 
 T = TypeVar("T")
@@ -48,7 +60,8 @@ class Party:
     """
 
     def __init__(self, id: int, transport: Transport, *, timeout: float = DEFAULT_TIMEOUT,
-                 frac_bits: int = ring.DEFAULT_FRAC_BITS, session: str = "") -> None:
+                 frac_bits: int = ring.DEFAULT_FRAC_BITS, session: str = "", dealer: DealerClient | None = None,
+                 truncation: str = "dealer") -> None:
         if id not in (0, 1):
             raise ValueError(f"party id must be 0 or 1, got {id!r}")
         self.id = id
@@ -58,6 +71,10 @@ class Party:
         self.frac_bits = ring.check_frac_bits(frac_bits)
         self.session = session
         self.stats = Stats()
+        self._dealer = dealer
+        if dealer is not None:
+            dealer.stats = self.stats
+        self.truncation = truncation
         self._outbox: list[Message] = []
         self._flush_scheduled = False
         self._labels_in_frame: set[str] = set()
@@ -75,6 +92,14 @@ class Party:
     def __repr__(self) -> str:
         return f"Party({self.id}, session={self.session!r})"
 
+    @property
+    def dealer(self) -> DealerClient:
+        """This party's source of correlated randomness (Beaver triples, truncation pairs...)."""
+        if self._dealer is None:
+            raise RuntimeError("this party has no dealer: products, truncation and comparisons need one; "
+                               "use mpcrt.run_local or pass Party(..., dealer=DealerClient(...))")
+        return self._dealer
+
     # ---- running a program ----------------------------------------------------------------
 
     async def run(self, program: Program[T], *args: Any) -> T:
@@ -84,7 +109,7 @@ class Party:
         self._peer_hello = loop.create_future()
         self._peer_bye = loop.create_future()
         self._last_progress = loop.time()
-        receiver = loop.create_task(self._receive_loop(), name=f"party{self.id}-receiver")
+        receiver = background_task(self._receive_loop(), f"party{self.id}-receiver")
         try:
             await self._hello()
             token = _CURRENT.set(Scope())
@@ -142,14 +167,17 @@ class Party:
     # ---- the interactive primitive --------------------------------------------------------
 
     async def exchange(self, outgoing: Sequence[torch.Tensor] | None, *, receive: bool = True,
-                       expect: Sequence[tuple[str, tuple[int, ...]]] | None = None) -> list[torch.Tensor] | None:
+                       expect: Sequence[tuple[str, tuple[int, ...]]] | None = None,
+                       mid: MessageId | None = None) -> list[torch.Tensor] | None:
         """Send `outgoing` to the peer and/or receive the peer's tensors of the same step.
 
         Exchanges issued in the same event-loop tick share one frame (one round). When both
         directions are used, the peer's tensors must match ours in dtype and shape (or
-        `expect`), otherwise the programs differ and ProgramMismatch is raised.
+        `expect`), otherwise the programs differ and ProgramMismatch is raised. `mid`: an id
+        reserved with next_id() (when the step also named dealer material), else a fresh one.
         """
-        mid = current_scope().next_id()
+        if mid is None:
+            mid = current_scope().next_id()
         if outgoing is not None:
             self.send(mid, outgoing)
         if not receive:

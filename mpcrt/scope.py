@@ -52,9 +52,10 @@ def enter_root_scope() -> None:
 
 def _make_factory(previous: Any) -> Any:
     def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Future:
-        scope = _CURRENT.get()
+        given = kwargs.get("context")
+        scope = given.get(_CURRENT) if given is not None else _CURRENT.get()
         if scope is not None:
-            context = kwargs.get("context") or contextvars.copy_context()
+            context = given or contextvars.copy_context()
             context.run(_CURRENT.set, scope.child())
             kwargs["context"] = context
         if previous is not None:
@@ -63,6 +64,12 @@ def _make_factory(previous: Any) -> Any:
 
     factory.mpcrt_scopes = True  # type: ignore[attr-defined]
     return factory
+
+
+def background_task(coro: Any, name: str) -> asyncio.Task:
+    """A task of the runtime itself (receivers, pumps): outside any program's id space, so
+    starting it on one party only cannot shift the ids of the program's messages."""
+    return asyncio.get_running_loop().create_task(coro, name=name, context=contextvars.Context())
 
 
 def install_task_factory(loop: asyncio.AbstractEventLoop) -> None:

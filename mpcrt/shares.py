@@ -40,6 +40,64 @@ class ArithmeticShare:
     def _like(self, value: torch.Tensor) -> ArithmeticShare:
         return ArithmeticShare(self.party, value, self.frac_bits, self.dtype)
 
+    def _with(self, value: torch.Tensor, frac_bits: int) -> ArithmeticShare:
+        """A share at another scale; an integer share that gains fractional bits decodes as float."""
+        dtype = self.dtype if not frac_bits or self.dtype.is_floating_point else torch.get_default_dtype()
+        return ArithmeticShare(self.party, value, frac_bits, dtype)
+
+    @property
+    def ndim(self) -> int:
+        return self.value.ndim
+
+    def numel(self) -> int:
+        return self.value.numel()
+
+    def __len__(self) -> int:
+        return len(self.value)
+
+    # ---- local reshaping: the same index map applied to each share ---------------------
+
+    def reshape(self, *shape: Any) -> ArithmeticShare:
+        return self._like(self.value.reshape(*shape))
+
+    view = reshape
+
+    def flatten(self, start_dim: int = 0, end_dim: int = -1) -> ArithmeticShare:
+        return self._like(self.value.flatten(start_dim, end_dim))
+
+    def __getitem__(self, index: Any) -> ArithmeticShare:
+        return self._like(self.value[index])
+
+    def transpose(self, dim0: int, dim1: int) -> ArithmeticShare:
+        return self._like(self.value.transpose(dim0, dim1))
+
+    def t(self) -> ArithmeticShare:
+        return self._like(self.value.t())
+
+    def permute(self, *dims: int) -> ArithmeticShare:
+        return self._like(self.value.permute(*dims))
+
+    def unsqueeze(self, dim: int) -> ArithmeticShare:
+        return self._like(self.value.unsqueeze(dim))
+
+    def squeeze(self, dim: int | None = None) -> ArithmeticShare:
+        return self._like(self.value.squeeze() if dim is None else self.value.squeeze(dim))
+
+    def expand(self, *shape: Any) -> ArithmeticShare:
+        return self._like(self.value.expand(*shape))
+
+    def sum(self, dim: Any = None, keepdim: bool = False) -> ArithmeticShare:
+        """Sum over `dim` (all if None); exact in the ring. The mean is `mpcrt.ops.mean`."""
+        return self._like(self.value.sum() if dim is None else self.value.sum(dim=dim, keepdim=keepdim))
+
+    def pad(self, pad: Any, value: float = 0.0) -> ArithmeticShare:
+        """torch.nn.functional.pad with a constant; party 0 carries the constant."""
+        padded = torch.nn.functional.pad(self.value, pad, value=0)
+        if value and self.party.id == 0:
+            mask = torch.nn.functional.pad(torch.zeros_like(self.value, dtype=torch.bool), pad, value=True)
+            padded = padded + mask.long() * ring.encode(torch.tensor(value), self.frac_bits)
+        return self._like(padded)
+
     def _operand(self, other: Any) -> torch.Tensor:
         """Ring value to add: the other share, or (at party 0 only) an encoded public value."""
         if isinstance(other, ArithmeticShare):
@@ -91,3 +149,20 @@ class ArithmeticShare:
             else:
                 raise ValueError(f"reveal(to=...) takes 0, 1 or None, got {to!r}")
         return ring.decode(self.value + peer, self.frac_bits, self.dtype)
+
+
+def _same_kind(shares: list[ArithmeticShare]) -> ArithmeticShare:
+    first = shares[0]
+    if any(s.party is not first.party or s.frac_bits != first.frac_bits for s in shares):
+        raise ValueError("cannot join shares of different parties or fixed-point scales")
+    return first
+
+
+def cat(shares: list[ArithmeticShare], dim: int = 0) -> ArithmeticShare:
+    """torch.cat of shares (local)."""
+    return _same_kind(shares)._like(torch.cat([s.value for s in shares], dim=dim))
+
+
+def stack(shares: list[ArithmeticShare], dim: int = 0) -> ArithmeticShare:
+    """torch.stack of shares (local)."""
+    return _same_kind(shares)._like(torch.stack([s.value for s in shares], dim=dim))

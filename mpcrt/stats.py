@@ -29,6 +29,19 @@ class OpCounts:
 
 
 @dataclass
+class OfflineCounts:
+    """Correlated randomness: requests served, bytes received from the dealer, and the
+    seconds spent deriving or fetching material (apart from the online phase)."""
+
+    requests: int = 0
+    bytes_received: int = 0
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, float]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass
 class Stats:
     """A party's traffic: totals, wire-level frames, and a breakdown by op label.
 
@@ -44,14 +57,16 @@ class Stats:
     bytes_sent: int = 0
     bytes_received: int = 0
     by_op: dict[str, OpCounts] = field(default_factory=lambda: defaultdict(OpCounts))
+    offline: OfflineCounts = field(default_factory=OfflineCounts)
 
     def op(self, label: str) -> OpCounts:
         """Counts of `label`, including everything nested under it ("relu" includes "relu/mul")."""
         return self.by_op.get(label, OpCounts())
 
     def as_dict(self) -> dict:
-        totals = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "by_op"}
-        return {**totals, "by_op": {k: v.as_dict() for k, v in sorted(self.by_op.items())}}
+        totals = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("by_op", "offline")}
+        return {**totals, "by_op": {k: v.as_dict() for k, v in sorted(self.by_op.items())},
+                "offline": self.offline.as_dict()}
 
     def table(self) -> str:
         """A text table of the breakdown by op, for terminals and logs."""

@@ -1,0 +1,86 @@
+"""The party's side of the dealer: its seed, and where party 1's corrections come from.
+
+Party 0 derives every component of its material from seed0 (no traffic). Party 1 derives
+the free components from seed1 and gets the dependent ones from a `CorrectionSource`: the
+dealer in this process, the dealer service over TLS, or a store filled ahead of time
+(offline phase). Time spent making or fetching material is counted as offline.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+
+import torch
+
+from mpcrt.dealer.material import KINDS, Request, correction_shapes, corrections, derive
+from mpcrt.errors import DealerError
+from mpcrt.stats import Stats
+
+
+class CorrectionSource(ABC):
+    """Gives party 1 its dependent components."""
+
+    @abstractmethod
+    async def fetch(self, request: Request) -> list[torch.Tensor]:
+        """Party 1's corrections for `request`, in the kind's dependent order."""
+
+
+class LocalDealer(CorrectionSource):
+    """The dealer in this process: knows both seeds and computes corrections on demand."""
+
+    def __init__(self, seed0: bytes, seed1: bytes) -> None:
+        self.seed0, self.seed1 = seed0, seed1
+
+    async def fetch(self, request: Request) -> list[torch.Tensor]:
+        return corrections(request, self.seed0, self.seed1)
+
+
+class Pregenerated(CorrectionSource):
+    """Corrections shipped ahead of the online phase; a request it lacks is an error."""
+
+    def __init__(self, store: dict[Request, list[torch.Tensor]]) -> None:
+        self.store = store
+
+    async def fetch(self, request: Request) -> list[torch.Tensor]:
+        try:
+            return self.store.pop(request)
+        except KeyError:
+            raise DealerError(f"no pre-generated material for {request.kind} at step {request.mid}; the "
+                              "program asked for something its dry run did not (data-dependent control flow?)") \
+                from None
+
+
+class DealerClient:
+    """One party's access to correlated randomness."""
+
+    def __init__(self, party_id: int, seed: bytes, source: CorrectionSource | None = None) -> None:
+        if party_id == 1 and source is None:
+            raise ValueError("party 1 needs a correction source (the dealer)")
+        self.party_id = party_id
+        self.seed = seed
+        self.source = source
+        self.stats: Stats | None = None  # set by the party it serves
+
+    async def get(self, request: Request) -> dict[str, torch.Tensor]:
+        """This party's share of every component of `request`'s material."""
+        kind = KINDS[request.kind]
+        start = time.perf_counter()
+        parts = {name: derive(request, self.seed, name) for name in kind.free}
+        if self.party_id == 0:
+            parts.update({name: derive(request, self.seed, name) for name in kind.dependent})
+        else:
+            assert self.source is not None
+            fetched = await self.source.fetch(request)
+            expected = correction_shapes(request)
+            got = [tuple(t.shape) for t in fetched]
+            if got != [tuple(s) for s in expected] or any(t.dtype != torch.int64 for t in fetched):
+                raise DealerError(f"the dealer sent material of shapes {got} for {request.kind} at step "
+                                  f"{request.mid}, expected {expected}; is it serving the same program?")
+            parts.update(zip(kind.dependent, fetched, strict=True))
+            if self.stats is not None:
+                self.stats.offline.bytes_received += sum(t.numel() * 8 for t in fetched)
+        if self.stats is not None:
+            self.stats.offline.requests += 1
+            self.stats.offline.seconds += time.perf_counter() - start
+        return parts

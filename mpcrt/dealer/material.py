@@ -1,0 +1,211 @@
+"""Correlated randomness, derived deterministically from two seeds.
+
+The dealer holds seed0 (shared with party 0) and seed1 (shared with party 1). Every piece
+of material is named by a `Request` (kind, the step's message id, a tag, parameters), and
+each random component is an AES-CTR stream keyed by a seed at a nonce derived from that
+name. So party 0 derives all its parts locally, party 1 derives its free parts (masks)
+locally, and only party 1's corrections for dependent parts (c = a*b - c0, ...) travel.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+import torch
+import torch.nn.functional as F
+
+from mpcrt import prg
+from mpcrt.scope import MessageId
+
+# bilinear operators a Beaver triple can be shaped for; kwargs are the torch ones
+BILINEAR: dict[str, Callable[..., torch.Tensor]] = {
+    "mul": torch.mul,
+    "matmul": torch.matmul,
+    "conv2d": F.conv2d,
+    "conv_transpose2d": F.conv_transpose2d,
+}
+
+
+@dataclass(frozen=True)
+class Request:
+    """What one step needs. params: hashable, msgpack-able description (shapes, op kwargs)."""
+
+    kind: str
+    mid: MessageId
+    tag: str
+    params: tuple
+
+    def nonce(self, component: str) -> bytes:
+        return prg.nonce_for(msgpack.packb([self.kind, list(self.mid), self.tag, component]))
+
+    def to_wire(self) -> list:
+        return [self.kind, list(self.mid), self.tag, _plain(self.params)]
+
+    @staticmethod
+    def from_wire(item: list) -> Request:
+        kind, mid, tag, params = item
+        return Request(kind, tuple(mid), tag, _hashable(params))
+
+
+def _plain(x: Any) -> Any:
+    return [_plain(v) for v in x] if isinstance(x, tuple | list) else x
+
+
+def _hashable(x: Any) -> Any:
+    return tuple(_hashable(v) for v in x) if isinstance(x, list) else x
+
+
+def _bits_to_words(nbits: int) -> int:
+    return (nbits + 63) // 64
+
+
+def unpack_bits(words: torch.Tensor, nbits: int) -> torch.Tensor:
+    """Bits of int64 words (bit j of word i is element 64*i + j), as int64 0/1, first nbits."""
+    shifts = torch.arange(64, dtype=torch.int64)
+    return ((words.reshape(-1, 1) >> shifts) & 1).reshape(-1)[:nbits]
+
+
+def pack_bits(bits: torch.Tensor) -> torch.Tensor:
+    """Inverse of unpack_bits: 0/1 values into int64 words, 64 to a word."""
+    flat = bits.reshape(-1).to(torch.int64) & 1
+    pad = -flat.numel() % 64
+    flat = torch.cat([flat, flat.new_zeros(pad)]).reshape(-1, 64)
+    return (flat << torch.arange(64, dtype=torch.int64)).sum(dim=1)  # distinct bits: sum == or
+
+
+class Kind(ABC):
+    """How one kind of material splits into free components and dependent ones."""
+
+    free: tuple[str, ...] = ()
+    dependent: tuple[str, ...] = ()
+    xor: frozenset[str] = frozenset()  # components XOR-shared as packed words, not additive
+
+    @abstractmethod
+    def shapes(self, params: tuple) -> dict[str, tuple[int, ...]]:
+        """Shape of every component."""
+
+    @abstractmethod
+    def dependent_values(self, free: dict[str, torch.Tensor], params: tuple) -> dict[str, torch.Tensor]:
+        """The secret dependent values, from the full free values."""
+
+
+class Triple(Kind):
+    """Beaver triple for a bilinear op: params (op, shape_a, shape_b, kwargs items)."""
+
+    free = ("a", "b")
+    dependent = ("c",)
+
+    def shapes(self, params: tuple) -> dict[str, tuple[int, ...]]:
+        op, shape_a, shape_b, kwargs = params
+        out = BILINEAR[op](torch.empty(shape_a, dtype=torch.float32, device="meta"),
+                           torch.empty(shape_b, dtype=torch.float32, device="meta"), **dict(kwargs))
+        return {"a": tuple(shape_a), "b": tuple(shape_b), "c": tuple(out.shape)}
+
+    def dependent_values(self, free, params):
+        op, _, _, kwargs = params
+        return {"c": BILINEAR[op](free["a"], free["b"], **dict(kwargs))}
+
+
+class Square(Kind):
+    """(a, a*a): one opening instead of two for x*x. params (shape,)."""
+
+    free = ("a",)
+    dependent = ("c",)
+
+    def shapes(self, params):
+        return {"a": tuple(params[0]), "c": tuple(params[0])}
+
+    def dependent_values(self, free, params):
+        return {"c": free["a"] * free["a"]}
+
+
+class Truncation(Kind):
+    """r, r >> f (logical) and MSB(r), for the 1-round exact truncation. params (shape, f)."""
+
+    free = ("r",)
+    dependent = ("r_high", "r_msb")
+
+    def shapes(self, params):
+        shape = tuple(params[0])
+        return {"r": shape, "r_high": shape, "r_msb": shape}
+
+    def dependent_values(self, free, params):
+        f = params[1]
+        r = free["r"]
+        return {"r_high": logical_shift(r, f), "r_msb": (r < 0).to(torch.int64)}
+
+
+class AndTriple(Kind):
+    """Boolean Beaver triple on packed words: c = a & b. params (shape,)."""
+
+    free = ("a", "b")
+    dependent = ("c",)
+    xor = frozenset({"a", "b", "c"})
+
+    def shapes(self, params):
+        shape = tuple(params[0])
+        return {"a": shape, "b": shape, "c": shape}
+
+    def dependent_values(self, free, params):
+        return {"c": free["a"] & free["b"]}
+
+
+class RandomBits(Kind):
+    """Random bits, XOR-shared packed 64 to a word and additively shared as ring 0/1.
+
+    params (nbits,). The packed words are free; the additive copy is dependent.
+    """
+
+    free = ("packed",)
+    dependent = ("arith",)
+    xor = frozenset({"packed"})
+
+    def shapes(self, params):
+        return {"packed": (_bits_to_words(params[0]),), "arith": (params[0],)}
+
+    def dependent_values(self, free, params):
+        return {"arith": unpack_bits(free["packed"], params[0])}
+
+
+KINDS: dict[str, Kind] = {"triple": Triple(), "square": Square(), "trunc": Truncation(),
+                          "and": AndTriple(), "bits": RandomBits()}
+
+def logical_shift(v: torch.Tensor, f: int) -> torch.Tensor:
+    """v >> f treating v as an unsigned 64-bit integer."""
+    if f == 0:
+        return v.clone()
+    return (v >> f) & ((1 << (64 - f)) - 1)
+
+
+def is_xor(kind: str, component: str) -> bool:
+    return component in KINDS[kind].xor
+
+
+def derive(request: Request, seed: bytes, component: str) -> torch.Tensor:
+    """A party's seeded share of one component (free ones at both parties, dependent at party 0)."""
+    shape = KINDS[request.kind].shapes(request.params)[component]
+    return prg.random_ring(shape, seed, request.nonce(component))
+
+
+def corrections(request: Request, seed0: bytes, seed1: bytes) -> list[torch.Tensor]:
+    """Party 1's share of each dependent component: value - party 0's seeded share (or XOR)."""
+    kind = KINDS[request.kind]
+    free = {}
+    for name in kind.free:
+        s0, s1 = derive(request, seed0, name), derive(request, seed1, name)
+        free[name] = s0 ^ s1 if is_xor(request.kind, name) else s0 + s1
+    values = kind.dependent_values(free, request.params)
+    out = []
+    for name in kind.dependent:
+        s0 = derive(request, seed0, name)
+        out.append(values[name] ^ s0 if is_xor(request.kind, name) else values[name] - s0)
+    return out
+
+
+def correction_shapes(request: Request) -> list[tuple[int, ...]]:
+    shapes = KINDS[request.kind].shapes(request.params)
+    return [shapes[name] for name in KINDS[request.kind].dependent]

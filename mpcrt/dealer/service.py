@@ -1,0 +1,135 @@
+"""The dealer as a service over mutual TLS: the owner's machine serves party 1's corrections.
+
+Party 1 sends the requests of one event-loop tick as one frame; the service answers with
+one frame of corrections in the same order. Party 0 needs no connection: its material
+comes from its seed alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+
+import msgpack
+import torch
+
+from mpcrt.dealer.client import CorrectionSource
+from mpcrt.dealer.material import Request, corrections
+from mpcrt.errors import DealerError
+from mpcrt.messages import DATA, MalformedFrame, Message, decode, encode
+from mpcrt.scope import background_task
+from transports import Listener, Transport, TransportError
+
+
+class DealerService:
+    """Answers correction requests from party 1 connections until closed."""
+
+    def __init__(self, seed0: bytes, seed1: bytes) -> None:
+        self.seed0, self.seed1 = seed0, seed1
+        self.requests_served = 0
+        self.bytes_sent = 0
+        self._tasks: set[asyncio.Task] = set()
+
+    async def serve(self, listener: Listener) -> None:
+        """Accept connections and serve each until it closes (cancel to stop)."""
+        while True:
+            try:
+                conn = await listener.accept()
+            except TransportError:
+                continue  # a client that failed authentication: keep serving the others
+            task = asyncio.get_running_loop().create_task(self.serve_connection(conn))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def serve_connection(self, conn: Transport) -> None:
+        try:
+            while True:
+                frame = await conn.recv()
+                items = msgpack.unpackb(frame)
+                requests = [Request.from_wire(item) for item in items]
+                answer = [Message(r.mid, r.kind, corrections(r, self.seed0, self.seed1)) for r in requests]
+                buffers = encode(DATA, answer)
+                conn.send(buffers)
+                self.requests_served += len(requests)
+                self.bytes_sent += sum(m.nbytes for m in answer)
+        except (TransportError, ValueError, msgpack.UnpackException):
+            pass
+        finally:
+            await conn.close()
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(BaseException):
+                await task
+
+
+class RemoteDealer(CorrectionSource):
+    """Party 1's connection to the dealer service; requests of one tick travel together."""
+
+    def __init__(self, transport: Transport, timeout: float = 60.0) -> None:
+        self.transport = transport
+        self.timeout = timeout
+        self._pending: list[tuple[Request, asyncio.Future[list[torch.Tensor]]]] = []
+        self._in_flight: deque[list[tuple[Request, asyncio.Future[list[torch.Tensor]]]]] = deque()
+        self._receiver: asyncio.Task | None = None
+        self._error: DealerError | None = None
+
+    async def fetch(self, request: Request) -> list[torch.Tensor]:
+        if self._error is not None:
+            raise self._error
+        loop = asyncio.get_running_loop()
+        if self._receiver is None:
+            self._receiver = background_task(self._receive(), "dealer-receiver")
+        future: asyncio.Future[list[torch.Tensor]] = loop.create_future()
+        if not self._pending:
+            loop.call_soon(self._flush)
+        self._pending.append((request, future))
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), self.timeout)
+        except TimeoutError:
+            self._fail(DealerError(f"the dealer did not answer within {self.timeout:g} s; is it running?"))
+            raise self._error from None  # type: ignore[misc]
+
+    def _flush(self) -> None:
+        batch, self._pending = self._pending, []
+        if not batch or self._error is not None:
+            return
+        try:
+            self.transport.send(msgpack.packb([r.to_wire() for r, _ in batch]))
+        except TransportError as exc:
+            self._fail(DealerError(f"lost the connection to the dealer: {exc}"))
+            return
+        self._in_flight.append(batch)
+
+    async def _receive(self) -> None:
+        while True:
+            try:
+                frame = await self.transport.recv()
+                _, messages, _ = decode(frame)
+            except (TransportError, MalformedFrame) as exc:
+                self._fail(DealerError(f"lost the connection to the dealer: {exc}"))
+                return
+            batch = self._in_flight.popleft() if self._in_flight else []
+            if len(messages) != len(batch):
+                self._fail(DealerError(f"the dealer answered {len(messages)} requests, {len(batch)} were asked"))
+                return
+            for (_, future), message in zip(batch, messages, strict=True):
+                if not future.done():
+                    future.set_result(message.tensors)
+
+    def _fail(self, error: DealerError) -> None:
+        if self._error is None:
+            self._error = error
+        for batch in [self._pending, *self._in_flight]:
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(error)
+                    future.exception()
+
+    async def close(self) -> None:
+        if self._receiver is not None:
+            self._receiver.cancel()
+        await self.transport.close()

@@ -1,0 +1,121 @@
+"""Products of shares, by Beaver triples shaped like the operation.
+
+For a bilinear op f (elementwise mul, matmul, conv2d, conv_transpose2d) and triple
+(a, b, c = f(a, b)): open e = x - a and d = y - b together (one round), then
+f(x, y) = c + f(e, b) + f(a, d) + f(e, d). Traffic is the size of the operands, not of the
+product, and a weight's mask d is opened once for the whole batch. A public operand needs
+no triple: f is applied to each share locally. Fixed-point scales add up in a product, so
+one truncation (one more round by default) brings the result back to the larger scale.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from mpcrt import ring
+from mpcrt.dealer.material import BILINEAR, Request
+from mpcrt.ops.truncation import truncate
+from mpcrt.scope import op_label
+from mpcrt.shares import ArithmeticShare
+
+
+def _public(value: Any, party) -> tuple[torch.Tensor, int]:
+    """A public operand as ring elements and its scale: integers exact, reals fixed point."""
+    t = torch.as_tensor(value)
+    frac_bits = party.frac_bits if t.is_floating_point() else 0
+    return ring.encode(t, frac_bits), frac_bits
+
+
+def _kwargs_key(kwargs: dict[str, Any]) -> tuple:
+    return tuple(sorted((k, tuple(v) if isinstance(v, list | tuple) else v) for k, v in kwargs.items()))
+
+
+async def _product(op: str, x: Any, y: Any, kwargs: dict[str, Any], truncation: str | None) -> ArithmeticShare:
+    f = BILINEAR[op]
+    if isinstance(x, ArithmeticShare) and isinstance(y, ArithmeticShare):
+        party = x.party
+        with op_label(op):
+            mid = party.next_id()
+            m = await party.dealer.get(Request("triple", mid, "", (op, tuple(x.shape), tuple(y.shape),
+                                                                     _kwargs_key(kwargs))))
+            e_mine, d_mine = x.value - m["a"], y.value - m["b"]
+            e_peer, d_peer = await party.exchange([e_mine, d_mine], mid=mid)
+            e, d = e_mine + e_peer, d_mine + d_peer
+            b = m["b"] + d if party.id == 0 else m["b"]
+            z = m["c"] + f(e, b, **kwargs) + f(m["a"], d, **kwargs)
+        fx, fy, like = x.frac_bits, y.frac_bits, x
+    elif isinstance(x, ArithmeticShare):
+        enc, fy = _public(y, x.party)
+        z, fx, like = f(x.value, enc, **kwargs), x.frac_bits, x
+    elif isinstance(y, ArithmeticShare):
+        enc, fx = _public(x, y.party)
+        z, fy, like = f(enc, y.value, **kwargs), y.frac_bits, y
+    else:
+        raise TypeError("at least one operand must be an ArithmeticShare; use torch for public values")
+    product = like._with(z, fx + fy)
+    return await truncate(product, min(fx, fy), truncation)
+
+
+def _add_bias(z: ArithmeticShare, bias: Any, shape: tuple[int, ...]) -> ArithmeticShare:
+    if bias is None:
+        return z
+    if isinstance(bias, ArithmeticShare):
+        return z + bias.reshape(shape)
+    return z + torch.as_tensor(bias).reshape(shape)
+
+
+async def mul(x: Any, y: Any, *, truncation: str | None = None) -> ArithmeticShare:
+    """Elementwise x * y (broadcasting), either operand public or shared."""
+    return await _product("mul", x, y, {}, truncation)
+
+
+async def square(x: ArithmeticShare, *, truncation: str | None = None) -> ArithmeticShare:
+    """x * x with one opening (8 bytes per element) instead of two."""
+    party = x.party
+    with op_label("square"):
+        mid = party.next_id()
+        m = await party.dealer.get(Request("square", mid, "", (tuple(x.shape),)))
+        e_mine = x.value - m["a"]
+        (e_peer,) = await party.exchange([e_mine], mid=mid)
+        e = e_mine + e_peer
+        z = m["c"] + 2 * e * m["a"]
+        if party.id == 0:
+            z = z + e * e
+    return await truncate(x._with(z, 2 * x.frac_bits), x.frac_bits, truncation)
+
+
+async def matmul(x: Any, y: Any, *, truncation: str | None = None) -> ArithmeticShare:
+    """torch.matmul(x, y), either operand public or shared."""
+    return await _product("matmul", x, y, {}, truncation)
+
+
+async def linear(x: Any, weight: Any, bias: Any = None, *, truncation: str | None = None) -> ArithmeticShare:
+    """torch.nn.functional.linear: x @ weight.T + bias."""
+    w_t = weight.t() if isinstance(weight, ArithmeticShare) else torch.as_tensor(weight).t()
+    return _add_bias(await matmul(x, w_t, truncation=truncation), bias, (-1,))
+
+
+async def conv2d(x: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0, dilation: Any = 1,
+                 groups: int = 1, *, truncation: str | None = None) -> ArithmeticShare:
+    """torch.nn.functional.conv2d on shares (input and/or weight shared)."""
+    kwargs = {"stride": stride, "padding": padding, "dilation": dilation, "groups": groups}
+    return _add_bias(await _product("conv2d", x, weight, kwargs, truncation), bias, (1, -1, 1, 1))
+
+
+async def conv_transpose2d(x: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0,
+                           output_padding: Any = 0, groups: int = 1, dilation: Any = 1, *,
+                           truncation: str | None = None) -> ArithmeticShare:
+    """torch.nn.functional.conv_transpose2d on shares (input and/or weight shared)."""
+    kwargs = {"stride": stride, "padding": padding, "output_padding": output_padding, "groups": groups,
+              "dilation": dilation}
+    return _add_bias(await _product("conv_transpose2d", x, weight, kwargs, truncation), bias, (1, -1, 1, 1))
+
+
+async def mean(x: ArithmeticShare, dim: Any = None, keepdim: bool = False, *,
+               truncation: str | None = None) -> ArithmeticShare:
+    """Mean over `dim` (all elements if None): a local sum and a product with public 1/n."""
+    total = x.sum(dim=dim, keepdim=keepdim)
+    count = x.value.numel() // max(total.value.numel(), 1)
+    return await mul(total, torch.tensor(1.0 / count, dtype=torch.float64), truncation=truncation)

@@ -1,0 +1,53 @@
+"""Truncation after fixed-point products: divide a share by 2^bits.
+
+`dealer` (default): one round, exact up to one unit in the last place for |x| < 2^62.
+With r uniform, open c = x + 2^62 + r. Since 0 <= x + 2^62 < 2^63, the sum wrapped past
+2^64 exactly when MSB(r) = 1 and MSB(c) = 0, so the wrap is MSB(r) * (1 - MSB(c)), a share
+times a public bit; the dealer shares r, r >> bits and MSB(r). Then
+  floor((x + 2^62) / 2^bits) = (c >> bits) - (r >> bits) + wrap * 2^(64-bits) - borrow,
+with borrow in {0, 1} left out (the one unit), and 2^(62-bits) is subtracted back.
+
+`local` (SecureML): no communication, each party shifts its own share. It is wrong by
+about 2^(64-bits) whenever the shares straddle the wrap point, which for random shares
+happens with probability about |x| / 2^63 per element (x at the product's scale).
+"""
+
+from __future__ import annotations
+
+from mpcrt.dealer.material import Request, logical_shift
+from mpcrt.scope import op_label
+from mpcrt.shares import ArithmeticShare
+
+METHODS = ("dealer", "local")
+_OFFSET = 1 << 62
+
+
+async def truncate(x: ArithmeticShare, bits: int, method: str | None = None) -> ArithmeticShare:
+    """x / 2^bits, as a share with frac_bits reduced by `bits`."""
+    if bits == 0:
+        return x
+    if not 0 < bits <= x.frac_bits:
+        raise ValueError(f"cannot truncate {bits} bits off a share with {x.frac_bits} fractional bits")
+    method = method or x.party.truncation
+    if method == "local":
+        return x._with(_local_shift(x.value, bits, x.party.id), x.frac_bits - bits)
+    if method != "dealer":
+        raise ValueError(f"truncation method must be one of {METHODS}, got {method!r}")
+    party = x.party
+    with op_label("trunc"):
+        mid = party.next_id()
+        m = await party.dealer.get(Request("trunc", mid, "", (tuple(x.shape), bits)))
+        masked = x.value + m["r"]
+        if party.id == 0:
+            masked = masked + _OFFSET
+        (peer,) = await party.exchange([masked], mid=mid)
+    c = masked + peer
+    wrapped = m["r_msb"] * (c >= 0).long()  # MSB(r) and not MSB(c)
+    y = (wrapped << (64 - bits)) - m["r_high"]
+    if party.id == 0:
+        y = y + logical_shift(c, bits) - (_OFFSET >> bits)
+    return x._with(y, x.frac_bits - bits)
+
+
+def _local_shift(v, bits: int, party_id: int):
+    return v >> bits if party_id == 0 else -((-v) >> bits)
