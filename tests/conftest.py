@@ -49,11 +49,16 @@ async def link(request):
             await t.close()
 
 
-async def run_pair(program, *args, kind: str = "memory", timeout: float = 5.0, party_options=None) -> list:
-    """Run `program` on both parties over a link of `kind`; both outcomes, exceptions included."""
-    from mpcrt import Party
+async def run_pair(program, *args, kind: str = "memory", timeout: float = 5.0, party_options=None,
+                   source=None, seeds: tuple[bytes, bytes] | None = None) -> list:
+    """Run `program` on both parties over a link of `kind`, with an in-process dealer unless
+    `source` (party 1's correction source) is given; both outcomes, exceptions included."""
+    from mpcrt import Party, prg
+    from mpcrt.dealer import DealerClient, LocalDealer
 
     a, b = await make_link(kind)
+    seed0, seed1 = seeds or (prg.new_key(), prg.new_key())
+    dealers = [DealerClient(0, seed0), DealerClient(1, seed1, source or LocalDealer(seed0, seed1))]
     options = party_options or [{}, {}]
-    parties = [Party(i, t, timeout=timeout, **options[i]) for i, t in enumerate((a, b))]
+    parties = [Party(i, t, timeout=timeout, dealer=dealers[i], **options[i]) for i, t in enumerate((a, b))]
     return await asyncio.gather(*(p.run(program, *args) for p in parties), return_exceptions=True)

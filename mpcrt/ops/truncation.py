@@ -8,8 +8,11 @@ times a public bit; the dealer shares r, r >> bits and MSB(r). Then
 with borrow in {0, 1} left out (the one unit), and 2^(62-bits) is subtracted back.
 
 `local` (SecureML): no communication, each party shifts its own share. It is wrong by
-about 2^(64-bits) whenever the shares straddle the wrap point, which for random shares
-happens with probability about |x| / 2^63 per element (x at the product's scale).
+about 2^(64-bits) whenever the two shares' integer sum wraps past +-2^63. With shares
+x - r and r, r uniform, that happens for r in a window of width |x|: probability
+|x| / 2^64 per element, x at the product's scale (tested). At f = 16, a product of
+magnitude 10^4 (about 2^45 at scale 2^32) fails about once in 2^19 (half a million)
+elements; a training step touches millions, which is what breaks long CrypTen runs.
 """
 
 from __future__ import annotations

@@ -1,0 +1,63 @@
+"""Every kind of material reconstructs to what it promises; party 0's part needs no traffic."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mpcrt import prg
+from mpcrt.dealer.material import KINDS, Request, corrections, derive, is_xor, logical_shift, unpack_bits
+
+SEED0, SEED1 = prg.derive_key(b"seed0"), prg.derive_key(b"seed1")
+
+
+def reconstruct(request: Request) -> dict[str, torch.Tensor]:
+    """Open each component: party 0's seeded share with party 1's (seeded or corrected)."""
+    kind = KINDS[request.kind]
+    fixes = dict(zip(kind.dependent, corrections(request, SEED0, SEED1), strict=True))
+    out = {}
+    for name in (*kind.free, *kind.dependent):
+        mine = derive(request, SEED0, name)
+        theirs = fixes[name] if name in fixes else derive(request, SEED1, name)
+        out[name] = mine ^ theirs if is_xor(request.kind, name) else mine + theirs
+    return out
+
+
+@pytest.mark.parametrize(("op", "sa", "sb", "kwargs", "f"), [
+    ("mul", (3, 4), (4,), (), torch.mul),
+    ("matmul", (5, 3), (3, 2), (), torch.matmul),
+    ("conv2d", (2, 3, 6, 6), (4, 3, 3, 3), (("stride", 2), ("padding", 1)), F.conv2d),
+    ("conv_transpose2d", (1, 4, 3, 3), (4, 2, 4, 4), (("stride", 2),), F.conv_transpose2d),
+])
+def test_triples(op, sa, sb, kwargs, f):
+    m = reconstruct(Request("triple", (1, 2), "", (op, sa, sb, kwargs)))
+    assert torch.equal(m["c"], f(m["a"], m["b"], **dict(kwargs)))
+    assert m["a"].shape == sa and m["b"].shape == sb
+
+
+def test_square_truncation_and_and_bits():
+    sq = reconstruct(Request("square", (1,), "", ((7,),)))
+    assert torch.equal(sq["c"], sq["a"] * sq["a"])
+    tr = reconstruct(Request("trunc", (2,), "", ((1000,), 16)))
+    assert torch.equal(tr["r_high"], logical_shift(tr["r"], 16))
+    assert torch.equal(tr["r_msb"], (tr["r"] < 0).long())
+    assert 400 < int(tr["r_msb"].sum()) < 600  # r is uniform over the whole ring
+    an = reconstruct(Request("and", (3,), "", ((5,),)))
+    assert torch.equal(an["c"], an["a"] & an["b"])
+    bits = reconstruct(Request("bits", (4,), "", (130,)))
+    assert bits["packed"].shape == (3,) and torch.equal(bits["arith"], unpack_bits(bits["packed"], 130))
+
+
+def test_material_depends_on_step_tag_and_seed():
+    base = Request("trunc", (1,), "", ((4,), 16))
+    r = derive(base, SEED0, "r")
+    assert not torch.equal(r, derive(Request("trunc", (2,), "", ((4,), 16)), SEED0, "r"))
+    assert not torch.equal(r, derive(Request("trunc", (1,), "x", ((4,), 16)), SEED0, "r"))
+    assert not torch.equal(r, derive(base, SEED1, "r"))
+    assert torch.equal(r, derive(base, SEED0, "r"))
+
+
+def test_requests_travel_as_plain_lists():
+    req = Request("triple", (1, 2), "t", ("conv2d", (1, 2, 3, 3), (1, 2, 2, 2), (("stride", (2, 2)),)))
+    assert Request.from_wire(req.to_wire()) == req

@@ -1,0 +1,102 @@
+"""The dealer service over mutual TLS: same material as in-process, batched, and failures
+reach both parties."""
+
+from __future__ import annotations
+
+import asyncio
+
+import torch
+
+import mpcrt
+from mpcrt import ops, prg
+from mpcrt.dealer import DealerService, LocalDealer, Pregenerated, RemoteDealer, Request
+from mpcrt.local import _connect_dealer, _dealer_tls
+from tests.conftest import run_pair
+from transports import listen
+
+SEEDS = (prg.derive_key(b"s0"), prg.derive_key(b"s1"))
+OPTIONS = {"tls": True, "timeout": 5}
+
+
+async def start_service():
+    service = DealerService(*SEEDS)
+    listener = await listen("127.0.0.1", 0, tls=_dealer_tls(True), timeout=5)
+    task = asyncio.ensure_future(service.serve(listener))
+    return service, listener, task
+
+
+async def test_service_gives_the_same_material_as_in_process_and_batches_a_tick():
+    service, listener, task = await start_service()
+    remote = await _connect_dealer(listener.port, OPTIONS)
+    requests = [Request("triple", (i,), "", ("matmul", (3, 4), (4, 2), ())) for i in range(10)]
+    requests.append(Request("trunc", (99,), "", ((5,), 16)))
+    remote_answers = await asyncio.gather(*(remote.fetch(r) for r in requests))
+    local = LocalDealer(*SEEDS)
+    for r, got in zip(requests, remote_answers, strict=True):
+        assert all(torch.equal(a, b) for a, b in zip(got, await local.fetch(r), strict=True))
+    assert remote.transport.counters.frames_sent == 1  # all eleven requests in one frame
+    assert service.requests_served == 11
+    await remote.close()
+    task.cancel()
+    await service.close()
+    await listener.close()
+
+
+async def products(party):
+    x = await party.input(torch.linspace(-3, 3, 12).reshape(3, 4) if party.id == 0 else None, src=0)
+    y = await party.input(torch.linspace(1, 2, 8).reshape(4, 2) if party.id == 1 else None, src=1)
+    z = await ops.matmul(x, y)
+    return await z.reveal(), party.stats.offline.as_dict()
+
+
+async def test_parties_with_the_service():
+    service, listener, task = await start_service()
+    remote = await _connect_dealer(listener.port, OPTIONS)
+    (z0, off0), (z1, off1) = await run_pair(products, source=remote, seeds=SEEDS, kind="tcp+tls")
+    expected = torch.linspace(-3, 3, 12).reshape(3, 4).double() @ torch.linspace(1, 2, 8).reshape(4, 2).double()
+    assert torch.equal(z0, z1) and float((z0 - expected).abs().max()) < 4 * 2 ** -16
+    # party 1 received the corrections: c of the 3x2 matmul, r_high and r_msb of the 3x2 truncation
+    assert off1["bytes_received"] == 8 * (6 + 6 + 6) and off1["requests"] == 2
+    assert off0["bytes_received"] == 0 and off0["requests"] == 2
+    await remote.close()
+    task.cancel()
+    await service.close()
+    await listener.close()
+
+
+async def test_a_dealer_that_dies_fails_both_parties():
+    service, listener, task = await start_service()
+    remote = await _connect_dealer(listener.port, {"tls": True, "timeout": 2})
+    task.cancel()
+    await service.close()  # closes the connection party 1 would use
+    await listener.close()
+    r0, r1 = await run_pair(products, source=remote, seeds=SEEDS, timeout=2)
+    assert isinstance(r1, mpcrt.DealerError) and "lost the connection to the dealer" in str(r1)
+    assert isinstance(r0, mpcrt.PeerAborted) and "DealerError" in str(r0)
+
+
+class WrongShapes(LocalDealer):
+    async def fetch(self, request):
+        return [t[..., :1] for t in await super().fetch(request)]
+
+
+async def test_material_of_the_wrong_shape_fails_both_parties():
+    r0, r1 = await run_pair(products, source=WrongShapes(*SEEDS), seeds=SEEDS, timeout=2)
+    assert isinstance(r1, mpcrt.DealerError) and "is it serving the same program" in str(r1)
+    assert isinstance(r0, mpcrt.PeerAborted)
+
+
+async def test_pregenerated_material_that_lacks_a_request():
+    r0, r1 = await run_pair(products, source=Pregenerated({}), seeds=SEEDS, timeout=2)
+    assert isinstance(r1, mpcrt.DealerError) and "dry run" in str(r1)
+    assert isinstance(r0, mpcrt.PeerAborted)
+
+
+def test_run_local_with_the_service_and_in_two_processes():
+    for kwargs in ({"dealer": "service"}, {"dealer": "service", "transport": "tcp"}, {"processes": True}):
+        (z0, _), (z1, _) = mpcrt.run_local(products, timeout=20, **kwargs)
+        assert torch.equal(z0, z1)
+
+
+def test_remote_dealer_is_a_correction_source():
+    assert issubclass(RemoteDealer, mpcrt.dealer.CorrectionSource)

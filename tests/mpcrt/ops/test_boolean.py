@@ -1,0 +1,74 @@
+"""Boolean ops on packed XOR shares and bits-to-ring conversion, against plain bit logic."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mpcrt import BinaryShare, ops
+from mpcrt.dealer.material import pack_bits, unpack_bits
+from tests.conftest import run_pair
+
+MASK = torch.tensor([0x5DEECE66D, -1, 0, 1 << 62, -(1 << 63)] * 20, dtype=torch.int64)
+
+
+def xor_shares(party, words: torch.Tensor, mask: torch.Tensor) -> BinaryShare:
+    """Test-only sharing: party 0 holds words ^ mask, party 1 holds mask."""
+    return BinaryShare(party, words ^ mask if party.id == 0 else mask.clone())
+
+
+async def logic(party, x: torch.Tensor, y: torch.Tensor):
+    X, Y = xor_shares(party, x, MASK[: len(x)]), xor_shares(party, y, MASK.flip(0)[: len(y)])
+    anded = await ops.and_(X, Y)
+    return [await v.reveal() for v in (anded, X ^ Y, ~X, X ^ 0xFF, X & 0xF0F0, X << 3, X >> 5,
+                                       await ops.and_(X, 0x3C))], party.stats.op("and").as_dict()
+
+
+async def test_logic_matches_plain_bits():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(-(2 ** 63), 2 ** 63 - 1, (100,), generator=g)
+    y = torch.randint(-(2 ** 63), 2 ** 63 - 1, (100,), generator=g)
+    expected = [x & y, x ^ y, ~x, x ^ 0xFF, x & 0xF0F0, x << 3, (x >> 5) & ((1 << 59) - 1), x & 0x3C]
+    for results, cost in await run_pair(logic, x, y):
+        for got, want in zip(results, expected, strict=True):
+            assert torch.equal(got, want)
+        # 100 words = 6,400 ANDs: one round, e and d of 8 bytes per word each way
+        assert cost == {"rounds": 1, "messages_sent": 1, "messages_received": 1,
+                        "bytes_sent": 1600, "bytes_received": 1600}
+
+
+def test_pack_and_unpack_bits():
+    bits = torch.tensor([1, 0, 1, 1] * 40)
+    words = pack_bits(bits)
+    assert words.shape == (3,) and torch.equal(unpack_bits(words, 160), bits)
+    assert int(pack_bits(torch.ones(64))[0]) == -1
+
+
+async def to_ring(party, bits: torch.Tensor):
+    words = pack_bits(bits)
+    shared = xor_shares(party, words, MASK[: len(words)])
+    ring = await ops.bit_to_arith(shared, len(bits))
+    return await ring.reveal(), ring.frac_bits, party.stats.op("b2a").as_dict()
+
+
+@pytest.mark.parametrize("n", [1, 63, 64, 65, 1000])
+async def test_bits_to_ring_values(n):
+    bits = torch.randint(0, 2, (n,), generator=torch.Generator().manual_seed(n))
+    words = (n + 63) // 64
+    for opened, frac_bits, cost in await run_pair(to_ring, bits):
+        assert torch.equal(opened, bits) and frac_bits == 0
+        assert cost["rounds"] == 1 and cost["bytes_sent"] == cost["bytes_received"] == 8 * words
+
+
+async def too_few_words(party):
+    return await ops.bit_to_arith(xor_shares(party, torch.zeros(1, dtype=torch.int64), MASK[:1]), 65)
+
+
+async def test_asking_for_more_bits_than_words_hold():
+    results = await run_pair(too_few_words, timeout=2)
+    assert all(isinstance(r, ValueError) and "fewer than 65 bits" in str(r) for r in results)
+
+
+def test_binary_share_type_checks():
+    with pytest.raises(TypeError, match="int64 words"):
+        BinaryShare(None, torch.zeros(2, dtype=torch.int32))
