@@ -24,6 +24,7 @@ import torch
 from mpcrt import prg
 from mpcrt.dealer import CorrectionSource, DealerClient, DealerService, LocalDealer, RemoteDealer
 from mpcrt.errors import PeerAborted, PeerLost, PeerTimeout
+from mpcrt.offline import record_plan
 from mpcrt.runtime import DEFAULT_TIMEOUT, Party, Program
 from transports import (
     NetworkModel,
@@ -62,7 +63,8 @@ def tls_config(party_id: int, tls: bool, credentials: dict[str, Credentials] | N
 
 def run_local(program: Program, *args: Any, transport: str = "memory", network: Any = None,
               processes: bool = False, tls: bool = True, timeout: float = DEFAULT_TIMEOUT,
-              frac_bits: int = 16, dealer: str = "local", truncation: str = "dealer") -> tuple[Any, Any]:
+              frac_bits: int = 16, dealer: str = "local", truncation: str = "dealer",
+              offline: bool = False) -> tuple[Any, Any]:
     """Run `program(party, *args)` as party 0 and party 1; returns (result0, result1).
 
     transport: "memory" (one process) or "tcp" (real sockets on loopback, TLS 1.3 with
@@ -71,6 +73,8 @@ def run_local(program: Program, *args: Any, transport: str = "memory", network: 
     processes=True runs each party in its own OS process over TCP (program and args must
     pickle). dealer: "local" (in this process) or "service" (a dealer service over TLS, as
     the owner runs it; always so with processes=True, so party 1 never holds party 0's seed).
+    offline=True: a dry run records the program's dealer requests, and both parties fetch
+    all their material before the program starts (reported in stats.offline).
     A party's exception is re-raised with `.party_id` and a note naming the party.
     """
     if transport not in ("memory", "tcp"):
@@ -78,8 +82,10 @@ def run_local(program: Program, *args: Any, transport: str = "memory", network: 
     if dealer not in ("local", "service"):
         raise ValueError(f"dealer must be 'local' or 'service', got {dealer!r}")
     model = resolve_network(network)
+    plan = run_loop(record_plan(program, *args, frac_bits=frac_bits, truncation=truncation,
+                                timeout=timeout)) if offline else None
     options = {"model": model, "tls": tls, "timeout": timeout, "frac_bits": frac_bits, "dealer": dealer,
-               "truncation": truncation, "seeds": (prg.new_key(), prg.new_key())}
+               "truncation": truncation, "seeds": (prg.new_key(), prg.new_key()), "plan": plan}
     if processes:
         return _run_processes(program, args, options)
     results = run_loop(_run_in_one_loop(program, args, transport, options))
@@ -113,7 +119,8 @@ async def _run_in_one_loop(program: Program, args: tuple, transport: str, option
     parties = [Party(i, ends[i], timeout=options["timeout"], frac_bits=options["frac_bits"], dealer=dealers[i],
                      truncation=options["truncation"]) for i in (0, 1)]
     try:
-        return await asyncio.gather(*(p.run(program, *args) for p in parties), return_exceptions=True)
+        return await asyncio.gather(*(p.run(program, *args, plan=options["plan"]) for p in parties),
+                                    return_exceptions=True)
     finally:
         if service is not None and listener is not None:
             await source.close()  # type: ignore[attr-defined]
@@ -251,7 +258,7 @@ async def _party_main(party_id: int, program: Program, args: tuple, options: dic
     party = Party(party_id, transport, timeout=options["timeout"], frac_bits=options["frac_bits"],
                   dealer=DealerClient(party_id, seed, source), truncation=options["truncation"])
     try:
-        return await party.run(program, *args)
+        return await party.run(program, *args, plan=options["plan"])
     finally:
         if source is not None:
             await source.close()

@@ -36,6 +36,7 @@ from mpcrt.stats import Stats
 
 if TYPE_CHECKING:
     from mpcrt.dealer.client import DealerClient
+    from mpcrt.dealer.material import Request
 from transports import Transport, TransportError
 
 T = TypeVar("T")
@@ -102,8 +103,11 @@ class Party:
 
     # ---- running a program ----------------------------------------------------------------
 
-    async def run(self, program: Program[T], *args: Any) -> T:
-        """Handshake with the peer, run `program(self, *args)`, say goodbye, close."""
+    async def run(self, program: Program[T], *args: Any, plan: list[Request] | None = None) -> T:
+        """Handshake with the peer, run `program(self, *args)`, say goodbye, close.
+
+        `plan` (from mpcrt.offline.record_plan): fetch all dealer material first (offline).
+        """
         loop = self._loop = asyncio.get_running_loop()
         install_task_factory(loop)
         self._peer_hello = loop.create_future()
@@ -112,6 +116,8 @@ class Party:
         receiver = background_task(self._receive_loop(), f"party{self.id}-receiver")
         try:
             await self._hello()
+            if plan:
+                await self.dealer.prefetch(plan)
             token = _CURRENT.set(Scope())
             try:
                 result = await program(self, *args)

@@ -25,6 +25,10 @@ class CorrectionSource(ABC):
     async def fetch(self, request: Request) -> list[torch.Tensor]:
         """Party 1's corrections for `request`, in the kind's dependent order."""
 
+    async def fetch_many(self, requests: list[Request]) -> list[list[torch.Tensor]]:
+        """Corrections for a whole plan (the offline phase); sources that talk batch it."""
+        return [await self.fetch(r) for r in requests]
+
 
 class LocalDealer(CorrectionSource):
     """The dealer in this process: knows both seeds and computes corrections on demand."""
@@ -61,26 +65,51 @@ class DealerClient:
         self.seed = seed
         self.source = source
         self.stats: Stats | None = None  # set by the party it serves
+        self._ready: dict[Request, dict[str, torch.Tensor]] = {}
 
     async def get(self, request: Request) -> dict[str, torch.Tensor]:
         """This party's share of every component of `request`'s material."""
-        kind = KINDS[request.kind]
+        ready = self._ready.pop(request, None)
+        if ready is not None:
+            return ready
         start = time.perf_counter()
-        parts = {name: derive(request, self.seed, name) for name in kind.free}
-        if self.party_id == 0:
-            parts.update({name: derive(request, self.seed, name) for name in kind.dependent})
-        else:
-            assert self.source is not None
-            fetched = await self.source.fetch(request)
-            expected = correction_shapes(request)
-            got = [tuple(t.shape) for t in fetched]
-            if got != [tuple(s) for s in expected] or any(t.dtype != torch.int64 for t in fetched):
-                raise DealerError(f"the dealer sent material of shapes {got} for {request.kind} at step "
-                                  f"{request.mid}, expected {expected}; is it serving the same program?")
-            parts.update(zip(kind.dependent, fetched, strict=True))
-            if self.stats is not None:
-                self.stats.offline.bytes_received += sum(t.numel() * 8 for t in fetched)
-        if self.stats is not None:
-            self.stats.offline.requests += 1
-            self.stats.offline.seconds += time.perf_counter() - start
+        fetched = [await self.source.fetch(request)] if self.party_id == 1 else [[]]  # type: ignore[union-attr]
+        (parts,) = self._assemble([request], fetched)
+        self._count(1, start)
         return parts
+
+    async def prefetch(self, requests: list[Request]) -> None:
+        """The offline phase: make (party 0) or fetch (party 1) all material of a plan now,
+        so the online phase only reads it. Counted in stats.offline."""
+        start = time.perf_counter()
+        fetched = await self.source.fetch_many(requests) if self.party_id == 1 else [[] for _ in requests]  # type: ignore[union-attr]
+        self._ready.update(zip(requests, self._assemble(requests, fetched), strict=True))
+        self._count(len(requests), start)
+
+    def _assemble(self, requests: list[Request], fetched: list[list[torch.Tensor]]) -> list[dict[str, torch.Tensor]]:
+        out = []
+        for request, corrections_ in zip(requests, fetched, strict=True):
+            kind = KINDS[request.kind]
+            parts = {name: derive(request, self.seed, name) for name in kind.free}
+            if self.party_id == 0:
+                parts.update({name: derive(request, self.seed, name) for name in kind.dependent})
+            else:
+                self._check(request, corrections_)
+                parts.update(zip(kind.dependent, corrections_, strict=True))
+                if self.stats is not None:
+                    self.stats.offline.bytes_received += sum(t.numel() * 8 for t in corrections_)
+            out.append(parts)
+        return out
+
+    @staticmethod
+    def _check(request: Request, fetched: list[torch.Tensor]) -> None:
+        expected = [tuple(s) for s in correction_shapes(request)]
+        got = [tuple(t.shape) for t in fetched]
+        if got != expected or any(t.dtype != torch.int64 for t in fetched):
+            raise DealerError(f"the dealer sent material of shapes {got} for {request.kind} at step "
+                              f"{request.mid}, expected {expected}; is it serving the same program?")
+
+    def _count(self, requests: int, start: float) -> None:
+        if self.stats is not None:
+            self.stats.offline.requests += requests
+            self.stats.offline.seconds += time.perf_counter() - start

@@ -78,17 +78,26 @@ class RemoteDealer(CorrectionSource):
         self._error: DealerError | None = None
 
     async def fetch(self, request: Request) -> list[torch.Tensor]:
+        (answer,) = await self.fetch_many([request])
+        return answer
+
+    async def fetch_many(self, requests: list[Request]) -> list[list[torch.Tensor]]:
+        """Queue the requests (they leave with the others of this tick) and await the answers."""
         if self._error is not None:
             raise self._error
         loop = asyncio.get_running_loop()
         if self._receiver is None:
             self._receiver = background_task(self._receive(), "dealer-receiver")
-        future: asyncio.Future[list[torch.Tensor]] = loop.create_future()
         if not self._pending:
             loop.call_soon(self._flush)
-        self._pending.append((request, future))
+        futures = []
+        for request in requests:
+            future: asyncio.Future[list[torch.Tensor]] = loop.create_future()
+            self._pending.append((request, future))
+            futures.append(future)
+        deadline = loop.time() + self.timeout
         try:
-            return await asyncio.wait_for(asyncio.shield(future), self.timeout)
+            return [await asyncio.wait_for(asyncio.shield(f), max(deadline - loop.time(), 0)) for f in futures]
         except TimeoutError:
             self._fail(DealerError(f"the dealer did not answer within {self.timeout:g} s; is it running?"))
             raise self._error from None  # type: ignore[misc]

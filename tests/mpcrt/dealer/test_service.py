@@ -100,3 +100,28 @@ def test_run_local_with_the_service_and_in_two_processes():
 
 def test_remote_dealer_is_a_correction_source():
     assert issubclass(RemoteDealer, mpcrt.dealer.CorrectionSource)
+
+
+async def offline_then_online(party):
+    x = await party.input(torch.linspace(-3, 3, 12).reshape(3, 4) if party.id == 0 else None, src=0)
+    y = await party.input(torch.linspace(1, 2, 8).reshape(4, 2) if party.id == 1 else None, src=1)
+    offline_before = party.stats.offline.as_dict()
+    z = await ops.matmul(x, y)
+    w = await ops.square(z)
+    return await w.reveal(), offline_before, party.stats.offline.as_dict()
+
+
+def test_offline_phase_prefetches_everything():
+    from mpcrt.offline import record_plan
+    from transports.loop import run
+
+    plan = run(record_plan(offline_then_online))
+    assert [r.kind for r in plan] == ["triple", "trunc", "square", "trunc"]
+    for kwargs in ({}, {"dealer": "service"}, {"processes": True}):
+        (w0, before0, after0), (w1, before1, after1) = mpcrt.run_local(offline_then_online, offline=True,
+                                                                        timeout=20, **kwargs)
+        assert torch.equal(w0, w1)
+        # everything was fetched before the program ran: the online phase asked for nothing
+        assert before0 == after0 and before1 == after1
+        assert before1["requests"] == 4 and before1["bytes_received"] == 8 * (6 + 12 + 6 + 12)
+        assert before0["bytes_received"] == 0
