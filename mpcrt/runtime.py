@@ -228,6 +228,11 @@ class Party:
         message = self._inbox.pop(mid, None)
         if message is None:
             message = await self._wait_message(mid, label)
+        else:
+            # Arrived early. Yield once so the frame this tick queued leaves first: what the
+            # caller sends next depends on this message and must not join that frame, or
+            # round counts would depend on timing.
+            await asyncio.sleep(0)
         if message.label != label:
             raise ProgramMismatch(f"message {mid}: party {self.id} is in {label!r}, party {self.peer_id} "
                                   f"in {message.label!r}; the parties run different programs")

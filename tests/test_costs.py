@@ -1,67 +1,123 @@
-"""docs/COSTS.md is a contract: every row is measured here, for several sizes."""
+"""docs/COSTS.md is a contract: every row is measured here, for several shapes."""
 
 from __future__ import annotations
 
 import asyncio
+import math
 import re
 from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import mpcrt
+from mpcrt import BinaryShare, ops
 from tests.conftest import run_pair
 
-ROW = re.compile(r"^\| `(\w+)` \| (\w+) \| ([^|]+) \| ([^|]+) \| ([^|]+) \|$")
-ROLES = {"owner": 0, "other": 1, "receiver": 0, "sender": 1}
+ROW = re.compile(r"^\| `(\w+)` \| (\w+) \| ([^|]+) \| ([^|]+) \| ([^|]+) \| ([^|]+) \|$")
+ROLES = {"owner": 0, "other": 1, "receiver": 0, "sender": 1, "p0": 0, "p1": 1}
 
 
-def documented_costs() -> dict[tuple[str, str], tuple[str, str, str]]:
+def documented_costs() -> dict[str, dict[int, tuple[str, ...]]]:
+    """op -> party id -> (rounds, bytes sent, bytes received, offline) formulas."""
     text = (Path(__file__).parent.parent / "docs" / "COSTS.md").read_text()
-    rows = {}
+    rows: dict[str, dict[int, tuple[str, ...]]] = {}
     for line in text.splitlines():
         m = ROW.match(line.strip())
         if m:
-            rows[(m[1], m[2])] = (m[3].strip(), m[4].strip(), m[5].strip())
+            op, role, *formulas = m.groups()
+            for pid in ((0, 1) if role == "each" else (ROLES[role],)):
+                rows.setdefault(op, {})[pid] = tuple(f.strip() for f in formulas)
+    for by_party in rows.values():  # "party 0 rows equal party 1's with offline 0"
+        if 0 not in by_party:
+            by_party[0] = (*by_party[1][:3], "0")
     return rows
 
 
-async def measure(party: mpcrt.Party, op: str, shape: tuple[int, ...]):
-    """Run `op` alone and return this party's (rounds, bytes sent, bytes received) for it."""
-    value = torch.randn(shape)
-    if op == "input":
-        before = party.stats.as_dict()
-        await party.input(value if party.id == 0 else None, src=0)
-    else:
-        x = await party.input(value if party.id == 0 else None, src=0)
-        await x.reveal()  # settle: both parties are past the input's round
-        await asyncio.sleep(0)  # and the last frame has left, so `op` starts a frame of its own
-        before = party.stats.as_dict()
-        if op == "reveal":
-            await x.reveal()
-        elif op == "reveal_to":
-            await x.reveal(to=0)
-        elif op == "local":
-            _ = (x + x - x * 3 + 1.5) * -2
-    after = party.stats.as_dict()
-    return tuple(after[k] - before[k] for k in ("rounds", "bytes_sent", "bytes_received"))
+def snapshot(party) -> tuple[int, int, int, int]:
+    s = party.stats
+    return s.rounds, s.bytes_sent, s.bytes_received, s.offline.bytes_received
 
 
-@pytest.mark.parametrize("shape", [(1,), (7, 3), (2, 3, 4, 5)])
-@pytest.mark.parametrize("op", ["input", "reveal", "reveal_to", "local"])
-async def test_measured_costs_match_the_table(op, shape):
-    table = documented_costs()
-    n, d = torch.Size(shape).numel(), len(shape)
-    measured = await run_pair(measure, op, shape)
-    for (name, role), formulas in table.items():
-        if name != op:
-            continue
-        parties = (0, 1) if role == "each" else (ROLES[role],)
-        expected = tuple(eval(f, {"n": n, "d": d}) for f in formulas)  # formulas from our own doc
-        for pid in parties:
-            assert measured[pid] == expected, f"{op} party {pid} ({role}) shape {shape}"
+async def settle(party, x) -> None:
+    """Both parties past earlier rounds, and this party's last frame gone: the op starts fresh."""
+    await x.reveal()
+    await asyncio.sleep(0)
 
 
-def test_every_measured_op_is_documented():
-    documented = {name for name, _ in documented_costs()}
-    assert documented == {"input", "reveal", "reveal_to", "local"}
+async def measure(party, op: str, shapes: tuple):
+    """Run `op` alone; this party's (rounds, sent, received, offline) and the size variables."""
+    shape_x = shapes[0]
+    x = await party.input(torch.randn(shape_x) if party.id == 0 else None, src=0)
+    y = await party.input(torch.randn(shapes[1]) if party.id == 1 else None, src=1) if len(shapes) > 1 else None
+    await settle(party, x)
+    before = snapshot(party)
+    variables = {"n": math.prod(shape_x), "d": len(shape_x)}
+    if op == "reveal":
+        await x.reveal()
+    elif op == "reveal_to":
+        await x.reveal(to=0)
+    elif op == "local":
+        _ = (x + x - x * 3 + 1.5) * -2
+    elif op in ("mul", "matmul", "conv2d", "conv_transpose2d"):
+        out = await getattr(ops, op)(x, y)
+        variables.update(m=y.numel(), k=out.numel())
+    elif op == "mul_public":
+        out = await ops.mul(x, torch.randn(shape_x))
+        variables.update(k=out.numel())
+    elif op == "square":
+        await ops.square(x)
+    elif op in ("truncate", "truncate_local"):
+        await ops.truncate(x, 8, "local" if op == "truncate_local" else "dealer")
+    elif op in ("and", "bit_to_arith"):
+        words = BinaryShare(party, x.value.reshape(-1))
+        variables.update(w=words.value.numel(), b=64 * words.value.numel() - 5)
+        if op == "and":
+            await ops.and_(words, words ^ 7)
+        else:
+            await ops.bit_to_arith(words, variables["b"])
+    after = snapshot(party)
+    return tuple(a - b for a, b in zip(after, before, strict=True)), variables
+
+
+async def measure_input(party, shape):
+    before = snapshot(party)
+    await party.input(torch.randn(shape) if party.id == 0 else None, src=0)
+    return tuple(a - b for a, b in zip(snapshot(party), before, strict=True)), {"n": math.prod(shape), "d": len(shape)}
+
+
+CASES = {
+    "input": [((1,),), ((7, 3),), ((2, 3, 4, 5),)],
+    "reveal": [((1,),), ((7, 3),)],
+    "reveal_to": [((1,),), ((2, 3, 4, 5),)],
+    "local": [((7, 3),)],
+    "mul": [((5,), (5,)), ((2, 3, 4), (4,))],
+    "mul_public": [((6, 2),)],
+    "square": [((9,),), ((2, 5),)],
+    "matmul": [((3, 4), (4, 5)), ((2, 3, 4), (4, 1))],
+    "conv2d": [((2, 3, 8, 8), (4, 3, 3, 3))],
+    "conv_transpose2d": [((2, 4, 4, 4), (4, 3, 4, 4))],
+    "truncate": [((10,),), ((3, 3),)],
+    "truncate_local": [((10,),)],
+    "and": [((3,),), ((2, 5),)],
+    "bit_to_arith": [((1,),), ((4,),)],
+}
+
+
+@pytest.mark.parametrize(("op", "shapes"), [(op, s) for op, cases in CASES.items() for s in cases])
+async def test_measured_costs_match_the_table(op, shapes):
+    table = documented_costs()[op]
+    outcomes = await (run_pair(measure_input, shapes[0]) if op == "input" else run_pair(measure, op, shapes))
+    for pid, (measured, variables) in enumerate(outcomes):
+        expected = tuple(eval(f, {}, variables) for f in table[pid])  # formulas from our own doc
+        assert measured == expected, f"{op} party {pid} shapes {shapes}: measured {measured}, documented {expected}"
+
+
+def test_every_documented_op_is_measured():
+    assert set(documented_costs()) == set(CASES)
+
+
+def test_conv_shapes_used_above_are_real_convolutions():
+    assert F.conv2d(torch.zeros(2, 3, 8, 8), torch.zeros(4, 3, 3, 3)).shape == (2, 4, 6, 6)
+    assert mpcrt.ops.conv_transpose2d is not None
