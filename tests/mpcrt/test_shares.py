@@ -111,3 +111,36 @@ async def test_adding_shares_of_different_scales_is_refused():
     assert any(isinstance(r, ValueError) and "scales differ" in str(r) for r in results)
     # the party that fails first tells the other, which may not have got that far
     assert all(isinstance(r, ValueError | mpcrt.PeerAborted) for r in results)
+
+
+async def reshaping(party, a: torch.Tensor):
+    x = await party.input(a if party.id == 0 else None, src=0)
+    views = [x.reshape(4, 6), x.view(-1), x.flatten(1), x[1], x[:, 1:3], x[..., ::2], x.transpose(0, 2), x.t()
+             if x.ndim == 2 else x.permute(2, 0, 1), x.unsqueeze(1), x.unsqueeze(0).squeeze(0),
+             x[0:1].squeeze(0), x.sum(), x.sum(dim=1), x.sum(dim=(0, 2), keepdim=True),
+             x.pad((1, 2)), x.pad((1, 1, 0, 1), value=-2.5), mpcrt.cat([x, -x], dim=1), mpcrt.stack([x, x * 2], dim=0),
+             x[0].expand(3, 3, 4)]
+    return [await v.reveal() for v in views], (x.ndim, x.numel(), len(x))
+
+
+async def test_local_reshaping_ops_match_torch():
+    a = torch.arange(24, dtype=torch.float64).reshape(2, 3, 4) - 11.5
+    expected = [a.reshape(4, 6), a.view(-1), a.flatten(1), a[1], a[:, 1:3], a[..., ::2], a.transpose(0, 2),
+                a.permute(2, 0, 1), a.unsqueeze(1), a, a[0], a.sum(), a.sum(dim=1), a.sum(dim=(0, 2), keepdim=True),
+                torch.nn.functional.pad(a, (1, 2)), torch.nn.functional.pad(a, (1, 1, 0, 1), value=-2.5),
+                torch.cat([a, -a], dim=1), torch.stack([a, a * 2]), a[0].expand(3, 3, 4)]
+    for results, (ndim, numel, length) in await run_pair(reshaping, a):
+        assert (ndim, numel, length) == (3, 24, 2)
+        for got, want in zip(results, expected, strict=True):
+            assert got.shape == want.shape and torch.equal(got, want)
+
+
+async def joins_of_different_scales(party):
+    x = await party.input(torch.ones(2) if party.id == 0 else None, src=0)
+    n = await party.input(torch.ones(2, dtype=torch.int64) if party.id == 0 else None, src=0)
+    return mpcrt.cat([x, n])
+
+
+async def test_joining_shares_of_different_scales_is_refused():
+    results = await run_pair(joins_of_different_scales, timeout=2)
+    assert any(isinstance(r, ValueError) and "fixed-point scales" in str(r) for r in results)
