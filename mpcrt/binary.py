@@ -37,6 +37,9 @@ class BinaryShare:
     def _like(self, value: torch.Tensor) -> BinaryShare:
         return BinaryShare(self.party, value)
 
+    def __getitem__(self, index: Any) -> BinaryShare:
+        return self._like(self.value[index])
+
     def __xor__(self, other: Any) -> BinaryShare:
         """XOR with a share (local) or a public value (party 0 applies it)."""
         if isinstance(other, BinaryShare):

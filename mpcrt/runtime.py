@@ -62,7 +62,7 @@ class Party:
 
     def __init__(self, id: int, transport: Transport, *, timeout: float = DEFAULT_TIMEOUT,
                  frac_bits: int = ring.DEFAULT_FRAC_BITS, session: str = "", dealer: DealerClient | None = None,
-                 truncation: str = "dealer") -> None:
+                 truncation: str = "dealer", comparison: str = "tree") -> None:
         if id not in (0, 1):
             raise ValueError(f"party id must be 0 or 1, got {id!r}")
         self.id = id
@@ -76,6 +76,7 @@ class Party:
         if dealer is not None:
             dealer.stats = self.stats
         self.truncation = truncation
+        self.comparison = comparison
         self._outbox: list[Message] = []
         self._flush_scheduled = False
         self._labels_in_frame: set[str] = set()

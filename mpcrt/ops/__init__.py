@@ -1,8 +1,11 @@
 """Interactive operations on shares (each awaited; concurrent ones share rounds)."""
 
+from mpcrt.ops.activations import Mask, leaky_relu, relu
+from mpcrt.ops.activations import backward as relu_backward
 from mpcrt.ops.boolean import and_, bit_to_arith
+from mpcrt.ops.compare import is_non_negative, less_than, msb
 from mpcrt.ops.products import conv2d, conv_transpose2d, linear, matmul, mean, mul, square
 from mpcrt.ops.truncation import truncate
 
-__all__ = ["and_", "bit_to_arith", "conv2d", "conv_transpose2d", "linear", "matmul", "mean", "mul", "square",
-           "truncate"]
+__all__ = ["Mask", "and_", "bit_to_arith", "conv2d", "conv_transpose2d", "is_non_negative", "leaky_relu",
+           "less_than", "linear", "matmul", "mean", "msb", "mul", "relu", "relu_backward", "square", "truncate"]

@@ -1,0 +1,92 @@
+"""Sign and comparison on shares, exact on the ring.
+
+MSB(x) = MSB(x0) xor MSB(x1) xor carry, where carry = [low63(x0) + low63(x1) >= 2^63]
+= [a > b] with a = low63(x0), held in the clear by party 0, and b = 2^63 - 1 - low63(x1),
+held by party 1: LP-GAN's SecCmp between two privately held values. Their bits are
+XOR-shared for free (the other party's share is 0) and bit-sliced: bit i of 64 elements
+lives in one word, so each AND below costs 2 bits per element per party.
+
+With G_i = a_i and not b_i (one AND round) and E_i = not (a_i xor b_i) (local):
+- method "lpgan": LP-GAN's sequential circuit, from the least significant bit up,
+  gt_i = G_i xor (E_i and gt_(i-1)): 62 dependent ANDs, 63 rounds, 125 ANDs per element.
+- method "tree": the same (G, E) pairs combined in a balanced tree, (G, E)_hi o (G, E)_lo
+  = (G_hi xor (E_hi and G_lo), E_hi and E_lo): 6 levels, 7 rounds, 188 ANDs per element.
+
+The result is exact for every ring element; x = 0 is non-negative (MSB 0).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from mpcrt.binary import BinaryShare
+from mpcrt.dealer.material import pack_bits
+from mpcrt.ops.boolean import and_, bit_to_arith
+from mpcrt.scope import op_label
+from mpcrt.shares import ArithmeticShare
+
+METHODS = ("lpgan", "tree")
+LOW63 = (1 << 63) - 1
+BITS = 63
+
+
+def bit_slice(values: torch.Tensor, nbits: int) -> torch.Tensor:
+    """(nbits, words): row i packs bit i of every element, 64 elements per word."""
+    flat = values.reshape(-1, 1)
+    bits = (flat >> torch.arange(nbits, dtype=torch.int64)) & 1  # (n, nbits)
+    return torch.stack([pack_bits(bits[:, i]) for i in range(nbits)]) if flat.numel() else \
+        torch.zeros(nbits, 0, dtype=torch.int64)
+
+
+async def _greater(party, rows: torch.Tensor, method: str) -> BinaryShare:
+    """[a > b] per element, packed: `rows` are this party's bit-sliced value (a at party 0,
+    b at party 1); the other party's XOR share of each is 0."""
+    zeros = torch.zeros_like(rows)
+    a = BinaryShare(party, rows if party.id == 0 else zeros)
+    not_b = BinaryShare(party, ~rows if party.id == 1 else zeros)  # NOT applied by b's holder
+    g = await and_(a, not_b)  # G_i = a_i and not b_i
+    e = a ^ not_b  # E_i = a_i xor not b_i = not (a_i xor b_i)
+    if method == "lpgan":
+        gt = g[0]
+        for i in range(1, BITS):
+            gt = g[i] ^ await and_(e[i], gt)
+        return gt
+    # tree: a neutral most significant leaf (G = 0, E = 1) makes 64 leaves, 6 levels
+    g = BinaryShare(party, torch.cat([g.value, torch.zeros_like(g.value[:1])]))
+    e = BinaryShare(party, torch.cat([e.value, torch.full_like(e.value[:1], -1 if party.id == 0 else 0)]))
+    while len(g.value) > 2:
+        lo_g, hi_g, lo_e, hi_e = g[0::2], g[1::2], e[0::2], e[1::2]
+        both = await and_(BinaryShare(party, torch.cat([hi_e.value, hi_e.value])),
+                          BinaryShare(party, torch.cat([lo_g.value, lo_e.value])))
+        half = len(hi_g.value)
+        g, e = hi_g ^ both[:half], both[half:]
+    return g[1] ^ await and_(e[1], g[0])  # the top level needs G only
+
+
+async def msb(x: ArithmeticShare, method: str | None = None) -> BinaryShare:
+    """The sign bit of each element (1 for negative), packed 64 to a word."""
+    method = method or x.party.comparison
+    if method not in METHODS:
+        raise ValueError(f"comparison method must be one of {METHODS}, got {method!r}")
+    party = x.party
+    with op_label(f"msb[{method}]"):
+        flat = x.value.reshape(-1)
+        low = flat & LOW63
+        carry = await _greater(party, bit_slice(low if party.id == 0 else LOW63 - low, BITS), method)
+    # each party folds the sign bit of its own share into its XOR share of the carry
+    return carry ^ BinaryShare(party, pack_bits((flat < 0).long()))
+
+
+async def is_non_negative(x: ArithmeticShare, method: str | None = None) -> ArithmeticShare:
+    """1 where x >= 0, else 0, as integer shares (scale 0) of x's shape."""
+    with op_label("ge0"):
+        sign = await msb(x, method)
+        negative = await bit_to_arith(sign, x.numel())
+    return (1 - negative).reshape(x.shape)
+
+
+async def less_than(x: ArithmeticShare, y) -> ArithmeticShare:
+    """1 where x < y (y shared or public), as integer shares; exact while |x - y| < 2^63."""
+    with op_label("lt"):
+        sign = await msb(x - y)
+        return (await bit_to_arith(sign, x.numel())).reshape(x.shape)

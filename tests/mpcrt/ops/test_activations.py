@@ -1,0 +1,47 @@
+"""ReLU and LeakyReLU forward and backward against torch autograd."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mpcrt import ops
+from tests.conftest import run_pair
+
+ULP = 2.0 ** -16
+
+
+def q(x: torch.Tensor) -> torch.Tensor:
+    return torch.round(x.double() / ULP) * ULP
+
+
+async def forward_backward(party, x, g, kind: str, slope: float, method: str):
+    X = await party.input(x if party.id == 0 else None, src=0)
+    G = await party.input(g if party.id == 1 else None, src=1)
+    if kind == "relu":
+        y, mask = await ops.relu(X, method)
+    else:
+        y, mask = await ops.leaky_relu(X, slope, method)
+    grad = await ops.relu_backward(G, mask)
+    return await y.reveal(), await grad.reveal(), party.stats.op(kind).rounds
+
+
+@pytest.mark.parametrize("method", ["tree", "lpgan"])
+@pytest.mark.parametrize(("kind", "slope"), [("relu", 0.0), ("leaky", 0.2), ("leaky", 0.01)])
+async def test_against_autograd(kind, slope, method):
+    g = torch.Generator().manual_seed(2)
+    x = torch.cat([torch.tensor([0.0, ULP, -ULP, -3.0, 3.0]), torch.randn(300, generator=g) * 10]).double()
+    grad_out = torch.randn(x.shape, generator=g, dtype=torch.float64)
+    ref_x = q(x).requires_grad_()
+    # the slope the parties hold is fixed point too (0.2 is 13107 / 2^16)
+    held_slope = float(q(torch.tensor(slope)))
+    ref_y = torch.relu(ref_x) if kind == "relu" else torch.nn.functional.leaky_relu(ref_x, held_slope)
+    ref_y.backward(q(grad_out))
+    # autograd takes relu'(0) = 0; ours takes 1 (documented): compare away from 0 only
+    away = x != 0
+    bound = 0 if kind == "relu" else 1  # leaky: one truncation of the product
+    for y, grad, rounds in await run_pair(forward_backward, x, grad_out, "relu" if kind == "relu" else "leaky_relu",
+                                          slope, method):
+        assert float(((y - ref_y.detach()).abs() / ULP).max()) <= bound
+        assert float(((grad - ref_x.grad)[away].abs() / ULP).max()) <= bound
+        assert rounds == (8 if method == "tree" else 64) + (1 if kind == "relu" else 2)

@@ -1,0 +1,91 @@
+"""Sign and comparison: exact for every ring value, both circuits, with their round counts."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mpcrt import ops
+from mpcrt.dealer.material import unpack_bits
+from mpcrt.ops.compare import bit_slice
+from tests.conftest import run_pair
+
+ULP = 2.0 ** -16
+
+
+def edge_values() -> torch.Tensor:
+    g = torch.Generator().manual_seed(0)
+    near_integers = torch.arange(-20, 21, dtype=torch.float64)
+    return torch.cat([
+        torch.tensor([0.0, ULP, -ULP, 2 * ULP, -2 * ULP, 2.0 ** 45, -(2.0 ** 45), 2.0 ** 45 - ULP]),
+        near_integers + ULP, near_integers - ULP, near_integers,
+        torch.randn(3000, generator=g, dtype=torch.float64) * 1000,
+        torch.randn(1000, generator=g, dtype=torch.float64) * 1e-3,
+    ])
+
+
+async def signs(party, x: torch.Tensor, method: str):
+    X = await party.input(x if party.id == 0 else None, src=0)
+    bits = await ops.msb(X, method)
+    nonneg = await ops.is_non_negative(X, method)
+    return unpack_bits(await bits.reveal(), x.numel()), await nonneg.reveal(), party.stats.op("ge0").as_dict()
+
+
+@pytest.mark.parametrize(("method", "rounds"), [("tree", 8), ("lpgan", 64)])
+async def test_sign_is_exact_for_every_value(method, rounds):
+    x = edge_values()
+    held = torch.round(x / ULP)  # what the parties hold: |x| < 2^-17 is encoded as 0
+    big = x.abs() >= ULP
+    for negative, nonneg, cost in await run_pair(signs, x, method):
+        assert torch.equal(negative, (held < 0).long())
+        assert torch.equal(nonneg, (held >= 0).long())  # 0 counts as non-negative
+        assert torch.equal(negative[big], (x[big] < 0).long())  # exact for every |x| >= 2^-f
+        assert cost["rounds"] == rounds
+
+
+async def raw_signs(party, v: torch.Tensor):
+    """Ring elements across the whole range, including the ends (-2^63, 2^63 - 1)."""
+    from mpcrt import ArithmeticShare
+
+    x = await party.input(v if party.id == 0 else None, src=0)
+    x = ArithmeticShare(party, x.value, 0, torch.int64)
+    return unpack_bits(await (await ops.msb(x)).reveal(), v.numel())
+
+
+async def test_sign_over_the_whole_ring():
+    g = torch.Generator().manual_seed(1)
+    v = torch.cat([torch.tensor([-(2 ** 62) + 1, 2 ** 62 - 1, 0, -1, 1]),
+                   torch.randint(-(2 ** 62) + 1, 2 ** 62 - 1, (5000,), generator=g)])
+    for negative in await run_pair(raw_signs, v):
+        assert torch.equal(negative, (v < 0).long())
+
+
+async def comparisons(party, x, y):
+    X = await party.input(x if party.id == 0 else None, src=0)
+    Y = await party.input(y if party.id == 1 else None, src=1)
+    return await (await ops.less_than(X, Y)).reveal(), await (await ops.less_than(X, 0.5)).reveal()
+
+
+async def test_less_than_shared_and_public():
+    x = torch.tensor([1.0, -2.0, 0.5, 0.5 - ULP, 3.0, -ULP])
+    y = torch.tensor([2.0, -3.0, 0.5, 0.5, 3.0 + ULP, 0.0])
+    for lt, lt_half in await run_pair(comparisons, x, y):
+        assert torch.equal(lt, (x < y).long()) and torch.equal(lt_half, (x < 0.5).long())
+
+
+def test_bit_slicing_layout():
+    v = torch.tensor([5, 2, 7] * 30)
+    rows = bit_slice(v, 3)
+    assert rows.shape == (3, 2)
+    for i in range(3):
+        assert torch.equal(unpack_bits(rows[i], 90), (v >> i) & 1)
+
+
+async def bad_method(party):
+    x = await party.input(torch.ones(2) if party.id == 0 else None, src=0)
+    return await ops.msb(x, "magic")
+
+
+async def test_unknown_method():
+    results = await run_pair(bad_method, timeout=2)
+    assert any(isinstance(r, ValueError) and "must be one of" in str(r) for r in results)
