@@ -1,0 +1,103 @@
+"""Piecewise polynomials on shares, segments chosen by exact comparisons.
+
+f(x) = left for x < t_1, p_j(x) on [t_j, t_(j+1)), right for x >= t_m. All comparisons
+[x >= t_j] run as one vectorized sign computation, concurrently with the powers of x; each
+segment's polynomial is a local combination of the powers with public coefficients,
+encoded with COEFF_BITS extra fractional bits (a coefficient's rounding error is then not
+amplified by x^4) and truncated once for all segments; one product with the integer
+segment indicators selects. Rounds: max(comparison, powers) + 2.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from mpcrt import ring
+from mpcrt.ops.compare import is_non_negative
+from mpcrt.ops.products import mul, square
+from mpcrt.ops.truncation import truncate
+from mpcrt.scope import op_label
+from mpcrt.shares import ArithmeticShare, stack
+
+COEFF_BITS = 32
+
+
+@dataclass(frozen=True)
+class Piecewise:
+    """Breakpoints t_1 < ... < t_m, m - 1 inner polynomials (monomial coefficients, lowest
+    first, all of one degree), and the constants left of t_1 and right of t_m."""
+
+    breakpoints: tuple[float, ...]
+    coefficients: tuple[tuple[float, ...], ...]
+    left: float
+    right: float
+
+    @property
+    def degree(self) -> int:
+        return len(self.coefficients[0]) - 1
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """The same function in plain numpy (for fitting checks and tests)."""
+        out = np.where(x < self.breakpoints[0], self.left, self.right).astype(np.float64)
+        for (lo, hi), c in zip(zip(self.breakpoints[:-1], self.breakpoints[1:]), self.coefficients, strict=True):
+            inside = (x >= lo) & (x < hi)
+            out[inside] = np.polynomial.polynomial.polyval(x[inside], c)
+        return out
+
+
+def fit(f, breakpoints: tuple[float, ...], degree: int, left: float, right: float) -> Piecewise:
+    """Least-squares fit on Chebyshev nodes of each segment."""
+    coefficients = []
+    for lo, hi in itertools.pairwise(breakpoints):
+        nodes = np.cos(np.linspace(0, np.pi, 400)) * (hi - lo) / 2 + (hi + lo) / 2
+        cheb = np.polynomial.chebyshev.chebfit(nodes, f(nodes), degree)
+        coefficients.append(tuple(float(c) for c in np.polynomial.chebyshev.cheb2poly(cheb)))
+    return Piecewise(tuple(breakpoints), tuple(coefficients), left, right)
+
+
+async def _powers(x: ArithmeticShare, degree: int) -> list[ArithmeticShare]:
+    """[x, x^2, ..., x^degree] for degree <= 4, in 4 rounds (x^3 and x^4 concurrently)."""
+    if not 1 <= degree <= 4:
+        raise ValueError(f"piecewise polynomials of degree 1 to 4 are supported, not {degree}")
+    powers = [x]
+    if degree >= 2:
+        powers.append(await square(x))
+    if degree >= 3:
+        powers += await asyncio.gather(mul(powers[1], x), square(powers[1]))
+    return powers[:degree]
+
+
+async def evaluate(x: ArithmeticShare, pw: Piecewise, method: str | None = None) -> ArithmeticShare:
+    """pw(x) on shares; exact segment choice, polynomial error as fitted plus a few units."""
+    party, f = x.party, x.frac_bits
+    with op_label("piecewise"):
+        shifted = stack([x - t for t in pw.breakpoints])
+        indicators, powers = await asyncio.gather(is_non_negative(shifted, method), _powers(x, pw.degree))
+        one = 1 << (f + COEFF_BITS)
+        segments = []
+        for coeffs in pw.coefficients:
+            acc = torch.zeros_like(x.value)
+            for k, power in enumerate(powers, start=1):
+                acc = acc + power.value * _encode(coeffs[k])
+            if party.id == 0:
+                acc = acc + round(coeffs[0] * one)
+            segments.append(acc)
+        inner = await truncate(ArithmeticShare(party, torch.stack(segments), f + COEFF_BITS, x.dtype), COEFF_BITS)
+        ind = [indicators[j] for j in range(len(pw.breakpoints))]
+        selectors = stack([ind[j] - ind[j + 1] for j in range(len(ind) - 1)])
+        picked = (await mul(inner, selectors)).sum(dim=0)
+        outer = (1 - ind[0]) * _encode_value(pw.left, f) + ind[-1] * _encode_value(pw.right, f)
+    return picked + ArithmeticShare(party, outer.value, f, x.dtype)
+
+
+def _encode(c: float) -> int:
+    return round(c * (1 << COEFF_BITS))
+
+
+def _encode_value(c: float, f: int) -> int:
+    return int(ring.encode(torch.tensor(c, dtype=torch.float64), f))

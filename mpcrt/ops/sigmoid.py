@@ -1,0 +1,44 @@
+"""Sigmoid and tanh: piecewise polynomials selected by exact comparisons (the default).
+
+sigmoid: degree-4 pieces on [-8, -4, -2, 0, 2, 4, 8], 0 below -8 and 1 above 8.
+tanh: degree-4 pieces on [-4.5, -2.5, -1, 0, 1, 2.5, 4.5], -1 below and 1 above.
+Fit error 4.9e-5 and 5.1e-5; saturation error 3.4e-4 (sigmoid at 8) and 2.5e-4 (tanh at
+4.5); valid for every representable input (the tails saturate, they never wrap).
+Backward: sigmoid' = y (1 - y), tanh' = 1 - y^2, from the stored output.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mpcrt.ops.piecewise import Piecewise, evaluate, fit
+from mpcrt.ops.products import mul, square
+from mpcrt.scope import op_label
+from mpcrt.shares import ArithmeticShare
+
+SIGMOID: Piecewise = fit(lambda x: 1 / (1 + np.exp(-x)), (-8, -4, -2, 0, 2, 4, 8), 4, 0.0, 1.0)
+TANH: Piecewise = fit(np.tanh, (-4.5, -2.5, -1, 0, 1, 2.5, 4.5), 4, -1.0, 1.0)
+
+
+async def sigmoid(x: ArithmeticShare, method: str | None = None) -> ArithmeticShare:
+    """1 / (1 + e^-x), max error 3.5e-4 plus a few units of 2^-f."""
+    with op_label("sigmoid"):
+        return await evaluate(x, SIGMOID, method)
+
+
+async def tanh(x: ArithmeticShare, method: str | None = None) -> ArithmeticShare:
+    """tanh(x), max error 2.6e-4 plus a few units of 2^-f."""
+    with op_label("tanh"):
+        return await evaluate(x, TANH, method)
+
+
+async def sigmoid_backward(grad_out: ArithmeticShare, y: ArithmeticShare) -> ArithmeticShare:
+    """grad_out * y * (1 - y), y the forward's output."""
+    with op_label("sigmoid_backward"):
+        return await mul(grad_out, await mul(y, 1 - y))
+
+
+async def tanh_backward(grad_out: ArithmeticShare, y: ArithmeticShare) -> ArithmeticShare:
+    """grad_out * (1 - y^2), y the forward's output."""
+    with op_label("tanh_backward"):
+        return await mul(grad_out, 1 - await square(y))

@@ -1,0 +1,74 @@
+"""Sigmoid and tanh: max error <= 5e-4 over [-30, 30], saturation beyond, backward vs autograd."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from mpcrt import ops
+from mpcrt.ops.piecewise import fit
+from mpcrt.ops.sigmoid import SIGMOID, TANH
+from tests.conftest import run_pair
+
+
+def test_the_fitted_pieces_are_within_budget_in_plain_numpy():
+    x = np.linspace(-40, 40, 400_001)
+    assert np.abs(SIGMOID(x) - 1 / (1 + np.exp(-x))).max() < 3.5e-4
+    assert np.abs(TANH(x) - np.tanh(x)).max() < 2.6e-4
+
+
+async def squash(party, x: torch.Tensor, g: torch.Tensor):
+    X = await party.input(x if party.id == 0 else None, src=0)
+    G = await party.input(g if party.id == 1 else None, src=1)
+    s, t = await ops.sigmoid(X), await ops.tanh(X)
+    ds, dt = await ops.sigmoid_backward(G, s), await ops.tanh_backward(G, t)
+    return [await v.reveal() for v in (s, t, ds, dt)], party.stats.op("sigmoid").rounds
+
+
+async def test_accuracy_saturation_and_backward():
+    edges = torch.tensor([-8.0, 8.0, -4.5, 4.5, 0.0, 2 ** -16, -(2 ** -16), 1e4, -1e4, 2.0 ** 30, -(2.0 ** 30)])
+    x = torch.cat([torch.linspace(-30, 30, 20_001), edges]).double()
+    g = torch.randn(x.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    ref = x.clone().requires_grad_()
+    s_ref, t_ref = torch.sigmoid(ref), torch.tanh(ref)
+    s_val, t_val = s_ref.detach(), t_ref.detach()
+    ds_ref = torch.autograd.grad(s_ref, ref, g)[0]
+    dt_ref = torch.autograd.grad(t_ref, ref, g)[0]
+    for (s, t, ds, dt), rounds in await run_pair(squash, x, g, timeout=30):
+        assert float((s - s_val).abs().max()) <= 5e-4
+        assert float((t - t_val).abs().max()) <= 5e-4
+        # beyond the pieces the output is exactly the limit
+        assert torch.equal(s[-2:], torch.tensor([1.0, 0.0], dtype=torch.float64))
+        assert torch.equal(t[-2:], torch.tensor([1.0, -1.0], dtype=torch.float64))
+        # backward from the stored output: error of y times |g| (y error <= 5e-4, |y'| bounded)
+        assert float(((ds - ds_ref).abs() / (g.abs() + 1)).max()) <= 2e-3
+        assert float(((dt - dt_ref).abs() / (g.abs() + 1)).max()) <= 2e-3
+        assert rounds == 11
+
+
+def test_fit_rejects_nothing_silently():
+    pw = fit(np.tanh, (-1.0, 0.0, 1.0), 4, -1.0, 1.0)
+    assert pw.degree == 4 and len(pw.coefficients) == 2
+
+
+async def degree_five(party):
+    from mpcrt.ops.piecewise import evaluate
+
+    x = await party.input(torch.ones(2) if party.id == 0 else None, src=0)
+    return await evaluate(x, fit(np.tanh, (-1.0, 0.0, 1.0), 5, -1.0, 1.0))
+
+
+async def test_unsupported_degree_is_a_clear_error():
+    results = await run_pair(degree_five, timeout=2)
+    assert any(isinstance(r, ValueError) and "degree 1 to 4" in str(r) for r in results)
+
+
+@pytest.mark.parametrize("method", ["lpgan"])
+async def test_the_comparison_method_can_be_chosen(method):
+    async def prog(party):
+        x = await party.input(torch.linspace(-5, 5, 11) if party.id == 0 else None, src=0)
+        return await (await ops.sigmoid(x, method)).reveal()
+
+    for got in await run_pair(prog):
+        assert float((got - torch.sigmoid(torch.linspace(-5, 5, 11))).abs().max()) <= 5e-4
