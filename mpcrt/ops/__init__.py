@@ -5,9 +5,10 @@ from mpcrt.ops.activations import backward as relu_backward
 from mpcrt.ops.boolean import and_, bit_to_arith
 from mpcrt.ops.compare import is_non_negative, less_than, msb
 from mpcrt.ops.products import conv2d, conv_transpose2d, linear, matmul, mean, mul, square
+from mpcrt.ops.roots import inv_sqrt, reciprocal, sqrt
 from mpcrt.ops.sigmoid import sigmoid, sigmoid_backward, tanh, tanh_backward
 from mpcrt.ops.truncation import truncate
 
 __all__ = ["Mask", "and_", "bit_to_arith", "conv2d", "conv_transpose2d", "is_non_negative", "leaky_relu",
-           "less_than", "linear", "matmul", "mean", "msb", "mul", "relu", "relu_backward", "sigmoid",
-           "sigmoid_backward", "square", "tanh", "tanh_backward", "truncate"]
+           "less_than", "linear", "matmul", "mean", "msb", "mul", "reciprocal", "relu", "relu_backward", "sigmoid",
+           "sigmoid_backward", "sqrt", "square", "tanh", "tanh_backward", "truncate", "inv_sqrt"]

@@ -32,7 +32,8 @@ def _kwargs_key(kwargs: dict[str, Any]) -> tuple:
     return tuple(sorted((k, tuple(v) if isinstance(v, list | tuple) else v) for k, v in kwargs.items()))
 
 
-async def _product(op: str, x: Any, y: Any, kwargs: dict[str, Any], truncation: str | None) -> ArithmeticShare:
+async def _product(op: str, x: Any, y: Any, kwargs: dict[str, Any], truncation: str | None,
+                   frac_bits: int | None = None) -> ArithmeticShare:
     f = BILINEAR[op]
     if isinstance(x, ArithmeticShare) and isinstance(y, ArithmeticShare):
         party = x.party
@@ -55,7 +56,8 @@ async def _product(op: str, x: Any, y: Any, kwargs: dict[str, Any], truncation: 
     else:
         raise TypeError("at least one operand must be an ArithmeticShare; use torch for public values")
     product = like._with(z, fx + fy)
-    return await truncate(product, min(fx, fy), truncation)
+    target = max(fx, fy) if frac_bits is None else frac_bits
+    return await truncate(product, fx + fy - target, truncation)
 
 
 def _add_bias(z: ArithmeticShare, bias: Any, shape: tuple[int, ...]) -> ArithmeticShare:
@@ -66,9 +68,10 @@ def _add_bias(z: ArithmeticShare, bias: Any, shape: tuple[int, ...]) -> Arithmet
     return z + torch.as_tensor(bias).reshape(shape)
 
 
-async def mul(x: Any, y: Any, *, truncation: str | None = None) -> ArithmeticShare:
-    """Elementwise x * y (broadcasting), either operand public or shared."""
-    return await _product("mul", x, y, {}, truncation)
+async def mul(x: Any, y: Any, *, truncation: str | None = None, frac_bits: int | None = None) -> ArithmeticShare:
+    """Elementwise x * y (broadcasting), either operand public or shared. The result has the
+    larger operand scale, or `frac_bits` (one truncation either way)."""
+    return await _product("mul", x, y, {}, truncation, frac_bits)
 
 
 async def square(x: ArithmeticShare, *, truncation: str | None = None) -> ArithmeticShare:

@@ -1,0 +1,47 @@
+"""Reciprocal, inverse square root, square root: within 1e-3 relative or 4 units of 2^-f
+(whichever is larger) of the function at the input the parties hold, over the documented
+ranges; clipped outside them."""
+
+from __future__ import annotations
+
+import torch
+
+from mpcrt import ops
+from tests.conftest import run_pair
+
+ULP = 2.0 ** -16
+
+
+def q(x: torch.Tensor) -> torch.Tensor:
+    return torch.round(x / ULP) * ULP
+
+
+def budget_used(got: torch.Tensor, want: torch.Tensor) -> float:
+    return float(((got - want).abs() / torch.maximum(want.abs() * 1e-3, torch.full_like(want, 4 * ULP))).max())
+
+
+async def roots(party, a: torch.Tensor, b: torch.Tensor):
+    A = await party.input(a if party.id == 0 else None, src=0)
+    B = await party.input(b if party.id == 1 else None, src=1)
+    out = [await ops.reciprocal(A), await ops.inv_sqrt(B), await ops.sqrt(B)]
+    return [await v.reveal() for v in out], {k: party.stats.op(k).rounds for k in ("reciprocal", "inv_sqrt", "sqrt")}
+
+
+async def test_accuracy_over_the_documented_ranges():
+    a = torch.cat([torch.logspace(-2, 3, 4001, dtype=torch.float64), torch.tensor([1e-2, 1e3, 1.0, 0.5, 2.0])])
+    b = torch.cat([torch.logspace(-4, 4, 4001, dtype=torch.float64), torch.tensor([1e-4, 1e4, 1.0, 0.25, 4.0])])
+    for (r, i, s), rounds in await run_pair(roots, a, b, timeout=30):
+        assert budget_used(r, 1 / q(a)) <= 1
+        assert budget_used(i, q(b).rsqrt()) <= 1
+        assert budget_used(s, q(b).sqrt()) <= 1
+        assert rounds == {"reciprocal": 24, "inv_sqrt": 27, "sqrt": 27}
+
+
+async def test_inputs_outside_the_range_are_clipped_not_wrapped():
+    a = torch.tensor([1e-4, 2.0 ** -7, 5000.0, 2.0 ** 11, -3.0, 0.0], dtype=torch.float64)
+    b = torch.tensor([1e-6, 2.0 ** -14, 1e6, 2.0 ** 15, -3.0, 0.0], dtype=torch.float64)
+    for (r, i, s), _ in await run_pair(roots, a, b, timeout=30):
+        # below -> the lower end, above -> the upper end; negatives and 0 count as below
+        assert budget_used(r, torch.tensor([128.0, 128.0, 2.0 ** -11, 2.0 ** -11, 128.0, 128.0])) <= 1
+        assert budget_used(i, torch.tensor([128.0, 128.0, 2.0 ** -7.5, 2.0 ** -7.5, 128.0, 128.0])) <= 1
+        assert budget_used(s, torch.tensor([2.0 ** -7, 2.0 ** -7, 2.0 ** 7.5, 2.0 ** 7.5, 2.0 ** -7, 2.0 ** -7])) <= 1
