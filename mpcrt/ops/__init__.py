@@ -2,13 +2,17 @@
 
 from mpcrt.ops.activations import Mask, leaky_relu, relu
 from mpcrt.ops.activations import backward as relu_backward
+from mpcrt.ops.batchnorm import BatchNormContext, batch_norm, batch_norm_backward
 from mpcrt.ops.boolean import and_, bit_to_arith
 from mpcrt.ops.compare import is_non_negative, less_than, msb
-from mpcrt.ops.products import conv2d, conv_transpose2d, linear, matmul, mean, mul, square
+from mpcrt.ops.products import conv2d, conv_transpose2d, linear, matmul, mean, mul, scale, square
 from mpcrt.ops.roots import inv_sqrt, reciprocal, sqrt
 from mpcrt.ops.sigmoid import sigmoid, sigmoid_backward, tanh, tanh_backward
 from mpcrt.ops.truncation import truncate
 
-__all__ = ["Mask", "and_", "bit_to_arith", "conv2d", "conv_transpose2d", "is_non_negative", "leaky_relu",
-           "less_than", "linear", "matmul", "mean", "msb", "mul", "reciprocal", "relu", "relu_backward", "sigmoid",
-           "sigmoid_backward", "sqrt", "square", "tanh", "tanh_backward", "truncate", "inv_sqrt"]
+__all__ = [
+    "BatchNormContext", "Mask", "and_", "batch_norm", "batch_norm_backward", "bit_to_arith", "conv2d",
+    "conv_transpose2d", "inv_sqrt", "is_non_negative", "leaky_relu", "less_than", "linear", "matmul", "mean", "msb",
+    "mul", "reciprocal", "relu", "relu_backward", "scale", "sigmoid", "sigmoid_backward", "sqrt", "square", "tanh",
+    "tanh_backward", "truncate",
+]

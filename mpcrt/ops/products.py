@@ -10,6 +10,7 @@ one truncation (one more round by default) brings the result back to the larger 
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -19,6 +20,8 @@ from mpcrt.dealer.material import BILINEAR, Request
 from mpcrt.ops.truncation import truncate
 from mpcrt.scope import op_label
 from mpcrt.shares import ArithmeticShare
+
+SCALE_BITS = 16  # fractional bits of the factor in [1, 2) that `scale` multiplies by
 
 
 def _public(value: Any, party) -> tuple[torch.Tensor, int]:
@@ -116,9 +119,28 @@ async def conv_transpose2d(x: Any, weight: Any, bias: Any = None, stride: Any = 
     return _add_bias(await _product("conv_transpose2d", x, weight, kwargs, truncation), bias, (1, -1, 1, 1))
 
 
-async def mean(x: ArithmeticShare, dim: Any = None, keepdim: bool = False, *,
+async def scale(x: ArithmeticShare, factor: float, *, frac_bits: int | None = None,
+                truncation: str | None = None) -> ArithmeticShare:
+    """x * factor for a public real, precise for tiny factors such as 1/n: factor = c * 2^-s
+    with c in [1, 2); x is divided by 2^s (exact truncation), then multiplied by c at 16
+    extra bits. One round for factors >= 1/2, two below; no overflow for large x. The
+    result has `frac_bits` (default x's); more bits than x's are kept exactly."""
+    target = x.frac_bits if frac_bits is None else frac_bits
+    if target > x.frac_bits:  # lifting is exact: the extra low bits are zero
+        x = x._with(x.value << (target - x.frac_bits), target)
+    if factor == 0:
+        return x._with(torch.zeros_like(x.value), target)
+    shift = max(0, -math.floor(math.log2(abs(factor))))
+    if shift:
+        x = x._with((await truncate(x._with(x.value, x.frac_bits + shift), shift, truncation)).value, x.frac_bits)
+    k = round(factor * 2.0 ** shift * (1 << SCALE_BITS))
+    product = x._with(x.value * k, x.frac_bits + SCALE_BITS)
+    return await truncate(product, product.frac_bits - target, truncation)
+
+
+async def mean(x: ArithmeticShare, dim: Any = None, keepdim: bool = False, *, frac_bits: int | None = None,
                truncation: str | None = None) -> ArithmeticShare:
-    """Mean over `dim` (all elements if None): a local sum and a product with public 1/n."""
+    """Mean over `dim` (all elements if None): an exact local sum, then a precise 1/n."""
     total = x.sum(dim=dim, keepdim=keepdim)
     count = x.value.numel() // max(total.value.numel(), 1)
-    return await mul(total, torch.tensor(1.0 / count, dtype=torch.float64), truncation=truncation)
+    return await scale(total, 1.0 / count, frac_bits=frac_bits, truncation=truncation)

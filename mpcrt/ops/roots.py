@@ -32,7 +32,7 @@ from mpcrt.ops.products import mul
 from mpcrt.scope import op_label
 from mpcrt.shares import ArithmeticShare, stack
 
-LOOKUP_BITS = 32
+LOOKUP_BITS = 24  # a (scale <= 24) times a lookup stays below 2^48: far from the 2^62 limit
 RECIPROCAL_RANGE = (-7, 10)  # [2^-7, 2^11): covers [1e-2, 1e3]
 INV_SQRT_RANGE = (-14, 14)  # [2^-14, 2^15): covers [1e-4, 1e4]
 
@@ -96,11 +96,12 @@ async def _goldschmidt(a: ArithmeticShare, method: str | None) -> tuple[Arithmet
     return g, h, conv
 
 
-async def inv_sqrt(a: ArithmeticShare, method: str | None = None) -> ArithmeticShare:
-    """1/sqrt(a) for a in [2^-14, 2^15) (covers [1e-4, 1e4]); clipped outside."""
+async def inv_sqrt(a: ArithmeticShare, method: str | None = None, frac_bits: int | None = None) -> ArithmeticShare:
+    """1/sqrt(a) for a in [2^-14, 2^15) (covers [1e-4, 1e4]); clipped outside. `frac_bits`:
+    the result's scale (more than a's keeps small results precise for a later product)."""
     with op_label("inv_sqrt"):
         _, h, conv = await _goldschmidt(a, method)
-        return await mul(h * 2, conv.lookup(lambda e: 2.0 ** (-e / 2), a), frac_bits=a.frac_bits)
+        return await mul(h * 2, conv.lookup(lambda e: 2.0 ** (-e / 2), a), frac_bits=frac_bits or a.frac_bits)
 
 
 async def sqrt(a: ArithmeticShare, method: str | None = None) -> ArithmeticShare:
