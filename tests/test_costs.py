@@ -46,10 +46,17 @@ async def settle(party, x) -> None:
     await asyncio.sleep(0)
 
 
+NONLINEAR = {
+    "msb_tree": lambda x: ops.msb(x, "tree"), "msb_lpgan": lambda x: ops.msb(x, "lpgan"), "ge0": ops.is_non_negative,
+    "relu": ops.relu, "leaky_relu": lambda x: ops.leaky_relu(x, 0.2), "sigmoid": ops.sigmoid, "tanh": ops.tanh,
+    "reciprocal": ops.reciprocal, "inv_sqrt": ops.inv_sqrt, "sqrt": ops.sqrt,
+}
+
+
 async def measure(party, op: str, shapes: tuple):
     """Run `op` alone; this party's (rounds, sent, received, offline) and the size variables."""
     shape_x = shapes[0]
-    x = await party.input(torch.randn(shape_x) if party.id == 0 else None, src=0)
+    x = await party.input(torch.rand(shape_x) + 0.5 if party.id == 0 else None, src=0)
     y = await party.input(torch.randn(shapes[1]) if party.id == 1 else None, src=1) if len(shapes) > 1 else None
     await settle(party, x)
     before = snapshot(party)
@@ -70,6 +77,11 @@ async def measure(party, op: str, shapes: tuple):
         await ops.square(x)
     elif op in ("truncate", "truncate_local"):
         await ops.truncate(x, 8, "local" if op == "truncate_local" else "dealer")
+    elif op in NONLINEAR:
+        n = variables["n"]
+        variables.update(w=math.ceil(n / 64), w7=math.ceil(7 * n / 64), w19=math.ceil(19 * n / 64),
+                         w30=math.ceil(30 * n / 64))
+        await NONLINEAR[op](x)
     elif op in ("and", "bit_to_arith"):
         words = BinaryShare(party, x.value.reshape(-1))
         variables.update(w=words.value.numel(), b=64 * words.value.numel() - 5)
@@ -102,6 +114,7 @@ CASES = {
     "truncate_local": [((10,),)],
     "and": [((3,),), ((2, 5),)],
     "bit_to_arith": [((1,),), ((4,),)],
+    **{op: [((64,),), ((3, 50),)] for op in NONLINEAR},
 }
 
 
