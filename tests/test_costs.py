@@ -49,7 +49,8 @@ async def settle(party, x) -> None:
 NONLINEAR = {
     "msb_tree": lambda x: ops.msb(x, "tree"), "msb_lpgan": lambda x: ops.msb(x, "lpgan"), "ge0": ops.is_non_negative,
     "relu": ops.relu, "leaky_relu": lambda x: ops.leaky_relu(x, 0.2), "sigmoid": ops.sigmoid, "tanh": ops.tanh,
-    "reciprocal": ops.reciprocal, "inv_sqrt": ops.inv_sqrt, "sqrt": ops.sqrt,
+    "reciprocal": ops.reciprocal, "inv_sqrt": ops.inv_sqrt, "sqrt": ops.sqrt, "exp": ops.exp,
+    "sigmoid_lpgan": ops.sigmoid_lpgan,
 }
 
 
@@ -79,8 +80,7 @@ async def measure(party, op: str, shapes: tuple):
         await ops.truncate(x, 8, "local" if op == "truncate_local" else "dealer")
     elif op in NONLINEAR:
         n = variables["n"]
-        variables.update(w=math.ceil(n / 64), w7=math.ceil(7 * n / 64), w19=math.ceil(19 * n / 64),
-                         w30=math.ceil(30 * n / 64))
+        variables.update({f"w{k}" if k > 1 else "w": math.ceil(k * n / 64) for k in (1, 7, 19, 26, 30, 48)})
         await NONLINEAR[op](x)
     elif op in ("and", "bit_to_arith"):
         words = BinaryShare(party, x.value.reshape(-1))

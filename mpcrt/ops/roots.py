@@ -45,11 +45,11 @@ class _Converted:
     onehot: list[ArithmeticShare]
     exponents: list[int]
 
-    def lookup(self, g: Callable[[int], float], like: ArithmeticShare) -> ArithmeticShare:
-        """g(e) as a share with LOOKUP_BITS fractional bits (local)."""
-        total = sum((h.value * _encode(g(e), LOOKUP_BITS) for h, e in zip(self.onehot, self.exponents, strict=True)),
+    def lookup(self, g: Callable[[int], float], like: ArithmeticShare, bits: int = LOOKUP_BITS) -> ArithmeticShare:
+        """g(e) as a share with `bits` fractional bits (local)."""
+        total = sum((h.value * _encode(g(e), bits) for h, e in zip(self.onehot, self.exponents, strict=True)),
                     torch.zeros_like(like.value))
-        return ArithmeticShare(like.party, total, LOOKUP_BITS, like.dtype)
+        return ArithmeticShare(like.party, total, bits, like.dtype)
 
 
 def _encode(value: float, bits: int) -> int:
@@ -75,12 +75,17 @@ async def _convert(a: ArithmeticShare, lo: int, hi: int, method: str | None) -> 
 async def reciprocal(a: ArithmeticShare, method: str | None = None) -> ArithmeticShare:
     """1/a for a in [2^-7, 2^11) (covers [1e-2, 1e3]); clipped outside."""
     with op_label("reciprocal"):
-        conv = await _convert(a, *RECIPROCAL_RANGE, method)
-        m = conv.m
-        x = 2.9142 - m * 2
-        for _ in range(3):
-            x = await mul(x, 2 - await mul(m, x))
-        return await mul(x, conv.lookup(lambda e: 2.0 ** -e, a), frac_bits=a.frac_bits)
+        return await reciprocal_in_range(a, *RECIPROCAL_RANGE, method)
+
+
+async def reciprocal_in_range(a: ArithmeticShare, lo: int, hi: int, method: str | None = None) -> ArithmeticShare:
+    """1/a for a in [2^lo, 2^(hi+1)); clipped outside. Costs hi - lo + 2 comparisons."""
+    conv = await _convert(a, lo, hi, method)
+    m = conv.m
+    x = 2.9142 - m * 2
+    for _ in range(3):
+        x = await mul(x, 2 - await mul(m, x))
+    return await mul(x, conv.lookup(lambda e: 2.0 ** -e, a), frac_bits=a.frac_bits)
 
 
 async def _goldschmidt(a: ArithmeticShare, method: str | None) -> tuple[ArithmeticShare, ArithmeticShare, _Converted]:

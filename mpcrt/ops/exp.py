@@ -1,0 +1,70 @@
+"""exp on shares, and LP-GAN's sigmoid construction built on it.
+
+exp(x) = 2^t with t = x log2(e). Comparing x with every j ln 2 (j = -23 .. 24) at once
+gives the one-hot k = floor(t); then r = t - k is in [0, 1), 2^r is a degree-4 polynomial
+(relative error 3.6e-6), and 2^k is a public lookup on the one-hot. Valid for
+x in [-23 ln 2, 24 ln 2) = [-15.94, 16.64); below it the result is 2^-23, above it just
+under 2^24 (clipped, never wrapped). Relative error about 1e-5 plus a unit of 2^-f.
+
+LP-GAN's sigmoid: 1 / (1 + e^-x) with the Newton reciprocal (SecInv) started from the
+range-converted input, on the ring instead of LP-GAN's leaky multiplicative shares. It
+is the faithful baseline; the piecewise default (ops.sigmoid) is far cheaper.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from mpcrt.ops.compare import is_non_negative
+from mpcrt.ops.piecewise import COEFF_BITS, _powers
+from mpcrt.ops.products import mul, scale
+from mpcrt.ops.roots import _Converted, reciprocal_in_range
+from mpcrt.ops.truncation import truncate
+from mpcrt.scope import op_label
+from mpcrt.shares import ArithmeticShare, stack
+
+K_LOW, K_HIGH = -23, 24  # thresholds j ln 2 for j in [K_LOW, K_HIGH]
+_nodes = np.cos(np.linspace(0, np.pi, 400)) * 0.5 + 0.5
+EXP2_COEFFS = tuple(float(c) for c in np.polynomial.chebyshev.cheb2poly(
+    np.polynomial.chebyshev.chebfit(_nodes, 2.0 ** _nodes, 4)))
+
+
+async def exp(x: ArithmeticShare, method: str | None = None) -> ArithmeticShare:
+    """e^x for x in [-15.94, 16.64); clipped outside."""
+    party, f = x.party, x.frac_bits
+    with op_label("exp"):
+        js = list(range(K_LOW, K_HIGH + 1))
+        c = await is_non_negative(stack([x - j * math.log(2) for j in js]), method)
+        t = await scale(x, 1 / math.log(2))
+        ind = [c[i] for i in range(len(js))]
+        inside = ind[0] - ind[-1]  # K_LOW ln 2 <= x < K_HIGH ln 2
+        onehot = [ind[i] - ind[i + 1] for i in range(len(js) - 1)]  # k = K_LOW .. K_HIGH - 1
+        k = sum((h * kk for h, kk in zip(onehot, js[:-1], strict=True)), inside * 0)
+        frac = await mul(t - ArithmeticShare(party, k.value << f, f, x.dtype), inside)
+        top = (1 << f) - 1  # above the range: r just under 1 with k = K_HIGH - 1
+        r = frac + ArithmeticShare(party, ind[-1].value * top, f, x.dtype)
+        powers = await _powers(r, 4)
+        poly = sum((p.value * round(a * (1 << COEFF_BITS)) for p, a in zip(powers, EXP2_COEFFS[1:], strict=True)),
+                   ArithmeticShare(party, r.value * 0, f, x.dtype).value)
+        if party.id == 0:
+            poly = poly + round(EXP2_COEFFS[0] * (1 << (f + COEFF_BITS)))
+        two_r = await truncate(ArithmeticShare(party, poly, f + COEFF_BITS, x.dtype), COEFF_BITS)
+        below = 1 - ind[0]
+        lookup = _Converted(two_r, [below, *onehot, ind[-1]], [K_LOW, *js[:-1], K_HIGH - 1])
+        two_k = lookup.lookup(lambda e: 2.0 ** e, x, bits=f)  # 2^23 at more bits would overflow the product
+        # below the range 2^r is 1 (r = 0 there), so the result is 2^K_LOW
+        return await mul(two_r, two_k, frac_bits=f)
+
+
+async def sigmoid_lpgan(x: ArithmeticShare, method: str | None = None) -> ArithmeticShare:
+    """LP-GAN's construction: exp, then the Newton reciprocal of 1 + e^-x (range [1, 2^24])."""
+    with op_label("sigmoid_lpgan"):
+        return await reciprocal_in_range(1 + await exp(-x, method), 0, 24, method)
+
+
+async def tanh_lpgan(x: ArithmeticShare, method: str | None = None) -> ArithmeticShare:
+    """2 sigmoid(2x) - 1 with LP-GAN's sigmoid."""
+    with op_label("tanh_lpgan"):
+        return await sigmoid_lpgan(x * 2, method) * 2 - 1
