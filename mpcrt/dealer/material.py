@@ -59,6 +59,37 @@ def _hashable(x: Any) -> Any:
     return tuple(_hashable(v) for v in x) if isinstance(x, list) else x
 
 
+def _pair(v: Any) -> tuple[int, int]:
+    return (v, v) if isinstance(v, int) else tuple(v)  # type: ignore[return-value]
+
+
+def output_shape(op: str, a: tuple[int, ...], b: tuple[int, ...], kwargs: dict[str, Any]) -> tuple[int, ...]:
+    """Shape of op(a, b), by the formulas of torch's docs (torch's meta device would cost a
+    second of imports the first time it is used)."""
+    if op == "mul":
+        return tuple(torch.broadcast_shapes(a, b))
+    if op == "matmul":
+        a2, b2 = ((1, *a) if len(a) == 1 else a), ((*b, 1) if len(b) == 1 else b)
+        if a2[-1] != b2[-2]:
+            raise ValueError(f"matmul of shapes {a} and {b}")
+        out = [*torch.broadcast_shapes(a2[:-2], b2[:-2]), a2[-2], b2[-1]]
+        if len(b) == 1:
+            out.pop(-1)
+        if len(a) == 1:
+            out.pop(-2 if len(b) != 1 else -1)
+        return tuple(out)
+    stride, padding, dilation = (_pair(kwargs.get(k, d)) for k, d in (("stride", 1), ("padding", 0), ("dilation", 1)))
+    groups = kwargs.get("groups", 1)
+    spatial = list(zip(a[2:], b[2:], stride, padding, dilation, strict=True))
+    if op == "conv2d":
+        size = [(h + 2 * p - d * (k - 1) - 1) // s + 1 for h, k, s, p, d in spatial]
+        return (a[0], b[0], *size)
+    output_padding = _pair(kwargs.get("output_padding", 0))
+    size = [(h - 1) * s - 2 * p + d * (k - 1) + op_ + 1
+            for (h, k, s, p, d), op_ in zip(spatial, output_padding, strict=True)]
+    return (a[0], b[1] * groups, *size)
+
+
 def _bits_to_words(nbits: int) -> int:
     return (nbits + 63) // 64
 
@@ -101,9 +132,7 @@ class Triple(Kind):
 
     def shapes(self, params: tuple) -> dict[str, tuple[int, ...]]:
         op, shape_a, shape_b, kwargs = params
-        out = BILINEAR[op](torch.empty(shape_a, dtype=torch.float32, device="meta"),
-                           torch.empty(shape_b, dtype=torch.float32, device="meta"), **dict(kwargs))
-        return {"a": tuple(shape_a), "b": tuple(shape_b), "c": tuple(out.shape)}
+        return {"a": tuple(shape_a), "b": tuple(shape_b), "c": output_shape(op, shape_a, shape_b, dict(kwargs))}
 
     def dependent_values(self, free, params):
         op, _, _, kwargs = params

@@ -61,3 +61,18 @@ def test_material_depends_on_step_tag_and_seed():
 def test_requests_travel_as_plain_lists():
     req = Request("triple", (1, 2), "t", ("conv2d", (1, 2, 3, 3), (1, 2, 2, 2), (("stride", (2, 2)),)))
     assert Request.from_wire(req.to_wire()) == req
+
+
+@pytest.mark.parametrize(("op", "sa", "sb", "kwargs"), [
+    ("mul", (3, 1, 4), (5, 1), {}), ("matmul", (7, 5), (5, 3), {}), ("matmul", (2, 1, 4, 3), (5, 3, 2), {}),
+    ("matmul", (4,), (4, 3), {}), ("matmul", (2, 3, 4), (4,), {}), ("matmul", (4,), (4,), {}),
+    ("conv2d", (2, 3, 9, 7), (4, 3, 3, 3), {"stride": 2, "padding": 1}),
+    ("conv2d", (1, 4, 8, 8), (6, 2, 3, 3), {"groups": 2, "dilation": (2, 1), "stride": (1, 2)}),
+    ("conv_transpose2d", (2, 4, 4, 4), (4, 3, 4, 4), {"stride": 2, "padding": 1}),
+    ("conv_transpose2d", (1, 4, 3, 5), (4, 2, 3, 3), {"stride": 2, "output_padding": 1, "groups": 2, "dilation": 2}),
+])
+def test_output_shapes_match_torch(op, sa, sb, kwargs):
+    from mpcrt.dealer.material import BILINEAR, output_shape
+
+    expected = BILINEAR[op](torch.zeros(sa), torch.zeros(sb), **kwargs).shape
+    assert output_shape(op, sa, sb, kwargs) == tuple(expected)
