@@ -64,7 +64,7 @@ def tls_config(party_id: int, tls: bool, credentials: dict[str, Credentials] | N
 def run_local(program: Program, *args: Any, transport: str = "memory", network: Any = None,
               processes: bool = False, tls: bool = True, timeout: float = DEFAULT_TIMEOUT,
               frac_bits: int = 16, dealer: str = "local", truncation: str = "dealer",
-              offline: bool = False) -> tuple[Any, Any]:
+              comparison: str = "auto", offline: bool = False) -> tuple[Any, Any]:
     """Run `program(party, *args)` as party 0 and party 1; returns (result0, result1).
 
     transport: "memory" (one process) or "tcp" (real sockets on loopback, TLS 1.3 with
@@ -75,6 +75,7 @@ def run_local(program: Program, *args: Any, transport: str = "memory", network: 
     the owner runs it; always so with processes=True, so party 1 never holds party 0's seed).
     offline=True: a dry run records the program's dealer requests, and both parties fetch
     all their material before the program starts (reported in stats.offline).
+    comparison: "auto" (per call, from the network's modelled cost), "tree", "lpgan" or "dcf".
     A party's exception is re-raised with `.party_id` and a note naming the party.
     """
     if transport not in ("memory", "tcp"):
@@ -82,10 +83,11 @@ def run_local(program: Program, *args: Any, transport: str = "memory", network: 
     if dealer not in ("local", "service"):
         raise ValueError(f"dealer must be 'local' or 'service', got {dealer!r}")
     model = resolve_network(network)
-    plan = run_loop(record_plan(program, *args, frac_bits=frac_bits, truncation=truncation,
-                                timeout=timeout)) if offline else None
+    plan = run_loop(record_plan(program, *args, frac_bits=frac_bits, truncation=truncation, comparison=comparison,
+                                network=model, timeout=timeout)) if offline else None
     options = {"model": model, "tls": tls, "timeout": timeout, "frac_bits": frac_bits, "dealer": dealer,
-               "truncation": truncation, "seeds": (prg.new_key(), prg.new_key()), "plan": plan}
+               "truncation": truncation, "comparison": comparison, "seeds": (prg.new_key(), prg.new_key()),
+               "plan": plan}
     if processes:
         return _run_processes(program, args, options)
     results = run_loop(_run_in_one_loop(program, args, transport, options))
@@ -109,36 +111,40 @@ async def _run_in_one_loop(program: Program, args: tuple, transport: str, option
     seed0, seed1 = options["seeds"]
     service = listener = None
     if options["dealer"] == "local":
-        source: CorrectionSource = LocalDealer(seed0, seed1)
+        local = LocalDealer(seed0, seed1)
+        sources: list[CorrectionSource] = [local, local]
     else:
         service = DealerService(seed0, seed1)
         listener = await listen(LOOPBACK, 0, tls=_dealer_tls(options["tls"]), timeout=options["timeout"])
         serving = asyncio.ensure_future(service.serve(listener))
-        source = await _connect_dealer(listener.port, options)
-    dealers = [DealerClient(0, seed0), DealerClient(1, seed1, source)]
+        sources = [await _connect_dealer(listener.port, i, options) for i in (0, 1)]
+    dealers = [DealerClient(i, (seed0, seed1)[i], sources[i]) for i in (0, 1)]
     parties = [Party(i, ends[i], timeout=options["timeout"], frac_bits=options["frac_bits"], dealer=dealers[i],
-                     truncation=options["truncation"]) for i in (0, 1)]
+                     truncation=options["truncation"], comparison=options["comparison"], network=options["model"])
+               for i in (0, 1)]
     try:
         return await asyncio.gather(*(p.run(program, *args, plan=options["plan"]) for p in parties),
                                     return_exceptions=True)
     finally:
         if service is not None and listener is not None:
-            await source.close()  # type: ignore[attr-defined]
+            for source in sources:
+                await source.close()  # type: ignore[attr-defined]
             serving.cancel()
             await service.close()
             await listener.close()
 
 
 def _dealer_tls(tls: bool, credentials: dict[str, Credentials] | None = None) -> TLSConfig | None:
-    """The dealer service (the owner's role) accepts party 1 only."""
-    return TLSConfig((credentials or local_credentials())["owner"], "party1") if tls else None
+    """The dealer service (the owner's role) accepts the two parties."""
+    return TLSConfig((credentials or local_credentials())["owner"], ("party0", "party1")) if tls else None
 
 
-async def _connect_dealer(port: int, options: dict, credentials: dict[str, Credentials] | None = None) -> RemoteDealer:
+async def _connect_dealer(port: int, party_id: int, options: dict,
+                          credentials: dict[str, Credentials] | None = None) -> RemoteDealer:
     creds = credentials or local_credentials()
-    tls = TLSConfig(creds["party1"], "owner") if options["tls"] else None
+    tls = TLSConfig(creds[f"party{party_id}"], "owner") if options["tls"] else None
     conn = await connect(LOOPBACK, port, tls=tls, timeout=options["timeout"])
-    return RemoteDealer(conn, timeout=options["timeout"])
+    return RemoteDealer(conn, party_id, timeout=options["timeout"])
 
 
 def _collect(results: list) -> tuple[Any, Any]:
@@ -254,14 +260,14 @@ async def _party_main(party_id: int, program: Program, args: tuple, options: dic
     if model is not None:
         transport = WanTransport(transport, model)
     seed = options["seeds"][party_id]
-    source = await _connect_dealer(options["dealer_port"], options, credentials) if party_id == 1 else None
+    source = await _connect_dealer(options["dealer_port"], party_id, options, credentials)
     party = Party(party_id, transport, timeout=options["timeout"], frac_bits=options["frac_bits"],
-                  dealer=DealerClient(party_id, seed, source), truncation=options["truncation"])
+                  dealer=DealerClient(party_id, seed, source), truncation=options["truncation"],
+                  comparison=options["comparison"], network=options["model"])
     try:
         return await party.run(program, *args, plan=options["plan"])
     finally:
-        if source is not None:
-            await source.close()
+        await source.close()
 
 
 class _DealerThread:

@@ -24,20 +24,21 @@ class _Recorder(CorrectionSource):
         self.inner = inner
         self.requests: list[Request] = []
 
-    async def fetch(self, request: Request) -> list[torch.Tensor]:
-        self.requests.append(request)
-        return await self.inner.fetch(request)
+    async def fetch(self, request: Request, party_id: int) -> list[torch.Tensor]:
+        if party_id == 1:
+            self.requests.append(request)
+        return await self.inner.fetch(request, party_id)
 
 
 async def record_plan(program: Program, *args: Any, frac_bits: int = 16, truncation: str = "dealer",
-                      timeout: float = 60.0) -> list[Request]:
+                      comparison: str = "auto", network: Any = None, timeout: float = 60.0) -> list[Request]:
     """The dealer requests of `program(party, *args)`, in the order it makes them."""
     seed0, seed1 = prg.new_key(), prg.new_key()
     recorder = _Recorder(LocalDealer(seed0, seed1))
     ends = pair()
-    dealers = [DealerClient(0, seed0), DealerClient(1, seed1, recorder)]
-    parties = [Party(i, ends[i], timeout=timeout, frac_bits=frac_bits, dealer=dealers[i], truncation=truncation)
-               for i in (0, 1)]
+    dealers = [DealerClient(0, seed0, recorder), DealerClient(1, seed1, recorder)]
+    parties = [Party(i, ends[i], timeout=timeout, frac_bits=frac_bits, dealer=dealers[i], truncation=truncation,
+                     comparison=comparison, network=network) for i in (0, 1)]
     results = await asyncio.gather(*(p.run(program, *args) for p in parties), return_exceptions=True)
     for result in results:
         if isinstance(result, BaseException):

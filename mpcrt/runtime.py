@@ -37,7 +37,7 @@ from mpcrt.stats import Stats
 if TYPE_CHECKING:
     from mpcrt.dealer.client import DealerClient
     from mpcrt.dealer.material import Request
-from transports import Transport, TransportError
+from transports import NetworkModel, Transport, TransportError
 
 T = TypeVar("T")
 PROTOCOL_VERSION = 1
@@ -62,7 +62,7 @@ class Party:
 
     def __init__(self, id: int, transport: Transport, *, timeout: float = DEFAULT_TIMEOUT,
                  frac_bits: int = ring.DEFAULT_FRAC_BITS, session: str = "", dealer: DealerClient | None = None,
-                 truncation: str = "dealer", comparison: str = "tree") -> None:
+                 truncation: str = "dealer", comparison: str = "auto", network: NetworkModel | None = None) -> None:
         if id not in (0, 1):
             raise ValueError(f"party id must be 0 or 1, got {id!r}")
         self.id = id
@@ -76,7 +76,8 @@ class Party:
         if dealer is not None:
             dealer.stats = self.stats
         self.truncation = truncation
-        self.comparison = comparison
+        self.comparison = comparison  # "auto": chosen per call from `network` (ops.compare.choose_method)
+        self.network = network  # the declared link, the same at both parties
         self._outbox: list[Message] = []
         self._flush_scheduled = False
         self._labels_in_frame: set[str] = set()

@@ -46,11 +46,14 @@ async def settle(party, x) -> None:
     await asyncio.sleep(0)
 
 
-NONLINEAR = {
-    "msb_tree": lambda x: ops.msb(x, "tree"), "msb_lpgan": lambda x: ops.msb(x, "lpgan"), "ge0": ops.is_non_negative,
-    "relu": ops.relu, "leaky_relu": lambda x: ops.leaky_relu(x, 0.2), "sigmoid": ops.sigmoid, "tanh": ops.tanh,
-    "reciprocal": ops.reciprocal, "inv_sqrt": ops.inv_sqrt, "sqrt": ops.sqrt, "exp": ops.exp,
-    "sigmoid_lpgan": ops.sigmoid_lpgan,
+NONLINEAR = {  # the table's rows are per method: the tree unless the row says otherwise
+    "msb_tree": lambda x: ops.msb(x, "tree"), "msb_lpgan": lambda x: ops.msb(x, "lpgan"),
+    "ge0": lambda x: ops.is_non_negative(x, "tree"), "ge0_dcf": lambda x: ops.is_non_negative(x, "dcf"),
+    "relu": lambda x: ops.relu(x, "tree"), "relu_dcf": lambda x: ops.relu(x, "dcf"),
+    "leaky_relu": lambda x: ops.leaky_relu(x, 0.2, "tree"), "sigmoid": lambda x: ops.sigmoid(x, "tree"),
+    "tanh": lambda x: ops.tanh(x, "tree"), "reciprocal": lambda x: ops.reciprocal(x, "tree"),
+    "inv_sqrt": lambda x: ops.inv_sqrt(x, "tree"), "sqrt": lambda x: ops.sqrt(x, "tree"),
+    "exp": lambda x: ops.exp(x, "tree"), "sigmoid_lpgan": lambda x: ops.sigmoid_lpgan(x, "tree"),
 }
 
 

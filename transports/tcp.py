@@ -33,6 +33,7 @@ class TcpTransport(InboxTransport):
         super().__init__(max_frame_bytes)
         self._protocol: _FrameProtocol = (_TlsFrameProtocol(self, tls, server_side) if tls is not None
                                           else _FrameProtocol(self))
+        self.peer_name: str | None = None  # the peer's certified name, over TLS
 
     @property
     def peer_address(self) -> object:
@@ -156,7 +157,7 @@ class _TlsFrameProtocol(_FrameProtocol, asyncio.Protocol):
         self._outgoing = ssl.MemoryBIO()
         self._ssl = tls.context(server_side=server_side).wrap_bio(
             self._incoming, self._outgoing, server_side=server_side,
-            server_hostname=None if server_side else tls.peer_name)
+            server_hostname=None if server_side else tls.peer_names[0])
 
     # asyncio picks the buffered read path when these exist; TLS needs data_received instead.
     get_buffer = None  # type: ignore[assignment]
@@ -185,7 +186,7 @@ class _TlsFrameProtocol(_FrameProtocol, asyncio.Protocol):
             return
         self._flush()
         try:
-            self.tls.check_peer(self._ssl.getpeercert())
+            self.owner.peer_name = self.tls.check_peer(self._ssl.getpeercert())
         except AuthenticationError as exc:
             self._abort(exc)
             return

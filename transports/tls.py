@@ -11,10 +11,11 @@ from transports.errors import AuthenticationError
 
 @dataclass(frozen=True)
 class TLSConfig:
-    """Our credentials and the name the peer's certificate must carry."""
+    """Our credentials and the name the peer's certificate must carry (a server may accept
+    several, e.g. the dealer serves party0 and party1)."""
 
     credentials: Credentials
-    peer_name: str
+    peer_name: str | tuple[str, ...]
 
     def context(self, *, server_side: bool) -> ssl.SSLContext:
         purpose = ssl.Purpose.CLIENT_AUTH if server_side else ssl.Purpose.SERVER_AUTH
@@ -26,13 +27,20 @@ class TLSConfig:
             ctx.check_hostname = True  # checked against peer_name, passed as server_hostname
         return ctx
 
-    def check_peer(self, peercert: dict | None) -> None:
-        """Refuse a peer whose (CA-verified) certificate names another party."""
+    @property
+    def peer_names(self) -> tuple[str, ...]:
+        return (self.peer_name,) if isinstance(self.peer_name, str) else self.peer_name
+
+    def check_peer(self, peercert: dict | None) -> str:
+        """The peer's name; refuses a (CA-verified) certificate that names another party."""
         names = [v for k, v in (peercert or {}).get("subjectAltName", ()) if k == "DNS"]
-        if self.peer_name not in names:
-            raise AuthenticationError(
-                f"peer certificate is for {names or 'no name'}, expected {self.peer_name!r}; "
-                "check that each side uses its own certificate from the same `lpgan certs` directory")
+        for name in names:
+            if name in self.peer_names:
+                return name
+        expected = " or ".join(repr(n) for n in self.peer_names)
+        raise AuthenticationError(
+            f"peer certificate is for {names or 'no name'}, expected {expected}; "
+            "check that each side uses its own certificate from the same `lpgan certs` directory")
 
 
 def describe_ssl_error(exc: BaseException) -> str:

@@ -13,21 +13,22 @@ from abc import ABC, abstractmethod
 
 import torch
 
-from mpcrt.dealer.material import KINDS, Request, correction_shapes, corrections, derive
+from mpcrt.dealer.material import KINDS, Request, answer, answer_names, answer_shapes, derive
 from mpcrt.errors import DealerError
 from mpcrt.stats import Stats
 
 
 class CorrectionSource(ABC):
-    """Gives party 1 its dependent components."""
+    """Gives a party what the dealer sends it: party 1's corrections, and public values both
+    parties need (such as DCF correction words)."""
 
     @abstractmethod
-    async def fetch(self, request: Request) -> list[torch.Tensor]:
-        """Party 1's corrections for `request`, in the kind's dependent order."""
+    async def fetch(self, request: Request, party_id: int) -> list[torch.Tensor]:
+        """This party's dealer answer for `request` (see material.answer)."""
 
-    async def fetch_many(self, requests: list[Request]) -> list[list[torch.Tensor]]:
-        """Corrections for a whole plan (the offline phase); sources that talk batch it."""
-        return [await self.fetch(r) for r in requests]
+    async def fetch_many(self, requests: list[Request], party_id: int) -> list[list[torch.Tensor]]:
+        """Answers for a whole plan (the offline phase); sources that talk batch it."""
+        return [await self.fetch(r, party_id) for r in requests]
 
 
 class LocalDealer(CorrectionSource):
@@ -36,8 +37,8 @@ class LocalDealer(CorrectionSource):
     def __init__(self, seed0: bytes, seed1: bytes) -> None:
         self.seed0, self.seed1 = seed0, seed1
 
-    async def fetch(self, request: Request) -> list[torch.Tensor]:
-        return corrections(request, self.seed0, self.seed1)
+    async def fetch(self, request: Request, party_id: int) -> list[torch.Tensor]:
+        return answer(request, party_id, self.seed0, self.seed1)
 
 
 class Pregenerated(CorrectionSource):
@@ -46,7 +47,7 @@ class Pregenerated(CorrectionSource):
     def __init__(self, store: dict[Request, list[torch.Tensor]]) -> None:
         self.store = store
 
-    async def fetch(self, request: Request) -> list[torch.Tensor]:
+    async def fetch(self, request: Request, party_id: int) -> list[torch.Tensor]:
         try:
             return self.store.pop(request)
         except KeyError:
@@ -61,6 +62,8 @@ class DealerClient:
     def __init__(self, party_id: int, seed: bytes, source: CorrectionSource | None = None) -> None:
         if party_id == 1 and source is None:
             raise ValueError("party 1 needs a correction source (the dealer)")
+        if party_id not in (0, 1):
+            raise ValueError(f"party id must be 0 or 1, got {party_id!r}")
         self.party_id = party_id
         self.seed = seed
         self.source = source
@@ -73,37 +76,46 @@ class DealerClient:
         if ready is not None:
             return ready
         start = time.perf_counter()
-        fetched = [await self.source.fetch(request)] if self.party_id == 1 else [[]]  # type: ignore[union-attr]
+        fetched = [await self.source.fetch(request, self.party_id)] if self._needs_dealer(request) else [[]]  # type: ignore[union-attr]
         (parts,) = self._assemble([request], fetched)
         self._count(1, start)
         return parts
 
     async def prefetch(self, requests: list[Request]) -> None:
-        """The offline phase: make (party 0) or fetch (party 1) all material of a plan now,
-        so the online phase only reads it. Counted in stats.offline."""
+        """The offline phase: make or fetch all material of a plan now, so the online phase
+        only reads it. Counted in stats.offline."""
         start = time.perf_counter()
-        fetched = await self.source.fetch_many(requests) if self.party_id == 1 else [[] for _ in requests]  # type: ignore[union-attr]
+        asked = [r for r in requests if self._needs_dealer(r)]
+        answers = dict(zip(asked, await self.source.fetch_many(asked, self.party_id), strict=True)) if asked else {}  # type: ignore[union-attr]
+        fetched = [answers.get(r, []) for r in requests]
         self._ready.update(zip(requests, self._assemble(requests, fetched), strict=True))
         self._count(len(requests), start)
 
+    def _needs_dealer(self, request: Request) -> bool:
+        if self.party_id == 0 and not KINDS[request.kind].public:
+            return False  # party 0 derives everything else from its seed
+        if self.source is None:
+            raise DealerError(f"{request.kind} material needs the dealer at party 0 too (e.g. comparison "
+                              "method 'dcf'); give party 0 a connection to the dealer")
+        return True
+
     def _assemble(self, requests: list[Request], fetched: list[list[torch.Tensor]]) -> list[dict[str, torch.Tensor]]:
         out = []
-        for request, corrections_ in zip(requests, fetched, strict=True):
+        for request, answered in zip(requests, fetched, strict=True):
             kind = KINDS[request.kind]
             parts = {name: derive(request, self.seed, name) for name in kind.free}
             if self.party_id == 0:
                 parts.update({name: derive(request, self.seed, name) for name in kind.dependent})
-            else:
-                self._check(request, corrections_)
-                parts.update(zip(kind.dependent, corrections_, strict=True))
+            if answered or answer_names(request, self.party_id):
+                self._check(request, answered)
+                parts.update(zip(answer_names(request, self.party_id), answered, strict=True))
                 if self.stats is not None:
-                    self.stats.offline.bytes_received += sum(t.numel() * 8 for t in corrections_)
+                    self.stats.offline.bytes_received += sum(t.numel() * 8 for t in answered)
             out.append(parts)
         return out
 
-    @staticmethod
-    def _check(request: Request, fetched: list[torch.Tensor]) -> None:
-        expected = [tuple(s) for s in correction_shapes(request)]
+    def _check(self, request: Request, fetched: list[torch.Tensor]) -> None:
+        expected = [tuple(s) for s in answer_shapes(request, self.party_id)]
         got = [tuple(t.shape) for t in fetched]
         if got != expected or any(t.dtype != torch.int64 for t in fetched):
             raise DealerError(f"the dealer sent material of shapes {got} for {request.kind} at step "

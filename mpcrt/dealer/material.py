@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from mpcrt import prg
+from mpcrt.dealer import dcf
 from mpcrt.scope import MessageId
 
 # bilinear operators a Beaver triple can be shaped for; kwargs are the torch ones
@@ -113,6 +114,7 @@ class Kind(ABC):
 
     free: tuple[str, ...] = ()
     dependent: tuple[str, ...] = ()
+    public: tuple[str, ...] = ()  # made by the dealer from both parties' free parts, sent to both
     xor: frozenset[str] = frozenset()  # components XOR-shared as packed words, not additive
 
     @abstractmethod
@@ -122,6 +124,11 @@ class Kind(ABC):
     @abstractmethod
     def dependent_values(self, free: dict[str, torch.Tensor], params: tuple) -> dict[str, torch.Tensor]:
         """The secret dependent values, from the full free values."""
+
+    def public_values(self, free0: dict[str, torch.Tensor], free1: dict[str, torch.Tensor],
+                      params: tuple) -> dict[str, torch.Tensor]:
+        """Values both parties receive, from each party's own free parts (none by default)."""
+        return {}
 
 
 class Triple(Kind):
@@ -200,8 +207,36 @@ class RandomBits(Kind):
         return {"arith": unpack_bits(free["packed"], params[0])}
 
 
+class Comparison(Kind):
+    """A DCF for the sign of x given the opened x + r. params (n,).
+
+    Free: the mask r (additive) and each party's DCF root seed. Dependent: MSB(r) as ring
+    shares. Public: the DCF correction words for beta * [y < low63(r)] with beta = 1 - 2 MSB(r),
+    so that MSB(r) + DCF(y) shares MSB(r) xor [y < low63(r)] (see ops.compare).
+    """
+
+    free = ("r", "seed")
+    dependent = ("msb_r",)
+    public = ("s_cw", "v_cw", "t_cw", "last")
+    xor = frozenset({"seed"})
+
+    def shapes(self, params):
+        n = params[0]
+        levels = dcf.DOMAIN_BITS
+        return {"r": (n,), "seed": (n, 2), "msb_r": (n,), "s_cw": (levels, n, 2), "v_cw": (levels, n),
+                "t_cw": (n, 2), "last": (n,)}
+
+    def dependent_values(self, free, params):
+        return {"msb_r": (free["r"] < 0).long()}
+
+    def public_values(self, free0, free1, params):
+        r = free0["r"] + free1["r"]
+        beta = 1 - 2 * (r < 0).long()
+        return dcf.keygen(r & ((1 << 63) - 1), beta, free0["seed"], free1["seed"])
+
+
 KINDS: dict[str, Kind] = {"triple": Triple(), "square": Square(), "trunc": Truncation(),
-                          "and": AndTriple(), "bits": RandomBits()}
+                          "and": AndTriple(), "bits": RandomBits(), "dcf": Comparison()}
 
 def logical_shift(v: torch.Tensor, f: int) -> torch.Tensor:
     """v >> f treating v as an unsigned 64-bit integer."""
@@ -220,21 +255,33 @@ def derive(request: Request, seed: bytes, component: str) -> torch.Tensor:
     return prg.random_ring(shape, seed, request.nonce(component))
 
 
-def corrections(request: Request, seed0: bytes, seed1: bytes) -> list[torch.Tensor]:
-    """Party 1's share of each dependent component: value - party 0's seeded share (or XOR)."""
+def answer(request: Request, party_id: int, seed0: bytes, seed1: bytes) -> list[torch.Tensor]:
+    """What the dealer sends party `party_id` for `request`: party 1's corrections for the
+    dependent components (value - party 0's seeded share, or XOR), then the public ones."""
     kind = KINDS[request.kind]
-    free = {}
-    for name in kind.free:
-        s0, s1 = derive(request, seed0, name), derive(request, seed1, name)
-        free[name] = s0 ^ s1 if is_xor(request.kind, name) else s0 + s1
-    values = kind.dependent_values(free, request.params)
+    if party_id == 0 and not kind.public:
+        return []
+    own = [{name: derive(request, seed, name) for name in kind.free} for seed in (seed0, seed1)]
     out = []
-    for name in kind.dependent:
-        s0 = derive(request, seed0, name)
-        out.append(values[name] ^ s0 if is_xor(request.kind, name) else values[name] - s0)
+    if party_id == 1 and kind.dependent:
+        free = {name: own[0][name] ^ own[1][name] if is_xor(request.kind, name) else own[0][name] + own[1][name]
+                for name in kind.free}
+        values = kind.dependent_values(free, request.params)
+        for name in kind.dependent:
+            s0 = derive(request, seed0, name)
+            out.append(values[name] ^ s0 if is_xor(request.kind, name) else values[name] - s0)
+    if kind.public:
+        public = kind.public_values(own[0], own[1], request.params)
+        out.extend(public[name] for name in kind.public)
     return out
 
 
-def correction_shapes(request: Request) -> list[tuple[int, ...]]:
+def answer_names(request: Request, party_id: int) -> list[str]:
+    """The components, in order, of `answer` for this party."""
+    kind = KINDS[request.kind]
+    return [*(kind.dependent if party_id == 1 else ()), *kind.public]
+
+
+def answer_shapes(request: Request, party_id: int) -> list[tuple[int, ...]]:
     shapes = KINDS[request.kind].shapes(request.params)
-    return [shapes[name] for name in KINDS[request.kind].dependent]
+    return [shapes[name] for name in answer_names(request, party_id)]

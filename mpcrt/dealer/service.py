@@ -15,7 +15,7 @@ import msgpack
 import torch
 
 from mpcrt.dealer.client import CorrectionSource
-from mpcrt.dealer.material import Request, corrections
+from mpcrt.dealer.material import Request, answer
 from mpcrt.errors import DealerError
 from mpcrt.messages import DATA, MalformedFrame, Message, decode, encode
 from mpcrt.scope import background_task
@@ -43,17 +43,21 @@ class DealerService:
             task.add_done_callback(self._tasks.discard)
 
     async def serve_connection(self, conn: Transport) -> None:
+        """Answer one party. Over TLS its identity is its certificate's name, never what it
+        claims in a request: party 0 must not obtain party 1's corrections."""
+        certified = getattr(conn, "peer_name", None)
         try:
             while True:
-                frame = await conn.recv()
-                items = msgpack.unpackb(frame)
-                requests = [Request.from_wire(item) for item in items]
-                answer = [Message(r.mid, r.kind, corrections(r, self.seed0, self.seed1)) for r in requests]
-                buffers = encode(DATA, answer)
-                conn.send(buffers)
+                frame = msgpack.unpackb(await conn.recv())
+                party_id = frame["p"]
+                if certified is not None and certified != f"party{party_id}":
+                    raise ValueError(f"{certified} asked for party {party_id}'s material")
+                requests = [Request.from_wire(item) for item in frame["r"]]
+                answers = [Message(r.mid, r.kind, answer(r, party_id, self.seed0, self.seed1)) for r in requests]
+                conn.send(encode(DATA, answers))
                 self.requests_served += len(requests)
-                self.bytes_sent += sum(m.nbytes for m in answer)
-        except (TransportError, ValueError, msgpack.UnpackException):
+                self.bytes_sent += sum(m.nbytes for m in answers)
+        except (TransportError, ValueError, KeyError, TypeError, msgpack.UnpackException):
             pass
         finally:
             await conn.close()
@@ -69,19 +73,20 @@ class DealerService:
 class RemoteDealer(CorrectionSource):
     """Party 1's connection to the dealer service; requests of one tick travel together."""
 
-    def __init__(self, transport: Transport, timeout: float = 60.0) -> None:
+    def __init__(self, transport: Transport, party_id: int, timeout: float = 60.0) -> None:
         self.transport = transport
+        self.party_id = party_id
         self.timeout = timeout
         self._pending: list[tuple[Request, asyncio.Future[list[torch.Tensor]]]] = []
         self._in_flight: deque[list[tuple[Request, asyncio.Future[list[torch.Tensor]]]]] = deque()
         self._receiver: asyncio.Task | None = None
         self._error: DealerError | None = None
 
-    async def fetch(self, request: Request) -> list[torch.Tensor]:
-        (answer,) = await self.fetch_many([request])
-        return answer
+    async def fetch(self, request: Request, party_id: int) -> list[torch.Tensor]:
+        (answered,) = await self.fetch_many([request], party_id)
+        return answered
 
-    async def fetch_many(self, requests: list[Request]) -> list[list[torch.Tensor]]:
+    async def fetch_many(self, requests: list[Request], party_id: int) -> list[list[torch.Tensor]]:
         """Queue the requests (they leave with the others of this tick) and await the answers."""
         if self._error is not None:
             raise self._error
@@ -107,7 +112,7 @@ class RemoteDealer(CorrectionSource):
         if not batch or self._error is not None:
             return
         try:
-            self.transport.send(msgpack.packb([r.to_wire() for r, _ in batch]))
+            self.transport.send(msgpack.packb({"p": self.party_id, "r": [r.to_wire() for r, _ in batch]}))
         except TransportError as exc:
             self._fail(DealerError(f"lost the connection to the dealer: {exc}"))
             return

@@ -12,6 +12,13 @@ With G_i = a_i and not b_i (one AND round) and E_i = not (a_i xor b_i) (local):
 - method "tree": the same (G, E) pairs combined in a balanced tree, (G, E)_hi o (G, E)_lo
   = (G_hi xor (E_hi and G_lo), E_hi and E_lo): 6 levels, 7 rounds, 188 ANDs per element.
 
+- method "dcf": a distributed comparison function from the dealer (function secret
+  sharing). Open x + r (one round, 8 bytes per element); with y = low63(x + r),
+  MSB(x) = MSB(x + r) xor MSB(r) xor [y < low63(r)], and the DCF gives ring shares of
+  MSB(r) xor [y < low63(r)] with no interaction (payload 1 - 2 MSB(r), offset MSB(r)), so
+  the sign comes out as ring shares directly. Online: 1 round; offline: about 1.6 KB of
+  key per element per party, and 63 AES levels of evaluation.
+
 The result is exact for every ring element; x = 0 is non-negative (MSB 0).
 """
 
@@ -20,12 +27,40 @@ from __future__ import annotations
 import torch
 
 from mpcrt.binary import BinaryShare
-from mpcrt.dealer.material import pack_bits
+from mpcrt.dealer import dcf
+from mpcrt.dealer.material import Request, pack_bits
 from mpcrt.ops.boolean import and_, bit_to_arith
 from mpcrt.scope import op_label
 from mpcrt.shares import ArithmeticShare
 
-METHODS = ("lpgan", "tree")
+METHODS = ("lpgan", "tree", "dcf")
+# per element and party: (rounds, online bytes sent, CPU seconds), measured on this project's
+# reference machine (docs/COSTS.md, bench/nonlinear.py); used to pick a method per call
+COST_MODEL = {"tree": (8, 3016 / 64, 0.15e-6), "lpgan": (64, 2008 / 64, 0.3e-6), "dcf": (1, 8.0, 3.6e-6)}
+LOOPBACK = (1e-4, 10e9)  # assumed RTT and bandwidth when no network is declared
+
+
+def choose_method(party, n: int, candidates: tuple[str, ...] = METHODS) -> str:
+    """The method with the least modelled time for n elements on the party's declared network
+    (rounds x RTT/2 + bytes / bandwidth + CPU). Both parties declare the same network, so
+    they choose alike; the choice shows in stats as the op label (e.g. msb[dcf])."""
+    network = getattr(party, "network", None)
+    rtt, bandwidth = (network.rtt_s, network.bandwidth_bps) if network is not None else LOOPBACK
+
+    def modelled(method: str) -> float:
+        rounds, bytes_per_element, cpu = COST_MODEL[method]
+        return rounds * rtt / 2 + n * bytes_per_element * 8 / bandwidth + n * cpu
+
+    return min(candidates, key=modelled)
+
+
+def _resolve(x: ArithmeticShare, method: str | None, candidates: tuple[str, ...] = METHODS) -> str:
+    method = method or x.party.comparison
+    if method == "auto":
+        return choose_method(x.party, x.numel(), candidates)
+    if method not in METHODS:
+        raise ValueError(f"comparison method must be one of {(*METHODS, 'auto')}, got {method!r}")
+    return method
 LOW63 = (1 << 63) - 1
 BITS = 63
 
@@ -87,9 +122,9 @@ async def _greater(party, rows: torch.Tensor, method: str) -> BinaryShare:
 
 async def msb(x: ArithmeticShare, method: str | None = None) -> BinaryShare:
     """The sign bit of each element (1 for negative), packed 64 to a word."""
-    method = method or x.party.comparison
-    if method not in METHODS:
-        raise ValueError(f"comparison method must be one of {METHODS}, got {method!r}")
+    method = _resolve(x, method, ("lpgan", "tree"))
+    if method == "dcf":
+        raise ValueError("the dcf method yields the sign as ring shares: use is_non_negative or less_than")
     party = x.party
     with op_label(f"msb[{method}]"):
         flat = x.value.reshape(-1)
@@ -99,16 +134,39 @@ async def msb(x: ArithmeticShare, method: str | None = None) -> BinaryShare:
     return carry ^ BinaryShare(party, pack_bits((flat < 0).long()))
 
 
+async def _sign_dcf(x: ArithmeticShare) -> ArithmeticShare:
+    """MSB(x) as ring shares (0/1, scale 0), by the dealer's DCF: one round."""
+    party = x.party
+    flat = x.value.reshape(-1)
+    with op_label("msb[dcf]"):
+        mid = party.next_id()
+        m = await party.dealer.get(Request("dcf", mid, "", (flat.numel(),)))
+        masked = flat + m["r"]
+        (peer,) = await party.exchange([masked], mid=mid)
+    opened = masked + peer
+    y, p = opened & LOW63, (opened < 0).long()
+    public = {name: m[name] for name in ("s_cw", "v_cw", "t_cw", "last")}
+    s = m["msb_r"] + dcf.evaluate(party.id, m["seed"], public, y)  # shares of MSB(r) xor [y < low63(r)]
+    sign = (1 - 2 * p) * s + (p if party.id == 0 else 0)  # p xor s, p public
+    return ArithmeticShare(party, sign.reshape(x.shape), 0, torch.int64)
+
+
+async def _sign(x: ArithmeticShare, method: str | None) -> ArithmeticShare:
+    """MSB(x) as ring shares (0/1, scale 0), by any method."""
+    method = _resolve(x, method)
+    if method == "dcf":
+        return await _sign_dcf(x)
+    sign = await msb(x, method)
+    return (await bit_to_arith(sign, x.numel())).reshape(x.shape)
+
+
 async def is_non_negative(x: ArithmeticShare, method: str | None = None) -> ArithmeticShare:
     """1 where x >= 0, else 0, as integer shares (scale 0) of x's shape."""
     with op_label("ge0"):
-        sign = await msb(x, method)
-        negative = await bit_to_arith(sign, x.numel())
-    return (1 - negative).reshape(x.shape)
+        return 1 - await _sign(x, method)
 
 
-async def less_than(x: ArithmeticShare, y) -> ArithmeticShare:
+async def less_than(x: ArithmeticShare, y, method: str | None = None) -> ArithmeticShare:
     """1 where x < y (y shared or public), as integer shares; exact while |x - y| < 2^63."""
     with op_label("lt"):
-        sign = await msb(x - y)
-        return (await bit_to_arith(sign, x.numel())).reshape(x.shape)
+        return await _sign(x - y, method)

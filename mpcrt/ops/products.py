@@ -123,8 +123,9 @@ async def scale(x: ArithmeticShare, factor: float, *, frac_bits: int | None = No
                 truncation: str | None = None) -> ArithmeticShare:
     """x * factor for a public real, precise for tiny factors such as 1/n: factor = c * 2^-s
     with c in [1, 2); x is divided by 2^s (exact truncation), then multiplied by c at 16
-    extra bits. One round for factors >= 1/2, two below; no overflow for large x. The
-    result has `frac_bits` (default x's); more bits than x's are kept exactly."""
+    extra bits. One round for factors >= 1/2, two below; no overflow for large x. Error:
+    at most 3 units of the result's scale plus 2^-17 relative. The result has `frac_bits`
+    (default x's); more bits than x's are kept exactly."""
     target = x.frac_bits if frac_bits is None else frac_bits
     if target > x.frac_bits:  # lifting is exact: the extra low bits are zero
         x = x._with(x.value << (target - x.frac_bits), target)

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from mpcrt import prg
-from mpcrt.dealer.material import KINDS, Request, corrections, derive, is_xor, logical_shift, unpack_bits
+from mpcrt.dealer.material import KINDS, Request, answer, derive, is_xor, logical_shift, unpack_bits
 
 SEED0, SEED1 = prg.derive_key(b"seed0"), prg.derive_key(b"seed1")
 
@@ -15,7 +15,7 @@ SEED0, SEED1 = prg.derive_key(b"seed0"), prg.derive_key(b"seed1")
 def reconstruct(request: Request) -> dict[str, torch.Tensor]:
     """Open each component: party 0's seeded share with party 1's (seeded or corrected)."""
     kind = KINDS[request.kind]
-    fixes = dict(zip(kind.dependent, corrections(request, SEED0, SEED1), strict=True))
+    fixes = dict(zip(kind.dependent, answer(request, 1, SEED0, SEED1)[:len(kind.dependent)], strict=True))
     out = {}
     for name in (*kind.free, *kind.dependent):
         mine = derive(request, SEED0, name)
@@ -76,3 +76,23 @@ def test_output_shapes_match_torch(op, sa, sb, kwargs):
 
     expected = BILINEAR[op](torch.zeros(sa), torch.zeros(sb), **kwargs).shape
     assert output_shape(op, sa, sb, kwargs) == tuple(expected)
+
+
+def test_dcf_material_gives_the_sign_of_a_masked_value():
+    from mpcrt.dealer import dcf
+
+    n = 3000
+    request = Request("dcf", (9,), "", (n,))
+    parts = [{name: derive(request, seed, name) for name in ("r", "seed", "msb_r")} for seed in (SEED0, SEED1)]
+    answers = [answer(request, b, SEED0, SEED1) for b in (0, 1)]
+    assert len(answers[0]) == 4 and len(answers[1]) == 5  # party 0: public only; party 1: + its correction
+    parts[1]["msb_r"] = answers[1][0]
+    public = dict(zip(KINDS["dcf"].public, answers[0], strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(answers[0], answers[1][1:], strict=True))
+    r = parts[0]["r"] + parts[1]["r"]
+    x = torch.cat([torch.randint(-(2 ** 40), 2 ** 40, (n - 3,)), torch.tensor([0, -1, 1])])
+    opened = x + r
+    y, p = opened & ((1 << 63) - 1), (opened < 0).long()
+    s = [parts[b]["msb_r"] + dcf.evaluate(b, parts[b]["seed"], public, y) for b in (0, 1)]
+    sign = p + (1 - 2 * p) * (s[0] + s[1])  # p xor (msb(r) xor [y < low63(r)])
+    assert torch.equal(sign, (x < 0).long())

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 import torch
 
 import mpcrt
@@ -12,7 +13,7 @@ from mpcrt import ops, prg
 from mpcrt.dealer import DealerService, LocalDealer, Pregenerated, RemoteDealer, Request
 from mpcrt.local import _connect_dealer, _dealer_tls
 from tests.conftest import run_pair
-from transports import listen
+from transports import TransportError, listen
 
 SEEDS = (prg.derive_key(b"s0"), prg.derive_key(b"s1"))
 OPTIONS = {"tls": True, "timeout": 5}
@@ -27,13 +28,13 @@ async def start_service():
 
 async def test_service_gives_the_same_material_as_in_process_and_batches_a_tick():
     service, listener, task = await start_service()
-    remote = await _connect_dealer(listener.port, OPTIONS)
+    remote = await _connect_dealer(listener.port, 1, OPTIONS)
     requests = [Request("triple", (i,), "", ("matmul", (3, 4), (4, 2), ())) for i in range(10)]
     requests.append(Request("trunc", (99,), "", ((5,), 16)))
-    remote_answers = await asyncio.gather(*(remote.fetch(r) for r in requests))
+    remote_answers = await asyncio.gather(*(remote.fetch(r, 1) for r in requests))
     local = LocalDealer(*SEEDS)
     for r, got in zip(requests, remote_answers, strict=True):
-        assert all(torch.equal(a, b) for a, b in zip(got, await local.fetch(r), strict=True))
+        assert all(torch.equal(a, b) for a, b in zip(got, await local.fetch(r, 1), strict=True))
     assert remote.transport.counters.frames_sent == 1  # all eleven requests in one frame
     assert service.requests_served == 11
     await remote.close()
@@ -51,7 +52,7 @@ async def products(party):
 
 async def test_parties_with_the_service():
     service, listener, task = await start_service()
-    remote = await _connect_dealer(listener.port, OPTIONS)
+    remote = await _connect_dealer(listener.port, 1, OPTIONS)
     (z0, off0), (z1, off1) = await run_pair(products, source=remote, seeds=SEEDS, kind="tcp+tls")
     expected = torch.linspace(-3, 3, 12).reshape(3, 4).double() @ torch.linspace(1, 2, 8).reshape(4, 2).double()
     assert torch.equal(z0, z1) and float((z0 - expected).abs().max()) < 4 * 2 ** -16
@@ -66,7 +67,7 @@ async def test_parties_with_the_service():
 
 async def test_a_dealer_that_dies_fails_both_parties():
     service, listener, task = await start_service()
-    remote = await _connect_dealer(listener.port, {"tls": True, "timeout": 2})
+    remote = await _connect_dealer(listener.port, 1, {"tls": True, "timeout": 2})
     task.cancel()
     await service.close()  # closes the connection party 1 would use
     await listener.close()
@@ -76,8 +77,8 @@ async def test_a_dealer_that_dies_fails_both_parties():
 
 
 class WrongShapes(LocalDealer):
-    async def fetch(self, request):
-        return [t[..., :1] for t in await super().fetch(request)]
+    async def fetch(self, request, party_id):
+        return [t[..., :1] for t in await super().fetch(request, party_id)]
 
 
 async def test_material_of_the_wrong_shape_fails_both_parties():
@@ -125,3 +126,19 @@ def test_offline_phase_prefetches_everything():
         assert before0 == after0 and before1 == after1
         assert before1["requests"] == 4 and before1["bytes_received"] == 8 * (6 + 12 + 6 + 12)
         assert before0["bytes_received"] == 0
+
+
+async def test_a_party_cannot_ask_for_the_other_partys_material():
+    import msgpack
+
+    from mpcrt.messages import decode
+
+    service, listener, task = await start_service()
+    remote = await _connect_dealer(listener.port, 0, OPTIONS)  # certified as party0
+    request = Request("triple", (1,), "", ("mul", (2,), (2,), ()))
+    remote.transport.send(msgpack.packb({"p": 1, "r": [request.to_wire()]}))  # claims to be party 1
+    with pytest.raises(TransportError):  # the service hangs up instead of answering
+        decode(await remote.transport.recv(5))
+    task.cancel()
+    await service.close()
+    await listener.close()

@@ -26,7 +26,7 @@ async def forward_backward(party, x, g, kind: str, slope: float, method: str):
     return await y.reveal(), await grad.reveal(), party.stats.op(kind).rounds
 
 
-@pytest.mark.parametrize("method", ["tree", "lpgan"])
+@pytest.mark.parametrize("method", ["tree", "lpgan", "dcf"])
 @pytest.mark.parametrize(("kind", "slope"), [("relu", 0.0), ("leaky", 0.2), ("leaky", 0.01)])
 async def test_against_autograd(kind, slope, method):
     g = torch.Generator().manual_seed(2)
@@ -44,4 +44,4 @@ async def test_against_autograd(kind, slope, method):
                                           slope, method):
         assert float(((y - ref_y.detach()).abs() / ULP).max()) <= bound
         assert float(((grad - ref_x.grad)[away].abs() / ULP).max()) <= bound
-        assert rounds == (8 if method == "tree" else 64) + (1 if kind == "relu" else 2)
+        assert rounds == {"tree": 8, "lpgan": 64, "dcf": 1}[method] + (1 if kind == "relu" else 2)

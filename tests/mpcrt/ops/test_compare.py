@@ -26,12 +26,15 @@ def edge_values() -> torch.Tensor:
 
 async def signs(party, x: torch.Tensor, method: str):
     X = await party.input(x if party.id == 0 else None, src=0)
-    bits = await ops.msb(X, method)
     nonneg = await ops.is_non_negative(X, method)
-    return unpack_bits(await bits.reveal(), x.numel()), await nonneg.reveal(), party.stats.op("ge0").as_dict()
+    negative = 1 - await nonneg.reveal()
+    if method != "dcf":  # the circuits also give the packed sign bit itself
+        bits = unpack_bits(await (await ops.msb(X, method)).reveal(), x.numel())
+        assert torch.equal(bits, negative)
+    return negative, await nonneg.reveal(), party.stats.op("ge0").as_dict()
 
 
-@pytest.mark.parametrize(("method", "rounds"), [("tree", 8), ("lpgan", 64)])
+@pytest.mark.parametrize(("method", "rounds"), [("tree", 8), ("lpgan", 64), ("dcf", 1)])
 async def test_sign_is_exact_for_every_value(method, rounds):
     x = edge_values()
     held = torch.round(x / ULP)  # what the parties hold: |x| < 2^-17 is encoded as 0
@@ -89,3 +92,46 @@ async def bad_method(party):
 async def test_unknown_method():
     results = await run_pair(bad_method, timeout=2)
     assert any(isinstance(r, ValueError) and "must be one of" in str(r) for r in results)
+
+
+async def dcf_signs_over_the_ring(party, v: torch.Tensor):
+    from mpcrt import ArithmeticShare
+
+    x = await party.input(v if party.id == 0 else None, src=0)
+    x = ArithmeticShare(party, x.value, 0, torch.int64)
+    return await (await ops.less_than(x, 0, "dcf")).reveal()
+
+
+async def test_dcf_sign_over_the_whole_ring():
+    g = torch.Generator().manual_seed(4)
+    v = torch.cat([torch.tensor([-(2 ** 62) + 1, 2 ** 62 - 1, 0, -1, 1]),
+                   torch.randint(-(2 ** 62) + 1, 2 ** 62 - 1, (3000,), generator=g)])
+    for negative in await run_pair(dcf_signs_over_the_ring, v):
+        assert torch.equal(negative, (v < 0).long())
+
+
+def test_the_automatic_choice_follows_the_network():
+    from types import SimpleNamespace
+
+    from mpcrt.ops.compare import choose_method
+    from transports import PRESETS
+
+    loopback, wan = SimpleNamespace(network=None), SimpleNamespace(network=PRESETS["wan"])
+    assert choose_method(loopback, 100_000) == "tree"
+    assert choose_method(wan, 1_000) == "dcf"  # one round instead of eight at 40 ms
+    assert choose_method(wan, 1_000_000) == "tree"  # DCF evaluation costs more than 7 RTTs
+    assert choose_method(wan, 100, ("lpgan", "tree")) == "tree"
+
+
+async def auto_choice(party, x):
+    X = await party.input(x if party.id == 0 else None, src=0)
+    await ops.is_non_negative(X)
+    return sorted(label for label in party.stats.by_op if label.startswith("ge0/msb[") and label.endswith("]"))
+
+
+def test_both_parties_choose_alike_and_stats_show_it():
+    import mpcrt
+
+    small, large = torch.randn(100), torch.randn(200_000)
+    assert mpcrt.run_local(auto_choice, small, network="wan") == (["ge0/msb[dcf]"], ["ge0/msb[dcf]"])
+    assert mpcrt.run_local(auto_choice, large) == (["ge0/msb[tree]"], ["ge0/msb[tree]"])
