@@ -118,13 +118,31 @@ CASES = {
     "and": [((3,),), ((2, 5),)],
     "bit_to_arith": [((1,),), ((4,),)],
     **{op: [((64,),), ((3, 50),)] for op in NONLINEAR},
+    "batch_norm": [((2, 3, 4, 4),), ((4, 40, 3, 3),)],
 }
+
+
+async def measure_batch_norm(party, shape):
+    c = shape[1]
+    x = await party.input(torch.randn(shape) if party.id == 0 else None, src=0)
+    stats = [await party.input(v if party.id == 1 else None, src=1) for v in (torch.ones(c), torch.zeros(c),
+                                                                                torch.zeros(c), torch.ones(c))]
+    await settle(party, x)
+    before = snapshot(party)
+    await ops.batch_norm(x, stats[2], stats[3], stats[0], stats[1], training=True, method="tree")
+    variables = {"n": math.prod(shape), "c": c, "w30c": math.ceil(30 * c / 64)}
+    return tuple(a - b for a, b in zip(snapshot(party), before, strict=True)), variables
 
 
 @pytest.mark.parametrize(("op", "shapes"), [(op, s) for op, cases in CASES.items() for s in cases])
 async def test_measured_costs_match_the_table(op, shapes):
     table = documented_costs()[op]
-    outcomes = await (run_pair(measure_input, shapes[0]) if op == "input" else run_pair(measure, op, shapes))
+    if op == "input":
+        outcomes = await run_pair(measure_input, shapes[0])
+    elif op == "batch_norm":
+        outcomes = await run_pair(measure_batch_norm, shapes[0], timeout=30)
+    else:
+        outcomes = await run_pair(measure, op, shapes)
     for pid, (measured, variables) in enumerate(outcomes):
         expected = tuple(eval(f, {}, variables) for f in table[pid])  # formulas from our own doc
         assert measured == expected, f"{op} party {pid} shapes {shapes}: measured {measured}, documented {expected}"
