@@ -1,0 +1,126 @@
+"""The operations layers are written with, on shares (mpcrt.ops) or on plain tensors.
+
+Each function dispatches on its first argument: an ArithmeticShare runs the protocol, a
+torch.Tensor runs the same formula in plaintext. So a layer's forward and backward are
+one piece of code, and the plaintext run tells a wrong gradient formula (it disagrees
+with autograd) from a protocol error (the secure run disagrees with the plaintext one).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from mpcrt import ArithmeticShare, ops
+
+Tensor = ArithmeticShare | torch.Tensor
+
+
+def _secure(x: Any) -> bool:
+    return isinstance(x, ArithmeticShare)
+
+
+async def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None, **kw: Any) -> Tensor:
+    if _secure(x) or _secure(weight):
+        return await ops.conv2d(x, weight, bias, **kw)
+    return F.conv2d(x, weight, bias, **kw)
+
+
+async def conv_transpose2d(x: Tensor, weight: Tensor, bias: Tensor | None, **kw: Any) -> Tensor:
+    if _secure(x) or _secure(weight):
+        return await ops.conv_transpose2d(x, weight, bias, **kw)
+    return F.conv_transpose2d(x, weight, bias, **kw)
+
+
+async def matmul(a: Tensor, b: Tensor) -> Tensor:
+    if _secure(a) or _secure(b):
+        return await ops.matmul(a, b)
+    return a @ b
+
+
+async def mul(a: Tensor, b: Tensor) -> Tensor:
+    if _secure(a) or _secure(b):
+        return await ops.mul(a, b)
+    return a * b
+
+
+async def conv2d_weight_grad(x: Tensor, grad_out: Tensor, kernel: tuple[int, int], stride: tuple[int, int],
+                             padding: tuple[int, int], dilation: tuple[int, int]) -> Tensor:
+    """d(conv2d(x, W))/dW for groups = 1: a convolution of x with the output gradient, roles
+    of batch and channels swapped, stride and dilation swapped, cropped to the kernel."""
+    full = await conv2d(x.transpose(0, 1), grad_out.transpose(0, 1), None, stride=dilation, padding=padding,
+                        dilation=stride)
+    return full.transpose(0, 1)[:, :, :kernel[0], :kernel[1]]
+
+
+async def relu(x: Tensor) -> tuple[Tensor, Tensor]:
+    """(output, local derivative)."""
+    if _secure(x):
+        y, mask = await ops.relu(x)
+        return y, mask.derivative
+    d = (x >= 0).to(x.dtype)
+    return x * d, d
+
+
+async def leaky_relu(x: Tensor, slope: float) -> tuple[Tensor, Tensor]:
+    if _secure(x):
+        y, mask = await ops.leaky_relu(x, slope)
+        return y, mask.derivative
+    s = torch.where(x >= 0, torch.ones_like(x), torch.full_like(x, slope))
+    return x * s, s
+
+
+async def sigmoid(x: Tensor) -> Tensor:
+    return await ops.sigmoid(x) if _secure(x) else torch.sigmoid(x)
+
+
+async def tanh(x: Tensor) -> Tensor:
+    return await ops.tanh(x) if _secure(x) else torch.tanh(x)
+
+
+async def sigmoid_backward(grad: Tensor, y: Tensor) -> Tensor:
+    return await ops.sigmoid_backward(grad, y) if _secure(grad) or _secure(y) else grad * y * (1 - y)
+
+
+async def tanh_backward(grad: Tensor, y: Tensor) -> Tensor:
+    return await ops.tanh_backward(grad, y) if _secure(grad) or _secure(y) else grad * (1 - y * y)
+
+
+async def batch_norm(x: Tensor, running_mean: Any, running_var: Any, weight: Any, bias: Any, training: bool,
+                     momentum: float, eps: float) -> tuple[Tensor, Any]:
+    """(output, context for batch_norm_backward)."""
+    if _secure(x):
+        return await ops.batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps)
+    dims = (0, *range(2, x.ndim))
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    if training:
+        mean, var = x.mean(dim=dims, keepdim=True), x.var(dim=dims, unbiased=False, keepdim=True)
+        n = x.numel() // x.shape[1]
+        if running_mean is not None:
+            running_mean.mul_(1 - momentum).add_(momentum * mean.reshape(-1))
+            running_var.mul_(1 - momentum).add_(momentum * var.reshape(-1) * n / max(n - 1, 1))
+    else:
+        mean, var = running_mean.reshape(shape), running_var.reshape(shape)
+    inv_std = torch.rsqrt(var + eps)
+    x_hat = (x - mean) * inv_std
+    y = x_hat if weight is None else x_hat * weight.reshape(shape)
+    y = y if bias is None else y + bias.reshape(shape)
+    return y, (x_hat, inv_std, weight, x.numel() // x.shape[1], training)
+
+
+async def batch_norm_backward(grad: Tensor, ctx: Any) -> tuple[Tensor, Any, Any]:
+    """(input gradient, weight gradient, bias gradient), the closed form of the secure op."""
+    if _secure(grad):
+        return await ops.batch_norm_backward(grad, ctx)
+    x_hat, inv_std, weight, n, training = ctx
+    dims = (0, *range(2, grad.ndim))
+    shape = (1, -1) + (1,) * (grad.ndim - 2)
+    d_xhat = grad if weight is None else grad * weight.reshape(shape)
+    d_weight = None if weight is None else (grad * x_hat).sum(dim=dims)
+    d_bias = grad.sum(dim=dims)
+    if not training:
+        return d_xhat * inv_std, d_weight, d_bias
+    inner = n * d_xhat - d_xhat.sum(dim=dims, keepdim=True) - x_hat * (d_xhat * x_hat).sum(dim=dims, keepdim=True)
+    return inner * inv_std / n, d_weight, d_bias

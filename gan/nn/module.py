@@ -1,0 +1,118 @@
+"""Layers with async forward and backward, on shares or plain tensors; containers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+
+from mpcrt import ArithmeticShare
+
+Tensor = ArithmeticShare | torch.Tensor
+
+
+class Parameter:
+    """A trainable tensor (share or plain) and, after backward, its gradient."""
+
+    __slots__ = ("data", "grad")
+
+    def __init__(self, data: Tensor) -> None:
+        self.data = data
+        self.grad: Tensor | None = None
+
+    @property
+    def shape(self) -> torch.Size:
+        return self.data.shape
+
+    def __repr__(self) -> str:
+        return f"Parameter(shape={tuple(self.shape)}, {type(self.data).__name__})"
+
+
+class Module:
+    """Base of every layer. Subclasses set parameters as attributes and define forward and
+    backward; backward returns the input's gradient and fills each parameter's .grad."""
+
+    training: bool = True
+
+    async def forward(self, x: Tensor) -> Tensor:
+        raise TypeError(f"{type(self).__name__} does not define forward")
+
+    async def backward(self, grad: Tensor) -> Tensor:
+        raise TypeError(f"{type(self).__name__} does not define backward")
+
+    async def __call__(self, x: Tensor) -> Tensor:
+        return await self.forward(x)
+
+    def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Parameter]]:
+        for name, value in vars(self).items():
+            if isinstance(value, Parameter):
+                yield prefix + name, value
+            elif isinstance(value, Module):
+                yield from value.named_parameters(f"{prefix}{name}.")
+
+    def parameters(self) -> Iterator[Parameter]:
+        for _, p in self.named_parameters():
+            yield p
+
+    def train(self, mode: bool = True) -> Module:
+        self.training = mode
+        for value in vars(self).values():
+            if isinstance(value, Module):
+                value.train(mode)
+        return self
+
+    def eval(self) -> Module:
+        return self.train(False)
+
+
+class Sequential(Module):
+    """Layers in order; backward runs them in reverse."""
+
+    def __init__(self, *layers: Module) -> None:
+        self.layers = list(layers)
+
+    def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Parameter]]:
+        for i, layer in enumerate(self.layers):
+            yield from layer.named_parameters(f"{prefix}{i}.")
+
+    def train(self, mode: bool = True) -> Module:
+        self.training = mode
+        for layer in self.layers:
+            layer.train(mode)
+        return self
+
+    async def forward(self, x: Tensor) -> Tensor:
+        for layer in self.layers:
+            x = await layer.forward(x)
+        return x
+
+    async def backward(self, grad: Tensor) -> Tensor:
+        for layer in reversed(self.layers):
+            grad = await layer.backward(grad)
+        return grad
+
+    def __getitem__(self, i: int) -> Module:
+        return self.layers[i]
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+
+class Reshape(Module):
+    """Reshape the non-batch dimensions (Flatten is Reshape(-1))."""
+
+    def __init__(self, *shape: int) -> None:
+        self.shape = shape
+        self._input_shape: tuple[int, ...] = ()
+
+    async def forward(self, x: Tensor) -> Tensor:
+        self._input_shape = tuple(x.shape)
+        return x.reshape(x.shape[0], *self.shape)
+
+    async def backward(self, grad: Tensor) -> Tensor:
+        return grad.reshape(*self._input_shape)
+
+
+class Flatten(Reshape):
+    def __init__(self) -> None:
+        super().__init__(-1)

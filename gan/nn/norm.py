@@ -1,0 +1,28 @@
+"""BatchNorm2d with trainable gamma and beta, running statistics kept (as shares when secure)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gan.nn import functional as F
+from gan.nn.module import Module, Parameter, Tensor
+
+
+class BatchNorm2d(Module):
+    def __init__(self, weight: Tensor, bias: Tensor, running_mean: Tensor, running_var: Tensor,
+                 momentum: float = 0.1, eps: float = 1e-5) -> None:
+        self.weight, self.bias = Parameter(weight), Parameter(bias)
+        self.running_mean, self.running_var = running_mean, running_var
+        self.momentum, self.eps = momentum, eps
+        self._ctx: Any = None
+
+    async def forward(self, x: Tensor) -> Tensor:
+        y, self._ctx = await F.batch_norm(x, self.running_mean, self.running_var, self.weight.data, self.bias.data,
+                                          self.training, self.momentum, self.eps)
+        return y
+
+    async def backward(self, grad: Tensor) -> Tensor:
+        """The closed form: gradients of the input, gamma and beta."""
+        assert self._ctx is not None, "backward before forward"
+        dx, self.weight.grad, self.bias.grad = await F.batch_norm_backward(grad, self._ctx)
+        return dx
