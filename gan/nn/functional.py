@@ -40,9 +40,9 @@ async def matmul(a: Tensor, b: Tensor) -> Tensor:
     return a @ b
 
 
-async def mul(a: Tensor, b: Tensor) -> Tensor:
+async def mul(a: Tensor, b: Tensor, frac_bits: int | None = None) -> Tensor:
     if _secure(a) or _secure(b):
-        return await ops.mul(a, b)
+        return await ops.mul(a, b, frac_bits=frac_bits)
     return a * b
 
 
@@ -124,3 +124,27 @@ async def batch_norm_backward(grad: Tensor, ctx: Any) -> tuple[Tensor, Any, Any]
         return d_xhat * inv_std, d_weight, d_bias
     inner = n * d_xhat - d_xhat.sum(dim=dims, keepdim=True) - x_hat * (d_xhat * x_hat).sum(dim=dims, keepdim=True)
     return inner * inv_std / n, d_weight, d_bias
+
+
+async def scale(x: Tensor, factor: float, frac_bits: int | None = None) -> Tensor:
+    """x times a public real; on shares the result may keep more fractional bits."""
+    return await ops.scale(x, factor, frac_bits=frac_bits) if _secure(x) else x * factor
+
+
+async def square_fine(x: Tensor) -> Tensor:
+    """x * x; on shares kept untruncated at twice the scale (small squares stay nonzero)."""
+    return await ops.mul(x, x, frac_bits=2 * x.frac_bits) if _secure(x) else x * x
+
+
+async def rescale(x: Tensor, frac_bits: int) -> Tensor:
+    """On shares, change the fixed-point scale (truncating or lifting); plain: unchanged."""
+    if not _secure(x) or x.frac_bits == frac_bits:
+        return x
+    if x.frac_bits > frac_bits:
+        return await ops.truncate(x, x.frac_bits - frac_bits)
+    return x._with(x.value << (frac_bits - x.frac_bits), frac_bits)
+
+
+async def inv_sqrt(x: Tensor) -> Tensor:
+    """1/sqrt(x); on shares over [1e-4, 1e4] (clipped outside, see mpcrt.ops.roots)."""
+    return await ops.inv_sqrt(x) if _secure(x) else torch.rsqrt(x)

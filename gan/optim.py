@@ -1,0 +1,98 @@
+"""SGD with momentum and Adam on shared (or plain) parameters; all updates run concurrently.
+
+Adam: the moments live on shares; the step uses the secure inverse square root,
+1/(sqrt(v_hat) + eps) taken as 1/sqrt(v_hat + eps^2). Fixed point cannot hold the squares
+of small gradients (a gradient of 1e-3 squares to 0.07 units of 2^-16), and the step
+m_hat / sqrt(v_hat) does not change when the gradient is multiplied by a constant, so
+gradients enter Adam multiplied by `grad_scale` (a power of two: an exact local shift);
+with the default 2^8 the square root's range [1e-4, 1e4] covers |gradients| in about
+[4e-5, 0.4]; outside it the step is clipped (smaller), never wrong in sign. The moments
+keep 16 more fractional bits than the parameters: (1 - beta2) g^2 would round to zero.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+
+from gan.nn import functional as F
+from gan.nn.module import Parameter, Tensor
+
+MOMENT_EXTRA_BITS = 16
+
+
+class Optimizer:
+    def __init__(self, params: Iterable[Parameter]) -> None:
+        self.params = list(params)
+        if not self.params:
+            raise ValueError("the optimizer got no parameters")
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = None
+
+    async def step(self) -> None:
+        missing = [i for i, p in enumerate(self.params) if p.grad is None]
+        if missing:
+            raise RuntimeError(f"parameters {missing} have no gradient: run backward before step")
+        await asyncio.gather(*(self._update(i, p) for i, p in enumerate(self.params)))
+
+    async def _update(self, index: int, p: Parameter) -> None:
+        raise TypeError(f"{type(self).__name__} does not define an update")
+
+
+class SGD(Optimizer):
+    """torch.optim.SGD semantics (no dampening, no Nesterov)."""
+
+    def __init__(self, params: Iterable[Parameter], lr: float, momentum: float = 0.0,
+                 weight_decay: float = 0.0) -> None:
+        super().__init__(params)
+        self.lr, self.momentum, self.weight_decay = lr, momentum, weight_decay
+        self._buffers: dict[int, Tensor] = {}
+
+    async def _update(self, index: int, p: Parameter) -> None:
+        g = p.grad
+        if self.weight_decay:
+            g = g + await F.scale(p.data, self.weight_decay)
+        if self.momentum:
+            buf = self._buffers.get(index)
+            g = g if buf is None else await F.scale(buf, self.momentum) + g
+            self._buffers[index] = g
+        p.data = p.data - await F.scale(g, self.lr)
+
+
+class Adam(Optimizer):
+    """torch.optim.Adam semantics, with the fixed-point adjustments in the module docstring."""
+
+    def __init__(self, params: Iterable[Parameter], lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 0.0, grad_scale_bits: int = 8) -> None:
+        super().__init__(params)
+        self.lr, self.betas, self.eps, self.weight_decay = lr, betas, eps, weight_decay
+        self.grad_scale_bits = grad_scale_bits
+        self._m: dict[int, Tensor] = {}
+        self._v: dict[int, Tensor] = {}
+        self._t = 0
+
+    async def step(self) -> None:
+        self._t += 1
+        await super().step()
+
+    async def _update(self, index: int, p: Parameter) -> None:
+        b1, b2 = self.betas
+        g = p.grad
+        f = getattr(g, "frac_bits", 0)
+        fine = f + MOMENT_EXTRA_BITS  # moments keep more bits: 0.001 g^2 must not round to 0
+        if self.weight_decay:
+            g = g + await F.scale(p.data, self.weight_decay)
+        g = g * (1 << self.grad_scale_bits)  # exact, and Adam's step does not see the scale
+        g2 = await F.square_fine(g)
+        m_new, v_new = await asyncio.gather(F.scale(g, 1 - b1, fine), F.scale(g2, 1 - b2, fine))
+        if index in self._m:
+            m_old, v_old = await asyncio.gather(F.scale(self._m[index], b1), F.scale(self._v[index], b2))
+            m_new, v_new = m_old + m_new, v_old + v_new
+        self._m[index], self._v[index] = m_new, v_new
+        eps = self.eps * (1 << self.grad_scale_bits)
+        v_hat = await F.rescale(await F.scale(v_new, 1 / (1 - b2 ** self._t)), f + 8)
+        inv = await F.inv_sqrt(v_hat + eps * eps)
+        step = await F.mul(m_new, inv, frac_bits=f or None)
+        p.data = p.data - await F.scale(step, self.lr / (1 - b1 ** self._t))
