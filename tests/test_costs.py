@@ -130,7 +130,7 @@ async def measure_batch_norm(party, shape):
     await settle(party, x)
     before = snapshot(party)
     await ops.batch_norm(x, stats[2], stats[3], stats[0], stats[1], training=True, method="tree")
-    variables = {"n": math.prod(shape), "c": c, "w30c": math.ceil(30 * c / 64)}
+    variables = {"n": math.prod(shape), "c": c, "w33c": math.ceil(33 * c / 64)}
     return tuple(a - b for a, b in zip(snapshot(party), before, strict=True)), variables
 
 

@@ -26,7 +26,7 @@ class _Conv(Module):
 
     def _bias_grad(self, grad: Tensor) -> None:
         if self.bias is not None:
-            self.bias.grad = grad.sum(dim=(0, 2, 3))
+            self.bias.accumulate(grad.sum(dim=(0, 2, 3)))
 
 
 class Conv2d(_Conv):
@@ -49,7 +49,8 @@ class Conv2d(_Conv):
                               + self.dilation[i] * (self.kernel[i] - 1) + 1) for i in range(2))
         dx = await F.conv_transpose2d(grad, self.weight.data, None, stride=self.stride, padding=self.padding,
                                       output_padding=out_padding, dilation=self.dilation)
-        self.weight.grad = await F.conv2d_weight_grad(x, grad, self.kernel, self.stride, self.padding, self.dilation)
+        self.weight.accumulate(await F.conv2d_weight_grad(x, grad, self.kernel, self.stride, self.padding,
+                                                         self.dilation))
         self._bias_grad(grad)
         return dx
 
@@ -75,6 +76,7 @@ class ConvTranspose2d(_Conv):
         dx = await F.conv2d(grad, self.weight.data, None, stride=self.stride, padding=self.padding,
                             dilation=self.dilation)
         dx = dx[:, :, :x.shape[2], :x.shape[3]]
-        self.weight.grad = await F.conv2d_weight_grad(grad, x, self.kernel, self.stride, self.padding, self.dilation)
+        self.weight.accumulate(await F.conv2d_weight_grad(grad, x, self.kernel, self.stride, self.padding,
+                                                         self.dilation))
         self._bias_grad(grad)
         return dx

@@ -23,7 +23,7 @@ class Linear(Module):
         """dx = dy W, dW = dy^T x, db = sum of dy over the batch."""
         assert self._x is not None, "backward before forward"
         dx = await F.matmul(grad, self.weight.data)
-        self.weight.grad = await F.matmul(grad.t(), self._x)
+        self.weight.accumulate(await F.matmul(grad.t(), self._x))
         if self.bias is not None:
-            self.bias.grad = grad.sum(dim=0)
+            self.bias.accumulate(grad.sum(dim=0))
         return dx

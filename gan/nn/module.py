@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 
 import torch
@@ -26,6 +27,10 @@ class Parameter:
 
     def __repr__(self) -> str:
         return f"Parameter(shape={tuple(self.shape)}, {type(self.data).__name__})"
+
+    def accumulate(self, grad: Tensor) -> None:
+        """Add to the gradient, as torch does: passes that share parameters sum their gradients."""
+        self.grad = grad if self.grad is None else self.grad + grad
 
 
 class Module:
@@ -64,6 +69,19 @@ class Module:
     def eval(self) -> Module:
         return self.train(False)
 
+    def zero_grad(self) -> None:
+        for p in self.parameters():
+            p.grad = None
+
+    def copy(self) -> Module:
+        """Another instance sharing the parameters (and running statistics) but with its own
+        saved forward state, so concurrent passes (D on real and on fake) do not collide."""
+        clone = copy.copy(self)
+        for name, value in vars(self).items():
+            if isinstance(value, Module):
+                setattr(clone, name, value.copy())
+        return clone
+
 
 class Sequential(Module):
     """Layers in order; backward runs them in reverse."""
@@ -88,6 +106,18 @@ class Sequential(Module):
 
     async def backward(self, grad: Tensor) -> Tensor:
         for layer in reversed(self.layers):
+            grad = await layer.backward(grad)
+        return grad
+
+    def copy(self) -> Module:
+        clone = copy.copy(self)
+        clone.layers = [layer.copy() for layer in self.layers]
+        return clone
+
+    async def backward_from_logits(self, grad: Tensor) -> Tensor:
+        """Backward with the gradient of the pre-activation of the last layer (a Sigmoid whose
+        output fed a cross-entropy: sigma(x) - y is the gradient of its input)."""
+        for layer in reversed(self.layers[:-1]):
             grad = await layer.backward(grad)
         return grad
 

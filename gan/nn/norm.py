@@ -24,5 +24,7 @@ class BatchNorm2d(Module):
     async def backward(self, grad: Tensor) -> Tensor:
         """The closed form: gradients of the input, gamma and beta."""
         assert self._ctx is not None, "backward before forward"
-        dx, self.weight.grad, self.bias.grad = await F.batch_norm_backward(grad, self._ctx)
+        dx, d_weight, d_bias = await F.batch_norm_backward(grad, self._ctx)
+        self.weight.accumulate(d_weight)
+        self.bias.accumulate(d_bias)
         return dx

@@ -1,7 +1,8 @@
 """Batch normalization on shares, forward and backward, per channel (dimension 1).
 
-Valid while |x - mean| < 2^7 (squares at f + 8 bits stay below 2^62) and the variance is
-in [1e-4, 1e4] (the inverse square root's range; clipped outside).
+Valid while |x - mean| < 512 (squared at f + 6 bits) and |x_hat| < 64, and var + eps is
+in [2^-17, 2^15) (the inverse square root's range here; clipped outside): with eps = 1e-5
+the tiny variances of DCGAN's freshly initialised layers (about 1e-5) are covered.
 
 Training: mean (exact sum, precise 1/n), centered x, biased variance, 1/sqrt(var + eps)
 (mean, centered values, variance and 1/std carry f + 8 fractional bits: a mean rounded at
@@ -29,7 +30,9 @@ from mpcrt.ops.truncation import truncate
 from mpcrt.scope import op_label
 from mpcrt.shares import ArithmeticShare
 
-EXTRA_BITS = 8  # variance and 1/std carry f + 8 fractional bits: small variances stay precise
+EXTRA_BITS = 12  # mean, variance and 1/std carry f + 12 fractional bits: a variance of 1e-5 is 2,700 units
+STD_EXPONENTS = (-17, 14)  # var + eps >= eps = 1e-5 > 2^-17
+SQUARE_BITS = 6  # the centered values are squared at f + 6 bits
 
 
 @dataclass
@@ -64,7 +67,9 @@ async def batch_norm(x: ArithmeticShare, running_mean: Any = None, running_var: 
         if training:
             mu = await mean(x, dim=dims, keepdim=True, frac_bits=fine)
             centered = lifted - mu
-            squares = await mul(centered, centered, frac_bits=fine)
+            # squares from f + 6 bits: their product stays below 2^62 for |x - mean| < 512
+            coarse = await truncate(centered, EXTRA_BITS - SQUARE_BITS)
+            squares = await mul(coarse, coarse, frac_bits=fine)
             var = await scale(squares.sum(dim=dims, keepdim=True), 1.0 / count)
             coarse_mu, coarse_var = await asyncio.gather(truncate(mu, EXTRA_BITS), truncate(var, EXTRA_BITS))
             await _update_running(running_mean, running_var, coarse_mu, coarse_var, momentum, count)
@@ -79,7 +84,7 @@ async def batch_norm(x: ArithmeticShare, running_mean: Any = None, running_var: 
                 x_hat = await mul(centered, inv_std_public, frac_bits=f)
                 return await _affine(x_hat, weight, bias), BatchNormContext(x_hat, inv_std_public, weight, count, False)
             var = var._with(var.value << EXTRA_BITS, fine)
-        inv_std = await inv_sqrt(var + eps, method, frac_bits=fine)
+        inv_std = await inv_sqrt(var + eps, method, frac_bits=fine, exponents=STD_EXPONENTS)
         x_hat = await mul(centered, inv_std, frac_bits=fine)  # kept at f + 8 for the weight gradient
         y = await _affine(await truncate(x_hat, EXTRA_BITS), weight, bias)
         return y, BatchNormContext(x_hat, inv_std, weight, count, training)
@@ -117,7 +122,8 @@ async def batch_norm_backward(grad_out: ArithmeticShare, ctx: BatchNormContext
     with op_label("batch_norm_backward"):
         weight = None if ctx.weight is None else _per_channel(ctx.weight, grad_out.ndim)
         # sums of products are taken before truncating, so n rounding errors do not add up
-        raw, d_xhat = await asyncio.gather(mul(grad_out, ctx.x_hat, frac_bits=ctx.x_hat.frac_bits + f),
+        # kept 4 bits above 2f: fine enough, and n of them sum far below 2^62
+        raw, d_xhat = await asyncio.gather(mul(grad_out, ctx.x_hat, frac_bits=2 * f + 4),
                                            mul(grad_out, weight) if weight is not None else _same(grad_out))
         sum_dy_xhat = await truncate(raw.sum(dim=dims, keepdim=True), raw.frac_bits - f)
         d_bias = grad_out.sum(dim=dims).reshape(-1)

@@ -58,9 +58,10 @@ async def _product(op: str, x: Any, y: Any, kwargs: dict[str, Any], truncation: 
         z, fy, like = f(enc, y.value, **kwargs), y.frac_bits, y
     else:
         raise TypeError("at least one operand must be an ArithmeticShare; use torch for public values")
-    product = like._with(z, fx + fy)
     target = max(fx, fy) if frac_bits is None else frac_bits
-    return await truncate(product, fx + fy - target, truncation)
+    if target > fx + fy:  # more bits than the product has: an exact shift, no truncation
+        return like._with(z << (target - fx - fy), target)
+    return await truncate(like._with(z, fx + fy), fx + fy - target, truncation)
 
 
 def _add_bias(z: ArithmeticShare, bias: Any, shape: tuple[int, ...]) -> ArithmeticShare:
@@ -121,22 +122,27 @@ async def conv_transpose2d(x: Any, weight: Any, bias: Any = None, stride: Any = 
 
 async def scale(x: ArithmeticShare, factor: float, *, frac_bits: int | None = None,
                 truncation: str | None = None) -> ArithmeticShare:
-    """x * factor for a public real, precise for tiny factors such as 1/n: factor = c * 2^-s
-    with c in [1, 2); x is divided by 2^s (exact truncation), then multiplied by c at 16
-    extra bits. One round for factors >= 1/2, two below; no overflow for large x. Error:
-    at most 3 units of the result's scale plus 2^-17 relative. The result has `frac_bits`
-    (default x's); more bits than x's are kept exactly."""
+    """x * factor for a public real: factor = c * 2^e with |c| in [1, 2). For e < 0 (tiny
+    factors such as 1/n) x is first divided by 2^-e (exact truncation); then it is
+    multiplied by c at 16 extra bits and truncated; for e > 0 the result is shifted left
+    (exact). So neither tiny nor large factors lose precision or overflow. One round for
+    factors >= 1/2, two below. Error: at most 3 units of the result's scale (times 2^e for
+    e > 0) plus 2^-17 relative. The result has `frac_bits` (default x's)."""
     target = x.frac_bits if frac_bits is None else frac_bits
     if target > x.frac_bits:  # lifting is exact: the extra low bits are zero
         x = x._with(x.value << (target - x.frac_bits), target)
     if factor == 0:
         return x._with(torch.zeros_like(x.value), target)
-    shift = max(0, -math.floor(math.log2(abs(factor))))
-    if shift:
-        x = x._with((await truncate(x._with(x.value, x.frac_bits + shift), shift, truncation)).value, x.frac_bits)
-    k = round(factor * 2.0 ** shift * (1 << SCALE_BITS))
-    product = x._with(x.value * k, x.frac_bits + SCALE_BITS)
-    return await truncate(product, product.frac_bits - target, truncation)
+    exponent = math.floor(math.log2(abs(factor)))  # factor = c * 2^exponent, |c| in [1, 2)
+    if exponent < 0:
+        x = x._with((await truncate(x._with(x.value, x.frac_bits - exponent), -exponent, truncation)).value,
+                    x.frac_bits)
+    k = round(factor * 2.0 ** -exponent * (1 << SCALE_BITS))
+    product = await truncate(x._with(x.value * k, x.frac_bits + SCALE_BITS), x.frac_bits + SCALE_BITS - target,
+                             truncation)
+    if exponent > 0:  # exact, and the intermediate product never exceeded |x| * 2^(f + 17)
+        product = product._with(product.value << exponent, target)
+    return product
 
 
 async def mean(x: ArithmeticShare, dim: Any = None, keepdim: bool = False, *, frac_bits: int | None = None,

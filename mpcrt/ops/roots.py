@@ -88,9 +88,10 @@ async def reciprocal_in_range(a: ArithmeticShare, lo: int, hi: int, method: str 
     return await mul(x, conv.lookup(lambda e: 2.0 ** -e, a), frac_bits=a.frac_bits)
 
 
-async def _goldschmidt(a: ArithmeticShare, method: str | None) -> tuple[ArithmeticShare, ArithmeticShare, _Converted]:
+async def _goldschmidt(a: ArithmeticShare, method: str | None, exponents: tuple[int, int] = INV_SQRT_RANGE
+                       ) -> tuple[ArithmeticShare, ArithmeticShare, _Converted]:
     """(g, h) -> (sqrt(m), 1 / (2 sqrt(m))) for a = m 2^e."""
-    conv = await _convert(a, *INV_SQRT_RANGE, method)
+    conv = await _convert(a, *exponents, method)
     m = conv.m
     y = await mul(m, -0.8099868542) + 1.787727479
     g, h = await asyncio.gather(mul(m, y), mul(y, 0.5))
@@ -101,11 +102,13 @@ async def _goldschmidt(a: ArithmeticShare, method: str | None) -> tuple[Arithmet
     return g, h, conv
 
 
-async def inv_sqrt(a: ArithmeticShare, method: str | None = None, frac_bits: int | None = None) -> ArithmeticShare:
-    """1/sqrt(a) for a in [2^-14, 2^15) (covers [1e-4, 1e4]); clipped outside. `frac_bits`:
-    the result's scale (more than a's keeps small results precise for a later product)."""
+async def inv_sqrt(a: ArithmeticShare, method: str | None = None, frac_bits: int | None = None,
+                   exponents: tuple[int, int] = INV_SQRT_RANGE) -> ArithmeticShare:
+    """1/sqrt(a) for a in [2^lo, 2^(hi+1)) with (lo, hi) = exponents, by default [2^-14, 2^15)
+    (covers [1e-4, 1e4]); clipped outside. `frac_bits`: the result's scale (more than a's
+    keeps small results precise for a later product)."""
     with op_label("inv_sqrt"):
-        _, h, conv = await _goldschmidt(a, method)
+        _, h, conv = await _goldschmidt(a, method, exponents)
         return await mul(h * 2, conv.lookup(lambda e: 2.0 ** (-e / 2), a), frac_bits=frac_bits or a.frac_bits)
 
 

@@ -1,0 +1,48 @@
+"""One GAN training iteration on shares (or, with plain tensors, its plaintext twin).
+
+D step: G(z), then D on the real and on the fake batch concurrently (two passes that share
+D's parameters and share rounds), gradients of the cross-entropy at D's logits, both
+backward passes concurrently (gradients add up), D's optimizer. G step: D on the same
+fake batch with the updated D, the non-saturating loss (label 1), backward through D to
+the images and on through G, G's optimizer. As in torch's DCGAN example, except that the
+two concurrent D passes each update the batch-norm running statistics from the same old
+value (the last write stays), where torch's sequential passes apply both updates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from gan.loss import bce_logit_grad
+from gan.nn.module import Sequential, Tensor
+from gan.optim import Optimizer
+
+
+@dataclass
+class StepOutputs:
+    """D's outputs of the iteration (shares): on real, on fake (D step) and on fake (G step)."""
+
+    d_real: Tensor
+    d_fake: Tensor
+    d_fake_after: Tensor
+
+
+async def train_step(d: Sequential, g: Sequential, opt_d: Optimizer, opt_g: Optimizer, real: Tensor,
+                     noise: Tensor) -> StepOutputs:
+    fake = await g.forward(noise)
+    on_real, on_fake = d.copy(), d.copy()
+    p_real, p_fake = await asyncio.gather(on_real.forward(real), on_fake.forward(fake))
+    grad_real, grad_fake = await asyncio.gather(bce_logit_grad(p_real, 1.0), bce_logit_grad(p_fake, 0.0))
+    d.zero_grad()
+    await asyncio.gather(on_real.backward_from_logits(grad_real), on_fake.backward_from_logits(grad_fake))
+    await opt_d.step()
+
+    judged = d.copy()
+    p_after = await judged.forward(fake)
+    grad_images = await judged.backward_from_logits(await bce_logit_grad(p_after, 1.0))
+    d.zero_grad()  # the G step's gradients of D are not used
+    g.zero_grad()
+    await g.backward(grad_images)
+    await opt_g.step()
+    return StepOutputs(p_real, p_fake, p_after)
