@@ -19,7 +19,7 @@ def _certs(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from gan.demo import run_demo
 
-    return run_demo(args.n)
+    return run_demo(args.iterations, args.samples, args.out)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,8 +31,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--names", nargs="+", default=["party0", "party1", "owner"])
     p.add_argument("--days", type=int, default=365)
     p.set_defaults(func=_certs)
-    p = sub.add_parser("demo", help="run the demo on this machine")
-    p.add_argument("-n", type=int, default=100_000, help="private values per party")
+    p = sub.add_parser("demo", help="secure GAN training and synthesis on this machine (bundled MNIST)")
+    p.add_argument("--iterations", type=int, default=60, help="training iterations (default 60, a few minutes)")
+    p.add_argument("--samples", type=int, default=64, help="images to synthesize")
+    p.add_argument("--out", default="lpgan-demo", help="output folder")
     p.set_defaults(func=_demo)
     args = parser.parse_args(argv)
     return args.func(args)

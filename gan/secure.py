@@ -61,23 +61,26 @@ def _check(ok: bool, message: str, module: tnn.Module) -> None:
         raise TypeError(f"{message}: {module}")
 
 
-async def reveal(twin: nn.Module, like: tnn.Module) -> tnn.Module:
-    """A copy of `like` holding the twin's (revealed) weights and running statistics."""
+async def reveal(twin: nn.Module, like: tnn.Module, to: int | None = None) -> tnn.Module | None:
+    """A copy of `like` holding the twin's (revealed) weights and running statistics; with
+    `to`, only that party learns them (the other gets None)."""
     out = copy.deepcopy(like)
-    await _reveal_into(twin, out)
-    return out
+    await _reveal_into(twin, out, to)
+    party = next(iter(twin.parameters())).data.party
+    return out if to is None or party.id == to else None
 
 
-async def _reveal_into(twin: nn.Module, module: tnn.Module) -> None:
+async def _reveal_into(twin: nn.Module, module: tnn.Module, to: int | None) -> None:
     if isinstance(twin, nn.Sequential):
         for t, m in zip(twin.layers, module, strict=True):
-            await _reveal_into(t, m)
+            await _reveal_into(t, m, to)
         return
     pairs: list[tuple[str, Any]] = [(n, p.data) for n, p in twin.named_parameters()]
     for name in ("running_mean", "running_var"):
         if hasattr(twin, name):
             pairs.append((name, getattr(twin, name)))
-    opened = await asyncio.gather(*(value.reveal() for _, value in pairs))
+    opened = await asyncio.gather(*(value.reveal(to=to) for _, value in pairs))
     with torch.no_grad():
         for (name, _), value in zip(pairs, opened, strict=True):
-            getattr(module, name).copy_(value)
+            if value is not None:
+                getattr(module, name).copy_(value)

@@ -17,10 +17,13 @@ def test_certs(tmp_path):
         "ca.key", "ca.pem", "party0.key", "party0.pem", "party1.key", "party1.pem"]
 
 
-def test_demo_runs_two_processes_over_tls():
-    out = lpgan("demo", "-n", "1000")
+def test_demo_trains_and_synthesizes_in_two_processes_over_tls(tmp_path):
+    out = lpgan("demo", "--iterations", "2", "--samples", "4", "--out", str(tmp_path / "demo"), timeout=300)
     assert out.returncode == 0, out.stderr
-    assert "mutual TLS" in out.stdout and "max error against plaintext" in out.stdout
+    assert "mutual TLS" in out.stdout and "iteration    2/2" in out.stdout
+    for name in ("samples.png", "samples_plaintext_twin.png", "curves.png", "metrics.json", "generator.pt",
+                 "discriminator.pt"):
+        assert (tmp_path / "demo" / name).is_file(), name
 
 
 def test_usage_errors_exit_non_zero():
