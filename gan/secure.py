@@ -65,16 +65,15 @@ async def reveal(twin: nn.Module, like: tnn.Module, to: int | None = None) -> tn
     """A copy of `like` holding the twin's (revealed) weights and running statistics; with
     `to`, only that party learns them (the other gets None)."""
     out = copy.deepcopy(like)
-    await _reveal_into(twin, out, to)
-    party = next(iter(twin.parameters())).data.party
-    return out if to is None or party.id == to else None
+    learned = await _reveal_into(twin, out, to)
+    return out if to is None or learned else None
 
 
-async def _reveal_into(twin: nn.Module, module: tnn.Module, to: int | None) -> None:
+async def _reveal_into(twin: nn.Module, module: tnn.Module, to: int | None) -> bool:
+    """Copy the opened values into `module`; True if this party learned them."""
     if isinstance(twin, nn.Sequential):
-        for t, m in zip(twin.layers, module, strict=True):
-            await _reveal_into(t, m, to)
-        return
+        learned = [await _reveal_into(t, m, to) for t, m in zip(twin.layers, module, strict=True)]
+        return any(learned)
     pairs: list[tuple[str, Any]] = [(n, p.data) for n, p in twin.named_parameters()]
     for name in ("running_mean", "running_var"):
         if hasattr(twin, name):
@@ -84,3 +83,4 @@ async def _reveal_into(twin: nn.Module, module: tnn.Module, to: int | None) -> N
         for (name, _), value in zip(pairs, opened, strict=True):
             if value is not None:
                 getattr(module, name).copy_(value)
+    return any(value is not None for value in opened)

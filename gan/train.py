@@ -11,8 +11,7 @@ from the same seed, data and noise, for comparison.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 
@@ -33,7 +32,6 @@ class TrainConfig:
     samples: int = 64
     seed: int = 0
     progress_every: int = 10
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def preset_(self) -> models.Preset:
         if self.preset not in models.PRESETS:
@@ -137,7 +135,3 @@ async def plaintext_training(cfg: TrainConfig, images: torch.Tensor) -> dict:
     g.eval()
     samples = await g.forward(sample_noise.double())
     return {"curves": curves, "samples": samples.float()}
-
-
-def config_dict(cfg: TrainConfig) -> dict:
-    return asdict(cfg)

@@ -123,8 +123,11 @@ async def batch_norm_backward(grad_out: ArithmeticShare, ctx: BatchNormContext
         weight = None if ctx.weight is None else _per_channel(ctx.weight, grad_out.ndim)
         # sums of products are taken before truncating, so n rounding errors do not add up
         # kept 4 bits above 2f: fine enough, and n of them sum far below 2^62
-        raw, d_xhat = await asyncio.gather(mul(grad_out, ctx.x_hat, frac_bits=2 * f + 4),
-                                           mul(grad_out, weight) if weight is not None else _same(grad_out))
+        raw = mul(grad_out, ctx.x_hat, frac_bits=2 * f + 4)
+        if weight is None:
+            raw, d_xhat = await raw, grad_out
+        else:
+            raw, d_xhat = await asyncio.gather(raw, mul(grad_out, weight))
         sum_dy_xhat = await truncate(raw.sum(dim=dims, keepdim=True), raw.frac_bits - f)
         d_bias = grad_out.sum(dim=dims).reshape(-1)
         d_weight = None if weight is None else sum_dy_xhat.reshape(-1)
@@ -136,7 +139,3 @@ async def batch_norm_backward(grad_out: ArithmeticShare, ctx: BatchNormContext
         inner = d_xhat * ctx.count - sum_d - await mul(ctx.x_hat, sum_dx, frac_bits=f)
         scaled_std = await scale(ctx.inv_std, 1.0 / ctx.count)
         return await mul(inner, scaled_std, frac_bits=f), d_weight, d_bias
-
-
-async def _same(x: ArithmeticShare) -> ArithmeticShare:
-    return x

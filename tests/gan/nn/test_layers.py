@@ -122,3 +122,17 @@ async def unsupported(party):
 async def test_unsupported_layers_say_so():
     results = await run_pair(unsupported, timeout=2)
     assert any(isinstance(r, TypeError) and "grouped" in str(r) for r in results)
+
+
+async def reveal_to_owner(party, module):
+    twin = await gan.secure(module, party, src=0)
+    return await gan.reveal(twin, module, to=0)
+
+
+async def test_reveal_to_one_party_only():
+    model = LAYERS["dcgan_block"]()
+    owner, other = await run_pair(reveal_to_owner, model)
+    assert other is None
+    for (n, p), (_, q) in zip(model.state_dict().items(), owner.state_dict().items(), strict=True):
+        if p.is_floating_point():
+            assert float((p - q).abs().max()) <= 2 ** -16, n
