@@ -40,6 +40,13 @@ class Optimizer:
     async def _update(self, index: int, p: Parameter) -> None:
         raise TypeError(f"{type(self).__name__} does not define an update")
 
+    def state(self) -> dict:
+        """What a checkpoint needs to continue (buffers per parameter index, counters)."""
+        return {}
+
+    def load_state(self, state: dict) -> None:
+        """Inverse of state()."""
+
 
 class SGD(Optimizer):
     """torch.optim.SGD semantics (no dampening, no Nesterov)."""
@@ -49,6 +56,12 @@ class SGD(Optimizer):
         super().__init__(params)
         self.lr, self.momentum, self.weight_decay = lr, momentum, weight_decay
         self._buffers: dict[int, Tensor] = {}
+
+    def state(self) -> dict:
+        return {"momentum_buffers": dict(self._buffers)}
+
+    def load_state(self, state: dict) -> None:
+        self._buffers = dict(state["momentum_buffers"])
 
     async def _update(self, index: int, p: Parameter) -> None:
         g = p.grad
@@ -72,6 +85,12 @@ class Adam(Optimizer):
         self._m: dict[int, Tensor] = {}
         self._v: dict[int, Tensor] = {}
         self._t = 0
+
+    def state(self) -> dict:
+        return {"m": dict(self._m), "v": dict(self._v), "t": self._t}
+
+    def load_state(self, state: dict) -> None:
+        self._m, self._v, self._t = dict(state["m"]), dict(state["v"]), state["t"]
 
     async def step(self) -> None:
         self._t += 1

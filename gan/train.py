@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
 import gan
-from gan import models, optim
+from gan import checkpoint, models, optim
 from gan.data import batches
 from gan.step import train_step
 
@@ -32,6 +33,9 @@ class TrainConfig:
     samples: int = 64
     seed: int = 0
     progress_every: int = 10
+    checkpoint_every: int = 0  # iterations between checkpoints (0: none)
+    checkpoint_dir: str = "checkpoints"
+    resume: bool = False
 
     def preset_(self) -> models.Preset:
         if self.preset not in models.PRESETS:
@@ -81,21 +85,33 @@ async def secure_training(party, cfg: TrainConfig, source: str = "mnist") -> dic
     d, g = await gan.secure(d_model, party, src=0), await gan.secure(g_model, party, src=0)
     opt_d, opt_g = _optimizers(cfg, d, g)
     curves: dict[str, list[float]] = {"d_real": [], "d_fake": [], "seconds": []}
+    path = Path(cfg.checkpoint_dir) / f"party{party.id}.pt"
+    nets, opts = {"d": d, "g": g}, {"d": opt_d, "g": opt_g}
+    first = 0
+    if cfg.resume:
+        first, saved_curves = checkpoint.load(path, party, nets, opts)
+        curves.update(saved_curves)
+        (theirs,) = await party.exchange([torch.tensor([first])])
+        if int(theirs) != first:
+            raise checkpoint.CheckpointError(f"party {party.id}'s checkpoint is at iteration {first}, "
+                                             f"its peer's at {int(theirs)}; resume both from the same run")
     start = time.perf_counter()
-    for i in range(cfg.iterations):
+    for i in range(first, cfg.iterations):
         x = await party.input(real[i], src=0)
         z = await party.input(noise[i], src=0)
         out = await train_step(d, g, opt_d, opt_g, x, z)
-        means = [await (p.sum() * 1).reveal(to=0) for p in (out.d_real, out.d_fake)]
+        means = [await p.sum().reveal(to=0) for p in (out.d_real, out.d_fake)]
         if owner:
             curves["d_real"].append(float(means[0]) / cfg.batch_size)
             curves["d_fake"].append(float(means[1]) / cfg.batch_size)
             curves["seconds"].append(time.perf_counter() - start)
-            if (i + 1) % cfg.progress_every == 0 or i + 1 == cfg.iterations:
-                s = party.stats
-                print(f"  iteration {i + 1:4d}/{cfg.iterations}  {curves['seconds'][-1] / (i + 1):5.2f} s/it  "
-                      f"D(real) {curves['d_real'][-1]:.3f}  D(fake) {curves['d_fake'][-1]:.3f}  "
-                      f"rounds {s.rounds}  sent {s.bytes_sent / 1e6:.0f} MB", flush=True)
+        if cfg.checkpoint_every and (i + 1) % cfg.checkpoint_every == 0:
+            checkpoint.save(path, i + 1, nets, opts, curves if owner else {})
+        if owner and ((i + 1) % cfg.progress_every == 0 or i + 1 == cfg.iterations):
+            s = party.stats
+            print(f"  iteration {i + 1:4d}/{cfg.iterations}  {curves['seconds'][-1] / (i + 1 - first):5.2f} s/it  "
+                  f"D(real) {curves['d_real'][-1]:.3f}  D(fake) {curves['d_fake'][-1]:.3f}  "
+                  f"rounds {s.rounds}  sent {s.bytes_sent / 1e6:.0f} MB", flush=True)
     samples = await synthesize(party, g, sample_noise if owner else None, cfg.samples, cfg.preset_().nz)
     d_out, g_out = await gan.reveal(d, d_model, to=0), await gan.reveal(g, g_model, to=0)
     if not owner:

@@ -1,0 +1,87 @@
+"""Each party's checkpoint: its shares of the models and of the optimizer state.
+
+A party writes only its own shares (random-looking on their own), to a temporary file
+that is then renamed over the previous checkpoint, so a crash or a full disk never
+leaves a party without its last complete checkpoint. On resume both parties compare the
+iteration they saved, and refuse to continue from different points.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gan.nn.module import Module
+from gan.optim import Optimizer
+from mpcrt import ArithmeticShare, MPCError
+
+
+class CheckpointError(MPCError):
+    """A checkpoint is missing, unreadable, or from another point of the run."""
+
+
+def _pack(x: Any) -> Any:
+    if isinstance(x, ArithmeticShare):
+        return {"share": x.value.clone(), "frac_bits": x.frac_bits, "dtype": str(x.dtype).removeprefix("torch.")}
+    return x
+
+
+def _unpack(party: Any, x: Any) -> Any:
+    if isinstance(x, dict) and "share" in x:
+        return ArithmeticShare(party, x["share"], x["frac_bits"], getattr(torch, x["dtype"]))
+    return x
+
+
+def _module_state(m: Module) -> dict[str, Any]:
+    state = {f"param:{n}": _pack(p.data) for n, p in m.named_parameters()}
+    for i, layer in enumerate(getattr(m, "layers", [])):
+        for name in ("running_mean", "running_var"):
+            if hasattr(layer, name):
+                state[f"buffer:{i}.{name}"] = _pack(getattr(layer, name))
+    return state
+
+
+def _load_module(party: Any, m: Module, state: dict[str, Any]) -> None:
+    for n, p in m.named_parameters():
+        p.data = _unpack(party, state[f"param:{n}"])
+    for i, layer in enumerate(getattr(m, "layers", [])):
+        for name in ("running_mean", "running_var"):
+            if hasattr(layer, name):
+                setattr(layer, name, _unpack(party, state[f"buffer:{i}.{name}"]))
+
+
+def save(path: Path, iteration: int, models: dict[str, Module], optimizers: dict[str, Optimizer],
+         extra: dict[str, Any]) -> Path:
+    state = {"iteration": iteration, "models": {k: _module_state(m) for k, m in models.items()},
+             "optimizers": {k: {n: _pack(v) if not isinstance(v, dict) else {i: _pack(t) for i, t in v.items()}
+                                for n, v in o.state().items()} for k, o in optimizers.items()},
+             "extra": extra}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)  # atomic: the previous checkpoint stays until this one is whole
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise CheckpointError(f"could not write checkpoint {path} ({exc.strerror or exc}); the previous one "
+                              "is kept; free disk space and resume") from exc
+    return path
+
+
+def load(path: Path, party: Any, models: dict[str, Module], optimizers: dict[str, Optimizer]) -> tuple[int, dict]:
+    """Restore shares and optimizer state; returns (iteration, extra)."""
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}; start without --resume")
+    try:
+        state = torch.load(path, weights_only=False)
+    except Exception as exc:
+        raise CheckpointError(f"checkpoint {path} is unreadable ({exc})") from exc
+    for k, m in models.items():
+        _load_module(party, m, state["models"][k])
+    for k, o in optimizers.items():
+        o.load_state({n: _unpack(party, v) if not isinstance(v, dict) else {i: _unpack(party, t) for i, t in v.items()}
+                      for n, v in state["optimizers"][k].items()})
+    return state["iteration"], state["extra"]
