@@ -29,27 +29,29 @@ class LeakyReLU(ReLU):
         return y
 
 
-class Sigmoid(Module):
+class _SavedOutput(Module):
+    """An activation whose derivative is a function of its output (sigmoid, tanh)."""
+
+    function = staticmethod(F.sigmoid)
+    derivative = staticmethod(F.sigmoid_backward)
+
     def __init__(self) -> None:
         self._y: Tensor | None = None
 
     async def forward(self, x: Tensor) -> Tensor:
-        self._y = await F.sigmoid(x)
+        self._y = await self.function(x)
         return self._y
 
     async def backward(self, grad: Tensor) -> Tensor:
         assert self._y is not None, "backward before forward"
-        return await F.sigmoid_backward(grad, self._y)
+        return await self.derivative(grad, self._y)
 
 
-class Tanh(Module):
-    def __init__(self) -> None:
-        self._y: Tensor | None = None
+class Sigmoid(_SavedOutput):
+    function = staticmethod(F.sigmoid)
+    derivative = staticmethod(F.sigmoid_backward)
 
-    async def forward(self, x: Tensor) -> Tensor:
-        self._y = await F.tanh(x)
-        return self._y
 
-    async def backward(self, grad: Tensor) -> Tensor:
-        assert self._y is not None, "backward before forward"
-        return await F.tanh_backward(grad, self._y)
+class Tanh(_SavedOutput):
+    function = staticmethod(F.tanh)
+    derivative = staticmethod(F.tanh_backward)
