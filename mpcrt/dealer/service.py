@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 from collections import deque
 
 import msgpack
 import torch
 
 from mpcrt.dealer.client import CorrectionSource
-from mpcrt.dealer.material import Request, answer
+from mpcrt.dealer.material import Request, answer, answer_shapes
 from mpcrt.errors import DealerError
 from mpcrt.messages import DATA, MalformedFrame, Message, decode, encode
 from mpcrt.scope import background_task
@@ -70,6 +71,9 @@ class DealerService:
                 await task
 
 
+ANSWER_FRAME_BYTES = 256 << 20  # dealer answers per frame: large plans travel in several frames
+
+
 class RemoteDealer(CorrectionSource):
     """Party 1's connection to the dealer service; requests of one tick travel together."""
 
@@ -111,12 +115,33 @@ class RemoteDealer(CorrectionSource):
         batch, self._pending = self._pending, []
         if not batch or self._error is not None:
             return
-        try:
-            self.transport.send(msgpack.packb({"p": self.party_id, "r": [r.to_wire() for r, _ in batch]}))
-        except TransportError as exc:
-            self._fail(DealerError(f"lost the connection to the dealer: {exc}"))
-            return
-        self._in_flight.append(batch)
+        for group in self._frames_of(batch):
+            try:
+                self.transport.send(msgpack.packb({"p": self.party_id, "r": [r.to_wire() for r, _ in group]}))
+            except TransportError as exc:
+                self._fail(DealerError(f"lost the connection to the dealer: {exc}"))
+                return
+            self._in_flight.append(group)
+
+    def _frames_of(self, batch: list) -> list[list]:
+        """Split requests so that each frame's answer stays under ANSWER_FRAME_BYTES (the
+        answers' sizes are known from the requests); one answer too big for any frame fails."""
+        groups: list[list] = [[]]
+        size = 0
+        for request, future in batch:
+            nbytes = sum(8 * math.prod(shape) for shape in answer_shapes(request, self.party_id))
+            if nbytes > self.transport.max_frame_bytes:
+                self._fail(DealerError(
+                    f"the dealer material of {request.kind} at step {request.mid} is {nbytes / 1e9:.2f} GB, more "
+                    f"than one frame carries ({self.transport.max_frame_bytes / 1e9:.2f} GB); split the operation "
+                    "into smaller batches"))
+                return []
+            if groups[-1] and size + nbytes > ANSWER_FRAME_BYTES:
+                groups.append([])
+                size = 0
+            groups[-1].append((request, future))
+            size += nbytes
+        return groups
 
     async def _receive(self) -> None:
         while True:

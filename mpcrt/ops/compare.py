@@ -36,7 +36,7 @@ from mpcrt.shares import ArithmeticShare
 METHODS = ("lpgan", "tree", "dcf")
 # per element and party: (rounds, online bytes sent, CPU seconds), measured on this project's
 # reference machine (docs/COSTS.md, bench/nonlinear.py); used to pick a method per call
-COST_MODEL = {"tree": (8, 3016 / 64, 0.15e-6), "lpgan": (64, 2008 / 64, 0.3e-6), "dcf": (1, 8.0, 3.6e-6)}
+COST_MODEL = {"tree": (8, 3016 / 64, 0.15e-6), "lpgan": (64, 2008 / 64, 0.3e-6), "dcf": (1, 8.0, 7.5e-6)}
 LOOPBACK = (1e-4, 10e9)  # assumed RTT and bandwidth when no network is declared
 
 

@@ -142,3 +142,33 @@ async def test_a_party_cannot_ask_for_the_other_partys_material():
     task.cancel()
     await service.close()
     await listener.close()
+
+
+async def test_large_plans_travel_in_several_frames(monkeypatch):
+    from mpcrt.dealer import service as service_module
+
+    monkeypatch.setattr(service_module, "ANSWER_FRAME_BYTES", 1000)  # 20 truncations of 50 elements: 16 kB
+    service, listener, task = await start_service()
+    remote = await _connect_dealer(listener.port, 1, OPTIONS)
+    requests = [Request("trunc", (i,), "", ((50,), 16)) for i in range(20)]
+    answers = await remote.fetch_many(requests, 1)
+    local = LocalDealer(*SEEDS)
+    for r, got in zip(requests, answers, strict=True):
+        assert all(torch.equal(a, b) for a, b in zip(got, await local.fetch(r, 1), strict=True))
+    assert remote.transport.counters.frames_sent == 20  # 800 bytes each: one per frame
+    await remote.close()
+    task.cancel()
+    await service.close()
+    await listener.close()
+
+
+async def test_material_too_large_for_any_frame_says_what_to_do():
+    service, listener, task = await start_service()
+    remote = await _connect_dealer(listener.port, 1, OPTIONS)
+    remote.transport.max_frame_bytes = 1000
+    with pytest.raises(mpcrt.DealerError, match="split the operation into smaller batches"):
+        await remote.fetch(Request("trunc", (1,), "", ((500,), 16)), 1)
+    await remote.close()
+    task.cancel()
+    await service.close()
+    await listener.close()
