@@ -44,6 +44,12 @@ def encode(x: torch.Tensor, frac_bits: int) -> torch.Tensor:
     return scaled.to(torch.int64)
 
 
+def encode_constant(value: float, frac_bits: int) -> int:
+    """A public real as one ring integer with `frac_bits` fractional bits, which may exceed
+    the job's f (protocols carry constants at extra precision, then truncate once)."""
+    return round(value * (1 << frac_bits))
+
+
 def decode(v: torch.Tensor, frac_bits: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
     """Real values of ring elements (signed, two's complement) in `dtype`."""
     if frac_bits == 0 and not dtype.is_floating_point:

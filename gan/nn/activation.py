@@ -30,10 +30,10 @@ class LeakyReLU(ReLU):
 
 
 class _SavedOutput(Module):
-    """An activation whose derivative is a function of its output (sigmoid, tanh)."""
+    """An activation whose derivative is a function of its output; subclasses name both."""
 
-    function = staticmethod(F.sigmoid)
-    derivative = staticmethod(F.sigmoid_backward)
+    function: staticmethod
+    derivative: staticmethod
 
     def __init__(self) -> None:
         self._y: Tensor | None = None

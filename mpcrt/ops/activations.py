@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
 from mpcrt import ring
 from mpcrt.ops.compare import is_non_negative
 from mpcrt.ops.products import mul
@@ -39,7 +37,7 @@ async def leaky_relu(x: ArithmeticShare, negative_slope: float = 0.01,
     with op_label("leaky_relu"):
         d = await is_non_negative(x, method)
         f = x.party.frac_bits
-        slope = int(ring.encode(torch.tensor(negative_slope, dtype=torch.float64), f))
+        slope = ring.encode_constant(negative_slope, f)
         # s = slope + d * (1 - slope) in fixed point, exactly 1 where d = 1; local
         s = ArithmeticShare(x.party, d.value * ((1 << f) - slope), f, x.dtype)
         if x.party.id == 0:

@@ -18,7 +18,7 @@ import math
 import numpy as np
 
 from mpcrt.ops.compare import is_non_negative
-from mpcrt.ops.piecewise import COEFF_BITS, _powers
+from mpcrt.ops.piecewise import COEFF_BITS, polynomial_terms, powers_of
 from mpcrt.ops.products import mul, scale
 from mpcrt.ops.roots import _Converted, reciprocal_in_range
 from mpcrt.ops.truncation import truncate
@@ -45,11 +45,7 @@ async def exp(x: ArithmeticShare, method: str | None = None) -> ArithmeticShare:
         frac = await mul(t - ArithmeticShare(party, k.value << f, f, x.dtype), inside)
         top = (1 << f) - 1  # above the range: r just under 1 with k = K_HIGH - 1
         r = frac + ArithmeticShare(party, ind[-1].value * top, f, x.dtype)
-        powers = await _powers(r, 4)
-        poly = sum((p.value * round(a * (1 << COEFF_BITS)) for p, a in zip(powers, EXP2_COEFFS[1:], strict=True)),
-                   ArithmeticShare(party, r.value * 0, f, x.dtype).value)
-        if party.id == 0:
-            poly = poly + round(EXP2_COEFFS[0] * (1 << (f + COEFF_BITS)))
+        poly = polynomial_terms(await powers_of(r, 4), EXP2_COEFFS)
         two_r = await truncate(ArithmeticShare(party, poly, f + COEFF_BITS, x.dtype), COEFF_BITS)
         below = 1 - ind[0]
         lookup = _Converted(two_r, [below, *onehot, ind[-1]], [K_LOW, *js[:-1], K_HIGH - 1])

@@ -60,7 +60,19 @@ def fit(f, breakpoints: tuple[float, ...], degree: int, left: float, right: floa
     return Piecewise(tuple(breakpoints), tuple(coefficients), left, right)
 
 
-async def _powers(x: ArithmeticShare, degree: int) -> list[ArithmeticShare]:
+def polynomial_terms(powers: list[ArithmeticShare], coefficients: tuple[float, ...]) -> torch.Tensor:
+    """sum_k c_k x^k from shares of x, x^2, ... (local), at COEFF_BITS more fractional bits
+    than x: the caller truncates once. coefficients[0] is the constant term."""
+    f = powers[0].frac_bits
+    acc = torch.zeros_like(powers[0].value)
+    for power, c in zip(powers, coefficients[1:], strict=True):
+        acc = acc + power.value * ring.encode_constant(c, COEFF_BITS)
+    if powers[0].party.id == 0:
+        acc = acc + ring.encode_constant(coefficients[0], f + COEFF_BITS)
+    return acc
+
+
+async def powers_of(x: ArithmeticShare, degree: int) -> list[ArithmeticShare]:
     """[x, x^2, ..., x^degree] for degree <= 4, in 4 rounds (x^3 and x^4 concurrently)."""
     if not 1 <= degree <= 4:
         raise ValueError(f"piecewise polynomials of degree 1 to 4 are supported, not {degree}")
@@ -77,27 +89,11 @@ async def evaluate(x: ArithmeticShare, pw: Piecewise, method: str | None = None)
     party, f = x.party, x.frac_bits
     with op_label("piecewise"):
         shifted = stack([x - t for t in pw.breakpoints])
-        indicators, powers = await asyncio.gather(is_non_negative(shifted, method), _powers(x, pw.degree))
-        one = 1 << (f + COEFF_BITS)
-        segments = []
-        for coeffs in pw.coefficients:
-            acc = torch.zeros_like(x.value)
-            for k, power in enumerate(powers, start=1):
-                acc = acc + power.value * _encode(coeffs[k])
-            if party.id == 0:
-                acc = acc + round(coeffs[0] * one)
-            segments.append(acc)
+        indicators, powers = await asyncio.gather(is_non_negative(shifted, method), powers_of(x, pw.degree))
+        segments = [polynomial_terms(powers, coeffs) for coeffs in pw.coefficients]
         inner = await truncate(ArithmeticShare(party, torch.stack(segments), f + COEFF_BITS, x.dtype), COEFF_BITS)
         ind = [indicators[j] for j in range(len(pw.breakpoints))]
         selectors = stack([ind[j] - ind[j + 1] for j in range(len(ind) - 1)])
         picked = (await mul(inner, selectors)).sum(dim=0)
-        outer = (1 - ind[0]) * _encode_value(pw.left, f) + ind[-1] * _encode_value(pw.right, f)
+        outer = (1 - ind[0]) * ring.encode_constant(pw.left, f) + ind[-1] * ring.encode_constant(pw.right, f)
     return picked + ArithmeticShare(party, outer.value, f, x.dtype)
-
-
-def _encode(c: float) -> int:
-    return round(c * (1 << COEFF_BITS))
-
-
-def _encode_value(c: float, f: int) -> int:
-    return int(ring.encode(torch.tensor(c, dtype=torch.float64), f))

@@ -137,7 +137,7 @@ async def scale(x: ArithmeticShare, factor: float, *, frac_bits: int | None = No
     if exponent < 0:
         x = x._with((await truncate(x._with(x.value, x.frac_bits - exponent), -exponent, truncation)).value,
                     x.frac_bits)
-    k = round(factor * 2.0 ** -exponent * (1 << SCALE_BITS))
+    k = ring.encode_constant(factor * 2.0 ** -exponent, SCALE_BITS)
     product = await truncate(x._with(x.value * k, x.frac_bits + SCALE_BITS), x.frac_bits + SCALE_BITS - target,
                              truncation)
     if exponent > 0:  # exact, and the intermediate product never exceeded |x| * 2^(f + 17)

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import torch
 
+from mpcrt import ring
 from mpcrt.ops.compare import is_non_negative
 from mpcrt.ops.products import mul
 from mpcrt.scope import op_label
@@ -47,14 +48,10 @@ class _Converted:
 
     def lookup(self, g: Callable[[int], float], like: ArithmeticShare, bits: int = LOOKUP_BITS) -> ArithmeticShare:
         """g(e) as a share with `bits` fractional bits (local)."""
-        total = sum((h.value * _encode(g(e), bits) for h, e in zip(self.onehot, self.exponents, strict=True)),
+        total = sum((h.value * ring.encode_constant(g(e), bits) for h, e in zip(self.onehot, self.exponents,
+                                                                                 strict=True)),
                     torch.zeros_like(like.value))
         return ArithmeticShare(like.party, total, bits, like.dtype)
-
-
-def _encode(value: float, bits: int) -> int:
-    """A public constant in fixed point with `bits` fractional bits (may exceed the job's f)."""
-    return round(value * (1 << bits))
 
 
 async def _convert(a: ArithmeticShare, lo: int, hi: int, method: str | None) -> _Converted:
@@ -68,7 +65,7 @@ async def _convert(a: ArithmeticShare, lo: int, hi: int, method: str | None) -> 
     inside = _Converted(a, onehot[1:-1], exponents[1:-1])
     m = await mul(a, inside.lookup(lambda e: 2.0 ** -e, a), frac_bits=f)
     # the clipped ends take a constant m: 1/2 (a = 2^lo) and just below 1 (a = 2^(hi+1))
-    ends = onehot[0].value * _encode(0.5, f) + onehot[-1].value * _encode(1 - 2.0 ** -f, f)
+    ends = onehot[0].value * ring.encode_constant(0.5, f) + onehot[-1].value * ring.encode_constant(1 - 2.0 ** -f, f)
     return _Converted(m + ArithmeticShare(a.party, ends, f, a.dtype), onehot, exponents)
 
 

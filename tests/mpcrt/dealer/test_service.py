@@ -19,16 +19,33 @@ SEEDS = (prg.derive_key(b"s0"), prg.derive_key(b"s1"))
 OPTIONS = {"tls": True, "timeout": 5}
 
 
-async def start_service():
+class Running:
+    """A dealer service on a TLS listener, for the length of a test."""
+
+    def __init__(self, service: DealerService, listener, task) -> None:
+        self.service, self.listener, self.task = service, listener, task
+
+    @property
+    def port(self) -> int:
+        return self.listener.port
+
+    async def stop(self) -> None:
+        self.task.cancel()
+        await self.service.close()
+        await self.listener.close()
+
+
+@pytest.fixture
+async def dealer():
     service = DealerService(*SEEDS)
     listener = await listen("127.0.0.1", 0, tls=_dealer_tls(True), timeout=5)
-    task = asyncio.ensure_future(service.serve(listener))
-    return service, listener, task
+    running = Running(service, listener, asyncio.ensure_future(service.serve(listener)))
+    yield running
+    await running.stop()
 
 
-async def test_service_gives_the_same_material_as_in_process_and_batches_a_tick():
-    service, listener, task = await start_service()
-    remote = await _connect_dealer(listener.port, 1, OPTIONS)
+async def test_service_gives_the_same_material_as_in_process_and_batches_a_tick(dealer):
+    remote = await _connect_dealer(dealer.port, 1, OPTIONS)
     requests = [Request("triple", (i,), "", ("matmul", (3, 4), (4, 2), ())) for i in range(10)]
     requests.append(Request("trunc", (99,), "", ((5,), 16)))
     remote_answers = await asyncio.gather(*(remote.fetch(r, 1) for r in requests))
@@ -36,11 +53,8 @@ async def test_service_gives_the_same_material_as_in_process_and_batches_a_tick(
     for r, got in zip(requests, remote_answers, strict=True):
         assert all(torch.equal(a, b) for a, b in zip(got, await local.fetch(r, 1), strict=True))
     assert remote.transport.counters.frames_sent == 1  # all eleven requests in one frame
-    assert service.requests_served == 11
+    assert dealer.service.requests_served == 11
     await remote.close()
-    task.cancel()
-    await service.close()
-    await listener.close()
 
 
 async def products(party):
@@ -50,9 +64,8 @@ async def products(party):
     return await z.reveal(), party.stats.offline.as_dict()
 
 
-async def test_parties_with_the_service():
-    service, listener, task = await start_service()
-    remote = await _connect_dealer(listener.port, 1, OPTIONS)
+async def test_parties_with_the_service(dealer):
+    remote = await _connect_dealer(dealer.port, 1, OPTIONS)
     (z0, off0), (z1, off1) = await run_pair(products, source=remote, seeds=SEEDS, kind="tcp+tls")
     expected = torch.linspace(-3, 3, 12).reshape(3, 4).double() @ torch.linspace(1, 2, 8).reshape(4, 2).double()
     assert torch.equal(z0, z1) and float((z0 - expected).abs().max()) < 4 * 2 ** -16
@@ -60,17 +73,11 @@ async def test_parties_with_the_service():
     assert off1["bytes_received"] == 8 * (6 + 6 + 6) and off1["requests"] == 2
     assert off0["bytes_received"] == 0 and off0["requests"] == 2
     await remote.close()
-    task.cancel()
-    await service.close()
-    await listener.close()
 
 
-async def test_a_dealer_that_dies_fails_both_parties():
-    service, listener, task = await start_service()
-    remote = await _connect_dealer(listener.port, 1, {"tls": True, "timeout": 2})
-    task.cancel()
-    await service.close()  # closes the connection party 1 would use
-    await listener.close()
+async def test_a_dealer_that_dies_fails_both_parties(dealer):
+    remote = await _connect_dealer(dealer.port, 1, {"tls": True, "timeout": 2})
+    await dealer.stop()  # closes the connection party 1 would use
     r0, r1 = await run_pair(products, source=remote, seeds=SEEDS, timeout=2)
     assert isinstance(r1, mpcrt.DealerError) and "lost the connection to the dealer" in str(r1)
     assert isinstance(r0, mpcrt.PeerAborted) and "DealerError" in str(r0)
@@ -128,28 +135,23 @@ def test_offline_phase_prefetches_everything():
         assert before0["bytes_received"] == 0
 
 
-async def test_a_party_cannot_ask_for_the_other_partys_material():
+async def test_a_party_cannot_ask_for_the_other_partys_material(dealer):
     import msgpack
 
     from mpcrt.messages import decode
 
-    service, listener, task = await start_service()
-    remote = await _connect_dealer(listener.port, 0, OPTIONS)  # certified as party0
+    remote = await _connect_dealer(dealer.port, 0, OPTIONS)  # certified as party0
     request = Request("triple", (1,), "", ("mul", (2,), (2,), ()))
     remote.transport.send(msgpack.packb({"p": 1, "r": [request.to_wire()]}))  # claims to be party 1
     with pytest.raises(TransportError):  # the service hangs up instead of answering
         decode(await remote.transport.recv(5))
-    task.cancel()
-    await service.close()
-    await listener.close()
 
 
-async def test_large_plans_travel_in_several_frames(monkeypatch):
+async def test_large_plans_travel_in_several_frames(monkeypatch, dealer):
     from mpcrt.dealer import service as service_module
 
     monkeypatch.setattr(service_module, "ANSWER_FRAME_BYTES", 1000)  # 20 truncations of 50 elements: 16 kB
-    service, listener, task = await start_service()
-    remote = await _connect_dealer(listener.port, 1, OPTIONS)
+    remote = await _connect_dealer(dealer.port, 1, OPTIONS)
     requests = [Request("trunc", (i,), "", ((50,), 16)) for i in range(20)]
     answers = await remote.fetch_many(requests, 1)
     local = LocalDealer(*SEEDS)
@@ -157,18 +159,11 @@ async def test_large_plans_travel_in_several_frames(monkeypatch):
         assert all(torch.equal(a, b) for a, b in zip(got, await local.fetch(r, 1), strict=True))
     assert remote.transport.counters.frames_sent == 20  # 800 bytes each: one per frame
     await remote.close()
-    task.cancel()
-    await service.close()
-    await listener.close()
 
 
-async def test_material_too_large_for_any_frame_says_what_to_do():
-    service, listener, task = await start_service()
-    remote = await _connect_dealer(listener.port, 1, OPTIONS)
+async def test_material_too_large_for_any_frame_says_what_to_do(dealer):
+    remote = await _connect_dealer(dealer.port, 1, OPTIONS)
     remote.transport.max_frame_bytes = 1000
     with pytest.raises(mpcrt.DealerError, match="split the operation into smaller batches"):
         await remote.fetch(Request("trunc", (1,), "", ((500,), 16)), 1)
     await remote.close()
-    task.cancel()
-    await service.close()
-    await listener.close()
