@@ -4,7 +4,7 @@ exp(x) = 2^t with t = x log2(e). Comparing x with every j ln 2 (j = -23 .. 24) a
 gives the one-hot k = floor(t); then r = t - k is in [0, 1), 2^r is a degree-4 polynomial
 (relative error 3.6e-6), and 2^k is a public lookup on the one-hot. Valid for
 x in [-23 ln 2, 24 ln 2) = [-15.94, 16.64); below it the result is 2^-23, above it just
-under 2^24 (clipped, never wrapped). Relative error about 1e-5 plus a unit of 2^-f.
+under 2^24 (clipped, never wrapped). Error at most 1e-4 relative plus 2 units of 2^-f.
 
 LP-GAN's sigmoid: 1 / (1 + e^-x) with the Newton reciprocal (SecInv) started from the
 range-converted input, on the ring instead of LP-GAN's leaky multiplicative shares. It
