@@ -58,6 +58,7 @@ async def test_secure_iteration_follows_the_plaintext_twin(kind):
     # a whole D: conv, batch norm on 4 images (1/std up to ~50 at DCGAN init), LeakyReLU, sigmoid
     assert float((p_real - p_ref).abs().max()) <= 1e-2
     lr = 0.05 if kind == "sgd" else 2e-3
+    disagreeing, total = 0, 0
     for ref, state in ((d_ref, d_state), (g_ref, g_state)):
         for name, value in ref.items():
             diff = (state[name].double() - value).abs()
@@ -67,5 +68,8 @@ async def test_secure_iteration_follows_the_plaintext_twin(kind):
                 # Adam's first step moves every weight by lr * sign(gradient): where a gradient is
                 # within the protocols' error of 0 its sign may differ, a difference of 2 lr
                 assert float(diff.max()) <= 2 * lr + 1e-4, name
-                assert float((diff > 0.1 * lr).double().mean()) <= 0.1, f"{name}: too many weights disagree"
+                disagreeing += int((diff > 0.1 * lr).sum())
+                total += diff.numel()
+    # counted over all weights: a tensor of 8 weights would make one flip 12.5%
+    assert disagreeing <= 0.1 * max(total, 1), f"{disagreeing} of {total} weights disagree"
     assert rounds > 0
