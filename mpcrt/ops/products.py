@@ -78,8 +78,10 @@ async def mul(x: Any, y: Any, *, truncation: str | None = None, frac_bits: int |
     return await _product("mul", x, y, {}, truncation, frac_bits)
 
 
-async def square(x: ArithmeticShare, *, truncation: str | None = None) -> ArithmeticShare:
-    """x * x with one opening (8 bytes per element) instead of two."""
+async def square(x: ArithmeticShare, *, truncation: str | None = None, frac_bits: int | None = None
+                 ) -> ArithmeticShare:
+    """x * x with one opening (8 bytes per element) instead of two. The result has x's scale,
+    or `frac_bits` (no truncation at all for 2 * x.frac_bits: squares to be summed first)."""
     party = x.party
     with op_label("square"):
         mid = party.next_id()
@@ -90,7 +92,8 @@ async def square(x: ArithmeticShare, *, truncation: str | None = None) -> Arithm
         z = m["c"] + 2 * e * m["a"]
         if party.id == 0:
             z = z + e * e
-    return await truncate(x._with(z, 2 * x.frac_bits), x.frac_bits, truncation)
+    target = x.frac_bits if frac_bits is None else frac_bits
+    return await truncate(x._with(z, 2 * x.frac_bits), 2 * x.frac_bits - target, truncation)
 
 
 async def matmul(x: Any, y: Any, *, truncation: str | None = None) -> ArithmeticShare:
