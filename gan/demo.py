@@ -16,7 +16,9 @@ import torch
 
 import mpcrt
 from gan import outputs
-from gan.train import TrainConfig, load_images, plaintext_training, secure_training
+from gan.train import TrainConfig, load_images, plaintext_training, quality_report, secure_training
+
+QUALITY_IMAGES = 1000
 
 
 def run_demo(iterations: int = 60, samples: int = 64, out: str = "lpgan-demo") -> int:
@@ -31,7 +33,11 @@ def run_demo(iterations: int = 60, samples: int = 64, out: str = "lpgan-demo") -
     result, _ = mpcrt.run_local(secure_training, cfg, "mnist", transport="tcp", processes=True, timeout=300)
     secure_seconds = time.perf_counter() - start
     print(f"secure training and synthesis: {secure_seconds:.0f} s; now the plaintext twin")
-    plain = asyncio.run(plaintext_training(cfg, load_images("mnist", cfg.preset_().image_size)))
+    quality_noise = torch.randn(QUALITY_IMAGES, cfg.preset_().nz, 1, 1,
+                                generator=torch.Generator().manual_seed(cfg.seed + 2))
+    plain = asyncio.run(plaintext_training(cfg, load_images("mnist", cfg.preset_().image_size), quality_noise))
+    print(f"sample quality of {QUALITY_IMAGES} images from each generator (a small MNIST classifier judges)")
+    judged = quality_report(cfg, result["generator"], plain["quality_samples"], quality_noise)
     written = [
         outputs.image_grid(result["samples"], folder / "samples.png"),
         outputs.image_grid(plain["samples"], folder / "samples_plaintext_twin.png"),
@@ -43,11 +49,16 @@ def run_demo(iterations: int = 60, samples: int = 64, out: str = "lpgan-demo") -
     metrics = {"config": cfg.__dict__, "seconds": secure_seconds,
                "seconds_per_iteration": result["curves"]["seconds"][-1] / iterations,
                "party0": {k: stats[k] for k in ("rounds", "bytes_sent", "bytes_received", "frames_sent")},
-               "offline": stats["offline"], "curves": {"secure": result["curves"], "plaintext_twin": plain["curves"]}}
+               "offline": stats["offline"], "curves": {"secure": result["curves"], "plaintext_twin": plain["curves"]},
+               "sample_quality": judged}
     written += [folder / "generator.pt", folder / "discriminator.pt",
                 outputs.write_json(metrics, folder / "metrics.json")]
     print(f"per iteration: {metrics['seconds_per_iteration']:.2f} s, {stats['rounds'] // max(iterations, 1)} rounds, "
           f"{stats['bytes_sent'] / max(iterations, 1) / 1e6:.1f} MB sent by party 0")
+    for who in ("secure", "plaintext_twin"):
+        q = judged[who]
+        print(f"  {who:15s} Frechet distance {q['frechet_distance']:7.2f}  mean confidence {q['mean_confidence']:.3f}  "
+              f"classes {q['class_histogram']}")
     print("outputs:")
     for path in written:
         print(f"  {path.resolve()}")

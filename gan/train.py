@@ -68,10 +68,14 @@ def _optimizers(cfg: TrainConfig, d: gan.nn.Module, g: gan.nn.Module) -> tuple[o
 
 
 def load_images(source: str, size: int) -> torch.Tensor:
-    """'mnist' (the bundled digits) or a folder of images."""
+    """'mnist' (the bundled 28x28 digits), 'digits' (scikit-learn's 8x8 ones) or a folder of images."""
     from gan import data
 
-    return data.mnist(size)[0] if source == "mnist" else data.image_folder(source, size)
+    if source == "mnist":
+        return data.mnist(size)[0]
+    if source == "digits":
+        return data.digits(size)[0]
+    return data.image_folder(source, size)
 
 
 async def secure_training(party, cfg: TrainConfig, source: str = "mnist") -> dict | None:
@@ -129,8 +133,10 @@ async def synthesize(party, g: gan.nn.Module, noise: torch.Tensor | None, count:
     return await images.reveal(to=0)
 
 
-async def plaintext_training(cfg: TrainConfig, images: torch.Tensor) -> dict:
-    """The same run on plain tensors (same layer code, seed, data and noise)."""
+async def plaintext_training(cfg: TrainConfig, images: torch.Tensor, quality_noise: torch.Tensor | None = None
+                             ) -> dict:
+    """The same run on plain tensors (same layer code, seed, data and noise); with
+    `quality_noise`, also the trained generator's images for it ('quality_samples')."""
     from gan.secure import secure as make_twin
 
     class Owner:
@@ -150,4 +156,25 @@ async def plaintext_training(cfg: TrainConfig, images: torch.Tensor) -> dict:
         curves["d_fake"].append(float(out.d_fake.mean()))
     g.eval()
     samples = await g.forward(sample_noise.double())
-    return {"curves": curves, "samples": samples.float()}
+    result = {"curves": curves, "samples": samples.float()}
+    if quality_noise is not None:
+        result["quality_samples"] = (await g.forward(quality_noise.double())).float()
+    return result
+
+
+def quality_report(cfg: TrainConfig, generator_state: dict, twin_samples: torch.Tensor, noise: torch.Tensor) -> dict:
+    """Sample quality (gan.quality) of the securely trained generator (its revealed weights,
+    run on `noise` in plain torch by the owner) beside its plaintext twin's images for the
+    same noise, judged against the bundled MNIST digits (a model of the preset's size)."""
+    from gan import data, quality
+
+    p = cfg.preset_()
+    images, labels = data.mnist(p.image_size)
+    judge = quality.train_classifier(images, labels, seed=cfg.seed)
+    trained = models.generator(p)
+    trained.load_state_dict(generator_state)
+    with torch.no_grad():
+        secure_samples = trained.eval()(noise.float())
+    return {"classifier_test_accuracy": judge.test_accuracy, "real_images": len(images),
+            "secure": quality.sample_quality(judge, secure_samples, images),
+            "plaintext_twin": quality.sample_quality(judge, twin_samples, images)}

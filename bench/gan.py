@@ -1,0 +1,207 @@
+"""Secure GAN workloads end to end: D forward, G forward and one training iteration.
+
+    .venv/bin/python -m bench.gan [--network loopback|wan|both] [--only NAME,...] [--json PATH]
+
+LP-GAN's SD and SG workloads (D and G forward on a batch of 64; its prototype took 3.3 s and
+7.6 s at batch 4, one process, no network) and one full training iteration (D on a real and
+a fake batch, then G, Adam), for LP-GAN's DCGAN at batch 64 and the small preset. Each
+workload is one `mpcrt.run_local(..., transport="tcp", processes=True, offline=True)`: two
+party processes over mutual TLS 1.3 on loopback (one torch thread each, each on its own
+core), the dealer as a TLS service in this process, all dealer material fetched before the
+program starts; `--network wan` adds the simulated 400 Mbit/s, 40 ms RTT link. The timed
+part is the online phase of the op after WARMUP untimed ones and a 1-element reveal that
+lines the parties up; time is the slower party's. A DCGAN iteration's material is too large
+to prefetch for two iterations (party 1 passed 16 GB and was killed), so that workload runs
+with the dealer serving on demand: its time includes waiting for the dealer, reported apart
+as party 1's "dealer wait" (the sum over its requests; concurrent requests overlap). The
+baseline is the same step in plain torch (float32, one thread, autograd, torch.optim.Adam,
+BCELoss) in this process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+import gan
+import mpcrt
+from bench.transport import machine, pin_to_core
+from gan import optim
+from gan.step import train_step
+from gan.train import TrainConfig, initial_models
+
+WARMUP = 1  # the first op in a fresh party process runs 2-6x slower (page faults of new memory)
+MB = 1e6
+TIMEOUT = 900.0
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    preset: str
+    batch: int
+    what: str  # "d_forward", "g_forward" or "iteration"
+    repeats: int = 2
+    prefetch: bool = True  # all dealer material before the program (else on demand)
+
+
+WORKLOADS = (
+    Workload("SD: D forward, DCGAN, batch 64", "dcgan", 64, "d_forward"),
+    Workload("SG: G forward, DCGAN, batch 64", "dcgan", 64, "g_forward"),
+    Workload("iteration, DCGAN, batch 64", "dcgan", 64, "iteration", repeats=1, prefetch=False),
+    Workload("iteration, small, batch 16", "small", 16, "iteration", repeats=3),
+    Workload("iteration, small, batch 64", "small", 64, "iteration"),
+)
+
+
+@dataclass
+class Result:
+    workload: str
+    network: str
+    seconds: list[float]  # per timed repeat, the slower party
+    rounds: int
+    mb_sent: float  # per party (party 0), per op
+    mb_received: float
+    offline_mb_p1: float  # dealer material for party 1, per op
+    dealer_wait_s: float  # party 1's time waiting for material during the timed op (0 when prefetched)
+    plain_seconds: float
+    wall_s: float
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.seconds)
+
+
+async def program(party: mpcrt.Party, w: Workload, warmup: int, seed: int) -> dict:
+    pin_to_core(party.id)
+    torch.set_num_threads(1)
+    cfg = TrainConfig(preset=w.preset, batch_size=w.batch, seed=seed)
+    preset = cfg.preset_()
+    d_model, g_model = initial_models(cfg)
+    d, g = await gan.secure(d_model, party, src=0), await gan.secure(g_model, party, src=0)
+    opt_d, opt_g = optim.Adam(d.parameters(), 2e-4, (0.5, 0.999)), optim.Adam(g.parameters(), 2e-4, (0.5, 0.999))
+    gen = torch.Generator().manual_seed(seed)
+    times, deltas = [], []
+    for r in range(warmup + w.repeats):
+        owner = party.id == 0
+        images = torch.rand(w.batch, preset.channels, preset.image_size, preset.image_size, generator=gen) * 2 - 1
+        noise = torch.randn(w.batch, preset.nz, 1, 1, generator=gen)
+        x = await party.input(images if owner else None, src=0)
+        z = await party.input(noise if owner else None, src=0)
+        await (await party.input(torch.zeros(1) if owner else None, src=0)).reveal()  # lines the parties up
+        before = (party.stats.rounds, party.stats.bytes_sent, party.stats.bytes_received,
+                  party.stats.offline.seconds)
+        start = time.perf_counter()
+        if w.what == "d_forward":
+            await d.forward(x)
+        elif w.what == "g_forward":
+            await g.forward(z)
+        else:
+            await train_step(d, g, opt_d, opt_g, x, z)
+        if r >= warmup:
+            times.append(time.perf_counter() - start)
+            after = (party.stats.rounds, party.stats.bytes_sent, party.stats.bytes_received,
+                     party.stats.offline.seconds)
+            deltas.append(tuple(a - b for a, b in zip(after, before, strict=True)))
+    return {"times": times, "deltas": deltas, "offline_bytes": party.stats.offline.bytes_received,
+            "ops": warmup + w.repeats}
+
+
+def plaintext_seconds(w: Workload, repeats: int = 5) -> float:
+    """The same op in plain torch: float32, one thread, median of `repeats` after one warm-up."""
+    torch.set_num_threads(1)
+    cfg = TrainConfig(preset=w.preset, batch_size=w.batch)
+    preset = cfg.preset_()
+    d, g = (m.float() for m in initial_models(cfg))
+    opt_d, opt_g = torch.optim.Adam(d.parameters(), 2e-4, betas=(0.5, 0.999)), torch.optim.Adam(
+        g.parameters(), 2e-4, betas=(0.5, 0.999))
+    loss = nn.BCELoss()
+    ones, zeros = torch.ones(w.batch, 1), torch.zeros(w.batch, 1)
+
+    def step() -> None:
+        x = torch.rand(w.batch, preset.channels, preset.image_size, preset.image_size) * 2 - 1
+        z = torch.randn(w.batch, preset.nz, 1, 1)
+        if w.what == "d_forward":
+            with torch.no_grad():
+                d(x)
+            return
+        if w.what == "g_forward":
+            with torch.no_grad():
+                g(z)
+            return
+        fake = g(z)
+        opt_d.zero_grad()
+        (loss(d(x), ones) + loss(d(fake.detach()), zeros)).backward()
+        opt_d.step()
+        opt_g.zero_grad()
+        loss(d(fake), ones).backward()
+        opt_g.step()
+
+    step()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def measure(w: Workload, network: str, seed: int = 1) -> Result:
+    start = time.perf_counter()
+    r0, r1 = mpcrt.run_local(program, w, WARMUP, seed, transport="tcp", processes=True, offline=w.prefetch,
+                             network=None if network == "loopback" else network, timeout=TIMEOUT)
+    wall = time.perf_counter() - start
+    seconds = [max(a, b) for a, b in zip(r0["times"], r1["times"], strict=True)]
+    rounds, sent, received, _ = r0["deltas"][-1]
+    wait = statistics.median(d[3] for d in r1["deltas"]) if not w.prefetch else 0.0
+    return Result(w.name, network, seconds, int(rounds), sent / MB, received / MB,
+                  r1["offline_bytes"] / r1["ops"] / MB, wait, plaintext_seconds(w), wall)
+
+
+def table(results: Sequence[Result]) -> str:
+    header = ("workload", "network", "online s", "dealer wait s", "rounds", "MB sent", "MB recv", "offline MB (p1)",
+              "plain torch s", "secure / plain")
+    rows = [(r.workload, r.network, f"{r.median:.2f}", f"{r.dealer_wait_s:.2f}" if r.dealer_wait_s else "-",
+             str(r.rounds), f"{r.mb_sent:.0f}", f"{r.mb_received:.0f}", f"{r.offline_mb_p1:.0f}",
+             f"{r.plain_seconds:.4f}", f"{r.median / r.plain_seconds:.0f}x")
+            for r in results]
+    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
+    lines = [header, tuple("-" * n for n in widths), *rows]
+    return "\n".join("  ".join(c.ljust(n) if i == 0 else c.rjust(n) for i, (c, n) in enumerate(zip(line, widths)))
+                     for line in lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.gan", description=__doc__.splitlines()[0])
+    parser.add_argument("--network", choices=("loopback", "wan", "both"), default="loopback")
+    parser.add_argument("--only", help="semicolon-separated substrings of workload names")
+    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    args = parser.parse_args(argv)
+    networks = ("loopback", "wan") if args.network == "both" else (args.network,)
+    chosen = [w for w in WORKLOADS if not args.only or any(s in w.name for s in args.only.split(";"))]
+    if not chosen:
+        parser.error(f"no workload matches {args.only!r}; names: {[w.name for w in WORKLOADS]}")
+    results = []
+    for network in networks:
+        for w in chosen:
+            print(f"{w.name} on {network} ...", file=sys.stderr, flush=True)
+            results.append(measure(w, network))
+            print(table(results[-1:]), file=sys.stderr, flush=True)
+    print(table(results))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"machine": machine(), "results": [asdict(r) | {"median": r.median} for r in results]}, f,
+                      indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
