@@ -8,6 +8,8 @@ from pathlib import Path
 
 from transports import generate_certificates
 
+DEMO_ITERATIONS, DEMO_BATCH = 150, 32  # about 4 minutes here, and a generator that starts to draw digits
+
 
 def _certs(args: argparse.Namespace) -> int:
     creds = generate_certificates(args.outdir, tuple(args.names), days=args.days)
@@ -19,7 +21,7 @@ def _certs(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from gan.demo import run_demo
 
-    return run_demo(args.iterations, args.samples, args.out)
+    return run_demo(args.iterations, args.samples, args.out, args.batch_size)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,7 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--days", type=int, default=365)
     p.set_defaults(func=_certs)
     p = sub.add_parser("demo", help="secure GAN training and synthesis on this machine (bundled MNIST)")
-    p.add_argument("--iterations", type=int, default=60, help="training iterations (default 60, a few minutes)")
+    p.add_argument("--iterations", type=int, default=DEMO_ITERATIONS,
+                   help=f"training iterations (default {DEMO_ITERATIONS}, a few minutes)")
+    p.add_argument("--batch-size", type=int, default=DEMO_BATCH, help=f"images per iteration (default {DEMO_BATCH})")
     p.add_argument("--samples", type=int, default=64, help="images to synthesize")
     p.add_argument("--out", default="lpgan-demo", help="output folder")
     p.set_defaults(func=_demo)

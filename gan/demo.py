@@ -21,8 +21,8 @@ from gan.train import TrainConfig, load_images, plaintext_training, quality_repo
 QUALITY_IMAGES = 1000
 
 
-def run_demo(iterations: int = 60, samples: int = 64, out: str = "lpgan-demo") -> int:
-    cfg = TrainConfig(preset="small", iterations=iterations, batch_size=16, optimizer="adam", lr=2e-3,
+def run_demo(iterations: int, samples: int, out: str, batch_size: int) -> int:
+    cfg = TrainConfig(preset="small", iterations=iterations, batch_size=batch_size, optimizer="adam", lr=2e-3,
                       samples=samples, progress_every=max(1, iterations // 10))
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)

@@ -83,7 +83,7 @@ async def measure(party, op: str, shapes: tuple):
         await ops.truncate(x, 8, "local" if op == "truncate_local" else "dealer")
     elif op in NONLINEAR:
         n = variables["n"]
-        variables.update({f"w{k}" if k > 1 else "w": math.ceil(k * n / 64) for k in (1, 7, 19, 26, 30, 48)})
+        variables.update({f"w{k}" if k > 1 else "w": math.ceil(k * n / 64) for k in (1, 7, 15, 19, 26, 48)})
         await NONLINEAR[op](x)
     elif op in ("and", "bit_to_arith"):
         words = BinaryShare(party, x.value.reshape(-1))
@@ -130,7 +130,7 @@ async def measure_batch_norm(party, shape):
     await settle(party, x)
     before = snapshot(party)
     await ops.batch_norm(x, stats[2], stats[3], stats[0], stats[1], training=True, method="tree")
-    variables = {"n": math.prod(shape), "c": c, "w33c": math.ceil(33 * c / 64)}
+    variables = {"n": math.prod(shape), "c": c, "w17c": math.ceil(17 * c / 64)}
     return tuple(a - b for a, b in zip(snapshot(party), before, strict=True)), variables
 
 
