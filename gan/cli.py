@@ -8,7 +8,7 @@ from pathlib import Path
 
 from transports import generate_certificates
 
-DEMO_ITERATIONS, DEMO_BATCH = 150, 32  # about 4 minutes here, and a generator that starts to draw digits
+DEMO_ITERATIONS, DEMO_BATCH = 120, 32  # about 4 minutes here
 
 
 def _certs(args: argparse.Namespace) -> int:
