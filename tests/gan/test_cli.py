@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -24,6 +25,11 @@ def test_demo_trains_and_synthesizes_in_two_processes_over_tls(tmp_path):
     for name in ("samples.png", "samples_plaintext_twin.png", "curves.png", "metrics.json", "generator.pt",
                  "discriminator.pt"):
         assert (tmp_path / "demo" / name).is_file(), name
+    quality = json.loads((tmp_path / "demo" / "metrics.json").read_text())["sample_quality"]
+    for who in ("secure", "plaintext_twin"):
+        assert quality[who]["images"] == 1000 and sum(quality[who]["class_histogram"]) == 1000
+        assert quality[who]["frechet_distance"] > 0
+    assert "Frechet distance" in out.stdout
 
 
 def test_usage_errors_exit_non_zero():
