@@ -160,6 +160,14 @@ async def _blend(running: ArithmeticShare, stat: ArithmeticShare, momentum: floa
     return kept + added
 
 
+async def _mean_times_gain(d_bias: ArithmeticShare, ctx: BatchNormContext) -> ArithmeticShare:
+    """gain * sum(dy) / n per channel, at 2f + 20 bits (only the training backward uses it)."""
+    if not ctx.training:
+        return d_bias
+    mean_dy = await scale(d_bias, 1.0 / ctx.count, frac_bits=d_bias.frac_bits + EXTRA_BITS)
+    return await _times_gain(mean_dy, ctx.gain)
+
+
 async def batch_norm_backward(grad_out: ArithmeticShare, ctx: BatchNormContext
                               ) -> tuple[ArithmeticShare, ArithmeticShare | None, ArithmeticShare]:
     """(grad of the input, grad of weight (None if no weight), grad of bias)."""
@@ -168,10 +176,11 @@ async def batch_norm_backward(grad_out: ArithmeticShare, ctx: BatchNormContext
     with op_label("batch_norm_backward"):
         d_bias = grad_out.sum(dim=dims, keepdim=True)
         # sum(dy * c) before any truncation, so n rounding errors do not add up
-        products = [mul(grad_out, ctx.centered, frac_bits=2 * f), _times_gain(grad_out, ctx.gain)]
+        products = [mul(grad_out, ctx.centered, frac_bits=2 * f), _times_gain(grad_out, ctx.gain),
+                    _mean_times_gain(d_bias, ctx)]
         if ctx.delta is not None:
             products.append(mul(d_bias, ctx.delta, frac_bits=2 * f))
-        dy_c, dy_gain, *shift = await asyncio.gather(*products)
+        dy_c, dy_gain, gain_mean, *shift = await asyncio.gather(*products)
         total = await truncate(sum(shift, dy_c.sum(dim=dims, keepdim=True)), f - SUM_BITS)
         d_weight = await mul(total, ctx.inv_std, frac_bits=f)  # sum(dy * x_hat)
         if not ctx.training:  # fixed statistics: the input gradient is a per-channel scaling
@@ -180,10 +189,7 @@ async def batch_norm_backward(grad_out: ArithmeticShare, ctx: BatchNormContext
             # k = gain * inv_std * sum(dy * x_hat) / n, at f + 8 bits
             k = await scale(await mul(d_weight, ctx.inv_std, frac_bits=f + GAIN_BITS), 1.0 / ctx.count)
             k = await mul(k, ctx.gain, frac_bits=f + GAIN_BITS)
-            mean_dy = await scale(d_bias, 1.0 / ctx.count, frac_bits=f + EXTRA_BITS)
-            k_x, gain_mean = await asyncio.gather(mul(_exact_centered(ctx.centered, ctx.delta), k,
-                                                      frac_bits=2 * f + EXTRA_BITS + GAIN_BITS),
-                                                  _times_gain(mean_dy, ctx.gain))
+            k_x = await mul(_exact_centered(ctx.centered, ctx.delta), k, frac_bits=2 * f + EXTRA_BITS + GAIN_BITS)
             raw = _lift(dy_gain, EXTRA_BITS) - k_x - gain_mean  # at 2f + 20 bits
             dx = await truncate(raw, raw.frac_bits - f)
         return dx, (d_weight.reshape(-1) if ctx.has_weight else None), d_bias.reshape(-1)
