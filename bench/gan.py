@@ -34,7 +34,7 @@ from torch import nn
 
 import gan
 import mpcrt
-from bench.transport import machine, pin_to_core
+from bench.transport import machine, pin_to_core, text_table
 from gan import optim
 from gan.step import train_step
 from gan.train import TrainConfig, initial_models
@@ -177,10 +177,7 @@ def table(results: Sequence[Result]) -> str:
              str(r.rounds), f"{r.mb_sent:.0f}", f"{r.mb_received:.0f}", f"{r.offline_mb_p1:.0f}",
              f"{r.plain_seconds:.4f}", f"{r.median / r.plain_seconds:.0f}x")
             for r in results]
-    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
-    lines = [header, tuple("-" * n for n in widths), *rows]
-    return "\n".join("  ".join(c.ljust(n) if i == 0 else c.rjust(n) for i, (c, n) in enumerate(zip(line, widths)))
-                     for line in lines)
+    return text_table(header, rows)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 
 import mpcrt
 from bench.arith import CRYPTEN, LPGAN, MB, fixed_point, in_party_process
-from bench.transport import Row, format_table, machine, pin_to_core
+from bench.transport import Row, format_table, machine, pin_to_core, text_table
 from mpcrt import ops
 from mpcrt.ops import compare
 from transports import PRESETS
@@ -459,18 +459,6 @@ def measure(workload: Workload, method: str, network: str, quick: bool, limits: 
 
 # ---- the report ---------------------------------------------------------------------------------------
 
-def _table(header: Sequence[str], lines: Sequence[Sequence[str]], left: int = 2) -> str:
-    """A plain-text table: the first `left` columns and the last one left-aligned, the rest right-aligned."""
-    widths = [max(len(line[i]) for line in (header, *lines)) for i in range(len(header))]
-    rule = "  ".join("-" * w for w in widths)
-
-    def joined(cells: Sequence[str]) -> str:
-        return "  ".join(c.ljust(w) if i < left or i == len(cells) - 1 else c.rjust(w)
-                         for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
-
-    return "\n".join([rule, joined(header), rule, *map(joined, lines), rule])
-
-
 def _ms(seconds: float) -> str:
     return f"{seconds * 1e3:.1f}" if seconds < 10 else f"{seconds * 1e3:.0f}"
 
@@ -517,7 +505,7 @@ def measurement_table(results: Sequence[Result], network: str) -> str:
                       f"{r.offline_bytes[0] / MB:.2f}",
                       _ms(r.offline_s[1]), _err(r.max_abs_error), _err(r.max_rel_error), f"{r.warmup}+{r.repeats}",
                       "; ".join(note)))
-    return _table(header, lines)
+    return text_table(header, lines)
 
 
 def best_table(results: Sequence[Result], networks: Sequence[str]) -> str:
@@ -531,7 +519,7 @@ def best_table(results: Sequence[Result], networks: Sequence[str]) -> str:
             cells.append("" if r is None else f"{r.method} ({_ms(r.online_s)})")
         if any(cells):
             lines.append((w.name, *cells))
-    return _table(header, lines, left=len(header))
+    return text_table(header, lines, left=len(header))
 
 
 def time_target_rows(results: Sequence[Result], networks: Sequence[str]) -> list[Row]:
@@ -591,7 +579,7 @@ def cost_target_lines(results: Sequence[Result]) -> tuple[list[tuple[str, ...]],
 def cost_table(lines: Sequence[Sequence[str]]) -> str:
     header = ("workload", "method", "rounds ours / CrypTen", "ratio", "< 1", "MB ours (sent + offline) / CrypTen",
               "ratio", "< 1", "MB online sent + recv", "ratio (no target)")
-    return _table(header, lines)
+    return text_table(header, lines)
 
 
 def git_state() -> str:

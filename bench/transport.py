@@ -434,6 +434,18 @@ def format_table(rows: Sequence[Row]) -> str:
     return "\n".join([rule, joined(header), rule, *map(joined, lines), rule])
 
 
+def text_table(header: Sequence[str], lines: Sequence[Sequence[str]], left: int = 2) -> str:
+    """A plain-text table: the first `left` columns and the last one left-aligned, the rest right-aligned."""
+    widths = [max(len(line[i]) for line in (header, *lines)) for i in range(len(header))]
+    rule = "  ".join("-" * w for w in widths)
+
+    def joined(cells: Sequence[str]) -> str:
+        return "  ".join(c.ljust(w) if i < left or i == len(cells) - 1 else c.rjust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+
+    return "\n".join([rule, joined(header), rule, *map(joined, lines), rule])
+
+
 def machine() -> dict[str, Any]:
     return {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count(),
             "processor": platform.processor() or platform.machine(), "uvloop": uvloop.__version__,
