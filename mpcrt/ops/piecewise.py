@@ -1,11 +1,15 @@
 """Piecewise polynomials on shares, segments chosen by exact comparisons.
 
 f(x) = left for x < t_1, p_j(x) on [t_j, t_(j+1)), right for x >= t_m. All comparisons
-[x >= t_j] run as one vectorized sign computation, concurrently with the powers of x; each
-segment's polynomial is a local combination of the powers with public coefficients,
-encoded with COEFF_BITS extra fractional bits (a coefficient's rounding error is then not
-amplified by x^4) and truncated once for all segments; one product with the integer
-segment indicators selects. Rounds: max(comparison, powers) + 2.
+[x >= t_j] run as one vectorized sign computation, concurrently with the powers of x. The
+integer segment indicators then select the coefficients, not the evaluated pieces: c_k =
+sum_j [x in segment j] * a_(j,k) is local (public a_(j,k) encoded with COEFF_BITS extra
+fractional bits, so a coefficient's rounding is not amplified by x^4), and f(x) = c_0 +
+sum_k c_k x^k is one batched product of the d coefficient shares with the d powers and one
+truncation: 16d + 8 bytes per element, where evaluating every piece and selecting among
+them took 24 (m - 1) (a truncation and a product opening both sides per piece). Outside
+[t_1, t_m) every c_k is a share of 0, so even powers that wrapped contribute exactly 0.
+Rounds: max(comparison, powers) + 2.
 """
 
 from __future__ import annotations
@@ -90,10 +94,18 @@ async def evaluate(x: ArithmeticShare, pw: Piecewise, method: str | None = None)
     with op_label("piecewise"):
         shifted = stack([x - t for t in pw.breakpoints])
         indicators, powers = await asyncio.gather(is_non_negative(shifted, method), powers_of(x, pw.degree))
-        segments = [polynomial_terms(powers, coeffs) for coeffs in pw.coefficients]
-        inner = await truncate(ArithmeticShare(party, torch.stack(segments), f + COEFF_BITS, x.dtype), COEFF_BITS)
         ind = [indicators[j] for j in range(len(pw.breakpoints))]
-        selectors = stack([ind[j] - ind[j + 1] for j in range(len(ind) - 1)])
-        picked = (await mul(inner, selectors)).sum(dim=0)
+        selectors = [ind[j] - ind[j + 1] for j in range(len(ind) - 1)]
+        coefficients = [_select(selectors, [c[k] for c in pw.coefficients], f) for k in range(pw.degree + 1)]
+        terms = await mul(stack(coefficients[1:]), stack(powers), frac_bits=f + COEFF_BITS)  # exact, no truncation
+        inner = await truncate(terms.sum(dim=0) + coefficients[0]._with(coefficients[0].value << f, f + COEFF_BITS),
+                               COEFF_BITS)
         outer = (1 - ind[0]) * ring.encode_constant(pw.left, f) + ind[-1] * ring.encode_constant(pw.right, f)
-    return picked + ArithmeticShare(party, outer.value, f, x.dtype)
+    return inner + ArithmeticShare(party, outer.value, f, x.dtype)
+
+
+def _select(selectors: list[ArithmeticShare], values: list[float], f: int) -> ArithmeticShare:
+    """sum_j selector_j * value_j with integer selectors and public values, at COEFF_BITS (local)."""
+    total = sum((s.value * ring.encode_constant(v, COEFF_BITS) for s, v in zip(selectors, values, strict=True)),
+                torch.zeros_like(selectors[0].value))
+    return selectors[0]._with(total, COEFF_BITS)
