@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from mpcrt import prg
-from mpcrt.dealer import CorrectionSource, DealerClient, DealerService, LocalDealer, RemoteDealer
+from mpcrt.dealer import CorrectionSource, DealerClient, DealerService, LocalDealer, RemoteDealer, Request
 from mpcrt.errors import PeerAborted, PeerLost, PeerTimeout
 from mpcrt.offline import record_plan
 from mpcrt.runtime import DEFAULT_TIMEOUT, Party, Program
@@ -64,7 +64,8 @@ def tls_config(party_id: int, tls: bool, credentials: dict[str, Credentials] | N
 def run_local(program: Program, *args: Any, transport: str = "memory", network: Any = None,
               processes: bool = False, tls: bool = True, timeout: float = DEFAULT_TIMEOUT,
               frac_bits: int = 16, dealer: str = "local", truncation: str = "dealer",
-              comparison: str = "auto", offline: bool = False) -> tuple[Any, Any]:
+              comparison: str = "auto", offline: bool = False, plan: list[Request] | None = None
+              ) -> tuple[Any, Any]:
     """Run `program(party, *args)` as party 0 and party 1; returns (result0, result1).
 
     transport: "memory" (one process) or "tcp" (real sockets on loopback, TLS 1.3 with
@@ -74,7 +75,9 @@ def run_local(program: Program, *args: Any, transport: str = "memory", network: 
     pickle). dealer: "local" (in this process) or "service" (a dealer service over TLS, as
     the owner runs it; always so with processes=True, so party 1 never holds party 0's seed).
     offline=True: a dry run records the program's dealer requests, and both parties fetch
-    all their material before the program starts (reported in stats.offline).
+    all their material before the program starts (reported in stats.offline). plan: such a
+    list of requests given instead of the dry run (mpcrt.offline.record_plan; e.g. the part of
+    a longer program's plan that its timed part needs); material outside it is fetched on demand.
     comparison: "auto" (per call, from the network's modelled cost), "tree", "lpgan" or "dcf".
     A party's exception is re-raised with `.party_id` and a note naming the party.
     """
@@ -82,9 +85,12 @@ def run_local(program: Program, *args: Any, transport: str = "memory", network: 
         raise ValueError(f"transport must be 'memory' or 'tcp', got {transport!r}")
     if dealer not in ("local", "service"):
         raise ValueError(f"dealer must be 'local' or 'service', got {dealer!r}")
+    if offline and plan is not None:
+        raise ValueError("give either offline=True (a dry run records the plan) or a plan, not both")
     model = resolve_network(network)
-    plan = run_loop(record_plan(program, *args, frac_bits=frac_bits, truncation=truncation, comparison=comparison,
-                                network=model, timeout=timeout)) if offline else None
+    if offline:
+        plan = run_loop(record_plan(program, *args, frac_bits=frac_bits, truncation=truncation,
+                                    comparison=comparison, network=model, timeout=timeout))
     options = {"model": model, "tls": tls, "timeout": timeout, "frac_bits": frac_bits, "dealer": dealer,
                "truncation": truncation, "comparison": comparison, "seeds": (prg.new_key(), prg.new_key()),
                "plan": plan}

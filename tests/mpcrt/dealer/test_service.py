@@ -135,6 +135,19 @@ def test_offline_phase_prefetches_everything():
         assert before0["bytes_received"] == 0
 
 
+def test_a_partial_plan_is_prefetched_and_the_rest_fetched_on_demand():
+    from mpcrt.offline import record_plan
+    from transports.loop import run
+
+    tail = run(record_plan(offline_then_online))[2:]  # the square and its truncation
+    for kwargs in ({}, {"processes": True}):
+        (w0, *_), (w1, before1, after1) = mpcrt.run_local(offline_then_online, plan=tail, timeout=20, **kwargs)
+        assert torch.equal(w0, w1)
+        assert before1["requests"] == 2 and after1["requests"] == 4  # the matmul's two fetched on demand
+    with pytest.raises(ValueError, match="not both"):
+        mpcrt.run_local(offline_then_online, offline=True, plan=tail)
+
+
 async def test_a_party_cannot_ask_for_the_other_partys_material(dealer):
     import msgpack
 
