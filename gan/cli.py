@@ -24,6 +24,15 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(args.iterations, args.samples, args.out, args.batch_size)
 
 
+BENCH_SUITES = ("transport", "arith", "nonlinear", "gan", "quality", "netns_tbf")
+
+
+def _bench(args: argparse.Namespace) -> int:
+    import importlib
+
+    return importlib.import_module(f"bench.{args.suite}").main(args.args)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lpgan", description="Private GAN training and synthesis "
                                      "on two edge servers (two-party MPC)")
@@ -40,6 +49,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--samples", type=int, default=64, help="images to synthesize")
     p.add_argument("--out", default="lpgan-demo", help="output folder")
     p.set_defaults(func=_demo)
+    p = sub.add_parser("bench", help="the benchmarks of bench/ (docs/BENCHMARKS.md); "
+                       "`lpgan bench SUITE --help` for a suite's options")
+    p.add_argument("suite", choices=BENCH_SUITES)
+    p.add_argument("args", nargs=argparse.REMAINDER, help="passed to the suite")
+    p.set_defaults(func=_bench)
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -35,3 +35,10 @@ def test_demo_trains_and_synthesizes_in_two_processes_over_tls(tmp_path):
 def test_usage_errors_exit_non_zero():
     out = lpgan("train")
     assert out.returncode == 2 and "invalid choice" in out.stderr
+
+
+def test_bench_runs_the_suites_of_bench():
+    out = lpgan("bench", "gan", "--help")
+    assert out.returncode == 0 and "--network" in out.stdout
+    out = lpgan("bench", "nosuch")
+    assert out.returncode == 2 and "invalid choice" in out.stderr
