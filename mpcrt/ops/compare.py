@@ -34,10 +34,16 @@ from mpcrt.scope import op_label
 from mpcrt.shares import ArithmeticShare
 
 METHODS = ("lpgan", "tree", "dcf")
-# per element and party: (rounds, online bytes sent, CPU seconds), measured on this project's
-# reference machine (docs/COSTS.md, bench/nonlinear.py); used to pick a method per call
-COST_MODEL = {"tree": (8, 3016 / 64, 0.15e-6), "lpgan": (64, 2008 / 64, 0.3e-6), "dcf": (1, 8.0, 7.5e-6)}
-LOOPBACK = (1e-4, 10e9)  # assumed RTT and bandwidth when no network is declared
+# per call and party: (rounds, online bytes sent per element, CPU seconds per element, CPU
+# seconds per call), measured on this project's reference machine (docs/COSTS.md,
+# bench/nonlinear.py; is_non_negative in two processes over TLS: tree 0.30-0.33 us per element
+# at 1e5-3e6 elements, lpgan 0.21 us from 1e6 on; DCF 17 ms for 100 elements, 21 ms for 400:
+# a fixed cost of its 64 vectorized levels); used to pick a method per call
+COST_MODEL = {"tree": (8, 3016 / 64, 0.28e-6, 0.0), "lpgan": (64, 2008 / 64, 0.18e-6, 0.0),
+              "dcf": (1, 8.0, 7.5e-6, 15e-3)}
+# when no network is declared: loopback TLS, whose rounds cost about 0.5 ms of processing each
+# (the tree's 8 take 4.6 ms at 100 elements; lpgan's 64 take ~28 ms more than them at 1e5)
+LOOPBACK = (1e-3, 10e9)
 
 
 def choose_method(party, n: int, candidates: tuple[str, ...] = METHODS) -> str:
@@ -48,8 +54,8 @@ def choose_method(party, n: int, candidates: tuple[str, ...] = METHODS) -> str:
     rtt, bandwidth = (network.rtt_s, network.bandwidth_bps) if network is not None else LOOPBACK
 
     def modelled(method: str) -> float:
-        rounds, bytes_per_element, cpu = COST_MODEL[method]
-        return rounds * rtt / 2 + n * bytes_per_element * 8 / bandwidth + n * cpu
+        rounds, bytes_per_element, cpu, fixed = COST_MODEL[method]
+        return rounds * rtt / 2 + n * bytes_per_element * 8 / bandwidth + n * cpu + fixed
 
     return min(candidates, key=modelled)
 
