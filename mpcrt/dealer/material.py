@@ -16,9 +16,8 @@ from typing import Any
 
 import msgpack
 import torch
-import torch.nn.functional as F
 
-from mpcrt import prg
+from mpcrt import prg, ringconv
 from mpcrt.dealer import dcf
 from mpcrt.scope import MessageId
 
@@ -26,8 +25,8 @@ from mpcrt.scope import MessageId
 BILINEAR: dict[str, Callable[..., torch.Tensor]] = {
     "mul": torch.mul,
     "matmul": torch.matmul,
-    "conv2d": F.conv2d,
-    "conv_transpose2d": F.conv_transpose2d,
+    "conv2d": ringconv.conv2d,
+    "conv_transpose2d": ringconv.conv_transpose2d,
 }
 
 
