@@ -1,0 +1,30 @@
+"""The GAN benchmark's program and its partial offline plan, at a tiny size."""
+
+from __future__ import annotations
+
+import os
+
+import mpcrt
+from bench import gan as bench_gan
+
+
+def test_the_timed_repeats_run_on_prefetched_material_only():
+    w = bench_gan.Workload("tiny", "small", 2, "d_forward", repeats=1, prefetch="timed")
+    plan = bench_gan.timed_plan(w, None, seed=1)
+    assert plan and all(r.kind for r in plan)
+    cores = os.sched_getaffinity(0)
+    try:  # the program pins its party to a core: in one process, give this one its cores back
+        r0, r1 = mpcrt.run_local(bench_gan.program, w, 1, plan=plan, timeout=60)
+    finally:
+        os.sched_setaffinity(0, cores)
+    assert len(r0["times"]) == len(r1["times"]) == 1
+    rounds, sent, _, waited = r1["deltas"][0]
+    assert rounds > 0 and sent > 0
+    # the timed forward pass found all its material prefetched: it waited for no dealer
+    assert waited == 0.0
+
+
+def test_the_table_lists_every_result():
+    result = bench_gan.Result("SD", "loopback", [1.0, 3.0], 10, 1.0, 1.0, 2.0, 0.0, 0.01, 5.0)
+    table = bench_gan.table([result])
+    assert "SD" in table and "200x" in table and "2.00" in table
