@@ -21,12 +21,8 @@ import sys
 import time
 from collections.abc import Sequence
 
-import torch
-
 import mpcrt
-from gan.train import TrainConfig, load_images, plaintext_training, quality_report, secure_training
-
-IMAGES = 1000
+from gan.train import TrainConfig, load_images, plaintext_training, quality_noise, quality_report, secure_training
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -38,7 +34,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     cfg = TrainConfig(preset="small", iterations=args.iterations, batch_size=args.batch_size, optimizer="adam",
                       lr=2e-3, samples=4, progress_every=args.iterations)
-    noise = torch.randn(IMAGES, cfg.preset_().nz, 1, 1, generator=torch.Generator().manual_seed(cfg.seed + 2))
+    noise = quality_noise(cfg)
     twin = asyncio.run(plaintext_training(cfg, load_images("mnist", cfg.preset_().image_size), noise))
     runs = []
     for run in range(args.runs):
@@ -51,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     secure = [r["secure"]["frechet_distance"] for r in runs]
     twin_fd = runs[0]["plaintext_twin"]["frechet_distance"]
     mean = statistics.mean(secure)
-    print(f"small preset, {args.iterations} iterations of batch {args.batch_size}, {IMAGES} images each")
+    print(f"small preset, {args.iterations} iterations of batch {args.batch_size}, {len(noise)} images each")
     print(f"plaintext twin: Frechet distance {twin_fd:.1f}, mean confidence "
           f"{runs[0]['plaintext_twin']['mean_confidence']:.3f}")
     for i, r in enumerate(runs):

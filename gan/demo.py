@@ -16,9 +16,7 @@ import torch
 
 import mpcrt
 from gan import outputs
-from gan.train import TrainConfig, load_images, plaintext_training, quality_report, secure_training
-
-QUALITY_IMAGES = 1000
+from gan.train import TrainConfig, load_images, plaintext_training, quality_noise, quality_report, secure_training
 
 
 def run_demo(iterations: int, samples: int, out: str, batch_size: int) -> int:
@@ -33,11 +31,10 @@ def run_demo(iterations: int, samples: int, out: str, batch_size: int) -> int:
     result, _ = mpcrt.run_local(secure_training, cfg, "mnist", transport="tcp", processes=True, timeout=300)
     secure_seconds = time.perf_counter() - start
     print(f"secure training and synthesis: {secure_seconds:.0f} s; now the plaintext twin")
-    quality_noise = torch.randn(QUALITY_IMAGES, cfg.preset_().nz, 1, 1,
-                                generator=torch.Generator().manual_seed(cfg.seed + 2))
-    plain = asyncio.run(plaintext_training(cfg, load_images("mnist", cfg.preset_().image_size), quality_noise))
-    print(f"sample quality of {QUALITY_IMAGES} images from each generator (a small MNIST classifier judges)")
-    judged = quality_report(cfg, result["generator"], plain["quality_samples"], quality_noise)
+    noise = quality_noise(cfg)
+    plain = asyncio.run(plaintext_training(cfg, load_images("mnist", cfg.preset_().image_size), noise))
+    print(f"sample quality of {len(noise)} images from each generator (a small MNIST classifier judges)")
+    judged = quality_report(cfg, result["generator"], plain["quality_samples"], noise)
     written = [
         outputs.image_grid(result["samples"], folder / "samples.png"),
         outputs.image_grid(plain["samples"], folder / "samples_plaintext_twin.png"),

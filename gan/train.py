@@ -10,6 +10,7 @@ from the same seed, data and noise, for comparison.
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -162,15 +163,31 @@ async def plaintext_training(cfg: TrainConfig, images: torch.Tensor, quality_noi
     return result
 
 
+QUALITY_IMAGES = 1000
+
+
+def quality_noise(cfg: TrainConfig) -> torch.Tensor:
+    """The noise both generators draw their judged images from (from the job's seed)."""
+    return torch.randn(QUALITY_IMAGES, cfg.preset_().nz, 1, 1, generator=torch.Generator().manual_seed(cfg.seed + 2))
+
+
+@functools.cache
+def _judge(image_size: int, seed: int):
+    """The MNIST classifier of gan.quality at one size (trained once per process: ~5 s)."""
+    from gan import data, quality
+
+    images, labels = data.mnist(image_size)
+    return quality.train_classifier(images, labels, seed=seed), images
+
+
 def quality_report(cfg: TrainConfig, generator_state: dict, twin_samples: torch.Tensor, noise: torch.Tensor) -> dict:
     """Sample quality (gan.quality) of the securely trained generator (its revealed weights,
     run on `noise` in plain torch by the owner) beside its plaintext twin's images for the
     same noise, judged against the bundled MNIST digits (a model of the preset's size)."""
-    from gan import data, quality
+    from gan import quality
 
     p = cfg.preset_()
-    images, labels = data.mnist(p.image_size)
-    judge = quality.train_classifier(images, labels, seed=cfg.seed)
+    judge, images = _judge(p.image_size, cfg.seed)
     trained = models.generator(p)
     trained.load_state_dict(generator_state)
     with torch.no_grad():

@@ -161,9 +161,7 @@ async def _blend(running: ArithmeticShare, stat: ArithmeticShare, momentum: floa
 
 
 async def _mean_times_gain(d_bias: ArithmeticShare, ctx: BatchNormContext) -> ArithmeticShare:
-    """gain * sum(dy) / n per channel, at 2f + 20 bits (only the training backward uses it)."""
-    if not ctx.training:
-        return d_bias
+    """gain * sum(dy) / n per channel, at 2f + 20 bits (the training backward's constant term)."""
     mean_dy = await scale(d_bias, 1.0 / ctx.count, frac_bits=d_bias.frac_bits + EXTRA_BITS)
     return await _times_gain(mean_dy, ctx.gain)
 
@@ -176,12 +174,16 @@ async def batch_norm_backward(grad_out: ArithmeticShare, ctx: BatchNormContext
     with op_label("batch_norm_backward"):
         d_bias = grad_out.sum(dim=dims, keepdim=True)
         # sum(dy * c) before any truncation, so n rounding errors do not add up
-        products = [mul(grad_out, ctx.centered, frac_bits=2 * f), _times_gain(grad_out, ctx.gain),
-                    _mean_times_gain(d_bias, ctx)]
-        if ctx.delta is not None:
-            products.append(mul(d_bias, ctx.delta, frac_bits=2 * f))
-        dy_c, dy_gain, gain_mean, *shift = await asyncio.gather(*products)
-        total = await truncate(sum(shift, dy_c.sum(dim=dims, keepdim=True)), f - SUM_BITS)
+        dy_c = mul(grad_out, ctx.centered, frac_bits=2 * f)
+        if not ctx.training:  # inference: the statistics are constants
+            dy_c, dy_gain = await asyncio.gather(dy_c, _times_gain(grad_out, ctx.gain))
+            total = dy_c.sum(dim=dims, keepdim=True)
+        else:  # sum(dy * (x - mean)) = sum(dy * c) + sum(dy) * delta
+            dy_c, dy_gain, gain_mean, shift = await asyncio.gather(
+                dy_c, _times_gain(grad_out, ctx.gain), _mean_times_gain(d_bias, ctx),
+                mul(d_bias, ctx.delta, frac_bits=2 * f))
+            total = dy_c.sum(dim=dims, keepdim=True) + shift
+        total = await truncate(total, f - SUM_BITS)
         d_weight = await mul(total, ctx.inv_std, frac_bits=f)  # sum(dy * x_hat)
         if not ctx.training:  # fixed statistics: the input gradient is a per-channel scaling
             dx = await truncate(dy_gain, f + GAIN_BITS)
