@@ -17,6 +17,7 @@ import tempfile
 import threading
 import time
 import traceback
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import torch
@@ -25,6 +26,7 @@ from mpcrt import prg
 from mpcrt.dealer import CorrectionSource, DealerClient, DealerService, LocalDealer, RemoteDealer, Request
 from mpcrt.errors import PeerAborted, PeerLost, PeerTimeout
 from mpcrt.offline import record_plan
+from mpcrt.owner import OwnerClient, OwnerLink, ServerFailed
 from mpcrt.runtime import DEFAULT_TIMEOUT, Party, Program
 from transports import (
     NetworkModel,
@@ -98,6 +100,58 @@ def run_local(program: Program, *args: Any, transport: str = "memory", network: 
         return _run_processes(program, args, options)
     results = run_loop(_run_in_one_loop(program, args, transport, options))
     return _collect(results)
+
+
+def run_with_owner(program: Program, owner_program: Callable[..., Awaitable[Any]], *args: Any,
+                   network: Any = None, timeout: float = DEFAULT_TIMEOUT, frac_bits: int = 16,
+                   truncation: str = "dealer", comparison: str = "auto",
+                   seeds: tuple[bytes, bytes] | None = None) -> tuple[Any, Any, Any]:
+    """Run a job with a data owner in one process: `owner_program(client, *args)` (an
+    mpcrt.owner.OwnerClient: it shares inputs and receives outputs) beside
+    `program(party, *args)` on parties 0 and 1, which read the owner's inputs through
+    `party.owner`. The owner is the dealer, as in `lpgan train`. Returns (owner's result,
+    party 0's, party 1's); a party's failure is raised in preference to what it caused.
+    `seeds`: the dealer seeds (default fresh; fixed seeds make a run replayable)."""
+    return run_loop(_run_with_owner(program, owner_program, args, resolve_network(network), timeout, frac_bits,
+                                    truncation, comparison, seeds or (prg.new_key(), prg.new_key())))
+
+
+async def _run_with_owner(program: Program, owner_program: Callable[..., Awaitable[Any]], args: tuple,
+                          model: NetworkModel | None, timeout: float, frac_bits: int, truncation: str,
+                          comparison: str, seeds: tuple[bytes, bytes]) -> tuple[Any, Any, Any]:
+    ends: tuple[Transport, Transport] = pair()
+    if model is not None:
+        ends = (WanTransport(ends[0], model), WanTransport(ends[1], model))
+    links = [pair(), pair()]
+    dealer = LocalDealer(*seeds)
+    owner_links = [OwnerLink(links[i][0], i, seeds[i], timeout) for i in (0, 1)]
+    parties = [Party(i, ends[i], timeout=timeout, frac_bits=frac_bits, dealer=DealerClient(i, seeds[i], dealer),
+                     truncation=truncation, comparison=comparison, network=model, owner=owner_links[i])
+               for i in (0, 1)]
+    client = OwnerClient((links[0][1], links[1][1]), seeds[1], frac_bits, timeout)
+    client.start()
+
+    async def party_run(i: int) -> Any:
+        try:
+            result = await parties[i].run(program, *args)
+            owner_links[i].event(done=True)
+            return result
+        except BaseException as exc:
+            owner_links[i].error(f"{type(exc).__name__}: {exc}")
+            raise
+        finally:
+            await owner_links[i].close()
+
+    try:
+        results = await asyncio.gather(owner_program(client, *args), party_run(0), party_run(1),
+                                       return_exceptions=True)
+    finally:
+        await client.close()
+    failed = [r for r in results[1:] if isinstance(r, BaseException)]
+    if isinstance(results[0], BaseException) and (not failed or not isinstance(results[0], ServerFailed)):
+        raise results[0]
+    r0, r1 = _collect(list(results[1:]))
+    return results[0], r0, r1
 
 
 async def _run_in_one_loop(program: Program, args: tuple, transport: str, options: dict) -> list:

@@ -37,6 +37,7 @@ from mpcrt.stats import Stats
 if TYPE_CHECKING:
     from mpcrt.dealer.client import DealerClient
     from mpcrt.dealer.material import Request
+    from mpcrt.owner import OwnerLink
 from transports import NetworkModel, Transport, TransportError
 
 T = TypeVar("T")
@@ -62,7 +63,8 @@ class Party:
 
     def __init__(self, id: int, transport: Transport, *, timeout: float = DEFAULT_TIMEOUT,
                  frac_bits: int = ring.DEFAULT_FRAC_BITS, session: str = "", dealer: DealerClient | None = None,
-                 truncation: str = "dealer", comparison: str = "auto", network: NetworkModel | None = None) -> None:
+                 truncation: str = "dealer", comparison: str = "auto", network: NetworkModel | None = None,
+                 owner: OwnerLink | None = None) -> None:
         if id not in (0, 1):
             raise ValueError(f"party id must be 0 or 1, got {id!r}")
         self.id = id
@@ -75,6 +77,9 @@ class Party:
         self._dealer = dealer
         if dealer is not None:
             dealer.stats = self.stats
+        self._owner = owner
+        if owner is not None:
+            owner.party = self
         self.truncation = truncation
         self.comparison = comparison  # "auto": chosen per call from `network` (ops.compare.choose_method)
         self.network = network  # the declared link, the same at both parties
@@ -103,6 +108,15 @@ class Party:
                                "use mpcrt.run_local or pass Party(..., dealer=DealerClient(...))")
         return self._dealer
 
+    @property
+    def owner(self) -> OwnerLink:
+        """The data owner's link (mpcrt.owner): `await party.owner.receive(key)` for its inputs,
+        `party.owner.send(key, share)` for its outputs."""
+        if self._owner is None:
+            raise RuntimeError("this party has no link to a data owner; run the job from an owner "
+                               "(mpcrt.run_with_owner, `lpgan train`) or share inputs with party.input(..., src=0)")
+        return self._owner
+
     # ---- running a program ----------------------------------------------------------------
 
     async def run(self, program: Program[T], *args: Any, plan: list[Request] | None = None) -> T:
@@ -116,6 +130,8 @@ class Party:
         self._peer_bye = loop.create_future()
         self._last_progress = loop.time()
         receiver = background_task(self._receive_loop(), f"party{self.id}-receiver")
+        if self._owner is not None:
+            self._owner.start()
         try:
             await self._hello()
             if plan:

@@ -45,6 +45,27 @@ def current_scope() -> Scope:
     return scope
 
 
+class keyed_scope:  # noqa: N801 - used like a function: `with keyed_scope(i):`
+    """Give the ids inside the block a fixed position (key) under the current scope,
+    whatever ran before it: iteration i of a job gets the same ids (and so the same dealer
+    material) in an uninterrupted run and in one resumed from a checkpoint. Keys must be
+    unique under one scope; counter-made ids never contain 0, so these never collide with them.
+    """
+
+    __slots__ = ("_token", "key")
+
+    def __init__(self, key: int) -> None:
+        self.key = key
+
+    def __enter__(self) -> Scope:
+        scope = Scope((*current_scope().path, 0, self.key))
+        self._token = _CURRENT.set(scope)
+        return scope
+
+    def __exit__(self, *exc: object) -> None:
+        _CURRENT.reset(self._token)
+
+
 def enter_root_scope() -> None:
     """Start a fresh id space in the current task (the root of a party's program)."""
     _CURRENT.set(Scope())

@@ -1,0 +1,95 @@
+"""The owner's side of a served job: connect to both edge servers, start the job, be its dealer.
+
+`start_job` opens, over mutual TLS, a control channel to each server (the job's
+description: session id, program name, the server's dealer seed, options, arguments) and a
+dealer channel (party 1's corrections come from the owner), and returns a `Job` whose
+`client` (mpcrt.owner.OwnerClient) shares inputs and receives outputs. Servers that are not
+up yet are retried with backoff until `connect_timeout`; every failure names the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mpcrt.dealer import DealerService
+from mpcrt.owner import OwnerClient
+from mpcrt.server import CONTROL, DEALER, hello
+from transports import TLSConfig, Transport, TransportError, connect, load_credentials
+
+
+class ServerUnreachable(ConnectionError):
+    """A server could not be reached, refused the job, or failed its TLS handshake."""
+
+    def __init__(self, party_id: int, message: str) -> None:
+        super().__init__(message)
+        self.party_id = party_id
+
+
+@dataclass
+class Job:
+    """A started job: `client` talks to the servers; close() ends the owner's side."""
+
+    session: str
+    client: OwnerClient
+    dealer: DealerService
+    names: tuple[str, str]
+    _connections: list[Transport] = field(default_factory=list)
+    _serving: list[asyncio.Task] = field(default_factory=list)
+
+    async def close(self) -> None:
+        await self.client.close()
+        for task in self._serving:
+            task.cancel()
+        for conn in self._connections:
+            await conn.close()
+
+
+async def start_job(servers: tuple[tuple[str, int], tuple[str, int]], certs: str | Path, program: str,
+                    args: dict[str, Any], seeds: tuple[bytes, bytes], *, name: str = "job", frac_bits: int = 16,
+                    truncation: str = "dealer", comparison: str = "auto", network: Any = None,
+                    timeout: float = 120.0, connect_timeout: float = 30.0,
+                    on_event: Callable[[int, dict], None] | None = None) -> Job:
+    """Start `program` on both servers (the program's name in their registry)."""
+    credentials = load_credentials(certs, "owner")
+    session = secrets.token_hex(16)
+    names = (f"server 0 ({servers[0][0]}:{servers[0][1]})", f"server 1 ({servers[1][0]}:{servers[1][1]})")
+    opened: list[Transport] = []
+
+    async def channel(i: int, fields: dict[str, Any]) -> Transport:
+        host, port = servers[i]
+        try:
+            conn = await connect(host, port, tls=TLSConfig(credentials, f"party{i}"), timeout=connect_timeout)
+        except TransportError as exc:
+            raise ServerUnreachable(i, f"{names[i]}: {exc}; is `lpgan serve --party {i}` running there?") from exc
+        opened.append(conn)
+        try:
+            await hello(conn, {**fields, "session": session}, connect_timeout, names[i])
+        except ConnectionError as exc:
+            raise ServerUnreachable(i, str(exc)) from exc
+        return conn
+
+    def control(i: int) -> dict[str, Any]:
+        return {"channel": CONTROL, "program": program, "party": i, "seed": seeds[i], "args": args, "name": name,
+                "frac_bits": frac_bits, "truncation": truncation, "comparison": comparison,
+                "network": network, "timeout": timeout}
+
+    try:
+        controls = await asyncio.gather(channel(0, control(0)), channel(1, control(1)))
+        dealers = await asyncio.gather(channel(0, {"channel": DEALER}), channel(1, {"channel": DEALER}))
+    except BaseException:
+        for conn in opened:
+            with contextlib.suppress(Exception):
+                await conn.close()
+        raise
+    service = DealerService(*seeds)
+    loop = asyncio.get_running_loop()
+    serving = [loop.create_task(service.serve_connection(conn)) for conn in dealers]
+    client = OwnerClient((controls[0], controls[1]), seeds[1], frac_bits, timeout, on_event, names)
+    client.start()
+    return Job(session, client, service, names, [*dealers], serving)
