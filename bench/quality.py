@@ -3,8 +3,8 @@
     .venv/bin/python -m bench.quality [--runs 3] [--iterations 120] [--batch-size 32] [--json PATH]
 
 The demo's job (small preset, bundled MNIST, Adam 2e-3) trained `--runs` times on shares
-(two processes over TLS; the same seed, data and noise each time; only the dealer's
-randomness, hence the truncations' rounding, differs) and once as the plaintext twin (which
+(owner and both parties in one process; the same seed, data and noise each time; only the
+dealer's randomness, hence the truncations' rounding, differs) and once as the plaintext twin (which
 is deterministic). Each generator draws 1,000 images from the same noise, judged by
 `gan.quality`. GAN training is chaotic: one unit of 2^-16 of rounding noise added to the
 twin's gradients moves its Frechet distance by 20-75%, so single runs do not compare; the
@@ -18,11 +18,13 @@ import asyncio
 import json
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 
-import mpcrt
-from gan.train import TrainConfig, load_images, plaintext_training, quality_noise, quality_report, secure_training
+from gan.owner import train_in_process
+from gan.train import TrainConfig, load_images, plaintext_training, quality_noise, quality_report
+from mpcrt import prg
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -33,14 +35,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     args = parser.parse_args(argv)
     cfg = TrainConfig(preset="small", iterations=args.iterations, batch_size=args.batch_size, optimizer="adam",
-                      lr=2e-3, samples=4, progress_every=args.iterations)
+                      lr=2e-3, samples=4)
     noise = quality_noise(cfg)
-    twin = asyncio.run(plaintext_training(cfg, load_images("mnist", cfg.preset_().image_size), noise))
+    images = load_images("mnist", cfg.preset_().image_size)
+    twin = asyncio.run(plaintext_training(cfg, images, noise))
     runs = []
     for run in range(args.runs):
         start = time.perf_counter()
-        result, _ = mpcrt.run_local(secure_training, cfg, "mnist", transport="tcp", processes=True, timeout=600)
-        judged = quality_report(cfg, result["generator"], twin["quality_samples"], noise)
+        with tempfile.TemporaryDirectory() as state:
+            result = train_in_process(cfg, images, state, seeds=(prg.new_key(), prg.new_key()), timeout=600)
+        judged = quality_report(cfg, result["generator"].state_dict(), twin["quality_samples"], noise)
         runs.append({"seconds": time.perf_counter() - start, **judged})
         print(f"run {run + 1}/{args.runs}: secure {judged['secure']['frechet_distance']:.1f}, "
               f"twin {judged['plaintext_twin']['frechet_distance']:.1f}", file=sys.stderr, flush=True)

@@ -1,14 +1,16 @@
 """Each party's checkpoint: its shares of the models and of the optimizer state.
 
 A party writes only its own shares (random-looking on their own), to a temporary file
-that is then renamed over the previous checkpoint, so a crash or a full disk never
-leaves a party without its last complete checkpoint. On resume both parties compare the
-iteration they saved, and refuse to continue from different points.
+that is then renamed into place, so a crash or a full disk never leaves a half-written
+checkpoint. A `CheckpointStore` keeps a party's last two checkpoints: the owner resumes
+from the last iteration both parties confirmed, and a party that died after the other
+had saved a newer one still has that iteration.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -64,10 +66,12 @@ def save(path: Path, iteration: int, models: dict[str, Module], optimizers: dict
     try:
         torch.save(state, tmp)
         os.replace(tmp, path)  # atomic: the previous checkpoint stays until this one is whole
-    except OSError as exc:
+    except (OSError, RuntimeError) as exc:  # torch's writer reports a full disk as a RuntimeError
         tmp.unlink(missing_ok=True)
-        raise CheckpointError(f"could not write checkpoint {path} ({exc.strerror or exc}); the previous one "
-                              "is kept; free disk space and resume") from exc
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0]
+        free = shutil.disk_usage(path.parent).free
+        raise CheckpointError(f"could not write checkpoint {path} ({reason}; {free / 1e6:.1f} MB free there); "
+                              "the previous one is kept; free disk space and resume") from exc
     return path
 
 
@@ -85,3 +89,34 @@ def load(path: Path, party: Any, models: dict[str, Module], optimizers: dict[str
         o.load_state({n: _unpack(party, v) if not isinstance(v, dict) else {i: _unpack(party, t) for i, t in v.items()}
                       for n, v in state["optimizers"][k].items()})
     return state["iteration"], state["extra"]
+
+
+class CheckpointStore:
+    """One party's checkpoints of one job, in `directory`, the last `keep` of them."""
+
+    def __init__(self, directory: Path, party_id: int, keep: int = 2) -> None:
+        self.directory = Path(directory)
+        self.party_id = party_id
+        self.keep = keep
+
+    def path(self, iteration: int) -> Path:
+        return self.directory / f"party{self.party_id}-{iteration:07d}.pt"
+
+    def available(self) -> list[int]:
+        found = self.directory.glob(f"party{self.party_id}-*.pt") if self.directory.is_dir() else []
+        return sorted(int(p.stem.rsplit("-", 1)[1]) for p in found if p.stem.rsplit("-", 1)[1].isdigit())
+
+    def save(self, iteration: int, models: dict[str, Module], optimizers: dict[str, Optimizer]) -> Path:
+        path = save(self.path(iteration), iteration, models, optimizers, {})
+        for old in self.available()[:-self.keep]:
+            self.path(old).unlink(missing_ok=True)
+        return path
+
+    def load(self, iteration: int, party: Any, models: dict[str, Module], optimizers: dict[str, Optimizer]) -> None:
+        if iteration not in self.available():
+            raise CheckpointError(f"party {self.party_id} has no checkpoint of iteration {iteration} in "
+                                  f"{self.directory} (it has {self.available() or 'none'}); was the job renamed, "
+                                  "or the server started with another --state?")
+        saved, _ = load(self.path(iteration), party, models, optimizers)
+        if saved != iteration:
+            raise CheckpointError(f"{self.path(iteration)} holds iteration {saved}, not {iteration}")

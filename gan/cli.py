@@ -18,6 +18,62 @@ def _certs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    import asyncio
+    import signal
+
+    from gan.jobs import PROGRAMS
+    from mpcrt.server import EdgeServer, ServerConfig, parse_address
+    from transports.loop import run as run_loop
+
+    torch_threads(args.threads)
+    config = ServerConfig(args.party, parse_address(args.listen), parse_address(args.peer), Path(args.certs),
+                          Path(args.state))
+    server = EdgeServer(config, PROGRAMS, log=lambda line: print(line, flush=True))
+
+    async def main() -> None:
+        task = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, task.cancel)  # type: ignore[union-attr]
+        try:
+            await server.serve()
+        except asyncio.CancelledError:
+            server.log(f"stopped after {server.jobs_done} job(s)")
+
+    run_loop(main())
+    return 0
+
+
+def torch_threads(count: int) -> None:
+    import torch
+
+    torch.set_num_threads(count)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from gan import jobfile, launch
+
+    if args.example:
+        print(jobfile.EXAMPLE, end="")
+        return 0
+    if args.config is None:
+        raise UsageError("give a job file: lpgan train CONFIG (`lpgan train --example` prints one)")
+    torch_threads(args.threads)
+    return launch.train(jobfile.load(args.config), resume=args.resume)
+
+
+def _synthesize(args: argparse.Namespace) -> int:
+    from gan import jobfile, launch
+
+    torch_threads(args.threads)
+    return launch.synthesize(jobfile.load(args.config))
+
+
+class UsageError(Exception):
+    """Wrong use of the command line."""
+
+
 def _demo(args: argparse.Namespace) -> int:
     from gan.demo import run_demo
 
@@ -42,6 +98,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--names", nargs="+", default=["party0", "party1", "owner"])
     p.add_argument("--days", type=int, default=365)
     p.set_defaults(func=_certs)
+    p = sub.add_parser("serve", help="run an edge server: serves the owner's jobs until stopped")
+    p.add_argument("--party", type=int, choices=(0, 1), required=True, help="this server's party id")
+    p.add_argument("--listen", required=True, metavar="HOST:PORT", help="where the owner and the peer connect")
+    p.add_argument("--peer", required=True, metavar="HOST:PORT", help="the other server's --listen address")
+    p.add_argument("--certs", required=True, metavar="DIR", help="ca.pem and partyN.pem/.key (lpgan certs)")
+    p.add_argument("--state", default="lpgan-server-state", metavar="DIR", help="where checkpoints are kept")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    p.set_defaults(func=_serve)
+    p = sub.add_parser("train", help="secure training on two edge servers (run on the owner's machine)")
+    p.add_argument("config", nargs="?", help="job file (TOML; docs/CONFIG.md)")
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint both servers confirmed")
+    p.add_argument("--example", action="store_true", help="print an example job file and exit")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    p.set_defaults(func=_train)
+    p = sub.add_parser("synthesize", help="secure synthesis from a trained generator on two edge servers")
+    p.add_argument("config", help="job file (TOML; its [synthesize] table)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    p.set_defaults(func=_synthesize)
     p = sub.add_parser("demo", help="secure GAN training and synthesis on this machine (bundled MNIST)")
     p.add_argument("--iterations", type=int, default=DEMO_ITERATIONS,
                    help=f"training iterations (default {DEMO_ITERATIONS}, a few minutes)")
@@ -55,7 +129,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("args", nargs=argparse.REMAINDER, help="passed to the suite")
     p.set_defaults(func=_bench)
     args = parser.parse_args(argv)
-    return args.func(args)
+    from gan.jobfile import ConfigError
+    from gan.launch import JobFailed
+    from mpcrt import MPCError
+    from transports import TransportError
+
+    try:
+        return args.func(args)
+    except (JobFailed, ConfigError, MPCError, TransportError, UsageError, OSError, ValueError) as exc:
+        print(f"lpgan {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"lpgan {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

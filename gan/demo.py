@@ -1,62 +1,96 @@
-"""`lpgan demo`: secure GAN training and synthesis on this machine, on the bundled MNIST digits.
+"""`lpgan demo`: the whole system on this machine, on the bundled MNIST digits.
 
-Two edge-server processes compute over mutual TLS 1.3 on loopback, with the dealer as a
-TLS service in this process; party 0 stands in for the data owner (the separate owner
-process of `lpgan train` is the next step). A plaintext twin of the same seed trains
-alongside for comparison. Outputs go to one folder, whose paths are printed.
+Fresh certificates; two edge servers (`lpgan serve`, two processes) and the owner (this
+process) over mutual TLS 1.3 on loopback; secure training of the small DCGAN preset with a
+plaintext twin of the same seed, then a separate secure synthesis job from the trained
+generator. The job file it writes (job.toml) is the one `lpgan train` reads, so the run
+can be repeated by hand. Outputs and both servers' logs go to one folder.
 """
 
 from __future__ import annotations
 
-import asyncio
-import time
+import contextlib
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
-import torch
+from gan import jobfile, launch
+from transports import generate_certificates
 
-import mpcrt
-from gan import outputs
-from gan.train import TrainConfig, load_images, plaintext_training, quality_noise, quality_report, secure_training
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def job_file(ports: tuple[int, int], iterations: int, batch_size: int, samples: int) -> str:
+    return f"""\
+name = "demo"
+out = "."
+
+[servers]
+party0 = "127.0.0.1:{ports[0]}"
+party1 = "127.0.0.1:{ports[1]}"
+certs = "certs"
+timeout = 300
+
+[train]
+preset = "small"
+iterations = {iterations}
+batch_size = {batch_size}
+lr = 0.002
+samples = {samples}
+checkpoint_every = {max(1, iterations // 4)}
+twin = true
+quality = true
+
+[synthesize]
+generator = "generator.pt"
+preset = "small"
+count = {samples}
+"""
+
+
+def start_servers(folder: Path, ports: tuple[int, int]) -> list[subprocess.Popen]:
+    servers = []
+    for i in (0, 1):
+        log = open(folder / f"server{i}-process.log", "w")  # noqa: SIM115 - the child keeps it
+        servers.append(subprocess.Popen(
+            [sys.executable, "-m", "gan.cli", "serve", "--party", str(i), "--listen", f"127.0.0.1:{ports[i]}",
+             "--peer", f"127.0.0.1:{ports[1 - i]}", "--certs", str(folder / "certs"),
+             "--state", str(folder / "server-state")], stdout=log, stderr=subprocess.STDOUT))
+        log.close()
+    return servers
+
+
+def stop_servers(servers: list[subprocess.Popen]) -> None:
+    for p in servers:
+        p.terminate()
+    for p in servers:
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()
 
 
 def run_demo(iterations: int, samples: int, out: str, batch_size: int) -> int:
-    cfg = TrainConfig(preset="small", iterations=iterations, batch_size=batch_size, optimizer="adam", lr=2e-3,
-                      samples=samples, progress_every=max(1, iterations // 10))
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
-    print(f"lpgan demo: secure training of the '{cfg.preset}' DCGAN on 5,000 bundled MNIST digits, "
-          f"{iterations} iterations of batch {cfg.batch_size}, Adam")
-    print("two party processes over mutual TLS 1.3 on loopback; dealer service in this process")
-    start = time.perf_counter()
-    result, _ = mpcrt.run_local(secure_training, cfg, "mnist", transport="tcp", processes=True, timeout=300)
-    secure_seconds = time.perf_counter() - start
-    print(f"secure training and synthesis: {secure_seconds:.0f} s; now the plaintext twin")
-    noise = quality_noise(cfg)
-    plain = asyncio.run(plaintext_training(cfg, load_images("mnist", cfg.preset_().image_size), noise))
-    print(f"sample quality of {len(noise)} images from each generator (a small MNIST classifier judges)")
-    judged = quality_report(cfg, result["generator"], plain["quality_samples"], noise)
-    written = [
-        outputs.image_grid(result["samples"], folder / "samples.png"),
-        outputs.image_grid(plain["samples"], folder / "samples_plaintext_twin.png"),
-        outputs.curves_plot(result["curves"], plain["curves"], folder / "curves.png"),
-    ]
-    torch.save(result["generator"], folder / "generator.pt")
-    torch.save(result["discriminator"], folder / "discriminator.pt")
-    stats = result["stats"]
-    metrics = {"config": cfg.__dict__, "seconds": secure_seconds,
-               "seconds_per_iteration": result["curves"]["seconds"][-1] / iterations,
-               "party0": {k: stats[k] for k in ("rounds", "bytes_sent", "bytes_received", "frames_sent")},
-               "offline": stats["offline"], "curves": {"secure": result["curves"], "plaintext_twin": plain["curves"]},
-               "sample_quality": judged}
-    written += [folder / "generator.pt", folder / "discriminator.pt",
-                outputs.write_json(metrics, folder / "metrics.json")]
-    print(f"per iteration: {metrics['seconds_per_iteration']:.2f} s, {stats['rounds'] // max(iterations, 1)} rounds, "
-          f"{stats['bytes_sent'] / max(iterations, 1) / 1e6:.1f} MB sent by party 0")
-    for who in ("secure", "plaintext_twin"):
-        q = judged[who]
-        print(f"  {who:15s} Frechet distance {q['frechet_distance']:7.2f}  mean confidence {q['mean_confidence']:.3f}  "
-              f"classes {q['class_histogram']}")
-    print("outputs:")
-    for path in written:
-        print(f"  {path.resolve()}")
+    generate_certificates(folder / "certs")
+    ports = (free_port(), free_port())
+    (folder / "job.toml").write_text(job_file(ports, iterations, batch_size, samples))
+    print(f"lpgan demo: two edge servers on 127.0.0.1:{ports[0]} and :{ports[1]} and this owner, mutual TLS 1.3; "
+          f"the job file is {(folder / 'job.toml').resolve()}")
+    servers = start_servers(folder, ports)
+    try:
+        job = jobfile.load(folder / "job.toml")
+        launch.train(job)
+        launch.synthesize(job)
+    finally:
+        stop_servers(servers)
+        with contextlib.suppress(OSError):
+            print(f"servers' logs: {(folder / 'server0-process.log').resolve()}, "
+                  f"{(folder / 'server1-process.log').resolve()}")
     return 0

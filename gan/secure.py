@@ -1,7 +1,10 @@
 """Turn a plain torch model into its secret-shared twin, and reveal a twin back into torch.
 
 Architectures are public: every party passes a module of the same architecture, and the
-weights of party `src` are the ones shared (the other party's values are ignored).
+weights of party `src` are the ones shared (the other party's values are ignored). With
+src="owner" the weights come from the data owner (mpcrt.owner), which shares them with
+`share_module`; `reveal(..., to="owner")` sends them back, and the owner reads them with
+`receive_module`. Owner keys are "{name}/{state_dict key}".
 """
 
 from __future__ import annotations
@@ -14,22 +17,65 @@ import torch
 from torch import nn as tnn
 
 from gan import nn
-from mpcrt import ArithmeticShare, Party
+from mpcrt import OWNER, ArithmeticShare, OwnerClient, Party
+
+_STATE = ("weight", "bias", "running_mean", "running_var")
 
 
-async def secure(module: tnn.Module, party: Party, src: int = 0) -> nn.Module:
-    """The shared twin of `module` (Sequential of supported layers), weights from party `src`."""
+async def secure(module: tnn.Module, party: Party, src: int | str = 0, name: str = "model") -> nn.Module:
+    """The shared twin of `module` (Sequential of supported layers), weights from party `src`
+    (0, 1, or "owner": then `name` prefixes the owner's keys)."""
+    return await _secure(module, party, src, f"{name}/")
+
+
+async def _secure(module: tnn.Module, party: Party, src: int | str, prefix: str) -> nn.Module:
     if isinstance(module, tnn.Sequential):
-        return nn.Sequential(*[await secure(layer, party, src) for layer in module])
-    values = await _share_all(module, party, src)
+        return nn.Sequential(*[await _secure(layer, party, src, f"{prefix}{i}.") for i, layer in enumerate(module)])
+    values = await _share_all(module, party, src, prefix)
     return _twin(module, values)
 
 
-async def _share_all(module: tnn.Module, party: Party, src: int) -> dict[str, ArithmeticShare | None]:
-    names = [n for n in ("weight", "bias", "running_mean", "running_var") if getattr(module, n, None) is not None]
-    shared = await asyncio.gather(*(party.input(getattr(module, n).detach() if party.id == src else None, src=src)
-                                    for n in names))
+async def _share_all(module: tnn.Module, party: Party, src: int | str, prefix: str
+                     ) -> dict[str, ArithmeticShare | None]:
+    names = [n for n in _STATE if getattr(module, n, None) is not None]
+    if src == OWNER:
+        shared = [await party.owner.receive(prefix + n) for n in names]
+    else:
+        shared = await asyncio.gather(*(party.input(getattr(module, n).detach() if party.id == src else None,
+                                                    src=src) for n in names))  # type: ignore[arg-type]
     return dict(zip(names, shared, strict=True))
+
+
+def placeholder(module: tnn.Module, party: Party) -> nn.Module:
+    """A twin of `module` holding zero shares, without communication: to load a checkpoint into."""
+    if isinstance(module, tnn.Sequential):
+        return nn.Sequential(*[placeholder(layer, party) for layer in module])
+    values = {n: ArithmeticShare(party, torch.zeros(getattr(module, n).shape, dtype=torch.int64), party.frac_bits,
+                                 torch.float32)
+              for n in _STATE if getattr(module, n, None) is not None}
+    return _twin(module, values)
+
+
+def _owned_state(module: tnn.Module) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in module.state_dict().items() if k.rsplit(".", 1)[-1] in _STATE}
+
+
+def share_module(client: OwnerClient, module: tnn.Module, name: str = "model") -> None:
+    """The owner's side of secure(..., src="owner", name=name): share the module's weights."""
+    client.share({f"{name}/{k}": v.detach() for k, v in _owned_state(module).items()})
+
+
+async def receive_module(client: OwnerClient, like: tnn.Module, name: str = "model") -> tnn.Module:
+    """The owner's side of reveal(..., to="owner", name=name): a copy of `like` with the
+    revealed weights and running statistics."""
+    out = copy.deepcopy(like)
+    keys = list(_owned_state(out))
+    values = await asyncio.gather(*(client.reveal(f"{name}/{k}") for k in keys))
+    state = out.state_dict()
+    with torch.no_grad():
+        for k, v in zip(keys, values, strict=True):
+            state[k].copy_(v)
+    return out
 
 
 def _twin(module: tnn.Module, v: dict[str, Any]) -> nn.Module:
@@ -61,12 +107,30 @@ def _check(ok: bool, message: str, module: tnn.Module) -> None:
         raise TypeError(f"{message}: {module}")
 
 
-async def reveal(twin: nn.Module, like: tnn.Module, to: int | None = None) -> tnn.Module | None:
+async def reveal(twin: nn.Module, like: tnn.Module, to: int | str | None = None, name: str = "model"
+                 ) -> tnn.Module | None:
     """A copy of `like` holding the twin's (revealed) weights and running statistics; with
-    `to`, only that party learns them (the other gets None)."""
+    `to`, only that party learns them (the other gets None); to="owner" sends each party's
+    shares to the owner under `name` (receive_module there) and returns None."""
+    if to == OWNER:
+        _send_to_owner(twin, f"{name}/")
+        return None
     out = copy.deepcopy(like)
-    learned = await _reveal_into(twin, out, to)
+    learned = await _reveal_into(twin, out, to)  # type: ignore[arg-type]
     return out if to is None or learned else None
+
+
+def _send_to_owner(twin: nn.Module, prefix: str) -> None:
+    if isinstance(twin, nn.Sequential):
+        for i, layer in enumerate(twin.layers):
+            _send_to_owner(layer, f"{prefix}{i}.")
+        return
+    for n, p in twin.named_parameters():
+        p.data.party.owner.send(prefix + n, p.data)
+    for n in ("running_mean", "running_var"):
+        if hasattr(twin, n):
+            value = getattr(twin, n)
+            value.party.owner.send(prefix + n, value)
 
 
 async def _reveal_into(twin: nn.Module, module: tnn.Module, to: int | None) -> bool:

@@ -1,24 +1,23 @@
-"""Secure GAN training and synthesis jobs, and their plaintext twin.
+"""What a GAN training job is: its configuration, initial models, inputs, and the plaintext twin.
 
-The program runs on both parties (SPMD). Party 0 holds the data, the noise and the
-initial model (the data owner's role; a separate owner process arrives with `lpgan
-train`); it shares one batch and one noise batch per iteration, and only it learns what
-the job names as outputs: the discriminator's mean outputs per iteration, the samples
-and the trained models. The plaintext twin runs the same layer code on plain tensors,
-from the same seed, data and noise, for comparison.
+The secure job itself runs as an owner-driven program (gan.jobs on the edge servers,
+gan.owner on the data owner's machine). The plaintext twin runs the same layer code on
+plain tensors, from the same seed, data and noise, for comparison. Inputs are drawn per
+iteration from the seed, so a resumed run feeds iteration i exactly what an uninterrupted
+one does.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-import time
+from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
 import gan
-from gan import checkpoint, models, optim
+from gan import models, optim
 from gan.data import batches
 from gan.step import train_step
 
@@ -33,15 +32,35 @@ class TrainConfig:
     betas: tuple[float, float] = (0.5, 0.999)
     samples: int = 64
     seed: int = 0
-    progress_every: int = 10
-    checkpoint_every: int = 0  # iterations between checkpoints (0: none)
-    checkpoint_dir: str = "checkpoints"
-    resume: bool = False
+    checkpoint_every: int = 0  # iterations between the servers' checkpoints (0: none)
 
     def preset_(self) -> models.Preset:
         if self.preset not in models.PRESETS:
             raise ValueError(f"unknown preset {self.preset!r}; choose one of {', '.join(models.PRESETS)}")
         return models.PRESETS[self.preset]
+
+    def as_dict(self) -> dict:
+        return {**dataclasses.asdict(self), "betas": list(self.betas)}
+
+    @classmethod
+    def from_dict(cls, values: dict) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown training option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        cfg = cls(**{**values, "betas": tuple(values.get("betas", cls.betas))})
+        cfg.check()
+        return cfg
+
+    def check(self) -> None:
+        self.preset_()
+        for name in ("iterations", "batch_size", "samples"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        if self.checkpoint_every < 0:
+            raise ValueError(f"checkpoint_every must be >= 0, got {self.checkpoint_every}")
+        if self.optimizer not in ("adam", "sgd"):
+            raise ValueError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
 
 
 def initial_models(cfg: TrainConfig) -> tuple[torch.nn.Sequential, torch.nn.Sequential]:
@@ -50,17 +69,25 @@ def initial_models(cfg: TrainConfig) -> tuple[torch.nn.Sequential, torch.nn.Sequ
     return models.init_weights(models.discriminator(p), gen), models.init_weights(models.generator(p), gen)
 
 
-def plan_inputs(cfg: TrainConfig, images: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
-    """The batches, noise and synthesis noise of the run, from the seed (shared by both runs)."""
-    gen = torch.Generator().manual_seed(cfg.seed + 1)
-    stream = batches(images, cfg.batch_size, gen)
+def iteration_inputs(cfg: TrainConfig, images: torch.Tensor, first: int = 0
+                     ) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+    """(i, real batch, noise) for iterations first..iterations-1, from the seed: batches and
+    noise come from separate streams, so iteration i's inputs never depend on the run's length."""
+    batch_stream = batches(images, cfg.batch_size, torch.Generator().manual_seed(cfg.seed + 1))
+    noise_gen = torch.Generator().manual_seed(cfg.seed + 3)
     nz = cfg.preset_().nz
-    real = [next(stream) for _ in range(cfg.iterations)]
-    noise = [torch.randn(cfg.batch_size, nz, 1, 1, generator=gen) for _ in range(cfg.iterations)]
-    return real, noise, torch.randn(cfg.samples, nz, 1, 1, generator=gen)
+    for i in range(cfg.iterations):
+        real, noise = next(batch_stream), torch.randn(cfg.batch_size, nz, 1, 1, generator=noise_gen)
+        if i >= first:
+            yield i, real, noise
 
 
-def _optimizers(cfg: TrainConfig, d: gan.nn.Module, g: gan.nn.Module) -> tuple[optim.Optimizer, optim.Optimizer]:
+def sample_noise(cfg: TrainConfig) -> torch.Tensor:
+    """The noise the trained generator's samples are drawn from."""
+    return torch.randn(cfg.samples, cfg.preset_().nz, 1, 1, generator=torch.Generator().manual_seed(cfg.seed + 4))
+
+
+def optimizers(cfg: TrainConfig, d: gan.nn.Module, g: gan.nn.Module) -> tuple[optim.Optimizer, optim.Optimizer]:
     if cfg.optimizer == "adam":
         return optim.Adam(d.parameters(), cfg.lr, cfg.betas), optim.Adam(g.parameters(), cfg.lr, cfg.betas)
     if cfg.optimizer == "sgd":
@@ -79,61 +106,6 @@ def load_images(source: str, size: int) -> torch.Tensor:
     return data.image_folder(source, size)
 
 
-async def secure_training(party, cfg: TrainConfig, source: str = "mnist") -> dict | None:
-    """Train on shares; party 0 gets {'curves', 'samples', 'discriminator', 'generator', 'stats'}.
-    Only party 0 loads the images (`source`): party 1 never holds them."""
-    owner = party.id == 0
-    images = load_images(source, cfg.preset_().image_size) if owner else None
-    d_model, g_model = initial_models(cfg)  # the architecture is public; party 0's weights are used
-    real, noise, sample_noise = plan_inputs(cfg, images) if owner else ([None] * cfg.iterations,
-                                                                        [None] * cfg.iterations, None)
-    d, g = await gan.secure(d_model, party, src=0), await gan.secure(g_model, party, src=0)
-    opt_d, opt_g = _optimizers(cfg, d, g)
-    curves: dict[str, list[float]] = {"d_real": [], "d_fake": [], "seconds": []}
-    path = Path(cfg.checkpoint_dir) / f"party{party.id}.pt"
-    nets, opts = {"d": d, "g": g}, {"d": opt_d, "g": opt_g}
-    first = 0
-    if cfg.resume:
-        first, saved_curves = checkpoint.load(path, party, nets, opts)
-        curves.update(saved_curves)
-        (theirs,) = await party.exchange([torch.tensor([first])])
-        if int(theirs) != first:
-            raise checkpoint.CheckpointError(f"party {party.id}'s checkpoint is at iteration {first}, "
-                                             f"its peer's at {int(theirs)}; resume both from the same run")
-    start = time.perf_counter()
-    for i in range(first, cfg.iterations):
-        x = await party.input(real[i], src=0)
-        z = await party.input(noise[i], src=0)
-        out = await train_step(d, g, opt_d, opt_g, x, z)
-        means = [await p.sum().reveal(to=0) for p in (out.d_real, out.d_fake)]
-        if owner:
-            curves["d_real"].append(float(means[0]) / cfg.batch_size)
-            curves["d_fake"].append(float(means[1]) / cfg.batch_size)
-            curves["seconds"].append(time.perf_counter() - start)
-        if cfg.checkpoint_every and (i + 1) % cfg.checkpoint_every == 0:
-            checkpoint.save(path, i + 1, nets, opts, curves if owner else {})
-        if owner and ((i + 1) % cfg.progress_every == 0 or i + 1 == cfg.iterations):
-            s = party.stats
-            print(f"  iteration {i + 1:4d}/{cfg.iterations}  {curves['seconds'][-1] / (i + 1 - first):5.2f} s/it  "
-                  f"D(real) {curves['d_real'][-1]:.3f}  D(fake) {curves['d_fake'][-1]:.3f}  "
-                  f"rounds {s.rounds}  sent {s.bytes_sent / 1e6:.0f} MB", flush=True)
-    samples = await synthesize(party, g, sample_noise if owner else None, cfg.samples, cfg.preset_().nz)
-    d_out, g_out = await gan.reveal(d, d_model, to=0), await gan.reveal(g, g_model, to=0)
-    if not owner:
-        return None
-    return {"curves": curves, "samples": samples, "discriminator": d_out.state_dict(),
-            "generator": g_out.state_dict(), "stats": party.stats.as_dict()}
-
-
-async def synthesize(party, g: gan.nn.Module, noise: torch.Tensor | None, count: int, nz: int) -> torch.Tensor | None:
-    """Images from shared noise by G on shares (batch-norm running statistics), to party 0 only."""
-    z = await party.input(noise if party.id == 0 else None, src=0)
-    g.eval()
-    images = await g.forward(z)
-    g.train()
-    return await images.reveal(to=0)
-
-
 async def plaintext_training(cfg: TrainConfig, images: torch.Tensor, quality_noise: torch.Tensor | None = None
                              ) -> dict:
     """The same run on plain tensors (same layer code, seed, data and noise); with
@@ -147,16 +119,15 @@ async def plaintext_training(cfg: TrainConfig, images: torch.Tensor, quality_noi
             return value.detach().clone().double()
 
     d_model, g_model = initial_models(cfg)
-    real, noise, sample_noise = plan_inputs(cfg, images)
     d, g = await make_twin(d_model, Owner()), await make_twin(g_model, Owner())
-    opt_d, opt_g = _optimizers(cfg, d, g)
+    opt_d, opt_g = optimizers(cfg, d, g)
     curves: dict[str, list[float]] = {"d_real": [], "d_fake": []}
-    for i in range(cfg.iterations):
-        out = await train_step(d, g, opt_d, opt_g, real[i].double(), noise[i].double())
+    for _, real, noise in iteration_inputs(cfg, images):
+        out = await train_step(d, g, opt_d, opt_g, real.double(), noise.double())
         curves["d_real"].append(float(out.d_real.mean()))
         curves["d_fake"].append(float(out.d_fake.mean()))
     g.eval()
-    samples = await g.forward(sample_noise.double())
+    samples = await g.forward(sample_noise(cfg).double())
     result = {"curves": curves, "samples": samples.float()}
     if quality_noise is not None:
         result["quality_samples"] = (await g.forward(quality_noise.double())).float()

@@ -235,7 +235,7 @@ class OwnerClient:
     async def reveal(self, key: str, timeout: float | None = None) -> torch.Tensor:
         """The value of output `key` (both parties' shares added and decoded)."""
         self.start()
-        if key not in self._outputs or len(self._outputs[key]) < 2:
+        if None in self._outputs.get(key, (None,)):
             self._check()
             future = self._waiters.setdefault(key, asyncio.get_running_loop().create_future())
             wait = self.timeout if timeout is None else timeout

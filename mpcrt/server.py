@@ -213,7 +213,8 @@ class EdgeServer:
                      f"{s.bytes_sent / 1e6:.1f} MB sent to the peer")
             link.event(done=True, stats=s.as_dict())
         except BaseException as exc:
-            message = f"{type(exc).__name__}: {exc}"
+            message = ("the server was stopped while running the job" if isinstance(exc, asyncio.CancelledError)
+                       else f"{type(exc).__name__}: {exc}")
             self.log(f"job {job.name!r} failed: {message}")
             if not isinstance(exc, TransportError | ConnectionError | TimeoutError | asyncio.CancelledError):
                 self.log(traceback.format_exc().rstrip())

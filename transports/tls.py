@@ -46,6 +46,9 @@ class TLSConfig:
 def describe_ssl_error(exc: BaseException) -> str:
     """A message saying what a TLS failure most likely means for the operator."""
     text = str(exc)
+    if "Hostname mismatch" in str(getattr(exc, "verify_message", "")):
+        return (f"TLS: the peer at this address is not the party expected here ({exc.verify_message}); "  # type: ignore[attr-defined]
+                "check which address belongs to which party (party0/party1 swapped?)")
     if isinstance(exc, ssl.SSLCertVerificationError) or "certificate verify failed" in text:
         return (f"TLS: the peer's certificate was rejected ({getattr(exc, 'verify_message', text)}); "
                 "both parties need certificates from the same CA (`lpgan certs DIR`)")

@@ -1,14 +1,115 @@
-"""The lpgan command, run as users run it: in a subprocess."""
+"""The lpgan command, run as users run it: servers and owner in subprocesses, over TLS."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import socket
 import subprocess
 import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from transports import generate_certificates
 
 
-def lpgan(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "gan.cli", *args], capture_output=True, text=True, timeout=timeout)
+def lpgan(*args: str, timeout: float = 180, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "gan.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=cwd)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Servers:
+    """Two `lpgan serve` processes on loopback."""
+
+    def __init__(self, folder: Path, certs: Path, state: tuple[Path, Path] | None = None) -> None:
+        self.folder, self.certs = folder, certs
+        self.ports = (free_port(), free_port())
+        self.state = state or (folder / "state0", folder / "state1")
+        self.procs: list[subprocess.Popen | None] = [None, None]
+        for i in (0, 1):
+            self.start(i)
+
+    def start(self, i: int) -> None:
+        log = open(self.folder / f"serve{i}.log", "a")  # noqa: SIM115
+        self.procs[i] = subprocess.Popen(
+            [sys.executable, "-m", "gan.cli", "serve", "--party", str(i), "--listen", f"127.0.0.1:{self.ports[i]}",
+             "--peer", f"127.0.0.1:{self.ports[1 - i]}", "--certs", str(self.certs), "--state", str(self.state[i])],
+            stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+
+    def kill(self, i: int) -> None:
+        proc = self.procs[i]
+        assert proc is not None
+        proc.kill()
+        proc.wait(10)
+
+    def log(self, i: int) -> str:
+        return (self.folder / f"serve{i}.log").read_text()
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+        for proc in self.procs:
+            if proc is not None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(10)
+                if proc.poll() is None:
+                    proc.kill()
+
+
+def job_file(folder: Path, ports: tuple[int, int], certs: Path, out: str, iterations: int = 3,
+             checkpoint_every: int = 1, extra: str = "") -> Path:
+    path = folder / f"{out}.toml"
+    path.write_text(f"""\
+name = "{out}"
+out = "{out}"
+[servers]
+party0 = "127.0.0.1:{ports[0]}"
+party1 = "127.0.0.1:{ports[1]}"
+certs = "{certs}"
+connect_timeout = 20
+timeout = 30
+[train]
+iterations = {iterations}
+batch_size = 4
+samples = 4
+checkpoint_every = {checkpoint_every}
+twin = false
+[synthesize]
+generator = "{out}/generator.pt"
+count = 6
+batch_size = 4
+{extra}""")
+    return path
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("certs")
+    generate_certificates(d)
+    return d
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory, certs):
+    running = Servers(tmp_path_factory.mktemp("servers"), certs)
+    yield running
+    running.stop()
+
+
+def state_dict(path: Path) -> dict:
+    return torch.load(path, weights_only=True)
 
 
 def test_certs(tmp_path):
@@ -18,23 +119,132 @@ def test_certs(tmp_path):
         "ca.key", "ca.pem", "party0.key", "party0.pem", "party1.key", "party1.pem"]
 
 
-def test_demo_trains_and_synthesizes_in_two_processes_over_tls(tmp_path):
-    out = lpgan("demo", "--iterations", "2", "--samples", "4", "--out", str(tmp_path / "demo"), timeout=300)
+def test_demo_runs_two_servers_and_the_owner_over_tls(tmp_path):
+    out = lpgan("demo", "--iterations", "2", "--batch-size", "4", "--samples", "4", "--out", str(tmp_path / "d"),
+                timeout=300)
     assert out.returncode == 0, out.stderr
-    assert "mutual TLS" in out.stdout and "iteration    2/2" in out.stdout
+    assert "mutual TLS" in out.stdout and "Frechet distance" in out.stdout
+    folder = tmp_path / "d"
     for name in ("samples.png", "samples_plaintext_twin.png", "curves.png", "metrics.json", "generator.pt",
-                 "discriminator.pt"):
-        assert (tmp_path / "demo" / name).is_file(), name
-    quality = json.loads((tmp_path / "demo" / "metrics.json").read_text())["sample_quality"]
+                 "discriminator.pt", "synthesized.png", "job.toml", "server0.log", "server1.log",
+                 "server0-process.log", "server1-process.log"):
+        assert (folder / name).is_file(), name
+    quality = json.loads((folder / "metrics.json").read_text())["sample_quality"]
     for who in ("secure", "plaintext_twin"):
         assert quality[who]["images"] == 1000 and sum(quality[who]["class_histogram"]) == 1000
-        assert quality[who]["frechet_distance"] > 0
-    assert "Frechet distance" in out.stdout
+    assert "done" in (folder / "server1-process.log").read_text()
+
+
+def test_train_then_synthesize(tmp_path, servers, certs):
+    job = job_file(tmp_path, servers.ports, certs, "run", iterations=2)
+    out = lpgan("train", str(job))
+    assert out.returncode == 0, out.stderr
+    assert "server 1" in out.stdout and "rounds" in out.stdout
+    for name in ("generator.pt", "discriminator.pt", "samples.png", "curves.png", "metrics.json", "checkpoint.json"):
+        assert (tmp_path / "run" / name).is_file(), name
+    assert json.loads((tmp_path / "run" / "checkpoint.json").read_text())["iteration"] == 2
+    out = lpgan("synthesize", str(job))
+    assert out.returncode == 0, out.stderr
+    images = torch.load(tmp_path / "run" / "synthesized.pt")
+    assert images.shape == (6, 1, 16, 16) and float(images.abs().max()) <= 1.0 + 1e-3
+
+
+def test_a_killed_server_is_named_and_resume_ends_where_an_uninterrupted_run_does(tmp_path, certs):
+    servers = Servers(tmp_path, certs)
+    try:
+        straight = job_file(tmp_path, servers.ports, certs, "straight", iterations=6)
+        assert lpgan("train", str(straight)).returncode == 0
+        job = job_file(tmp_path, servers.ports, certs, "broken", iterations=6)
+        owner = subprocess.Popen([sys.executable, "-m", "gan.cli", "train", str(job)], stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True)
+        record = tmp_path / "broken" / "checkpoint.json"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not (record.exists() and
+                                                   json.loads(record.read_text())["iteration"] >= 2):
+            time.sleep(0.1)
+        servers.kill(1)
+        _, stderr = owner.communicate(timeout=60)
+        assert owner.returncode == 1
+        saved = json.loads(record.read_text())["iteration"]
+        assert "server 1 (127.0.0.1" in stderr and f"iteration {saved}" in stderr and "--resume" in stderr, stderr
+        assert saved < 6
+        servers.start(1)
+        out = lpgan("train", str(job), "--resume")
+        assert out.returncode == 0, out.stderr
+        assert f"resuming at iteration {saved}" in out.stdout
+        a, b = state_dict(tmp_path / "straight" / "generator.pt"), state_dict(tmp_path / "broken" / "generator.pt")
+        assert all(torch.equal(a[k], b[k]) for k in a)
+        a, b = (state_dict(tmp_path / run / "discriminator.pt") for run in ("straight", "broken"))
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    finally:
+        servers.stop()
+
+
+def test_a_server_that_is_not_up_gets_a_clear_error(tmp_path, certs):
+    ports = (free_port(), free_port())
+    job = job_file(tmp_path, ports, certs, "nobody", extra="")
+    job.write_text(job.read_text().replace("connect_timeout = 20", "connect_timeout = 1"))
+    out = lpgan("train", str(job))
+    assert out.returncode == 1
+    assert "is `lpgan serve --party" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_a_wrong_certificate_is_refused(tmp_path, servers):
+    other = tmp_path / "other-ca"
+    generate_certificates(other)
+    out = lpgan("train", str(job_file(tmp_path, servers.ports, other, "stranger")))
+    assert out.returncode == 1 and "certificate" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_a_second_job_while_one_runs_is_refused(tmp_path, servers, certs):
+    first = subprocess.Popen([sys.executable, "-m", "gan.cli", "train",
+                              str(job_file(tmp_path, servers.ports, certs, "first", iterations=4))],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and "job 'first' (session" not in servers.log(0):
+            time.sleep(0.1)
+        out = lpgan("train", str(job_file(tmp_path, servers.ports, certs, "second")))
+        assert out.returncode == 1 and "busy with job 'first'" in out.stderr
+    finally:
+        first.communicate(timeout=120)
+    assert first.returncode == 0
+
+
+def test_a_port_in_use_is_a_clear_error(tmp_path, certs):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        out = lpgan("serve", "--party", "0", "--listen", f"127.0.0.1:{port}", "--peer", "127.0.0.1:1",
+                    "--certs", str(certs), timeout=60)
+    assert out.returncode == 1 and "cannot listen" in out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root (CI runs as root)")
+def test_a_full_disk_on_a_server_keeps_the_last_checkpoint(tmp_path, certs):
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=700k", "tmpfs", str(small)], check=True)
+    servers = Servers(tmp_path, certs, state=(tmp_path / "state0", small))
+    try:
+        out = lpgan("train", str(job_file(tmp_path, servers.ports, certs, "full", iterations=4)))
+        assert out.returncode == 1
+        assert "server 1" in out.stderr and "could not write checkpoint" in out.stderr, out.stderr
+        assert "iteration 1" in out.stderr  # the last checkpoint both confirmed
+        assert [p.name for p in (small / "full").iterdir()] == ["party1-0000001.pt"]
+    finally:
+        servers.stop()
+        subprocess.run(["umount", str(small)], check=False)
 
 
 def test_usage_errors_exit_non_zero():
-    out = lpgan("train")
+    out = lpgan("nosuch")
     assert out.returncode == 2 and "invalid choice" in out.stderr
+    out = lpgan("train")
+    assert out.returncode == 1 and "--example" in out.stderr
+    out = lpgan("train", "--example")
+    assert out.returncode == 0 and "[servers]" in out.stdout
 
 
 def test_bench_runs_the_suites_of_bench():

@@ -1,65 +1,42 @@
-"""The training job: checkpoints of each party's shares, resume, and a clear error when
-the two checkpoints disagree."""
+"""What a training job is: its configuration, its inputs per iteration, its plaintext twin."""
 
 from __future__ import annotations
 
-import shutil
+import asyncio
 
 import pytest
 import torch
 
-import mpcrt
-from gan.checkpoint import CheckpointError
-from gan.train import TrainConfig, secure_training
+from gan.train import TrainConfig, iteration_inputs, plaintext_training, sample_noise
 
 
-def run(cfg: TrainConfig):
-    result, other = mpcrt.run_local(secure_training, cfg, "mnist", timeout=120)
-    assert other is None  # only party 0 (the data owner's stand-in) learns the outputs
-    return result
+def test_inputs_of_an_iteration_do_not_depend_on_the_run_length_or_the_start():
+    images = torch.randn(40, 1, 16, 16)
+    short = list(iteration_inputs(TrainConfig(iterations=3, batch_size=4), images))
+    long = list(iteration_inputs(TrainConfig(iterations=6, batch_size=4), images))
+    resumed = list(iteration_inputs(TrainConfig(iterations=6, batch_size=4), images, first=2))
+    assert [i for i, _, _ in resumed] == [2, 3, 4, 5]
+    for (i, real, noise), (j, real2, noise2) in zip(short, long[:3]):
+        assert i == j and torch.equal(real, real2) and torch.equal(noise, noise2)
+    assert torch.equal(resumed[0][1], long[2][1]) and torch.equal(resumed[0][2], long[2][2])
+    assert not torch.equal(long[0][2], long[1][2])
 
 
-def test_resume_continues_where_the_checkpoint_left_off(tmp_path):
-    base = dict(iterations=4, batch_size=4, samples=4, progress_every=100, checkpoint_dir=str(tmp_path / "ck"))
-    straight = run(TrainConfig(**base))
-    run(TrainConfig(**{**base, "iterations": 2, "checkpoint_every": 2}))
-    assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == ["party0.pt", "party1.pt"]
-    resumed = run(TrainConfig(**{**base, "resume": True}))
-    assert len(resumed["curves"]["d_real"]) == 4
-    # the same run, up to the protocols' rounding (fresh dealer randomness after the resume)
-    for name, value in straight["generator"].items():
-        if value.is_floating_point():
-            assert float((resumed["generator"][name] - value).abs().max()) <= 5e-3, name
+def test_config_round_trips_and_checks_its_values():
+    cfg = TrainConfig(iterations=5, betas=(0.1, 0.2))
+    assert TrainConfig.from_dict(cfg.as_dict()) == cfg
+    with pytest.raises(ValueError, match=r"unknown training option.*iteration\b"):
+        TrainConfig.from_dict({"iteration": 3})
+    for bad in ({"iterations": 0}, {"batch_size": -1}, {"optimizer": "rmsprop"}, {"preset": "huge"},
+                {"checkpoint_every": -2}):
+        with pytest.raises(ValueError):
+            TrainConfig.from_dict(bad)
 
 
-def test_checkpoints_from_different_points_are_refused(tmp_path):
-    ck = tmp_path / "ck"
-    base = dict(iterations=2, batch_size=4, samples=4, progress_every=100, checkpoint_dir=str(ck),
-                checkpoint_every=1)
-    run(TrainConfig(**base))
-    shutil.copy(ck / "party0.pt", tmp_path / "party0-at-2.pt")
-    run(TrainConfig(**{**base, "iterations": 1}))
-    shutil.copy(tmp_path / "party0-at-2.pt", ck / "party0.pt")  # party 0 at 2, party 1 at 1
-    with pytest.raises(CheckpointError, match="iteration"):
-        run(TrainConfig(**{**base, "iterations": 3, "resume": True}))
-
-
-def test_resume_without_a_checkpoint_says_what_to_do(tmp_path):
-    with pytest.raises(CheckpointError, match="start without --resume"):
-        run(TrainConfig(iterations=1, batch_size=4, samples=4, checkpoint_dir=str(tmp_path / "none"), resume=True))
-
-
-def test_a_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
-    from gan import checkpoint
-
-    path = tmp_path / "party0.pt"
-    torch.save({"iteration": 1}, path)
-
-    def full_disk(*args, **kwargs):
-        raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr(checkpoint.torch, "save", full_disk)
-    with pytest.raises(CheckpointError, match="previous one is kept"):
-        checkpoint.save(path, 2, {}, {}, {})
-    monkeypatch.undo()
-    assert torch.load(path)["iteration"] == 1 and not path.with_suffix(".pt.tmp").exists()
+def test_the_plaintext_twin_is_deterministic():
+    cfg = TrainConfig(iterations=2, batch_size=4, samples=3)
+    images = torch.rand(20, 1, 16, 16) * 2 - 1
+    a = asyncio.run(plaintext_training(cfg, images))
+    b = asyncio.run(plaintext_training(cfg, images))
+    assert a["curves"] == b["curves"] and torch.equal(a["samples"], b["samples"])
+    assert a["samples"].shape == (3, 1, 16, 16) and sample_noise(cfg).shape == (3, cfg.preset_().nz, 1, 1)

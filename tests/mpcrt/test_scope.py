@@ -87,3 +87,24 @@ def test_op_labels_nest():
         with op_label("relu"):
             assert current_label() == "layer1/relu"
         assert current_label() == "layer1"
+
+
+def test_a_keyed_scope_gives_the_same_ids_whatever_ran_before():
+    from mpcrt.scope import keyed_scope
+
+    def ids_after(warmup: int) -> list[tuple]:
+        token = _CURRENT.set(Scope())
+        try:
+            for _ in range(warmup):
+                current_scope().next_id()
+            with keyed_scope(7):
+                inside = [current_scope().next_id(), current_scope().child().next_id()]
+            after = current_scope().next_id()
+        finally:
+            _CURRENT.reset(token)
+        assert after == (warmup + 1,)  # the enclosing count is untouched
+        return inside
+
+    assert ids_after(0) == ids_after(5) == [(0, 7, 1), (0, 7, 2, 1)]
+    # counter ids never contain 0, so keyed ids cannot collide with them
+    assert all(0 not in Scope().next_id() for _ in range(3))

@@ -1,0 +1,111 @@
+"""The data owner as a third role: inputs shared by the owner, outputs only it learns."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import mpcrt
+from mpcrt import ops, prg
+from mpcrt.owner import OwnerLost, ServerFailed, input_key
+
+SEEDS = (b"s" * 16, b"t" * 16)
+
+
+async def squares(party):
+    x = await party.owner.receive("x")
+    party.owner.send("x2", await ops.mul(x, x))
+    party.owner.send("x_share", x)  # each party's share, to check what each one holds
+    return x.value.clone()
+
+
+def test_owner_inputs_and_outputs_match_torch():
+    x = torch.tensor([[0.0, -1.5, 3.25], [-7.0, 1e-4, 100.0]])
+
+    async def owner(client):
+        client.share({"x": x})
+        return await client.reveal("x2"), await client.reveal("x_share")
+
+    (x2, back), share0, share1 = mpcrt.run_with_owner(squares, owner, seeds=SEEDS)
+    assert back.dtype == torch.float32 and torch.equal(back, torch.round(x * 2**16) / 2**16)
+    # one product and one truncation: within 2 units of 2^-16 of torch's square
+    assert float((x2.double() - x.double() ** 2).abs().max()) <= 2 * 2**-16 * max(1.0, float(x.abs().max()))
+    # party 1's share is the keyed stream (it received no tensor); party 0's is the rest
+    mask = prg.random_ring((2, 3), input_key(SEEDS[1]), prg.nonce_for(b"owner-input:x"))
+    assert torch.equal(share1, mask)
+    assert torch.equal(share0 + share1, mpcrt.ring.encode(x, 16))
+
+
+def test_integer_inputs_keep_their_type():
+    async def program(party):
+        n = await party.owner.receive("n")
+        party.owner.send("n3", n + n + n)
+
+    async def owner(client):
+        client.share({"n": torch.tensor([3, -4, 0])})
+        return await client.reveal("n3")
+
+    out, _, _ = mpcrt.run_with_owner(program, owner)
+    assert out.dtype == torch.int64 and out.tolist() == [9, -12, 0]
+
+
+def test_party_one_receives_only_shapes():
+    x = torch.randn(64, 64)
+
+    async def owner(client):
+        client.share({"x": x})
+        await client.reveal("x2")
+        return client.links[1].counters.bytes_sent, client.links[0].counters.bytes_sent
+
+    (to1, to0), _, _ = mpcrt.run_with_owner(squares, owner)
+    assert to0 > x.numel() * 8 and to1 < 200
+
+
+def test_an_input_key_carries_one_value_only():
+    async def owner(client):
+        client.share({"x": torch.ones(2)})
+        with pytest.raises(ValueError, match="already shared"):
+            client.share({"x": torch.zeros(2)})
+        return await client.reveal("x2")
+
+    mpcrt.run_with_owner(squares, owner)
+
+    async def twice(party):
+        await party.owner.receive("x")
+        await party.owner.receive("x")
+
+    async def owner_once(client):
+        client.share({"x": torch.ones(2)})
+
+    with pytest.raises(ValueError, match="already received"):
+        mpcrt.run_with_owner(twice, owner_once)
+
+
+def test_a_missing_input_times_out_naming_it():
+    async def owner(client):
+        return None
+
+    with pytest.raises(OwnerLost, match="'x'"):
+        mpcrt.run_with_owner(squares, owner, timeout=0.5)
+
+
+def test_a_party_failure_reaches_the_owner_with_the_party_named():
+    async def program(party):
+        await party.owner.receive("x")
+        if party.id == 1:
+            raise RuntimeError("disk on fire")
+        party.owner.send("y", await ops.mul(*(2 * [await party.owner.receive("z")])))
+
+    seen = {}
+
+    async def owner(client):
+        client.share({"x": torch.ones(1), "z": torch.ones(1)})
+        with pytest.raises(ServerFailed) as info:
+            await client.reveal("y")
+        seen["error"] = info.value
+        return None
+
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        mpcrt.run_with_owner(program, owner)
+    assert seen["error"].party_id == 1 and "disk on fire" in str(seen["error"])
+
