@@ -58,7 +58,8 @@ class _Progress:
         self.checkpoints = [0, 0]
 
     def event(self, party_id: int, event: dict[str, Any]) -> None:
-        self.logs[party_id].write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {json.dumps(event, default=str)}\n")
+        line = event["log"] if "log" in event else json.dumps(event, default=str)
+        self.logs[party_id].write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
         self.logs[party_id].flush()
         if "checkpoint" in event:
             self.checkpoints[party_id] = int(event["checkpoint"])

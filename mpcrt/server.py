@@ -192,11 +192,17 @@ class EdgeServer:
     async def _run(self, job: _Job) -> None:
         spec, timeout = job.spec, float(job.spec.get("timeout", 120.0))
         link = OwnerLink(job.control, self.config.party_id, spec["seed"], timeout)
-        self.log(f"job {job.name!r} (session {job.session[:8]}, program {spec['program']}) started")
+
+        def say(line: str) -> None:  # to this server's log and to the owner's copy of it
+            self.log(line)
+            link.event(log=line)
+
+        say(f"job {job.name!r} (session {job.session[:8]}, program {spec['program']}) started")
         dealer_conn = peer = None
         try:
             dealer_conn = await self._attach(link, asyncio.shield(job.dealer), timeout, "the owner's dealer connection")
             peer = await self._attach(link, self._peer_link(job, timeout), timeout, f"the peer ({self.peer_name})")
+            say(f"connected to the peer at {getattr(peer, 'peer_address', '?')} and to the dealer")
             model = resolve_network(spec.get("network"))
             if model is not None:
                 peer = WanTransport(peer, model)
@@ -209,8 +215,8 @@ class EdgeServer:
             start = time.perf_counter()
             await party.run(self.programs[spec["program"]], args)
             s = party.stats
-            self.log(f"job {job.name!r} done in {time.perf_counter() - start:.1f} s: {s.rounds} rounds, "
-                     f"{s.bytes_sent / 1e6:.1f} MB sent to the peer")
+            say(f"job {job.name!r} done in {time.perf_counter() - start:.1f} s: {s.rounds} rounds, "
+                f"{s.bytes_sent / 1e6:.1f} MB sent to the peer")
             link.event(done=True, stats=s.as_dict())
         except BaseException as exc:
             message = ("the server was stopped while running the job" if isinstance(exc, asyncio.CancelledError)
