@@ -150,6 +150,8 @@ def train(job: JobConfig, resume: bool = False) -> int:
             result = await drive_training(state["job"].client, cfg, images, first, on_iteration)
             await _wait_done(state["job"])
             return result
+        except ServerFailed:
+            raise await _cause(state["job"]) from None
         finally:
             await state["job"].close()
 
@@ -175,6 +177,13 @@ def train(job: JobConfig, resume: bool = False) -> int:
                                            f"{q['mean_confidence']:.3f}"))
     _summary(rows, written)
     return 0
+
+
+async def _cause(job: Any) -> ServerFailed:
+    """The failure to report first: the failing server's own, not its peer's echo of it."""
+    cause = await job.client.settle(timeout=5.0)
+    assert cause is not None
+    return cause
 
 
 async def _wait_done(job: Any, timeout: float = 30.0) -> None:
@@ -267,6 +276,8 @@ def synthesize(job: JobConfig) -> int:
                                            lambda b: progress.step())
             await _wait_done(state["job"])
             return images
+        except ServerFailed:
+            raise await _cause(state["job"]) from None
         finally:
             await state["job"].close()
 

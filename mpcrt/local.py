@@ -137,7 +137,7 @@ async def _run_with_owner(program: Program, owner_program: Callable[..., Awaitab
             owner_links[i].event(done=True)
             return result
         except BaseException as exc:
-            owner_links[i].error(f"{type(exc).__name__}: {exc}")
+            owner_links[i].error(f"{type(exc).__name__}: {exc}", type(exc).__name__)
             raise
         finally:
             await owner_links[i].close()

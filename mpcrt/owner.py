@@ -42,11 +42,18 @@ class OwnerLost(MPCError, ConnectionError):
 
 
 class ServerFailed(MPCError):
-    """A computing party reported a failure to the owner, or its connection broke."""
+    """A computing party reported a failure to the owner, or its connection broke.
+    `kind`: the party's exception class, "lost" for a broken connection."""
 
-    def __init__(self, party_id: int, message: str) -> None:
+    def __init__(self, party_id: int, message: str, kind: str = "") -> None:
         super().__init__(message)
         self.party_id = party_id
+        self.kind = kind
+
+    @property
+    def caused_by_peer(self) -> bool:
+        """The party failed because its peer did (a consequence, not the cause)."""
+        return self.kind in ("PeerAborted", "PeerLost", "PeerTimeout")
 
 
 def input_key(seed1: bytes) -> bytes:
@@ -124,10 +131,10 @@ class OwnerLink:
         """A small record for the owner (progress, checkpoints); msgpack-able values only."""
         self._send(encode(EVENT, fields=fields))
 
-    def error(self, message: str) -> None:
-        """Tell the owner why this party's job failed (best effort)."""
+    def error(self, message: str, kind: str = "") -> None:
+        """Tell the owner why this party's job failed (best effort); `kind`: the exception class."""
         with contextlib.suppress(TransportError):
-            self.transport.send(encode(ERROR, message=message))
+            self.transport.send(encode(ERROR, message=message, cls=kind))
 
     def _send(self, frame: list) -> None:
         if self._failure is not None:
@@ -200,7 +207,9 @@ class OwnerClient:
         self.failures: dict[int, ServerFailed] = {}  # every party's failure, first one first
         self.finished = [False, False]  # a party said its program ended (event done=True)
         self._receivers: list[asyncio.Task] = []
-        self.bytes_sent = 0
+        # tensor payload per party (docs/COSTS.md, "The owner's links"); frames add small headers
+        self.tensor_bytes_sent = [0, 0]
+        self.tensor_bytes_received = [0, 0]
 
     def start(self) -> None:
         if not self._receivers:
@@ -228,9 +237,9 @@ class OwnerClient:
             try:
                 self.links[i].send(frame)
             except TransportError as exc:
-                self._fail(ServerFailed(i, f"lost {self.names[i]}: {exc}"))
+                self._fail(ServerFailed(i, f"lost {self.names[i]}: {exc}", "lost"))
                 raise self._failure from exc  # type: ignore[misc]
-            self.bytes_sent += sum(len(b) for b in frame)
+            self.tensor_bytes_sent[i] += sum(m.nbytes for m in messages)
 
     async def reveal(self, key: str, timeout: float | None = None) -> torch.Tensor:
         """The value of output `key` (both parties' shares added and decoded)."""
@@ -263,12 +272,13 @@ class OwnerClient:
                 kind, messages, fields = decode(await self.links[i].recv())
             except (TransportError, MalformedFrame) as exc:
                 if not self.finished[i]:
-                    self._fail(ServerFailed(i, f"lost {self.names[i]}: {exc}"))
+                    self._fail(ServerFailed(i, f"lost {self.names[i]}: {exc}", "lost"))
                 return
             if kind == OUTPUT:
                 for message, meta in zip(messages, fields.get("meta", []), strict=False):
                     slot = self._outputs.setdefault(message.label, [None, None])
                     slot[i] = (tuple(meta), message.tensors[0].clone())
+                    self.tensor_bytes_received[i] += message.nbytes
                     waiter = self._waiters.get(message.label)
                     if None not in slot and waiter is not None and not waiter.done():
                         waiter.set_result(None)
@@ -279,7 +289,8 @@ class OwnerClient:
                 if self.on_event is not None:
                     self.on_event(i, event)
             elif kind == ERROR:
-                self._fail(ServerFailed(i, f"{self.names[i]} failed: {fields.get('message', '?')}"))
+                self._fail(ServerFailed(i, f"{self.names[i]} failed: {fields.get('message', '?')}",
+                                        fields.get("cls", "")))
                 with contextlib.suppress(TransportError):
                     await self.links[i].recv()  # wait for the close, so a lost link is not reported
                 return
@@ -299,6 +310,17 @@ class OwnerClient:
     @property
     def failure(self) -> ServerFailed | None:
         return self._failure
+
+    async def settle(self, timeout: float) -> ServerFailed | None:
+        """After a failure, wait (up to `timeout`) until every party has ended or failed, and
+        return the cause: a party's own failure or a lost connection before a party's report
+        that its peer failed (which usually arrives first)."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while (any(not self.finished[i] and i not in self.failures for i in (0, 1))
+               and asyncio.get_running_loop().time() < deadline):
+            await asyncio.sleep(0.02)
+        causes = [f for f in self.failures.values() if not f.caused_by_peer] or list(self.failures.values())
+        return causes[0] if causes else self._failure
 
     async def close(self) -> None:
         for task in self._receivers:

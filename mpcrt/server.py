@@ -224,7 +224,7 @@ class EdgeServer:
             self.log(f"job {job.name!r} failed: {message}")
             if not isinstance(exc, TransportError | ConnectionError | TimeoutError | asyncio.CancelledError):
                 self.log(traceback.format_exc().rstrip())
-            link.error(message)
+            link.error(message, type(exc).__name__)
             if isinstance(exc, asyncio.CancelledError):
                 raise
         finally:
