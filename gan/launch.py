@@ -11,6 +11,7 @@ Every failure ends with a message naming the server and what to do, and exit cod
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import time
@@ -59,8 +60,12 @@ class _Progress:
 
     def event(self, party_id: int, event: dict[str, Any]) -> None:
         line = event["log"] if "log" in event else json.dumps(event, default=str)
-        self.logs[party_id].write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
-        self.logs[party_id].flush()
+        try:
+            self.logs[party_id].write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
+            self.logs[party_id].flush()
+        except OSError as exc:
+            raise JobFailed(f"could not write {self.logs[party_id].name} ({exc.strerror or exc}); free disk space "
+                            "and run `lpgan train CONFIG --resume`") from exc
         if "checkpoint" in event:
             self.checkpoints[party_id] = int(event["checkpoint"])
         if "rounds" in event:
@@ -77,7 +82,8 @@ class _Progress:
     def close(self) -> None:
         self.bar.close()
         for f in self.logs:
-            f.close()
+            with contextlib.suppress(OSError):
+                f.close()
 
 
 def _explain(exc: BaseException, job: Any | None, record: dict | None) -> str:
@@ -158,9 +164,9 @@ def train(job: JobConfig, resume: bool = False) -> int:
     try:
         result = run_loop(main())
     except (ServerFailed, ServerUnreachable, ConnectionError, TimeoutError) as exc:
-        progress.close()
         raise JobFailed(_explain(exc, state["job"], record)) from exc
-    progress.close()
+    finally:
+        progress.close()
     seconds = time.perf_counter() - started
     judged_noise = quality_noise(cfg) if job.quality and job.twin else None
     twin = asyncio.run(plaintext_training(cfg, images, judged_noise)) if job.twin else None
@@ -180,7 +186,10 @@ def train(job: JobConfig, resume: bool = False) -> int:
 
 
 async def _cause(job: Any) -> ServerFailed:
-    """The failure to report first: the failing server's own, not its peer's echo of it."""
+    """The failure to report first: the owner's own (raised), else the failing server's own,
+    not its peer's echo of it."""
+    if job.client.handler_error is not None:
+        raise job.client.handler_error
     cause = await job.client.settle(timeout=5.0)
     assert cause is not None
     return cause
@@ -212,8 +221,10 @@ def _summary(rows: list[tuple[str, str]], written: list[Path]) -> None:
 def _save(obj: Any, path: Path) -> Path:
     try:
         torch.save(obj, path)
-    except OSError as exc:
-        raise JobFailed(f"could not write {path} ({exc.strerror or exc}); free disk space; the servers' "
+    except (OSError, RuntimeError) as exc:  # torch's writer reports a full disk as a RuntimeError
+        path.unlink(missing_ok=True)
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0]
+        raise JobFailed(f"could not write {path} ({reason}); free disk space; the servers' "
                         "checkpoints are kept, so `lpgan train CONFIG --resume` redoes only the end") from exc
     return path
 
@@ -284,9 +295,9 @@ def synthesize(job: JobConfig) -> int:
     try:
         images = run_loop(main())
     except (ServerFailed, ServerUnreachable, ConnectionError, TimeoutError) as exc:
-        progress.close()
         raise JobFailed(_explain(exc, state["job"], None)) from exc
-    progress.close()
+    finally:
+        progress.close()
     seconds = time.perf_counter() - started
     try:
         written = [outputs.image_grid(images, out / "synthesized.png"), _save(images, out / "synthesized.pt")]

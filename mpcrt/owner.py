@@ -206,6 +206,7 @@ class OwnerClient:
         self._failure: ServerFailed | None = None
         self.failures: dict[int, ServerFailed] = {}  # every party's failure, first one first
         self.finished = [False, False]  # a party said its program ended (event done=True)
+        self.handler_error: Exception | None = None  # raised by on_event
         self._receivers: list[asyncio.Task] = []
         # tensor payload per party (docs/COSTS.md, "The owner's links"); frames add small headers
         self.tensor_bytes_sent = [0, 0]
@@ -287,7 +288,12 @@ class OwnerClient:
                 if event.get("done"):
                     self.finished[i] = True
                 if self.on_event is not None:
-                    self.on_event(i, event)
+                    try:
+                        self.on_event(i, event)
+                    except Exception as exc:  # the owner's own failure (e.g. its disk): stop the job
+                        self.handler_error = exc
+                        self._fail(ServerFailed(-1, f"the owner failed: {exc}", "owner"))
+                        return
             elif kind == ERROR:
                 self._fail(ServerFailed(i, f"{self.names[i]} failed: {fields.get('message', '?')}",
                                         fields.get("cls", "")))

@@ -252,3 +252,22 @@ def test_bench_runs_the_suites_of_bench():
     assert out.returncode == 0 and "--network" in out.stdout
     out = lpgan("bench", "nosuch")
     assert out.returncode == 2 and "invalid choice" in out.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root (CI runs as root)")
+def test_a_full_disk_at_the_owner_is_a_clear_error_and_resume_finishes_the_job(tmp_path, servers, certs):
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(small)], check=True)
+    try:
+        job = job_file(tmp_path, servers.ports, certs, "owner-full", iterations=2)
+        job.write_text(job.read_text().replace('out = "owner-full"', 'out = "small/out"'))
+        out = lpgan("train", str(job))
+        assert out.returncode == 1, out.stderr
+        assert "could not write" in out.stderr and "free disk space" in out.stderr and "Traceback" not in out.stderr
+        subprocess.run(["mount", "-o", "remount,size=16m", str(small)], check=True)
+        out = lpgan("train", str(job), "--resume")
+        assert out.returncode == 0, out.stderr
+        assert (small / "out" / "generator.pt").is_file()
+    finally:
+        subprocess.run(["umount", str(small)], check=False)
