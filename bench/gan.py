@@ -1,6 +1,7 @@
 """Secure GAN workloads end to end: D forward, G forward and one training iteration.
 
-    .venv/bin/python -m bench.gan [--network loopback|wan|both] [--only NAME,...] [--json PATH]
+    .venv/bin/python -m bench.gan [--network loopback|lan|wan|mobile|both|all|N1,N2] [--only NAME;...]
+                                  [--comparison auto|tree|lpgan|dcf] [--frac-bits 16] [--json PATH]
 
 LP-GAN's SD and SG workloads (D and G forward on a batch of 64; its prototype took 3.3 s and
 7.6 s at batch 4, one process, no network) and one full training iteration (D on a real and
@@ -166,22 +167,24 @@ def plaintext_seconds(w: Workload, repeats: int = 5) -> float:
     return statistics.median(times)
 
 
-def timed_plan(w: Workload, network: str | None, seed: int) -> list[Request]:
+def timed_plan(w: Workload, network: str | None, seed: int, comparison: str = "auto",
+               frac_bits: int = 16) -> list[Request]:
     """The dealer requests of the timed repeats: the whole program's less its warm-up's."""
     model = resolve_network(network)
-    whole = run_loop(record_plan(program, w, seed, network=model, timeout=TIMEOUT))
-    warmup = run_loop(record_plan(program, replace(w, repeats=0), seed, network=model, timeout=TIMEOUT))
+    options = {"network": model, "timeout": TIMEOUT, "comparison": comparison, "frac_bits": frac_bits}
+    whole = run_loop(record_plan(program, w, seed, **options))
+    warmup = run_loop(record_plan(program, replace(w, repeats=0), seed, **options))
     if whole[:len(warmup)] != warmup:
         raise RuntimeError("the warm-up's dealer requests are not a prefix of the whole program's")
     return whole[len(warmup):]
 
 
-def measure(w: Workload, network: str, seed: int = 1) -> Result:
+def measure(w: Workload, network: str, seed: int = 1, comparison: str = "auto", frac_bits: int = 16) -> Result:
     start = time.perf_counter()
     model = None if network == "loopback" else network
-    plan = timed_plan(w, model, seed) if w.prefetch == "timed" else None
+    plan = timed_plan(w, model, seed, comparison, frac_bits) if w.prefetch == "timed" else None
     r0, r1 = mpcrt.run_local(program, w, seed, transport="tcp", processes=True, offline=w.prefetch == "all",
-                             plan=plan, network=model, timeout=TIMEOUT)
+                             plan=plan, network=model, timeout=TIMEOUT, comparison=comparison, frac_bits=frac_bits)
     wall = time.perf_counter() - start
     seconds = [max(a, b) for a, b in zip(r0["times"], r1["times"], strict=True)]
     rounds, sent, received, _ = r0["deltas"][-1]
@@ -202,11 +205,18 @@ def table(results: Sequence[Result]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.gan", description=__doc__.splitlines()[0])
-    parser.add_argument("--network", choices=("loopback", "wan", "both"), default="loopback")
+    parser.add_argument("--network", default="loopback",
+                        help="loopback, lan, wan, mobile, comma-separated, 'both' (loopback,wan) or 'all'")
+    parser.add_argument("--comparison", default="auto", help="auto, tree, lpgan or dcf")
+    parser.add_argument("--frac-bits", type=int, default=16)
     parser.add_argument("--only", help="semicolon-separated substrings of workload names")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     args = parser.parse_args(argv)
-    networks = ("loopback", "wan") if args.network == "both" else (args.network,)
+    networks = {"both": ("loopback", "wan"), "all": ("loopback", "lan", "wan", "mobile")}.get(
+        args.network, tuple(args.network.split(",")))
+    unknown = set(networks) - {"loopback", "lan", "wan", "mobile"}
+    if unknown:
+        parser.error(f"unknown network(s) {sorted(unknown)}")
     chosen = [w for w in WORKLOADS if not args.only or any(s in w.name for s in args.only.split(";"))]
     if not chosen:
         parser.error(f"no workload matches {args.only!r}; names: {[w.name for w in WORKLOADS]}")
@@ -214,7 +224,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for network in networks:
         for w in chosen:
             print(f"{w.name} on {network} ...", file=sys.stderr, flush=True)
-            results.append(measure(w, network))
+            results.append(measure(w, network, comparison=args.comparison, frac_bits=args.frac_bits))
             print(table(results[-1:]), file=sys.stderr, flush=True)
     print(table(results))
     if args.json:

@@ -1,0 +1,205 @@
+"""CrypTen side by side: the same workloads, the same inputs, in the same run.
+
+    .venv/bin/python -m bench.crypten_side --setup      # once: builds .venv-crypten (CrypTen 0.4.1)
+    .venv/bin/python -m bench.crypten_side [--only NAME;...] [--repeats N] [--network loopback|wan|both]
+                                           [--json PATH]
+
+Optional, not in CI: CrypTen needs its own environment (`--setup`: torch as pinned here,
+`crypten==0.4.1 --no-deps` plus omegaconf, PyYAML and onnx, pinned by
+bench/crypten-constraints.txt; torchvision, tensorboard, pandas, scipy and scikit-learn are
+not needed for these workloads). bench/crypten_runner.py runs CrypTen's side in that
+environment; ours runs here, two party processes over mutual TLS on loopback with the
+dealer's material fetched first (its cost reported apart). Both: one torch thread per party,
+a warm-up, the median of the timed repeats. CrypTen cannot run over a simulated network, so
+its `wan` time is a clearly labelled model: its measured loopback time + rounds x one-way
+delay (20 ms) + MB / 400 Mbit/s; ours on `wan` is measured through the simulator.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import gan
+import mpcrt
+from bench import arith, nonlinear
+from bench.crypten_runner import D_STEP_LAYERS, LR, WORKLOADS, d_step_torch, make_inputs
+from bench.transport import machine, pin_to_core, text_table
+from gan import optim
+from gan.loss import bce_logit_grad
+from transports import PRESETS
+
+REPO = Path(__file__).resolve().parents[1]
+VENV = REPO / ".venv-crypten"
+WAN = PRESETS["wan"]
+# ours: the workload in bench/arith.py or bench/nonlinear.py with the same inputs
+ARITH = {"mul 1e5": "mul 1e5", "conv2d b16 3->64 64x64 k4 s2 p1": "conv2d b16 3->64 64x64 k4 s2 p1",
+         "conv_transpose2d b16 128->64 8->16 k4 s2 p1": "conv_transpose2d b16 128->64 8->16 k4 s2 p1"}
+NONLINEAR = {"relu 1e5": ("relu", (100_000,), ("uniform", -3.0, 3.0)),
+             "sigmoid 1e5": ("sigmoid", (100_000,), ("uniform", -30.0, 30.0)),
+             "tanh 1e5": ("tanh", (100_000,), ("uniform", -30.0, 30.0)),
+             "reciprocal 1e5": ("reciprocal", (100_000,), ("loguniform", 1e-2, 1e3)),
+             "inv_sqrt 1e5 on [0.1, 10]": ("inv_sqrt", (100_000,), ("loguniform", 0.1, 10.0)),
+             "batch_norm train 64x32x24x24": ("batch_norm", (64, 32, 24, 24), ("bn", 0.0, 0.0))}
+TARGETS = {"relu 1e5": 1 / 5, "sigmoid 1e5": 1 / 5, "batch_norm train 64x32x24x24": 1 / 3,
+           "conv2d b16 3->64 64x64 k4 s2 p1": 1.0, "conv_transpose2d b16 128->64 8->16 k4 s2 p1": 1.0,
+           "D step b16 32x32": 1 / 3}
+WAN_TARGETS = {"D step b16 32x32": 1 / 5}
+
+
+def setup() -> int:
+    """Build .venv-crypten: torch and numpy as pinned for this project, CrypTen without its heavy deps."""
+    python = VENV / "bin" / "python"
+    steps = [[sys.executable, "-m", "venv", str(VENV)],
+             [str(python), "-m", "pip", "install", "-q", "-c", str(REPO / "constraints.txt"), "torch", "numpy"],
+             [str(python), "-m", "pip", "install", "-q", "--no-deps", "-c",
+              str(REPO / "bench" / "crypten-constraints.txt"), "crypten"],
+             [str(python), "-m", "pip", "install", "-q", "-c", str(REPO / "bench" / "crypten-constraints.txt"),
+              "-c", str(REPO / "constraints.txt"), "omegaconf", "pyyaml", "onnx"]]
+    for step in steps:
+        print("+", " ".join(step), file=sys.stderr, flush=True)
+        subprocess.run(step, check=True)
+    print(f"CrypTen environment ready: {VENV}")
+    return 0
+
+
+def run_crypten(names: list[str], repeats: int) -> dict[str, dict]:
+    python = VENV / "bin" / "python"
+    if not python.exists():
+        raise SystemExit(f"no CrypTen environment at {VENV}; build it first: python -m bench.crypten_side --setup")
+    done = subprocess.run([str(python), str(REPO / "bench" / "crypten_runner.py"), "--only", ";".join(names),
+                           "--repeats", str(repeats)], capture_output=True, text=True, timeout=3600,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    if done.returncode:
+        raise SystemExit(f"CrypTen's run failed:\n{done.stderr[-3000:]}")
+    results = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    return {r["name"]: r for r in results}
+
+
+# ---- our D step ---------------------------------------------------------------------------------------
+
+async def d_step_program(party: mpcrt.Party, warmup: int, repeats: int) -> dict[str, Any]:
+    """The D step of crypten_runner on shares: forward, BCE gradient at the logits, backward, SGD."""
+    torch.set_num_threads(1)
+    if arith.in_party_process():
+        pin_to_core(party.id)
+    shape = WORKLOADS["D step b16 32x32"][1][0]
+    times, rounds, sent = [], [], []
+    for i in range(warmup + repeats):
+        d = await gan.secure(d_step_torch(), party, src=0)
+        opt = optim.SGD(d.parameters(), LR, 0.0)
+        x = await party.input(make_inputs(("uniform", -1.0, 1.0), shape, 100 * i).float() if party.id == 0 else None,
+                              src=0)
+        await (await party.input(torch.zeros(1) if party.id == 0 else None, src=0)).reveal()  # line up
+        before = (party.stats.rounds, party.stats.bytes_sent)
+        start = time.perf_counter()
+        p = await d.forward(x)
+        grad = await bce_logit_grad(p, 1.0)
+        d.zero_grad()
+        await d.backward_from_logits(grad)
+        await opt.step()
+        elapsed = time.perf_counter() - start
+        if i >= warmup:
+            times.append(elapsed)
+            rounds.append(party.stats.rounds - before[0])
+            sent.append(party.stats.bytes_sent - before[1])
+    return {"times": times, "rounds": rounds, "sent": sent, "offline": party.stats.offline.as_dict()}
+
+
+def ours_d_step(network: str, repeats: int) -> dict[str, Any]:
+    r0, r1 = mpcrt.run_local(d_step_program, 1, repeats, transport="tcp", processes=True, offline=True,
+                             timeout=600.0, network="wan" if network == "wan" else None)
+    return {"seconds": max(statistics.median(r0["times"]), statistics.median(r1["times"])),
+            "rounds": max(r0["rounds"] + r1["rounds"]), "mb": max(r0["sent"] + r1["sent"]) / 1e6,
+            "offline_mb": r1["offline"]["bytes_received"] / (1 + repeats) / 1e6, "max_error": None}
+
+
+# ---- ours, every workload -----------------------------------------------------------------------------
+
+def ours(name: str, network: str, repeats: int) -> dict[str, Any]:
+    if name == "D step b16 32x32":
+        return ours_d_step(network, repeats)
+    if name in ARITH and network == "loopback":
+        (w,) = [w for w in arith.WORKLOADS if w.name == ARITH[name]]
+        r = arith.measure(w, repeats)
+        return {"seconds": r.online_s, "rounds": r.rounds, "mb": r.bytes_sent / 1e6,
+                "offline_mb": r.offline_bytes / 1e6, "max_error": r.max_error_ulp * 2.0**-16}
+    if name in NONLINEAR:
+        op, shape, kind = NONLINEAR[name]
+        w = nonlinear.Workload(name, op, shape, kind, heavy=op in ("reciprocal", "inv_sqrt", "batch_norm"),
+                               relative=op in ("reciprocal", "inv_sqrt"))
+        r = nonlinear.measure(w, "auto", network, False, nonlinear.Limits(budget_s=60.0, max_run_s=120.0))
+        if not r.ok:
+            return {"error": r.error or r.skipped}
+        return {"seconds": r.online_s, "rounds": r.rounds, "mb": r.bytes_sent / 1e6,
+                "offline_mb": max(r.offline_bytes) / 1e6,
+                "max_error": r.max_rel_error if w.relative else r.max_abs_error}
+    return {"error": f"not measured on {network}"}
+
+
+def crypten_wan(c: dict[str, Any]) -> float:
+    """CrypTen's modelled wan time: measured loopback time + rounds x one-way delay + MB / bandwidth."""
+    return c["seconds"] + c["rounds"] * WAN.rtt_s / 2 + c["mb"] * 8e6 / WAN.bandwidth_bps
+
+
+def report(crypten: dict[str, dict], mine: dict[tuple[str, str], dict], networks: Sequence[str]) -> str:
+    header = ["workload", "network", "ours ms", "CrypTen ms", "ratio", "target", "ours rounds", "CrypTen rounds",
+              "ours MB (+offline)", "CrypTen MB", "ours err", "CrypTen err"]
+    rows = []
+    for (name, network), o in mine.items():
+        c = crypten.get(name)
+        if c is None or "error" in o:
+            rows.append([name, network, o.get("error", "-"), "", "", "", "", "", "", "", "", ""])
+            continue
+        theirs = c["seconds"] if network == "loopback" else crypten_wan(c)
+        ratio = o["seconds"] / theirs
+        target = (TARGETS if network == "loopback" else WAN_TARGETS).get(name)
+        verdict = "" if target is None else f"<= {target:.2f} {'PASS' if ratio <= target else 'FAIL'}"
+        rows.append([name, network, f"{o['seconds'] * 1e3:.1f}",
+                     f"{theirs * 1e3:.1f}" + (" (model)" if network == "wan" else ""), f"{ratio:.3f}", verdict,
+                     str(o["rounds"]), str(c["rounds"]), f"{o['mb']:.1f} (+{o['offline_mb']:.1f})", f"{c['mb']:.1f}",
+                     "-" if o["max_error"] is None else f"{o['max_error']:.2g}",
+                     "-" if c["max_error"] is None else f"{c['max_error']:.2g}"])
+    return text_table(header, rows)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.crypten_side", description=__doc__.splitlines()[0])
+    parser.add_argument("--setup", action="store_true", help="build the CrypTen environment and exit")
+    parser.add_argument("--only", help="semicolon-separated workload names")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--network", choices=("loopback", "wan", "both"), default="loopback")
+    parser.add_argument("--json", metavar="PATH")
+    args = parser.parse_args(argv)
+    if args.setup:
+        return setup()
+    names = [n for n in WORKLOADS if not args.only or n in args.only.split(";")]
+    networks = ("loopback", "wan") if args.network == "both" else (args.network,)
+    print("CrypTen ...", file=sys.stderr, flush=True)
+    crypten = run_crypten(names, args.repeats)
+    mine: dict[tuple[str, str], dict] = {}
+    for network in networks:
+        for name in names:
+            print(f"ours: {name} on {network} ...", file=sys.stderr, flush=True)
+            mine[(name, network)] = ours(name, network, args.repeats)
+    print(f"CrypTen 0.4.1 and ours, same inputs, same run; D step: {D_STEP_LAYERS}, SGD lr {LR}")
+    print(report(crypten, mine, networks))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"machine": machine(), "crypten": crypten,
+                       "ours": [{"name": k[0], "network": k[1], **v} for k, v in mine.items()]}, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,39 @@
+"""CrypTen side by side: the workloads both sides run, the wan model, the report's verdicts."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+import mpcrt
+from bench import crypten_side
+from bench.crypten_runner import WORKLOADS
+
+
+def test_every_crypten_workload_has_ours():
+    for name in WORKLOADS:
+        assert name == "D step b16 32x32" or name in crypten_side.ARITH or name in crypten_side.NONLINEAR, name
+
+
+def test_crypten_wan_time_is_its_loopback_time_plus_latency_and_transfer():
+    c = {"seconds": 0.5, "rounds": 100, "mb": 50.0}
+    # 100 rounds x 20 ms one way + 50 MB at 400 Mbit/s (1 s)
+    assert crypten_side.crypten_wan(c) == pytest.approx(0.5 + 2.0 + 1.0)
+
+
+def test_the_report_gives_ratios_and_verdicts():
+    crypten = {"relu 1e5": {"seconds": 0.2, "rounds": 9, "mb": 46.0, "max_error": 1e-5}}
+    mine = {("relu 1e5", "loopback"): {"seconds": 0.02, "rounds": 9, "mb": 6.3, "offline_mb": 4.0, "max_error": 0.0},
+            ("sigmoid 1e5", "loopback"): {"error": "not measured"}}
+    text = crypten_side.report(crypten, mine, ("loopback",))
+    assert "0.100" in text and "<= 0.20 PASS" in text and "not measured" in text
+
+
+def test_our_d_step_runs_on_shares():
+    cores = os.sched_getaffinity(0)
+    try:
+        r0, r1 = mpcrt.run_local(crypten_side.d_step_program, 0, 1, timeout=120)
+    finally:
+        os.sched_setaffinity(0, cores)
+    assert r0["rounds"] == r1["rounds"] and r0["rounds"][0] > 10 and r0["sent"][0] > 0

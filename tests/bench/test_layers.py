@@ -1,0 +1,27 @@
+"""The per-layer benchmark: every layer of both networks, forward and backward, at a tiny size."""
+
+from __future__ import annotations
+
+import os
+
+import mpcrt
+from bench import layers
+
+
+def test_every_layer_is_measured_in_both_directions(tmp_path):
+    cores = os.sched_getaffinity(0)
+    try:  # the program pins its party to a core: in one process, give this one its cores back
+        r0, r1 = mpcrt.run_local(layers.program, "small", 2, 0, timeout=120)
+    finally:
+        os.sched_setaffinity(0, cores)
+    forward = [r for r in r0 if r["direction"] == "forward"]
+    backward = [r for r in r0 if r["direction"] == "backward"]
+    # G has 8 layers and D 8; D's final Sigmoid is folded into the loss gradient, so 15 backward
+    assert len(forward) == 16 and len(backward) == 15
+    assert [r["layer"] for r in forward[:2]] == ["0:ConvTranspose2d", "1:BatchNorm2d"]
+    assert all(r["rounds"] > 0 for r in r0 if "Flatten" not in r["layer"])
+    assert [r["rounds"] for r in r0] == [r["rounds"] for r in r1]
+    text = layers.table(r0)
+    assert "total" in text and "D 3:BatchNorm2d" in text
+    png = layers.plot(r0, str(tmp_path / "layers.png"), "tiny")
+    assert os.path.getsize(png) > 1000
