@@ -64,3 +64,10 @@ def init_weights(model: nn.Module, generator: torch.Generator) -> nn.Module:
                 m.weight.normal_(1.0, 0.02, generator=generator)
                 m.bias.zero_()
     return model
+
+
+class Square(nn.Module):
+    """x^2 as a torch module (SecureML's and CryptoNets' activation); gan.secure twins it."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * x

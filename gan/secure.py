@@ -93,13 +93,15 @@ def _twin(module: tnn.Module, v: dict[str, Any]) -> nn.Module:
                module)
         return nn.BatchNorm2d(v["weight"], v["bias"], v["running_mean"], v["running_var"], module.momentum,
                               module.eps)
-    simple = {tnn.ReLU: nn.ReLU, tnn.Sigmoid: nn.Sigmoid, tnn.Tanh: nn.Tanh, tnn.Flatten: nn.Flatten}
+    from gan.models import Square
+
+    simple = {tnn.ReLU: nn.ReLU, tnn.Sigmoid: nn.Sigmoid, tnn.Tanh: nn.Tanh, tnn.Flatten: nn.Flatten, Square: nn.Square}
     if type(module) in simple:
         return simple[type(module)]()
     if isinstance(module, tnn.LeakyReLU):
         return nn.LeakyReLU(module.negative_slope)
     raise TypeError(f"no secure twin for {type(module).__name__}; supported: Conv2d, ConvTranspose2d, Linear, "
-                    "BatchNorm2d, ReLU, LeakyReLU, Sigmoid, Tanh, Flatten, Sequential")
+                    "BatchNorm2d, ReLU, LeakyReLU, Sigmoid, Tanh, Square (gan.models), Flatten, Sequential")
 
 
 def _check(ok: bool, message: str, module: tnn.Module) -> None:

@@ -1,4 +1,4 @@
-"""ReLU, LeakyReLU, Sigmoid, Tanh: forward keeps what backward needs."""
+"""ReLU, LeakyReLU, Sigmoid, Tanh, Square: forward keeps what backward needs."""
 
 from __future__ import annotations
 
@@ -55,3 +55,18 @@ class Sigmoid(_SavedOutput):
 class Tanh(_SavedOutput):
     function = staticmethod(F.tanh)
     derivative = staticmethod(F.tanh_backward)
+
+
+class Square(Module):
+    """x^2, the activation of SecureML and CryptoNets (one product, no comparison)."""
+
+    def __init__(self) -> None:
+        self._x: Tensor | None = None
+
+    async def forward(self, x: Tensor) -> Tensor:
+        self._x = x
+        return await F.square(x)
+
+    async def backward(self, grad: Tensor) -> Tensor:
+        assert self._x is not None, "backward before forward"
+        return await F.mul(grad, await F.scale(self._x, 2.0))

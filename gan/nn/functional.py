@@ -131,6 +131,11 @@ async def scale(x: Tensor, factor: float, frac_bits: int | None = None) -> Tenso
     return await ops.scale(x, factor, frac_bits=frac_bits) if _secure(x) else x * factor
 
 
+async def square(x: Tensor) -> Tensor:
+    """x * x at x's scale (one opening on shares)."""
+    return await ops.square(x) if _secure(x) else x * x
+
+
 async def square_fine(x: Tensor) -> Tensor:
     """x * x; on shares kept untruncated at twice the scale (small squares stay nonzero)."""
     return await ops.mul(x, x, frac_bits=2 * x.frac_bits) if _secure(x) else x * x

@@ -11,6 +11,7 @@ from torch import nn as tnn
 
 import gan
 from gan import nn
+from gan.models import Square
 from tests.conftest import run_pair
 
 torch.manual_seed(0)
@@ -23,12 +24,14 @@ LAYERS = {
     "linear": lambda: tnn.Linear(6, 5),
     "bn": lambda: tnn.BatchNorm2d(4),
     "relu": tnn.ReLU, "leaky": lambda: tnn.LeakyReLU(0.2), "sigmoid": tnn.Sigmoid, "tanh": tnn.Tanh,
+    "square": Square,
     "dcgan_block": lambda: tnn.Sequential(tnn.Conv2d(1, 4, 4, 2, 1, bias=False), tnn.BatchNorm2d(4),
                                           tnn.LeakyReLU(0.2), tnn.Flatten(), tnn.Linear(4 * 4 * 4, 1),
                                           tnn.Sigmoid()),
 }
 INPUTS = {"conv": (2, 3, 8, 8), "conv_odd": (2, 2, 7, 7), "convT": (2, 4, 3, 3), "convT_op": (1, 2, 3, 3),
           "linear": (3, 6), "bn": (4, 4, 3, 3), "relu": (2, 5), "leaky": (2, 5), "sigmoid": (2, 5), "tanh": (2, 5),
+          "square": (2, 5),
           "dcgan_block": (3, 1, 8, 8)}
 
 
