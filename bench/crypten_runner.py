@@ -37,6 +37,12 @@ WORKLOADS: dict[str, tuple[str, tuple, tuple]] = {
     "batch_norm train 64x32x24x24": ("batch_norm", ((64, 32, 24, 24),), ("normal",)),
     "D step b16 32x32": ("d_step", ((16, 3, 32, 32),), ("uniform", -1.0, 1.0)),
 }
+# LP-GAN's comparison networks (gan/models.py): inference at batch 1 and 64, one SGD step on
+# the squared error against one-hot labels at batch 64
+for _net in ("secureml", "cryptonets", "minionn"):
+    WORKLOADS[f"{_net} inference b1"] = ("net_infer:" + _net, ((1, 1, 28, 28),), ("uniform", -1.0, 1.0))
+    WORKLOADS[f"{_net} inference b64"] = ("net_infer:" + _net, ((64, 1, 28, 28),), ("uniform", -1.0, 1.0))
+    WORKLOADS[f"{_net} train step b64"] = ("net_train:" + _net, ((64, 1, 28, 28),), ("uniform", -1.0, 1.0))
 # the D step: conv-relu-conv-BN-relu-linear-sigmoid, forward, BCE backward, SGD
 D_STEP_LAYERS = ((3, 16), (16, 32), 32 * 8 * 8)
 LR = 0.01
@@ -63,6 +69,55 @@ def d_step_torch():
     (c0, c1), (_, c2), flat = D_STEP_LAYERS
     return nn.Sequential(nn.Conv2d(c0, c1, 4, 2, 1), nn.ReLU(), nn.Conv2d(c1, c2, 4, 2, 1), nn.BatchNorm2d(c2),
                          nn.ReLU(), nn.Flatten(), nn.Linear(flat, 1), nn.Sigmoid())
+
+
+def comparison_network(name: str):
+    """gan.models.comparison_network, loaded from its file (our packages are not installed here)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "gan" / "models.py"
+    module = sys.modules.get("lpgan_models")
+    if module is None:
+        spec = importlib.util.spec_from_file_location("lpgan_models", path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["lpgan_models"] = module  # dataclasses look their module up there
+        spec.loader.exec_module(module)
+    import torch
+
+    torch.manual_seed(0)
+    return module.comparison_network(name)
+
+
+def _crypten_net(crypten, name: str):
+    """CrypTen's twin of a comparison network, with its weights (CrypTen has no square module)."""
+    import torch
+    from torch import nn
+
+    class Square(crypten.nn.Module):
+        def forward(self, x):
+            return x.square()
+
+    layers = []
+    plain = comparison_network(name)
+    for layer in plain:
+        if isinstance(layer, nn.Linear):
+            layers.append(crypten.nn.Linear(layer.in_features, layer.out_features))
+        elif isinstance(layer, nn.Conv2d):
+            layers.append(crypten.nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size[0],
+                                            stride=layer.stride[0], padding=layer.padding[0]))
+        elif isinstance(layer, nn.ReLU):
+            layers.append(crypten.nn.ReLU())
+        elif isinstance(layer, nn.Flatten):
+            layers.append(crypten.nn.Flatten())
+        else:
+            layers.append(Square())
+    model = crypten.nn.Sequential(*layers)
+    with torch.no_grad():
+        for p, q in zip(model.parameters(), plain.parameters(), strict=True):
+            p.copy_(q)
+    model.encrypt()
+    return model, plain
 
 
 def _guard_onnx_import() -> None:
@@ -110,6 +165,10 @@ def run_workloads(names: list[str], repeats: int) -> list[dict]:
             for i in range(repeats + 2):
                 plain = [make_inputs(kind, s, 100 * i + k) for k, s in enumerate(shapes)]
                 model = labels = None
+                if op.startswith("net_"):
+                    model, _ = _crypten_net(crypten, op.split(":")[1])
+                    labels = crypten.cryptensor(torch.nn.functional.one_hot(
+                        torch.arange(shapes[0][0]) % 10, 10).double())
                 if op == "d_step":
                     model = _crypten_d_step(crypten)
                     labels = crypten.cryptensor(torch.ones(shapes[0][0], 1, dtype=torch.float64))  # as ours
@@ -123,13 +182,13 @@ def run_workloads(names: list[str], repeats: int) -> list[dict]:
                 stats = comm.get().get_communication_stats()
                 if 0 < i <= repeats:
                     times.append(elapsed)
-                    if result is not None:
+                    if result is not None and not op.startswith("net_"):
                         got = result.get_plain_text().double()
                         error = max(error, float((got - _reference(op, plain)).abs().max()))
             if comm.get().get_rank() == 0:
                 out.append({"name": name, "seconds": statistics.median(times), "times": times,
                             "rounds": stats["rounds"], "mb": stats["bytes"] / 1e6,
-                            "max_error": error if op != "d_step" else None})
+                            "max_error": error if op != "d_step" and not op.startswith("net_") else None})
         return out
 
     crypten.init()
@@ -151,6 +210,17 @@ def _apply(crypten, op, enc, model, labels):
         bn.encrypt()
         bn.train()
         return bn(enc[0])
+    if op.startswith("net_infer"):
+        model.eval()
+        return model(enc[0])
+    if op.startswith("net_train"):
+        model.train()
+        out = model(enc[0])
+        loss = crypten.nn.MSELoss()(out, labels)
+        model.zero_grad()
+        loss.backward()
+        model.update_parameters(LR)
+        return None
     if op == "d_step":
         out = model(enc[0])
         loss = crypten.nn.BCELoss()(out, labels)

@@ -27,18 +27,11 @@ import gan
 import mpcrt
 from gan import optim
 from gan.data import mnist
-from gan.models import Square
+from gan.models import COMPARISON_NETWORKS, comparison_network
 from gan.nn import functional as F
 from mpcrt import OWNER, keyed_scope
 
-NETWORKS = {
-    "secureml": lambda: nn.Sequential(nn.Flatten(), nn.Linear(784, 128), Square(), nn.Linear(128, 128), Square(),
-                                      nn.Linear(128, 10)),
-    "cryptonets": lambda: nn.Sequential(nn.Conv2d(1, 5, 5, stride=2, padding=1), Square(), nn.Flatten(),
-                                        nn.Linear(845, 100), Square(), nn.Linear(100, 10)),
-    "minionn": lambda: nn.Sequential(nn.Conv2d(1, 5, 5, stride=2, padding=2), nn.ReLU(), nn.Flatten(),
-                                     nn.Linear(980, 100), nn.ReLU(), nn.Linear(100, 10)),
-}
+NETWORKS = COMPARISON_NETWORKS
 
 # the deeper square network diverges at 0.05 (squares of growing activations)
 LEARNING_RATES = {"secureml": 0.01, "cryptonets": 0.05, "minionn": 0.05}
@@ -46,7 +39,7 @@ LEARNING_RATES = {"secureml": 0.01, "cryptonets": 0.05, "minionn": 0.05}
 
 def initial(name: str, seed: int = 0) -> nn.Sequential:
     torch.manual_seed(seed)
-    return NETWORKS[name]()
+    return comparison_network(name)
 
 
 def batches(images: torch.Tensor, labels: torch.Tensor, batch: int, epochs: int):

@@ -80,7 +80,8 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(args.iterations, args.samples, args.out, args.batch_size)
 
 
-BENCH_SUITES = ("transport", "arith", "nonlinear", "layers", "gan", "sweep", "crypten_side", "quality", "netns_tbf")
+BENCH_SUITES = ("transport", "arith", "nonlinear", "layers", "gan", "sweep", "crypten_side", "networks", "quality",
+                "netns_tbf")
 
 
 def _bench(args: argparse.Namespace) -> int:

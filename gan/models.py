@@ -1,5 +1,7 @@
 """The GANs: LP-GAN's DCGAN (32x32, nz = 100, 64 feature maps) and a small preset that
-trains in minutes on this machine. Plain torch models (the owner's); `gan.secure` shares them."""
+trains in minutes on this machine; and LP-GAN's three comparison networks for MNIST. Plain
+torch models (the owner's); `gan.secure` shares them. Imports torch only (bench/crypten_runner.py
+loads this file in CrypTen's environment)."""
 
 from __future__ import annotations
 
@@ -71,3 +73,22 @@ class Square(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * x
+
+
+def comparison_network(name: str) -> nn.Sequential:
+    """LP-GAN's comparison networks on 1x28x28 MNIST: "secureml" (FC 784-128-128-10, square
+    activations), "cryptonets" (conv 1->5 k5 s2 p1, square, FC 845-100, square, FC 100-10),
+    "minionn" (conv 1->5 k5 s2 p2, ReLU, FC 980-100, ReLU, FC 100-10)."""
+    if name == "secureml":
+        return nn.Sequential(nn.Flatten(), nn.Linear(784, 128), Square(), nn.Linear(128, 128), Square(),
+                             nn.Linear(128, 10))
+    if name == "cryptonets":
+        return nn.Sequential(nn.Conv2d(1, 5, 5, stride=2, padding=1), Square(), nn.Flatten(), nn.Linear(845, 100),
+                             Square(), nn.Linear(100, 10))
+    if name == "minionn":
+        return nn.Sequential(nn.Conv2d(1, 5, 5, stride=2, padding=2), nn.ReLU(), nn.Flatten(), nn.Linear(980, 100),
+                             nn.ReLU(), nn.Linear(100, 10))
+    raise ValueError(f"unknown network {name!r}; choose secureml, cryptonets or minionn")
+
+
+COMPARISON_NETWORKS = ("secureml", "cryptonets", "minionn")

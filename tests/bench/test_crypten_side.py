@@ -12,8 +12,12 @@ from bench.crypten_runner import WORKLOADS
 
 
 def test_every_crypten_workload_has_ours():
+    from bench import networks
+
     for name in WORKLOADS:
-        assert name == "D step b16 32x32" or name in crypten_side.ARITH or name in crypten_side.NONLINEAR, name
+        assert (name == "D step b16 32x32" or name in crypten_side.ARITH or name in crypten_side.NONLINEAR
+                or name in networks.NAMES), name
+    assert len(networks.NAMES) == 9
 
 
 def test_crypten_wan_time_is_its_loopback_time_plus_latency_and_transfer():

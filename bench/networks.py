@@ -1,0 +1,118 @@
+"""LP-GAN's comparison networks on shares: inference per image and a training step, CrypTen beside.
+
+    .venv/bin/python -m bench.networks [--network loopback|wan|both] [--repeats 3] [--no-crypten] [--json PATH]
+
+"SecureML", "CryptoNets" and "MiniONN" (gan.models.comparison_network) on 1x28x28 inputs:
+inference at batch 1 and 64 (time per image = time / batch), and one SGD step on the
+squared error against one-hot labels at batch 64. Ours: two party processes over mutual
+TLS on loopback (`wan`: through the simulator), one torch thread each, dealer material
+fetched first, the model and the input shared by party 0, a warm-up, the median of the
+repeats, the slower party. CrypTen 0.4.1 runs the same workloads in the same run
+(bench/crypten_runner.py, in the environment `python -m bench.crypten_side --setup`
+builds); its `wan` time is modelled (bench/crypten_side.py). `--no-crypten` skips it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+import gan
+import mpcrt
+from bench import crypten_side
+from bench.arith import in_party_process
+from bench.crypten_runner import LR, WORKLOADS, make_inputs
+from bench.transport import machine, pin_to_core, text_table
+from gan import optim
+from gan.models import COMPARISON_NETWORKS, comparison_network
+from gan.nn import functional as F
+
+NAMES = [n for n in WORKLOADS if n.split()[0] in COMPARISON_NETWORKS]
+
+
+async def program(party: mpcrt.Party, name: str, warmup: int, repeats: int) -> dict[str, Any]:
+    torch.set_num_threads(1)
+    if in_party_process():
+        pin_to_core(party.id)
+    op, (shape,), kind = WORKLOADS[name]
+    what, net = op.split(":")
+    times, rounds, sent = [], [], []
+    for i in range(warmup + repeats):
+        torch.manual_seed(0)
+        model = await gan.secure(comparison_network(net), party, src=0)
+        x = await party.input(make_inputs(kind, shape, 100 * i).float() if party.id == 0 else None, src=0)
+        labels = torch.nn.functional.one_hot(torch.arange(shape[0]) % 10, 10).float()
+        await (await party.input(torch.zeros(1) if party.id == 0 else None, src=0)).reveal()  # line up
+        before = (party.stats.rounds, party.stats.bytes_sent)
+        start = time.perf_counter()
+        out = await model.forward(x)
+        if what == "net_train":
+            model.zero_grad()
+            await model.backward(await F.scale(out - labels, 2.0 / shape[0]))
+            await optim.SGD(model.parameters(), LR, 0.0).step()
+        elapsed = time.perf_counter() - start
+        if i >= warmup:
+            times.append(elapsed)
+            rounds.append(party.stats.rounds - before[0])
+            sent.append(party.stats.bytes_sent - before[1])
+    return {"times": times, "rounds": rounds, "sent": sent, "offline": party.stats.offline.as_dict()}
+
+
+def ours(name: str, network: str, repeats: int) -> dict[str, Any]:
+    r0, r1 = mpcrt.run_local(program, name, 1, repeats, transport="tcp", processes=True, offline=True,
+                             timeout=600.0, network="wan" if network == "wan" else None)
+    return {"seconds": max(statistics.median(r0["times"]), statistics.median(r1["times"])),
+            "rounds": max(r0["rounds"] + r1["rounds"]), "mb": max(r0["sent"] + r1["sent"]) / 1e6,
+            "offline_mb": r1["offline"]["bytes_received"] / (1 + repeats) / 1e6, "max_error": None}
+
+
+def per_image(name: str) -> int:
+    return WORKLOADS[name][1][0][0] if "inference" in name else 1
+
+
+def report(crypten: dict[str, dict], mine: dict[tuple[str, str], dict]) -> str:
+    rows = []
+    for (name, network), o in mine.items():
+        c = crypten.get(name)
+        theirs = None if c is None else (c["seconds"] if network == "loopback" else crypten_side.crypten_wan(c))
+        unit = per_image(name)
+        rows.append([name, network, f"{o['seconds'] / unit * 1e3:.2f}", str(o["rounds"]),
+                     f"{o['mb']:.2f} (+{o['offline_mb']:.2f})",
+                     "-" if theirs is None else f"{theirs / unit * 1e3:.2f}" + (" (model)" if network == "wan" else ""),
+                     "-" if c is None else str(c["rounds"]), "-" if c is None else f"{c['mb']:.2f}",
+                     "-" if theirs is None else f"{o['seconds'] / theirs:.3f}"])
+    return text_table(["workload", "network", "ours ms (per image)", "rounds", "MB (+offline)",
+                       "CrypTen ms (per image)", "CrypTen rounds", "CrypTen MB", "ours / CrypTen"], rows)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.networks", description=__doc__.splitlines()[0])
+    parser.add_argument("--network", choices=("loopback", "wan", "both"), default="loopback")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--no-crypten", action="store_true")
+    parser.add_argument("--json", metavar="PATH")
+    args = parser.parse_args(argv)
+    networks = ("loopback", "wan") if args.network == "both" else (args.network,)
+    crypten = {} if args.no_crypten else crypten_side.run_crypten(NAMES, args.repeats)
+    mine = {}
+    for network in networks:
+        for name in NAMES:
+            print(f"ours: {name} on {network} ...", file=sys.stderr, flush=True)
+            mine[(name, network)] = ours(name, network, args.repeats)
+    print(report(crypten, mine))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"machine": machine(), "crypten": crypten,
+                       "ours": [{"name": k[0], "network": k[1], **v} for k, v in mine.items()]}, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
