@@ -1,7 +1,10 @@
 """LP-GAN's three comparison networks trained and evaluated on shares, beside plaintext.
 
     .venv/bin/python examples/comparison_networks.py [--network secureml|cryptonets|minionn|all]
-        [--train 4000] [--test 1000] [--epochs 2] [--batch 64] [--lr LR]
+        [--train 4000] [--test 1000] [--epochs 2] [--batch 64] [--lr LR] [--in-process]
+    # two machines: `serve` on each (see examples/_servers.py), then from the owner's:
+    .venv/bin/python examples/comparison_networks.py serve --party N --listen HOST:PORT --peer HOST:PORT --certs DIR
+    .venv/bin/python examples/comparison_networks.py --servers HOST0:PORT,HOST1:PORT --certs DIR
 
 "SecureML" (FC 784-128-128-10, square activations), "CryptoNets" (conv 1->5 k5 s2 p1,
 square, FC 845-100, square, FC 100-10) and "MiniONN" (conv 1->5 k5 s2 p2, ReLU, FC 980-100,
@@ -10,7 +13,9 @@ model and every batch, images and one-hot labels, with two parties (here in one 
 `mpcrt.run_with_owner`); they train with SGD on the squared error against the one-hot
 labels (SecureML's choice: its gradient needs no comparison), and only the owner gets the
 trained model back, whose test accuracy it measures. The same layer code on plain tensors,
-from the same initial weights and batches, is the plaintext twin.
+from the same initial weights and batches, is the plaintext twin. By default the two parties
+are two server processes over mutual TLS on loopback and this process is the owner (and
+dealer); `--in-process` runs all three in this process (`mpcrt.run_with_owner`).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import argparse
 import asyncio
 import sys
 import time
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -29,7 +35,13 @@ from gan import optim
 from gan.data import mnist
 from gan.models import COMPARISON_NETWORKS, comparison_network
 from gan.nn import functional as F
-from mpcrt import OWNER, keyed_scope
+from mpcrt import OWNER, keyed_scope, prg
+from mpcrt.jobs import start_job
+from mpcrt.server import parse_address
+from transports.loop import run as run_loop
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _servers import local_servers, serve
 
 NETWORKS = COMPARISON_NETWORKS
 
@@ -86,23 +98,43 @@ def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> fl
         return float((model(images).argmax(1) == labels).float().mean())
 
 
-def run(name: str, train_n: int, test_n: int, epochs: int, batch: int, lr: float) -> dict:
+async def drive(client: mpcrt.OwnerClient, name: str, data: list) -> nn.Module:
+    """The owner: share the initial model and every batch, get the trained model back."""
+    gan.share_module(client, initial(name), "m")
+    for b, (x, y) in enumerate(data):
+        client.share({f"x/{b}": x, f"y/{b}": y})
+    return await gan.receive_module(client, initial(name), "m")
+
+
+def train_secure(name: str, data: list, lr: float, servers=None, certs=None, in_process: bool = False) -> nn.Module:
+    args = {"network": name, "batches": len(data), "lr": lr}
+    if in_process:
+        return mpcrt.run_with_owner(party_program, lambda client, _: drive(client, name, data), args, timeout=600)[0]
+
+    async def go(servers, certs) -> nn.Module:
+        job = await start_job(servers, certs, "train", args, (prg.new_key(), prg.new_key()), name=f"{name}-example",
+                              timeout=600)
+        try:
+            return await drive(job.client, name, data)
+        finally:
+            await job.close()
+
+    if servers is not None:
+        return run_loop(go(servers, certs))
+    with local_servers(__file__) as (local, local_certs):
+        return run_loop(go(local, local_certs))
+
+
+def run(name: str, train_n: int, test_n: int, epochs: int, batch: int, lr: float, servers=None, certs=None,
+        in_process: bool = False) -> dict:
     images, labels = mnist(28)
     order = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))  # the file is sorted by digit
     images, labels = images[order], labels[order]
     train_x, train_y = images[:train_n], labels[:train_n]
     test_x, test_y = images[-test_n:], labels[-test_n:]
     data = list(batches(train_x, train_y, batch, epochs))
-
-    async def owner(client: mpcrt.OwnerClient, args: dict) -> nn.Module:
-        gan.share_module(client, initial(name), "m")
-        for b, (x, y) in enumerate(data):
-            client.share({f"x/{b}": x, f"y/{b}": y})
-        return await gan.receive_module(client, initial(name), "m")
-
     start = time.perf_counter()
-    trained, _, _ = mpcrt.run_with_owner(party_program, owner, {"network": name, "batches": len(data), "lr": lr},
-                                         timeout=600)
+    trained = train_secure(name, data, lr, servers, certs, in_process)
     seconds = time.perf_counter() - start
 
     class PlainOwner:
@@ -131,11 +163,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--lr", type=float, help="SGD step (default: per network, LEARNING_RATES)")
+    parser.add_argument("--in-process", action="store_true", help="owner and both parties in this process")
+    parser.add_argument("--servers", help="HOST0:PORT,HOST1:PORT of two `serve` processes")
+    parser.add_argument("--certs", help="the owner's certificates (with --servers)")
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "serve":
+        return serve(argv[1:], {"train": party_program})
     args = parser.parse_args(argv)
+    servers = tuple(parse_address(a) for a in args.servers.split(",")) if args.servers else None
     torch.set_num_threads(1)
     names = list(NETWORKS) if args.network == "all" else [args.network]
     for name in names:
-        r = run(name, args.train, args.test, args.epochs, args.batch, args.lr or LEARNING_RATES[name])
+        r = run(name, args.train, args.test, args.epochs, args.batch, args.lr or LEARNING_RATES[name], servers,
+                args.certs, args.in_process)
         print(f"{name:10s} {r['batches']} secure SGD steps in {r['seconds']:.1f} s; test accuracy: secure "
               f"{r['secure_accuracy']:.3f}, plaintext twin {r['plaintext_accuracy']:.3f} (untrained "
               f"{r['initial_accuracy']:.3f})", flush=True)

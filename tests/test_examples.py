@@ -20,22 +20,14 @@ def load(name: str):
     return module
 
 
-def test_private_stats_reveals_only_the_three_answers(tmp_path, capsys):
-    stats = load("private_stats")
+def test_private_stats_on_two_server_processes(tmp_path):
     (tmp_path / "a.txt").write_text("10\n20\n30.5\n")
     (tmp_path / "b.txt").write_text("5\n-2\n")
-    assert stats.main([str(tmp_path / "a.txt"), str(tmp_path / "b.txt"), "--memory"]) == 0
-    out = capsys.readouterr().out
-    assert "larger: True" in out and "joint mean 12.700" in out and "variance 130.5" in out
-
-
-def test_private_stats_in_two_processes(tmp_path):
-    (tmp_path / "a.txt").write_text("1\n2\n")
-    (tmp_path / "b.txt").write_text("3\n4\n5\n")
     done = subprocess.run([sys.executable, str(EXAMPLES / "private_stats.py"), str(tmp_path / "a.txt"),
                            str(tmp_path / "b.txt")], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert "larger: False" in done.stdout and "joint mean 3.000" in done.stdout
+    assert "larger: True" in done.stdout and "joint mean 12.700" in done.stdout and "variance 130.5" in done.stdout
+    assert "(of 5 values)" in done.stdout
 
 
 def test_the_recording_transport_records_every_frame(tmp_path):
@@ -52,6 +44,15 @@ def test_the_recording_transport_records_every_frame(tmp_path):
 @pytest.mark.parametrize("network", ["secureml", "cryptonets", "minionn"])
 def test_each_comparison_network_trains_on_shares_like_its_twin(network):
     nets = load("comparison_networks")
-    r = nets.run(network, train_n=256, test_n=200, epochs=1, batch=64, lr=nets.LEARNING_RATES[network])
+    r = nets.run(network, train_n=256, test_n=200, epochs=1, batch=64, lr=nets.LEARNING_RATES[network],
+                 in_process=True)
     assert r["batches"] == 4
     assert abs(r["secure_accuracy"] - r["plaintext_accuracy"]) <= 0.03
+
+
+def test_a_comparison_network_on_two_server_processes():
+    done = subprocess.run([sys.executable, str(EXAMPLES / "comparison_networks.py"), "--network", "minionn",
+                           "--train", "128", "--test", "100", "--epochs", "1"], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "minionn" in done.stdout and "2 secure SGD steps" in done.stdout

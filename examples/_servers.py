@@ -1,0 +1,82 @@
+"""What the examples share: an edge server entry point, and two of them started on this machine.
+
+An example runs its program as an `mpcrt.server.EdgeServer` (`python EXAMPLE.py serve --party
+N --listen HOST:PORT --peer HOST:PORT --certs DIR`, one per machine), and a coordinator (the
+owner role: the dealer, and whoever receives the outputs) starts jobs on both with
+`mpcrt.jobs.start_job`. On one machine, `local_servers` makes certificates and starts the two
+servers as processes on loopback (mutual TLS), for as long as the `with` block runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from mpcrt.runtime import Program
+from mpcrt.server import EdgeServer, ServerConfig, parse_address
+from transports import generate_certificates
+from transports.loop import run as run_loop
+
+
+def serve(argv: list[str], programs: dict[str, Program]) -> int:
+    """`serve --party N --listen HOST:PORT --peer HOST:PORT --certs DIR`: serve jobs until stopped."""
+    parser = argparse.ArgumentParser(prog="serve")
+    parser.add_argument("--party", type=int, choices=(0, 1), required=True)
+    parser.add_argument("--listen", required=True)
+    parser.add_argument("--peer", required=True)
+    parser.add_argument("--certs", required=True)
+    parser.add_argument("--state", default=tempfile.gettempdir())
+    args = parser.parse_args(argv)
+    server = EdgeServer(ServerConfig(args.party, parse_address(args.listen), parse_address(args.peer),
+                                     Path(args.certs), Path(args.state)), programs,
+                        log=lambda line: print(line, flush=True))
+
+    async def main() -> None:
+        task = asyncio.current_task()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            asyncio.get_running_loop().add_signal_handler(sig, task.cancel)  # type: ignore[union-attr]
+        with contextlib.suppress(asyncio.CancelledError):
+            await server.serve()
+
+    run_loop(main())
+    return 0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def local_servers(script: str, per_party: tuple[list[str], list[str]] = ([], [])
+                  ) -> Iterator[tuple[tuple[tuple[str, int], tuple[str, int]], Path]]:
+    """Two `script serve` processes on loopback; yields (their addresses, the certificates folder)."""
+    with tempfile.TemporaryDirectory(prefix="lpgan-example-") as folder:
+        certs = Path(folder)
+        generate_certificates(certs)
+        ports = (_free_port(), _free_port())
+        procs = [subprocess.Popen([sys.executable, script, "serve", "--party", str(i), "--listen",
+                                   f"127.0.0.1:{ports[i]}", "--peer", f"127.0.0.1:{ports[1 - i]}", "--certs",
+                                   str(certs), *per_party[i]], stdout=subprocess.DEVNULL)
+                 for i in (0, 1)]
+        try:
+            yield (("127.0.0.1", ports[0]), ("127.0.0.1", ports[1])), certs
+        finally:
+            for p in procs:
+                p.terminate()
+            deadline = time.monotonic() + 10
+            for p in procs:
+                try:
+                    p.wait(max(deadline - time.monotonic(), 0.1))
+                except subprocess.TimeoutExpired:
+                    p.kill()
