@@ -1,14 +1,18 @@
 """A custom transport: record every frame a party sends and receives to a file, then replay it.
 
-    .venv/bin/python examples/recording_transport.py [--out frames.bin]
+    .venv/bin/python examples/recording_transport.py [--out frames] [--by-hand]
 
 The `transports.Transport` interface is four members: `send(frame)`, `await recv(timeout)`,
 `await close()`, `closed`, plus `counters` and `max_frame_bytes`. `RecordingTransport` wraps
-any transport and appends each frame to a file (direction byte, 4-byte length, bytes); the
-parties are built by hand (`mpcrt.Party` with a dealer from `mpcrt.dealer`), which is all
-`run_local` does. `replay` reads the file back and decodes each frame with the runtime's
-format (`mpcrt.messages`): the rounds and op labels of the run, for debugging or auditing
-(a recording holds shares and masked values only, but keep it private all the same).
+any transport and appends each frame to a file (direction byte, 4-byte length, bytes). By
+default the two parties run as two processes over mutual TLS on loopback, each recording
+its own link (`run_local(..., wrap=...)` plugs the transport in: `frames.party0.bin`,
+`frames.party1.bin`); `--by-hand` builds the parties on an in-memory pair instead
+(`mpcrt.Party` with a dealer from `mpcrt.dealer`, which is all `run_local` does). Across
+two machines, the same `wrap` goes around whatever transport connects the parties.
+`replay` reads a recording back and decodes each frame with the runtime's format
+(`mpcrt.messages`): the rounds and op labels of the run, for debugging or auditing (a
+recording holds shares and masked values only, but keep it private all the same).
 """
 
 from __future__ import annotations
@@ -87,6 +91,25 @@ async def program(party: mpcrt.Party) -> torch.Tensor:
     return await relu.reveal()
 
 
+class Recorder:
+    """run_local's `wrap`: records party i's link to {prefix}.party{i}.bin (picklable)."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+
+    def path(self, party_id: int) -> Path:
+        return Path(f"{self.prefix}.party{party_id}.bin")
+
+    def __call__(self, party_id: int, transport: Transport) -> Transport:
+        return RecordingTransport(transport, self.path(party_id))
+
+
+def run_processes(prefix: str) -> tuple[torch.Tensor, list, list]:
+    recorder = Recorder(prefix)
+    result, _ = mpcrt.run_local(program, transport="tcp", processes=True, wrap=recorder)
+    return result, replay(recorder.path(0)), replay(recorder.path(1))
+
+
 async def run(out: Path) -> tuple[torch.Tensor, list]:
     a, b = pair()
     recorded = RecordingTransport(a, out)
@@ -99,11 +122,15 @@ async def run(out: Path) -> tuple[torch.Tensor, list]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="frames.bin")
+    parser.add_argument("--out", default="frames", help="recordings: OUT.party0.bin, OUT.party1.bin")
+    parser.add_argument("--by-hand", action="store_true", help="parties built by hand on an in-memory pair")
     args = parser.parse_args(argv)
-    result, frames = asyncio.run(run(Path(args.out)))
+    if args.by_hand:
+        result, frames = asyncio.run(run(Path(f"{args.out}.party0.bin")))
+    else:
+        result, frames, _ = run_processes(args.out)
     print(f"relu(x * y) = {result.tolist()}")
-    print(f"{len(frames)} frames recorded by party 0 in {args.out}:")
+    print(f"{len(frames)} frames recorded by party 0 in {args.out}.party0.bin:")
     for (direction, kind), count in Counter((d, k) for d, k, _ in frames).items():
         print(f"  {'sent' if direction == '>' else 'received'} {count} {kind} frame(s)")
     print(f"op labels: {sorted({label for _, _, labels in frames for label in labels})}")

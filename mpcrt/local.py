@@ -66,8 +66,8 @@ def tls_config(party_id: int, tls: bool, credentials: dict[str, Credentials] | N
 def run_local(program: Program, *args: Any, transport: str = "memory", network: Any = None,
               processes: bool = False, tls: bool = True, timeout: float = DEFAULT_TIMEOUT,
               frac_bits: int = 16, dealer: str = "local", truncation: str = "dealer",
-              comparison: str = "auto", offline: bool = False, plan: list[Request] | None = None
-              ) -> tuple[Any, Any]:
+              comparison: str = "auto", offline: bool = False, plan: list[Request] | None = None,
+              wrap: Callable[[int, Transport], Transport] | None = None) -> tuple[Any, Any]:
     """Run `program(party, *args)` as party 0 and party 1; returns (result0, result1).
 
     transport: "memory" (one process) or "tcp" (real sockets on loopback, TLS 1.3 with
@@ -81,6 +81,8 @@ def run_local(program: Program, *args: Any, transport: str = "memory", network: 
     list of requests given instead of the dry run (mpcrt.offline.record_plan; e.g. the part of
     a longer program's plan that its timed part needs); material outside it is fetched on demand.
     comparison: "auto" (per call, from the network's modelled cost), "tree", "lpgan" or "dcf".
+    wrap(party_id, transport): a transport of your own around each party's link (outermost,
+    after any simulated network; must pickle with processes=True).
     A party's exception is re-raised with `.party_id` and a note naming the party.
     """
     if transport not in ("memory", "tcp"):
@@ -95,7 +97,7 @@ def run_local(program: Program, *args: Any, transport: str = "memory", network: 
                                     comparison=comparison, network=model, timeout=timeout))
     options = {"model": model, "tls": tls, "timeout": timeout, "frac_bits": frac_bits, "dealer": dealer,
                "truncation": truncation, "comparison": comparison, "seeds": (prg.new_key(), prg.new_key()),
-               "plan": plan}
+               "plan": plan, "wrap": wrap}
     if processes:
         return _run_processes(program, args, options)
     results = run_loop(_run_in_one_loop(program, args, transport, options))
@@ -168,6 +170,8 @@ async def _run_in_one_loop(program: Program, args: tuple, transport: str, option
             await listener.close()
     if options["model"] is not None:
         ends = (WanTransport(ends[0], options["model"]), WanTransport(ends[1], options["model"]))
+    if options["wrap"] is not None:
+        ends = (options["wrap"](0, ends[0]), options["wrap"](1, ends[1]))
     seed0, seed1 = options["seeds"]
     service = listener = None
     if options["dealer"] == "local":
@@ -319,6 +323,8 @@ async def _party_main(party_id: int, program: Program, args: tuple, options: dic
     model: NetworkModel | None = options["model"]
     if model is not None:
         transport = WanTransport(transport, model)
+    if options["wrap"] is not None:
+        transport = options["wrap"](party_id, transport)
     seed = options["seeds"][party_id]
     source = await _connect_dealer(options["dealer_port"], party_id, options, credentials)
     party = Party(party_id, transport, timeout=options["timeout"], frac_bits=options["frac_bits"],

@@ -30,6 +30,18 @@ def test_private_stats_on_two_server_processes(tmp_path):
     assert "(of 5 values)" in done.stdout
 
 
+def test_the_recording_transport_in_two_processes_over_tls(tmp_path):
+    done = subprocess.run([sys.executable, str(EXAMPLES / "recording_transport.py"), "--out", str(tmp_path / "f")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "relu(x * y) = [3.0, 0.0, 0.0]" in done.stdout
+    rec = load("recording_transport")
+    mine, theirs = rec.replay(tmp_path / "f.party0.bin"), rec.replay(tmp_path / "f.party1.bin")
+    # what one party sent, the other received, frame for frame
+    assert [f[1:] for f in mine if f[0] == ">"] == [f[1:] for f in theirs if f[0] == "<"]
+    assert len(mine) > 20
+
+
 def test_the_recording_transport_records_every_frame(tmp_path):
     rec = load("recording_transport")
     import asyncio
