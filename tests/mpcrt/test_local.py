@@ -74,3 +74,36 @@ def test_bad_arguments():
 
     with pytest.raises(TypeError, match="module level"):
         mpcrt.run_local(local_program, processes=True)
+
+
+def test_wrap_puts_a_transport_of_ones_own_around_each_link():
+    from transports import Transport
+
+    seen: dict[int, int] = {0: 0, 1: 0}
+
+    class Counting(Transport):
+        def __init__(self, party_id, inner):
+            self.party_id, self.inner = party_id, inner
+            self.counters, self.max_frame_bytes = inner.counters, inner.max_frame_bytes
+
+        def send(self, frame):
+            seen[self.party_id] += 1
+            self.inner.send(frame)
+
+        async def recv(self, timeout=None):
+            return await self.inner.recv(timeout)
+
+        async def close(self):
+            await self.inner.close()
+
+        @property
+        def closed(self):
+            return self.inner.closed
+
+    async def program(party):
+        x = await party.input(torch.ones(2) if party.id == 0 else None, src=0)
+        return await x.reveal()
+
+    r0, _ = mpcrt.run_local(program, wrap=Counting)
+    assert r0.tolist() == [1.0, 1.0]
+    assert seen[0] >= 3 and seen[1] >= 3  # hello, the data, bye
