@@ -20,6 +20,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from mpcrt.runtime import Program
 from mpcrt.server import EdgeServer, ServerConfig, parse_address
@@ -27,8 +28,9 @@ from transports import generate_certificates
 from transports.loop import run as run_loop
 
 
-def serve(argv: list[str], programs: dict[str, Program]) -> int:
-    """`serve --party N --listen HOST:PORT --peer HOST:PORT --certs DIR`: serve jobs until stopped."""
+def serve(argv: list[str], programs: dict[str, Program], wrap: Any = None) -> int:
+    """`serve --party N --listen HOST:PORT --peer HOST:PORT --certs DIR`: serve jobs until stopped;
+    `wrap(party_id, transport)`: a transport of one's own around the link to the peer."""
     parser = argparse.ArgumentParser(prog="serve")
     parser.add_argument("--party", type=int, choices=(0, 1), required=True)
     parser.add_argument("--listen", required=True)
@@ -37,7 +39,7 @@ def serve(argv: list[str], programs: dict[str, Program]) -> int:
     parser.add_argument("--state", default=tempfile.gettempdir())
     args = parser.parse_args(argv)
     server = EdgeServer(ServerConfig(args.party, parse_address(args.listen), parse_address(args.peer),
-                                     Path(args.certs), Path(args.state)), programs,
+                                     Path(args.certs), Path(args.state), wrap=wrap), programs,
                         log=lambda line: print(line, flush=True))
 
     async def main() -> None:

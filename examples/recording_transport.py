@@ -1,6 +1,10 @@
 """A custom transport: record every frame a party sends and receives to a file, then replay it.
 
     .venv/bin/python examples/recording_transport.py [--out frames] [--by-hand]
+    # two machines (and a coordinator, the dealer): each server records its own link
+    .venv/bin/python examples/recording_transport.py serve --party N --listen HOST:PORT --peer HOST:PORT \
+        --certs DIR --out frames
+    .venv/bin/python examples/recording_transport.py ask HOST0:PORT HOST1:PORT --certs DIR
 
 The `transports.Transport` interface is four members: `send(frame)`, `await recv(timeout)`,
 `await close()`, `closed`, plus `counters` and `max_frame_bytes`. `RecordingTransport` wraps
@@ -29,9 +33,15 @@ import torch
 import mpcrt
 from mpcrt import ops, prg
 from mpcrt.dealer import DealerClient, LocalDealer
+from mpcrt.jobs import start_job
 from mpcrt.messages import decode
+from mpcrt.server import parse_address
 from transports import Transport, pair
 from transports.base import Buffer, Frame, frame_parts
+from transports.loop import run as run_loop
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _servers import serve
 
 _RECORD = struct.Struct("<cI")
 
@@ -84,11 +94,15 @@ def replay(path: Path) -> list[tuple[str, str, list[str]]]:
     return out
 
 
-async def program(party: mpcrt.Party) -> torch.Tensor:
+async def share_of_result(party: mpcrt.Party) -> mpcrt.ArithmeticShare:
     x = await party.input(torch.tensor([1.5, -2.0, 3.0]) if party.id == 0 else None, src=0)
     y = await party.input(torch.tensor([2.0, 0.5, -1.0]) if party.id == 1 else None, src=1)
     relu, _ = await ops.relu(await ops.mul(x, y))
-    return await relu.reveal()
+    return relu
+
+
+async def program(party: mpcrt.Party) -> torch.Tensor:
+    return await (await share_of_result(party)).reveal()
 
 
 class Recorder:
@@ -102,6 +116,18 @@ class Recorder:
 
     def __call__(self, party_id: int, transport: Transport) -> Transport:
         return RecordingTransport(transport, self.path(party_id))
+
+
+async def served_program(party: mpcrt.Party, args: dict) -> None:
+    party.owner.send("relu", await share_of_result(party))
+
+
+async def ask(servers, certs) -> torch.Tensor:
+    job = await start_job(servers, certs, "demo", {}, (prg.new_key(), prg.new_key()), name="recording")
+    try:
+        return await job.client.reveal("relu")
+    finally:
+        await job.close()
 
 
 def run_processes(prefix: str) -> tuple[torch.Tensor, list, list]:
@@ -124,6 +150,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="frames", help="recordings: OUT.party0.bin, OUT.party1.bin")
     parser.add_argument("--by-hand", action="store_true", help="parties built by hand on an in-memory pair")
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "serve":
+        out = argparse.ArgumentParser(add_help=False)
+        out.add_argument("--out", default="frames")
+        mine, rest = out.parse_known_args(argv[1:])
+        return serve(rest, {"demo": served_program}, wrap=Recorder(mine.out))
+    if argv and argv[0] == "ask":
+        ask_parser = argparse.ArgumentParser(prog="ask")
+        ask_parser.add_argument("server0")
+        ask_parser.add_argument("server1")
+        ask_parser.add_argument("--certs", required=True)
+        a = ask_parser.parse_args(argv[1:])
+        print(f"relu(x * y) = {run_loop(ask((parse_address(a.server0), parse_address(a.server1)), a.certs)).tolist()}")
+        return 0
     args = parser.parse_args(argv)
     if args.by_hand:
         result, frames = asyncio.run(run(Path(f"{args.out}.party0.bin")))

@@ -67,6 +67,7 @@ class ServerConfig:
     certs: Path
     state_dir: Path
     handshake_timeout: float = HANDSHAKE_TIMEOUT
+    wrap: Callable[[int, Transport], Transport] | None = None  # a transport of one's own around the peer link
 
 
 class _Job:
@@ -206,6 +207,8 @@ class EdgeServer:
             model = resolve_network(spec.get("network"))
             if model is not None:
                 peer = WanTransport(peer, model)
+            if self.config.wrap is not None:
+                peer = self.config.wrap(self.config.party_id, peer)
             dealer = DealerClient(self.config.party_id, spec["seed"],
                                   RemoteDealer(dealer_conn, self.config.party_id, timeout=timeout))
             party = Party(self.config.party_id, peer, timeout=timeout, frac_bits=spec.get("frac_bits", 16),

@@ -68,3 +68,36 @@ def test_a_comparison_network_on_two_server_processes():
                           timeout=300)
     assert done.returncode == 0, done.stderr
     assert "minionn" in done.stdout and "2 secure SGD steps" in done.stdout
+
+
+def test_the_recording_transport_as_two_servers_and_a_coordinator(tmp_path):
+    """The two-machine form (serve on each host, ask from the coordinator), here on loopback."""
+    from transports import generate_certificates
+
+    generate_certificates(tmp_path / "certs")
+    ports = [free_port(), free_port()]
+    servers = [subprocess.Popen([sys.executable, str(EXAMPLES / "recording_transport.py"), "serve", "--party", str(i),
+                                 "--listen", f"127.0.0.1:{ports[i]}", "--peer", f"127.0.0.1:{ports[1 - i]}",
+                                 "--certs", str(tmp_path / "certs"), "--out", str(tmp_path / "rec")],
+                                stdout=subprocess.DEVNULL) for i in (0, 1)]
+    try:
+        done = subprocess.run([sys.executable, str(EXAMPLES / "recording_transport.py"), "ask",
+                               f"127.0.0.1:{ports[0]}", f"127.0.0.1:{ports[1]}", "--certs", str(tmp_path / "certs")],
+                              capture_output=True, text=True, timeout=120)
+    finally:
+        for p in servers:
+            p.terminate()
+            p.wait(10)
+    assert done.returncode == 0, done.stderr
+    assert "relu(x * y) = [3.0, 0.0, 0.0]" in done.stdout
+    rec = load("recording_transport")
+    mine, theirs = rec.replay(tmp_path / "rec.party0.bin"), rec.replay(tmp_path / "rec.party1.bin")
+    assert [f[1:] for f in mine if f[0] == ">"] == [f[1:] for f in theirs if f[0] == "<"]
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
