@@ -94,10 +94,11 @@ def load(path: Path, party: Any, models: dict[str, Module], optimizers: dict[str
 class CheckpointStore:
     """One party's checkpoints of one job, in `directory`, the last `keep` of them."""
 
-    def __init__(self, directory: Path, party_id: int, keep: int = 2) -> None:
+    def __init__(self, directory: Path, party_id: int, keep: int = 2, fingerprint: str = "") -> None:
         self.directory = Path(directory)
         self.party_id = party_id
         self.keep = keep
+        self.fingerprint = fingerprint  # of the job: a checkpoint of another job is refused
 
     def path(self, iteration: int) -> Path:
         return self.directory / f"party{self.party_id}-{iteration:07d}.pt"
@@ -107,7 +108,7 @@ class CheckpointStore:
         return sorted(int(p.stem.rsplit("-", 1)[1]) for p in found if p.stem.rsplit("-", 1)[1].isdigit())
 
     def save(self, iteration: int, models: dict[str, Module], optimizers: dict[str, Optimizer]) -> Path:
-        path = save(self.path(iteration), iteration, models, optimizers, {})
+        path = save(self.path(iteration), iteration, models, optimizers, {"fingerprint": self.fingerprint})
         for old in self.available()[:-self.keep]:
             self.path(old).unlink(missing_ok=True)
         return path
@@ -117,6 +118,9 @@ class CheckpointStore:
             raise CheckpointError(f"party {self.party_id} has no checkpoint of iteration {iteration} in "
                                   f"{self.directory} (it has {self.available() or 'none'}); was the job renamed, "
                                   "or the server started with another --state?")
-        saved, _ = load(self.path(iteration), party, models, optimizers)
+        saved, extra = load(self.path(iteration), party, models, optimizers)
+        if extra.get("fingerprint", "") != self.fingerprint:
+            raise CheckpointError(f"{self.path(iteration)} belongs to another job (its configuration or data "
+                                  "differ); start this job without --resume")
         if saved != iteration:
             raise CheckpointError(f"{self.path(iteration)} holds iteration {saved}, not {iteration}")

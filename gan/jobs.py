@@ -36,11 +36,15 @@ def d_out_key(which: str, i: int) -> str:
 
 async def train_program(party: Party, args: dict[str, Any]) -> None:
     """args: 'train' (TrainConfig as a dict), 'resume_from' (0 or a checkpointed iteration),
+    'fingerprint' (of the job: its checkpoints live apart from other jobs' and are refused to
+    them, so that no dealer material ever meets another job's values), 'keep_checkpoints',
     'state_dir' (added by the server: where this job's checkpoints live)."""
     cfg = TrainConfig.from_dict(args["train"])
     p = cfg.preset_()
     d_arch, g_arch = models.discriminator(p), models.generator(p)  # public architectures; weights from the owner
-    store = CheckpointStore(Path(args["state_dir"]), party.id)
+    fingerprint = str(args.get("fingerprint", ""))
+    folder = Path(args["state_dir"]) / fingerprint[:16] if fingerprint else Path(args["state_dir"])
+    store = CheckpointStore(folder, party.id, keep=int(args.get("keep_checkpoints", 2)), fingerprint=fingerprint)
     first = int(args.get("resume_from", 0))
     if first:
         d, g = gan.placeholder(d_arch, party), gan.placeholder(g_arch, party)

@@ -22,7 +22,7 @@ import torch
 
 from gan import models, outputs
 from gan.jobfile import JobConfig
-from gan.owner import drive_synthesis, drive_training, fingerprint, job_seeds, owner_secret
+from gan.owner import checkpoints_to_keep, drive_synthesis, drive_training, fingerprint, job_seeds, owner_secret
 from gan.train import load_images, plaintext_training, quality_noise, quality_report
 from mpcrt import ServerFailed
 from mpcrt.jobs import ServerUnreachable, start_job
@@ -149,15 +149,17 @@ def train(job: JobConfig, resume: bool = False) -> int:
         confirm()
 
     async def main() -> dict[str, Any]:
-        state["job"] = await start_job(job.servers, job.certs, "train", {"train": cfg.as_dict(), "resume_from": first},
+        args = {"train": cfg.as_dict(), "resume_from": first, "fingerprint": digest.hex(),
+                "keep_checkpoints": checkpoints_to_keep(cfg)}
+        state["job"] = await start_job(job.servers, job.certs, "train", args,
                                        seeds, name=job.name, timeout=job.timeout, connect_timeout=job.connect_timeout,
                                        on_event=on_event, **job.protocol())
         try:
             result = await drive_training(state["job"].client, cfg, images, first, on_iteration)
             await _wait_done(state["job"])
             return result
-        except ServerFailed:
-            raise await _cause(state["job"]) from None
+        except ServerFailed as exc:
+            raise await _cause(state["job"], exc) from None
         finally:
             await state["job"].close()
 
@@ -185,14 +187,12 @@ def train(job: JobConfig, resume: bool = False) -> int:
     return 0
 
 
-async def _cause(job: Any) -> ServerFailed:
+async def _cause(job: Any, seen: ServerFailed) -> ServerFailed:
     """The failure to report first: the owner's own (raised), else the failing server's own,
-    not its peer's echo of it."""
+    not its peer's echo of it, else what the owner saw."""
     if job.client.handler_error is not None:
         raise job.client.handler_error
-    cause = await job.client.settle(timeout=5.0)
-    assert cause is not None
-    return cause
+    return await job.client.settle(timeout=5.0) or seen
 
 
 async def _wait_done(job: Any, timeout: float = 30.0) -> None:
@@ -287,8 +287,8 @@ def synthesize(job: JobConfig) -> int:
                                            lambda b: progress.step())
             await _wait_done(state["job"])
             return images
-        except ServerFailed:
-            raise await _cause(state["job"]) from None
+        except ServerFailed as exc:
+            raise await _cause(state["job"], exc) from None
         finally:
             await state["job"].close()
 

@@ -34,6 +34,14 @@ WINDOW = 4  # iterations of input shared ahead of the servers
 SECRET_FILE = "owner.secret"
 
 
+def checkpoints_to_keep(cfg: TrainConfig) -> int:
+    """The servers may be WINDOW iterations ahead of the owner's record of their last common
+    checkpoint: each keeps enough checkpoints that the recorded one is still there."""
+    if not cfg.checkpoint_every:
+        return 2
+    return 2 + -(-WINDOW // cfg.checkpoint_every)
+
+
 def owner_secret(certs: str | Path) -> bytes:
     """The owner's 32-byte secret (certs/owner.secret), made on first use, readable by the owner only."""
     path = Path(certs) / SECRET_FILE
@@ -129,6 +137,7 @@ def train_in_process(cfg: TrainConfig, images: torch.Tensor, state_dir: str | Pa
     async def owner(client: OwnerClient, _: dict) -> dict[str, Any]:
         return await drive_training(client, cfg, images, first, record)
 
-    args = {"train": cfg.as_dict(), "resume_from": first, "state_dir": str(state_dir)}
+    args = {"train": cfg.as_dict(), "resume_from": first, "state_dir": str(state_dir),
+            "keep_checkpoints": checkpoints_to_keep(cfg)}
     result, _, _ = run_with_owner(train_program, owner, args, seeds=seeds, **options)
     return {**result, "curves": curves}

@@ -79,9 +79,19 @@ async def start_job(servers: tuple[tuple[str, int], tuple[str, int]], certs: str
                 "frac_bits": frac_bits, "truncation": truncation, "comparison": comparison,
                 "network": network, "timeout": timeout}
 
+    async def both(make: Any) -> list[Transport]:
+        tasks = [asyncio.ensure_future(make(i)) for i in (0, 1)]
+        try:
+            return await asyncio.gather(*tasks)
+        except BaseException:
+            for task in tasks:  # the other server's channel may still be connecting: stop it first
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+
     try:
-        controls = await asyncio.gather(channel(0, control(0)), channel(1, control(1)))
-        dealers = await asyncio.gather(channel(0, {"channel": DEALER}), channel(1, {"channel": DEALER}))
+        controls = await both(lambda i: channel(i, control(i)))
+        dealers = await both(lambda i: channel(i, {"channel": DEALER}))
     except BaseException:
         for conn in opened:
             with contextlib.suppress(Exception):

@@ -144,9 +144,15 @@ async def _run_with_owner(program: Program, owner_program: Callable[..., Awaitab
         finally:
             await owner_links[i].close()
 
+    async def owner_run() -> Any:
+        try:
+            return await owner_program(client, *args)
+        except BaseException:
+            await client.close()  # the parties see the owner leave at once, not after their timeout
+            raise
+
     try:
-        results = await asyncio.gather(owner_program(client, *args), party_run(0), party_run(1),
-                                       return_exceptions=True)
+        results = await asyncio.gather(owner_run(), party_run(0), party_run(1), return_exceptions=True)
     finally:
         await client.close()
     failed = [r for r in results[1:] if isinstance(r, BaseException)]
@@ -230,10 +236,11 @@ def _collect(results: list) -> tuple[Any, Any]:
 
 def _run_processes(program: Program, args: tuple, options: dict) -> tuple[Any, Any]:
     try:
-        pickle.dumps((program, args))
+        pickle.dumps((program, args, options["wrap"]))
     except Exception as exc:
         raise TypeError("processes=True sends the program and its arguments to two new processes: "
-                        f"define the program at module level and pass picklable arguments ({exc})") from exc
+                        f"define the program (and any wrap) at module level and pass picklable arguments ({exc})"
+                        ) from exc
     credentials = local_credentials()
     dealer_thread = _DealerThread(*options["seeds"], tls=_dealer_tls(options["tls"], credentials))
     options = {**options, "dealer_port": dealer_thread.port}

@@ -208,12 +208,15 @@ class OwnerClient:
         self.finished = [False, False]  # a party said its program ended (event done=True)
         self.handler_error: Exception | None = None  # raised by on_event
         self._receivers: list[asyncio.Task] = []
+        self._last_frame = [0.0, 0.0]
         # tensor payload per party (docs/COSTS.md, "The owner's links"); frames add small headers
         self.tensor_bytes_sent = [0, 0]
         self.tensor_bytes_received = [0, 0]
 
     def start(self) -> None:
         if not self._receivers:
+            now = asyncio.get_running_loop().time()
+            self._last_frame = [now, now]  # when each party last sent anything (outputs, events, heartbeats)
             self._receivers = [background_task(self._receive(i), f"owner-link{i}") for i in (0, 1)]
 
     def share(self, inputs: dict[str, torch.Tensor]) -> None:
@@ -247,14 +250,22 @@ class OwnerClient:
         self.start()
         if None in self._outputs.get(key, (None,)):
             self._check()
-            future = self._waiters.setdefault(key, asyncio.get_running_loop().create_future())
+            loop = asyncio.get_running_loop()
+            future = self._waiters.setdefault(key, loop.create_future())
             wait = self.timeout if timeout is None else timeout
             try:
-                await asyncio.wait_for(asyncio.shield(future), wait)
-            except TimeoutError:
-                slow = [self.names[i] for i in (0, 1) if self._outputs.get(key, [None, None])[i] is None]
-                raise ServerFailed(-1, f"no output {key!r} from {' and '.join(slow)} within {wait:g} s; "
-                                   "is it still running?") from None
+                while not future.done():  # time out only after `wait` seconds in which no party sent anything
+                    remaining = min(self._last_frame) + wait - loop.time()
+                    if remaining <= 0:
+                        slow = [i for i in (0, 1) if self._outputs.get(key, [None, None])[i] is None]
+                        self._fail(ServerFailed(slow[0] if len(slow) == 1 else -1,
+                                                f"no output {key!r} from {' and '.join(self.names[i] for i in slow)} "
+                                                f"and no sign of progress for {wait:g} s; is it still running?",
+                                                "timeout"))
+                        raise self._failure  # type: ignore[misc]
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(asyncio.shield(future), remaining)
+                future.result()
             finally:
                 self._waiters.pop(key, None)
         (m0, t0), (m1, t1) = self._outputs.pop(key)
@@ -275,8 +286,12 @@ class OwnerClient:
                 if not self.finished[i]:
                     self._fail(ServerFailed(i, f"lost {self.names[i]}: {exc}", "lost"))
                 return
+            self._last_frame[i] = asyncio.get_running_loop().time()
             if kind == OUTPUT:
                 for message, meta in zip(messages, fields.get("meta", []), strict=False):
+                    if len(message.tensors) != 1 or len(meta) != 2:
+                        self._fail(ServerFailed(i, f"{self.names[i]} sent a malformed output {message.label!r}"))
+                        return
                     slot = self._outputs.setdefault(message.label, [None, None])
                     slot[i] = (tuple(meta), message.tensors[0].clone())
                     self.tensor_bytes_received[i] += message.nbytes
@@ -285,6 +300,8 @@ class OwnerClient:
                         waiter.set_result(None)
             elif kind == EVENT:
                 event = fields.get("fields", {})
+                if event.get("alive"):
+                    continue  # a heartbeat: progress, nothing to report
                 if event.get("done"):
                     self.finished[i] = True
                 if self.on_event is not None:

@@ -198,9 +198,10 @@ class EdgeServer:
             self.log(line)
             link.event(log=line)
 
-        say(f"job {job.name!r} (session {job.session[:8]}, program {spec['program']}) started")
         dealer_conn = peer = None
+        heartbeat = asyncio.get_running_loop().create_task(self._heartbeat(link, timeout / 4))
         try:
+            say(f"job {job.name!r} (session {job.session[:8]}, program {spec['program']}) started")
             dealer_conn = await self._attach(link, asyncio.shield(job.dealer), timeout, "the owner's dealer connection")
             peer = await self._attach(link, self._peer_link(job, timeout), timeout, f"the peer ({self.peer_name})")
             say(f"connected to the peer at {getattr(peer, 'peer_address', '?')} and to the dealer")
@@ -231,10 +232,20 @@ class EdgeServer:
             if isinstance(exc, asyncio.CancelledError):
                 raise
         finally:
+            heartbeat.cancel()
             await link.close()
-            for conn in (dealer_conn, peer):
-                if conn is not None:
-                    await conn.close()
+            attached = [f.result() for f in (job.dealer, job.peer) if f.done() and not f.cancelled()
+                        and f.exception() is None]
+            for conn in {id(c): c for c in (dealer_conn, peer, *attached) if c is not None}.values():
+                await conn.close()
+
+    @staticmethod
+    async def _heartbeat(link: OwnerLink, every: float) -> None:
+        """Tell the owner this server is alive while a long step runs (its timeout counts silence)."""
+        while True:
+            await asyncio.sleep(every)
+            with contextlib.suppress(Exception):
+                link.event(alive=True)
 
     async def _attach(self, link: OwnerLink, waiting: Any, timeout: float, what: str) -> Transport:
         """What `waiting` gives, unless the owner leaves first or `timeout` passes."""

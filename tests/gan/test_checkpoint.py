@@ -35,3 +35,10 @@ def test_the_store_keeps_the_last_two_and_names_what_it_has(tmp_path):
         store.load(2, None, {}, {})
     # another party's files are not this party's
     assert CheckpointStore(tmp_path / "job", party_id=0).available() == []
+
+
+def test_a_checkpoint_of_another_job_is_refused(tmp_path):
+    CheckpointStore(tmp_path, party_id=0, fingerprint="job-a").save(3, {}, {})
+    CheckpointStore(tmp_path, party_id=0, fingerprint="job-a").load(3, None, {}, {})
+    with pytest.raises(CheckpointError, match="another job"):
+        CheckpointStore(tmp_path, party_id=0, fingerprint="job-b").load(3, None, {}, {})

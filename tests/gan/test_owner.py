@@ -34,3 +34,14 @@ def test_seeds_change_with_anything_that_determines_the_values():
     assert (s0, s1) == job_seeds(secret, base) and s0 != s1 and len(s0) == 16
     assert job_seeds(secret, fingerprint({"lr": 0.2}, data)) != (s0, s1)
     assert job_seeds(b"j" * 32, base) != (s0, s1)
+
+
+def test_servers_keep_enough_checkpoints_for_the_owners_record():
+    from gan.owner import WINDOW, checkpoints_to_keep
+    from gan.train import TrainConfig
+
+    # the servers may be WINDOW iterations past the owner's record of their last checkpoint
+    for every in (1, 2, 3, 10):
+        keep = checkpoints_to_keep(TrainConfig(checkpoint_every=every))
+        assert (keep - 1) * every >= WINDOW
+    assert checkpoints_to_keep(TrainConfig(checkpoint_every=0)) == 2

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 import pytest
 import torch
 
@@ -122,3 +125,49 @@ def test_a_party_failure_reaches_the_owner_with_the_party_named():
     assert cause.party_id == 1 and cause.kind == "RuntimeError" and "disk on fire" in str(cause)
     assert seen["all"][0].caused_by_peer and not cause.caused_by_peer
 
+
+
+def test_the_owner_times_out_on_silence_not_on_long_steps():
+    async def slow_but_alive(party):
+        x = await party.owner.receive("x")
+        for _ in range(6):  # 1.2 s of work, with a sign of life every 0.2 s
+            await asyncio.sleep(0.2)
+            party.owner.event(alive=True)
+        party.owner.send("y", x)
+
+    async def owner(client):
+        client.share({"x": torch.ones(1)})
+        return await client.reveal("y")
+
+    y, _, _ = mpcrt.run_with_owner(slow_but_alive, owner, timeout=0.6)
+    assert y.tolist() == [1.0]
+
+    async def silent(party):
+        await party.owner.receive("x")
+        await asyncio.sleep(1.5)
+
+    seen = {}
+
+    async def impatient(client):
+        client.share({"x": torch.ones(1)})
+        with pytest.raises(ServerFailed, match="no sign of progress") as info:
+            await client.reveal("y", timeout=0.5)
+        seen["failures"] = dict(client.failures)
+        raise info.value
+
+    with pytest.raises(Exception):  # noqa: B017 - the owner gave up; the parties then lost it
+        mpcrt.run_with_owner(silent, impatient, timeout=5)
+    assert seen["failures"] and all(f.kind == "timeout" for f in seen["failures"].values())
+
+
+def test_an_owner_that_fails_releases_the_parties_at_once():
+    async def waiting(party):
+        await party.owner.receive("never")
+
+    async def broken(client):
+        raise RuntimeError("the owner's disk is gone")
+
+    start = time.monotonic()
+    with pytest.raises(RuntimeError, match="disk is gone"):
+        mpcrt.run_with_owner(waiting, broken, timeout=30)
+    assert time.monotonic() - start < 10
