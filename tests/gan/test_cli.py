@@ -232,7 +232,7 @@ def test_a_full_disk_on_a_server_keeps_the_last_checkpoint(tmp_path, certs):
         assert out.returncode == 1
         assert "server 1" in out.stderr and "could not write checkpoint" in out.stderr, out.stderr
         assert "iteration 1" in out.stderr  # the last checkpoint both confirmed
-        assert [p.name for p in (small / "full").iterdir()] == ["party1-0000001.pt"]
+        assert [p.name for p in (small / "full").glob("*/*")] == ["party1-0000001.pt"]  # STATE/NAME/JOB-DIGEST/
     finally:
         servers.stop()
         subprocess.run(["umount", str(small)], check=False)

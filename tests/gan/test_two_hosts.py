@@ -122,7 +122,8 @@ network = "{network}"
             for p in servers:
                 p.wait(10)
     assert torch.load(tmp_path / "out" / "synthesized.pt").shape == (4, 1, 16, 16)
-    assert (tmp_path / "state1" / "two-hosts" / "party1-0000002.pt").is_file()
+    saved = sorted(p.name for p in (tmp_path / "state1" / "two-hosts").glob("*/party1-*"))
+    assert saved == ["party1-0000001.pt", "party1-0000002.pt"]
     # the protocol's rounds crossed the servers' link, the dealer's material the owner's links
     # (on `wan` the comparisons are the dealer's DCF keys: more from the owner, fewer rounds)
     assert between_servers > 10e6 and owner_to_s1 > 1e6, (between_servers, owner_to_s1)
