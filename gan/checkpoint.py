@@ -2,9 +2,10 @@
 
 A party writes only its own shares (random-looking on their own), to a temporary file
 that is then renamed into place, so a crash or a full disk never leaves a half-written
-checkpoint. A `CheckpointStore` keeps a party's last two checkpoints: the owner resumes
-from the last iteration both parties confirmed, and a party that died after the other
-had saved a newer one still has that iteration.
+checkpoint. A `CheckpointStore` keeps a party's last few checkpoints: the owner resumes
+from the last iteration both parties confirmed, which the parties may have passed by a few
+checkpoints. Each checkpoint names its job (a digest of its configuration and data), and
+another job's is refused.
 """
 
 from __future__ import annotations
