@@ -12,11 +12,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -53,26 +54,39 @@ def serve(argv: list[str], programs: dict[str, Program], wrap: Any = None) -> in
     return 0
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _start(script: str, i: int, listen: str, peer: str, certs: Path, extra: list[str]) -> tuple[subprocess.Popen, int]:
+    """A `script serve` process and the port it reports listening on (it picks a free one)."""
+    proc = subprocess.Popen([sys.executable, script, "serve", "--party", str(i), "--listen", listen, "--peer", peer,
+                             "--certs", str(certs), *extra], stdout=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    assert proc.stdout is not None
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        found = re.search(r"listening on [^ ]*:(\d+) ", line)
+        if found:
+            threading.Thread(target=proc.stdout.read, daemon=True).start()  # keep draining its log
+            return proc, int(found.group(1))
+        if not line and proc.poll() is not None:
+            break
+    proc.kill()
+    raise RuntimeError(f"{script} serve --party {i} did not start listening")
 
 
 @contextlib.contextmanager
 def local_servers(script: str, per_party: tuple[list[str], list[str]] = ([], [])
                   ) -> Iterator[tuple[tuple[tuple[str, int], tuple[str, int]], Path]]:
-    """Two `script serve` processes on loopback; yields (their addresses, the certificates folder)."""
+    """Two `script serve` processes on loopback, on ports the system picks (server 0 first, then
+    server 1 with it as its peer); yields (their addresses, the certificates folder)."""
     with tempfile.TemporaryDirectory(prefix="lpgan-example-") as folder:
         certs = Path(folder)
         generate_certificates(certs)
-        ports = (_free_port(), _free_port())
-        procs = [subprocess.Popen([sys.executable, script, "serve", "--party", str(i), "--listen",
-                                   f"127.0.0.1:{ports[i]}", "--peer", f"127.0.0.1:{ports[1 - i]}", "--certs",
-                                   str(certs), *per_party[i]], stdout=subprocess.DEVNULL)
-                 for i in (0, 1)]
+        procs: list[subprocess.Popen] = []
         try:
-            yield (("127.0.0.1", ports[0]), ("127.0.0.1", ports[1])), certs
+            first, port0 = _start(script, 0, "127.0.0.1:0", "127.0.0.1:1", certs, per_party[0])
+            procs.append(first)
+            second, port1 = _start(script, 1, "127.0.0.1:0", f"127.0.0.1:{port0}", certs, per_party[1])
+            procs.append(second)
+            yield (("127.0.0.1", port0), ("127.0.0.1", port1)), certs
         finally:
             for p in procs:
                 p.terminate()

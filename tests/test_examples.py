@@ -75,11 +75,12 @@ def test_the_recording_transport_as_two_servers_and_a_coordinator(tmp_path):
     from transports import generate_certificates
 
     generate_certificates(tmp_path / "certs")
-    ports = [free_port(), free_port()]
-    servers = [subprocess.Popen([sys.executable, str(EXAMPLES / "recording_transport.py"), "serve", "--party", str(i),
-                                 "--listen", f"127.0.0.1:{ports[i]}", "--peer", f"127.0.0.1:{ports[1 - i]}",
-                                 "--certs", str(tmp_path / "certs"), "--out", str(tmp_path / "rec")],
-                                stdout=subprocess.DEVNULL) for i in (0, 1)]
+    servers_module = load("_servers")
+    rec_args = ["--out", str(tmp_path / "rec")]
+    script = str(EXAMPLES / "recording_transport.py")
+    first, port0 = servers_module._start(script, 0, "127.0.0.1:0", "127.0.0.1:1", tmp_path / "certs", rec_args)
+    second, port1 = servers_module._start(script, 1, "127.0.0.1:0", f"127.0.0.1:{port0}", tmp_path / "certs", rec_args)
+    servers, ports = [first, second], [port0, port1]
     try:
         done = subprocess.run([sys.executable, str(EXAMPLES / "recording_transport.py"), "ask",
                                f"127.0.0.1:{ports[0]}", f"127.0.0.1:{ports[1]}", "--certs", str(tmp_path / "certs")],
@@ -94,10 +95,3 @@ def test_the_recording_transport_as_two_servers_and_a_coordinator(tmp_path):
     mine, theirs = rec.replay(tmp_path / "rec.party0.bin"), rec.replay(tmp_path / "rec.party1.bin")
     assert [f[1:] for f in mine if f[0] == ">"] == [f[1:] for f in theirs if f[0] == "<"]
 
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]

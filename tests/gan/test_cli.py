@@ -29,23 +29,31 @@ def free_port() -> int:
 
 
 class Servers:
-    """Two `lpgan serve` processes on loopback."""
+    """Two `lpgan serve` processes on loopback, on ports the system picked (no race for them)."""
 
     def __init__(self, folder: Path, certs: Path, state: tuple[Path, Path] | None = None) -> None:
         self.folder, self.certs = folder, certs
-        self.ports = (free_port(), free_port())
         self.state = state or (folder / "state0", folder / "state1")
+        self.starts = [0, 0]
         self.procs: list[subprocess.Popen | None] = [None, None]
-        for i in (0, 1):
-            self.start(i)
+        self.ports = (0, 0)
+        port0 = self._start(0, 0, 1)
+        self.ports = (port0, self._start(1, 0, port0))
+
+    def _start(self, i: int, port: int, peer: int) -> int:
+        from gan.demo import serve_process, wait_listening
+
+        self.starts[i] += 1
+        log = self.log_path(i)
+        self.procs[i] = serve_process(i, f"127.0.0.1:{port}", f"127.0.0.1:{peer}", self.certs, self.state[i], log)
+        return wait_listening(self.procs[i], log)
+
+    def log_path(self, i: int) -> Path:
+        return self.folder / f"serve{i}-{self.starts[i]}.log"
 
     def start(self, i: int) -> None:
-        log = open(self.folder / f"serve{i}.log", "a")  # noqa: SIM115
-        self.procs[i] = subprocess.Popen(
-            [sys.executable, "-m", "gan.cli", "serve", "--party", str(i), "--listen", f"127.0.0.1:{self.ports[i]}",
-             "--peer", f"127.0.0.1:{self.ports[1 - i]}", "--certs", str(self.certs), "--state", str(self.state[i])],
-            stdout=log, stderr=subprocess.STDOUT)
-        log.close()
+        """Start party i again, on its port."""
+        self._start(i, self.ports[i], self.ports[0] if i == 1 else 1)
 
     def kill(self, i: int) -> None:
         proc = self.procs[i]
@@ -54,7 +62,7 @@ class Servers:
         proc.wait(10)
 
     def log(self, i: int) -> str:
-        return (self.folder / f"serve{i}.log").read_text()
+        return self.log_path(i).read_text()
 
     def stop(self) -> None:
         for proc in self.procs:
