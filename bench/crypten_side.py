@@ -116,12 +116,18 @@ async def d_step_program(party: mpcrt.Party, warmup: int, repeats: int) -> dict[
     return {"times": times, "rounds": rounds, "sent": sent, "offline": party.stats.offline.as_dict()}
 
 
+def summary(r0: dict[str, Any], r1: dict[str, Any], ops: int) -> dict[str, Any]:
+    """Both parties' timed repeats (times, rounds, sent, offline) as one row: the slower party's
+    median, the most rounds and bytes, party 1's dealer MB per op (of `ops` in the run)."""
+    return {"seconds": max(statistics.median(r0["times"]), statistics.median(r1["times"])),
+            "rounds": max(r0["rounds"] + r1["rounds"]), "mb": max(r0["sent"] + r1["sent"]) / 1e6,
+            "offline_mb": r1["offline"]["bytes_received"] / ops / 1e6, "max_error": None}
+
+
 def ours_d_step(network: str, repeats: int) -> dict[str, Any]:
     r0, r1 = mpcrt.run_local(d_step_program, 1, repeats, transport="tcp", processes=True, offline=True,
                              timeout=600.0, network="wan" if network == "wan" else None)
-    return {"seconds": max(statistics.median(r0["times"]), statistics.median(r1["times"])),
-            "rounds": max(r0["rounds"] + r1["rounds"]), "mb": max(r0["sent"] + r1["sent"]) / 1e6,
-            "offline_mb": r1["offline"]["bytes_received"] / (1 + repeats) / 1e6, "max_error": None}
+    return summary(r0, r1, 1 + repeats)
 
 
 # ---- ours, every workload -----------------------------------------------------------------------------

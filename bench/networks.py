@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
 from collections.abc import Sequence
@@ -68,9 +67,7 @@ async def program(party: mpcrt.Party, name: str, warmup: int, repeats: int) -> d
 def ours(name: str, network: str, repeats: int) -> dict[str, Any]:
     r0, r1 = mpcrt.run_local(program, name, 1, repeats, transport="tcp", processes=True, offline=True,
                              timeout=600.0, network="wan" if network == "wan" else None)
-    return {"seconds": max(statistics.median(r0["times"]), statistics.median(r1["times"])),
-            "rounds": max(r0["rounds"] + r1["rounds"]), "mb": max(r0["sent"] + r1["sent"]) / 1e6,
-            "offline_mb": r1["offline"]["bytes_received"] / (1 + repeats) / 1e6, "max_error": None}
+    return crypten_side.summary(r0, r1, 1 + repeats)
 
 
 def per_image(name: str) -> int:

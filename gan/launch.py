@@ -15,6 +15,7 @@ import contextlib
 import json
 import os
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from gan import models, outputs
 from gan.jobfile import JobConfig
 from gan.owner import checkpoints_to_keep, drive_synthesis, drive_training, fingerprint, job_seeds, owner_secret
 from gan.train import load_images, plaintext_training, quality_noise, quality_report
-from mpcrt import ServerFailed
+from mpcrt import OwnerClient, ServerFailed
 from mpcrt.jobs import ServerUnreachable, start_job
 from transports.loop import run as run_loop
 
@@ -127,7 +128,6 @@ def train(job: JobConfig, resume: bool = False) -> int:
     print(f"lpgan train: job {job.name!r}, preset {cfg.preset}, {cfg.iterations} iterations of batch "
           f"{cfg.batch_size} on {job.data}" + (f", resuming at iteration {first}" if first else ""))
     progress = _Progress(cfg.iterations, first, "it", out)
-    state: dict[str, Any] = {"job": None}
     started = time.perf_counter()
 
     def confirm() -> None:
@@ -148,27 +148,10 @@ def train(job: JobConfig, resume: bool = False) -> int:
         progress.step(D_real=f"{d_real:.2f}", D_fake=f"{d_fake:.2f}")
         confirm()
 
-    async def main() -> dict[str, Any]:
-        args = {"train": cfg.as_dict(), "resume_from": first, "fingerprint": digest.hex(),
-                "keep_checkpoints": checkpoints_to_keep(cfg)}
-        state["job"] = await start_job(job.servers, job.certs, "train", args,
-                                       seeds, name=job.name, timeout=job.timeout, connect_timeout=job.connect_timeout,
-                                       on_event=on_event, **job.protocol())
-        try:
-            result = await drive_training(state["job"].client, cfg, images, first, on_iteration)
-            await _wait_done(state["job"])
-            return result
-        except ServerFailed as exc:
-            raise await _cause(state["job"], exc) from None
-        finally:
-            await state["job"].close()
-
-    try:
-        result = run_loop(main())
-    except (ServerFailed, ServerUnreachable, ConnectionError, TimeoutError) as exc:
-        raise JobFailed(_explain(exc, state["job"], record)) from exc
-    finally:
-        progress.close()
+    args = {"train": cfg.as_dict(), "resume_from": first, "fingerprint": digest.hex(),
+            "keep_checkpoints": checkpoints_to_keep(cfg)}
+    result = _run(job, "train", args, seeds, on_event, progress, record,
+                  lambda client: drive_training(client, cfg, images, first, on_iteration))
     seconds = time.perf_counter() - started
     judged_noise = quality_noise(cfg) if job.quality and job.twin else None
     twin = asyncio.run(plaintext_training(cfg, images, judged_noise)) if job.twin else None
@@ -185,6 +168,34 @@ def train(job: JobConfig, resume: bool = False) -> int:
                                            f"{q['mean_confidence']:.3f}"))
     _summary(rows, written)
     return 0
+
+
+def _run(job: JobConfig, program: str, args: dict[str, Any], seeds: tuple[bytes, bytes],
+         on_event: Callable[[int, dict], None], progress: _Progress, record: dict | None,
+         drive: Callable[[OwnerClient], Awaitable[Any]]) -> Any:
+    """Start `program` on both servers, `drive` it as the owner, wait for both to finish; any
+    failure becomes a JobFailed that names the server (and the last checkpoint, with `record`)."""
+    state: dict[str, Any] = {"job": None}
+
+    async def main() -> Any:
+        state["job"] = await start_job(job.servers, job.certs, program, args, seeds, name=job.name,
+                                       timeout=job.timeout, connect_timeout=job.connect_timeout, on_event=on_event,
+                                       **job.protocol())
+        try:
+            result = await drive(state["job"].client)
+            await _wait_done(state["job"])
+            return result
+        except ServerFailed as exc:
+            raise await _cause(state["job"], exc) from None
+        finally:
+            await state["job"].close()
+
+    try:
+        return run_loop(main())
+    except (ServerFailed, ServerUnreachable, ConnectionError, TimeoutError) as exc:
+        raise JobFailed(_explain(exc, state["job"], record)) from exc
+    finally:
+        progress.close()
 
 
 async def _cause(job: Any, seen: ServerFailed) -> ServerFailed:
@@ -274,30 +285,11 @@ def synthesize(job: JobConfig) -> int:
     seeds = job_seeds(owner_secret(job.certs), fingerprint(description, noise, *generator.state_dict().values()))
     print(f"lpgan synthesize: {spec.count} images from {spec.generator} on shares")
     progress = _Progress(batches, 0, "batch", out)
-    state: dict[str, Any] = {"job": None}
     started = time.perf_counter()
 
-    async def main() -> torch.Tensor:
-        state["job"] = await start_job(job.servers, job.certs, "synthesize",
-                                       {"preset": spec.preset, "batches": batches}, seeds, name=job.name,
-                                       timeout=job.timeout, connect_timeout=job.connect_timeout,
-                                       on_event=progress.event, **job.protocol())
-        try:
-            images = await drive_synthesis(state["job"].client, generator, noise, spec.batch_size,
-                                           lambda b: progress.step())
-            await _wait_done(state["job"])
-            return images
-        except ServerFailed as exc:
-            raise await _cause(state["job"], exc) from None
-        finally:
-            await state["job"].close()
-
-    try:
-        images = run_loop(main())
-    except (ServerFailed, ServerUnreachable, ConnectionError, TimeoutError) as exc:
-        raise JobFailed(_explain(exc, state["job"], None)) from exc
-    finally:
-        progress.close()
+    images = _run(job, "synthesize", {"preset": spec.preset, "batches": batches}, seeds, progress.event, progress,
+                  None, lambda client: drive_synthesis(client, generator, noise, spec.batch_size,
+                                                       lambda b: progress.step()))
     seconds = time.perf_counter() - started
     try:
         written = [outputs.image_grid(images, out / "synthesized.png"), _save(images, out / "synthesized.pt")]
