@@ -1,7 +1,7 @@
 """Secure GAN workloads end to end: D forward, G forward and one training iteration.
 
     .venv/bin/python -m bench.gan [--network loopback|lan|wan|mobile|both|all|N1,N2] [--only NAME;...]
-                                  [--comparison auto|tree|lpgan|dcf] [--frac-bits 16] [--json PATH]
+                                  [--comparison auto|tree|lpgan|dcf] [--frac-bits 16] [--repeats N] [--json PATH]
 
 LP-GAN's SD and SG workloads (D and G forward on a batch of 64; its prototype took 3.3 s and
 7.6 s at batch 4, one process, no network) and one full training iteration (D on a real and
@@ -209,6 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="loopback, lan, wan, mobile, comma-separated, 'both' (loopback,wan) or 'all'")
     parser.add_argument("--comparison", default="auto", help="auto, tree, lpgan or dcf")
     parser.add_argument("--frac-bits", type=int, default=16)
+    parser.add_argument("--repeats", type=int, help="timed repeats per workload (default: each workload's own)")
     parser.add_argument("--only", help="semicolon-separated substrings of workload names")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     args = parser.parse_args(argv)
@@ -224,7 +225,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for network in networks:
         for w in chosen:
             print(f"{w.name} on {network} ...", file=sys.stderr, flush=True)
-            results.append(measure(w, network, comparison=args.comparison, frac_bits=args.frac_bits))
+            timed = replace(w, repeats=args.repeats) if args.repeats else w
+            results.append(measure(timed, network, comparison=args.comparison, frac_bits=args.frac_bits))
             print(table(results[-1:]), file=sys.stderr, flush=True)
     print(table(results))
     if args.json:

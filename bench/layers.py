@@ -1,21 +1,23 @@
 """Every layer of LP-GAN's DCGAN, forward and backward, on shares: time, rounds and bytes per layer.
 
     .venv/bin/python -m bench.layers [--preset dcgan|small] [--batch 64] [--network loopback|lan|wan|mobile]
-                                     [--comparison auto|tree|lpgan|dcf] [--frac-bits 16] [--json PATH] [--plot PNG]
+                                     [--comparison auto|tree|lpgan|dcf] [--frac-bits 16] [--repeats 1]
+                                     [--json PATH] [--plot PNG]
 
 D and G of the preset at the given batch, each layer's forward in order, then the backward
 passes in reverse (D's from the cross-entropy gradient at its logits, G's from the gradient
 D hands back), in two party processes over mutual TLS on loopback (one torch thread each),
-all dealer material fetched first (`offline=True`), one warm-up pass. Each layer is timed
-by both parties after a barrier; the row shows the slower party, the rounds and bytes party
-0 counted in it. `--plot` draws the per-layer breakdown (time, rounds, MB) as stacked bars
-(forward and backward).
+all dealer material fetched first (`offline=True`), one warm-up pass, then `--repeats`
+timed passes. Each layer is timed by both parties after a barrier; the row shows the median
+over the repeats of the slower party, the rounds and bytes party 0 counted in it. `--plot`
+draws the per-layer breakdown (time, rounds, MB) as stacked bars (forward and backward).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import time
 from collections.abc import Sequence
@@ -49,7 +51,8 @@ async def _timed(party: mpcrt.Party, rows: list, net: str, direction: str, name:
     return out
 
 
-async def program(party: mpcrt.Party, preset: str, batch: int, warmup: int) -> list[dict]:
+async def program(party: mpcrt.Party, preset: str, batch: int, warmup: int, repeats: int = 1) -> list[list[dict]]:
+    """Per timed pass, its rows (one per layer and direction)."""
     if in_party_process():
         pin_to_core(party.id)
     torch.set_num_threads(1)
@@ -58,8 +61,8 @@ async def program(party: mpcrt.Party, preset: str, batch: int, warmup: int) -> l
     d_model, g_model = initial_models(cfg)
     d, g = await gan.secure(d_model, party, src=0), await gan.secure(g_model, party, src=0)
     gen = torch.Generator().manual_seed(1)
-    rows: list[dict] = []
-    for r in range(warmup + 1):
+    passes: list[list[dict]] = []
+    for r in range(warmup + repeats):
         noise = torch.randn(batch, p.nz, 1, 1, generator=gen)
         z = await party.input(noise if party.id == 0 else None, src=0)
         log: list[dict] = []
@@ -82,14 +85,24 @@ async def program(party: mpcrt.Party, preset: str, batch: int, warmup: int) -> l
                                 lambda layer=layer, grad=grad: layer.backward(grad))
         assert grad.shape == z.shape and images.shape[0] == batch
         if r >= warmup:
-            rows = log
-    return rows
+            passes.append(log)
+    return passes
 
 
-def measure(preset: str, batch: int, network: str | None, comparison: str, frac_bits: int) -> list[dict]:
-    r0, r1 = mpcrt.run_local(program, preset, batch, 1, transport="tcp", processes=True, offline=True,
+def measure(preset: str, batch: int, network: str | None, comparison: str, frac_bits: int, repeats: int = 1
+            ) -> list[dict]:
+    r0, r1 = mpcrt.run_local(program, preset, batch, 1, repeats, transport="tcp", processes=True, offline=True,
                              timeout=900.0, network=network, comparison=comparison, frac_bits=frac_bits)
-    return [{**a, "seconds": max(a["seconds"], b["seconds"])} for a, b in zip(r0, r1, strict=True)]
+    return median_rows(r0, r1)
+
+
+def median_rows(r0: list[list[dict]], r1: list[list[dict]]) -> list[dict]:
+    """Per layer and direction: the median over the passes of the slower party's time."""
+    rows = []
+    for k, row in enumerate(r0[0]):
+        seconds = [max(a[k]["seconds"], b[k]["seconds"]) for a, b in zip(r0, r1, strict=True)]
+        rows.append({**row, "seconds": statistics.median(seconds)})
+    return rows
 
 
 def table(rows: Sequence[dict]) -> str:
@@ -134,11 +147,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--network", choices=("loopback", "lan", "wan", "mobile"), default="loopback")
     parser.add_argument("--comparison", default="auto")
     parser.add_argument("--frac-bits", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=1, help="timed passes (median), after one warm-up")
     parser.add_argument("--json", metavar="PATH")
     parser.add_argument("--plot", metavar="PNG")
     args = parser.parse_args(argv)
     rows = measure(args.preset, args.batch, None if args.network == "loopback" else args.network, args.comparison,
-                   args.frac_bits)
+                   args.frac_bits, args.repeats)
     title = (f"{args.preset} batch {args.batch}, {args.network}, comparison {args.comparison}, "
              f"f = {args.frac_bits}: per layer")
     print(title)

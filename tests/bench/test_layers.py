@@ -11,9 +11,14 @@ from bench import layers
 def test_every_layer_is_measured_in_both_directions(tmp_path):
     cores = os.sched_getaffinity(0)
     try:  # the program pins its party to a core: in one process, give this one its cores back
-        r0, r1 = mpcrt.run_local(layers.program, "small", 2, 0, timeout=120)
+        p0, p1 = mpcrt.run_local(layers.program, "small", 2, 0, 2, timeout=120)
     finally:
         os.sched_setaffinity(0, cores)
+    assert len(p0) == len(p1) == 2  # two timed passes
+    r0, r1 = p0[0], p1[0]
+    assert [r["rounds"] for r in p0[1]] == [r["rounds"] for r in r0]
+    merged = layers.median_rows(p0, p1)
+    assert len(merged) == len(r0) and all(m["seconds"] >= 0 for m in merged)
     forward = [r for r in r0 if r["direction"] == "forward"]
     backward = [r for r in r0 if r["direction"] == "backward"]
     # G has 8 layers and D 8; D's final Sigmoid is folded into the loss gradient, so 15 backward
