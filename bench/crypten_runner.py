@@ -213,17 +213,10 @@ def _apply(crypten, op, enc, model, labels):
     if op.startswith("net_infer"):
         model.eval()
         return model(enc[0])
-    if op.startswith("net_train"):
+    if op.startswith("net_train") or op == "d_step":  # squared error for the networks, BCE for D
         model.train()
         out = model(enc[0])
-        loss = crypten.nn.MSELoss()(out, labels)
-        model.zero_grad()
-        loss.backward()
-        model.update_parameters(LR)
-        return None
-    if op == "d_step":
-        out = model(enc[0])
-        loss = crypten.nn.BCELoss()(out, labels)
+        loss = (crypten.nn.BCELoss() if op == "d_step" else crypten.nn.MSELoss())(out, labels)
         model.zero_grad()
         loss.backward()
         model.update_parameters(LR)

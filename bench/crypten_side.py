@@ -179,6 +179,23 @@ def report(crypten: dict[str, dict], mine: dict[tuple[str, str], dict], networks
     return text_table(header, rows)
 
 
+def measure_ours(names: Sequence[str], networks: Sequence[str], ours: Any, repeats: int
+                 ) -> dict[tuple[str, str], dict]:
+    """`ours(name, network, repeats)` for every workload and network, with progress on stderr."""
+    mine: dict[tuple[str, str], dict] = {}
+    for network in networks:
+        for name in names:
+            print(f"ours: {name} on {network} ...", file=sys.stderr, flush=True)
+            mine[(name, network)] = ours(name, network, repeats)
+    return mine
+
+
+def write_json(path: str, crypten: dict[str, dict], mine: dict[tuple[str, str], dict]) -> None:
+    with open(path, "w") as f:
+        json.dump({"machine": machine(), "crypten": crypten,
+                   "ours": [{"name": k[0], "network": k[1], **v} for k, v in mine.items()]}, f, indent=2)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.crypten_side", description=__doc__.splitlines()[0])
     parser.add_argument("--setup", action="store_true", help="build the CrypTen environment and exit")
@@ -194,17 +211,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     networks = ("loopback", "wan") if args.network == "both" else (args.network,)
     print("CrypTen ...", file=sys.stderr, flush=True)
     crypten = run_crypten(names, args.repeats)
-    mine: dict[tuple[str, str], dict] = {}
-    for network in networks:
-        for name in names:
-            print(f"ours: {name} on {network} ...", file=sys.stderr, flush=True)
-            mine[(name, network)] = ours(name, network, args.repeats)
+    mine = measure_ours(names, networks, ours, args.repeats)
     print(f"CrypTen 0.4.1 and ours, same inputs, same run; D step: {D_STEP_LAYERS}, SGD lr {LR}")
     print(report(crypten, mine, networks))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"machine": machine(), "crypten": crypten,
-                       "ours": [{"name": k[0], "network": k[1], **v} for k, v in mine.items()]}, f, indent=2)
+        write_json(args.json, crypten, mine)
     return 0
 
 

@@ -15,7 +15,6 @@ builds); its `wan` time is modelled (bench/crypten_side.py). `--no-crypten` skip
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from collections.abc import Sequence
@@ -28,7 +27,7 @@ import mpcrt
 from bench import crypten_side
 from bench.arith import in_party_process
 from bench.crypten_runner import LR, WORKLOADS, make_inputs
-from bench.transport import machine, pin_to_core, text_table
+from bench.transport import pin_to_core, text_table
 from gan import optim
 from gan.models import COMPARISON_NETWORKS, comparison_network
 from gan.nn import functional as F
@@ -98,16 +97,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     networks = ("loopback", "wan") if args.network == "both" else (args.network,)
     crypten = {} if args.no_crypten else crypten_side.run_crypten(NAMES, args.repeats)
-    mine = {}
-    for network in networks:
-        for name in NAMES:
-            print(f"ours: {name} on {network} ...", file=sys.stderr, flush=True)
-            mine[(name, network)] = ours(name, network, args.repeats)
+    mine = crypten_side.measure_ours(NAMES, networks, ours, args.repeats)
     print(report(crypten, mine))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"machine": machine(), "crypten": crypten,
-                       "ours": [{"name": k[0], "network": k[1], **v} for k, v in mine.items()]}, f, indent=2)
+        crypten_side.write_json(args.json, crypten, mine)
     return 0
 
 

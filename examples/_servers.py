@@ -54,6 +54,16 @@ def serve(argv: list[str], programs: dict[str, Program], wrap: Any = None) -> in
     return 0
 
 
+def parse_servers(argv: list[str]) -> tuple[tuple[tuple[str, int], tuple[str, int]], str]:
+    """`ask HOST0:PORT HOST1:PORT --certs DIR`: the two servers' addresses and the owner's certificates."""
+    parser = argparse.ArgumentParser(prog="ask")
+    parser.add_argument("server0")
+    parser.add_argument("server1")
+    parser.add_argument("--certs", required=True)
+    args = parser.parse_args(argv)
+    return (parse_address(args.server0), parse_address(args.server1)), args.certs
+
+
 def _start(script: str, i: int, listen: str, peer: str, certs: Path, extra: list[str]) -> tuple[subprocess.Popen, int]:
     """A `script serve` process and the port it reports listening on (it picks a free one)."""
     proc = subprocess.Popen([sys.executable, script, "serve", "--party", str(i), "--listen", listen, "--peer", peer,

@@ -29,11 +29,10 @@ import torch
 import mpcrt
 from mpcrt import ops, prg
 from mpcrt.jobs import start_job
-from mpcrt.server import parse_address
 from transports.loop import run as run_loop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _servers import local_servers, serve
+from _servers import local_servers, parse_servers, serve
 
 
 def read_values(path: str) -> torch.Tensor:
@@ -80,12 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         known, rest = parser.parse_known_args(argv[1:])
         return serve(rest, {"stats": functools.partial(program, values=known.values)})
     if argv and argv[0] == "ask":
-        parser = argparse.ArgumentParser(prog="ask")
-        parser.add_argument("server0")
-        parser.add_argument("server1")
-        parser.add_argument("--certs", required=True)
-        args = parser.parse_args(argv[1:])
-        show(run_loop(ask((parse_address(args.server0), parse_address(args.server1)), args.certs)))
+        show(run_loop(ask(*parse_servers(argv[1:]))))
         return 0
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("values0")

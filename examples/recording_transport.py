@@ -7,7 +7,8 @@
     .venv/bin/python examples/recording_transport.py ask HOST0:PORT HOST1:PORT --certs DIR
 
 The `transports.Transport` interface is four members: `send(frame)`, `await recv(timeout)`,
-`await close()`, `closed`, plus `counters` and `max_frame_bytes`. `RecordingTransport` wraps
+`await close()`, `closed`, plus `counters` and `max_frame_bytes` (`WrappingTransport` passes
+the last three through to the transport it wraps). `RecordingTransport` wraps
 any transport and appends each frame to a file (direction byte, 4-byte length, bytes). By
 default the two parties run as two processes over mutual TLS on loopback, each recording
 its own link (`run_local(..., wrap=...)` plugs the transport in: `frames.party0.bin`,
@@ -35,31 +36,22 @@ from mpcrt import ops, prg
 from mpcrt.dealer import DealerClient, LocalDealer
 from mpcrt.jobs import start_job
 from mpcrt.messages import decode
-from mpcrt.server import parse_address
-from transports import Transport, pair
+from transports import Transport, WrappingTransport, pair
 from transports.base import Buffer, Frame, frame_parts
 from transports.loop import run as run_loop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _servers import serve
+from _servers import parse_servers, serve
 
 _RECORD = struct.Struct("<cI")
 
 
-class RecordingTransport(Transport):
+class RecordingTransport(WrappingTransport):
     """Wraps `inner`; every frame sent (b'>') and received (b'<') is appended to `path`."""
 
     def __init__(self, inner: Transport, path: Path) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.file = open(path, "wb")  # noqa: SIM115 - closed in close()
-
-    @property
-    def counters(self):  # type: ignore[override]
-        return self.inner.counters
-
-    @property
-    def max_frame_bytes(self) -> int:  # type: ignore[override]
-        return self.inner.max_frame_bytes
 
     def _write(self, direction: bytes, data: bytes) -> None:
         self.file.write(_RECORD.pack(direction, len(data)) + data)
@@ -76,10 +68,6 @@ class RecordingTransport(Transport):
     async def close(self) -> None:
         await self.inner.close()
         self.file.close()
-
-    @property
-    def closed(self) -> bool:
-        return self.inner.closed
 
 
 def replay(path: Path) -> list[tuple[str, str, list[str]]]:
@@ -157,12 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         mine, rest = out.parse_known_args(argv[1:])
         return serve(rest, {"demo": served_program}, wrap=Recorder(mine.out))
     if argv and argv[0] == "ask":
-        ask_parser = argparse.ArgumentParser(prog="ask")
-        ask_parser.add_argument("server0")
-        ask_parser.add_argument("server1")
-        ask_parser.add_argument("--certs", required=True)
-        a = ask_parser.parse_args(argv[1:])
-        print(f"relu(x * y) = {run_loop(ask((parse_address(a.server0), parse_address(a.server1)), a.certs)).tolist()}")
+        print(f"relu(x * y) = {run_loop(ask(*parse_servers(argv[1:]))).tolist()}")
         return 0
     args = parser.parse_args(argv)
     if args.by_hand:

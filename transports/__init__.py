@@ -4,7 +4,7 @@ Knows nothing of MPC. Every transport implements `Transport`: `send(frame)`,
 `await recv(timeout)`, `await close()`, and frame/byte `counters`.
 """
 
-from transports.base import Counters, Frame, Transport
+from transports.base import Counters, Frame, Transport, WrappingTransport
 from transports.certs import Credentials, generate_certificates, load_credentials
 from transports.errors import (
     AuthenticationError,
@@ -21,6 +21,6 @@ from transports.wan import PRESETS, NetworkModel, WanTransport, resolve_network
 __all__ = [
     "PRESETS", "AuthenticationError", "ConnectionClosed", "Counters", "Credentials", "Frame",
     "FrameError", "Listener", "MemoryTransport", "NetworkModel", "TLSConfig", "TcpTransport",
-    "Transport", "TransportError", "TransportTimeout", "WanTransport", "connect",
+    "Transport", "TransportError", "TransportTimeout", "WanTransport", "WrappingTransport", "connect",
     "generate_certificates", "listen", "load_credentials", "pair", "resolve_network",
 ]

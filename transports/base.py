@@ -75,6 +75,27 @@ class Transport(ABC):
         """True once this side closed or the link failed."""
 
 
+class WrappingTransport(Transport):
+    """A transport around another (`inner`): counters, frame limit and closed state are the
+    inner one's unless a subclass says otherwise. The simulated link and transports of one's
+    own (a recorder, a tap) start from here."""
+
+    def __init__(self, inner: Transport) -> None:
+        self.inner = inner
+
+    @property
+    def counters(self) -> Counters:  # type: ignore[override]
+        return self.inner.counters
+
+    @property
+    def max_frame_bytes(self) -> int:  # type: ignore[override]
+        return self.inner.max_frame_bytes
+
+    @property
+    def closed(self) -> bool:
+        return self.inner.closed
+
+
 class InboxTransport(Transport):
     """Shared receive side: frames delivered by a producer, awaited by one consumer.
 

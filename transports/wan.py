@@ -19,7 +19,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from transports.base import Buffer, Frame, Transport, frame_parts
+from transports.base import Buffer, Frame, Transport, WrappingTransport, frame_parts
 from transports.errors import FrameError, TransportError
 
 _SPIN_SECONDS = 0.002
@@ -80,11 +80,11 @@ async def sleep_until(deadline: float) -> None:
         await asyncio.sleep(0)
 
 
-class WanTransport(Transport):
+class WanTransport(WrappingTransport):
     """Wraps `inner`, delaying what this side sends as the modelled link would."""
 
     def __init__(self, inner: Transport, model: NetworkModel, *, seed: int | None = None) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.model = model
         self._rng = random.Random(seed)  # simulation only: jitter needs no secrecy
         self._link_free_at = 0.0
@@ -95,14 +95,6 @@ class WanTransport(Transport):
         self._idle.set()
         self._error: TransportError | None = None
         self._pump = asyncio.get_running_loop().create_task(self._run(), name="wan-link")
-
-    @property
-    def counters(self):  # type: ignore[override]
-        return self.inner.counters
-
-    @property
-    def max_frame_bytes(self) -> int:  # type: ignore[override]
-        return self.inner.max_frame_bytes
 
     @property
     def closed(self) -> bool:
