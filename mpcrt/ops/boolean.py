@@ -45,7 +45,7 @@ async def bit_to_arith(bits: BinaryShare, nbits: int) -> ArithmeticShare:
         (peer,) = await party.exchange([masked], mid=mid)
     c = unpack_bits(masked ^ peer, nbits)
     r = m["arith"]
-    value = r - 2 * c * r
+    value = torch.where(c.bool(), -r, r)  # r - 2cr
     if party.id == 0:
         value = value + c
     return ArithmeticShare(party, value, 0, torch.int64)

@@ -46,27 +46,33 @@ COST_MODEL = {"tree": (8, 3016 / 64, 0.28e-6, 0.0), "lpgan": (64, 2008 / 64, 0.1
 LOOPBACK = (1e-3, 10e9)
 
 
-def choose_method(party, n: int, candidates: tuple[str, ...] = METHODS) -> str:
+def choose_method(party, n: int, candidates: tuple[str, ...] = METHODS,
+                  weights: dict[str, float] | None = None) -> str:
     """The method with the least modelled time for n elements on the party's declared network
     (rounds x RTT/2 + bytes / bandwidth + CPU). Both parties declare the same network, so
-    they choose alike; the choice shows in stats as the op label (e.g. msb[dcf])."""
+    they choose alike; the choice shows in stats as the op label (e.g. msb[dcf]). weights:
+    comparisons per element for a method, where an op needs several (default 1)."""
     network = getattr(party, "network", None)
     rtt, bandwidth = (network.rtt_s, network.bandwidth_bps) if network is not None else LOOPBACK
 
     def modelled(method: str) -> float:
         rounds, bytes_per_element, cpu, fixed = COST_MODEL[method]
-        return rounds * rtt / 2 + n * bytes_per_element * 8 / bandwidth + n * cpu + fixed
+        count = n * (weights or {}).get(method, 1.0)
+        return rounds * rtt / 2 + count * bytes_per_element * 8 / bandwidth + count * cpu + fixed
 
     return min(candidates, key=modelled)
 
 
-def _resolve(x: ArithmeticShare, method: str | None, candidates: tuple[str, ...] = METHODS) -> str:
+def _resolve(x: ArithmeticShare, method: str | None, candidates: tuple[str, ...] = METHODS,
+             weights: dict[str, float] | None = None) -> str:
     method = method or x.party.comparison
     if method == "auto":
-        return choose_method(x.party, x.numel(), candidates)
+        return choose_method(x.party, x.numel(), candidates, weights)
     if method not in METHODS:
         raise ValueError(f"comparison method must be one of {(*METHODS, 'auto')}, got {method!r}")
     return method
+
+
 LOW63 = (1 << 63) - 1
 BITS = 63
 

@@ -13,17 +13,18 @@ is the faithful baseline; the piecewise default (ops.sigmoid) is far cheaper.
 
 from __future__ import annotations
 
+import asyncio
 import math
 
 import numpy as np
 
-from mpcrt.ops.compare import is_non_negative
 from mpcrt.ops.piecewise import COEFF_BITS, polynomial_terms, powers_of
 from mpcrt.ops.products import mul, scale
 from mpcrt.ops.roots import _Converted, reciprocal_in_range
+from mpcrt.ops.segments import segment_onehot
 from mpcrt.ops.truncation import truncate
 from mpcrt.scope import op_label
-from mpcrt.shares import ArithmeticShare, stack
+from mpcrt.shares import ArithmeticShare
 
 K_LOW, K_HIGH = -23, 24  # thresholds j ln 2 for j in [K_LOW, K_HIGH]
 _nodes = np.cos(np.linspace(0, np.pi, 400)) * 0.5 + 0.5
@@ -36,19 +37,17 @@ async def exp(x: ArithmeticShare, method: str | None = None) -> ArithmeticShare:
     party, f = x.party, x.frac_bits
     with op_label("exp"):
         js = list(range(K_LOW, K_HIGH + 1))
-        c = await is_non_negative(stack([x - j * math.log(2) for j in js]), method)
-        t = await scale(x, 1 / math.log(2))
-        ind = [c[i] for i in range(len(js))]
-        inside = ind[0] - ind[-1]  # K_LOW ln 2 <= x < K_HIGH ln 2
-        onehot = [ind[i] - ind[i + 1] for i in range(len(js) - 1)]  # k = K_LOW .. K_HIGH - 1
+        segments, t = await asyncio.gather(segment_onehot(x, [j * math.log(2) for j in js], method),
+                                           scale(x, 1 / math.log(2)))
+        below, onehot, above = segments[0], segments[1:-1], segments[-1]  # onehot: k = K_LOW .. K_HIGH - 1
+        inside = 1 - below - above  # K_LOW ln 2 <= x < K_HIGH ln 2
         k = sum((h * kk for h, kk in zip(onehot, js[:-1], strict=True)), inside * 0)
         frac = await mul(t - ArithmeticShare(party, k.value << f, f, x.dtype), inside)
         top = (1 << f) - 1  # above the range: r just under 1 with k = K_HIGH - 1
-        r = frac + ArithmeticShare(party, ind[-1].value * top, f, x.dtype)
+        r = frac + ArithmeticShare(party, above.value * top, f, x.dtype)
         poly = polynomial_terms(await powers_of(r, 4), EXP2_COEFFS)
         two_r = await truncate(ArithmeticShare(party, poly, f + COEFF_BITS, x.dtype), COEFF_BITS)
-        below = 1 - ind[0]
-        lookup = _Converted(two_r, [below, *onehot, ind[-1]], [K_LOW, *js[:-1], K_HIGH - 1])
+        lookup = _Converted(two_r, segments, [K_LOW, *js[:-1], K_HIGH - 1])
         two_k = lookup.lookup(lambda e: 2.0 ** e, x, bits=f)  # 2^23 at more bits would overflow the product
         # below the range 2^r is 1 (r = 0 there), so the result is 2^K_LOW
         return await mul(two_r, two_k, frac_bits=f)

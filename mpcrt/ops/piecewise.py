@@ -22,8 +22,8 @@ import numpy as np
 import torch
 
 from mpcrt import ring
-from mpcrt.ops.compare import is_non_negative
 from mpcrt.ops.products import mul, square
+from mpcrt.ops.segments import segment_onehot
 from mpcrt.ops.truncation import truncate
 from mpcrt.scope import op_label
 from mpcrt.shares import ArithmeticShare, stack
@@ -92,15 +92,13 @@ async def evaluate(x: ArithmeticShare, pw: Piecewise, method: str | None = None)
     """pw(x) on shares; exact segment choice, polynomial error as fitted plus a few units."""
     party, f = x.party, x.frac_bits
     with op_label("piecewise"):
-        shifted = stack([x - t for t in pw.breakpoints])
-        indicators, powers = await asyncio.gather(is_non_negative(shifted, method), powers_of(x, pw.degree))
-        ind = [indicators[j] for j in range(len(pw.breakpoints))]
-        selectors = [ind[j] - ind[j + 1] for j in range(len(ind) - 1)]
+        onehot, powers = await asyncio.gather(segment_onehot(x, pw.breakpoints, method), powers_of(x, pw.degree))
+        selectors = onehot[1:-1]
         coefficients = [_select(selectors, [c[k] for c in pw.coefficients], f) for k in range(pw.degree + 1)]
         terms = await mul(stack(coefficients[1:]), stack(powers), frac_bits=f + COEFF_BITS)  # exact, no truncation
         inner = await truncate(terms.sum(dim=0) + coefficients[0]._with(coefficients[0].value << f, f + COEFF_BITS),
                                COEFF_BITS)
-        outer = (1 - ind[0]) * ring.encode_constant(pw.left, f) + ind[-1] * ring.encode_constant(pw.right, f)
+        outer = onehot[0] * ring.encode_constant(pw.left, f) + onehot[-1] * ring.encode_constant(pw.right, f)
     return inner + ArithmeticShare(party, outer.value, f, x.dtype)
 
 

@@ -32,10 +32,10 @@ from dataclasses import dataclass
 import torch
 
 from mpcrt import ring
-from mpcrt.ops.compare import is_non_negative
 from mpcrt.ops.products import mul
+from mpcrt.ops.segments import segment_onehot
 from mpcrt.scope import op_label
-from mpcrt.shares import ArithmeticShare, stack
+from mpcrt.shares import ArithmeticShare
 
 LOOKUP_BITS = 24  # a (scale <= 24) times a lookup stays below 2^48: far from the 2^62 limit
 RECIPROCAL_RANGE = (-7, 10)  # [2^-7, 2^11): covers [1e-2, 1e3]
@@ -62,10 +62,8 @@ async def _convert(a: ArithmeticShare, lo: int, hi: int, method: str | None, ste
     """m and e for a in [2^lo, 2^top), top the first of lo + step, lo + 2 step, ... above hi."""
     f = a.frac_bits
     powers = list(range(lo, hi + 1 + step, step))  # thresholds 2^j
-    c = await is_non_negative(stack([a - 2.0 ** j for j in powers]), method)
-    ind = [c[i] for i in range(len(powers))]
     # one-hot: below the range, a in [2^j, 2^(j+step)) for each threshold but the last, above the range
-    onehot = [1 - ind[0], *[ind[i] - ind[i + 1] for i in range(len(ind) - 1)], ind[-1]]
+    onehot = await segment_onehot(a, [2.0 ** j for j in powers], method)
     exponents = [powers[1], *powers[1:], powers[-1]]
     inside = _Converted(a, onehot[1:-1], exponents[1:-1])
     m = await mul(a, inside.lookup(lambda e: 2.0 ** -e, a), frac_bits=f)

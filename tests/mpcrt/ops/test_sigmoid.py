@@ -27,7 +27,9 @@ async def squash(party, x: torch.Tensor, g: torch.Tensor):
 
 
 async def test_accuracy_saturation_and_backward():
-    edges = torch.tensor([-8.0, 8.0, -4.5, 4.5, 0.0, 2 ** -16, -(2 ** -16), 1e4, -1e4, 2.0 ** 30, -(2.0 ** 30)])
+    ulp = 2.0 ** -16
+    near = [b + d for b in (*SIGMOID.breakpoints, *TANH.breakpoints) for d in (-ulp, 0.0, ulp)]
+    edges = torch.tensor([*near, 0.0, ulp, -ulp, 1e4, -1e4, 2.0 ** 30, -(2.0 ** 30)])
     x = torch.cat([torch.linspace(-30, 30, 20_001), edges]).double()
     g = torch.randn(x.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     ref = x.clone().requires_grad_()
@@ -44,7 +46,7 @@ async def test_accuracy_saturation_and_backward():
         # backward from the stored output: error of y times |g| (y error <= 5e-4, |y'| bounded)
         assert float(((ds - ds_ref).abs() / (g.abs() + 1)).max()) <= 2e-3
         assert float(((dt - dt_ref).abs() / (g.abs() + 1)).max()) <= 2e-3
-        assert rounds == 11
+        assert rounds == 12
 
 
 def test_fit_rejects_nothing_silently():

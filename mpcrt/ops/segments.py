@@ -1,0 +1,212 @@
+"""Which segment of a partition of the line each element falls in, as a one-hot of shares.
+
+For breakpoints t_1 < ... < t_m the segments are x < t_1, [t_j, t_(j+1)) and x >= t_m:
+piecewise polynomials and range conversions select by them. Two ways:
+
+- "lpgan" and "dcf": m independent comparisons [x >= t_j] (ops.compare), then differences.
+- "tree" (the default on fast links): the m comparisons share almost all their work. At the
+  share's scale every breakpoint T_j is a multiple of 2^v, and x >= T_j exactly when
+  y = floor(x / 2^v) >= tau_j = T_j / 2^v. Each party splits its share x_i = H_i 2^v + L_i,
+  so y = H_0 + H_1 + c, c the carry of L_0 + L_1 past 2^v: one v-bit carry circuit serves
+  all m comparisons (instead of m of 63 bits), entering each as a carry-in. The first and
+  last comparisons run on all 64 - v bits of y and are exact for every input; the inner ones
+  are only needed between t_1 and t_m, where |y - tau_j| < 2^(w-1) for a small w, so they run
+  on the low w bits of y. Outside, their bits are meaningless and are masked by
+  inside = [t_1 <= x < t_m] (one AND round on packed bits).
+  Sigmoid at f = 16 (9 breakpoints in -8..8, v = 15, w = 6): about 440 ANDs per element,
+  where nine 63-bit comparisons take 9 x 188.
+
+Each comparison is the sign of a sum of two privately held values plus a shared carry-in:
+MSB(a + b + c) = a_top xor b_top xor carry, carry = G xor (P and c) with (G, P) the
+generate/propagate pair of the low bits, combined in a balanced tree (Kogge-Stone's
+operator, log depth). Exact for every x with |x - t_j| < 2^63; breakpoints are rounded to
+the share's scale.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from mpcrt import ring
+from mpcrt.binary import BinaryShare
+from mpcrt.ops.boolean import and_, bit_to_arith
+from mpcrt.ops.compare import _resolve, bit_slice, is_non_negative
+from mpcrt.scope import op_label
+from mpcrt.shares import ArithmeticShare, stack
+
+# for choosing a method: the tree's ANDs here are about those of two 63-bit comparisons
+# (its cost grows with the comparisons' width, barely with their number); DCF needs m keys
+TREE_WEIGHT = 2.0
+
+
+async def segment_onehot(x: ArithmeticShare, breakpoints: Sequence[float], method: str | None = None
+                         ) -> list[ArithmeticShare]:
+    """m + 1 integer shares (scale 0) of x's shape: [x < t_1], [t_1 <= x < t_2], ..., [x >= t_m]."""
+    if list(breakpoints) != sorted(set(breakpoints)):
+        raise ValueError(f"breakpoints must increase strictly, got {list(breakpoints)}")
+    method = _resolve(x, method, ("tree", "dcf"), weights={"tree": TREE_WEIGHT, "dcf": len(breakpoints)})
+    with op_label(f"segments[{method}]"):
+        if method != "tree":
+            ind = await is_non_negative(stack([x - t for t in breakpoints]), method)
+            ge = [ind[j] for j in range(len(breakpoints))]
+            return [1 - ge[0], *[ge[j] - ge[j + 1] for j in range(len(ge) - 1)], ge[-1]]
+        return await _tree_onehot(x, [ring.encode_constant(t, x.frac_bits) for t in breakpoints])
+
+
+@dataclass
+class _Group:
+    """One carry computation: (G, P) rows of its bits (least significant first), packed.
+    keep_p: whether P is needed at the top (to take a carry-in)."""
+
+    g: torch.Tensor
+    p: torch.Tensor
+    keep_p: bool
+
+
+def _mask(bits: int) -> int:
+    """The low `bits` bits of an int64 (all 64: -1)."""
+    return -1 if bits >= 64 else (1 << bits) - 1
+
+
+def _trailing_zeros(v: int) -> int:
+    return (v & -v).bit_length() - 1 if v else 64
+
+
+async def _tree_onehot(x: ArithmeticShare, thresholds: list[int]) -> list[ArithmeticShare]:
+    party, n = x.party, x.numel()
+    m = len(thresholds)
+    v = min(62, *(_trailing_zeros(t) for t in thresholds))
+    taus = [t >> v for t in thresholds]
+    outer_w = 64 - v
+    inner_w = min(outer_w, 1 + max(1, taus[-1] - taus[0] - 1).bit_length())
+    widths = [outer_w if j in (0, m - 1) else inner_w for j in range(m)]
+
+    share = x.value.reshape(-1)
+    low, high = share & _mask(v), share >> v
+    # party 0 holds a_j = H_0 - tau_j, party 1 b = H_1; both are summed with the carry c.
+    # Bit-sliced once per outer comparison (party 1: once); the inner a_j follow from a_1 by
+    # subtracting public constants on the bit rows
+    outer = [high - taus[0], high - taus[-1]] if party.id == 0 else [high]
+    sliced = _slice_fields([(low, v)] + [(value & _mask(outer_w), outer_w) for value in outer])
+    first, last = sliced[1], sliced[-1]
+    inner = [first[:inner_w] if party.id == 1 else _minus_public(first[:inner_w], tau - taus[0]) for tau in taus[1:-1]]
+    rows = [sliced[0], first, *inner, last] if m > 1 else [sliced[0], first]
+    # XOR shares of the low bits of a_j (party 0) and b (party 1): (A, 0) and (0, B)
+    bits = torch.cat([rows[0]] + [r[:-1] for r in rows[1:]])
+    zeros = torch.zeros_like(bits)
+    a = BinaryShare(party, bits if party.id == 0 else zeros)
+    b = BinaryShare(party, bits if party.id == 1 else zeros)
+    g = (await and_(a, b)).value
+    p = bits  # a xor b: each party's own bits are its XOR share
+
+    sizes = [v] + [w - 1 for w in widths]
+    starts = [sum(sizes[:i]) for i in range(len(sizes))]
+    groups = [_Group(g[s:s + k], p[s:s + k], keep_p=i > 0) for i, (s, k) in enumerate(zip(starts, sizes, strict=True))]
+    prefix, comparisons = (groups[0] if v > 0 else None), groups[1:]
+    await _combine(party, prefix, comparisons)
+    carries = torch.stack([grp.g[0] for grp in comparisons])
+    tops = torch.stack([r[-1] for r in rows[1:]])  # each party folds in the top bit of its own value
+    ge = ~BinaryShare(party, carries ^ tops)  # x >= T_j: the sign bit is 0
+    onehot = await _onehot_bits(ge)
+    values = await bit_to_arith(BinaryShare(party, onehot.value.reshape(-1)), onehot.value.numel() * 64)
+    per_row = values.value.reshape(m + 1, -1)[:, :n]
+    return [ArithmeticShare(party, row.reshape(x.shape).clone(), 0, torch.int64) for row in per_row]
+
+
+async def _onehot_bits(ge: BinaryShare) -> BinaryShare:
+    """Packed one-hot rows from the rows ge_j = [x >= T_j]; ge_1 and ge_m are exact, the inner
+    ones only where ge_1 and not ge_m (masked there: one AND round when there are inner ones)."""
+    m = len(ge.value)
+    first, last = ge[0], ge[m - 1]
+    if m <= 2:
+        inner = [first ^ last] if m == 2 else []
+    else:
+        inside = first ^ last
+        raw = torch.stack([(ge[j] ^ ge[j + 1]).value for j in range(m - 1)])
+        masked = await and_(BinaryShare(ge.party, raw), BinaryShare(ge.party, inside.value.expand_as(raw).contiguous()))
+        inner = [masked[j] for j in range(m - 1)]
+    rows = [(~first).value, *(r.value for r in inner), last.value]
+    return BinaryShare(ge.party, torch.stack(rows))
+
+
+async def _combine(party, prefix: _Group | None, comparisons: list[_Group]) -> None:
+    """Reduce each group's (G, P) rows to one, all groups' ANDs of a level in one round:
+    (G, P)_hi o (G, P)_lo = (G_hi xor (P_hi and G_lo), P_hi and P_lo). The prefix's carry
+    enters every comparison as its least significant row (G = c, P = 0) as soon as it is
+    known, which costs no extra level while the comparisons are longer than the prefix."""
+    groups = [*([prefix] if prefix is not None else []), *comparisons]
+    pending = prefix is not None
+    while pending or any(len(grp.g) > 1 for grp in groups):
+        if pending and len(prefix.g) == 1:  # type: ignore[union-attr]
+            for grp in comparisons:
+                grp.g, grp.p = torch.cat([prefix.g, grp.g]), torch.cat([torch.zeros_like(prefix.g), grp.p])  # type: ignore[union-attr]
+            pending = False
+        left, right, plan = [], [], []
+        for grp in groups:
+            k = len(grp.g)
+            if k < 2:
+                plan.append(None)
+                continue
+            pairs = k // 2
+            span = slice(0, 2 * pairs)
+            lo_g, hi_g, lo_p, hi_p = grp.g[span][0::2], grp.g[span][1::2], grp.p[span][0::2], grp.p[span][1::2]
+            need_p = grp.keep_p or pairs > 1 or k % 2 == 1
+            left += [hi_p, hi_p] if need_p else [hi_p]
+            right += [lo_g, lo_p] if need_p else [lo_g]
+            plan.append((pairs, need_p, hi_g))
+        if not left:
+            continue
+        products = (await and_(BinaryShare(party, torch.cat(left)), BinaryShare(party, torch.cat(right)))).value
+        offset = 0
+        for grp, step in zip(groups, plan, strict=True):
+            if step is None:
+                continue
+            pairs, need_p, hi_g = step
+            new_g = hi_g ^ products[offset:offset + pairs]
+            new_p = products[offset + pairs:offset + 2 * pairs] if need_p else torch.zeros_like(new_g)
+            offset += 2 * pairs if need_p else pairs
+            if len(grp.g) % 2:  # the most significant row has no partner: it moves up as it is
+                new_g, new_p = torch.cat([new_g, grp.g[-1:]]), torch.cat([new_p, grp.p[-1:]])
+            grp.g, grp.p = new_g, new_p
+
+
+def _minus_public(rows: torch.Tensor, d: int) -> torch.Tensor:
+    """Bit rows of (R - d) mod 2^len(rows) from the bit rows of R, d a public non-negative
+    integer: a ripple subtractor on packed words (local)."""
+    out, borrow = [], None
+    for i, r in enumerate(rows):
+        if (d >> i) & 1:
+            out.append(~r if borrow is None else ~(r ^ borrow))
+            borrow = ~r if borrow is None else ~r | borrow
+        else:
+            out.append(r if borrow is None else r ^ borrow)
+            borrow = None if borrow is None else ~r & borrow
+    return torch.stack(out)
+
+
+def _slice_fields(fields: list[tuple[torch.Tensor, int]]) -> list[torch.Tensor]:
+    """Bit rows (nbits, words) of each field (non-negative values below 2^nbits), fields packed
+    side by side into 64-bit words so that each word is bit-sliced once."""
+    out: list[torch.Tensor] = [torch.empty(0)] * len(fields)
+    packs: list[list[tuple[int, int]]] = [[]]
+    used = 0
+    for i, (_, nbits) in enumerate(fields):
+        if used + nbits > 64:
+            packs.append([])
+            used = 0
+        packs[-1].append((i, used))
+        used += nbits
+    for pack in packs:
+        if not pack:
+            continue
+        word = torch.zeros_like(fields[pack[0][0]][0])
+        for i, offset in pack:
+            word = word | (fields[i][0] << offset)
+        width = pack[-1][1] + fields[pack[-1][0]][1]
+        rows = bit_slice(word, width)
+        for i, offset in pack:
+            out[i] = rows[offset:offset + fields[i][1]]
+    return out

@@ -1,0 +1,79 @@
+"""segment_onehot: exact placement among breakpoints for every method, at the breakpoints,
+one unit either side, far outside and near the ends of the ring."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mpcrt.ops import segments
+from mpcrt.ops.segments import segment_onehot
+from mpcrt.shares import ArithmeticShare
+from tests.conftest import run_pair
+
+F = 16
+CASES = [
+    (-8, -5, -3, -1.5, 0, 1.5, 3, 5, 8),  # sigmoid's
+    (-4.5, -3, -2, -1, -0.5, 0, 0.5, 1, 2, 3, 4.5),  # tanh's
+    (0,),  # one breakpoint: the sign
+    (-1, 1),  # two: no inner comparisons
+    (0.5, 3),
+    (3 * 2.0 ** -F, 5.0, 7),  # an odd breakpoint: no common low bits (v = 0)
+    (-1e6, 0, 1e6),  # a wide range: inner comparisons on many bits
+    tuple(2.0 ** j for j in range(-14, 15, 2)),  # the inverse square root's powers of four
+]
+
+
+def ring_inputs(breakpoints) -> torch.Tensor:
+    """Ring values at, one unit around and one segment around each breakpoint, the ring's
+    ends, and random values of several sizes."""
+    g = torch.Generator().manual_seed(len(breakpoints))
+    values = [0, 1, -1, 2 ** 62, -(2 ** 62), 2 ** 63 - 1 - 2 ** 41, -(2 ** 63) + 2 ** 41]
+    for b in breakpoints:
+        t = round(b * 2 ** F)
+        values += [t - 1, t, t + 1, t - 2 ** 15, t + 2 ** 15]
+    return torch.cat([torch.tensor(values), torch.randint(-(2 ** 40), 2 ** 40, (300,), generator=g),
+                      torch.randint(-(2 ** 22), 2 ** 22, (300,), generator=g)])
+
+
+def expected(values: torch.Tensor, breakpoints) -> torch.Tensor:
+    index = sum((values >= round(b * 2 ** F)).long() for b in breakpoints)
+    return torch.nn.functional.one_hot(index, len(breakpoints) + 1).t()
+
+
+async def place(party, values: torch.Tensor, breakpoints, method: str):
+    mask = torch.randint(-(2 ** 63), 2 ** 63 - 1, values.shape, generator=torch.Generator().manual_seed(7))
+    x = ArithmeticShare(party, values - mask if party.id == 0 else mask, F, torch.float64)
+    onehot = await segment_onehot(x.reshape(-1, 1), breakpoints, method)
+    return torch.stack([await s.reveal() for s in onehot]).reshape(len(breakpoints) + 1, -1)
+
+
+@pytest.mark.parametrize("breakpoints", CASES)
+@pytest.mark.parametrize("method", ["tree", "lpgan"])
+async def test_exact_placement(breakpoints, method):
+    values = ring_inputs(breakpoints)
+    for got in await run_pair(place, values, breakpoints, method, timeout=60):
+        assert torch.equal(got.round().long(), expected(values, breakpoints))
+
+
+async def test_dcf_places_alike():
+    breakpoints = CASES[0]
+    values = ring_inputs(breakpoints)[:64]
+    for got in await run_pair(place, values, breakpoints, "dcf", timeout=60):
+        assert torch.equal(got.round().long(), expected(values, breakpoints))
+
+
+def test_breakpoints_must_increase():
+    with pytest.raises(ValueError, match="increase strictly"):
+        run = segment_onehot(None, (1, 0))  # type: ignore[arg-type]
+        run.send(None)
+
+
+@pytest.mark.parametrize("d", [0, 1, 5, 31, 63])
+def test_bit_sliced_subtraction_of_a_public_constant(d):
+    values = torch.arange(-64, 64)  # two full words: no padding lanes
+    width = 6
+    rows = segments._slice_fields([(values & 63, width)])[0]
+    got = segments._minus_public(rows, d)
+    want = segments._slice_fields([((values - d) & 63, width)])[0]
+    assert torch.equal(got, want)
