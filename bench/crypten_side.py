@@ -12,7 +12,10 @@ environment; ours runs here, two party processes over mutual TLS on loopback wit
 dealer's material fetched first (its cost reported apart). Both: one torch thread per party,
 a warm-up, the median of the timed repeats. CrypTen cannot run over a simulated network, so
 its `wan` time is a clearly labelled model: its measured loopback time + rounds x one-way
-delay (20 ms) + MB / 400 Mbit/s; ours on `wan` is measured through the simulator.
+delay (20 ms) + the MB it sends / 400 Mbit/s; ours on `wan` is measured through the simulator.
+Bytes on both sides are what one party sends plus what it receives online, as CrypTen's
+communicator counts them; ours adds the dealer's material apart ("+offline": CrypTen's
+trusted-first-party provider, the default, makes its triples at party 0 with no traffic).
 """
 
 from __future__ import annotations
@@ -94,14 +97,14 @@ async def d_step_program(party: mpcrt.Party, warmup: int, repeats: int) -> dict[
     if arith.in_party_process():
         pin_to_core(party.id)
     shape = WORKLOADS["D step b16 32x32"][1][0]
-    times, rounds, sent = [], [], []
+    times, rounds, moved = [], [], []
     for i in range(warmup + repeats):
         d = await gan.secure(d_step_torch(), party, src=0)
         opt = optim.SGD(d.parameters(), LR, 0.0)
         x = await party.input(make_inputs(("uniform", -1.0, 1.0), shape, 100 * i).float() if party.id == 0 else None,
                               src=0)
         await (await party.input(torch.zeros(1) if party.id == 0 else None, src=0)).reveal()  # line up
-        before = (party.stats.rounds, party.stats.bytes_sent)
+        before = (party.stats.rounds, party.stats.bytes_sent + party.stats.bytes_received)
         start = time.perf_counter()
         p = await d.forward(x)
         grad = await bce_logit_grad(p, 1.0)
@@ -112,15 +115,16 @@ async def d_step_program(party: mpcrt.Party, warmup: int, repeats: int) -> dict[
         if i >= warmup:
             times.append(elapsed)
             rounds.append(party.stats.rounds - before[0])
-            sent.append(party.stats.bytes_sent - before[1])
-    return {"times": times, "rounds": rounds, "sent": sent, "offline": party.stats.offline.as_dict()}
+            moved.append(party.stats.bytes_sent + party.stats.bytes_received - before[1])
+    return {"times": times, "rounds": rounds, "moved": moved, "offline": party.stats.offline.as_dict()}
 
 
 def summary(r0: dict[str, Any], r1: dict[str, Any], ops: int) -> dict[str, Any]:
-    """Both parties' timed repeats (times, rounds, sent, offline) as one row: the slower party's
-    median, the most rounds and bytes, party 1's dealer MB per op (of `ops` in the run)."""
+    """Both parties' timed repeats (times, rounds, bytes sent + received, offline) as one row:
+    the slower party's median, the most rounds and bytes, party 1's dealer MB per op (of `ops`
+    in the run)."""
     return {"seconds": max(statistics.median(r0["times"]), statistics.median(r1["times"])),
-            "rounds": max(r0["rounds"] + r1["rounds"]), "mb": max(r0["sent"] + r1["sent"]) / 1e6,
+            "rounds": max(r0["rounds"] + r1["rounds"]), "mb": max(r0["moved"] + r1["moved"]) / 1e6,
             "offline_mb": r1["offline"]["bytes_received"] / ops / 1e6, "max_error": None}
 
 
@@ -138,7 +142,7 @@ def ours(name: str, network: str, repeats: int) -> dict[str, Any]:
     if name in ARITH and network == "loopback":
         (w,) = [w for w in arith.WORKLOADS if w.name == ARITH[name]]
         r = arith.measure(w, repeats)
-        return {"seconds": r.online_s, "rounds": r.rounds, "mb": r.bytes_sent / 1e6,
+        return {"seconds": r.online_s, "rounds": r.rounds, "mb": (r.bytes_sent + r.bytes_received) / 1e6,
                 "offline_mb": r.offline_bytes / 1e6, "max_error": r.max_error_ulp * 2.0**-16}
     if name in NONLINEAR:
         op, shape, kind = NONLINEAR[name]
@@ -147,20 +151,21 @@ def ours(name: str, network: str, repeats: int) -> dict[str, Any]:
         r = nonlinear.measure(w, "auto", network, False, nonlinear.Limits(budget_s=60.0, max_run_s=120.0))
         if not r.ok:
             return {"error": r.error or r.skipped}
-        return {"seconds": r.online_s, "rounds": r.rounds, "mb": r.bytes_sent / 1e6,
+        return {"seconds": r.online_s, "rounds": r.rounds, "mb": (r.bytes_sent + r.bytes_received) / 1e6,
                 "offline_mb": max(r.offline_bytes) / 1e6,
                 "max_error": r.max_rel_error if w.relative else r.max_abs_error}
     return {"error": f"not measured on {network}"}
 
 
 def crypten_wan(c: dict[str, Any]) -> float:
-    """CrypTen's modelled wan time: measured loopback time + rounds x one-way delay + MB / bandwidth."""
-    return c["seconds"] + c["rounds"] * WAN.rtt_s / 2 + c["mb"] * 8e6 / WAN.bandwidth_bps
+    """CrypTen's modelled wan time: measured loopback time + rounds x one-way delay + the bytes one
+    party sends (half of what CrypTen counts: sent + received, the same both ways) / bandwidth."""
+    return c["seconds"] + c["rounds"] * WAN.rtt_s / 2 + c["mb"] / 2 * 8e6 / WAN.bandwidth_bps
 
 
 def report(crypten: dict[str, dict], mine: dict[tuple[str, str], dict], networks: Sequence[str]) -> str:
     header = ["workload", "network", "ours ms", "CrypTen ms", "ratio", "target", "ours rounds", "CrypTen rounds",
-              "ours MB (+offline)", "CrypTen MB", "ours err", "CrypTen err"]
+              "ours MB sent+recv (+offline)", "CrypTen MB sent+recv", "ours err", "CrypTen err"]
     rows = []
     for (name, network), o in mine.items():
         c = crypten.get(name)

@@ -41,14 +41,14 @@ async def program(party: mpcrt.Party, name: str, warmup: int, repeats: int) -> d
         pin_to_core(party.id)
     op, (shape,), kind = WORKLOADS[name]
     what, net = op.split(":")
-    times, rounds, sent = [], [], []
+    times, rounds, moved = [], [], []
     for i in range(warmup + repeats):
         torch.manual_seed(0)
         model = await gan.secure(comparison_network(net), party, src=0)
         x = await party.input(make_inputs(kind, shape, 100 * i).float() if party.id == 0 else None, src=0)
         labels = torch.nn.functional.one_hot(torch.arange(shape[0]) % 10, 10).float()
         await (await party.input(torch.zeros(1) if party.id == 0 else None, src=0)).reveal()  # line up
-        before = (party.stats.rounds, party.stats.bytes_sent)
+        before = (party.stats.rounds, party.stats.bytes_sent + party.stats.bytes_received)
         start = time.perf_counter()
         out = await model.forward(x)
         if what == "net_train":
@@ -59,8 +59,8 @@ async def program(party: mpcrt.Party, name: str, warmup: int, repeats: int) -> d
         if i >= warmup:
             times.append(elapsed)
             rounds.append(party.stats.rounds - before[0])
-            sent.append(party.stats.bytes_sent - before[1])
-    return {"times": times, "rounds": rounds, "sent": sent, "offline": party.stats.offline.as_dict()}
+            moved.append(party.stats.bytes_sent + party.stats.bytes_received - before[1])
+    return {"times": times, "rounds": rounds, "moved": moved, "offline": party.stats.offline.as_dict()}
 
 
 def ours(name: str, network: str, repeats: int) -> dict[str, Any]:
@@ -84,8 +84,8 @@ def report(crypten: dict[str, dict], mine: dict[tuple[str, str], dict]) -> str:
                      "-" if theirs is None else f"{theirs / unit * 1e3:.2f}" + (" (model)" if network == "wan" else ""),
                      "-" if c is None else str(c["rounds"]), "-" if c is None else f"{c['mb']:.2f}",
                      "-" if theirs is None else f"{o['seconds'] / theirs:.3f}"])
-    return text_table(["workload", "network", "ours ms (per image)", "rounds", "MB (+offline)",
-                       "CrypTen ms (per image)", "CrypTen rounds", "CrypTen MB", "ours / CrypTen"], rows)
+    return text_table(["workload", "network", "ours ms (per image)", "rounds", "MB sent+recv (+offline)",
+                       "CrypTen ms (per image)", "CrypTen rounds", "CrypTen MB sent+recv", "ours / CrypTen"], rows)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -13,7 +13,7 @@ def test_inference_and_a_training_step_run_on_shares():
     try:
         for name in ("minionn inference b1", "cryptonets train step b64"):
             r0, r1 = mpcrt.run_local(networks.program, name, 0, 1, timeout=120)
-            assert r0["rounds"] == r1["rounds"] and r0["rounds"][0] > 0 and r0["sent"][0] > 0
+            assert r0["rounds"] == r1["rounds"] and r0["rounds"][0] > 0 and r0["moved"][0] > 0
     finally:
         os.sched_setaffinity(0, cores)
 
