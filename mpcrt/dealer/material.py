@@ -115,6 +115,9 @@ class Kind(ABC):
     dependent: tuple[str, ...] = ()
     public: tuple[str, ...] = ()  # made by the dealer from both parties' free parts, sent to both
     xor: frozenset[str] = frozenset()  # components XOR-shared as packed words, not additive
+    # free components that one party alone knows: the value is that party's own derivation
+    # (the other party derives but never uses its copy)
+    private: dict[str, int] = {}  # noqa: RUF012 - read-only class-level table
 
     @abstractmethod
     def shapes(self, params: tuple) -> dict[str, tuple[int, ...]]:
@@ -175,18 +178,38 @@ class Truncation(Kind):
 
 
 class AndTriple(Kind):
-    """Boolean Beaver triple on packed words: c = a & b. params (shape,)."""
+    """Boolean Beaver triple on packed words: c = a & b. params (shape,), or (shape_a,
+    shape_b) with b broadcast against a: one operand's mask serves several ANDs, so that
+    operand is opened once."""
 
     free = ("a", "b")
     dependent = ("c",)
     xor = frozenset({"a", "b", "c"})
 
     def shapes(self, params):
-        shape = tuple(params[0])
-        return {"a": shape, "b": shape, "c": shape}
+        shape_a, shape_b = (tuple(params[0]), tuple(params[-1]))
+        return {"a": shape_a, "b": shape_b, "c": tuple(torch.broadcast_shapes(shape_a, shape_b))}
 
     def dependent_values(self, free, params):
         return {"c": free["a"] & free["b"]}
+
+
+class PrivateAndTriple(Kind):
+    """For x & y with x known to party 0 alone and y to party 1 alone: a masks x and only
+    party 0 knows it, b masks y and only party 1 knows it, c = a & b[index] is XOR-shared
+    (row i of x meets row index[i] of y, so one row of y serves several of x). Each party
+    then sends its masked operand once. params (shape_a, shape_b, index)."""
+
+    free = ("a", "b")
+    dependent = ("c",)
+    xor = frozenset({"a", "b", "c"})
+    private = {"a": 0, "b": 1}  # noqa: RUF012
+
+    def shapes(self, params):
+        return {"a": tuple(params[0]), "b": tuple(params[1]), "c": tuple(params[0])}
+
+    def dependent_values(self, free, params):
+        return {"c": free["a"] & free["b"][list(params[2])]}
 
 
 class RandomBits(Kind):
@@ -235,7 +258,7 @@ class Comparison(Kind):
 
 
 KINDS: dict[str, Kind] = {"triple": Triple(), "square": Square(), "trunc": Truncation(),
-                          "and": AndTriple(), "bits": RandomBits(), "dcf": Comparison()}
+                          "and": AndTriple(), "pand": PrivateAndTriple(), "bits": RandomBits(), "dcf": Comparison()}
 
 def logical_shift(v: torch.Tensor, f: int) -> torch.Tensor:
     """v >> f treating v as an unsigned 64-bit integer."""
@@ -263,7 +286,8 @@ def answer(request: Request, party_id: int, seed0: bytes, seed1: bytes) -> list[
     own = [{name: derive(request, seed, name) for name in kind.free} for seed in (seed0, seed1)]
     out = []
     if party_id == 1 and kind.dependent:
-        free = {name: own[0][name] ^ own[1][name] if is_xor(request.kind, name) else own[0][name] + own[1][name]
+        free = {name: own[kind.private[name]][name] if name in kind.private
+                else own[0][name] ^ own[1][name] if is_xor(request.kind, name) else own[0][name] + own[1][name]
                 for name in kind.free}
         values = kind.dependent_values(free, request.params)
         for name in kind.dependent:

@@ -6,19 +6,23 @@ import torch
 
 from mpcrt.binary import BinaryShare
 from mpcrt.dealer.material import Request, unpack_bits
+from mpcrt.messages import spec
 from mpcrt.scope import op_label
 from mpcrt.shares import ArithmeticShare
 
 
 async def and_(x: BinaryShare, y: BinaryShare | torch.Tensor | int) -> BinaryShare:
     """Bitwise AND. With a public operand it is local; with two shares, one round of
-    Beaver's protocol over GF(2): 8 bytes sent per 64 ANDs (two words of e and d)."""
+    Beaver's protocol over GF(2): 16 bytes sent per 64 ANDs (a word of e and one of d).
+    y may have more leading dimensions than x (broadcast): x is then opened once for all
+    of them, 8 bytes per 64 ANDs plus x's words."""
     if not isinstance(y, BinaryShare):
         return x._like(x.value & torch.as_tensor(y, dtype=torch.int64))
     party = x.party
+    params = (tuple(x.shape),) if x.shape == y.shape else (tuple(x.shape), tuple(y.shape))
     with op_label("and"):
         mid = party.next_id()
-        m = await party.dealer.get(Request("and", mid, "", (tuple(x.shape),)))
+        m = await party.dealer.get(Request("and", mid, "", params))
         e_mine, d_mine = x.value ^ m["a"], y.value ^ m["b"]
         e_peer, d_peer = await party.exchange([e_mine, d_mine], mid=mid)
     e, d = e_mine ^ e_peer, d_mine ^ d_peer
@@ -26,6 +30,28 @@ async def and_(x: BinaryShare, y: BinaryShare | torch.Tensor | int) -> BinarySha
     if party.id == 0:
         z = z ^ (e & d)
     return x._like(z)
+
+
+async def and_private(party, mine: torch.Tensor, shape_x: tuple[int, ...], shape_y: tuple[int, ...],
+                      index: list[int]) -> BinaryShare:
+    """x & y[index] (rows of y picked by index, one per row of x) as XOR shares, x known to
+    party 0 alone and y to party 1 alone (each passes its own as `mine`): with masks each
+    known to one party, each party sends only its masked operand, once (one round, a word
+    per word of its operand, where a Beaver AND sends two per word of the result)."""
+    with op_label("and"):
+        mid = party.next_id()
+        m = await party.dealer.get(Request("pand", mid, "", (tuple(shape_x), tuple(shape_y), tuple(index))))
+        expected = tuple(shape_x) if party.id == 0 else tuple(shape_y)
+        if tuple(mine.shape) != expected:
+            raise ValueError(f"party {party.id}'s operand has shape {tuple(mine.shape)}, expected {expected}")
+        masked = mine ^ (m["a"] if party.id == 0 else m["b"])
+        theirs = tuple(shape_y) if party.id == 0 else tuple(shape_x)
+        (peer,) = await party.exchange([masked], mid=mid, expect=[spec(masked.new_empty(theirs))])
+    # x & y = (e ^ a) & (d ^ b) with e = x ^ a, d = y ^ b public: party 0 knows a, party 1 b
+    if party.id == 0:
+        d = peer[index]
+        return BinaryShare(party, m["c"] ^ (masked & d) ^ (m["a"] & d))
+    return BinaryShare(party, m["c"] ^ (peer & m["b"][index]))
 
 
 async def bit_to_arith(bits: BinaryShare, nbits: int) -> ArithmeticShare:
@@ -44,8 +70,7 @@ async def bit_to_arith(bits: BinaryShare, nbits: int) -> ArithmeticShare:
         masked = words ^ m["packed"]
         (peer,) = await party.exchange([masked], mid=mid)
     c = unpack_bits(masked ^ peer, nbits)
-    r = m["arith"]
-    value = torch.where(c.bool(), -r, r)  # r - 2cr
-    if party.id == 0:
-        value = value + c
+    # b = c + r - 2cr: party 0 holds c + (1 - 2c) r_0, party 1 (1 - 2c) r_1, and (1 - 2c) s
+    # is s with its two's complement negated where c = 1: (s xor -c) + c
+    value = (m["arith"] ^ -c) + (2 * c if party.id == 0 else c)
     return ArithmeticShare(party, value, 0, torch.int64)

@@ -29,7 +29,7 @@ import torch
 from mpcrt.binary import BinaryShare
 from mpcrt.dealer import dcf
 from mpcrt.dealer.material import Request, pack_bits
-from mpcrt.ops.boolean import and_, bit_to_arith
+from mpcrt.ops.boolean import and_, and_private, bit_to_arith
 from mpcrt.scope import op_label
 from mpcrt.shares import ArithmeticShare
 
@@ -110,11 +110,10 @@ def bit_slice(values: torch.Tensor, nbits: int) -> torch.Tensor:
 async def _greater(party, rows: torch.Tensor, method: str) -> BinaryShare:
     """[a > b] per element, packed: `rows` are this party's bit-sliced value (a at party 0,
     b at party 1); the other party's XOR share of each is 0."""
-    zeros = torch.zeros_like(rows)
-    a = BinaryShare(party, rows if party.id == 0 else zeros)
-    not_b = BinaryShare(party, ~rows if party.id == 1 else zeros)  # NOT applied by b's holder
-    g = await and_(a, not_b)  # G_i = a_i and not b_i
-    e = a ^ not_b  # E_i = a_i xor not b_i = not (a_i xor b_i)
+    # G_i = a_i and not b_i: each party masks and sends its own rows once (private inputs)
+    mine = rows if party.id == 0 else ~rows
+    g = await and_private(party, mine, tuple(rows.shape), tuple(rows.shape), list(range(len(rows))))
+    e = BinaryShare(party, mine)  # E_i = a_i xor not b_i: each party's own rows are its share
     if method == "lpgan":
         gt = g[0]
         for i in range(1, BITS):
@@ -125,10 +124,8 @@ async def _greater(party, rows: torch.Tensor, method: str) -> BinaryShare:
     e = BinaryShare(party, torch.cat([e.value, torch.full_like(e.value[:1], -1 if party.id == 0 else 0)]))
     while len(g.value) > 2:
         lo_g, hi_g, lo_e, hi_e = g[0::2], g[1::2], e[0::2], e[1::2]
-        both = await and_(BinaryShare(party, torch.cat([hi_e.value, hi_e.value])),
-                          BinaryShare(party, torch.cat([lo_g.value, lo_e.value])))
-        half = len(hi_g.value)
-        g, e = hi_g ^ both[:half], both[half:]
+        both = await and_(hi_e, BinaryShare(party, torch.stack([lo_g.value, lo_e.value])))  # hi_e opened once
+        g, e = hi_g ^ both[0], both[1]
     return g[1] ^ await and_(e[1], g[0])  # the top level needs G only
 
 

@@ -17,11 +17,12 @@ import asyncio
 import math
 
 import numpy as np
+import torch
 
 from mpcrt.ops.piecewise import COEFF_BITS, polynomial_terms, powers_of
 from mpcrt.ops.products import mul, scale
 from mpcrt.ops.roots import _Converted, reciprocal_in_range
-from mpcrt.ops.segments import segment_onehot
+from mpcrt.ops.segments import pick, segment_onehot
 from mpcrt.ops.truncation import truncate
 from mpcrt.scope import op_label
 from mpcrt.shares import ArithmeticShare
@@ -41,7 +42,7 @@ async def exp(x: ArithmeticShare, method: str | None = None) -> ArithmeticShare:
                                            scale(x, 1 / math.log(2)))
         below, onehot, above = segments[0], segments[1:-1], segments[-1]  # onehot: k = K_LOW .. K_HIGH - 1
         inside = 1 - below - above  # K_LOW ln 2 <= x < K_HIGH ln 2
-        k = sum((h * kk for h, kk in zip(onehot, js[:-1], strict=True)), inside * 0)
+        k = ArithmeticShare(party, pick(onehot, js[:-1], 0), 0, torch.int64)
         frac = await mul(t - ArithmeticShare(party, k.value << f, f, x.dtype), inside)
         top = (1 << f) - 1  # above the range: r just under 1 with k = K_HIGH - 1
         r = frac + ArithmeticShare(party, above.value * top, f, x.dtype)

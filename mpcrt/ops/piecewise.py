@@ -23,7 +23,7 @@ import torch
 
 from mpcrt import ring
 from mpcrt.ops.products import mul, square
-from mpcrt.ops.segments import segment_onehot
+from mpcrt.ops.segments import pick, segment_onehot
 from mpcrt.ops.truncation import truncate
 from mpcrt.scope import op_label
 from mpcrt.shares import ArithmeticShare, stack
@@ -93,17 +93,12 @@ async def evaluate(x: ArithmeticShare, pw: Piecewise, method: str | None = None)
     party, f = x.party, x.frac_bits
     with op_label("piecewise"):
         onehot, powers = await asyncio.gather(segment_onehot(x, pw.breakpoints, method), powers_of(x, pw.degree))
-        selectors = onehot[1:-1]
-        coefficients = [_select(selectors, [c[k] for c in pw.coefficients], f) for k in range(pw.degree + 1)]
-        terms = await mul(stack(coefficients[1:]), stack(powers), frac_bits=f + COEFF_BITS)  # exact, no truncation
+        # coefficient k of each element's piece (rows: k, columns: inner segments), local
+        coefficients = onehot._with(pick(onehot[1:-1], [list(c) for c in zip(*pw.coefficients, strict=True)],
+                                         COEFF_BITS), COEFF_BITS)
+        terms = await mul(coefficients[1:], stack(powers), frac_bits=f + COEFF_BITS)  # exact, no truncation
         inner = await truncate(terms.sum(dim=0) + coefficients[0]._with(coefficients[0].value << f, f + COEFF_BITS),
                                COEFF_BITS)
         outer = onehot[0] * ring.encode_constant(pw.left, f) + onehot[-1] * ring.encode_constant(pw.right, f)
     return inner + ArithmeticShare(party, outer.value, f, x.dtype)
 
-
-def _select(selectors: list[ArithmeticShare], values: list[float], f: int) -> ArithmeticShare:
-    """sum_j selector_j * value_j with integer selectors and public values, at COEFF_BITS (local)."""
-    total = sum((s.value * ring.encode_constant(v, COEFF_BITS) for s, v in zip(selectors, values, strict=True)),
-                torch.zeros_like(selectors[0].value))
-    return selectors[0]._with(total, COEFF_BITS)

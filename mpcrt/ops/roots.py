@@ -29,11 +29,9 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import torch
-
 from mpcrt import ring
 from mpcrt.ops.products import mul
-from mpcrt.ops.segments import segment_onehot
+from mpcrt.ops.segments import pick, segment_onehot
 from mpcrt.scope import op_label
 from mpcrt.shares import ArithmeticShare
 
@@ -47,15 +45,12 @@ class _Converted:
     """a = m * 2^e with m in [2^-step, 1): m shared, e known as a one-hot over `exponents`."""
 
     m: ArithmeticShare
-    onehot: list[ArithmeticShare]
+    onehot: ArithmeticShare  # rows, one per exponent
     exponents: list[int]
 
     def lookup(self, g: Callable[[int], float], like: ArithmeticShare, bits: int = LOOKUP_BITS) -> ArithmeticShare:
         """g(e) as a share with `bits` fractional bits (local)."""
-        total = sum((h.value * ring.encode_constant(g(e), bits) for h, e in zip(self.onehot, self.exponents,
-                                                                                 strict=True)),
-                    torch.zeros_like(like.value))
-        return ArithmeticShare(like.party, total, bits, like.dtype)
+        return ArithmeticShare(like.party, pick(self.onehot, [g(e) for e in self.exponents], bits), bits, like.dtype)
 
 
 async def _convert(a: ArithmeticShare, lo: int, hi: int, method: str | None, step: int = 1) -> _Converted:

@@ -32,7 +32,7 @@ import torch
 
 from mpcrt import ring
 from mpcrt.binary import BinaryShare
-from mpcrt.ops.boolean import and_, bit_to_arith
+from mpcrt.ops.boolean import and_, and_private, bit_to_arith
 from mpcrt.ops.compare import _resolve, bit_slice, is_non_negative
 from mpcrt.scope import op_label
 from mpcrt.shares import ArithmeticShare, stack
@@ -43,8 +43,9 @@ TREE_WEIGHT = 2.0
 
 
 async def segment_onehot(x: ArithmeticShare, breakpoints: Sequence[float], method: str | None = None
-                         ) -> list[ArithmeticShare]:
-    """m + 1 integer shares (scale 0) of x's shape: [x < t_1], [t_1 <= x < t_2], ..., [x >= t_m]."""
+                         ) -> ArithmeticShare:
+    """Integer shares (scale 0) of shape (m + 1, *x.shape): row 0 [x < t_1], row j
+    [t_j <= x < t_(j+1)], row m [x >= t_m]."""
     if list(breakpoints) != sorted(set(breakpoints)):
         raise ValueError(f"breakpoints must increase strictly, got {list(breakpoints)}")
     method = _resolve(x, method, ("tree", "dcf"), weights={"tree": TREE_WEIGHT, "dcf": len(breakpoints)})
@@ -52,18 +53,16 @@ async def segment_onehot(x: ArithmeticShare, breakpoints: Sequence[float], metho
         if method != "tree":
             ind = await is_non_negative(stack([x - t for t in breakpoints]), method)
             ge = [ind[j] for j in range(len(breakpoints))]
-            return [1 - ge[0], *[ge[j] - ge[j + 1] for j in range(len(ge) - 1)], ge[-1]]
+            return stack([1 - ge[0], *[ge[j] - ge[j + 1] for j in range(len(ge) - 1)], ge[-1]])
         return await _tree_onehot(x, [ring.encode_constant(t, x.frac_bits) for t in breakpoints])
 
 
 @dataclass
 class _Group:
-    """One carry computation: (G, P) rows of its bits (least significant first), packed.
-    keep_p: whether P is needed at the top (to take a carry-in)."""
+    """One carry computation: (G, P) rows of its bits (least significant first), packed."""
 
     g: torch.Tensor
     p: torch.Tensor
-    keep_p: bool
 
 
 def _mask(bits: int) -> int:
@@ -86,34 +85,51 @@ async def _tree_onehot(x: ArithmeticShare, thresholds: list[int]) -> list[Arithm
 
     share = x.value.reshape(-1)
     low, high = share & _mask(v), share >> v
-    # party 0 holds a_j = H_0 - tau_j, party 1 b = H_1; both are summed with the carry c.
-    # Bit-sliced once per outer comparison (party 1: once); the inner a_j follow from a_1 by
-    # subtracting public constants on the bit rows
-    outer = [high - taus[0], high - taus[-1]] if party.id == 0 else [high]
-    sliced = _slice_fields([(low, v)] + [(value & _mask(outer_w), outer_w) for value in outer])
-    first, last = sliced[1], sliced[-1]
-    inner = [first[:inner_w] if party.id == 1 else _minus_public(first[:inner_w], tau - taus[0]) for tau in taus[1:-1]]
-    rows = [sliced[0], first, *inner, last] if m > 1 else [sliced[0], first]
-    # XOR shares of the low bits of a_j (party 0) and b (party 1): (A, 0) and (0, B)
-    bits = torch.cat([rows[0]] + [r[:-1] for r in rows[1:]])
-    zeros = torch.zeros_like(bits)
-    a = BinaryShare(party, bits if party.id == 0 else zeros)
-    b = BinaryShare(party, bits if party.id == 1 else zeros)
-    g = (await and_(a, b)).value
-    p = bits  # a xor b: each party's own bits are its XOR share
-
     sizes = [v] + [w - 1 for w in widths]
+    # party 0 holds a_j = H_0 - tau_j, party 1 b = H_1; both are summed with the carry c.
+    # Party 0 bit-slices a_1 and a_m; the inner a_j follow from a_1 by subtracting public
+    # constants on the bit rows. Party 1 bit-slices b once: its low bits serve every a_j.
+    if party.id == 0:
+        outer = [high - taus[0]] + ([high - taus[-1]] if m > 1 else [])
+        sliced = _slice_fields([(low, v)] + [(value & _mask(outer_w), outer_w) for value in outer])
+        first = sliced[1]
+        inner = [_minus_public(first[:inner_w], tau - taus[0]) for tau in taus[1:-1]]
+        rows = [first, *inner, sliced[-1]] if m > 1 else [first]
+        mine = torch.cat([sliced[0]] + [r[:-1] for r in rows])
+        tops = torch.stack([r[-1] for r in rows])
+    else:
+        sliced = _slice_fields([(low, v), (high & _mask(outer_w), outer_w)])
+        mine = torch.cat([sliced[0], sliced[1][:outer_w - 1]])
+        tops = torch.stack([sliced[1][w - 1] for w in widths])
+    # generate bits a_i and b_i: each party masks and sends its own rows once; propagate
+    # bits a_i xor b_i: each party's own rows are its XOR share
+    index = list(range(v)) + [v + i for w in widths for i in range(w - 1)]
+    words = mine.shape[1]
+    g = (await and_private(party, mine, (len(index), words), (v + outer_w - 1, words), index)).value
+    p = mine if party.id == 0 else mine[index]
+
     starts = [sum(sizes[:i]) for i in range(len(sizes))]
-    groups = [_Group(g[s:s + k], p[s:s + k], keep_p=i > 0) for i, (s, k) in enumerate(zip(starts, sizes, strict=True))]
+    groups = [_Group(g[s:s + k], p[s:s + k]) for s, k in zip(starts, sizes, strict=True)]
     prefix, comparisons = (groups[0] if v > 0 else None), groups[1:]
     await _combine(party, prefix, comparisons)
     carries = torch.stack([grp.g[0] for grp in comparisons])
-    tops = torch.stack([r[-1] for r in rows[1:]])  # each party folds in the top bit of its own value
-    ge = ~BinaryShare(party, carries ^ tops)  # x >= T_j: the sign bit is 0
+    ge = ~BinaryShare(party, carries ^ tops)  # each party folds in its own top bits; x >= T_j: sign 0
     onehot = await _onehot_bits(ge)
     values = await bit_to_arith(BinaryShare(party, onehot.value.reshape(-1)), onehot.value.numel() * 64)
     per_row = values.value.reshape(m + 1, -1)[:, :n]
-    return [ArithmeticShare(party, row.reshape(x.shape).clone(), 0, torch.int64) for row in per_row]
+    return ArithmeticShare(party, per_row.reshape(m + 1, *x.shape), 0, torch.int64)
+
+
+def pick(onehot: ArithmeticShare, values: Sequence[float] | torch.Tensor, bits: int) -> torch.Tensor:
+    """sum_j row_j * values_j at `bits` fractional bits (local): with one-hot rows, a share of
+    the value of each element's segment. values: one per row, or (k, rows) for k picks at once
+    (the result then has a leading dimension k)."""
+    table = torch.as_tensor([[ring.encode_constant(v, bits) for v in row]
+                             for row in torch.as_tensor(values, dtype=torch.float64).reshape(-1, len(onehot)).tolist()],
+                            dtype=torch.int64)
+    flat = onehot.value.reshape(len(onehot), -1)
+    out = (table @ flat).reshape(len(table), *onehot.shape[1:])
+    return out if torch.as_tensor(values).dim() == 2 else out[0]
 
 
 async def _onehot_bits(ge: BinaryShare) -> BinaryShare:
@@ -126,7 +142,7 @@ async def _onehot_bits(ge: BinaryShare) -> BinaryShare:
     else:
         inside = first ^ last
         raw = torch.stack([(ge[j] ^ ge[j + 1]).value for j in range(m - 1)])
-        masked = await and_(BinaryShare(ge.party, raw), BinaryShare(ge.party, inside.value.expand_as(raw).contiguous()))
+        masked = await and_(inside, BinaryShare(ge.party, raw))  # inside opened once for all rows
         inner = [masked[j] for j in range(m - 1)]
     rows = [(~first).value, *(r.value for r in inner), last.value]
     return BinaryShare(ge.party, torch.stack(rows))
@@ -144,7 +160,7 @@ async def _combine(party, prefix: _Group | None, comparisons: list[_Group]) -> N
             for grp in comparisons:
                 grp.g, grp.p = torch.cat([prefix.g, grp.g]), torch.cat([torch.zeros_like(prefix.g), grp.p])  # type: ignore[union-attr]
             pending = False
-        left, right, plan = [], [], []
+        highs, lows_g, lows_p, plan = [], [], [], []
         for grp in groups:
             k = len(grp.g)
             if k < 2:
@@ -152,22 +168,23 @@ async def _combine(party, prefix: _Group | None, comparisons: list[_Group]) -> N
                 continue
             pairs = k // 2
             span = slice(0, 2 * pairs)
-            lo_g, hi_g, lo_p, hi_p = grp.g[span][0::2], grp.g[span][1::2], grp.p[span][0::2], grp.p[span][1::2]
-            need_p = grp.keep_p or pairs > 1 or k % 2 == 1
-            left += [hi_p, hi_p] if need_p else [hi_p]
-            right += [lo_g, lo_p] if need_p else [lo_g]
-            plan.append((pairs, need_p, hi_g))
-        if not left:
+            highs.append(grp.p[span][1::2])
+            lows_g.append(grp.g[span][0::2])
+            lows_p.append(grp.p[span][0::2])
+            plan.append((pairs, grp.g[span][1::2]))
+        if not highs:
             continue
-        products = (await and_(BinaryShare(party, torch.cat(left)), BinaryShare(party, torch.cat(right)))).value
+        # P_hi meets G_lo and P_lo: opened once for both
+        both = await and_(BinaryShare(party, torch.cat(highs)),
+                          BinaryShare(party, torch.stack([torch.cat(lows_g), torch.cat(lows_p)])))
         offset = 0
         for grp, step in zip(groups, plan, strict=True):
             if step is None:
                 continue
-            pairs, need_p, hi_g = step
-            new_g = hi_g ^ products[offset:offset + pairs]
-            new_p = products[offset + pairs:offset + 2 * pairs] if need_p else torch.zeros_like(new_g)
-            offset += 2 * pairs if need_p else pairs
+            pairs, hi_g = step
+            new_g = hi_g ^ both.value[0, offset:offset + pairs]
+            new_p = both.value[1, offset:offset + pairs]
+            offset += pairs
             if len(grp.g) % 2:  # the most significant row has no partner: it moves up as it is
                 new_g, new_p = torch.cat([new_g, grp.g[-1:]]), torch.cat([new_p, grp.p[-1:]])
             grp.g, grp.p = new_g, new_p

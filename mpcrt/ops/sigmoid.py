@@ -18,8 +18,10 @@ from mpcrt.ops.products import mul, square
 from mpcrt.scope import op_label
 from mpcrt.shares import ArithmeticShare
 
-SIGMOID: Piecewise = fit(lambda x: 1 / (1 + np.exp(-x)), (-8, -5, -3, -1.5, 0, 1.5, 3, 5, 8), 3, 0.0, 1.0)
-TANH: Piecewise = fit(np.tanh, (-4.5, -3, -2, -1, -0.5, 0, 0.5, 1, 2, 3, 4.5), 3, -1.0, 1.0)
+SIGMOID: Piecewise = fit(lambda x: 1 / (1 + np.exp(-x)),
+                         (-8, -5, -3.5, -2.5, -1.5, -0.75, 0, 0.75, 1.5, 2.5, 3.5, 5, 8), 2, 0.0, 1.0)
+TANH: Piecewise = fit(np.tanh, (-4.5, -3, -2.25, -1.75, -1.375, -1, -0.625, -0.25, 0, 0.25, 0.625, 1, 1.375, 1.75,
+                                2.25, 3, 4.5), 2, -1.0, 1.0)
 
 
 async def sigmoid(x: ArithmeticShare, method: str | None = None) -> ArithmeticShare:
