@@ -72,3 +72,47 @@ async def test_asking_for_more_bits_than_words_hold():
 def test_binary_share_type_checks():
     with pytest.raises(TypeError, match="int64 words"):
         BinaryShare(None, torch.zeros(2, dtype=torch.int32))
+
+
+async def fan_out(party, x: torch.Tensor, ys: torch.Tensor):
+    X = xor_shares(party, x, MASK[: x.shape[-1]].expand_as(x).contiguous())
+    Y = xor_shares(party, ys, MASK.flip(0)[: ys.shape[-1]].expand_as(ys).contiguous())
+    return await (await ops.and_(X, Y)).reveal(), party.stats.op("and").bytes_sent
+
+
+async def test_an_operand_shared_by_several_ands_is_opened_once():
+    g = torch.Generator().manual_seed(1)
+    x = torch.randint(-(2 ** 63), 2 ** 63 - 1, (3, 10), generator=g)
+    ys = torch.randint(-(2 ** 63), 2 ** 63 - 1, (2, 3, 10), generator=g)
+    for got, sent in await run_pair(fan_out, x, ys):
+        assert torch.equal(got, x & ys)
+        assert sent == 8 * (30 + 60)  # x once, each of the two y's once
+
+
+async def private(party, a: torch.Tensor, b: torch.Tensor, index: list[int]):
+    from mpcrt.ops.boolean import and_private
+
+    z = await and_private(party, a if party.id == 0 else b, tuple(a.shape), tuple(b.shape), index)
+    return await z.reveal(), party.stats.op("and").bytes_sent
+
+
+async def test_and_of_privately_held_bits():
+    g = torch.Generator().manual_seed(2)
+    a = torch.randint(-(2 ** 63), 2 ** 63 - 1, (5, 4), generator=g)  # party 0's
+    b = torch.randint(-(2 ** 63), 2 ** 63 - 1, (2, 4), generator=g)  # party 1's, rows reused
+    index = [0, 1, 1, 0, 1]
+    (got0, sent0), (got1, sent1) = await run_pair(private, a, b, index)
+    assert torch.equal(got0, a & b[index]) and torch.equal(got1, a & b[index])
+    assert (sent0, sent1) == (8 * 20, 8 * 8)  # each party sends its own masked words once
+
+
+async def wrong_shape(party):
+    from mpcrt.ops.boolean import and_private
+
+    mine = torch.zeros((2, 3) if party.id == 0 else (4, 3), dtype=torch.int64)  # party 1 declared (1, 3)
+    return await and_private(party, mine, (2, 3), (1, 3), [0, 0])
+
+
+async def test_a_private_operand_of_the_wrong_shape_is_refused():
+    outcome = await run_pair(wrong_shape)
+    assert isinstance(outcome[1], ValueError) and "expected (1, 3)" in str(outcome[1])
