@@ -111,7 +111,7 @@ class DealerClient:
                 parts.update(zip(answer_names(request, self.party_id), answered, strict=True))
                 if self.stats is not None:
                     self.stats.offline.bytes_received += sum(t.numel() * 8 for t in answered)
-            out.append(parts)
+            out.append(kind.prepare(parts, request.params, self.party_id))
         return out
 
     def _check(self, request: Request, fetched: list[torch.Tensor]) -> None:

@@ -132,6 +132,11 @@ class Kind(ABC):
         """Values both parties receive, from each party's own free parts (none by default)."""
         return {}
 
+    def prepare(self, parts: dict[str, torch.Tensor], params: tuple, party_id: int) -> dict[str, torch.Tensor]:
+        """A party's material in the form its protocol reads online, made when the material is
+        (the offline phase, when prefetched): work moved out of the online phase."""
+        return parts
+
 
 class Triple(Kind):
     """Beaver triple for a bilinear op: params (op, shape_a, shape_b, kwargs items)."""
@@ -161,6 +166,24 @@ class Square(Kind):
         return {"c": free["a"] * free["a"]}
 
 
+class SquareAndScale(Kind):
+    """For x * x and a later x * g (g broadcast against x, e.g. a per-channel scale) with x
+    opened once: a masks x, b masks g, aa = a * a, ab = a * b. params (shape_x, shape_g)."""
+
+    free = ("a", "b")
+    dependent = ("aa", "ab")
+
+    def shapes(self, params):
+        shape_x, shape_g = tuple(params[0]), tuple(params[1])
+        return {"a": shape_x, "b": shape_g, "aa": shape_x, "ab": tuple(torch.broadcast_shapes(shape_x, shape_g))}
+
+    def dependent_values(self, free, params):
+        return {"aa": free["a"] * free["a"], "ab": free["a"] * free["b"]}
+
+
+TRUNCATION_OFFSET = 1 << 62  # truncation shifts x by 2^62 so that x + 2^62 is non-negative
+
+
 class Truncation(Kind):
     """r, r >> f (logical) and MSB(r), for the 1-round exact truncation. params (shape, f)."""
 
@@ -175,6 +198,17 @@ class Truncation(Kind):
         f = params[1]
         r = free["r"]
         return {"r_high": logical_shift(r, f), "r_msb": (r < 0).to(torch.int64)}
+
+    def prepare(self, parts, params, party_id):
+        """What ops.truncation reads: the mask (party 0 adds the offset 2^62 to it), and this
+        party's share of the result's correction for each value of the wrap bit (party 0's
+        includes the offset's removal): the online phase picks one per element."""
+        bits = params[1]
+        not_wrapped = -parts["r_high"]
+        if party_id == 0:
+            not_wrapped = not_wrapped - (TRUNCATION_OFFSET >> bits)
+        return {"r": parts["r"] + TRUNCATION_OFFSET if party_id == 0 else parts["r"],
+                "wrapped": not_wrapped + (parts["r_msb"] << (64 - bits)), "not_wrapped": not_wrapped}
 
 
 class AndTriple(Kind):
@@ -258,6 +292,7 @@ class Comparison(Kind):
 
 
 KINDS: dict[str, Kind] = {"triple": Triple(), "square": Square(), "trunc": Truncation(),
+                          "sqscale": SquareAndScale(),
                           "and": AndTriple(), "pand": PrivateAndTriple(), "bits": RandomBits(), "dcf": Comparison()}
 
 def logical_shift(v: torch.Tensor, f: int) -> torch.Tensor:

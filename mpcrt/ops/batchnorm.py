@@ -2,9 +2,10 @@
 
 The per-element work is what costs (a DCGAN batch norm sees up to a million elements, its
 channel statistics a few hundred values), so everything that can be done per channel is,
-and each element is opened as few times as possible: 24 bytes per element forward, 40
-backward (the textbook form, x_hat = (x - mean) / std, then gamma * x_hat, then the
-backward's products with x_hat, opens and truncates every element about three times more).
+and each element is opened as few times as possible: 16 bytes per element forward (x - mean
+opened once for its square and its product with gamma / std), 40 backward (the textbook
+form, x_hat = (x - mean) / std, then gamma * x_hat, then the backward's products with
+x_hat, opens and truncates every element about three times more).
 
 Training forward, with mean_f the batch mean rounded to f bits and c = x - mean_f (exact):
   var   = mean(c^2)                   squares at 2f, summed before the one truncation
@@ -37,7 +38,7 @@ from typing import Any
 import torch
 
 from mpcrt import ring
-from mpcrt.ops.products import mean, mul, scale, square
+from mpcrt.ops.products import OpenedOnce, mean, mul, scale
 from mpcrt.ops.roots import inv_sqrt
 from mpcrt.ops.truncation import truncate
 from mpcrt.scope import op_label
@@ -96,7 +97,9 @@ async def batch_norm(x: ArithmeticShare, running_mean: Any = None, running_var: 
             mu, mu_f = await asyncio.gather(mean(x, dim=dims, keepdim=True, frac_bits=fine),
                                             mean(x, dim=dims, keepdim=True))
             centered = x - mu_f
-            squares = await square(centered, frac_bits=2 * f)
+            # centered is opened once, for its square now and its product with the gain later
+            opened = await OpenedOnce.open(centered, tuple(mu_f.shape))
+            squares = opened.square()
             # to f + 12 bits before the division: scale() works at 16 bits more than its input
             var = await scale(await truncate(squares.sum(dim=dims, keepdim=True), f - EXTRA_BITS), 1.0 / count)
             await _update_running(running_mean, running_var, mu_f, var, momentum, count)
@@ -114,7 +117,11 @@ async def batch_norm(x: ArithmeticShare, running_mean: Any = None, running_var: 
         else:
             inv_std = torch.rsqrt(var.double() + eps)
         gain = await _gain(inv_std, weight, x.ndim, f)
-        raw = await _times_gain(_exact_centered(centered, delta), gain)
+        if training:  # (c 2^12 + delta) * gain, c's opening reused
+            c_gain, delta_gain = await asyncio.gather(opened.times(gain), _times_gain(delta, gain))
+            raw = _lift(c_gain, EXTRA_BITS) + delta_gain
+        else:
+            raw = await _times_gain(_exact_centered(centered, delta), gain)
         y = await truncate(raw, raw.frac_bits - f)
         if bias is not None:
             y = y + _per_channel(bias, x.ndim)

@@ -17,12 +17,13 @@ elements; a training step touches millions, which is what breaks long CrypTen ru
 
 from __future__ import annotations
 
+import torch
+
 from mpcrt.dealer.material import Request, logical_shift
 from mpcrt.scope import op_label
 from mpcrt.shares import ArithmeticShare
 
 METHODS = ("dealer", "local")
-_OFFSET = 1 << 62
 
 
 async def truncate(x: ArithmeticShare, bits: int, method: str | None = None) -> ArithmeticShare:
@@ -40,15 +41,14 @@ async def truncate(x: ArithmeticShare, bits: int, method: str | None = None) -> 
     with op_label("trunc"):
         mid = party.next_id()
         m = await party.dealer.get(Request("trunc", mid, "", (tuple(x.shape), bits)))
-        masked = x.value + m["r"]
-        if party.id == 0:
-            masked = masked + _OFFSET
+        masked = x.value + m["r"]  # party 0's mask includes the offset 2^62
         (peer,) = await party.exchange([masked], mid=mid)
     c = masked + peer
-    wrapped = m["r_msb"] * (c >= 0).long()  # MSB(r) and not MSB(c)
-    y = (wrapped << (64 - bits)) - m["r_high"]
+    # wrapped = MSB(r) and not MSB(c): the dealer's material has this party's correction
+    # -(r >> bits) + wrapped * 2^(64 - bits) (less the offset's 2^(62 - bits) at party 0) both ways
+    y = torch.where(c >= 0, m["wrapped"], m["not_wrapped"])
     if party.id == 0:
-        y = y + logical_shift(c, bits) - (_OFFSET >> bits)
+        y = y + logical_shift(c, bits)
     return x._with(y, x.frac_bits - bits)
 
 
