@@ -168,7 +168,8 @@ class Square(Kind):
 
 class SquareAndScale(Kind):
     """For x * x and a later x * g (g broadcast against x, e.g. a per-channel scale) with x
-    opened once: a masks x, b masks g, aa = a * a, ab = a * b. params (shape_x, shape_g)."""
+    opened once: a masks x, b masks g, aa = a * a, ab = a * b. params (shape_x, shape_g,
+    shift): the product is wanted at `shift` more fractional bits, so ab is shifted offline."""
 
     free = ("a", "b")
     dependent = ("aa", "ab")
@@ -179,6 +180,9 @@ class SquareAndScale(Kind):
 
     def dependent_values(self, free, params):
         return {"aa": free["a"] * free["a"], "ab": free["a"] * free["b"]}
+
+    def prepare(self, parts, params, party_id):
+        return {**parts, "ab": parts["ab"] << params[2]}
 
 
 TRUNCATION_OFFSET = 1 << 62  # truncation shifts x by 2^62 so that x + 2^62 is non-negative
@@ -201,14 +205,19 @@ class Truncation(Kind):
 
     def prepare(self, parts, params, party_id):
         """What ops.truncation reads: the mask (party 0 adds the offset 2^62 to it), and this
-        party's share of the result's correction for each value of the wrap bit (party 0's
-        includes the offset's removal): the online phase picks one per element."""
+        party's share of the result's correction for c >= 0 (wrapped, as MSB(r) says) and for
+        c < 0 (not wrapped): the online phase picks one per element. Party 0's include the
+        offset's removal and, for c < 0, the difference between the logical shift of c and
+        the arithmetic one it computes."""
         bits = params[1]
         not_wrapped = -parts["r_high"]
         if party_id == 0:
             not_wrapped = not_wrapped - (TRUNCATION_OFFSET >> bits)
+        wrapped = not_wrapped + (parts["r_msb"] << (64 - bits))
+        if party_id == 0:  # party 0 adds c >> bits (arithmetic), 2^(64 - bits) short of the logical shift where c < 0
+            not_wrapped = not_wrapped + (1 << (64 - bits) if bits > 1 else -(1 << 63))
         return {"r": parts["r"] + TRUNCATION_OFFSET if party_id == 0 else parts["r"],
-                "wrapped": not_wrapped + (parts["r_msb"] << (64 - bits)), "not_wrapped": not_wrapped}
+                "wrapped": wrapped, "not_wrapped": not_wrapped}
 
 
 class AndTriple(Kind):

@@ -98,7 +98,7 @@ async def batch_norm(x: ArithmeticShare, running_mean: Any = None, running_var: 
                                             mean(x, dim=dims, keepdim=True))
             centered = x - mu_f
             # centered is opened once, for its square now and its product with the gain later
-            opened = await OpenedOnce.open(centered, tuple(mu_f.shape))
+            opened = await OpenedOnce.open(centered, tuple(mu_f.shape), shift=EXTRA_BITS)
             squares = opened.square()
             # to f + 12 bits before the division: scale() works at 16 bits more than its input
             var = await scale(await truncate(squares.sum(dim=dims, keepdim=True), f - EXTRA_BITS), 1.0 / count)
@@ -117,13 +117,18 @@ async def batch_norm(x: ArithmeticShare, running_mean: Any = None, running_var: 
         else:
             inv_std = torch.rsqrt(var.double() + eps)
         gain = await _gain(inv_std, weight, x.ndim, f)
-        if training:  # (c 2^12 + delta) * gain, c's opening reused
-            c_gain, delta_gain = await asyncio.gather(opened.times(gain), _times_gain(delta, gain))
-            raw = _lift(c_gain, EXTRA_BITS) + delta_gain
+        if training:  # (c 2^12 + delta) * gain, c's opening reused; per channel: delta * gain + bias
+            c_gain, per_channel = await asyncio.gather(opened.times(gain), _times_gain(delta, gain))
         else:
-            raw = await _times_gain(_exact_centered(centered, delta), gain)
+            c_gain, per_channel = await _times_gain(_exact_centered(centered, delta), gain), None
+        shared_bias = isinstance(bias, ArithmeticShare)
+        if shared_bias:  # added before the truncation, to the per-channel term: no pass of its own
+            b = _per_channel(bias, x.ndim)
+            b = _lift(b, c_gain.frac_bits - b.frac_bits)
+            per_channel = b if per_channel is None else per_channel + b
+        raw = c_gain if per_channel is None else c_gain + per_channel
         y = await truncate(raw, raw.frac_bits - f)
-        if bias is not None:
+        if bias is not None and not shared_bias:
             y = y + _per_channel(bias, x.ndim)
         return y, BatchNormContext(centered, delta, inv_std, gain, weight is not None, count, training)
 

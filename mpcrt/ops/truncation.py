@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from mpcrt.dealer.material import Request, logical_shift
+from mpcrt.dealer.material import Request
 from mpcrt.scope import op_label
 from mpcrt.shares import ArithmeticShare
 
@@ -48,7 +48,7 @@ async def truncate(x: ArithmeticShare, bits: int, method: str | None = None) -> 
     # -(r >> bits) + wrapped * 2^(64 - bits) (less the offset's 2^(62 - bits) at party 0) both ways
     y = torch.where(c >= 0, m["wrapped"], m["not_wrapped"])
     if party.id == 0:
-        y = y + logical_shift(c, bits)
+        y += c >> bits
     return x._with(y, x.frac_bits - bits)
 
 
