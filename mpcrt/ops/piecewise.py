@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from mpcrt import ring
-from mpcrt.ops.products import mul, square
+from mpcrt.ops.products import OpenedOnce, mul, square
 from mpcrt.ops.segments import pick, segment_onehot
 from mpcrt.ops.truncation import truncate
 from mpcrt.scope import op_label
@@ -88,17 +88,33 @@ async def powers_of(x: ArithmeticShare, degree: int) -> list[ArithmeticShare]:
     return powers[:degree]
 
 
+async def _opened_powers(x: ArithmeticShare, degree: int) -> tuple[OpenedOnce, list[ArithmeticShare]]:
+    """x opened once (for x^2 now and c_1 x later), and [x, x^2, ..., x^degree]."""
+    opened = await OpenedOnce.open(x, tuple(x.shape))
+    powers = [x]
+    if degree >= 2:
+        powers.append(await truncate(opened.square(), x.frac_bits))
+    if degree >= 3:
+        powers += await asyncio.gather(mul(powers[1], x), square(powers[1]))
+    return opened, powers[:degree]
+
+
 async def evaluate(x: ArithmeticShare, pw: Piecewise, method: str | None = None) -> ArithmeticShare:
     """pw(x) on shares; exact segment choice, polynomial error as fitted plus a few units."""
     party, f = x.party, x.frac_bits
+    if not 1 <= pw.degree <= 4:
+        raise ValueError(f"piecewise polynomials of degree 1 to 4 are supported, not {pw.degree}")
     with op_label("piecewise"):
-        onehot, powers = await asyncio.gather(segment_onehot(x, pw.breakpoints, method), powers_of(x, pw.degree))
+        onehot, (opened, powers) = await asyncio.gather(segment_onehot(x, pw.breakpoints, method),
+                                                        _opened_powers(x, pw.degree))
         # coefficient k of each element's piece (rows: k, columns: inner segments), local
         coefficients = onehot._with(pick(onehot[1:-1], [list(c) for c in zip(*pw.coefficients, strict=True)],
                                          COEFF_BITS), COEFF_BITS)
-        terms = await mul(coefficients[1:], stack(powers), frac_bits=f + COEFF_BITS)  # exact, no truncation
-        inner = await truncate(terms.sum(dim=0) + coefficients[0]._with(coefficients[0].value << f, f + COEFF_BITS),
-                               COEFF_BITS)
+        # c_1 x reuses x's opening; the higher terms are one batched product (all exact, untruncated)
+        linear, *higher = await asyncio.gather(
+            opened.times(coefficients[1]),
+            *([mul(coefficients[2:], stack(powers[1:]), frac_bits=f + COEFF_BITS)] if pw.degree > 1 else []))
+        terms = linear + higher[0].sum(dim=0) if higher else linear
+        inner = await truncate(terms + coefficients[0]._with(coefficients[0].value << f, f + COEFF_BITS), COEFF_BITS)
         outer = onehot[0] * ring.encode_constant(pw.left, f) + onehot[-1] * ring.encode_constant(pw.right, f)
     return inner + ArithmeticShare(party, outer.value, f, x.dtype)
-

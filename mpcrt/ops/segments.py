@@ -13,8 +13,8 @@ piecewise polynomials and range conversions select by them. Two ways:
   are only needed between t_1 and t_m, where |y - tau_j| < 2^(w-1) for a small w, so they run
   on the low w bits of y. Outside, their bits are meaningless and are masked by
   inside = [t_1 <= x < t_m] (one AND round on packed bits).
-  Sigmoid at f = 16 (9 breakpoints in -8..8, v = 15, w = 6): about 440 ANDs per element,
-  where nine 63-bit comparisons take 9 x 188.
+  Sigmoid at f = 16 (13 breakpoints in -8..8, v = 14, w = 7): about 550 ANDs per element,
+  where thirteen 63-bit comparisons take 13 x 188.
 
 Each comparison is the sign of a sum of two privately held values plus a shared carry-in:
 MSB(a + b + c) = a_top xor b_top xor carry, carry = G xor (P and c) with (G, P) the
