@@ -74,7 +74,7 @@ def _trailing_zeros(v: int) -> int:
     return (v & -v).bit_length() - 1 if v else 64
 
 
-async def _tree_onehot(x: ArithmeticShare, thresholds: list[int]) -> list[ArithmeticShare]:
+async def _tree_onehot(x: ArithmeticShare, thresholds: list[int]) -> ArithmeticShare:
     party, n = x.party, x.numel()
     m = len(thresholds)
     v = min(62, *(_trailing_zeros(t) for t in thresholds))
