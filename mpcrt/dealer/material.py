@@ -63,16 +63,29 @@ def _pair(v: Any) -> tuple[int, int]:
     return (v, v) if isinstance(v, int) else tuple(v)  # type: ignore[return-value]
 
 
+def broadcast(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...]:
+    """torch's broadcasting of two shapes (torch.broadcast_shapes costs ~50 us a call, and
+    every request's shapes are asked for several times)."""
+    n = max(len(a), len(b))
+    a, b = (1,) * (n - len(a)) + tuple(a), (1,) * (n - len(b)) + tuple(b)
+    out = []
+    for x, y in zip(a, b, strict=True):
+        if x != y and 1 not in (x, y):
+            raise ValueError(f"shapes {a} and {b} do not broadcast")
+        out.append(y if x == 1 else x)
+    return tuple(out)
+
+
 def output_shape(op: str, a: tuple[int, ...], b: tuple[int, ...], kwargs: dict[str, Any]) -> tuple[int, ...]:
     """Shape of op(a, b), by the formulas of torch's docs (torch's meta device would cost a
     second of imports the first time it is used)."""
     if op == "mul":
-        return tuple(torch.broadcast_shapes(a, b))
+        return broadcast(a, b)
     if op == "matmul":
         a2, b2 = ((1, *a) if len(a) == 1 else a), ((*b, 1) if len(b) == 1 else b)
         if a2[-1] != b2[-2]:
             raise ValueError(f"matmul of shapes {a} and {b}")
-        out = [*torch.broadcast_shapes(a2[:-2], b2[:-2]), a2[-2], b2[-1]]
+        out = [*broadcast(a2[:-2], b2[:-2]), a2[-2], b2[-1]]
         if len(b) == 1:
             out.pop(-1)
         if len(a) == 1:
@@ -176,7 +189,7 @@ class SquareAndScale(Kind):
 
     def shapes(self, params):
         shape_x, shape_g = tuple(params[0]), tuple(params[1])
-        return {"a": shape_x, "b": shape_g, "aa": shape_x, "ab": tuple(torch.broadcast_shapes(shape_x, shape_g))}
+        return {"a": shape_x, "b": shape_g, "aa": shape_x, "ab": broadcast(shape_x, shape_g)}
 
     def dependent_values(self, free, params):
         return {"aa": free["a"] * free["a"], "ab": free["a"] * free["b"]}
@@ -231,7 +244,7 @@ class AndTriple(Kind):
 
     def shapes(self, params):
         shape_a, shape_b = (tuple(params[0]), tuple(params[-1]))
-        return {"a": shape_a, "b": shape_b, "c": tuple(torch.broadcast_shapes(shape_a, shape_b))}
+        return {"a": shape_a, "b": shape_b, "c": broadcast(shape_a, shape_b)}
 
     def dependent_values(self, free, params):
         return {"c": free["a"] & free["b"]}

@@ -59,10 +59,15 @@ async def segment_onehot(x: ArithmeticShare, breakpoints: Sequence[float], metho
 
 @dataclass
 class _Group:
-    """One carry computation: (G, P) rows of its bits (least significant first), packed."""
+    """Carry computations of equal length, batched: (G, P) rows of their bits, shape
+    (computations, bits, words), least significant bit first."""
 
     g: torch.Tensor
     p: torch.Tensor
+
+    @property
+    def rows(self) -> int:
+        return self.g.shape[1]
 
 
 def _mask(bits: int) -> int:
@@ -81,39 +86,42 @@ async def _tree_onehot(x: ArithmeticShare, thresholds: list[int]) -> ArithmeticS
     taus = [t >> v for t in thresholds]
     outer_w = 64 - v
     inner_w = min(outer_w, 1 + max(1, taus[-1] - taus[0] - 1).bit_length())
-    widths = [outer_w if j in (0, m - 1) else inner_w for j in range(m)]
 
     share = x.value.reshape(-1)
     low, high = share & _mask(v), share >> v
-    sizes = [v] + [w - 1 for w in widths]
+    ow, iw, inner_count = outer_w - 1, inner_w - 1, max(m - 2, 0)
     # party 0 holds a_j = H_0 - tau_j, party 1 b = H_1; both are summed with the carry c.
     # Party 0 bit-slices a_1 and a_m; the inner a_j follow from a_1 by subtracting public
     # constants on the bit rows. Party 1 bit-slices b once: its low bits serve every a_j.
+    # Rows: the prefix's v, then the outer comparisons' ow each (first, last), then the inner ones' iw each.
     if party.id == 0:
         outer = [high - taus[0]] + ([high - taus[-1]] if m > 1 else [])
         sliced = _slice_fields([(low, v)] + [(value & _mask(outer_w), outer_w) for value in outer])
-        first = sliced[1]
-        inner = [_minus_public(first[:inner_w], tau - taus[0]) for tau in taus[1:-1]]
-        rows = [first, *inner, sliced[-1]] if m > 1 else [first]
-        mine = torch.cat([sliced[0]] + [r[:-1] for r in rows])
-        tops = torch.stack([r[-1] for r in rows])
+        words = sliced[1].shape[1]
+        outer_rows = torch.stack(sliced[1:])  # (1 or 2, outer_w, words)
+        inner_rows = _minus_public(sliced[1][:inner_w], [tau - taus[0] for tau in taus[1:-1]])
+        mine = torch.cat([sliced[0], outer_rows[:, :ow].reshape(-1, words), inner_rows[:, :iw].reshape(-1, words)])
+        tops = torch.cat([outer_rows[:, -1], inner_rows[:, -1]])
     else:
         sliced = _slice_fields([(low, v), (high & _mask(outer_w), outer_w)])
-        mine = torch.cat([sliced[0], sliced[1][:outer_w - 1]])
-        tops = torch.stack([sliced[1][w - 1] for w in widths])
+        words = sliced[1].shape[1]
+        mine = torch.cat([sliced[0], sliced[1][:ow]])
+        tops = torch.stack([sliced[1][outer_w - 1]] * min(m, 2) + [sliced[1][inner_w - 1]] * inner_count)
     # generate bits a_i and b_i: each party masks and sends its own rows once; propagate
     # bits a_i xor b_i: each party's own rows are its XOR share
-    index = list(range(v)) + [v + i for w in widths for i in range(w - 1)]
-    words = mine.shape[1]
-    g = (await and_private(party, mine, (len(index), words), (v + outer_w - 1, words), index)).value
+    outer_index = [v + i for i in range(ow)]
+    index = list(range(v)) + outer_index * min(m, 2) + outer_index[:iw] * inner_count
+    g = (await and_private(party, mine, (len(index), words), (v + ow, words), index)).value
     p = mine if party.id == 0 else mine[index]
-
-    starts = [sum(sizes[:i]) for i in range(len(sizes))]
-    groups = [_Group(g[s:s + k], p[s:s + k]) for s, k in zip(starts, sizes, strict=True)]
-    prefix, comparisons = (groups[0] if v > 0 else None), groups[1:]
-    await _combine(party, prefix, comparisons)
-    carries = torch.stack([grp.g[0] for grp in comparisons])
-    ge = ~BinaryShare(party, carries ^ tops)  # each party folds in its own top bits; x >= T_j: sign 0
+    cut = [v, v + min(m, 2) * ow]
+    prefix = _Group(g[:v][None], p[:v][None]) if v > 0 else None
+    groups = [_Group(g[cut[0]:cut[1]].reshape(-1, ow, words), p[cut[0]:cut[1]].reshape(-1, ow, words))]
+    if inner_count:
+        groups.append(_Group(g[cut[1]:].reshape(inner_count, iw, words), p[cut[1]:].reshape(inner_count, iw, words)))
+    await _combine(party, prefix, groups)
+    carries = torch.cat([grp.g[:, 0] for grp in groups])  # first, last, then the inner ones
+    order = [0, *range(2, m), 1] if m > 1 else [0]  # back to the breakpoints' order
+    ge = ~BinaryShare(party, (carries ^ tops)[order])  # each party folds in its own top bits; x >= T_j: sign 0
     onehot = await _onehot_bits(ge)
     values = await bit_to_arith(BinaryShare(party, onehot.value.reshape(-1)), onehot.value.numel() * 64)
     per_row = values.value.reshape(m + 1, -1)[:, :n]
@@ -148,60 +156,51 @@ async def _onehot_bits(ge: BinaryShare) -> BinaryShare:
     return BinaryShare(ge.party, torch.stack(rows))
 
 
-async def _combine(party, prefix: _Group | None, comparisons: list[_Group]) -> None:
-    """Reduce each group's (G, P) rows to one, all groups' ANDs of a level in one round:
-    (G, P)_hi o (G, P)_lo = (G_hi xor (P_hi and G_lo), P_hi and P_lo). The prefix's carry
-    enters every comparison as its least significant row (G = c, P = 0) as soon as it is
-    known, which costs no extra level while the comparisons are longer than the prefix."""
-    groups = [*([prefix] if prefix is not None else []), *comparisons]
+async def _combine(party, prefix: _Group | None, groups: list[_Group]) -> None:
+    """Reduce every computation's (G, P) rows to one, all groups' ANDs of a level in one
+    round: (G, P)_hi o (G, P)_lo = (G_hi xor (P_hi and G_lo), P_hi and P_lo), P_hi opened
+    once for both. The prefix's carry enters every comparison as its least significant row
+    (G = c, P = 0) as soon as it is known, which costs no extra level while the comparisons
+    are longer than the prefix."""
+    everyone = [*([prefix] if prefix is not None else []), *groups]
     pending = prefix is not None
-    while pending or any(len(grp.g) > 1 for grp in groups):
-        if pending and len(prefix.g) == 1:  # type: ignore[union-attr]
-            for grp in comparisons:
-                grp.g, grp.p = torch.cat([prefix.g, grp.g]), torch.cat([torch.zeros_like(prefix.g), grp.p])  # type: ignore[union-attr]
+    while pending or any(grp.rows > 1 for grp in everyone):
+        if pending and prefix.rows == 1:  # type: ignore[union-attr]
+            for grp in groups:
+                carry = prefix.g.expand(len(grp.g), 1, -1)  # type: ignore[union-attr]
+                grp.g, grp.p = torch.cat([carry, grp.g], 1), torch.cat([torch.zeros_like(carry), grp.p], 1)
             pending = False
-        highs, lows_g, lows_p, plan = [], [], [], []
-        for grp in groups:
-            k = len(grp.g)
-            if k < 2:
-                plan.append(None)
-                continue
-            pairs = k // 2
-            span = slice(0, 2 * pairs)
-            highs.append(grp.p[span][1::2])
-            lows_g.append(grp.g[span][0::2])
-            lows_p.append(grp.p[span][0::2])
-            plan.append((pairs, grp.g[span][1::2]))
-        if not highs:
+        active = [grp for grp in everyone if grp.rows > 1]
+        if not active:
             continue
-        # P_hi meets G_lo and P_lo: opened once for both
-        both = await and_(BinaryShare(party, torch.cat(highs)),
-                          BinaryShare(party, torch.stack([torch.cat(lows_g), torch.cat(lows_p)])))
+        spans = [slice(0, 2 * (grp.rows // 2)) for grp in active]
+        highs = torch.cat([grp.p[:, span][:, 1::2].reshape(-1, grp.g.shape[2]) for grp, span in zip(active, spans)])
+        lows = torch.stack([torch.cat([getattr(grp, part)[:, span][:, 0::2].reshape(-1, grp.g.shape[2])
+                                       for grp, span in zip(active, spans)]) for part in ("g", "p")])
+        both = (await and_(BinaryShare(party, highs), BinaryShare(party, lows))).value
         offset = 0
-        for grp, step in zip(groups, plan, strict=True):
-            if step is None:
-                continue
-            pairs, hi_g = step
-            new_g = hi_g ^ both.value[0, offset:offset + pairs]
-            new_p = both.value[1, offset:offset + pairs]
-            offset += pairs
-            if len(grp.g) % 2:  # the most significant row has no partner: it moves up as it is
-                new_g, new_p = torch.cat([new_g, grp.g[-1:]]), torch.cat([new_p, grp.p[-1:]])
+        for grp, span in zip(active, spans, strict=True):
+            count, pairs = len(grp.g), grp.rows // 2
+            size = count * pairs
+            new_g = grp.g[:, span][:, 1::2] ^ both[0, offset:offset + size].reshape(count, pairs, -1)
+            new_p = both[1, offset:offset + size].reshape(count, pairs, -1)
+            offset += size
+            if grp.rows % 2:  # the most significant row has no partner: it moves up as it is
+                new_g, new_p = torch.cat([new_g, grp.g[:, -1:]], 1), torch.cat([new_p, grp.p[:, -1:]], 1)
             grp.g, grp.p = new_g, new_p
 
 
-def _minus_public(rows: torch.Tensor, d: int) -> torch.Tensor:
-    """Bit rows of (R - d) mod 2^len(rows) from the bit rows of R, d a public non-negative
-    integer: a ripple subtractor on packed words (local)."""
-    out, borrow = [], None
+def _minus_public(rows: torch.Tensor, ds: list[int]) -> torch.Tensor:
+    """Bit rows of (R - d) mod 2^len(rows) for each public non-negative d, from the bit rows
+    of R: a ripple subtractor on packed words, all d at once (local). Shape (len(ds), *rows.shape)."""
+    count = len(ds)
+    out = torch.empty((count, *rows.shape), dtype=torch.int64)
+    borrow = torch.zeros((count, rows.shape[1]), dtype=torch.int64)
     for i, r in enumerate(rows):
-        if (d >> i) & 1:
-            out.append(~r if borrow is None else ~(r ^ borrow))
-            borrow = ~r if borrow is None else ~r | borrow
-        else:
-            out.append(r if borrow is None else r ^ borrow)
-            borrow = None if borrow is None else ~r & borrow
-    return torch.stack(out)
+        d = torch.tensor([-((d >> i) & 1) for d in ds], dtype=torch.int64)[:, None]  # all ones where the bit is set
+        out[:, i] = r ^ d ^ borrow
+        borrow = (~r & (d | borrow)) | (r & d & borrow)
+    return out
 
 
 def _slice_fields(fields: list[tuple[torch.Tensor, int]]) -> list[torch.Tensor]:

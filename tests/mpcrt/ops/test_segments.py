@@ -74,6 +74,6 @@ def test_bit_sliced_subtraction_of_a_public_constant(d):
     values = torch.arange(-64, 64)  # two full words: no padding lanes
     width = 6
     rows = segments._slice_fields([(values & 63, width)])[0]
-    got = segments._minus_public(rows, d)
+    got = segments._minus_public(rows, [d])[0]
     want = segments._slice_fields([((values - d) & 63, width)])[0]
     assert torch.equal(got, want)
