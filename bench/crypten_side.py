@@ -27,7 +27,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -91,32 +91,48 @@ def run_crypten(names: list[str], repeats: int) -> dict[str, dict]:
 
 # ---- our D step ---------------------------------------------------------------------------------------
 
-async def d_step_program(party: mpcrt.Party, warmup: int, repeats: int) -> dict[str, Any]:
-    """The D step of crypten_runner on shares: forward, BCE gradient at the logits, backward, SGD."""
+async def timed_repeats(party: mpcrt.Party, warmup: int, repeats: int,
+                        prepare: Callable[[int], Awaitable[Any]], step: Callable[[Any], Awaitable[Any]]
+                        ) -> dict[str, Any]:
+    """warmup + repeats of `step(await prepare(i))` in one party's program (one torch thread,
+    pinned in a party process), each lined up with the peer by a 1-element reveal after its
+    inputs; the timed ones' times, rounds and bytes sent + received, and the offline stats."""
     torch.set_num_threads(1)
     if arith.in_party_process():
         pin_to_core(party.id)
-    shape = WORKLOADS["D step b16 32x32"][1][0]
     times, rounds, moved = [], [], []
     for i in range(warmup + repeats):
-        d = await gan.secure(d_step_torch(), party, src=0)
-        opt = optim.SGD(d.parameters(), LR, 0.0)
-        x = await party.input(make_inputs(("uniform", -1.0, 1.0), shape, 100 * i).float() if party.id == 0 else None,
-                              src=0)
+        state = await prepare(i)
         await (await party.input(torch.zeros(1) if party.id == 0 else None, src=0)).reveal()  # line up
         before = (party.stats.rounds, party.stats.bytes_sent + party.stats.bytes_received)
         start = time.perf_counter()
-        p = await d.forward(x)
-        grad = await bce_logit_grad(p, 1.0)
-        d.zero_grad()
-        await d.backward_from_logits(grad)
-        await opt.step()
+        await step(state)
         elapsed = time.perf_counter() - start
         if i >= warmup:
             times.append(elapsed)
             rounds.append(party.stats.rounds - before[0])
             moved.append(party.stats.bytes_sent + party.stats.bytes_received - before[1])
     return {"times": times, "rounds": rounds, "moved": moved, "offline": party.stats.offline.as_dict()}
+
+
+async def d_step_program(party: mpcrt.Party, warmup: int, repeats: int) -> dict[str, Any]:
+    """The D step of crypten_runner on shares: forward, BCE gradient at the logits, backward, SGD."""
+    shape = WORKLOADS["D step b16 32x32"][1][0]
+
+    async def prepare(i: int):
+        d = await gan.secure(d_step_torch(), party, src=0)
+        x = await party.input(make_inputs(("uniform", -1.0, 1.0), shape, 100 * i).float() if party.id == 0 else None,
+                              src=0)
+        return d, optim.SGD(d.parameters(), LR, 0.0), x
+
+    async def step(state) -> None:
+        d, opt, x = state
+        grad = await bce_logit_grad(await d.forward(x), 1.0)
+        d.zero_grad()
+        await d.backward_from_logits(grad)
+        await opt.step()
+
+    return await timed_repeats(party, warmup, repeats, prepare, step)
 
 
 def summary(r0: dict[str, Any], r1: dict[str, Any], ops: int) -> dict[str, Any]:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,9 +24,8 @@ import torch
 import gan
 import mpcrt
 from bench import crypten_side
-from bench.arith import in_party_process
 from bench.crypten_runner import LR, WORKLOADS, make_inputs
-from bench.transport import pin_to_core, text_table
+from bench.transport import text_table
 from gan import optim
 from gan.models import COMPARISON_NETWORKS, comparison_network
 from gan.nn import functional as F
@@ -36,31 +34,24 @@ NAMES = [n for n in WORKLOADS if n.split()[0] in COMPARISON_NETWORKS]
 
 
 async def program(party: mpcrt.Party, name: str, warmup: int, repeats: int) -> dict[str, Any]:
-    torch.set_num_threads(1)
-    if in_party_process():
-        pin_to_core(party.id)
     op, (shape,), kind = WORKLOADS[name]
     what, net = op.split(":")
-    times, rounds, moved = [], [], []
-    for i in range(warmup + repeats):
+    labels = torch.nn.functional.one_hot(torch.arange(shape[0]) % 10, 10).float()
+
+    async def prepare(i: int):
         torch.manual_seed(0)
         model = await gan.secure(comparison_network(net), party, src=0)
-        x = await party.input(make_inputs(kind, shape, 100 * i).float() if party.id == 0 else None, src=0)
-        labels = torch.nn.functional.one_hot(torch.arange(shape[0]) % 10, 10).float()
-        await (await party.input(torch.zeros(1) if party.id == 0 else None, src=0)).reveal()  # line up
-        before = (party.stats.rounds, party.stats.bytes_sent + party.stats.bytes_received)
-        start = time.perf_counter()
+        return model, await party.input(make_inputs(kind, shape, 100 * i).float() if party.id == 0 else None, src=0)
+
+    async def step(state) -> None:
+        model, x = state
         out = await model.forward(x)
         if what == "net_train":
             model.zero_grad()
             await model.backward(await F.scale(out - labels, 2.0 / shape[0]))
             await optim.SGD(model.parameters(), LR, 0.0).step()
-        elapsed = time.perf_counter() - start
-        if i >= warmup:
-            times.append(elapsed)
-            rounds.append(party.stats.rounds - before[0])
-            moved.append(party.stats.bytes_sent + party.stats.bytes_received - before[1])
-    return {"times": times, "rounds": rounds, "moved": moved, "offline": party.stats.offline.as_dict()}
+
+    return await crypten_side.timed_repeats(party, warmup, repeats, prepare, step)
 
 
 def ours(name: str, network: str, repeats: int) -> dict[str, Any]:

@@ -76,13 +76,14 @@ def polynomial_terms(powers: list[ArithmeticShare], coefficients: tuple[float, .
     return acc
 
 
-async def powers_of(x: ArithmeticShare, degree: int) -> list[ArithmeticShare]:
-    """[x, x^2, ..., x^degree] for degree <= 4, in 4 rounds (x^3 and x^4 concurrently)."""
+async def powers_of(x: ArithmeticShare, degree: int, x2: ArithmeticShare | None = None) -> list[ArithmeticShare]:
+    """[x, x^2, ..., x^degree] for degree <= 4, in 4 rounds (x^3 and x^4 concurrently); x2:
+    x^2 when the caller has it already."""
     if not 1 <= degree <= 4:
         raise ValueError(f"piecewise polynomials of degree 1 to 4 are supported, not {degree}")
     powers = [x]
     if degree >= 2:
-        powers.append(await square(x))
+        powers.append(x2 if x2 is not None else await square(x))
     if degree >= 3:
         powers += await asyncio.gather(mul(powers[1], x), square(powers[1]))
     return powers[:degree]
@@ -91,19 +92,13 @@ async def powers_of(x: ArithmeticShare, degree: int) -> list[ArithmeticShare]:
 async def _opened_powers(x: ArithmeticShare, degree: int) -> tuple[OpenedOnce, list[ArithmeticShare]]:
     """x opened once (for x^2 now and c_1 x later), and [x, x^2, ..., x^degree]."""
     opened = await OpenedOnce.open(x, tuple(x.shape))
-    powers = [x]
-    if degree >= 2:
-        powers.append(await truncate(opened.square(), x.frac_bits))
-    if degree >= 3:
-        powers += await asyncio.gather(mul(powers[1], x), square(powers[1]))
-    return opened, powers[:degree]
+    x2 = await truncate(opened.square(), x.frac_bits) if degree >= 2 else None
+    return opened, await powers_of(x, degree, x2)
 
 
 async def evaluate(x: ArithmeticShare, pw: Piecewise, method: str | None = None) -> ArithmeticShare:
     """pw(x) on shares; exact segment choice, polynomial error as fitted plus a few units."""
     party, f = x.party, x.frac_bits
-    if not 1 <= pw.degree <= 4:
-        raise ValueError(f"piecewise polynomials of degree 1 to 4 are supported, not {pw.degree}")
     with op_label("piecewise"):
         onehot, (opened, powers) = await asyncio.gather(segment_onehot(x, pw.breakpoints, method),
                                                         _opened_powers(x, pw.degree))

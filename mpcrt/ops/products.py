@@ -78,6 +78,12 @@ async def mul(x: Any, y: Any, *, truncation: str | None = None, frac_bits: int |
     return await _product("mul", x, y, {}, truncation, frac_bits)
 
 
+def _square_from_opening(e: torch.Tensor, a: torch.Tensor, aa: torch.Tensor, party_id: int) -> torch.Tensor:
+    """This party's share of x * x from the opened e = x - a: aa + 2 e a (+ e^2 at party 0)."""
+    z = aa + 2 * e * a
+    return z + e * e if party_id == 0 else z
+
+
 async def square(x: ArithmeticShare, *, truncation: str | None = None, frac_bits: int | None = None
                  ) -> ArithmeticShare:
     """x * x with one opening (8 bytes per element) instead of two. The result has x's scale,
@@ -88,10 +94,7 @@ async def square(x: ArithmeticShare, *, truncation: str | None = None, frac_bits
         m = await party.dealer.get(Request("square", mid, "", (tuple(x.shape),)))
         e_mine = x.value - m["a"]
         (e_peer,) = await party.exchange([e_mine], mid=mid)
-        e = e_mine + e_peer
-        z = m["c"] + 2 * e * m["a"]
-        if party.id == 0:
-            z = z + e * e
+        z = _square_from_opening(e_mine + e_peer, m["a"], m["c"], party.id)
     target = x.frac_bits if frac_bits is None else frac_bits
     return await truncate(x._with(z, 2 * x.frac_bits), 2 * x.frac_bits - target, truncation)
 
@@ -117,10 +120,7 @@ class OpenedOnce:
 
     def square(self) -> ArithmeticShare:
         """x * x at twice x's scale, untruncated (local)."""
-        e, a = self.e, self.m["a"]
-        z = self.m["aa"] + 2 * e * a
-        if self.x.party.id == 0:
-            z = z + e * e
+        z = _square_from_opening(self.e, self.m["a"], self.m["aa"], self.x.party.id)
         return self.x._with(z, 2 * self.x.frac_bits)
 
     async def times(self, g: ArithmeticShare) -> ArithmeticShare:

@@ -128,16 +128,15 @@ async def _tree_onehot(x: ArithmeticShare, thresholds: list[int]) -> ArithmeticS
     return ArithmeticShare(party, per_row.reshape(m + 1, *x.shape), 0, torch.int64)
 
 
-def pick(onehot: ArithmeticShare, values: Sequence[float] | torch.Tensor, bits: int) -> torch.Tensor:
+def pick(onehot: ArithmeticShare, values: Sequence[float] | Sequence[Sequence[float]], bits: int) -> torch.Tensor:
     """sum_j row_j * values_j at `bits` fractional bits (local): with one-hot rows, a share of
-    the value of each element's segment. values: one per row, or (k, rows) for k picks at once
-    (the result then has a leading dimension k)."""
-    table = torch.as_tensor([[ring.encode_constant(v, bits) for v in row]
-                             for row in torch.as_tensor(values, dtype=torch.float64).reshape(-1, len(onehot)).tolist()],
-                            dtype=torch.int64)
-    flat = onehot.value.reshape(len(onehot), -1)
-    out = (table @ flat).reshape(len(table), *onehot.shape[1:])
-    return out if torch.as_tensor(values).dim() == 2 else out[0]
+    the value of each element's segment. values: one per row, or k lists of them for k picks
+    at once (the result then has a leading dimension k)."""
+    several = isinstance(values[0], Sequence)
+    table = torch.tensor([[ring.encode_constant(v, bits) for v in row] for row in (values if several else [values])],
+                         dtype=torch.int64)
+    out = (table @ onehot.value.reshape(len(onehot), -1)).reshape(len(table), *onehot.shape[1:])
+    return out if several else out[0]
 
 
 async def _onehot_bits(ge: BinaryShare) -> BinaryShare:
