@@ -5,6 +5,7 @@ Local operations (no communication) are methods; interactive ones are awaited.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -16,18 +17,39 @@ if TYPE_CHECKING:
     from mpcrt.runtime import Party
 
 
+@dataclass(frozen=True)
+class KnownMask:
+    """x = public + factor * M, with `public` known to both parties and M a value the dealer
+    can rebuild (the mask of a truncation's opening, or of an opening made ahead): x is as
+    good as opened for a later elementwise product, which then needs no opening of x.
+
+    source: the dealer request that made M (dealer.material.mask_source); variant: which of
+    a truncation's two masks each element has (None for a single mask)."""
+
+    source: tuple
+    variant: torch.Tensor | None
+    public: torch.Tensor
+    factor: int = 1
+
+    def affine(self, factor: int, offset: torch.Tensor | int = 0) -> KnownMask:
+        """The mask of factor * x + offset (offset public, in ring units)."""
+        return replace(self, public=self.public * factor + offset, factor=self.factor * factor)
+
+
 class ArithmeticShare:
     """This party's share of a secret tensor, with its fixed-point scale and the dtype it decodes to."""
 
-    __slots__ = ("dtype", "frac_bits", "party", "value")
+    __slots__ = ("dtype", "frac_bits", "mask", "party", "value")
 
-    def __init__(self, party: Party, value: torch.Tensor, frac_bits: int, dtype: torch.dtype) -> None:
+    def __init__(self, party: Party, value: torch.Tensor, frac_bits: int, dtype: torch.dtype,
+                 mask: KnownMask | None = None) -> None:
         if value.dtype != torch.int64:
             raise TypeError(f"share values are int64 ring elements, got {value.dtype}")
         self.party = party
         self.value = value
         self.frac_bits = frac_bits
         self.dtype = dtype
+        self.mask = mask  # set where the value is public up to a mask the dealer knows
 
     @property
     def shape(self) -> torch.Size:
@@ -109,19 +131,29 @@ class ArithmeticShare:
         encoded = ring.encode(torch.as_tensor(other), self.frac_bits)
         return encoded if self.party.id == 0 else torch.zeros_like(encoded)
 
+    def _affine(self, value: torch.Tensor, factor: int, other: Any = None, sign: int = 1) -> ArithmeticShare:
+        """factor * self + sign * other (value computed by the caller), keeping the mask
+        known where other is public."""
+        out = self._like(value)
+        if self.mask is not None and not isinstance(other, ArithmeticShare):
+            offset = 0 if other is None else sign * ring.encode(torch.as_tensor(other), self.frac_bits)
+            mask = self.mask.affine(factor, offset)
+            out.mask = mask if mask.public.shape == value.shape else None
+        return out
+
     def __add__(self, other: Any) -> ArithmeticShare:
-        return self._like(self.value + self._operand(other))
+        return self._affine(self.value + self._operand(other), 1, other)
 
     __radd__ = __add__
 
     def __sub__(self, other: Any) -> ArithmeticShare:
-        return self._like(self.value - self._operand(other))
+        return self._affine(self.value - self._operand(other), 1, other, -1)
 
     def __rsub__(self, other: Any) -> ArithmeticShare:
-        return self._like(self._operand(other) - self.value)
+        return self._affine(self._operand(other) - self.value, -1, other)
 
     def __neg__(self) -> ArithmeticShare:
-        return self._like(-self.value)
+        return self._affine(-self.value, -1)
 
     def __mul__(self, other: Any) -> ArithmeticShare:
         """Multiplication by a public integer (scalar or integer tensor); keeps the scale."""
@@ -131,7 +163,8 @@ class ArithmeticShare:
         if factor.is_floating_point() or factor.is_complex():
             raise TypeError("only integer public factors keep the fixed-point scale without truncation; "
                             f"got {factor.dtype}")
-        return self._like(self.value * factor.to(torch.int64))
+        product = self.value * factor.to(torch.int64)
+        return self._affine(product, int(factor), None) if factor.ndim == 0 else self._like(product)
 
     __rmul__ = __mul__
 

@@ -138,7 +138,12 @@ class Kind(ABC):
 
     @abstractmethod
     def dependent_values(self, free: dict[str, torch.Tensor], params: tuple) -> dict[str, torch.Tensor]:
-        """The secret dependent values, from the full free values."""
+        """The secret dependent values, from the full free values (and the linked ones)."""
+
+    def linked(self, params: tuple) -> dict[str, tuple[Request, str]]:
+        """Free components of earlier requests this kind's dependent values are made from
+        (the dealer rebuilds them from the seeds; the parties never see them)."""
+        return {}
 
     def public_values(self, free0: dict[str, torch.Tensor], free1: dict[str, torch.Tensor],
                       params: tuple) -> dict[str, torch.Tensor]:
@@ -313,9 +318,77 @@ class Comparison(Kind):
         return dcf.keygen(r & ((1 << 63) - 1), beta, free0["seed"], free1["seed"])
 
 
+class Mask(Kind):
+    """A fresh mask a for opening x - a ahead of products (see ops.products.open_masked).
+    params (shape,)."""
+
+    free = ("a",)
+
+    def shapes(self, params):
+        return {"a": tuple(params[0])}
+
+    def dependent_values(self, free, params):
+        return {}
+
+
+def mask_source(request: Request) -> tuple:
+    """How a masked product names an operand's mask: the request that made it."""
+    return (request.kind, tuple(request.mid), request.tag, request.params)
+
+
+def _source_request(source: tuple) -> Request:
+    kind, mid, tag, params = source
+    return Request(kind, tuple(mid), tag, _hashable(params))
+
+
+def truncation_masks(r: torch.Tensor, bits: int) -> torch.Tensor:
+    """The two values a truncation's output is masked by, stacked (not wrapped, wrapped): its
+    output y is (c >> bits) + mask[c >= 0] (both parties' prepared corrections added up)."""
+    base = -logical_shift(r, bits) - (TRUNCATION_OFFSET >> bits)
+    not_wrapped = base + (1 << (64 - bits) if bits > 1 else -(1 << 63))
+    wrapped = base + ((r < 0).to(torch.int64) << (64 - bits))
+    return torch.stack([not_wrapped, wrapped])
+
+
+class MaskedProduct(Kind):
+    """For x * y (elementwise, broadcasting) when each operand is already public up to a mask
+    the dealer knows: a truncation's output (two possible masks, picked online by the
+    opened value) or a fresh opening (one). c holds every combination of the masks'
+    products, variant-major; for a square (one source twice) just each variant's square.
+    params (source_x, source_y), each from `mask_source`."""
+
+    dependent = ("c",)
+
+    def shapes(self, params):
+        (vx, shape_x), (vy, shape_y) = (self._variants(src) for src in params)
+        return {"c": (vx if params[0] == params[1] else vx * vy, *broadcast(shape_x, shape_y))}
+
+    @staticmethod
+    def _variants(source: tuple) -> tuple[int, tuple[int, ...]]:
+        request = _source_request(source)
+        return (2 if request.kind == "trunc" else 1), tuple(request.params[0])
+
+    def linked(self, params):
+        return {f"m{i}": (_source_request(src), "r" if _source_request(src).kind == "trunc" else "a")
+                for i, src in enumerate(params)}
+
+    def dependent_values(self, free, params):
+        masks = []
+        for i, src in enumerate(params):
+            request = _source_request(src)
+            full = free[f"m{i}"]
+            masks.append(truncation_masks(full, request.params[1]) if request.kind == "trunc" else full.unsqueeze(0))
+        mx, my = masks
+        if params[0] == params[1]:
+            return {"c": mx * mx}
+        c = mx.unsqueeze(1) * my.unsqueeze(0)  # (vx, vy, *out)
+        return {"c": c.reshape(-1, *c.shape[2:])}
+
+
 KINDS: dict[str, Kind] = {"triple": Triple(), "square": Square(), "trunc": Truncation(),
                           "sqscale": SquareAndScale(),
-                          "and": AndTriple(), "pand": PrivateAndTriple(), "bits": RandomBits(), "dcf": Comparison()}
+                          "and": AndTriple(), "pand": PrivateAndTriple(), "bits": RandomBits(), "dcf": Comparison(),
+                          "mask": Mask(), "mprod": MaskedProduct()}
 
 def logical_shift(v: torch.Tensor, f: int) -> torch.Tensor:
     """v >> f treating v as an unsigned 64-bit integer."""
@@ -346,6 +419,8 @@ def answer(request: Request, party_id: int, seed0: bytes, seed1: bytes) -> list[
         free = {name: own[kind.private[name]][name] if name in kind.private
                 else own[0][name] ^ own[1][name] if is_xor(request.kind, name) else own[0][name] + own[1][name]
                 for name in kind.free}
+        for name, (source, component) in kind.linked(request.params).items():
+            free[name] = derive(source, seed0, component) + derive(source, seed1, component)
         values = kind.dependent_values(free, request.params)
         for name in kind.dependent:
             s0 = derive(request, seed0, name)

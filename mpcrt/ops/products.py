@@ -16,10 +16,10 @@ from typing import Any
 import torch
 
 from mpcrt import ring
-from mpcrt.dealer.material import BILINEAR, Request
+from mpcrt.dealer.material import BILINEAR, Request, broadcast, mask_source
 from mpcrt.ops.truncation import truncate
 from mpcrt.scope import op_label
-from mpcrt.shares import ArithmeticShare
+from mpcrt.shares import ArithmeticShare, KnownMask
 
 SCALE_BITS = 16  # fractional bits of the factor in [1, 2) that `scale` multiplies by
 
@@ -35,10 +35,49 @@ def _kwargs_key(kwargs: dict[str, Any]) -> tuple:
     return tuple(sorted((k, tuple(v) if isinstance(v, list | tuple) else v) for k, v in kwargs.items()))
 
 
+async def open_masked(x: ArithmeticShare) -> ArithmeticShare:
+    """x, public up to a fresh mask the dealer knows (one round, 8 bytes per element), so
+    that elementwise products with it open nothing more; a share already masked (e.g. a
+    truncation's output) is returned as it is."""
+    if x.mask is not None:
+        return x
+    party = x.party
+    with op_label("open"):
+        mid = party.next_id()
+        request = Request("mask", mid, "", (tuple(x.shape),))
+        m = await party.dealer.get(request)
+        e_mine = x.value - m["a"]
+        (e_peer,) = await party.exchange([e_mine], mid=mid)
+    return ArithmeticShare(party, x.value, x.frac_bits, x.dtype, KnownMask(mask_source(request), None, e_mine + e_peer))
+
+
+async def _masked_product(x: ArithmeticShare, y: ArithmeticShare) -> torch.Tensor:
+    """This party's share of x * y (untruncated, broadcasting) for masked x and y: with
+    x = p + u M, y = q + v N (p, q public), x y = p y + x q - p q + u v M N, and the dealer
+    shares M N for each pair of the masks' variants. No communication."""
+    party, mx, my = x.party, x.mask, y.mask
+    assert mx is not None and my is not None
+    with op_label("mul"):
+        m = await party.dealer.get(Request("mprod", party.next_id(), "", (mx.source, my.source)))
+    if mx.source == my.source:  # a square: the dealer sent each variant's square
+        index = 0 if mx.variant is None else mx.variant
+    else:
+        variants_y = 1 if my.variant is None else 2
+        index = (0 if mx.variant is None else mx.variant * variants_y) + (0 if my.variant is None else my.variant)
+    shape = broadcast(tuple(x.shape), tuple(y.shape))
+    mn = m["c"].gather(0, torch.as_tensor(index).expand(shape).unsqueeze(0)).squeeze(0)
+    z = mx.public * y.value + x.value * my.public + (mx.factor * my.factor) * mn
+    return z - mx.public * my.public if party.id == 0 else z
+
+
 async def _product(op: str, x: Any, y: Any, kwargs: dict[str, Any], truncation: str | None,
                    frac_bits: int | None = None) -> ArithmeticShare:
     f = BILINEAR[op]
-    if isinstance(x, ArithmeticShare) and isinstance(y, ArithmeticShare):
+    both = isinstance(x, ArithmeticShare) and isinstance(y, ArithmeticShare)
+    if both and op == "mul" and (x.mask is not None or y.mask is not None):
+        x, y = await open_masked(x), await open_masked(y)  # at most one of them opens
+        z, fx, fy, like = await _masked_product(x, y), x.frac_bits, y.frac_bits, x
+    elif both:
         party = x.party
         with op_label(op):
             mid = party.next_id()
@@ -89,12 +128,15 @@ async def square(x: ArithmeticShare, *, truncation: str | None = None, frac_bits
     """x * x with one opening (8 bytes per element) instead of two. The result has x's scale,
     or `frac_bits` (no truncation at all for 2 * x.frac_bits: squares to be summed first)."""
     party = x.party
-    with op_label("square"):
-        mid = party.next_id()
-        m = await party.dealer.get(Request("square", mid, "", (tuple(x.shape),)))
-        e_mine = x.value - m["a"]
-        (e_peer,) = await party.exchange([e_mine], mid=mid)
-        z = _square_from_opening(e_mine + e_peer, m["a"], m["c"], party.id)
+    if x.mask is not None:
+        z = await _masked_product(x, x)
+    else:
+        with op_label("square"):
+            mid = party.next_id()
+            m = await party.dealer.get(Request("square", mid, "", (tuple(x.shape),)))
+            e_mine = x.value - m["a"]
+            (e_peer,) = await party.exchange([e_mine], mid=mid)
+            z = _square_from_opening(e_mine + e_peer, m["a"], m["c"], party.id)
     target = x.frac_bits if frac_bits is None else frac_bits
     return await truncate(x._with(z, 2 * x.frac_bits), 2 * x.frac_bits - target, truncation)
 

@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import torch
 
-from mpcrt.dealer.material import Request
+from mpcrt.dealer.material import Request, mask_source
 from mpcrt.scope import op_label
-from mpcrt.shares import ArithmeticShare
+from mpcrt.shares import ArithmeticShare, KnownMask
 
 METHODS = ("dealer", "local")
 
@@ -40,16 +40,22 @@ async def truncate(x: ArithmeticShare, bits: int, method: str | None = None) -> 
     party = x.party
     with op_label("trunc"):
         mid = party.next_id()
-        m = await party.dealer.get(Request("trunc", mid, "", (tuple(x.shape), bits)))
+        request = Request("trunc", mid, "", (tuple(x.shape), bits))
+        m = await party.dealer.get(request)
         masked = x.value + m["r"]  # party 0's mask includes the offset 2^62
         (peer,) = await party.exchange([masked], mid=mid)
     c = masked + peer
     # wrapped = MSB(r) and not MSB(c): the dealer's material has this party's correction
     # -(r >> bits) + wrapped * 2^(64 - bits) (less the offset's 2^(62 - bits) at party 0) both ways
-    y = torch.where(c >= 0, m["wrapped"], m["not_wrapped"])
+    wrapped = c >= 0
+    y = torch.where(wrapped, m["wrapped"], m["not_wrapped"])
+    public = c >> bits
     if party.id == 0:
-        y += c >> bits
-    return x._with(y, x.frac_bits - bits)
+        y += public
+    # y is public up to the dealer's correction: a later product needs no opening of y
+    out = x._with(y, x.frac_bits - bits)
+    out.mask = KnownMask(mask_source(request), wrapped.to(torch.int64), public)
+    return out
 
 
 def _local_shift(v, bits: int, party_id: int):

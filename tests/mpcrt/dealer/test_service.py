@@ -124,14 +124,14 @@ def test_offline_phase_prefetches_everything():
     from transports.loop import run
 
     plan = run(record_plan(offline_then_online))
-    assert [r.kind for r in plan] == ["triple", "trunc", "square", "trunc"]
+    assert [r.kind for r in plan] == ["triple", "trunc", "mprod", "trunc"]  # z is masked: squared unopened
     for kwargs in ({}, {"dealer": "service"}, {"processes": True}):
         (w0, before0, after0), (w1, before1, after1) = mpcrt.run_local(offline_then_online, offline=True,
                                                                         timeout=20, **kwargs)
         assert torch.equal(w0, w1)
         # everything was fetched before the program ran: the online phase asked for nothing
         assert before0 == after0 and before1 == after1
-        assert before1["requests"] == 4 and before1["bytes_received"] == 8 * (6 + 12 + 6 + 12)
+        assert before1["requests"] == 4 and before1["bytes_received"] == 8 * (6 + 12 + 2 * 6 + 12)
         assert before0["bytes_received"] == 0
 
 

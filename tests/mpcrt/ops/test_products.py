@@ -175,3 +175,41 @@ async def test_opened_once_gives_the_square_and_a_broadcast_product():
         assert torch.allclose(sq, xq * xq, atol=1e-9, rtol=0)
         assert torch.allclose(xg, xq * gq, atol=1e-9, rtol=0)
         assert sent == 8 * (48 + 3)  # x opened once (48 elements), g - b (3)
+
+
+async def masked_chain(party, x: torch.Tensor, y: torch.Tensor, g: torch.Tensor):
+    """Products of truncation outputs, affine maps of them, a fresh opening and a broadcast:
+    each product opens only what is not masked yet."""
+    X = await party.input(x if party.id == 0 else None, src=0)
+    Y = await party.input(y if party.id == 1 else None, src=1)
+    G = await party.input(g if party.id == 1 else None, src=1)
+    u = await ops.mul(X, Y)  # opens x and y; u is a truncation's output: masked
+    v = await ops.mul(X, 0.75)  # a public product: masked too
+    assert u.mask is not None and v.mask is not None
+    sent, rounds = party.stats.bytes_sent, party.stats.rounds
+    uv = await ops.mul(1.5 - u, -v * 3)  # affine maps keep the masks: no opening, one truncation
+    uu = await ops.square(u)  # a square of a masked share: no opening
+    ug = await ops.mul(u, G)  # G opened (3 elements), u not
+    cost = (party.stats.bytes_sent - sent, party.stats.rounds - rounds)
+    plain = await ops.mul(u + v, X)  # a sum of two masks is not a known mask: opened as usual
+    return [await t.reveal() for t in (u, v, uv, uu, ug, plain)], cost
+
+
+async def test_products_of_masked_shares_open_nothing_more():
+    gen = torch.Generator().manual_seed(5)
+    x = sample(4, 3, 2, 2, seed=7)
+    y = torch.randn(4, 3, 2, 2, generator=gen, dtype=torch.float64) * 3
+    y.view(-1)[:4] = torch.tensor([0.0, -1.0, 1.0 - ULP, -(ULP)])
+    g = torch.randn(1, 3, 1, 1, generator=gen, dtype=torch.float64)
+    xq, yq, gq = q(x), q(y), q(g)
+    for (u, v, uv, uu, ug, plain), (sent, rounds) in await run_pair(masked_chain, x, y, g):
+        # u, v: one truncation each from the held values; every later product adds one more
+        assert float((u - xq * yq).abs().max()) <= ULP
+        assert float((v - xq * 0.75).abs().max()) <= ULP
+        assert float((uv - (1.5 - u) * (-3 * v)).abs().max()) <= ULP
+        assert float((uu - u * u).abs().max()) <= ULP
+        assert float((ug - u * gq).abs().max()) <= ULP
+        assert float((plain - (u + v) * xq).abs().max()) <= ULP
+        # three truncations (8 bytes an element each) and G's opening, one round each
+        assert sent == 8 * (3 * 48 + 3)
+        assert rounds == 4
