@@ -62,6 +62,8 @@ async def measure(party, op: str, shapes: tuple):
     shape_x = shapes[0]
     x = await party.input(torch.rand(shape_x) + 0.5 if party.id == 0 else None, src=0)
     y = await party.input(torch.randn(shapes[1]) if party.id == 1 else None, src=1) if len(shapes) > 1 else None
+    # truncation outputs, public up to masks the dealer knows
+    masked = [await ops.mul(x, 0.5), await ops.mul(x, 0.25)] if op == "mul_masked" else []
     await settle(party, x)
     before = snapshot(party)
     variables = {"n": math.prod(shape_x), "d": len(shape_x)}
@@ -79,6 +81,10 @@ async def measure(party, op: str, shapes: tuple):
         variables.update(k=out.numel())
     elif op == "square":
         await ops.square(x)
+    elif op == "mul_masked":
+        await ops.mul(*masked)
+    elif op == "open":
+        await ops.open_masked(x)
     elif op in ("truncate", "truncate_local"):
         await ops.truncate(x, 8, "local" if op == "truncate_local" else "dealer")
     elif op in NONLINEAR:
@@ -110,6 +116,8 @@ CASES = {
     "mul": [((5,), (5,)), ((2, 3, 4), (4,))],
     "mul_public": [((6, 2),)],
     "square": [((9,),), ((2, 5),)],
+    "mul_masked": [((5,),), ((2, 3),)],
+    "open": [((4,),), ((2, 3),)],
     "matmul": [((3, 4), (4, 5)), ((2, 3, 4), (4, 1))],
     "conv2d": [((2, 3, 8, 8), (4, 3, 3, 3))],
     "conv_transpose2d": [((2, 4, 4, 4), (4, 3, 4, 4))],

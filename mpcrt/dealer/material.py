@@ -9,6 +9,7 @@ locally, and only party 1's corrections for dependent parts (c = a*b - c0, ...) 
 
 from __future__ import annotations
 
+import itertools
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -255,6 +256,42 @@ class AndTriple(Kind):
         return {"c": free["a"] & free["b"]}
 
 
+def product_subsets(terms: tuple[tuple[int, ...], ...]) -> list[tuple[int, ...]]:
+    """Every set of two or more variables within some term, once each, sorted, in a fixed
+    order: the mask products a multi-input AND needs."""
+    out: list[tuple[int, ...]] = []
+    for term in terms:
+        for size in range(2, len(term) + 1):
+            for subset in itertools.combinations(sorted(term), size):
+                if subset not in out:
+                    out.append(subset)
+    return out
+
+
+class MultiAndTriple(Kind):
+    """For ANDs of several bits each (ops.boolean.monomials): masks a for the k input rows
+    and the XOR-shared products of the masks over every subset a term needs. params
+    (shape (k, ...), terms)."""
+
+    free = ("a",)
+    dependent = ("c",)
+    xor = frozenset({"a", "c"})
+
+    def shapes(self, params):
+        shape, terms = tuple(params[0]), params[1]
+        return {"a": shape, "c": (len(product_subsets(terms)), *shape[1:])}
+
+    def dependent_values(self, free, params):
+        a = free["a"]
+        products = []
+        for subset in product_subsets(params[1]):
+            z = a[subset[0]]
+            for i in subset[1:]:
+                z = z & a[i]
+            products.append(z)
+        return {"c": torch.stack(products) if products else a.new_zeros((0, *a.shape[1:]))}
+
+
 class PrivateAndTriple(Kind):
     """For x & y with x known to party 0 alone and y to party 1 alone: a masks x and only
     party 0 knows it, b masks y and only party 1 knows it, c = a & b[index] is XOR-shared
@@ -387,7 +424,8 @@ class MaskedProduct(Kind):
 
 KINDS: dict[str, Kind] = {"triple": Triple(), "square": Square(), "trunc": Truncation(),
                           "sqscale": SquareAndScale(),
-                          "and": AndTriple(), "pand": PrivateAndTriple(), "bits": RandomBits(), "dcf": Comparison(),
+                          "and": AndTriple(), "pand": PrivateAndTriple(),
+                          "mand": MultiAndTriple(), "bits": RandomBits(), "dcf": Comparison(),
                           "mask": Mask(), "mprod": MaskedProduct()}
 
 def logical_shift(v: torch.Tensor, f: int) -> torch.Tensor:

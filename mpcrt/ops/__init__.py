@@ -6,7 +6,7 @@ from mpcrt.ops.batchnorm import BatchNormContext, batch_norm, batch_norm_backwar
 from mpcrt.ops.boolean import and_, bit_to_arith
 from mpcrt.ops.compare import is_non_negative, less_than, msb
 from mpcrt.ops.exp import exp, sigmoid_lpgan, tanh_lpgan
-from mpcrt.ops.products import conv2d, conv_transpose2d, linear, matmul, mean, mul, scale, square
+from mpcrt.ops.products import conv2d, conv_transpose2d, linear, matmul, mean, mul, open_masked, scale, square
 from mpcrt.ops.roots import inv_sqrt, reciprocal, sqrt
 from mpcrt.ops.sigmoid import sigmoid, sigmoid_backward, tanh, tanh_backward
 from mpcrt.ops.truncation import truncate
@@ -14,6 +14,6 @@ from mpcrt.ops.truncation import truncate
 __all__ = [
     "BatchNormContext", "Mask", "and_", "batch_norm", "batch_norm_backward", "bit_to_arith", "conv2d",
     "conv_transpose2d", "exp", "inv_sqrt", "is_non_negative", "leaky_relu", "less_than", "linear", "matmul", "mean",
-    "msb", "mul", "reciprocal", "relu", "relu_backward", "scale", "sigmoid", "sigmoid_backward", "sigmoid_lpgan",
-    "sqrt", "square", "tanh", "tanh_backward", "tanh_lpgan", "truncate",
+    "msb", "mul", "open_masked", "reciprocal", "relu", "relu_backward", "scale", "sigmoid", "sigmoid_backward",
+    "sigmoid_lpgan", "sqrt", "square", "tanh", "tanh_backward", "tanh_lpgan", "truncate",
 ]

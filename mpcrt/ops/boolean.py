@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 
 from mpcrt.binary import BinaryShare
-from mpcrt.dealer.material import Request, unpack_bits
+from mpcrt.dealer.material import Request, product_subsets, unpack_bits
 from mpcrt.messages import spec
 from mpcrt.scope import op_label
 from mpcrt.shares import ArithmeticShare
@@ -30,6 +32,38 @@ async def and_(x: BinaryShare, y: BinaryShare | torch.Tensor | int) -> BinarySha
     if party.id == 0:
         z = z ^ (e & d)
     return x._like(z)
+
+
+async def monomials(party, x: torch.Tensor, terms: tuple[tuple[int, ...], ...]) -> torch.Tensor:
+    r"""XOR shares of the AND of the rows of x named by each term (x: this party's XOR shares,
+    shape (k, ...)), every term in one round, each row of x opened once: with e = x xor a,
+    AND_(i in T) x_i = XOR over S in T of AND_(i in T \ S) e_i & AND_(i in S) a_i, and the
+    dealer shares the products of the masks (dealer kind `mand`). Shape (len(terms), ...)."""
+    with op_label("and"):
+        mid = party.next_id()
+        m = await party.dealer.get(Request("mand", mid, "", (tuple(x.shape), terms)))
+        e_mine = x ^ m["a"]
+        (e_peer,) = await party.exchange([e_mine], mid=mid)
+    e = e_mine ^ e_peer
+    masks = {(i,): m["a"][i] for i in range(len(x))}
+    masks.update(zip(product_subsets(terms), m["c"], strict=True))
+    out = []
+    for term in terms:
+        term = tuple(sorted(term))
+        z = torch.zeros_like(e[0])
+        for size in range(len(term) + 1):
+            for subset in itertools.combinations(term, size):
+                public = None  # AND of the opened rows outside the subset
+                for i in term:
+                    if i not in subset:
+                        public = e[i] if public is None else public & e[i]
+                if not subset:
+                    if party.id == 0:
+                        z = z ^ public
+                else:
+                    z = z ^ (masks[subset] if public is None else public & masks[subset])
+        out.append(z)
+    return torch.stack(out)
 
 
 async def and_private(party, mine: torch.Tensor, shape_x: tuple[int, ...], shape_y: tuple[int, ...],

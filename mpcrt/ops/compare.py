@@ -9,8 +9,8 @@ lives in one word, so each AND below costs 2 bits per element per party.
 With G_i = a_i and not b_i (one AND round) and E_i = not (a_i xor b_i) (local):
 - method "lpgan": LP-GAN's sequential circuit, from the least significant bit up,
   gt_i = G_i xor (E_i and gt_(i-1)): 62 dependent ANDs, 63 rounds, 125 ANDs per element.
-- method "tree": the same (G, E) pairs combined in a balanced tree, (G, E)_hi o (G, E)_lo
-  = (G_hi xor (E_hi and G_lo), E_hi and E_lo): 6 levels, 7 rounds, 188 ANDs per element.
+- method "tree": the same (G, E) pairs combined in a tree (ops.carry), four at a time,
+  each level in one round: 3 levels, 4 rounds.
 
 - method "dcf": a distributed comparison function from the dealer (function secret
   sharing). Open x + r (one round, 8 bytes per element); with y = low63(x + r),
@@ -30,6 +30,7 @@ from mpcrt.binary import BinaryShare
 from mpcrt.dealer import dcf
 from mpcrt.dealer.material import Request, pack_bits
 from mpcrt.ops.boolean import and_, and_private, bit_to_arith
+from mpcrt.ops.carry import CarryGroup, reduce_carries
 from mpcrt.scope import op_label
 from mpcrt.shares import ArithmeticShare
 
@@ -120,14 +121,12 @@ async def _greater(party, rows: torch.Tensor, method: str) -> BinaryShare:
         for i in range(1, BITS):
             gt = g[i] ^ await and_(e[i], gt)
         return gt
-    # tree: a neutral most significant leaf (G = 0, E = 1) makes 64 leaves, 6 levels
-    g = BinaryShare(party, torch.cat([g.value, torch.zeros_like(g.value[:1])]))
-    e = BinaryShare(party, torch.cat([e.value, torch.full_like(e.value[:1], -1 if party.id == 0 else 0)]))
-    while len(g.value) > 2:
-        lo_g, hi_g, lo_e, hi_e = g[0::2], g[1::2], e[0::2], e[1::2]
-        both = await and_(hi_e, BinaryShare(party, torch.stack([lo_g.value, lo_e.value])))  # hi_e opened once
-        g, e = hi_g ^ both[0], both[1]
-    return g[1] ^ await and_(e[1], g[0])  # the top level needs G only
+    # tree: a neutral most significant leaf (G = 0, E = 1) makes 64 leaves, 3 levels of 4
+    g = torch.cat([g.value, torch.zeros_like(g.value[:1])])
+    e = torch.cat([e.value, torch.full_like(e.value[:1], -1 if party.id == 0 else 0)])
+    tree = CarryGroup(g[None], e[None])
+    await reduce_carries(party, [tree])
+    return BinaryShare(party, tree.g[0, 0])
 
 
 async def msb(x: ArithmeticShare, method: str | None = None) -> BinaryShare:

@@ -21,7 +21,7 @@ import torch
 
 from mpcrt.ops.piecewise import COEFF_BITS, polynomial_terms, powers_of
 from mpcrt.ops.products import mul, scale
-from mpcrt.ops.roots import _Converted, reciprocal_in_range
+from mpcrt.ops.roots import lookup, reciprocal_in_range
 from mpcrt.ops.segments import pick, segment_onehot
 from mpcrt.ops.truncation import truncate
 from mpcrt.scope import op_label
@@ -48,8 +48,8 @@ async def exp(x: ArithmeticShare, method: str | None = None) -> ArithmeticShare:
         r = frac + ArithmeticShare(party, above.value * top, f, x.dtype)
         poly = polynomial_terms(await powers_of(r, 4), EXP2_COEFFS)
         two_r = await truncate(ArithmeticShare(party, poly, f + COEFF_BITS, x.dtype), COEFF_BITS)
-        lookup = _Converted(two_r, segments, [K_LOW, *js[:-1], K_HIGH - 1])
-        two_k = lookup.lookup(lambda e: 2.0 ** e, x, bits=f)  # 2^23 at more bits would overflow the product
+        # 2^23 at more bits would overflow the product
+        two_k = lookup(segments, [K_LOW, *js[:-1], K_HIGH - 1], lambda e: 2.0 ** e, x, bits=f)
         # below the range 2^r is 1 (r = 0 there), so the result is 2^K_LOW
         return await mul(two_r, two_k, frac_bits=f)
 

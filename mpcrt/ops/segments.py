@@ -26,13 +26,13 @@ the share's scale.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 
 from mpcrt import ring
 from mpcrt.binary import BinaryShare
 from mpcrt.ops.boolean import and_, and_private, bit_to_arith
+from mpcrt.ops.carry import CarryGroup, reduce_carries
 from mpcrt.ops.compare import _resolve, bit_slice, is_non_negative
 from mpcrt.scope import op_label
 from mpcrt.shares import ArithmeticShare, stack
@@ -55,19 +55,6 @@ async def segment_onehot(x: ArithmeticShare, breakpoints: Sequence[float], metho
             ge = [ind[j] for j in range(len(breakpoints))]
             return stack([1 - ge[0], *[ge[j] - ge[j + 1] for j in range(len(ge) - 1)], ge[-1]])
         return await _tree_onehot(x, [ring.encode_constant(t, x.frac_bits) for t in breakpoints])
-
-
-@dataclass
-class _Group:
-    """Carry computations of equal length, batched: (G, P) rows of their bits, shape
-    (computations, bits, words), least significant bit first."""
-
-    g: torch.Tensor
-    p: torch.Tensor
-
-    @property
-    def rows(self) -> int:
-        return self.g.shape[1]
 
 
 def _mask(bits: int) -> int:
@@ -114,11 +101,12 @@ async def _tree_onehot(x: ArithmeticShare, thresholds: list[int]) -> ArithmeticS
     g = (await and_private(party, mine, (len(index), words), (v + ow, words), index)).value
     p = mine if party.id == 0 else mine[index]
     cut = [v, v + min(m, 2) * ow]
-    prefix = _Group(g[:v][None], p[:v][None]) if v > 0 else None
-    groups = [_Group(g[cut[0]:cut[1]].reshape(-1, ow, words), p[cut[0]:cut[1]].reshape(-1, ow, words))]
+    prefix = CarryGroup(g[:v][None], p[:v][None]) if v > 0 else None
+    groups = [CarryGroup(g[cut[0]:cut[1]].reshape(-1, ow, words), p[cut[0]:cut[1]].reshape(-1, ow, words))]
     if inner_count:
-        groups.append(_Group(g[cut[1]:].reshape(inner_count, iw, words), p[cut[1]:].reshape(inner_count, iw, words)))
-    await _combine(party, prefix, groups)
+        inner = (g[cut[1]:], p[cut[1]:])
+        groups.append(CarryGroup(*(t.reshape(inner_count, iw, words) for t in inner)))
+    await reduce_carries(party, groups, prefix)
     carries = torch.cat([grp.g[:, 0] for grp in groups])  # first, last, then the inner ones
     order = [0, *range(2, m), 1] if m > 1 else [0]  # back to the breakpoints' order
     ge = ~BinaryShare(party, (carries ^ tops)[order])  # each party folds in its own top bits; x >= T_j: sign 0
@@ -153,40 +141,6 @@ async def _onehot_bits(ge: BinaryShare) -> BinaryShare:
         inner = [masked[j] for j in range(m - 1)]
     rows = [(~first).value, *(r.value for r in inner), last.value]
     return BinaryShare(ge.party, torch.stack(rows))
-
-
-async def _combine(party, prefix: _Group | None, groups: list[_Group]) -> None:
-    """Reduce every computation's (G, P) rows to one, all groups' ANDs of a level in one
-    round: (G, P)_hi o (G, P)_lo = (G_hi xor (P_hi and G_lo), P_hi and P_lo), P_hi opened
-    once for both. The prefix's carry enters every comparison as its least significant row
-    (G = c, P = 0) as soon as it is known, which costs no extra level while the comparisons
-    are longer than the prefix."""
-    everyone = [*([prefix] if prefix is not None else []), *groups]
-    pending = prefix is not None
-    while pending or any(grp.rows > 1 for grp in everyone):
-        if pending and prefix.rows == 1:  # type: ignore[union-attr]
-            for grp in groups:
-                carry = prefix.g.expand(len(grp.g), 1, -1)  # type: ignore[union-attr]
-                grp.g, grp.p = torch.cat([carry, grp.g], 1), torch.cat([torch.zeros_like(carry), grp.p], 1)
-            pending = False
-        active = [grp for grp in everyone if grp.rows > 1]
-        if not active:
-            continue
-        spans = [slice(0, 2 * (grp.rows // 2)) for grp in active]
-        highs = torch.cat([grp.p[:, span][:, 1::2].reshape(-1, grp.g.shape[2]) for grp, span in zip(active, spans)])
-        lows = torch.stack([torch.cat([getattr(grp, part)[:, span][:, 0::2].reshape(-1, grp.g.shape[2])
-                                       for grp, span in zip(active, spans)]) for part in ("g", "p")])
-        both = (await and_(BinaryShare(party, highs), BinaryShare(party, lows))).value
-        offset = 0
-        for grp, span in zip(active, spans, strict=True):
-            count, pairs = len(grp.g), grp.rows // 2
-            size = count * pairs
-            new_g = grp.g[:, span][:, 1::2] ^ both[0, offset:offset + size].reshape(count, pairs, -1)
-            new_p = both[1, offset:offset + size].reshape(count, pairs, -1)
-            offset += size
-            if grp.rows % 2:  # the most significant row has no partner: it moves up as it is
-                new_g, new_p = torch.cat([new_g, grp.g[:, -1:]], 1), torch.cat([new_p, grp.p[:, -1:]], 1)
-            grp.g, grp.p = new_g, new_p
 
 
 def _minus_public(rows: torch.Tensor, ds: list[int]) -> torch.Tensor:

@@ -116,3 +116,28 @@ async def wrong_shape(party):
 async def test_a_private_operand_of_the_wrong_shape_is_refused():
     outcome = await run_pair(wrong_shape)
     assert isinstance(outcome[1], ValueError) and "expected (1, 3)" in str(outcome[1])
+
+
+async def products_of_rows(party, rows: torch.Tensor, terms):
+    from mpcrt.ops.boolean import monomials
+
+    shares = xor_shares(party, rows, MASK[: rows.numel()].reshape(rows.shape))
+    z = await monomials(party, shares.value, terms)
+    return await BinaryShare(party, z).reveal(), party.stats.op("and").as_dict()
+
+
+async def test_monomials_and_several_rows_in_one_round():
+    g = torch.Generator().manual_seed(4)
+    rows = torch.randint(-(2 ** 63), 2 ** 63 - 1, (5, 7), generator=g)
+    rows[0, 0], rows[1, 0], rows[2, 0] = -1, -1, 0  # all ones and all zeros among them
+    terms = ((0, 1), (2, 0, 1), (0, 1, 3, 4), (4,), (3, 1, 2, 0, 4))
+    want = []
+    for term in terms:
+        z = rows[term[0]].clone()
+        for i in term[1:]:
+            z &= rows[i]
+        want.append(z)
+    for got, cost in await run_pair(products_of_rows, rows, terms):
+        assert torch.equal(got, torch.stack(want))
+        # every row opened once (5 rows of 7 words), whatever the terms: one round
+        assert (cost["rounds"], cost["bytes_sent"], cost["bytes_received"]) == (1, 8 * 35, 8 * 35)

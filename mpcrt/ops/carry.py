@@ -1,0 +1,115 @@
+"""Carries of sums of two privately held values: generate/propagate pairs reduced in a tree.
+
+For bits (G_i, P_i) of a sum (generate: both bits set; propagate: either, or their XOR),
+the carry out of rows 0..s-1 is G_(s-1) xor P_(s-1) G_(s-2) xor ... xor P_(s-1)..P_1 G_0
+and their joint propagate is P_(s-1)..P_0 (the terms are exclusive, so xor is or). Each
+level of the tree folds up to FAN_IN = 4 rows at once, every product of the level in one
+round (`ops.boolean.monomials`: each input opened once, the dealer shares the products of
+the masks): 64 rows take 3 levels where pairs take 6, and 7 words are opened per 4 rows
+where pairs open 9.
+
+Many computations run together (`CarryGroup`: equal lengths batched); a shared prefix's
+carry enters each of them as a least significant row (G = c, P = 0) once it is known.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import torch
+
+from mpcrt.ops.boolean import monomials
+
+FAN_IN = 4
+
+
+@dataclass
+class CarryGroup:
+    """Carry computations of equal length, batched: (G, P) rows of their bits, shape
+    (computations, rows, words), least significant row first. Reduced in place to one row."""
+
+    g: torch.Tensor
+    p: torch.Tensor
+
+    @property
+    def rows(self) -> int:
+        return self.g.shape[1]
+
+
+def _terms(size: int, need_p: bool) -> tuple[list[str], tuple[tuple[int, ...], ...]]:
+    """Variables (names like 'p1', 'g0') and product terms for folding `size` rows: the
+    carry's terms P_(s-1)..P_(j+1) G_j for j < s - 1, then the joint propagate if needed."""
+    names = [f"p{j}" for j in range(1, size)] + [f"g{j}" for j in range(size - 1)] + (["p0"] if need_p else [])
+    at = {name: i for i, name in enumerate(names)}
+    terms = [(*(at[f"p{k}"] for k in range(j + 1, size)), at[f"g{j}"]) for j in range(size - 1)]
+    if need_p:
+        terms.append(tuple(at[f"p{k}"] for k in range(size)))
+    return names, tuple(terms)
+
+
+async def _fold(party, chunks: list[tuple[torch.Tensor, torch.Tensor]], size: int, need_p: bool
+                ) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+    """Fold chunks of `size` rows, each (G, P) of shape (count, size, words), in one round:
+    (G, P) of shape (count, words) each (P None when not needed)."""
+    names, terms = _terms(size, need_p)
+    flat = [torch.cat([(g if n[0] == "g" else p)[:, int(n[1:])].reshape(-1) for g, p in chunks]) for n in names]
+    products = await monomials(party, torch.stack(flat), terms)
+    out, offset = [], 0
+    for g, _ in chunks:
+        count, _, words = g.shape
+        span = slice(offset, offset + count * words)
+        offset += count * words
+        carry = g[:, -1].reshape(-1)
+        for term in products[: size - 1, span]:
+            carry = carry ^ term
+        joint = products[size - 1, span].reshape(count, words) if need_p else None
+        out.append((carry.reshape(count, words), joint))
+    return out
+
+
+async def reduce_carries(party, groups: list[CarryGroup], prefix: CarryGroup | None = None) -> None:
+    """Reduce every group to one row, G being the carry out (with the prefix's carry in),
+    all groups' products of a level in one round."""
+    pending = prefix is not None
+    everyone = [*([prefix] if prefix is not None else []), *groups]
+    while pending or any(grp.rows > 1 for grp in everyone):
+        if pending and prefix.rows == 1:  # type: ignore[union-attr]
+            for grp in groups:
+                carry = prefix.g.expand(len(grp.g), 1, -1)  # type: ignore[union-attr]
+                grp.g, grp.p = torch.cat([carry, grp.g], 1), torch.cat([torch.zeros_like(carry), grp.p], 1)
+            pending = False
+        active = [grp for grp in everyone if grp.rows > 1]
+        if not active:
+            continue
+        # per group: full chunks of FAN_IN rows, then the most significant rest (a lone row moves up as it is)
+        work: dict[tuple[int, bool], list[tuple[int, int, tuple[torch.Tensor, torch.Tensor]]]] = {}
+        parts: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor | None]] = {}
+        for gi, grp in enumerate(active):
+            full, rest = divmod(grp.rows, FAN_IN)
+            # the joint propagate is needed while rows remain to fold, or a carry is still to come in
+            need_p = full + (rest > 0) > 1 or (pending and grp is not prefix)
+            count, _, words = grp.g.shape
+            if full:
+                g4 = grp.g[:, :full * FAN_IN].reshape(count * full, FAN_IN, words)
+                p4 = grp.p[:, :full * FAN_IN].reshape(count * full, FAN_IN, words)
+                work.setdefault((FAN_IN, need_p), []).append((gi, 0, (g4, p4)))
+            if rest == 1:
+                parts[gi, 1] = (grp.g[:, -1], grp.p[:, -1])
+            elif rest:
+                work.setdefault((rest, need_p), []).append((gi, 1, (grp.g[:, -rest:], grp.p[:, -rest:])))
+        keys = list(work)
+        folded = await asyncio.gather(*(_fold(party, [c for _, _, c in work[k]], *k) for k in keys))
+        for key, results in zip(keys, folded, strict=True):
+            for (gi, which, _), result in zip(work[key], results, strict=True):
+                parts[gi, which] = result
+        for gi, grp in enumerate(active):
+            count, _, words = grp.g.shape
+            full = grp.rows // FAN_IN
+            gs, ps = [], []
+            for which, rows in ((0, full), (1, 1 if grp.rows % FAN_IN else 0)):
+                if rows:
+                    g, p = parts[gi, which]
+                    gs.append(g.reshape(count, rows, words))
+                    ps.append((p if p is not None else torch.zeros_like(g)).reshape(count, rows, words))
+            grp.g, grp.p = torch.cat(gs, 1), torch.cat(ps, 1)
