@@ -138,7 +138,8 @@ async def measure_batch_norm(party, shape):
     await settle(party, x)
     before = snapshot(party)
     await ops.batch_norm(x, stats[2], stats[3], stats[0], stats[1], training=True, method="tree")
-    variables = {"n": math.prod(shape), "c": c, "wc": math.ceil(c / 64)}
+    count = math.prod(shape) // c
+    variables = {"n": math.prod(shape), "c": c, "wc": math.ceil(c / 64), "np2": int(count & (count - 1) != 0)}
     return tuple(a - b for a, b in zip(snapshot(party), before, strict=True)), variables
 
 

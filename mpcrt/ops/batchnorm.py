@@ -32,14 +32,15 @@ variance), and used as they are in inference.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from mpcrt import ring
-from mpcrt.ops.products import OpenedOnce, mean, mul, scale
-from mpcrt.ops.roots import inv_sqrt
+from mpcrt.ops.products import mul, open_masked, scale
+from mpcrt.ops.roots import inv_sqrt, inv_sqrt_times
 from mpcrt.ops.truncation import truncate
 from mpcrt.scope import op_label
 from mpcrt.shares import ArithmeticShare
@@ -47,6 +48,9 @@ from mpcrt.shares import ArithmeticShare
 EXTRA_BITS = 12  # mean, variance and 1/std carry f + 12 fractional bits: a variance of 1e-5 is 2,700 units
 GAIN_BITS = 8  # g = gamma / std carries f + 8 bits: 1/181 (the largest std) is still 23,000 units
 STD_EXPONENTS = (-17, 14)  # var + eps >= eps = 1e-5 > 2^-17
+BLEND_BITS = 24  # the running statistics' weights (1 - momentum, momentum): statistics at f stay below 2^56
+MEAN_BITS = 20  # divisions by the count: the factor 1/count carries 20 + log2(count) bits
+INV_N_BITS = 40  # 1/(std n) for the backward: a product with sum(dy * x_hat) at f stays below 2^62
 SUM_BITS = 6  # sum(dy * c) is kept at f + 6 bits before the product with 1/std
 
 
@@ -93,17 +97,22 @@ async def batch_norm(x: ArithmeticShare, running_mean: Any = None, running_var: 
     count = x.numel() // x.shape[1]
     f, fine = x.frac_bits, x.frac_bits + EXTRA_BITS
     with op_label("batch_norm"):
+        gamma = None if weight is None else _per_channel(weight, x.ndim)
         if training:
-            mu, mu_f = await asyncio.gather(mean(x, dim=dims, keepdim=True, frac_bits=fine),
-                                            mean(x, dim=dims, keepdim=True))
-            centered = x - mu_f
-            # centered is opened once, for its square now and its product with the gain later
-            opened = await OpenedOnce.open(centered, tuple(mu_f.shape), shift=EXTRA_BITS)
-            squares = opened.square()
-            # to f + 12 bits before the division: scale() works at 16 bits more than its input
-            var = await scale(await truncate(squares.sum(dim=dims, keepdim=True), f - EXTRA_BITS), 1.0 / count)
-            await _update_running(running_mean, running_var, mu_f, var, momentum, count)
-            delta: ArithmeticShare | None = _lift(mu_f, EXTRA_BITS) - mu
+            # the means, with gamma opened ahead (masked) for its product with 1/std
+            total = x.sum(dim=dims, keepdim=True)
+            means = asyncio.gather(_divided(total, count, fine), _divided(total, count, f))
+            if isinstance(gamma, ArithmeticShare):
+                (mu, mu_f), gamma = await asyncio.gather(means, open_masked(gamma))
+            else:
+                mu, mu_f = await means
+            # c = x - mean_f opened once (masked): its square, its product with the gain and the
+            # backward's products with it open nothing more; so is mean_f - mean
+            centered, delta = await asyncio.gather(open_masked(x - mu_f), open_masked(_lift(mu_f, EXTRA_BITS) - mu))
+            squares = await mul(centered, centered, frac_bits=2 * f)  # no opening, untruncated
+            sum_sq = squares.sum(dim=dims, keepdim=True)  # at f too, for the running variance (no round more)
+            var, var_f = await asyncio.gather(scale(sum_sq, 1.0 / count, frac_bits=fine),
+                                              scale(sum_sq, 1.0 / count, frac_bits=f))
         else:
             if running_mean is None or running_var is None:
                 raise ValueError("batch_norm in inference needs running_mean and running_var")
@@ -111,14 +120,11 @@ async def batch_norm(x: ArithmeticShare, running_mean: Any = None, running_var: 
             var = _per_channel(running_var, x.ndim)
             if isinstance(var, ArithmeticShare):
                 var = _lift(var, EXTRA_BITS)
-        if isinstance(var, ArithmeticShare):
-            inv_std: ArithmeticShare | torch.Tensor = await inv_sqrt(var + eps, method, frac_bits=fine,
-                                                                     exponents=STD_EXPONENTS)
-        else:
-            inv_std = torch.rsqrt(var.double() + eps)
-        gain = await _gain(inv_std, weight, x.ndim, f)
-        if training:  # (c 2^12 + delta) * gain, c's opening reused; per channel: delta * gain + bias
-            c_gain, per_channel = await asyncio.gather(opened.times(gain), _times_gain(delta, gain))
+        inv_std, gain = await _inv_std_and_gain(var, eps, gamma, f, method)
+        if training:  # (c 2^12 + delta) * gain, both masked: local; per channel: delta * gain + bias
+            wide = 2 * f + GAIN_BITS + EXTRA_BITS
+            c_gain, per_channel = await asyncio.gather(mul(centered, gain, frac_bits=wide),
+                                                       mul(delta, gain, frac_bits=wide))
         else:
             c_gain, per_channel = await _times_gain(_exact_centered(centered, delta), gain), None
         shared_bias = isinstance(bias, ArithmeticShare)
@@ -127,29 +133,44 @@ async def batch_norm(x: ArithmeticShare, running_mean: Any = None, running_var: 
             b = _lift(b, c_gain.frac_bits - b.frac_bits)
             per_channel = b if per_channel is None else per_channel + b
         raw = c_gain if per_channel is None else c_gain + per_channel
-        y = await truncate(raw, raw.frac_bits - f)
+        # the running statistics update in the same round as the output's truncation
+        updating = _update_running(running_mean, running_var, mu_f, var_f, momentum, count) if training else None
+        y, _ = await asyncio.gather(truncate(raw, raw.frac_bits - f), updating or asyncio.sleep(0))
         if bias is not None and not shared_bias:
             y = y + _per_channel(bias, x.ndim)
         return y, BatchNormContext(centered, delta, inv_std, gain, weight is not None, count, training)
+
+
+def _divided(total: ArithmeticShare, count: int, frac_bits: int) -> Awaitable[ArithmeticShare]:
+    """total / count at frac_bits in one truncation: total times round(2^(20 + e) / count)
+    for count in [2^e, 2^(e+1)), shifted by 20 + e (the factor's relative error, 2^-21, is
+    below the result's precision). Needs |total| * 2^20 < 2^62 at total's scale."""
+    e = count.bit_length() - 1
+    bits = MEAN_BITS + e + total.frac_bits - frac_bits
+    return truncate(total._with(total.value * round(2.0 ** (MEAN_BITS + e) / count), frac_bits + bits), bits)
+
+
+async def _inv_std_and_gain(var: Any, eps: float, gamma: Any, f: int, method: str | None) -> tuple[Any, Any]:
+    """1/sqrt(var + eps) at f + 12 bits and gamma / std at f + 8 (tensors when the
+    statistics and gamma are public)."""
+    if not isinstance(var, ArithmeticShare):
+        inv_std = torch.rsqrt(var.double() + eps)
+        if isinstance(gamma, ArithmeticShare):
+            return inv_std, await mul(gamma, inv_std, frac_bits=f + GAIN_BITS)
+        return inv_std, inv_std if gamma is None else inv_std * gamma.double()
+    fine = f + EXTRA_BITS
+    if isinstance(gamma, ArithmeticShare):
+        return await inv_sqrt_times(var + eps, gamma, (fine, f + GAIN_BITS), method, STD_EXPONENTS)
+    inv_std = await inv_sqrt(var + eps, method, frac_bits=fine, exponents=STD_EXPONENTS)
+    if gamma is None:
+        return inv_std, await truncate(inv_std, EXTRA_BITS - GAIN_BITS)
+    return inv_std, await mul(inv_std, gamma, frac_bits=f + GAIN_BITS)
 
 
 def _exact_centered(centered: ArithmeticShare, delta: ArithmeticShare | None) -> ArithmeticShare:
     """x - mean at f + 12 bits (local)."""
     lifted = _lift(centered, EXTRA_BITS)
     return lifted if delta is None else lifted + delta
-
-
-async def _gain(inv_std: ArithmeticShare | torch.Tensor, weight: Any, ndim: int, f: int
-                ) -> ArithmeticShare | torch.Tensor:
-    """gamma / std per channel, at f + 8 bits when shared."""
-    weight = None if weight is None else _per_channel(weight, ndim)
-    if isinstance(inv_std, ArithmeticShare):
-        if weight is None:
-            return await truncate(inv_std, EXTRA_BITS - GAIN_BITS)
-        return await mul(inv_std, weight, frac_bits=f + GAIN_BITS)
-    if isinstance(weight, ArithmeticShare):
-        return await mul(weight, inv_std, frac_bits=f + GAIN_BITS)
-    return inv_std if weight is None else inv_std * weight.double()
 
 
 async def _update_running(running_mean: Any, running_var: Any, mu: ArithmeticShare, var: ArithmeticShare,
@@ -166,44 +187,47 @@ async def _update_running(running_mean: Any, running_var: Any, mu: ArithmeticSha
         running.value = value.value  # in place, as torch does
 
 
-async def _blend(running: ArithmeticShare, stat: ArithmeticShare, momentum: float, factor: float) -> ArithmeticShare:
-    kept, added = await asyncio.gather(scale(running, 1 - momentum),
-                                       scale(stat, momentum * factor, frac_bits=running.frac_bits))
-    return kept + added
-
-
-async def _mean_times_gain(d_bias: ArithmeticShare, ctx: BatchNormContext) -> ArithmeticShare:
-    """gain * sum(dy) / n per channel, at 2f + 20 bits (the training backward's constant term)."""
-    mean_dy = await scale(d_bias, 1.0 / ctx.count, frac_bits=d_bias.frac_bits + EXTRA_BITS)
-    return await _times_gain(mean_dy, ctx.gain)
+def _blend(running: ArithmeticShare, stat: ArithmeticShare, momentum: float, factor: float
+           ) -> Awaitable[ArithmeticShare]:
+    """(1 - momentum) running + momentum factor stat, in one truncation (both weights at
+    BLEND_BITS, the two terms at the finer of their scales)."""
+    top = max(running.frac_bits, stat.frac_bits)
+    raw = ((running.value << (top - running.frac_bits)) * ring.encode_constant(1 - momentum, BLEND_BITS)
+           + (stat.value << (top - stat.frac_bits)) * ring.encode_constant(momentum * factor, BLEND_BITS))
+    return truncate(running._with(raw, top + BLEND_BITS), top + BLEND_BITS - running.frac_bits)
 
 
 async def batch_norm_backward(grad_out: ArithmeticShare, ctx: BatchNormContext
                               ) -> tuple[ArithmeticShare, ArithmeticShare | None, ArithmeticShare]:
-    """(grad of the input, grad of weight (None if no weight), grad of bias)."""
+    """(grad of the input, grad of weight (None if no weight), grad of bias). dy is opened
+    once (masked); every product with the forward's masked values is then local."""
     dims = _reduce_dims(grad_out.ndim)
     f = grad_out.frac_bits
     with op_label("batch_norm_backward"):
         d_bias = grad_out.sum(dim=dims, keepdim=True)
-        # sum(dy * c) before any truncation, so n rounding errors do not add up
-        dy_c = mul(grad_out, ctx.centered, frac_bits=2 * f)
         if not ctx.training:  # inference: the statistics are constants
-            dy_c, dy_gain = await asyncio.gather(dy_c, _times_gain(grad_out, ctx.gain))
-            total = dy_c.sum(dim=dims, keepdim=True)
-        else:  # sum(dy * (x - mean)) = sum(dy * c) + sum(dy) * delta
-            dy_c, dy_gain, gain_mean, shift = await asyncio.gather(
-                dy_c, _times_gain(grad_out, ctx.gain), _mean_times_gain(d_bias, ctx),
-                mul(d_bias, ctx.delta, frac_bits=2 * f))
-            total = dy_c.sum(dim=dims, keepdim=True) + shift
-        total = await truncate(total, f - SUM_BITS)
-        d_weight = await mul(total, ctx.inv_std, frac_bits=f)  # sum(dy * x_hat)
-        if not ctx.training:  # fixed statistics: the input gradient is a per-channel scaling
-            dx = await truncate(dy_gain, f + GAIN_BITS)
-        else:
-            # k = gain * inv_std * sum(dy * x_hat) / n, at f + 8 bits
-            k = await scale(await mul(d_weight, ctx.inv_std, frac_bits=f + GAIN_BITS), 1.0 / ctx.count)
-            k = await mul(k, ctx.gain, frac_bits=f + GAIN_BITS)
-            k_x = await mul(_exact_centered(ctx.centered, ctx.delta), k, frac_bits=2 * f + EXTRA_BITS + GAIN_BITS)
-            raw = _lift(dy_gain, EXTRA_BITS) - k_x - gain_mean  # at 2f + 20 bits
-            dx = await truncate(raw, raw.frac_bits - f)
+            dy = await open_masked(grad_out)
+            dy_c, dy_gain = await asyncio.gather(mul(dy, ctx.centered, frac_bits=2 * f), _times_gain(dy, ctx.gain))
+            total = await truncate(dy_c.sum(dim=dims, keepdim=True), f - SUM_BITS)
+            d_weight, dx = await asyncio.gather(mul(total, ctx.inv_std, frac_bits=f),
+                                                truncate(dy_gain, f + GAIN_BITS))
+            return dx, (d_weight.reshape(-1) if ctx.has_weight else None), d_bias.reshape(-1)
+        assert isinstance(ctx.inv_std, ArithmeticShare) and ctx.delta is not None
+        dy, sum_dy, inv_n = await asyncio.gather(open_masked(grad_out), open_masked(d_bias),
+                                                 _divided(ctx.inv_std, ctx.count, INV_N_BITS))
+        # sum(dy * (x - mean)) = sum(dy * c) + sum(dy) * delta, summed before the one truncation
+        dy_c, dy_gain, shift = await asyncio.gather(
+            mul(dy, ctx.centered, frac_bits=2 * f), mul(dy, ctx.gain, frac_bits=2 * f + GAIN_BITS),
+            mul(sum_dy, ctx.delta, frac_bits=2 * f + EXTRA_BITS))
+        raw_total = _lift(dy_c.sum(dim=dims, keepdim=True), EXTRA_BITS) + shift
+        total, mean_dy = await asyncio.gather(truncate(raw_total, raw_total.frac_bits - f - SUM_BITS),
+                                              _divided(sum_dy, ctx.count, f + EXTRA_BITS))
+        wide = 2 * f + EXTRA_BITS + GAIN_BITS
+        d_weight, gain_mean = await asyncio.gather(mul(total, ctx.inv_std, frac_bits=f),  # sum(dy * x_hat)
+                                                   mul(mean_dy, ctx.gain, frac_bits=wide))
+        # k = gain * inv_std * sum(dy * x_hat) / n, at f + 8 bits
+        k = await mul(await mul(d_weight, inv_n, frac_bits=f + GAIN_BITS), ctx.gain, frac_bits=f + GAIN_BITS)
+        k_c, k_delta = await asyncio.gather(mul(ctx.centered, k, frac_bits=wide), mul(ctx.delta, k, frac_bits=wide))
+        raw = _lift(dy_gain, EXTRA_BITS) - k_c - k_delta - gain_mean  # at 2f + 20 bits
+        dx = await truncate(raw, raw.frac_bits - f)
         return dx, (d_weight.reshape(-1) if ctx.has_weight else None), d_bias.reshape(-1)

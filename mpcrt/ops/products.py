@@ -211,13 +211,20 @@ async def scale(x: ArithmeticShare, factor: float, *, frac_bits: int | None = No
     multiplied by c at 16 extra bits and truncated; for e > 0 the result is shifted left
     (exact). So neither tiny nor large factors lose precision or overflow. One round for
     factors >= 1/2, two below. Error: at most 3 units of the result's scale (times 2^e for
-    e > 0) plus 2^-17 relative. The result has `frac_bits` (default x's)."""
+    e > 0) plus 2^-17 relative. A power of two costs one truncation at most. The result
+    has `frac_bits` (default x's)."""
     target = x.frac_bits if frac_bits is None else frac_bits
-    if target > x.frac_bits:  # lifting is exact: the extra low bits are zero
-        x = x._with(x.value << (target - x.frac_bits), target)
     if factor == 0:
         return x._with(torch.zeros_like(x.value), target)
     exponent = math.floor(math.log2(abs(factor)))  # factor = c * 2^exponent, |c| in [1, 2)
+    if abs(factor) == 2.0 ** exponent:  # a power of two (1/n for n = 2^k): one shift, exact or truncating
+        shift = target - x.frac_bits + exponent
+        value = x.value if factor > 0 else -x.value
+        if shift >= 0:
+            return x._with(value << shift, target)
+        return await truncate(x._with(value, target - shift), -shift, truncation)
+    if target > x.frac_bits:  # lifting is exact: the extra low bits are zero
+        x = x._with(x.value << (target - x.frac_bits), target)
     if exponent < 0:
         x = x._with((await truncate(x._with(x.value, x.frac_bits - exponent), -exponent, truncation)).value,
                     x.frac_bits)

@@ -56,16 +56,16 @@ def lookup(onehot: ArithmeticShare, exponents: list[int], g: Callable[[int], flo
 
 @dataclass
 class _Converted:
-    """a = m * 2^e with m in [1/2, 1), and a public function of e (the result's scale),
-    both masked for products that open nothing more."""
+    """a = m * 2^e with m in [1/2, 1), and public functions of e (the result's scale, and
+    that times a caller's factor), all masked for products that open nothing more."""
 
     m: ArithmeticShare
-    scale: ArithmeticShare
+    scales: list[ArithmeticShare]
 
 
 async def _convert(a: ArithmeticShare, lo: int, hi: int, method: str | None,
-                   result_scale: Callable[[int], float]) -> _Converted:
-    """m and result_scale(e) for a in [2^lo, 2^(hi+1))."""
+                   result_scale: Callable[[int], float], factor: ArithmeticShare | None = None) -> _Converted:
+    """m and result_scale(e) (and result_scale(e) * factor, factor masked) for a in [2^lo, 2^(hi+1))."""
     f = a.frac_bits
     powers = list(range(lo, hi + 2))  # thresholds 2^j
     # one-hot: below the range, a in [2^j, 2^(j+1)) for each threshold but the last, above the range
@@ -78,9 +78,12 @@ async def _convert(a: ArithmeticShare, lo: int, hi: int, method: str | None,
     # added before the truncation, so that m is a truncation's output (masked) all the same
     ends = (onehot[0].value * ring.encode_constant(0.5, f + LOOKUP_BITS)
             + onehot[-1].value * ring.encode_constant(1 - 2.0 ** -f, f + LOOKUP_BITS))
-    m = await truncate(product + ArithmeticShare(a.party, ends, f + LOOKUP_BITS, a.dtype),
-                       f + LOOKUP_BITS - min(f, M_BITS))
-    return _Converted(m, scale)
+    truncated = truncate(product + ArithmeticShare(a.party, ends, f + LOOKUP_BITS, a.dtype),
+                         f + LOOKUP_BITS - min(f, M_BITS))
+    if factor is None:
+        return _Converted(await truncated, [scale])
+    m, scaled = await asyncio.gather(truncated, mul(scale, factor, frac_bits=LOOKUP_BITS))
+    return _Converted(m, [scale, scaled])
 
 
 async def reciprocal(a: ArithmeticShare, method: str | None = None) -> ArithmeticShare:
@@ -96,14 +99,16 @@ async def reciprocal_in_range(a: ArithmeticShare, lo: int, hi: int, method: str 
     x = 2.9142 - m * 2  # masked like m
     for _ in range(NEWTON_STEPS - 1):
         x = await mul(x, 2 - await mul(m, x))
-    mx, scaled = await asyncio.gather(mul(m, x), mul(x, conv.scale, frac_bits=LOOKUP_BITS))
+    mx, scaled = await asyncio.gather(mul(m, x), mul(x, conv.scales[0], frac_bits=LOOKUP_BITS))
     return await mul(scaled, 2 - mx, frac_bits=a.frac_bits)
 
 
 async def _goldschmidt(a: ArithmeticShare, method: str | None, exponents: tuple[int, int],
-                       result_scale: Callable[[int], float], root: bool, frac_bits: int) -> ArithmeticShare:
-    """sqrt(m) (root) or 1 / sqrt(m), times result_scale(e), for a = m 2^e."""
-    conv = await _convert(a, *exponents, method, result_scale)
+                       result_scale: Callable[[int], float], root: bool, frac_bits: list[int],
+                       factor: ArithmeticShare | None = None) -> list[ArithmeticShare]:
+    """sqrt(m) (root) or 1 / sqrt(m), times result_scale(e) (and that times factor), for
+    a = m 2^e; results at frac_bits (one entry per result)."""
+    conv = await _convert(a, *exponents, method, result_scale, factor)
     m, f, k = conv.m, conv.m.frac_bits, COEFF_BITS
     c0, c1 = INV_SQRT_START
     # g = m y0 = c0 m + c1 m^2 and h = y0 / 2, each one truncation of a local combination
@@ -116,8 +121,11 @@ async def _goldschmidt(a: ArithmeticShare, method: str | None, exponents: tuple[
     for _ in range(GOLDSCHMIDT_STEPS - 1):
         r = 1.5 - await mul(g, h)
         g, h = await asyncio.gather(mul(g, r), mul(h, r))
-    gh, scaled = await asyncio.gather(mul(g, h), mul(g if root else h * 2, conv.scale, frac_bits=LOOKUP_BITS))
-    return await mul(scaled, 1.5 - gh, frac_bits=frac_bits)
+    # the last step: its correction 3/2 - g h joins the scaled results
+    gh, *scaled = await asyncio.gather(mul(g, h), *(mul(g if root else h * 2, s, frac_bits=LOOKUP_BITS)
+                                                    for s in conv.scales))
+    return list(await asyncio.gather(*(mul(s, 1.5 - gh, frac_bits=bits) for s, bits in zip(scaled, frac_bits,
+                                                                                           strict=True))))
 
 
 async def inv_sqrt(a: ArithmeticShare, method: str | None = None, frac_bits: int | None = None,
@@ -126,10 +134,24 @@ async def inv_sqrt(a: ArithmeticShare, method: str | None = None, frac_bits: int
     (covers [1e-4, 1e4]); clipped outside. `frac_bits`: the result's scale (more than a's
     keeps small results precise for a later product)."""
     with op_label("inv_sqrt"):
-        return await _goldschmidt(a, method, exponents, lambda e: 2.0 ** (-e / 2), False, frac_bits or a.frac_bits)
+        (out,) = await _goldschmidt(a, method, exponents, lambda e: 2.0 ** (-e / 2), False, [frac_bits or a.frac_bits])
+        return out
+
+
+async def inv_sqrt_times(a: ArithmeticShare, factor: ArithmeticShare, frac_bits: tuple[int, int],
+                         method: str | None = None, exponents: tuple[int, int] = INV_SQRT_RANGE
+                         ) -> tuple[ArithmeticShare, ArithmeticShare]:
+    """(1/sqrt(a), factor/sqrt(a)) in the rounds of inv_sqrt alone (batch norm's 1/std and
+    gamma/std): the factor meets the result's scale lookup while the range conversion runs.
+    factor: masked (a truncation's output, or opened ahead with ops.open_masked)."""
+    with op_label("inv_sqrt"):
+        out, scaled = await _goldschmidt(a, method, exponents, lambda e: 2.0 ** (-e / 2), False, list(frac_bits),
+                                         await open_masked(factor))
+        return out, scaled
 
 
 async def sqrt(a: ArithmeticShare, method: str | None = None) -> ArithmeticShare:
     """sqrt(a) for a in [2^-14, 2^14); clipped outside."""
     with op_label("sqrt"):
-        return await _goldschmidt(a, method, INV_SQRT_RANGE, lambda e: 2.0 ** (e / 2), True, a.frac_bits)
+        (out,) = await _goldschmidt(a, method, INV_SQRT_RANGE, lambda e: 2.0 ** (e / 2), True, [a.frac_bits])
+        return out
