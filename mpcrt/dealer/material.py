@@ -185,25 +185,6 @@ class Square(Kind):
         return {"c": free["a"] * free["a"]}
 
 
-class SquareAndScale(Kind):
-    """For x * x and a later x * g (g broadcast against x, e.g. a per-channel scale) with x
-    opened once: a masks x, b masks g, aa = a * a, ab = a * b. params (shape_x, shape_g,
-    shift): the product is wanted at `shift` more fractional bits, so ab is shifted offline."""
-
-    free = ("a", "b")
-    dependent = ("aa", "ab")
-
-    def shapes(self, params):
-        shape_x, shape_g = tuple(params[0]), tuple(params[1])
-        return {"a": shape_x, "b": shape_g, "aa": shape_x, "ab": broadcast(shape_x, shape_g)}
-
-    def dependent_values(self, free, params):
-        return {"aa": free["a"] * free["a"], "ab": free["a"] * free["b"]}
-
-    def prepare(self, parts, params, party_id):
-        return {**parts, "ab": parts["ab"] << params[2]}
-
-
 TRUNCATION_OFFSET = 1 << 62  # truncation shifts x by 2^62 so that x + 2^62 is non-negative
 
 
@@ -423,7 +404,6 @@ class MaskedProduct(Kind):
 
 
 KINDS: dict[str, Kind] = {"triple": Triple(), "square": Square(), "trunc": Truncation(),
-                          "sqscale": SquareAndScale(),
                           "and": AndTriple(), "pand": PrivateAndTriple(),
                           "mand": MultiAndTriple(), "bits": RandomBits(), "dcf": Comparison(),
                           "mask": Mask(), "mprod": MaskedProduct()}

@@ -2,10 +2,15 @@
 
 The per-element work is what costs (a DCGAN batch norm sees up to a million elements, its
 channel statistics a few hundred values), so everything that can be done per channel is,
-and each element is opened as few times as possible: 16 bytes per element forward (x - mean
-opened once for its square and its product with gamma / std), 40 backward (the textbook
-form, x_hat = (x - mean) / std, then gamma * x_hat, then the backward's products with
-x_hat, opens and truncates every element about three times more).
+and each element is opened once each way: x - mean_f forward and dy backward are opened
+under masks the dealer knows (ops.products.open_masked), and every product with them, or
+with a truncation's output, is then local; 16 bytes per element forward (that opening and
+the output's truncation) and 16 backward (the textbook form, x_hat = (x - mean) / std,
+then gamma * x_hat, then the backward's products with x_hat, took 72 and 40).
+Rounds: the means (one truncation each, concurrently, with gamma opened), the centered
+input's opening, the variance, the inverse square root on C values (gamma / std joins its
+last step) and the output's truncation, with the running statistics': 19 at f = 16 (20
+when n / C is not a power of two). Backward: 6.
 
 Training forward, with mean_f the batch mean rounded to f bits and c = x - mean_f (exact):
   var   = mean(c^2)                   squares at 2f, summed before the one truncation
@@ -22,8 +27,9 @@ Backward, with delta = mean_f - mean and x - mean = c + delta (so x_hat is never
 
 Valid while the channel variance satisfies var + eps in [2^-17, 2^15) (the inverse square
 root's range; clipped outside) and n * var < 2^30 (the sum of squares at 2f; n elements
-per channel), |x - mean| < 2^15, and |gamma * x_hat| and |dx| < 2^10 (products at 2f + 20
-bits). With eps = 1e-5 the tiny variances of DCGAN's freshly initialised layers (about
+per channel), |x - mean| < 2^15, |gamma * x_hat| and |dx| < 2^10 (products at 2f + 20
+bits), a channel's |sum(x)| < 2^26 (the means' one truncation) and |sum(dy * (x - mean))|
+< 2^18 (summed at 2f + 12 bits). With eps = 1e-5 the tiny variances of DCGAN's freshly initialised layers (about
 1e-5) are covered.
 Running statistics, when given as shares, are updated in place like torch's (unbiased
 variance), and used as they are in inference.

@@ -22,11 +22,11 @@ import numpy as np
 import torch
 
 from mpcrt import ring
-from mpcrt.ops.products import OpenedOnce, mul, square
+from mpcrt.ops.products import mul, open_masked, square
 from mpcrt.ops.segments import pick, segment_onehot
 from mpcrt.ops.truncation import truncate
 from mpcrt.scope import op_label
-from mpcrt.shares import ArithmeticShare, stack
+from mpcrt.shares import ArithmeticShare
 
 COEFF_BITS = 32
 
@@ -89,27 +89,25 @@ async def powers_of(x: ArithmeticShare, degree: int, x2: ArithmeticShare | None 
     return powers[:degree]
 
 
-async def _opened_powers(x: ArithmeticShare, degree: int) -> tuple[OpenedOnce, list[ArithmeticShare]]:
-    """x opened once (for x^2 now and c_1 x later), and [x, x^2, ..., x^degree]."""
-    opened = await OpenedOnce.open(x, tuple(x.shape))
-    x2 = await truncate(opened.square(), x.frac_bits) if degree >= 2 else None
-    return opened, await powers_of(x, degree, x2)
+async def _opened_powers(x: ArithmeticShare, degree: int) -> list[ArithmeticShare]:
+    """[x, x^2, ..., x^degree], x opened once (masked) for x^2 now and c_1 x later."""
+    x = await open_masked(x)
+    x2 = await square(x, frac_bits=x.frac_bits) if degree >= 2 else None  # x masked: no opening
+    return await powers_of(x, degree, x2)
 
 
 async def evaluate(x: ArithmeticShare, pw: Piecewise, method: str | None = None) -> ArithmeticShare:
     """pw(x) on shares; exact segment choice, polynomial error as fitted plus a few units."""
     party, f = x.party, x.frac_bits
     with op_label("piecewise"):
-        onehot, (opened, powers) = await asyncio.gather(segment_onehot(x, pw.breakpoints, method),
-                                                        _opened_powers(x, pw.degree))
+        onehot, powers = await asyncio.gather(segment_onehot(x, pw.breakpoints, method), _opened_powers(x, pw.degree))
         # coefficient k of each element's piece (rows: k, columns: inner segments), local
         coefficients = onehot._with(pick(onehot[1:-1], [list(c) for c in zip(*pw.coefficients, strict=True)],
                                          COEFF_BITS), COEFF_BITS)
-        # c_1 x reuses x's opening; the higher terms are one batched product (all exact, untruncated)
-        linear, *higher = await asyncio.gather(
-            opened.times(coefficients[1]),
-            *([mul(coefficients[2:], stack(powers[1:]), frac_bits=f + COEFF_BITS)] if pw.degree > 1 else []))
-        terms = linear + higher[0].sum(dim=0) if higher else linear
+        # the powers are masked: each product opens only its coefficient (all exact, untruncated)
+        terms = await asyncio.gather(*(mul(power, coefficients[k + 1], frac_bits=f + COEFF_BITS)
+                                       for k, power in enumerate(powers)))
+        terms = sum(terms[1:], terms[0])
         inner = await truncate(terms + coefficients[0]._with(coefficients[0].value << f, f + COEFF_BITS), COEFF_BITS)
         outer = onehot[0] * ring.encode_constant(pw.left, f) + onehot[-1] * ring.encode_constant(pw.right, f)
     return inner + ArithmeticShare(party, outer.value, f, x.dtype)

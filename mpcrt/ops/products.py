@@ -141,42 +141,6 @@ async def square(x: ArithmeticShare, *, truncation: str | None = None, frac_bits
     return await truncate(x._with(z, 2 * x.frac_bits), 2 * x.frac_bits - target, truncation)
 
 
-class OpenedOnce:
-    """x opened once (e = x - a, one round of 8 bytes per element) for its square now and its
-    product with a broadcast share g (e.g. a per-channel scale) later, which then opens only
-    g - b: batch norm's x_hat^2 and gamma / std * x_hat cost one opening of x, not two."""
-
-    def __init__(self, x: ArithmeticShare, material: dict[str, torch.Tensor], e: torch.Tensor, shift: int) -> None:
-        self.x, self.m, self.e, self.shift = x, material, e, shift
-
-    @classmethod
-    async def open(cls, x: ArithmeticShare, scale_shape: tuple[int, ...], shift: int = 0) -> OpenedOnce:
-        """shift: extra fractional bits the later product is wanted at (free: made offline)."""
-        party = x.party
-        with op_label("square"):
-            mid = party.next_id()
-            m = await party.dealer.get(Request("sqscale", mid, "", (tuple(x.shape), tuple(scale_shape), shift)))
-            e_mine = x.value - m["a"]
-            (e_peer,) = await party.exchange([e_mine], mid=mid)
-        return cls(x, m, e_mine + e_peer, shift)
-
-    def square(self) -> ArithmeticShare:
-        """x * x at twice x's scale, untruncated (local)."""
-        z = _square_from_opening(self.e, self.m["a"], self.m["aa"], self.x.party.id)
-        return self.x._with(z, 2 * self.x.frac_bits)
-
-    async def times(self, g: ArithmeticShare) -> ArithmeticShare:
-        """x * g at the sum of the scales plus `shift`, untruncated: one round opening g - b."""
-        party = self.x.party
-        with op_label("mul"):
-            d_mine = g.value - self.m["b"]
-            (d_peer,) = await party.exchange([d_mine])
-        d = (d_mine + d_peer) << self.shift  # per-channel values are shifted, not the elements
-        e, a, b = self.e, self.m["a"], self.m["b"] << self.shift
-        z = self.m["ab"] + e * (b + d if party.id == 0 else b) + a * d
-        return self.x._with(z, self.x.frac_bits + g.frac_bits + self.shift)
-
-
 async def matmul(x: Any, y: Any, *, truncation: str | None = None) -> ArithmeticShare:
     """torch.matmul(x, y), either operand public or shared."""
     return await _product("matmul", x, y, {}, truncation)

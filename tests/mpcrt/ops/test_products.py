@@ -151,32 +151,6 @@ async def test_products_without_a_dealer_say_what_to_do():
     assert any(isinstance(r, RuntimeError) and "no dealer" in str(r) for r in results)
 
 
-async def opened_once(party, x: torch.Tensor, g: torch.Tensor):
-    from mpcrt.ops.products import OpenedOnce
-
-    X = await party.input(x if party.id == 0 else None, src=0)
-    G = await party.input(g if party.id == 1 else None, src=1)
-    before = party.stats.bytes_sent
-    opened = await OpenedOnce.open(X, tuple(G.shape))
-    sq = opened.square()
-    xg = await opened.times(G)
-    sent = party.stats.bytes_sent - before
-    return await sq.reveal(), await xg.reveal(), sq.frac_bits, xg.frac_bits, sent
-
-
-async def test_opened_once_gives_the_square_and_a_broadcast_product():
-    gen = torch.Generator().manual_seed(3)
-    x = torch.randn(4, 3, 2, 2, generator=gen, dtype=torch.float64) * 5
-    g = torch.randn(1, 3, 1, 1, generator=gen, dtype=torch.float64)
-    ulp = 2.0 ** -16
-    xq, gq = (x / ulp).round() * ulp, (g / ulp).round() * ulp
-    for sq, xg, f_sq, f_xg, sent in await run_pair(opened_once, x, g):
-        assert (f_sq, f_xg) == (32, 32)  # untruncated: exact products of the held values
-        assert torch.allclose(sq, xq * xq, atol=1e-9, rtol=0)
-        assert torch.allclose(xg, xq * gq, atol=1e-9, rtol=0)
-        assert sent == 8 * (48 + 3)  # x opened once (48 elements), g - b (3)
-
-
 async def masked_chain(party, x: torch.Tensor, y: torch.Tensor, g: torch.Tensor):
     """Products of truncation outputs, affine maps of them, a fresh opening and a broadcast:
     each product opens only what is not masked yet."""
