@@ -91,6 +91,9 @@ async def measure(party, op: str, shapes: tuple):
         n = variables["n"]
         variables.update(w=math.ceil(n / 64))
         await NONLINEAR[op](x)
+    elif op == "mul_bit":
+        variables.update(w=math.ceil(variables["n"] / 64))
+        await ops.mul_bit(x, BinaryShare(party, x.value.reshape(-1)[:variables["w"]]))  # any words as bits
     elif op in ("and", "bit_to_arith"):
         words = BinaryShare(party, x.value.reshape(-1))
         variables.update(w=words.value.numel(), b=64 * words.value.numel() - 5)
@@ -125,6 +128,7 @@ CASES = {
     "truncate_local": [((10,),)],
     "and": [((3,),), ((2, 5),)],
     "bit_to_arith": [((1,),), ((4,),)],
+    "mul_bit": [((5,),), ((3, 40),)],
     **{op: [((64,),), ((3, 50),)] for op in NONLINEAR},
     "batch_norm": [((2, 3, 4, 4),), ((4, 40, 3, 3),), ((1, 70, 2, 2),)],
 }

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from gan.nn import functional as F
 from gan.nn.module import Module, Tensor
 
 
 class ReLU(Module):
     def __init__(self) -> None:
-        self._d: Tensor | None = None
+        self._d: Any = None  # an ops.Mask on shares, the derivative in plaintext
 
     async def forward(self, x: Tensor) -> Tensor:
         y, self._d = await F.relu(x)
@@ -16,7 +18,7 @@ class ReLU(Module):
 
     async def backward(self, grad: Tensor) -> Tensor:
         assert self._d is not None, "backward before forward"
-        return await F.mul(grad, self._d)
+        return await F.relu_backward(grad, self._d)
 
 
 class LeakyReLU(ReLU):

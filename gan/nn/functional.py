@@ -55,21 +55,26 @@ async def conv2d_weight_grad(x: Tensor, grad_out: Tensor, kernel: tuple[int, int
     return full.transpose(0, 1)[:, :, :kernel[0], :kernel[1]]
 
 
-async def relu(x: Tensor) -> tuple[Tensor, Tensor]:
-    """(output, local derivative)."""
+async def relu(x: Tensor) -> tuple[Tensor, Any]:
+    """(output, what the backward needs: the ops.Mask, or the plain derivative)."""
     if _secure(x):
-        y, mask = await ops.relu(x)
-        return y, mask.derivative
+        return await ops.relu(x)
     d = (x >= 0).to(x.dtype)
     return x * d, d
 
 
-async def leaky_relu(x: Tensor, slope: float) -> tuple[Tensor, Tensor]:
+async def leaky_relu(x: Tensor, slope: float) -> tuple[Tensor, Any]:
     if _secure(x):
-        y, mask = await ops.leaky_relu(x, slope)
-        return y, mask.derivative
+        return await ops.leaky_relu(x, slope)
     s = torch.where(x >= 0, torch.ones_like(x), torch.full_like(x, slope))
     return x * s, s
+
+
+async def relu_backward(grad: Tensor, saved: Any) -> Tensor:
+    """grad times the local derivative that relu / leaky_relu saved."""
+    if isinstance(saved, ops.Mask):
+        return await ops.relu_backward(grad, saved)
+    return await mul(grad, saved)
 
 
 async def sigmoid(x: Tensor) -> Tensor:

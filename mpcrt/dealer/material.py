@@ -10,6 +10,7 @@ locally, and only party 1's corrections for dependent parts (c = a*b - c0, ...) 
 from __future__ import annotations
 
 import itertools
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -368,6 +369,23 @@ def truncation_masks(r: torch.Tensor, bits: int) -> torch.Tensor:
     return torch.stack([not_wrapped, wrapped])
 
 
+def _mask_size(source: tuple) -> tuple[int, tuple[int, ...]]:
+    """(variants, shape) of the mask a request made: a truncation's has two."""
+    request = _source_request(source)
+    return (2 if request.kind == "trunc" else 1), tuple(request.params[0])
+
+
+def _mask_link(source: tuple) -> tuple[Request, str]:
+    request = _source_request(source)
+    return request, "r" if request.kind == "trunc" else "a"
+
+
+def _mask_variants(source: tuple, full: torch.Tensor) -> torch.Tensor:
+    """The mask's variants (variants, *shape), from the full free component of its request."""
+    request = _source_request(source)
+    return truncation_masks(full, request.params[1]) if request.kind == "trunc" else full.unsqueeze(0)
+
+
 class MaskedProduct(Kind):
     """For x * y (elementwise, broadcasting) when each operand is already public up to a mask
     the dealer knows: a truncation's output (two possible masks, picked online by the
@@ -378,35 +396,44 @@ class MaskedProduct(Kind):
     dependent = ("c",)
 
     def shapes(self, params):
-        (vx, shape_x), (vy, shape_y) = (self._variants(src) for src in params)
+        (vx, shape_x), (vy, shape_y) = (_mask_size(src) for src in params)
         return {"c": (vx if params[0] == params[1] else vx * vy, *broadcast(shape_x, shape_y))}
 
-    @staticmethod
-    def _variants(source: tuple) -> tuple[int, tuple[int, ...]]:
-        request = _source_request(source)
-        return (2 if request.kind == "trunc" else 1), tuple(request.params[0])
-
     def linked(self, params):
-        return {f"m{i}": (_source_request(src), "r" if _source_request(src).kind == "trunc" else "a")
-                for i, src in enumerate(params)}
+        return {f"m{i}": _mask_link(src) for i, src in enumerate(params)}
 
     def dependent_values(self, free, params):
-        masks = []
-        for i, src in enumerate(params):
-            request = _source_request(src)
-            full = free[f"m{i}"]
-            masks.append(truncation_masks(full, request.params[1]) if request.kind == "trunc" else full.unsqueeze(0))
-        mx, my = masks
+        mx, my = (_mask_variants(src, free[f"m{i}"]) for i, src in enumerate(params))
         if params[0] == params[1]:
             return {"c": mx * mx}
         c = mx.unsqueeze(1) * my.unsqueeze(0)  # (vx, vy, *out)
         return {"c": c.reshape(-1, *c.shape[2:])}
 
 
+class MaskedTimesBit(Kind):
+    """For x * b, x masked (see MaskedProduct) and b a bit opened as b xor rho with rho from
+    a `bits` request: the products of x's mask variants with rho (as ring 0/1).
+    params (source_x, source_bits), each from `mask_source`."""
+
+    dependent = ("c",)
+
+    def shapes(self, params):
+        variants, shape = _mask_size(params[0])
+        return {"c": (variants, *shape)}
+
+    def linked(self, params):
+        return {"m": _mask_link(params[0]), "rho": (_source_request(params[1]), "packed")}
+
+    def dependent_values(self, free, params):
+        shape = _mask_size(params[0])[1]
+        rho = unpack_bits(free["rho"], math.prod(shape)).reshape(shape)
+        return {"c": _mask_variants(params[0], free["m"]) * rho}
+
+
 KINDS: dict[str, Kind] = {"triple": Triple(), "square": Square(), "trunc": Truncation(),
                           "and": AndTriple(), "pand": PrivateAndTriple(),
                           "mand": MultiAndTriple(), "bits": RandomBits(), "dcf": Comparison(),
-                          "mask": Mask(), "mprod": MaskedProduct()}
+                          "mask": Mask(), "mprod": MaskedProduct(), "mbit": MaskedTimesBit()}
 
 def logical_shift(v: torch.Tensor, f: int) -> torch.Tensor:
     """v >> f treating v as an unsigned 64-bit integer."""
@@ -438,7 +465,8 @@ def answer(request: Request, party_id: int, seed0: bytes, seed1: bytes) -> list[
                 else own[0][name] ^ own[1][name] if is_xor(request.kind, name) else own[0][name] + own[1][name]
                 for name in kind.free}
         for name, (source, component) in kind.linked(request.params).items():
-            free[name] = derive(source, seed0, component) + derive(source, seed1, component)
+            parts = derive(source, seed0, component), derive(source, seed1, component)
+            free[name] = parts[0] ^ parts[1] if is_xor(source.kind, component) else parts[0] + parts[1]
         values = kind.dependent_values(free, request.params)
         for name in kind.dependent:
             s0 = derive(request, seed0, name)

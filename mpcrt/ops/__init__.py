@@ -3,7 +3,7 @@
 from mpcrt.ops.activations import Mask, leaky_relu, relu
 from mpcrt.ops.activations import backward as relu_backward
 from mpcrt.ops.batchnorm import BatchNormContext, batch_norm, batch_norm_backward
-from mpcrt.ops.boolean import and_, bit_to_arith
+from mpcrt.ops.boolean import and_, bit_to_arith, mul_bit
 from mpcrt.ops.compare import is_non_negative, less_than, msb
 from mpcrt.ops.exp import exp, sigmoid_lpgan, tanh_lpgan
 from mpcrt.ops.products import conv2d, conv_transpose2d, linear, matmul, mean, mul, open_masked, scale, square
@@ -14,6 +14,6 @@ from mpcrt.ops.truncation import truncate
 __all__ = [
     "BatchNormContext", "Mask", "and_", "batch_norm", "batch_norm_backward", "bit_to_arith", "conv2d",
     "conv_transpose2d", "exp", "inv_sqrt", "is_non_negative", "leaky_relu", "less_than", "linear", "matmul", "mean",
-    "msb", "mul", "open_masked", "reciprocal", "relu", "relu_backward", "scale", "sigmoid", "sigmoid_backward",
-    "sigmoid_lpgan", "sqrt", "square", "tanh", "tanh_backward", "tanh_lpgan", "truncate",
+    "msb", "mul", "mul_bit", "open_masked", "reciprocal", "relu", "relu_backward", "scale", "sigmoid",
+    "sigmoid_backward", "sigmoid_lpgan", "sqrt", "square", "tanh", "tanh_backward", "tanh_lpgan", "truncate",
 ]

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 
 import torch
 
 from mpcrt.binary import BinaryShare
-from mpcrt.dealer.material import Request, product_subsets, unpack_bits
+from mpcrt.dealer.material import Request, mask_source, product_subsets, unpack_bits
 from mpcrt.messages import spec
+from mpcrt.ops.products import open_masked
 from mpcrt.scope import op_label
 from mpcrt.shares import ArithmeticShare
 
@@ -108,3 +110,29 @@ async def bit_to_arith(bits: BinaryShare, nbits: int) -> ArithmeticShare:
     # is s with its two's complement negated where c = 1: (s xor -c) + c
     value = (m["arith"] ^ -c) + (2 * c if party.id == 0 else c)
     return ArithmeticShare(party, value, 0, torch.int64)
+
+
+async def mul_bit(x: ArithmeticShare, bits: BinaryShare) -> tuple[ArithmeticShare, ArithmeticShare]:
+    """(x * b, b as ring 0/1) for one packed XOR-shared bit b per element of x (flattened
+    order), in one round: b opened as c = b xor rho for a dealer bit rho (one bit per
+    element), x opened under a mask in the same round unless it is masked already
+    (ops.products.open_masked). Then x b = c x + (1 - 2c) x rho, and x rho = p rho + M rho
+    for x = p + M, the dealer sharing M rho (kind `mbit`): bit-to-ring and the product in
+    the round of the bit-to-ring alone, with no truncation (b is an integer)."""
+    party, n = x.party, x.numel()
+    with op_label("mul_bit"):
+        mid = party.next_id()
+        request = Request("bits", mid, "", (n,))
+        m = await party.dealer.get(request)
+        masked = bits.value.reshape(-1)[:m["packed"].numel()] ^ m["packed"]
+        x, (peer,) = await asyncio.gather(open_masked(x), party.exchange([masked], mid=mid))
+        mask = x.mask
+        assert mask is not None
+        request = Request("mbit", party.next_id(), "", (mask.source, mask_source(request)))
+        products = (await party.dealer.get(request))["c"]
+    c = unpack_bits(masked ^ peer, n).reshape(x.shape)
+    rho, flip = m["arith"].reshape(x.shape), 1 - 2 * c
+    m_rho = products[0] if mask.variant is None else products.gather(0, mask.variant.unsqueeze(0)).squeeze(0)
+    x_rho = mask.public * rho + mask.factor * m_rho
+    bit = flip * rho + (c if party.id == 0 else 0)
+    return x._with(c * x.value + flip * x_rho, x.frac_bits), ArithmeticShare(party, bit, 0, torch.int64)

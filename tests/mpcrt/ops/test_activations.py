@@ -44,4 +44,6 @@ async def test_against_autograd(kind, slope, method):
                                           slope, method):
         assert float(((y - ref_y.detach()).abs() / ULP).max()) <= bound
         assert float(((grad - ref_x.grad)[away].abs() / ULP).max()) <= bound
-        assert rounds == {"tree": 5, "lpgan": 64, "dcf": 1}[method] + (1 if kind == "relu" else 2)
+        # the sign (tree: 4 rounds, lpgan: 63) and then one round for x times the bit; the
+        # DCF gives the bit as ring shares in 1 round, and a Beaver product follows; leaky: + a truncation
+        assert rounds == {"tree": 4, "lpgan": 63, "dcf": 1}[method] + (1 if kind == "relu" else 2)

@@ -141,3 +141,29 @@ async def test_monomials_and_several_rows_in_one_round():
         assert torch.equal(got, torch.stack(want))
         # every row opened once (5 rows of 7 words), whatever the terms: one round
         assert (cost["rounds"], cost["bytes_sent"], cost["bytes_received"]) == (1, 8 * 35, 8 * 35)
+
+
+async def times_bit(party, x: torch.Tensor, bits: torch.Tensor, masked: bool):
+    X = await party.input(x if party.id == 0 else None, src=0)
+    if masked:
+        X = await ops.mul(X, 1.0)  # a truncation's output: masked
+    shared = xor_shares(party, pack_bits(bits), MASK[: (bits.numel() + 63) // 64])
+    sent, rounds = party.stats.bytes_sent, party.stats.rounds
+    z, d = await ops.mul_bit(X, shared)
+    cost = (party.stats.rounds - rounds, party.stats.bytes_sent - sent)
+    return await z.reveal(), await d.reveal(), z.frac_bits, cost
+
+
+@pytest.mark.parametrize("masked", [False, True])
+async def test_mul_bit_gives_the_product_and_the_bit_in_one_round(masked):
+    g = torch.Generator().manual_seed(6)
+    x = torch.randn(3, 50, generator=g, dtype=torch.float64) * 100
+    x.view(-1)[:4] = torch.tensor([0.0, -(2.0 ** -16), 2.0 ** 20, -(2.0 ** 20)])
+    bits = torch.randint(0, 2, (150,), generator=g)
+    held = torch.round(x * 2 ** 16) / 2 ** 16
+    for z, d, frac_bits, (rounds, sent) in await run_pair(times_bit, x, bits, masked):
+        assert frac_bits == 16
+        assert torch.equal(d.reshape(-1).long(), bits)
+        assert torch.equal(z, held * bits.reshape(3, 50))  # exact: no truncation
+        # the bits (3 words) and, unless masked already, x (150 elements): one round
+        assert (rounds, sent) == (1, 8 * 3 + (0 if masked else 8 * 150))
