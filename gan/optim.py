@@ -19,6 +19,7 @@ from gan.nn import functional as F
 from gan.nn.module import Parameter, Tensor
 
 MOMENT_EXTRA_BITS = 16
+BOUND = 2.0 ** 20  # |parameter|, |gradient| below it: SGD's products with public reals take one round
 
 
 class Optimizer:
@@ -66,12 +67,12 @@ class SGD(Optimizer):
     async def _update(self, index: int, p: Parameter) -> None:
         g = p.grad
         if self.weight_decay:
-            g = g + await F.scale(p.data, self.weight_decay)
+            g = g + await F.scale(p.data, self.weight_decay, bound=BOUND)
         if self.momentum:
             buf = self._buffers.get(index)
-            g = g if buf is None else await F.scale(buf, self.momentum) + g
+            g = g if buf is None else await F.scale(buf, self.momentum, bound=BOUND) + g
             self._buffers[index] = g
-        p.data = p.data - await F.scale(g, self.lr)
+        p.data = p.data - await F.scale(g, self.lr, bound=BOUND)
 
 
 class Adam(Optimizer):

@@ -35,6 +35,12 @@ class KnownMask:
         """The mask of factor * x + offset (offset public, in ring units)."""
         return replace(self, public=self.public * factor + offset, factor=self.factor * factor)
 
+    def reshape(self, shape: tuple[int, ...]) -> KnownMask:
+        """The mask of x viewed in another shape (same element order)."""
+        public = self.public.reshape(shape)
+        return replace(self, source=(*self.source[:4], tuple(public.shape)), public=public,
+                       variant=None if self.variant is None else self.variant.reshape(public.shape))
+
 
 class ArithmeticShare:
     """This party's share of a secret tensor, with its fixed-point scale and the dtype it decodes to."""
@@ -79,13 +85,20 @@ class ArithmeticShare:
 
     # ---- local reshaping: the same index map applied to each share ---------------------
 
+    def _reshaped(self, value: torch.Tensor) -> ArithmeticShare:
+        """A share of the same elements in another shape; a known mask follows."""
+        out = self._like(value)
+        if self.mask is not None:
+            out.mask = self.mask.reshape(tuple(value.shape))
+        return out
+
     def reshape(self, *shape: Any) -> ArithmeticShare:
-        return self._like(self.value.reshape(*shape))
+        return self._reshaped(self.value.reshape(*shape))
 
     view = reshape
 
     def flatten(self, start_dim: int = 0, end_dim: int = -1) -> ArithmeticShare:
-        return self._like(self.value.flatten(start_dim, end_dim))
+        return self._reshaped(self.value.flatten(start_dim, end_dim))
 
     def __getitem__(self, index: Any) -> ArithmeticShare:
         return self._like(self.value[index])

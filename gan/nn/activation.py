@@ -9,11 +9,14 @@ from gan.nn.module import Module, Tensor
 
 
 class ReLU(Module):
+    truncates_its_input = True  # Sequential may hand it an untruncated output (see its forward)
+
     def __init__(self) -> None:
         self._d: Any = None  # an ops.Mask on shares, the derivative in plaintext
 
-    async def forward(self, x: Tensor) -> Tensor:
-        y, self._d = await F.relu(x)
+    async def forward(self, x: Tensor, frac_bits: int | None = None) -> Tensor:
+        """frac_bits (shares): x is an untruncated output, truncated here while its sign is taken."""
+        y, self._d = await F.relu(x, frac_bits)
         return y
 
     async def backward(self, grad: Tensor) -> Tensor:
@@ -26,8 +29,8 @@ class LeakyReLU(ReLU):
         super().__init__()
         self.negative_slope = negative_slope
 
-    async def forward(self, x: Tensor) -> Tensor:
-        y, self._d = await F.leaky_relu(x, self.negative_slope)
+    async def forward(self, x: Tensor, frac_bits: int | None = None) -> Tensor:
+        y, self._d = await F.leaky_relu(x, self.negative_slope, frac_bits)
         return y
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from gan.nn import functional as F
 from gan.nn.module import Module, Parameter, Tensor
 
@@ -24,6 +26,14 @@ class _Conv(Module):
     def _bias(self) -> Tensor | None:
         return None if self.bias is None else self.bias.data
 
+    async def forward(self, x: Tensor, frac_bits: int | None = None) -> Tensor:
+        raise NotImplementedError
+
+    async def forward_untruncated(self, x: Tensor) -> Tensor:
+        """The output before its truncation (shares: at the sum of x's and the weight's scales),
+        for a following ReLU that truncates it while it takes the sign (see Sequential)."""
+        return await self.forward(x, x.frac_bits + self.weight.data.frac_bits)  # type: ignore[union-attr]
+
     def _bias_grad(self, grad: Tensor) -> None:
         if self.bias is not None:
             self.bias.accumulate(grad.sum(dim=(0, 2, 3)))
@@ -35,9 +45,9 @@ class Conv2d(_Conv):
     def __init__(self, weight: Tensor, bias: Tensor | None = None, stride=1, padding=0, dilation=1) -> None:
         super().__init__(weight, bias, stride, padding, dilation)
 
-    async def forward(self, x: Tensor) -> Tensor:
+    async def forward(self, x: Tensor, frac_bits: int | None = None) -> Tensor:
         self._x = x
-        return await F.conv2d(x, self.weight.data, self._bias(), stride=self.stride, padding=self.padding,
+        return await F.conv2d(x, self.weight.data, self._bias(), frac_bits, stride=self.stride, padding=self.padding,
                               dilation=self.dilation)
 
     async def backward(self, grad: Tensor) -> Tensor:
@@ -47,10 +57,12 @@ class Conv2d(_Conv):
         out_padding = tuple(
             x.shape[2 + i] - ((grad.shape[2 + i] - 1) * self.stride[i] - 2 * self.padding[i]
                               + self.dilation[i] * (self.kernel[i] - 1) + 1) for i in range(2))
-        dx = await F.conv_transpose2d(grad, self.weight.data, None, stride=self.stride, padding=self.padding,
-                                      output_padding=out_padding, dilation=self.dilation)
-        self.weight.accumulate(await F.conv2d_weight_grad(x, grad, self.kernel, self.stride, self.padding,
-                                                         self.dilation))
+        # the input's and the weight's gradients concurrently: they share their rounds
+        dx, dw = await asyncio.gather(
+            F.conv_transpose2d(grad, self.weight.data, None, stride=self.stride, padding=self.padding,
+                               output_padding=out_padding, dilation=self.dilation),
+            F.conv2d_weight_grad(x, grad, self.kernel, self.stride, self.padding, self.dilation))
+        self.weight.accumulate(dw)
         self._bias_grad(grad)
         return dx
 
@@ -63,20 +75,21 @@ class ConvTranspose2d(_Conv):
         super().__init__(weight, bias, stride, padding, dilation)
         self.output_padding = _pair(output_padding)
 
-    async def forward(self, x: Tensor) -> Tensor:
+    async def forward(self, x: Tensor, frac_bits: int | None = None) -> Tensor:
         self._x = x
-        return await F.conv_transpose2d(x, self.weight.data, self._bias(), stride=self.stride, padding=self.padding,
-                                        output_padding=self.output_padding, dilation=self.dilation)
+        return await F.conv_transpose2d(x, self.weight.data, self._bias(), frac_bits, stride=self.stride,
+                                        padding=self.padding, output_padding=self.output_padding,
+                                        dilation=self.dilation)
 
     async def backward(self, grad: Tensor) -> Tensor:
         """The adjoint of conv2d: dx = conv2d(dy, W); dW = the conv2d weight gradient with the
         roles of input and output gradient exchanged."""
         x = self._x
         assert x is not None, "backward before forward"
-        dx = await F.conv2d(grad, self.weight.data, None, stride=self.stride, padding=self.padding,
-                            dilation=self.dilation)
+        dx, dw = await asyncio.gather(
+            F.conv2d(grad, self.weight.data, None, stride=self.stride, padding=self.padding, dilation=self.dilation),
+            F.conv2d_weight_grad(grad, x, self.kernel, self.stride, self.padding, self.dilation))
         dx = dx[:, :, :x.shape[2], :x.shape[3]]
-        self.weight.accumulate(await F.conv2d_weight_grad(grad, x, self.kernel, self.stride, self.padding,
-                                                         self.dilation))
+        self.weight.accumulate(dw)
         self._bias_grad(grad)
         return dx

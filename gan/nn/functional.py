@@ -22,16 +22,24 @@ def _secure(x: Any) -> bool:
     return isinstance(x, ArithmeticShare)
 
 
-async def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None, **kw: Any) -> Tensor:
+async def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None, frac_bits: int | None = None, **kw: Any) -> Tensor:
+    """frac_bits (shares only): the output's scale, as in ops.conv2d."""
     if _secure(x) or _secure(weight):
-        return await ops.conv2d(x, weight, bias, **kw)
+        return await ops.conv2d(x, weight, bias, frac_bits=frac_bits, **kw)
     return F.conv2d(x, weight, bias, **kw)
 
 
-async def conv_transpose2d(x: Tensor, weight: Tensor, bias: Tensor | None, **kw: Any) -> Tensor:
+async def conv_transpose2d(x: Tensor, weight: Tensor, bias: Tensor | None, frac_bits: int | None = None,
+                           **kw: Any) -> Tensor:
     if _secure(x) or _secure(weight):
-        return await ops.conv_transpose2d(x, weight, bias, **kw)
+        return await ops.conv_transpose2d(x, weight, bias, frac_bits=frac_bits, **kw)
     return F.conv_transpose2d(x, weight, bias, **kw)
+
+
+async def linear(x: Tensor, weight: Tensor, bias: Tensor | None, frac_bits: int | None = None) -> Tensor:
+    if _secure(x) or _secure(weight):
+        return await ops.linear(x, weight, bias, frac_bits=frac_bits)
+    return F.linear(x, weight, bias)
 
 
 async def matmul(a: Tensor, b: Tensor) -> Tensor:
@@ -55,17 +63,18 @@ async def conv2d_weight_grad(x: Tensor, grad_out: Tensor, kernel: tuple[int, int
     return full.transpose(0, 1)[:, :, :kernel[0], :kernel[1]]
 
 
-async def relu(x: Tensor) -> tuple[Tensor, Any]:
-    """(output, what the backward needs: the ops.Mask, or the plain derivative)."""
+async def relu(x: Tensor, frac_bits: int | None = None) -> tuple[Tensor, Any]:
+    """(output, what the backward needs: the ops.Mask, or the plain derivative). frac_bits
+    (shares only): x is untruncated, to be truncated to frac_bits while its sign is taken."""
     if _secure(x):
-        return await ops.relu(x)
+        return await ops.relu(x, frac_bits=frac_bits)
     d = (x >= 0).to(x.dtype)
     return x * d, d
 
 
-async def leaky_relu(x: Tensor, slope: float) -> tuple[Tensor, Any]:
+async def leaky_relu(x: Tensor, slope: float, frac_bits: int | None = None) -> tuple[Tensor, Any]:
     if _secure(x):
-        return await ops.leaky_relu(x, slope)
+        return await ops.leaky_relu(x, slope, frac_bits=frac_bits)
     s = torch.where(x >= 0, torch.ones_like(x), torch.full_like(x, slope))
     return x * s, s
 
@@ -94,10 +103,11 @@ async def tanh_backward(grad: Tensor, y: Tensor) -> Tensor:
 
 
 async def batch_norm(x: Tensor, running_mean: Any, running_var: Any, weight: Any, bias: Any, training: bool,
-                     momentum: float, eps: float) -> tuple[Tensor, Any]:
-    """(output, context for batch_norm_backward)."""
+                     momentum: float, eps: float, frac_bits: int | None = None) -> tuple[Tensor, Any]:
+    """(output, context for batch_norm_backward); frac_bits as in ops.batch_norm (shares only)."""
     if _secure(x):
-        return await ops.batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps)
+        return await ops.batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps,
+                                    frac_bits=frac_bits)
     dims = (0, *range(2, x.ndim))
     shape = (1, -1) + (1,) * (x.ndim - 2)
     if training:
@@ -131,9 +141,10 @@ async def batch_norm_backward(grad: Tensor, ctx: Any) -> tuple[Tensor, Any, Any]
     return inner * inv_std / n, d_weight, d_bias
 
 
-async def scale(x: Tensor, factor: float, frac_bits: int | None = None) -> Tensor:
-    """x times a public real; on shares the result may keep more fractional bits."""
-    return await ops.scale(x, factor, frac_bits=frac_bits) if _secure(x) else x * factor
+async def scale(x: Tensor, factor: float, frac_bits: int | None = None, bound: float | None = None) -> Tensor:
+    """x times a public real; on shares the result may keep more fractional bits, and a
+    promised bound on |x| saves a round (ops.scale)."""
+    return await ops.scale(x, factor, frac_bits=frac_bits, bound=bound) if _secure(x) else x * factor
 
 
 async def square(x: Tensor) -> Tensor:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from gan.nn import functional as F
 from gan.nn.module import Module, Parameter, Tensor
 
@@ -14,16 +16,19 @@ class Linear(Module):
         self.bias = Parameter(bias) if bias is not None else None
         self._x: Tensor | None = None
 
-    async def forward(self, x: Tensor) -> Tensor:
+    async def forward(self, x: Tensor, frac_bits: int | None = None) -> Tensor:
         self._x = x
-        y = await F.matmul(x, self.weight.data.t())
-        return y if self.bias is None else y + self.bias.data
+        return await F.linear(x, self.weight.data, None if self.bias is None else self.bias.data, frac_bits)
+
+    async def forward_untruncated(self, x: Tensor) -> Tensor:
+        """The output before its truncation, for a following ReLU (see Sequential)."""
+        return await self.forward(x, x.frac_bits + self.weight.data.frac_bits)  # type: ignore[union-attr]
 
     async def backward(self, grad: Tensor) -> Tensor:
         """dx = dy W, dW = dy^T x, db = sum of dy over the batch."""
         assert self._x is not None, "backward before forward"
-        dx = await F.matmul(grad, self.weight.data)
-        self.weight.accumulate(await F.matmul(grad.t(), self._x))
+        dx, dw = await asyncio.gather(F.matmul(grad, self.weight.data), F.matmul(grad.t(), self._x))  # one round
+        self.weight.accumulate(dw)
         if self.bias is not None:
             self.bias.accumulate(grad.sum(dim=0))
         return dx

@@ -100,8 +100,18 @@ class Sequential(Module):
         return self
 
     async def forward(self, x: Tensor) -> Tensor:
-        for layer in self.layers:
-            x = await layer.forward(x)
+        """On shares, a layer whose output a ReLU takes next hands it over untruncated: the
+        ReLU truncates it while it takes its sign, one round less per pair."""
+        i = 0
+        while i < len(self.layers):
+            layer, after = self.layers[i], self.layers[i + 1] if i + 1 < len(self.layers) else None
+            if isinstance(x, ArithmeticShare) and hasattr(layer, "forward_untruncated") \
+                    and getattr(after, "truncates_its_input", False):
+                x = await after.forward(await layer.forward_untruncated(x), x.frac_bits)  # type: ignore[union-attr]
+                i += 2
+            else:
+                x = await layer.forward(x)
+                i += 1
         return x
 
     async def backward(self, grad: Tensor) -> Tensor:

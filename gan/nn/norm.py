@@ -7,6 +7,8 @@ from typing import Any
 from gan.nn import functional as F
 from gan.nn.module import Module, Parameter, Tensor
 
+UNTRUNCATED = 1 << 10  # more fractional bits than the output has: ops.batch_norm then skips its truncation
+
 
 class BatchNorm2d(Module):
     def __init__(self, weight: Tensor, bias: Tensor, running_mean: Tensor, running_var: Tensor,
@@ -16,10 +18,14 @@ class BatchNorm2d(Module):
         self.momentum, self.eps = momentum, eps
         self._ctx: Any = None
 
-    async def forward(self, x: Tensor) -> Tensor:
+    async def forward(self, x: Tensor, frac_bits: int | None = None) -> Tensor:
         y, self._ctx = await F.batch_norm(x, self.running_mean, self.running_var, self.weight.data, self.bias.data,
-                                          self.training, self.momentum, self.eps)
+                                          self.training, self.momentum, self.eps, frac_bits)
         return y
+
+    async def forward_untruncated(self, x: Tensor) -> Tensor:
+        """The output before its truncation, for a following ReLU (see Sequential)."""
+        return await self.forward(x, UNTRUNCATED)
 
     async def backward(self, grad: Tensor) -> Tensor:
         """The closed form: gradients of the input, gamma and beta."""

@@ -350,13 +350,16 @@ class Mask(Kind):
         return {}
 
 
-def mask_source(request: Request) -> tuple:
-    """How a masked product names an operand's mask: the request that made it."""
-    return (request.kind, tuple(request.mid), request.tag, request.params)
+def mask_source(request: Request, shape: tuple[int, ...] | None = None) -> tuple:
+    """How a masked product names an operand's mask: the request that made it, and the
+    shape the mask is viewed as (a reshape keeps the elements' order)."""
+    first = request.params[0]  # a shape, or a count (random bits)
+    default = tuple(first) if isinstance(first, tuple | list) else (first,)
+    return (request.kind, tuple(request.mid), request.tag, request.params, default if shape is None else tuple(shape))
 
 
 def _source_request(source: tuple) -> Request:
-    kind, mid, tag, params = source
+    kind, mid, tag, params, _ = source
     return Request(kind, tuple(mid), tag, _hashable(params))
 
 
@@ -370,9 +373,9 @@ def truncation_masks(r: torch.Tensor, bits: int) -> torch.Tensor:
 
 
 def _mask_size(source: tuple) -> tuple[int, tuple[int, ...]]:
-    """(variants, shape) of the mask a request made: a truncation's has two."""
+    """(variants, shape) of the mask a request made, as viewed: a truncation's has two."""
     request = _source_request(source)
-    return (2 if request.kind == "trunc" else 1), tuple(request.params[0])
+    return (2 if request.kind == "trunc" else 1), tuple(source[4])
 
 
 def _mask_link(source: tuple) -> tuple[Request, str]:
@@ -383,7 +386,8 @@ def _mask_link(source: tuple) -> tuple[Request, str]:
 def _mask_variants(source: tuple, full: torch.Tensor) -> torch.Tensor:
     """The mask's variants (variants, *shape), from the full free component of its request."""
     request = _source_request(source)
-    return truncation_masks(full, request.params[1]) if request.kind == "trunc" else full.unsqueeze(0)
+    variants = truncation_masks(full, request.params[1]) if request.kind == "trunc" else full.unsqueeze(0)
+    return variants.reshape(len(variants), *source[4])
 
 
 class MaskedProduct(Kind):

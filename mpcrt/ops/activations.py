@@ -1,22 +1,25 @@
 """ReLU and LeakyReLU with what their backward needs.
 
-Forward: the sign bit of x by the comparison (packed XOR shares), then x * [x >= 0] and
-the bit as ring shares in one round together (`ops.boolean.mul_bit`: the bit is opened
-under a random bit, x under a mask unless it is a truncation's output already): ReLU
-needs no truncation. LeakyReLU is slope * x + (1 - slope) * relu(x), one truncation more.
-With the DCF method the comparison gives the bit as ring shares, and a Beaver product
-follows. Backward multiplies the incoming gradient by the stored bit the same way.
+Forward: the sign bit of x by the comparison (packed XOR shares), then one round opens
+the bit under a dealer bit (`ops.boolean.open_bit`) and x under a mask unless it is a
+truncation's output already; x * [x >= 0] and the bit as ring shares are then local
+(`times_bit`): ReLU needs no truncation. LeakyReLU is slope * x + (1 - slope) * relu(x),
+one truncation more. The backward multiplies the gradient by the same opened bit: no
+round at all when the gradient is a truncation's output, as it is after a product. With
+the DCF method the comparison gives the bit as ring shares, and Beaver products follow.
 """
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
+import torch
+
 from mpcrt import ring
-from mpcrt.binary import BinaryShare
-from mpcrt.ops.boolean import mul_bit
+from mpcrt.ops.boolean import OpenedBit, open_bit, times_bit
 from mpcrt.ops.compare import _resolve, is_non_negative, msb
-from mpcrt.ops.products import mul
+from mpcrt.ops.products import mul, open_masked
 from mpcrt.ops.truncation import truncate
 from mpcrt.scope import op_label
 from mpcrt.shares import ArithmeticShare
@@ -25,22 +28,26 @@ from mpcrt.shares import ArithmeticShare
 @dataclass
 class Mask:
     """What a ReLU-family forward keeps for its backward: the local derivative, shared
-    (and the bit [x >= 0] packed, when the comparison gave it so)."""
+    (and the bit [x >= 0] opened under a dealer bit, when the comparison gave it packed)."""
 
     derivative: ArithmeticShare
-    bits: BinaryShare | None = None
+    bit: OpenedBit | None = None
     negative_slope: float = 0.0
 
 
-async def _times_step(x: ArithmeticShare, method: str | None) -> tuple[ArithmeticShare, ArithmeticShare,
-                                                                     BinaryShare | None]:
-    """(x * [x >= 0], [x >= 0] as ring shares, the bit packed or None)."""
+async def _times_step(x: ArithmeticShare, method: str | None, frac_bits: int | None
+                      ) -> tuple[ArithmeticShare, ArithmeticShare, ArithmeticShare, OpenedBit | None]:
+    """(x, x * [x >= 0], [x >= 0] as ring shares, the opened bit or None), x truncated to
+    frac_bits (concurrently with taking its sign)."""
+    cut = 0 if frac_bits is None else x.frac_bits - frac_bits
+    if cut < 0:
+        raise ValueError(f"a share with {x.frac_bits} fractional bits cannot be truncated to {frac_bits}")
     if _resolve(x, method) == "dcf":
-        d = await is_non_negative(x, "dcf")
-        return await mul(x, d), d, None
-    bits = ~await msb(x, method)
-    y, d = await mul_bit(x, bits)
-    return y, d, bits
+        d, x = await asyncio.gather(is_non_negative(x, "dcf"), truncate(x, cut))
+        return x, await mul(x, d), d, None
+    sign, x = await asyncio.gather(msb(x, method), truncate(x, cut))
+    x, bit = await asyncio.gather(open_masked(x), open_bit(~sign, tuple(x.shape)))  # one round
+    return x, await times_bit(x, bit), ArithmeticShare(x.party, bit.arith(), 0, torch.int64), bit
 
 
 def _leaky(x: ArithmeticShare, positive: ArithmeticShare, slope: float):
@@ -50,18 +57,22 @@ def _leaky(x: ArithmeticShare, positive: ArithmeticShare, slope: float):
     return truncate(x._with(raw, 2 * f), f)
 
 
-async def relu(x: ArithmeticShare, method: str | None = None) -> tuple[ArithmeticShare, Mask]:
-    """max(x, 0), and the mask d = [x >= 0] for the backward (relu'(0) taken as 1, y(0) = 0)."""
+async def relu(x: ArithmeticShare, method: str | None = None, frac_bits: int | None = None
+               ) -> tuple[ArithmeticShare, Mask]:
+    """max(x, 0), and the mask d = [x >= 0] for the backward (relu'(0) taken as 1, y(0) = 0).
+    frac_bits: x is an untruncated product (e.g. ops.conv2d(..., frac_bits=2f)) to truncate
+    to frac_bits: its sign is taken as it is, while it is truncated, saving the round."""
     with op_label("relu"):
-        y, d, bits = await _times_step(x, method)
+        _, y, d, bits = await _times_step(x, method, frac_bits)
         return y, Mask(d, bits)
 
 
-async def leaky_relu(x: ArithmeticShare, negative_slope: float = 0.01,
-                     method: str | None = None) -> tuple[ArithmeticShare, Mask]:
-    """x if x >= 0 else negative_slope * x, and the derivative s for the backward."""
+async def leaky_relu(x: ArithmeticShare, negative_slope: float = 0.01, method: str | None = None,
+                     frac_bits: int | None = None) -> tuple[ArithmeticShare, Mask]:
+    """x if x >= 0 else negative_slope * x, and the derivative s for the backward (frac_bits:
+    as for relu)."""
     with op_label("leaky_relu"):
-        positive, d, bits = await _times_step(x, method)
+        x, positive, d, bits = await _times_step(x, method, frac_bits)
         f = x.frac_bits
         slope = ring.encode_constant(negative_slope, f)
         # s = slope + d * (1 - slope) in fixed point, exactly 1 where d = 1; local
@@ -74,7 +85,7 @@ async def leaky_relu(x: ArithmeticShare, negative_slope: float = 0.01,
 async def backward(grad_out: ArithmeticShare, mask: Mask) -> ArithmeticShare:
     """Gradient of the input: grad_out times the stored local derivative."""
     with op_label("relu_backward"):
-        if mask.bits is None:
+        if mask.bit is None:
             return await mul(grad_out, mask.derivative)
-        positive, _ = await mul_bit(grad_out, mask.bits)
+        positive = await times_bit(await open_masked(grad_out), mask.bit)  # the forward's opened bit
         return positive if not mask.negative_slope else await _leaky(grad_out, positive, mask.negative_slope)

@@ -9,7 +9,7 @@ the output's truncation) and 16 backward (the textbook form, x_hat = (x - mean) 
 then gamma * x_hat, then the backward's products with x_hat, took 72 and 40).
 Rounds: the means (one truncation each, concurrently, with gamma opened), the centered
 input's opening, the variance, the inverse square root on C values (gamma / std joins its
-last step) and the output's truncation, with the running statistics': 19 at f = 16 (20
+last step) and the output's truncation, with the running statistics': 18 at f = 16 (19
 when n / C is not a power of two). Backward: 6.
 
 Training forward, with mean_f the batch mean rounded to f bits and c = x - mean_f (exact):
@@ -97,8 +97,11 @@ async def _times_gain(x: ArithmeticShare, gain: ArithmeticShare | torch.Tensor) 
 
 async def batch_norm(x: ArithmeticShare, running_mean: Any = None, running_var: Any = None, weight: Any = None,
                      bias: Any = None, training: bool = False, momentum: float = 0.1, eps: float = 1e-5,
-                     method: str | None = None) -> tuple[ArithmeticShare, BatchNormContext]:
-    """torch.nn.functional.batch_norm on shares; also returns the context for the backward."""
+                     method: str | None = None, frac_bits: int | None = None
+                     ) -> tuple[ArithmeticShare, BatchNormContext]:
+    """torch.nn.functional.batch_norm on shares; also returns the context for the backward.
+    frac_bits: the output's scale, default x's; more keeps the output untruncated (at
+    2f + 20 bits at most, for a ReLU that truncates it while it takes its sign)."""
     dims = _reduce_dims(x.ndim)
     count = x.numel() // x.shape[1]
     f, fine = x.frac_bits, x.frac_bits + EXTRA_BITS
@@ -126,7 +129,10 @@ async def batch_norm(x: ArithmeticShare, running_mean: Any = None, running_var: 
             var = _per_channel(running_var, x.ndim)
             if isinstance(var, ArithmeticShare):
                 var = _lift(var, EXTRA_BITS)
-        inv_std, gain = await _inv_std_and_gain(var, eps, gamma, f, method)
+        # the running statistics update in the first round of the inverse square root
+        updating = _update_running(running_mean, running_var, mu_f, var_f, momentum, count) if training \
+            else asyncio.sleep(0)
+        (inv_std, gain), _ = await asyncio.gather(_inv_std_and_gain(var, eps, gamma, f, method), updating)
         if training:  # (c 2^12 + delta) * gain, both masked: local; per channel: delta * gain + bias
             wide = 2 * f + GAIN_BITS + EXTRA_BITS
             c_gain, per_channel = await asyncio.gather(mul(centered, gain, frac_bits=wide),
@@ -139,9 +145,8 @@ async def batch_norm(x: ArithmeticShare, running_mean: Any = None, running_var: 
             b = _lift(b, c_gain.frac_bits - b.frac_bits)
             per_channel = b if per_channel is None else per_channel + b
         raw = c_gain if per_channel is None else c_gain + per_channel
-        # the running statistics update in the same round as the output's truncation
-        updating = _update_running(running_mean, running_var, mu_f, var_f, momentum, count) if training else None
-        y, _ = await asyncio.gather(truncate(raw, raw.frac_bits - f), updating or asyncio.sleep(0))
+        target = f if frac_bits is None else min(frac_bits, raw.frac_bits)
+        y = await truncate(raw, raw.frac_bits - target)
         if bias is not None and not shared_bias:
             y = y + _per_channel(bias, x.ndim)
         return y, BatchNormContext(centered, delta, inv_std, gain, weight is not None, count, training)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
+from dataclasses import dataclass
 
 import torch
 
@@ -112,27 +114,54 @@ async def bit_to_arith(bits: BinaryShare, nbits: int) -> ArithmeticShare:
     return ArithmeticShare(party, value, 0, torch.int64)
 
 
-async def mul_bit(x: ArithmeticShare, bits: BinaryShare) -> tuple[ArithmeticShare, ArithmeticShare]:
-    """(x * b, b as ring 0/1) for one packed XOR-shared bit b per element of x (flattened
-    order), in one round: b opened as c = b xor rho for a dealer bit rho (one bit per
-    element), x opened under a mask in the same round unless it is masked already
-    (ops.products.open_masked). Then x b = c x + (1 - 2c) x rho, and x rho = p rho + M rho
-    for x = p + M, the dealer sharing M rho (kind `mbit`): bit-to-ring and the product in
-    the round of the bit-to-ring alone, with no truncation (b is an integer)."""
-    party, n = x.party, x.numel()
-    with op_label("mul_bit"):
+@dataclass
+class OpenedBit:
+    """One packed XOR-shared bit b per element, opened as c = b xor rho for a dealer bit rho
+    (`open_bit`): products of b with masked shares are then local (`times_bit`), as often
+    as needed (a ReLU's forward and backward), and b as ring shares is local too."""
+
+    c: torch.Tensor  # public 0/1 per element, in the elements' shape
+    rho: torch.Tensor  # this party's ring share of rho
+    source: tuple  # the dealer request that made rho
+    party_id: int
+
+    def arith(self) -> torch.Tensor:
+        """This party's ring share of b = c + rho - 2 c rho."""
+        return (1 - 2 * self.c) * self.rho + (self.c if self.party_id == 0 else 0)
+
+
+async def open_bit(bits: BinaryShare, shape: tuple[int, ...]) -> OpenedBit:
+    """Open the first prod(shape) packed bits under a dealer bit each: one round, one bit
+    per element."""
+    party, n = bits.party, math.prod(shape)
+    with op_label("open_bit"):
         mid = party.next_id()
         request = Request("bits", mid, "", (n,))
         m = await party.dealer.get(request)
         masked = bits.value.reshape(-1)[:m["packed"].numel()] ^ m["packed"]
-        x, (peer,) = await asyncio.gather(open_masked(x), party.exchange([masked], mid=mid))
-        mask = x.mask
-        assert mask is not None
-        request = Request("mbit", party.next_id(), "", (mask.source, mask_source(request)))
+        (peer,) = await party.exchange([masked], mid=mid)
+    c = unpack_bits(masked ^ peer, n).reshape(shape)
+    return OpenedBit(c, m["arith"].reshape(shape), mask_source(request), party.id)
+
+
+async def times_bit(x: ArithmeticShare, bit: OpenedBit) -> ArithmeticShare:
+    """x * b for masked x (ops.products.open_masked) and an opened bit: no communication.
+    x b = c x + (1 - 2c) x rho, and x rho = p rho + M rho for x = p + M, the dealer sharing
+    M rho (kind `mbit`). No truncation (b is an integer)."""
+    party, mask = x.party, x.mask
+    if mask is None:
+        raise ValueError("times_bit needs a masked share (open it with ops.open_masked)")
+    with op_label("mul_bit"):
+        request = Request("mbit", party.next_id(), "", (mask.source, bit.source))
         products = (await party.dealer.get(request))["c"]
-    c = unpack_bits(masked ^ peer, n).reshape(x.shape)
-    rho, flip = m["arith"].reshape(x.shape), 1 - 2 * c
     m_rho = products[0] if mask.variant is None else products.gather(0, mask.variant.unsqueeze(0)).squeeze(0)
-    x_rho = mask.public * rho + mask.factor * m_rho
-    bit = flip * rho + (c if party.id == 0 else 0)
-    return x._with(c * x.value + flip * x_rho, x.frac_bits), ArithmeticShare(party, bit, 0, torch.int64)
+    x_rho = mask.public * bit.rho + mask.factor * m_rho
+    return x._with(bit.c * x.value + (1 - 2 * bit.c) * x_rho, x.frac_bits)
+
+
+async def mul_bit(x: ArithmeticShare, bits: BinaryShare) -> tuple[ArithmeticShare, ArithmeticShare]:
+    """(x * b, b as ring 0/1) for one packed XOR-shared bit b per element of x (flattened
+    order), in one round: b opened under a dealer bit (one bit per element), x under a
+    mask in the same round unless it is masked already (8 bytes per element)."""
+    x, opened = await asyncio.gather(open_masked(x), open_bit(bits, tuple(x.shape)))
+    return await times_bit(x, opened), ArithmeticShare(x.party, opened.arith(), 0, torch.int64)

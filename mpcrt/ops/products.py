@@ -71,7 +71,8 @@ async def _masked_product(x: ArithmeticShare, y: ArithmeticShare) -> torch.Tenso
 
 
 async def _product(op: str, x: Any, y: Any, kwargs: dict[str, Any], truncation: str | None,
-                   frac_bits: int | None = None) -> ArithmeticShare:
+                   frac_bits: int | None = None, bias: Any = None, bias_shape: tuple[int, ...] = (-1,)
+                   ) -> ArithmeticShare:
     f = BILINEAR[op]
     both = isinstance(x, ArithmeticShare) and isinstance(y, ArithmeticShare)
     if both and op == "mul" and (x.mask is not None or y.mask is not None):
@@ -97,18 +98,16 @@ async def _product(op: str, x: Any, y: Any, kwargs: dict[str, Any], truncation: 
         z, fy, like = f(enc, y.value, **kwargs), y.frac_bits, y
     else:
         raise TypeError("at least one operand must be an ArithmeticShare; use torch for public values")
+    if isinstance(bias, ArithmeticShare):  # a shared bias joins before the truncation: the output stays masked
+        z = z + (bias.value.reshape(bias_shape) << (fx + fy - bias.frac_bits))
     target = max(fx, fy) if frac_bits is None else frac_bits
     if target > fx + fy:  # more bits than the product has: an exact shift, no truncation
-        return like._with(z << (target - fx - fy), target)
-    return await truncate(like._with(z, fx + fy), fx + fy - target, truncation)
-
-
-def _add_bias(z: ArithmeticShare, bias: Any, shape: tuple[int, ...]) -> ArithmeticShare:
-    if bias is None:
-        return z
-    if isinstance(bias, ArithmeticShare):
-        return z + bias.reshape(shape)
-    return z + torch.as_tensor(bias).reshape(shape)
+        out = like._with(z << (target - fx - fy), target)
+    else:
+        out = await truncate(like._with(z, fx + fy), fx + fy - target, truncation)
+    if bias is not None and not isinstance(bias, ArithmeticShare):
+        out = out + torch.as_tensor(bias).reshape(bias_shape)
+    return out
 
 
 async def mul(x: Any, y: Any, *, truncation: str | None = None, frac_bits: int | None = None) -> ArithmeticShare:
@@ -141,42 +140,47 @@ async def square(x: ArithmeticShare, *, truncation: str | None = None, frac_bits
     return await truncate(x._with(z, 2 * x.frac_bits), 2 * x.frac_bits - target, truncation)
 
 
-async def matmul(x: Any, y: Any, *, truncation: str | None = None) -> ArithmeticShare:
-    """torch.matmul(x, y), either operand public or shared."""
-    return await _product("matmul", x, y, {}, truncation)
+async def matmul(x: Any, y: Any, *, truncation: str | None = None, frac_bits: int | None = None) -> ArithmeticShare:
+    """torch.matmul(x, y), either operand public or shared. frac_bits: the result's scale
+    (default the larger operand's; the sum of theirs leaves the product untruncated)."""
+    return await _product("matmul", x, y, {}, truncation, frac_bits)
 
 
-async def linear(x: Any, weight: Any, bias: Any = None, *, truncation: str | None = None) -> ArithmeticShare:
+async def linear(x: Any, weight: Any, bias: Any = None, *, truncation: str | None = None,
+                 frac_bits: int | None = None) -> ArithmeticShare:
     """torch.nn.functional.linear: x @ weight.T + bias."""
     w_t = weight.t() if isinstance(weight, ArithmeticShare) else torch.as_tensor(weight).t()
-    return _add_bias(await matmul(x, w_t, truncation=truncation), bias, (-1,))
+    return await _product("matmul", x, w_t, {}, truncation, frac_bits, bias=bias)
 
 
 async def conv2d(x: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0, dilation: Any = 1,
-                 groups: int = 1, *, truncation: str | None = None) -> ArithmeticShare:
+                 groups: int = 1, *, truncation: str | None = None, frac_bits: int | None = None) -> ArithmeticShare:
     """torch.nn.functional.conv2d on shares (input and/or weight shared)."""
     kwargs = {"stride": stride, "padding": padding, "dilation": dilation, "groups": groups}
-    return _add_bias(await _product("conv2d", x, weight, kwargs, truncation), bias, (1, -1, 1, 1))
+    return await _product("conv2d", x, weight, kwargs, truncation, frac_bits, bias=bias, bias_shape=(1, -1, 1, 1))
 
 
 async def conv_transpose2d(x: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0,
                            output_padding: Any = 0, groups: int = 1, dilation: Any = 1, *,
-                           truncation: str | None = None) -> ArithmeticShare:
+                           truncation: str | None = None, frac_bits: int | None = None) -> ArithmeticShare:
     """torch.nn.functional.conv_transpose2d on shares (input and/or weight shared)."""
     kwargs = {"stride": stride, "padding": padding, "output_padding": output_padding, "groups": groups,
               "dilation": dilation}
-    return _add_bias(await _product("conv_transpose2d", x, weight, kwargs, truncation), bias, (1, -1, 1, 1))
+    return await _product("conv_transpose2d", x, weight, kwargs, truncation, frac_bits, bias=bias,
+                          bias_shape=(1, -1, 1, 1))
 
 
 async def scale(x: ArithmeticShare, factor: float, *, frac_bits: int | None = None,
-                truncation: str | None = None) -> ArithmeticShare:
+                truncation: str | None = None, bound: float | None = None) -> ArithmeticShare:
     """x * factor for a public real: factor = c * 2^e with |c| in [1, 2). For e < 0 (tiny
     factors such as 1/n) x is first divided by 2^-e (exact truncation); then it is
     multiplied by c at 16 extra bits and truncated; for e > 0 the result is shifted left
     (exact). So neither tiny nor large factors lose precision or overflow. One round for
     factors >= 1/2, two below. Error: at most 3 units of the result's scale (times 2^e for
-    e > 0) plus 2^-17 relative. A power of two costs one truncation at most. The result
-    has `frac_bits` (default x's)."""
+    e > 0) plus 2^-17 relative. A power of two costs one truncation at most, and so does
+    any factor when the caller promises |x| < bound with bound * 2^(f + 17) <= 2^62 (x
+    times 16 bits of the factor then fits the ring: e.g. gradients in an optimizer step).
+    The result has `frac_bits` (default x's)."""
     target = x.frac_bits if frac_bits is None else frac_bits
     if factor == 0:
         return x._with(torch.zeros_like(x.value), target)
@@ -187,6 +191,11 @@ async def scale(x: ArithmeticShare, factor: float, *, frac_bits: int | None = No
         if shift >= 0:
             return x._with(value << shift, target)
         return await truncate(x._with(value, target - shift), -shift, truncation)
+    if bound is not None and exponent < 0 and target <= x.frac_bits \
+            and math.log2(bound) + x.frac_bits + SCALE_BITS + 1 <= 62:  # one truncation
+        bits = x.frac_bits + SCALE_BITS - exponent - target
+        k = ring.encode_constant(factor * 2.0 ** -exponent, SCALE_BITS)
+        return await truncate(x._with(x.value * k, target + bits), bits, truncation)
     if target > x.frac_bits:  # lifting is exact: the extra low bits are zero
         x = x._with(x.value << (target - x.frac_bits), target)
     if exponent < 0:

@@ -6,16 +6,16 @@ e, and any public function of e is then a local combination of the one-hot share
 m = a * 2^-e is in [1/2, 1) (one product), and
   1/a       = (1/m)       * 2^-e          Newton x <- x (2 - m x) from 2.9142 - 2m, 2 steps
                                           (relative error 0.086 -> 7e-3 -> 5e-5)
-  1/sqrt(a) = (1/sqrt(m)) * 2^(-e/2)      linear start y0 = 1.78774 - 0.81 m (minimax on
-                                          [1/2, 1], relative error 2.2%), then Goldschmidt:
-                                          g = m y, h = y / 2, r = 3/2 - g h, g *= r, h *= r,
-                                          2 steps (error 0.022 -> 7.5e-4 -> 8.4e-7)
+  1/sqrt(a) = (1/sqrt(m)) * 2^(-e/2)      quadratic start y0 (minimax on [1/2, 1], relative
+                                          error 3.2e-3), then one Goldschmidt step: g = m y,
+                                          h = y / 2, r = 3/2 - g h, h r (error 1.5e-5)
   sqrt(a)   = sqrt(m)     * 2^(e/2)
 Rounds, not bytes, are what these cost in batch norm (one value per channel), so every
 product is arranged to need no opening: m and each step's results are truncation
 outputs, public up to a mask the dealer knows (ops.products), and the lookup 2^-e (or
 2^(+-e/2)) that scales the result is opened in the same round as m's product and joins
-the last step. Each step then costs its truncations only: 2 rounds.
+the last step. Each step then costs its truncations only: 2 rounds (the square root's
+start 2 more).
 Inputs below the range act as its lower end and inputs above as its upper end (clipped,
 never wrapped); negative inputs count as below. Lookups carry LOOKUP_BITS fractional
 bits, so 2^-(k+1) keeps its precision at both ends of the range.
@@ -42,8 +42,7 @@ LOOKUP_BITS = 24  # a (scale <= 24) times a lookup stays below 2^48: far from th
 RECIPROCAL_RANGE = (-7, 10)  # [2^-7, 2^11): covers [1e-2, 1e3]
 INV_SQRT_RANGE = (-14, 13)  # [2^-14, 2^14): covers [1e-4, 1e4]
 NEWTON_STEPS = 2
-GOLDSCHMIDT_STEPS = 2
-INV_SQRT_START = (1.787739, -0.81)  # y0 = c0 + c1 m, minimax relative error on [1/2, 1]
+INV_SQRT_START = (2.23393266, -2.06618054, 0.83543827)  # y0 = c0 + c1 m + c2 m^2, minimax relative on [1/2, 1]
 M_BITS = 20  # m's scale at most: m^2 times a coefficient (COEFF_BITS) stays below 2^56
 COEFF_BITS = 16
 
@@ -110,22 +109,22 @@ async def _goldschmidt(a: ArithmeticShare, method: str | None, exponents: tuple[
     a = m 2^e; results at frac_bits (one entry per result)."""
     conv = await _convert(a, *exponents, method, result_scale, factor)
     m, f, k = conv.m, conv.m.frac_bits, COEFF_BITS
-    c0, c1 = INV_SQRT_START
-    # g = m y0 = c0 m + c1 m^2 and h = y0 / 2, each one truncation of a local combination
-    mm = await mul(m, m, frac_bits=2 * f)  # masked: no opening, untruncated
-    g_sum = mm.value * ring.encode_constant(c1, k) + (m.value * ring.encode_constant(c0, k) << f)
-    h_sum = m.value * ring.encode_constant(c1 / 2, k)
+    c0, c1, c2 = INV_SQRT_START
+    # h = y0 / 2 = (c0 + c1 m + c2 m^2) / 2: one truncation of a local combination (m^2 of
+    # the masked m needs no opening), then g = m y0
+    mm = await mul(m, m, frac_bits=2 * f)
+    h_sum = mm.value * ring.encode_constant(c2 / 2, k) + (m.value * ring.encode_constant(c1 / 2, k) << f)
     if a.party.id == 0:
-        h_sum = h_sum + ring.encode_constant(c0 / 2, f + k)
-    g, h = await asyncio.gather(truncate(m._with(g_sum, 2 * f + k), f + k), truncate(m._with(h_sum, f + k), k))
-    for _ in range(GOLDSCHMIDT_STEPS - 1):
-        r = 1.5 - await mul(g, h)
-        g, h = await asyncio.gather(mul(g, r), mul(h, r))
-    # the last step: its correction 3/2 - g h joins the scaled results
-    gh, *scaled = await asyncio.gather(mul(g, h), *(mul(g if root else h * 2, s, frac_bits=LOOKUP_BITS)
-                                                    for s in conv.scales))
-    return list(await asyncio.gather(*(mul(s, 1.5 - gh, frac_bits=bits) for s, bits in zip(scaled, frac_bits,
-                                                                                           strict=True))))
+        h_sum = h_sum + ring.encode_constant(c0 / 2, 2 * f + k)
+    h = await truncate(m._with(h_sum, 2 * f + k), f + k)
+    # one Goldschmidt step: r = 3/2 - g h, g r and h r, the results' scales joining h r
+    # (the inverse root's scaled h is ready with g, the root's scaled g with g h)
+    g, *scaled = await asyncio.gather(mul(m, h * 2), *([] if root else [mul(h * 2, s, frac_bits=LOOKUP_BITS)
+                                                                       for s in conv.scales]))
+    gh, *scaled_g = await asyncio.gather(mul(g, h), *([mul(g, s, frac_bits=LOOKUP_BITS) for s in conv.scales]
+                                                      if root else []))
+    return list(await asyncio.gather(*(mul(s, 1.5 - gh, frac_bits=bits)
+                                       for s, bits in zip(scaled or scaled_g, frac_bits, strict=True))))
 
 
 async def inv_sqrt(a: ArithmeticShare, method: str | None = None, frac_bits: int | None = None,

@@ -47,3 +47,21 @@ async def test_against_autograd(kind, slope, method):
         # the sign (tree: 4 rounds, lpgan: 63) and then one round for x times the bit; the
         # DCF gives the bit as ring shares in 1 round, and a Beaver product follows; leaky: + a truncation
         assert rounds == {"tree": 4, "lpgan": 63, "dcf": 1}[method] + (1 if kind == "relu" else 2)
+
+
+async def backward_after_a_product(party, x, g):
+    X = await party.input(x if party.id == 0 else None, src=0)
+    G = await ops.mul(await party.input(g if party.id == 1 else None, src=1), 1.0)  # a truncation's output
+    _, mask = await ops.relu(X, "tree")
+    before = (party.stats.rounds, party.stats.bytes_sent)
+    grad = await ops.relu_backward(G, mask)
+    cost = (party.stats.rounds - before[0], party.stats.bytes_sent - before[1])
+    return await grad.reveal(), await G.reveal(), cost
+
+
+async def test_relu_backward_reuses_the_forwards_opened_bit():
+    g = torch.Generator().manual_seed(3)
+    x, grad_out = torch.randn(200, generator=g) * 5, torch.randn(200, generator=g)
+    for grad, held_g, cost in await run_pair(backward_after_a_product, x, grad_out):
+        assert torch.equal(grad, held_g * (q(x) >= 0))
+        assert cost == (0, 0)  # the bit was opened in the forward, the gradient is masked: local

@@ -7,6 +7,8 @@ the dealer truncation (plus float64 rounding of the reference, far below that).
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -164,9 +166,10 @@ async def masked_chain(party, x: torch.Tensor, y: torch.Tensor, g: torch.Tensor)
     uv = await ops.mul(1.5 - u, -v * 3)  # affine maps keep the masks: no opening, one truncation
     uu = await ops.square(u)  # a square of a masked share: no opening
     ug = await ops.mul(u, G)  # G opened (3 elements), u not
+    flat = await ops.mul(u.reshape(-1), v.flatten())  # reshaped masks are known masks too
     cost = (party.stats.bytes_sent - sent, party.stats.rounds - rounds)
     plain = await ops.mul(u + v, X)  # a sum of two masks is not a known mask: opened as usual
-    return [await t.reveal() for t in (u, v, uv, uu, ug, plain)], cost
+    return [await t.reveal() for t in (u, v, uv, uu, ug, plain, flat)], cost
 
 
 async def test_products_of_masked_shares_open_nothing_more():
@@ -176,7 +179,7 @@ async def test_products_of_masked_shares_open_nothing_more():
     y.view(-1)[:4] = torch.tensor([0.0, -1.0, 1.0 - ULP, -(ULP)])
     g = torch.randn(1, 3, 1, 1, generator=gen, dtype=torch.float64)
     xq, yq, gq = q(x), q(y), q(g)
-    for (u, v, uv, uu, ug, plain), (sent, rounds) in await run_pair(masked_chain, x, y, g):
+    for (u, v, uv, uu, ug, plain, flat), (sent, rounds) in await run_pair(masked_chain, x, y, g):
         # u, v: one truncation each from the held values; every later product adds one more
         assert float((u - xq * yq).abs().max()) <= ULP
         assert float((v - xq * 0.75).abs().max()) <= ULP
@@ -184,6 +187,29 @@ async def test_products_of_masked_shares_open_nothing_more():
         assert float((uu - u * u).abs().max()) <= ULP
         assert float((ug - u * gq).abs().max()) <= ULP
         assert float((plain - (u + v) * xq).abs().max()) <= ULP
-        # three truncations (8 bytes an element each) and G's opening, one round each
-        assert sent == 8 * (3 * 48 + 3)
-        assert rounds == 4
+        assert float((flat - (u * v).reshape(-1)).abs().max()) <= ULP
+        # four truncations (8 bytes an element each) and G's opening, one round each
+        assert sent == 8 * (4 * 48 + 3)
+        assert rounds == 5
+
+
+async def scaled(party, x: torch.Tensor, factor: float):
+    X = await party.input(x if party.id == 0 else None, src=0)
+    await X.reveal()  # both past the input's round: the counts below are the scale's alone
+    await asyncio.sleep(0)
+    out = []
+    for bound in (None, 2.0 ** 20):
+        rounds = party.stats.rounds
+        y = await ops.scale(X, factor, bound=bound)
+        used = party.stats.rounds - rounds
+        out.append((await y.reveal(), used))
+    return out
+
+
+@pytest.mark.parametrize("factor", [0.01, -0.3, 1e-5])
+async def test_scale_with_a_bound_takes_one_round(factor):
+    x = sample(40, seed=9, scale=1000.0)
+    for (plain, plain_rounds), (bounded, bounded_rounds) in await run_pair(scaled, x, factor):
+        for got in (plain, bounded):  # 1 unit of truncation, 2^-17 of the factor's rounding
+            assert float((got - q(x) * factor).abs().max()) <= 2 * ULP + abs(factor) * 1000 * 4 * 2.0 ** -17
+        assert (plain_rounds, bounded_rounds) == (2, 1)
