@@ -41,7 +41,7 @@ METHODS = ("lpgan", "tree", "dcf")
 # private-input ANDs: tree 14.7 ms at 1e5 and 167 ms at 1e6 elements, lpgan 160 ms at 1e6;
 # DCF 17 ms for 100 elements, 21 ms for 400: a fixed cost of its 64 vectorized levels); used
 # to pick a method per call
-COST_MODEL = {"tree": (8, 2016 / 64, 0.165e-6, 0.0), "lpgan": (64, 1504 / 64, 0.13e-6, 0.0),
+COST_MODEL = {"tree": (5, 1680 / 64, 0.165e-6, 0.0), "lpgan": (64, 1504 / 64, 0.13e-6, 0.0),
               "dcf": (1, 8.0, 7.5e-6, 15e-3)}
 # when no network is declared: loopback TLS, whose rounds cost about 0.5 ms of processing each
 # (the tree's 8 take 4.6 ms at 100 elements; lpgan's 64 take ~28 ms more than them at 1e5)

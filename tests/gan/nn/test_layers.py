@@ -28,11 +28,16 @@ LAYERS = {
     "dcgan_block": lambda: tnn.Sequential(tnn.Conv2d(1, 4, 4, 2, 1, bias=False), tnn.BatchNorm2d(4),
                                           tnn.LeakyReLU(0.2), tnn.Flatten(), tnn.Linear(4 * 4 * 4, 1),
                                           tnn.Sigmoid()),
+    # ReLUs after a convolution, a linear layer and batch norm take their inputs untruncated
+    "conv_relu": lambda: tnn.Sequential(tnn.Conv2d(2, 3, 3, 1, 1), tnn.ReLU(), tnn.Flatten(), tnn.Linear(48, 2),
+                                        tnn.LeakyReLU(0.2)),
+    "g_block": lambda: tnn.Sequential(tnn.ConvTranspose2d(3, 2, 4, 2, 1, bias=False), tnn.BatchNorm2d(2),
+                                      tnn.ReLU(), tnn.ConvTranspose2d(2, 1, 4, 2, 1), tnn.Tanh()),
 }
 INPUTS = {"conv": (2, 3, 8, 8), "conv_odd": (2, 2, 7, 7), "convT": (2, 4, 3, 3), "convT_op": (1, 2, 3, 3),
           "linear": (3, 6), "bn": (4, 4, 3, 3), "relu": (2, 5), "leaky": (2, 5), "sigmoid": (2, 5), "tanh": (2, 5),
           "square": (2, 5),
-          "dcgan_block": (3, 1, 8, 8)}
+          "dcgan_block": (3, 1, 8, 8), "conv_relu": (2, 2, 4, 4), "g_block": (2, 3, 2, 2)}
 
 
 def autograd(module: tnn.Module, x: torch.Tensor, g: torch.Tensor):

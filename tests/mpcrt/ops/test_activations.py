@@ -65,3 +65,28 @@ async def test_relu_backward_reuses_the_forwards_opened_bit():
     for grad, held_g, cost in await run_pair(backward_after_a_product, x, grad_out):
         assert torch.equal(grad, held_g * (q(x) >= 0))
         assert cost == (0, 0)  # the bit was opened in the forward, the gradient is masked: local
+
+
+async def relu_of_untruncated(party, x, w, slope):
+    X = await party.input(x if party.id == 0 else None, src=0)
+    W = await party.input(w if party.id == 1 else None, src=1)
+    z = await ops.mul(X, W, frac_bits=32)  # the untruncated product
+    await z.reveal()
+    rounds = party.stats.rounds
+    y, _ = await (ops.relu(z, "tree", frac_bits=16) if slope == 0 else ops.leaky_relu(z, slope, "tree", frac_bits=16))
+    used = party.stats.rounds - rounds
+    return await y.reveal(), y.frac_bits, used
+
+
+@pytest.mark.parametrize("slope", [0.0, 0.2])
+async def test_relu_truncates_an_untruncated_input_while_it_takes_the_sign(slope):
+    g = torch.Generator().manual_seed(5)
+    x, w = torch.randn(300, generator=g) * 4, torch.randn(300, generator=g)
+    x[:3] = torch.tensor([ULP, -ULP, 0.0])  # products within a unit of zero
+    product = q(x) * q(w)
+    want = torch.where(product >= 0, product, product * float(q(torch.tensor(slope))))
+    for y, frac_bits, rounds in await run_pair(relu_of_untruncated, x, w, slope):
+        assert frac_bits == 16
+        assert float(((y - want).abs() / ULP).max()) <= (1 if slope == 0 else 2)  # the truncation(s)
+        # the sign (4 rounds, the truncation in its first), the bit's opening; leaky: + a truncation
+        assert rounds == (5 if slope == 0 else 6)
