@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgpack
+import numpy as np
 import torch
 
 from mpcrt import prg, ringconv
@@ -109,18 +110,24 @@ def _bits_to_words(nbits: int) -> int:
     return (nbits + 63) // 64
 
 
+def unpack_bool(words: torch.Tensor, nbits: int) -> torch.Tensor:
+    """Bits of int64 words (bit j of word i is element 64*i + j), as bools, first nbits
+    (numpy's unpackbits on the words' little-endian bytes: one pass, no int64 temporaries)."""
+    raw = words.reshape(-1).contiguous().numpy().view(np.uint8)
+    return torch.from_numpy(np.unpackbits(raw, count=nbits, bitorder="little").view(np.bool_))
+
+
 def unpack_bits(words: torch.Tensor, nbits: int) -> torch.Tensor:
-    """Bits of int64 words (bit j of word i is element 64*i + j), as int64 0/1, first nbits."""
-    shifts = torch.arange(64, dtype=torch.int64)
-    return ((words.reshape(-1, 1) >> shifts) & 1).reshape(-1)[:nbits]
+    """unpack_bool as int64 0/1."""
+    return unpack_bool(words, nbits).to(torch.int64)
 
 
 def pack_bits(bits: torch.Tensor) -> torch.Tensor:
     """Inverse of unpack_bits: 0/1 values into int64 words, 64 to a word."""
-    flat = bits.reshape(-1).to(torch.int64) & 1
-    pad = -flat.numel() % 64
-    flat = torch.cat([flat, flat.new_zeros(pad)]).reshape(-1, 64)
-    return (flat << torch.arange(64, dtype=torch.int64)).sum(dim=1)  # distinct bits: sum == or
+    flat = bits.reshape(-1).to(torch.bool).numpy()
+    packed = np.packbits(flat, bitorder="little")
+    packed = np.concatenate([packed, np.zeros(-len(packed) % 8, np.uint8)])
+    return torch.from_numpy(packed.view(np.int64).copy())
 
 
 class Kind(ABC):

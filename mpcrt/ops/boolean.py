@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 
 from mpcrt.binary import BinaryShare
-from mpcrt.dealer.material import Request, mask_source, product_subsets, unpack_bits
+from mpcrt.dealer.material import Request, mask_source, product_subsets, unpack_bool
 from mpcrt.messages import spec
 from mpcrt.ops.products import open_masked
 from mpcrt.scope import op_label
@@ -51,23 +51,26 @@ async def monomials(party, x: torch.Tensor, terms: tuple[tuple[int, ...], ...]) 
     e = e_mine ^ e_peer
     masks = {(i,): m["a"][i] for i in range(len(x))}
     masks.update(zip(product_subsets(terms), m["c"], strict=True))
-    out = []
-    for term in terms:
+    opened: dict[tuple[int, ...], torch.Tensor] = {}
+
+    def opened_product(rows: tuple[int, ...]) -> torch.Tensor:
+        """AND of the opened rows (sorted), each product made once across all terms."""
+        if rows not in opened:
+            opened[rows] = e[rows[0]] if len(rows) == 1 else opened_product(rows[:-1]) & e[rows[-1]]
+        return opened[rows]
+
+    out = torch.zeros((len(terms), *e.shape[1:]), dtype=e.dtype)
+    for z, term in zip(out, terms, strict=True):
         term = tuple(sorted(term))
-        z = torch.zeros_like(e[0])
         for size in range(len(term) + 1):
             for subset in itertools.combinations(term, size):
-                public = None  # AND of the opened rows outside the subset
-                for i in term:
-                    if i not in subset:
-                        public = e[i] if public is None else public & e[i]
+                rest = tuple(i for i in term if i not in subset)  # the opened rows outside the subset
                 if not subset:
                     if party.id == 0:
-                        z = z ^ public
+                        z ^= opened_product(rest)
                 else:
-                    z = z ^ (masks[subset] if public is None else public & masks[subset])
-        out.append(z)
-    return torch.stack(out)
+                    z ^= masks[subset] if not rest else opened_product(rest) & masks[subset]
+    return out
 
 
 async def and_private(party, mine: torch.Tensor, shape_x: tuple[int, ...], shape_y: tuple[int, ...],
@@ -107,11 +110,14 @@ async def bit_to_arith(bits: BinaryShare, nbits: int) -> ArithmeticShare:
         words = bits.value.reshape(-1)[:m["packed"].numel()]
         masked = words ^ m["packed"]
         (peer,) = await party.exchange([masked], mid=mid)
-    c = unpack_bits(masked ^ peer, nbits)
-    # b = c + r - 2cr: party 0 holds c + (1 - 2c) r_0, party 1 (1 - 2c) r_1, and (1 - 2c) s
-    # is s with its two's complement negated where c = 1: (s xor -c) + c
-    value = (m["arith"] ^ -c) + (2 * c if party.id == 0 else c)
-    return ArithmeticShare(party, value, 0, torch.int64)
+    c = unpack_bool(masked ^ peer, nbits)
+    return ArithmeticShare(party, _ring_bit(c, m["arith"], party.id), 0, torch.int64)
+
+
+def _ring_bit(c: torch.Tensor, rho: torch.Tensor, party_id: int) -> torch.Tensor:
+    """This party's ring share of b = c + rho - 2 c rho for public bools c and ring shares of
+    the bit rho: rho_i where c = 0, [i = 0] - rho_i where c = 1."""
+    return torch.where(c, (1 if party_id == 0 else 0) - rho, rho)
 
 
 @dataclass
@@ -120,14 +126,14 @@ class OpenedBit:
     (`open_bit`): products of b with masked shares are then local (`times_bit`), as often
     as needed (a ReLU's forward and backward), and b as ring shares is local too."""
 
-    c: torch.Tensor  # public 0/1 per element, in the elements' shape
+    c: torch.Tensor  # public bools, in the elements' shape
     rho: torch.Tensor  # this party's ring share of rho
     source: tuple  # the dealer request that made rho
     party_id: int
 
     def arith(self) -> torch.Tensor:
         """This party's ring share of b = c + rho - 2 c rho."""
-        return (1 - 2 * self.c) * self.rho + (self.c if self.party_id == 0 else 0)
+        return _ring_bit(self.c, self.rho, self.party_id)
 
 
 async def open_bit(bits: BinaryShare, shape: tuple[int, ...]) -> OpenedBit:
@@ -140,7 +146,7 @@ async def open_bit(bits: BinaryShare, shape: tuple[int, ...]) -> OpenedBit:
         m = await party.dealer.get(request)
         masked = bits.value.reshape(-1)[:m["packed"].numel()] ^ m["packed"]
         (peer,) = await party.exchange([masked], mid=mid)
-    c = unpack_bits(masked ^ peer, n).reshape(shape)
+    c = unpack_bool(masked ^ peer, n).reshape(shape)
     return OpenedBit(c, m["arith"].reshape(shape), mask_source(request), party.id)
 
 
@@ -156,7 +162,7 @@ async def times_bit(x: ArithmeticShare, bit: OpenedBit) -> ArithmeticShare:
         products = (await party.dealer.get(request))["c"]
     m_rho = products[0] if mask.variant is None else products.gather(0, mask.variant.unsqueeze(0)).squeeze(0)
     x_rho = mask.public * bit.rho + mask.factor * m_rho
-    return x._with(bit.c * x.value + (1 - 2 * bit.c) * x_rho, x.frac_bits)
+    return x._with(torch.where(bit.c, x.value - x_rho, x_rho), x.frac_bits)
 
 
 async def mul_bit(x: ArithmeticShare, bits: BinaryShare) -> tuple[ArithmeticShare, ArithmeticShare]:
