@@ -14,8 +14,8 @@ Rounds, not bytes, are what these cost in batch norm (one value per channel), so
 product is arranged to need no opening: m and each step's results are truncation
 outputs, public up to a mask the dealer knows (ops.products), and the lookup 2^-e (or
 2^(+-e/2)) that scales the result is opened in the same round as m's product and joins
-the last step. Each step then costs its truncations only: 2 rounds (the square root's
-start 2 more).
+the last step. Each step then costs its truncations only: 2 rounds (the roots' start,
+h = y0 / 2 from m^2 and then g = m y0, 2 more).
 Inputs below the range act as its lower end and inputs above as its upper end (clipped,
 never wrapped); negative inputs count as below. Lookups carry LOOKUP_BITS fractional
 bits, so 2^-(k+1) keeps its precision at both ends of the range.
