@@ -66,8 +66,12 @@ async def _masked_product(x: ArithmeticShare, y: ArithmeticShare) -> torch.Tenso
         index = (0 if mx.variant is None else mx.variant * variants_y) + (0 if my.variant is None else my.variant)
     shape = broadcast(tuple(x.shape), tuple(y.shape))
     mn = m["c"].gather(0, torch.as_tensor(index).expand(shape).unsqueeze(0)).squeeze(0)
-    z = mx.public * y.value + x.value * my.public + (mx.factor * my.factor) * mn
-    return z - mx.public * my.public if party.id == 0 else z
+    factor = mx.factor * my.factor
+    mn = mn if factor == 1 else mn * factor
+    # p y + x q - p q (party 0 only), the subtraction on the smaller operand (a broadcast one)
+    if y.numel() <= x.numel():
+        return mx.public * (y.value - my.public if party.id == 0 else y.value) + x.value * my.public + mn
+    return my.public * (x.value - mx.public if party.id == 0 else x.value) + mx.public * y.value + mn
 
 
 async def _product(op: str, x: Any, y: Any, kwargs: dict[str, Any], truncation: str | None,
