@@ -17,6 +17,11 @@ if TYPE_CHECKING:
     from mpcrt.runtime import Party
 
 
+def ring_int(v: int) -> int:
+    """A Python integer as the signed 64-bit ring element it stands for."""
+    return (v + (1 << 63)) % (1 << 64) - (1 << 63)
+
+
 @dataclass(frozen=True)
 class KnownMask:
     """x = public + factor * M, with `public` known to both parties and M a value the dealer
@@ -33,7 +38,7 @@ class KnownMask:
 
     def affine(self, factor: int, offset: torch.Tensor | int = 0) -> KnownMask:
         """The mask of factor * x + offset (offset public, in ring units)."""
-        return replace(self, public=self.public * factor + offset, factor=self.factor * factor)
+        return replace(self, public=self.public * factor + offset, factor=ring_int(self.factor * factor))
 
     def reshape(self, shape: tuple[int, ...]) -> KnownMask:
         """The mask of x viewed in another shape (same element order)."""

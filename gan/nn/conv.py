@@ -6,6 +6,7 @@ import asyncio
 
 from gan.nn import functional as F
 from gan.nn.module import Module, Parameter, Tensor
+from mpcrt import ArithmeticShare
 
 
 def _pair(v: int | tuple[int, int]) -> tuple[int, int]:
@@ -29,10 +30,12 @@ class _Conv(Module):
     async def forward(self, x: Tensor, frac_bits: int | None = None) -> Tensor:
         raise NotImplementedError
 
-    async def forward_untruncated(self, x: Tensor) -> Tensor:
-        """The output before its truncation (shares: at the sum of x's and the weight's scales),
-        for a following ReLU that truncates it while it takes the sign (see Sequential)."""
-        return await self.forward(x, x.frac_bits + self.weight.data.frac_bits)  # type: ignore[union-attr]
+    async def forward_untruncated(self, x: ArithmeticShare) -> tuple[Tensor, int]:
+        """The output before its truncation (at the sum of x's and the weight's scales) and
+        the scale it would be truncated to, for a following ReLU that truncates it while it
+        takes the sign (see Sequential)."""
+        untruncated, target = F.product_scales(x, self.weight.data)
+        return await self.forward(x, untruncated), target
 
     def _bias_grad(self, grad: Tensor) -> None:
         if self.bias is not None:

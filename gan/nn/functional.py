@@ -22,6 +22,16 @@ def _secure(x: Any) -> bool:
     return isinstance(x, ArithmeticShare)
 
 
+def product_scales(x: ArithmeticShare, weight: Tensor) -> tuple[int, int]:
+    """(the untruncated product's scale, the scale a product truncates to) of x and a weight,
+    shared or plain (a plain float weight is encoded at the party's scale, an integer one at 0)."""
+    if isinstance(weight, ArithmeticShare):
+        fw = weight.frac_bits
+    else:
+        fw = x.party.frac_bits if torch.as_tensor(weight).is_floating_point() else 0
+    return x.frac_bits + fw, max(x.frac_bits, fw)
+
+
 async def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None, frac_bits: int | None = None, **kw: Any) -> Tensor:
     """frac_bits (shares only): the output's scale, as in ops.conv2d."""
     if _secure(x) or _secure(weight):

@@ -6,6 +6,7 @@ import asyncio
 
 from gan.nn import functional as F
 from gan.nn.module import Module, Parameter, Tensor
+from mpcrt import ArithmeticShare
 
 
 class Linear(Module):
@@ -20,9 +21,11 @@ class Linear(Module):
         self._x = x
         return await F.linear(x, self.weight.data, None if self.bias is None else self.bias.data, frac_bits)
 
-    async def forward_untruncated(self, x: Tensor) -> Tensor:
-        """The output before its truncation, for a following ReLU (see Sequential)."""
-        return await self.forward(x, x.frac_bits + self.weight.data.frac_bits)  # type: ignore[union-attr]
+    async def forward_untruncated(self, x: ArithmeticShare) -> tuple[Tensor, int]:
+        """The output before its truncation and the scale it would be truncated to, for a
+        following ReLU (see Sequential)."""
+        untruncated, target = F.product_scales(x, self.weight.data)
+        return await self.forward(x, untruncated), target
 
     async def backward(self, grad: Tensor) -> Tensor:
         """dx = dy W, dW = dy^T x, db = sum of dy over the batch."""

@@ -107,7 +107,8 @@ class Sequential(Module):
             layer, after = self.layers[i], self.layers[i + 1] if i + 1 < len(self.layers) else None
             if isinstance(x, ArithmeticShare) and hasattr(layer, "forward_untruncated") \
                     and getattr(after, "truncates_its_input", False):
-                x = await after.forward(await layer.forward_untruncated(x), x.frac_bits)  # type: ignore[union-attr]
+                untruncated, frac_bits = await layer.forward_untruncated(x)  # type: ignore[attr-defined]
+                x = await after.forward(untruncated, frac_bits)  # type: ignore[union-attr]
                 i += 2
             else:
                 x = await layer.forward(x)

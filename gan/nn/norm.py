@@ -6,6 +6,7 @@ from typing import Any
 
 from gan.nn import functional as F
 from gan.nn.module import Module, Parameter, Tensor
+from mpcrt import ArithmeticShare
 
 UNTRUNCATED = 1 << 10  # more fractional bits than the output has: ops.batch_norm then skips its truncation
 
@@ -23,9 +24,10 @@ class BatchNorm2d(Module):
                                           self.training, self.momentum, self.eps, frac_bits)
         return y
 
-    async def forward_untruncated(self, x: Tensor) -> Tensor:
-        """The output before its truncation, for a following ReLU (see Sequential)."""
-        return await self.forward(x, UNTRUNCATED)
+    async def forward_untruncated(self, x: ArithmeticShare) -> tuple[Tensor, int]:
+        """The output before its truncation and the scale it would be truncated to (x's), for
+        a following ReLU (see Sequential)."""
+        return await self.forward(x, UNTRUNCATED), x.frac_bits
 
     async def backward(self, grad: Tensor) -> Tensor:
         """The closed form: gradients of the input, gamma and beta."""

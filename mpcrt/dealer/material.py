@@ -357,12 +357,13 @@ class Mask(Kind):
         return {}
 
 
-def mask_source(request: Request, shape: tuple[int, ...] | None = None) -> tuple:
+def mask_source(request: Request) -> tuple:
     """How a masked product names an operand's mask: the request that made it, and the
-    shape the mask is viewed as (a reshape keeps the elements' order)."""
+    shape the mask is viewed as (its own; shares.KnownMask.reshape changes it, a reshape
+    keeping the elements' order)."""
     first = request.params[0]  # a shape, or a count (random bits)
-    default = tuple(first) if isinstance(first, tuple | list) else (first,)
-    return (request.kind, tuple(request.mid), request.tag, request.params, default if shape is None else tuple(shape))
+    return (request.kind, tuple(request.mid), request.tag, request.params,
+            tuple(first) if isinstance(first, tuple | list) else (first,))
 
 
 def _source_request(source: tuple) -> Request:
@@ -385,9 +386,15 @@ def _mask_size(source: tuple) -> tuple[int, tuple[int, ...]]:
     return (2 if request.kind == "trunc" else 1), tuple(source[4])
 
 
+MASK_COMPONENTS = {"trunc": "r", "mask": "a"}  # the requests whose masks products may name
+
+
 def _mask_link(source: tuple) -> tuple[Request, str]:
     request = _source_request(source)
-    return request, "r" if request.kind == "trunc" else "a"
+    if request.kind not in MASK_COMPONENTS:
+        raise ValueError(f"a masked product names a {request.kind!r} request; only "
+                         f"{sorted(MASK_COMPONENTS)} make masks the dealer may multiply")
+    return request, MASK_COMPONENTS[request.kind]
 
 
 def _mask_variants(source: tuple, full: torch.Tensor) -> torch.Tensor:
@@ -433,7 +440,10 @@ class MaskedTimesBit(Kind):
         return {"c": (variants, *shape)}
 
     def linked(self, params):
-        return {"m": _mask_link(params[0]), "rho": (_source_request(params[1]), "packed")}
+        bits = _source_request(params[1])
+        if bits.kind != "bits":
+            raise ValueError(f"a bit product names a {bits.kind!r} request for its random bit, not 'bits'")
+        return {"m": _mask_link(params[0]), "rho": (bits, "packed")}
 
     def dependent_values(self, free, params):
         shape = _mask_size(params[0])[1]

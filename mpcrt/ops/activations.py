@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from mpcrt import ring
-from mpcrt.ops.boolean import OpenedBit, open_bit, times_bit
+from mpcrt.ops.boolean import OpenedBit, times_bit, times_opened_bit
 from mpcrt.ops.compare import _resolve, is_non_negative, msb
 from mpcrt.ops.products import mul, open_masked
 from mpcrt.ops.truncation import truncate
@@ -46,8 +46,8 @@ async def _times_step(x: ArithmeticShare, method: str | None, frac_bits: int | N
         d, x = await asyncio.gather(is_non_negative(x, "dcf"), truncate(x, cut))
         return x, await mul(x, d), d, None
     sign, x = await asyncio.gather(msb(x, method), truncate(x, cut))
-    x, bit = await asyncio.gather(open_masked(x), open_bit(~sign, tuple(x.shape)))  # one round
-    return x, await times_bit(x, bit), ArithmeticShare(x.party, bit.arith(), 0, torch.int64), bit
+    product, bit = await times_opened_bit(x, ~sign)  # one round
+    return x, product, ArithmeticShare(x.party, bit.arith(), 0, torch.int64), bit
 
 
 def _leaky(x: ArithmeticShare, positive: ArithmeticShare, slope: float):

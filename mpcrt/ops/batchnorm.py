@@ -28,8 +28,9 @@ Backward, with delta = mean_f - mean and x - mean = c + delta (so x_hat is never
 Valid while the channel variance satisfies var + eps in [2^-17, 2^15) (the inverse square
 root's range; clipped outside) and n * var < 2^30 (the sum of squares at 2f; n elements
 per channel), |x - mean| < 2^15, |gamma * x_hat| and |dx| < 2^10 (products at 2f + 20
-bits), a channel's |sum(x)| < 2^26 (the means' one truncation) and |sum(dy * (x - mean))|
-< 2^18 (summed at 2f + 12 bits). With eps = 1e-5 the tiny variances of DCGAN's freshly initialised layers (about
+bits), a channel's |sum(x)| < 2^26 (the means' one truncation), |sum(dy * (x - mean))| < 2^18
+(summed at 2f + 12 bits) and |dgamma / (std n)| < 2^(38 - 2f), 64 at f = 16 (its product
+at 2f + 24 bits). With eps = 1e-5 the tiny variances of DCGAN's freshly initialised layers (about
 1e-5) are covered.
 Running statistics, when given as shares, are updated in place like torch's (unbiased
 variance), and used as they are in inference.
@@ -56,7 +57,7 @@ GAIN_BITS = 8  # g = gamma / std carries f + 8 bits: 1/181 (the largest std) is 
 STD_EXPONENTS = (-17, 14)  # var + eps >= eps = 1e-5 > 2^-17
 BLEND_BITS = 24  # the running statistics' weights (1 - momentum, momentum): statistics at f stay below 2^56
 MEAN_BITS = 20  # divisions by the count: the factor 1/count carries 20 + log2(count) bits
-INV_N_BITS = 40  # 1/(std n) for the backward: a product with sum(dy * x_hat) at f stays below 2^62
+INV_N_EXTRA_BITS = 24  # 1/(std n) for the backward at f + 24 bits (40 at f = 16)
 SUM_BITS = 6  # sum(dy * c) is kept at f + 6 bits before the product with 1/std
 
 
@@ -195,7 +196,7 @@ async def _update_running(running_mean: Any, running_var: Any, mu: ArithmeticSha
             raise TypeError("running statistics of a secure batch norm must be shares (they depend on the data)")
     new = await asyncio.gather(*(_blend(r, s, momentum, f) for r, s, f in updates))
     for (running, _, _), value in zip(updates, new, strict=True):
-        running.value = value.value  # in place, as torch does
+        running.value, running.mask = value.value, None  # in place, as torch does
 
 
 def _blend(running: ArithmeticShare, stat: ArithmeticShare, momentum: float, factor: float
@@ -225,7 +226,7 @@ async def batch_norm_backward(grad_out: ArithmeticShare, ctx: BatchNormContext
             return dx, (d_weight.reshape(-1) if ctx.has_weight else None), d_bias.reshape(-1)
         assert isinstance(ctx.inv_std, ArithmeticShare) and ctx.delta is not None
         dy, sum_dy, inv_n = await asyncio.gather(open_masked(grad_out), open_masked(d_bias),
-                                                 _divided(ctx.inv_std, ctx.count, INV_N_BITS))
+                                                 _divided(ctx.inv_std, ctx.count, f + INV_N_EXTRA_BITS))
         # sum(dy * (x - mean)) = sum(dy * c) + sum(dy) * delta, summed before the one truncation
         dy_c, dy_gain, shift = await asyncio.gather(
             mul(dy, ctx.centered, frac_bits=2 * f), mul(dy, ctx.gain, frac_bits=2 * f + GAIN_BITS),

@@ -165,9 +165,15 @@ async def times_bit(x: ArithmeticShare, bit: OpenedBit) -> ArithmeticShare:
     return x._with(torch.where(bit.c, x.value - x_rho, x_rho), x.frac_bits)
 
 
-async def mul_bit(x: ArithmeticShare, bits: BinaryShare) -> tuple[ArithmeticShare, ArithmeticShare]:
-    """(x * b, b as ring 0/1) for one packed XOR-shared bit b per element of x (flattened
-    order), in one round: b opened under a dealer bit (one bit per element), x under a
-    mask in the same round unless it is masked already (8 bytes per element)."""
+async def times_opened_bit(x: ArithmeticShare, bits: BinaryShare) -> tuple[ArithmeticShare, OpenedBit]:
+    """(x * b, b opened) for one packed XOR-shared bit b per element of x (flattened order),
+    in one round: b opened under a dealer bit (one bit per element), x under a mask in the
+    same round unless it is masked already (8 bytes per element)."""
     x, opened = await asyncio.gather(open_masked(x), open_bit(bits, tuple(x.shape)))
-    return await times_bit(x, opened), ArithmeticShare(x.party, opened.arith(), 0, torch.int64)
+    return await times_bit(x, opened), opened
+
+
+async def mul_bit(x: ArithmeticShare, bits: BinaryShare) -> tuple[ArithmeticShare, ArithmeticShare]:
+    """(x * b, b as ring 0/1): times_opened_bit, the bit as ring shares (local)."""
+    product, opened = await times_opened_bit(x, bits)
+    return product, ArithmeticShare(x.party, opened.arith(), 0, torch.int64)

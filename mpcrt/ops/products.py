@@ -19,7 +19,7 @@ from mpcrt import ring
 from mpcrt.dealer.material import BILINEAR, Request, broadcast, mask_source
 from mpcrt.ops.truncation import truncate
 from mpcrt.scope import op_label
-from mpcrt.shares import ArithmeticShare, KnownMask
+from mpcrt.shares import ArithmeticShare, KnownMask, ring_int
 
 SCALE_BITS = 16  # fractional bits of the factor in [1, 2) that `scale` multiplies by
 
@@ -66,7 +66,7 @@ async def _masked_product(x: ArithmeticShare, y: ArithmeticShare) -> torch.Tenso
         index = (0 if mx.variant is None else mx.variant * variants_y) + (0 if my.variant is None else my.variant)
     shape = broadcast(tuple(x.shape), tuple(y.shape))
     mn = m["c"].gather(0, torch.as_tensor(index).expand(shape).unsqueeze(0)).squeeze(0)
-    factor = mx.factor * my.factor
+    factor = ring_int(mx.factor * my.factor)
     mn = mn if factor == 1 else mn * factor
     # p y + x q - p q (party 0 only), the subtraction on the smaller operand (a broadcast one)
     if y.numel() <= x.numel():

@@ -144,3 +144,11 @@ async def joins_of_different_scales(party):
 async def test_joining_shares_of_different_scales_is_refused():
     results = await run_pair(joins_of_different_scales, timeout=2)
     assert any(isinstance(r, ValueError) and "fixed-point scales" in str(r) for r in results)
+
+
+def test_known_mask_factors_wrap_like_ring_elements():
+    from mpcrt.shares import KnownMask, ring_int
+
+    assert ring_int(1 << 64) == 0 and ring_int((1 << 63) + 5) == -(1 << 63) + 5 and ring_int(-7) == -7
+    mask = KnownMask(("mask", (1,), "", ((2,),), (2,)), None, torch.zeros(2, dtype=torch.int64))
+    assert mask.affine(1 << 40).affine(1 << 40).factor == 0  # 2^80 is 0 in the ring, not an overflow

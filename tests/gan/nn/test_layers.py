@@ -144,3 +144,16 @@ async def test_reveal_to_one_party_only():
     for (n, p), (_, q) in zip(model.state_dict().items(), owner.state_dict().items(), strict=True):
         if p.is_floating_point():
             assert float((p - q).abs().max()) <= 2 ** -16, n
+
+
+async def plain_weight_then_relu(party, x, w):
+    layer = nn.Sequential(nn.Linear(w), nn.ReLU())  # a public weight: its scale is the party's
+    X = await party.input(x if party.id == 0 else None, src=0)
+    return await (await layer.forward(X)).reveal()
+
+
+async def test_a_public_weight_before_a_fused_relu():
+    x, w = torch.randn(4, 3, dtype=torch.float64), torch.randn(2, 3, dtype=torch.float64)
+    want = torch.relu((torch.round(x * 2 ** 16) / 2 ** 16) @ (torch.round(w * 2 ** 16) / 2 ** 16).t())
+    for y in await run_pair(plain_weight_then_relu, x, w):
+        assert float((y - want).abs().max()) <= 2 ** -15
