@@ -36,13 +36,12 @@ from mpcrt.shares import ArithmeticShare
 
 METHODS = ("lpgan", "tree", "dcf")
 # per call and party: (rounds, online bytes sent per element, CPU seconds per element, CPU
-# seconds per call), measured on this project's reference machine (docs/COSTS.md,
-# bench/nonlinear.py; is_non_negative in two processes over TLS, 2026-11-27: tree 14.7 ms at
-# 1e5 and 167 ms at 1e6 elements with pairwise carries, lpgan 160 ms at 1e6; DCF 17 ms for
-# 100 elements, 21 ms for 400: a fixed cost of its 64 vectorized levels). The tree's rounds
-# and bytes are those of its fan-in-4 carries (docs/COSTS.md); its CPU figure is the
-# pairwise tree's, not re-measured. Used to pick a method per call
-COST_MODEL = {"tree": (5, 1680 / 64, 0.165e-6, 0.0), "lpgan": (64, 1504 / 64, 0.13e-6, 0.0),
+# seconds per call), measured on this project's reference machine (docs/COSTS.md;
+# is_non_negative in two processes over TLS, material prefetched, 2026-11-27: the fan-in-4
+# tree 17.7 ms at 1e5 and 190.5 ms at 1e6 elements, lpgan 28.2 and 151.6 ms; DCF 17 ms for
+# 100 elements, 21 ms for 400: a fixed cost of its 64 vectorized levels). Used to pick a
+# method per call
+COST_MODEL = {"tree": (5, 1680 / 64, 0.19e-6, 0.0), "lpgan": (64, 1504 / 64, 0.13e-6, 0.0),
               "dcf": (1, 8.0, 7.5e-6, 15e-3)}
 # when no network is declared: loopback TLS, whose rounds cost about 0.5 ms of processing each
 # (the tree's 8 take 4.6 ms at 100 elements; lpgan's 64 take ~28 ms more than them at 1e5)
