@@ -138,37 +138,46 @@ class ArithmeticShare:
             padded = padded + mask.long() * ring.encode(torch.tensor(value), self.frac_bits)
         return self._like(padded)
 
-    def _operand(self, other: Any) -> torch.Tensor:
-        """Ring value to add: the other share, or (at party 0 only) an encoded public value."""
+    def _operand(self, other: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(ring value this party adds, the public value's encoding or None for a share): the
+        other share, or an encoded public value, which party 0 alone adds."""
         if isinstance(other, ArithmeticShare):
             if other.party is not self.party:
                 raise ValueError("cannot combine shares of different parties")
             if other.frac_bits != self.frac_bits:
                 raise ValueError(f"fixed-point scales differ: 2^-{self.frac_bits} and 2^-{other.frac_bits}")
-            return other.value
+            return other.value, None
         encoded = ring.encode(torch.as_tensor(other), self.frac_bits)
-        return encoded if self.party.id == 0 else torch.zeros_like(encoded)
+        return (encoded if self.party.id == 0 else torch.zeros_like(encoded)), encoded
 
-    def _affine(self, value: torch.Tensor, factor: int, other: Any = None, sign: int = 1) -> ArithmeticShare:
-        """factor * self + sign * other (value computed by the caller), keeping the mask
-        known where other is public."""
+    def _affine(self, value: torch.Tensor, factor: int, public: torch.Tensor | None = None) -> ArithmeticShare:
+        """factor * self + public (value computed by the caller), keeping the mask known
+        unless a share was added (public is None then, or for negation)."""
         out = self._like(value)
-        if self.mask is not None and not isinstance(other, ArithmeticShare):
-            offset = 0 if other is None else sign * ring.encode(torch.as_tensor(other), self.frac_bits)
-            mask = self.mask.affine(factor, offset)
+        if self.mask is not None:
+            mask = self.mask.affine(factor, 0 if public is None else public)
             out.mask = mask if mask.public.shape == value.shape else None
         return out
 
     def __add__(self, other: Any) -> ArithmeticShare:
-        return self._affine(self.value + self._operand(other), 1, other)
+        added, public = self._operand(other)
+        if public is None:
+            return self._like(self.value + added)
+        return self._affine(self.value + added, 1, public)
 
     __radd__ = __add__
 
     def __sub__(self, other: Any) -> ArithmeticShare:
-        return self._affine(self.value - self._operand(other), 1, other, -1)
+        added, public = self._operand(other)
+        if public is None:
+            return self._like(self.value - added)
+        return self._affine(self.value - added, 1, -public)
 
     def __rsub__(self, other: Any) -> ArithmeticShare:
-        return self._affine(self._operand(other) - self.value, -1, other)
+        added, public = self._operand(other)
+        if public is None:
+            return self._like(added - self.value)
+        return self._affine(added - self.value, -1, public)
 
     def __neg__(self) -> ArithmeticShare:
         return self._affine(-self.value, -1)

@@ -27,15 +27,12 @@ class _Conv(Module):
     def _bias(self) -> Tensor | None:
         return None if self.bias is None else self.bias.data
 
-    async def forward(self, x: Tensor, frac_bits: int | None = None) -> Tensor:
-        raise NotImplementedError
-
     async def forward_untruncated(self, x: ArithmeticShare) -> tuple[Tensor, int]:
         """The output before its truncation (at the sum of x's and the weight's scales) and
         the scale it would be truncated to, for a following ReLU that truncates it while it
         takes the sign (see Sequential)."""
         untruncated, target = F.product_scales(x, self.weight.data)
-        return await self.forward(x, untruncated), target
+        return await self.forward(x, untruncated), target  # type: ignore[call-arg]
 
     def _bias_grad(self, grad: Tensor) -> None:
         if self.bias is not None:

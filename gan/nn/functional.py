@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from mpcrt import ArithmeticShare, ops
+from mpcrt.ops.products import public_scale
 
 Tensor = ArithmeticShare | torch.Tensor
 
@@ -25,10 +26,7 @@ def _secure(x: Any) -> bool:
 def product_scales(x: ArithmeticShare, weight: Tensor) -> tuple[int, int]:
     """(the untruncated product's scale, the scale a product truncates to) of x and a weight,
     shared or plain (a plain float weight is encoded at the party's scale, an integer one at 0)."""
-    if isinstance(weight, ArithmeticShare):
-        fw = weight.frac_bits
-    else:
-        fw = x.party.frac_bits if torch.as_tensor(weight).is_floating_point() else 0
+    fw = weight.frac_bits if isinstance(weight, ArithmeticShare) else public_scale(weight, x.party)
     return x.frac_bits + fw, max(x.frac_bits, fw)
 
 

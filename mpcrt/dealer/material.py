@@ -373,11 +373,11 @@ def _source_request(source: tuple) -> Request:
 
 def truncation_masks(r: torch.Tensor, bits: int) -> torch.Tensor:
     """The two values a truncation's output is masked by, stacked (not wrapped, wrapped): its
-    output y is (c >> bits) + mask[c >= 0] (both parties' prepared corrections added up)."""
-    base = -logical_shift(r, bits) - (TRUNCATION_OFFSET >> bits)
-    not_wrapped = base + (1 << (64 - bits) if bits > 1 else -(1 << 63))
-    wrapped = base + ((r < 0).to(torch.int64) << (64 - bits))
-    return torch.stack([not_wrapped, wrapped])
+    output y is (c >> bits) + mask[c >= 0]. The corrections are linear in the material, so
+    both parties' prepared corrections add up to party 0's form on the full values."""
+    full = {"r": r, **Truncation().dependent_values({"r": r}, ((), bits))}
+    prepared = Truncation().prepare(full, ((), bits), 0)
+    return torch.stack([prepared["not_wrapped"], prepared["wrapped"]])
 
 
 def _mask_size(source: tuple) -> tuple[int, tuple[int, ...]]:

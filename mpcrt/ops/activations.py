@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -24,30 +25,50 @@ from mpcrt.ops.truncation import truncate
 from mpcrt.scope import op_label
 from mpcrt.shares import ArithmeticShare
 
+if TYPE_CHECKING:
+    from mpcrt.runtime import Party
+
 
 @dataclass
 class Mask:
-    """What a ReLU-family forward keeps for its backward: the local derivative, shared
-    (and the bit [x >= 0] opened under a dealer bit, when the comparison gave it packed)."""
+    """What a ReLU-family forward keeps for its backward: the bit d = [x >= 0], opened under
+    a dealer bit (or, with the DCF, as ring shares), the slope, and the scale of x. The
+    local derivative as a share (d, or slope + (1 - slope) d) is made only when asked for:
+    the backward multiplies by the opened bit directly."""
 
-    derivative: ArithmeticShare
-    bit: OpenedBit | None = None
-    negative_slope: float = 0.0
+    bit: OpenedBit | ArithmeticShare
+    negative_slope: float
+    party: Party
+    frac_bits: int  # x's scale, the leaky derivative's
+    dtype: torch.dtype
+
+    @property
+    def derivative(self) -> ArithmeticShare:
+        """The local derivative as a share (local work)."""
+        party, f = self.party, self.frac_bits
+        d = self.bit if isinstance(self.bit, ArithmeticShare) else ArithmeticShare(party, self.bit.arith(), 0,
+                                                                                   torch.int64)
+        if not self.negative_slope:
+            return d
+        slope = ring.encode_constant(self.negative_slope, f)
+        # s = slope + d * (1 - slope) in fixed point, exactly 1 where d = 1
+        value = d.value * ((1 << f) - slope) + (slope if party.id == 0 else 0)
+        return ArithmeticShare(party, value, f, self.dtype)
 
 
 async def _times_step(x: ArithmeticShare, method: str | None, frac_bits: int | None
-                      ) -> tuple[ArithmeticShare, ArithmeticShare, ArithmeticShare, OpenedBit | None]:
-    """(x, x * [x >= 0], [x >= 0] as ring shares, the opened bit or None), x truncated to
+                      ) -> tuple[ArithmeticShare, ArithmeticShare, OpenedBit | ArithmeticShare]:
+    """(x, x * [x >= 0], the bit: opened, or ring shares from the DCF), x truncated to
     frac_bits (concurrently with taking its sign)."""
     cut = 0 if frac_bits is None else x.frac_bits - frac_bits
     if cut < 0:
         raise ValueError(f"a share with {x.frac_bits} fractional bits cannot be truncated to {frac_bits}")
     if _resolve(x, method) == "dcf":
         d, x = await asyncio.gather(is_non_negative(x, "dcf"), truncate(x, cut))
-        return x, await mul(x, d), d, None
+        return x, await mul(x, d), d
     sign, x = await asyncio.gather(msb(x, method), truncate(x, cut))
     product, bit = await times_opened_bit(x, ~sign)  # one round
-    return x, product, ArithmeticShare(x.party, bit.arith(), 0, torch.int64), bit
+    return x, product, bit
 
 
 def _leaky(x: ArithmeticShare, positive: ArithmeticShare, slope: float):
@@ -63,8 +84,8 @@ async def relu(x: ArithmeticShare, method: str | None = None, frac_bits: int | N
     frac_bits: x is an untruncated product (e.g. ops.conv2d(..., frac_bits=2f)) to truncate
     to frac_bits: its sign is taken as it is, while it is truncated, saving the round."""
     with op_label("relu"):
-        _, y, d, bits = await _times_step(x, method, frac_bits)
-        return y, Mask(d, bits)
+        x, y, bit = await _times_step(x, method, frac_bits)
+        return y, Mask(bit, 0.0, x.party, x.frac_bits, x.dtype)
 
 
 async def leaky_relu(x: ArithmeticShare, negative_slope: float = 0.01, method: str | None = None,
@@ -72,20 +93,14 @@ async def leaky_relu(x: ArithmeticShare, negative_slope: float = 0.01, method: s
     """x if x >= 0 else negative_slope * x, and the derivative s for the backward (frac_bits:
     as for relu)."""
     with op_label("leaky_relu"):
-        x, positive, d, bits = await _times_step(x, method, frac_bits)
-        f = x.frac_bits
-        slope = ring.encode_constant(negative_slope, f)
-        # s = slope + d * (1 - slope) in fixed point, exactly 1 where d = 1; local
-        s = ArithmeticShare(x.party, d.value * ((1 << f) - slope), f, x.dtype)
-        if x.party.id == 0:
-            s = ArithmeticShare(x.party, s.value + slope, f, x.dtype)
-        return await _leaky(x, positive, negative_slope), Mask(s, bits, negative_slope)
+        x, positive, bit = await _times_step(x, method, frac_bits)
+        return await _leaky(x, positive, negative_slope), Mask(bit, negative_slope, x.party, x.frac_bits, x.dtype)
 
 
 async def backward(grad_out: ArithmeticShare, mask: Mask) -> ArithmeticShare:
     """Gradient of the input: grad_out times the stored local derivative."""
     with op_label("relu_backward"):
-        if mask.bit is None:
+        if isinstance(mask.bit, ArithmeticShare):  # the DCF's bit: a Beaver product
             return await mul(grad_out, mask.derivative)
         positive = await times_bit(await open_masked(grad_out), mask.bit)  # the forward's opened bit
         return positive if not mask.negative_slope else await _leaky(grad_out, positive, mask.negative_slope)

@@ -53,8 +53,13 @@ async def _fold(party, chunks: list[tuple[torch.Tensor, torch.Tensor]], size: in
     """Fold chunks of `size` rows, each (G, P) of shape (count, size, words), in one round:
     (G, P) of shape (count, words) each (P None when not needed)."""
     names, terms = _terms(size, need_p)
-    flat = [torch.cat([(g if n[0] == "g" else p)[:, int(n[1:])].reshape(-1) for g, p in chunks]) for n in names]
-    products = await monomials(party, torch.stack(flat), terms)
+    # the variables' rows of every chunk, side by side, written once into one tensor
+    sizes = [g.shape[0] * g.shape[2] for g, _ in chunks]
+    rows = torch.empty((len(names), sum(sizes)), dtype=torch.int64)
+    for i, name in enumerate(names):
+        source = 0 if name[0] == "g" else 1
+        torch.cat([chunk[source][:, int(name[1:])].reshape(-1) for chunk in chunks], out=rows[i])
+    products = await monomials(party, rows, terms)
     out, offset = [], 0
     for g, _ in chunks:
         count, _, words = g.shape

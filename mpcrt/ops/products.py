@@ -24,11 +24,15 @@ from mpcrt.shares import ArithmeticShare, KnownMask, ring_int
 SCALE_BITS = 16  # fractional bits of the factor in [1, 2) that `scale` multiplies by
 
 
+def public_scale(value: Any, party) -> int:
+    """The scale a public operand is encoded at: integers exact (0), reals at the party's."""
+    return party.frac_bits if torch.as_tensor(value).is_floating_point() else 0
+
+
 def _public(value: Any, party) -> tuple[torch.Tensor, int]:
-    """A public operand as ring elements and its scale: integers exact, reals fixed point."""
-    t = torch.as_tensor(value)
-    frac_bits = party.frac_bits if t.is_floating_point() else 0
-    return ring.encode(t, frac_bits), frac_bits
+    """A public operand as ring elements and its scale."""
+    frac_bits = public_scale(value, party)
+    return ring.encode(torch.as_tensor(value), frac_bits), frac_bits
 
 
 def _kwargs_key(kwargs: dict[str, Any]) -> tuple:
