@@ -20,6 +20,7 @@ import gan
 from gan import models, optim
 from gan.data import batches
 from gan.step import train_step
+from mpcrt import ring
 
 
 @dataclass
@@ -106,10 +107,13 @@ def load_images(source: str, size: int) -> torch.Tensor:
     return data.image_folder(source, size)
 
 
-async def plaintext_training(cfg: TrainConfig, images: torch.Tensor, quality_noise: torch.Tensor | None = None
-                             ) -> dict:
+async def plaintext_training(cfg: TrainConfig, images: torch.Tensor, quality_noise: torch.Tensor | None = None,
+                             gradient_noise_seed: int | None = None) -> dict:
     """The same run on plain tensors (same layer code, seed, data and noise); with
-    `quality_noise`, also the trained generator's images for it ('quality_samples')."""
+    `quality_noise`, also the trained generator's images for it ('quality_samples').
+    gradient_noise_seed: a perturbed twin, every gradient moved by up to one unit of 2^-f
+    before each step (uniform noise from this seed), the size of a truncation's rounding on
+    shares: GAN training is chaotic, and such twins show how far apart equally good runs land."""
     from gan.secure import secure as make_twin
 
     class Owner:
@@ -121,6 +125,10 @@ async def plaintext_training(cfg: TrainConfig, images: torch.Tensor, quality_noi
     d_model, g_model = initial_models(cfg)
     d, g = await make_twin(d_model, Owner()), await make_twin(g_model, Owner())
     opt_d, opt_g = optimizers(cfg, d, g)
+    if gradient_noise_seed is not None:
+        noise_source = torch.Generator().manual_seed(gradient_noise_seed)
+        for opt in (opt_d, opt_g):
+            _add_gradient_noise(opt, noise_source, 2.0 ** -ring.DEFAULT_FRAC_BITS)
     curves: dict[str, list[float]] = {"d_real": [], "d_fake": []}
     for _, real, noise in iteration_inputs(cfg, images):
         out = await train_step(d, g, opt_d, opt_g, real.double(), noise.double())
@@ -132,6 +140,19 @@ async def plaintext_training(cfg: TrainConfig, images: torch.Tensor, quality_noi
     if quality_noise is not None:
         result["quality_samples"] = (await g.forward(quality_noise.double())).float()
     return result
+
+
+def _add_gradient_noise(opt: optim.Optimizer, source: torch.Generator, unit: float) -> None:
+    """Make opt.step first add uniform noise in [-unit, unit] to every gradient."""
+    step = opt.step
+
+    async def noisy_step() -> None:
+        for p in opt.params:
+            assert p.grad is not None
+            p.grad = p.grad + (torch.rand(p.grad.shape, generator=source, dtype=p.grad.dtype) * 2 - 1) * unit
+        await step()
+
+    opt.step = noisy_step  # type: ignore[method-assign]
 
 
 QUALITY_IMAGES = 1000
@@ -155,8 +176,6 @@ def quality_report(cfg: TrainConfig, generator_state: dict, twin_samples: torch.
     """Sample quality (gan.quality) of the securely trained generator (its revealed weights,
     run on `noise` in plain torch by the owner) beside its plaintext twin's images for the
     same noise, judged against the bundled MNIST digits (a model of the preset's size)."""
-    from gan import quality
-
     p = cfg.preset_()
     judge, images = _judge(p.image_size, cfg.seed)
     trained = models.generator(p)
@@ -164,5 +183,12 @@ def quality_report(cfg: TrainConfig, generator_state: dict, twin_samples: torch.
     with torch.no_grad():
         secure_samples = trained.eval()(noise.float())
     return {"classifier_test_accuracy": judge.test_accuracy, "real_images": len(images),
-            "secure": quality.sample_quality(judge, secure_samples, images),
-            "plaintext_twin": quality.sample_quality(judge, twin_samples, images)}
+            "secure": judge_samples(cfg, secure_samples), "plaintext_twin": judge_samples(cfg, twin_samples)}
+
+
+def judge_samples(cfg: TrainConfig, samples: torch.Tensor) -> dict:
+    """gan.quality's report on generated images, against the bundled MNIST digits."""
+    from gan import quality
+
+    judge, images = _judge(cfg.preset_().image_size, cfg.seed)
+    return quality.sample_quality(judge, samples, images)
