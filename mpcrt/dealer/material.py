@@ -451,10 +451,48 @@ class MaskedTimesBit(Kind):
         return {"c": _mask_variants(params[0], free["m"]) * rho}
 
 
+class PieceTable(Kind):
+    """For a polynomial of degree <= 2 picked per element by a secret segment index, at a
+    masked point x = p + phi M (see ops.piecewise): the index, XOR-shared in `bits` rows of
+    packed bits, is opened as u = index xor delta for a random delta per element (u is
+    uniform whatever the index), and the dealer shares, for every u, what the polynomial of
+    segment u xor delta needs besides p: A = c0 + c1 phi M + c2 (phi M)^2, B = c1 + 2 c2 phi M
+    and C = c2, so that c0 + c1 x + c2 x^2 = A + B p + C p^2 is local. One row (A, B, C) per
+    u and variant of M, variant-major. params (n, bits, (c0s, c1s, c2s) ring integers per
+    segment, phi, source_x); segments past the lists have zero coefficients."""
+
+    free = ("delta",)
+    dependent = ("table",)
+    xor = frozenset({"delta"})
+
+    def shapes(self, params):
+        n, bits, _, _, source = params
+        return {"delta": (bits, _bits_to_words(n)), "table": (n, _mask_size(source)[0] << bits, 3)}
+
+    def linked(self, params):
+        return {"m": _mask_link(params[4])}
+
+    def dependent_values(self, free, params):
+        n, bits, coefficients, phi, source = params
+        padded = torch.zeros((3, 1 << bits), dtype=torch.int64)
+        padded[:, :len(coefficients[0])] = torch.tensor(coefficients, dtype=torch.int64)
+        delta = sum(unpack_bits(free["delta"][i], n) << i for i in range(bits))
+        segment = torch.arange(1 << bits) ^ delta.unsqueeze(1)  # (n, 2^bits): the segment behind each u
+        c0, c1, c2 = padded[:, segment]
+        m = (_mask_variants(source, free["m"]).reshape(-1, n, 1) * phi)  # (variants, n, 1)
+        rows = torch.stack([c0 + m * (c1 + c2 * m), c1 + 2 * c2 * m, c2.expand(len(m), -1, -1)], -1)
+        return {"table": rows.transpose(0, 1).reshape(n, -1, 3)}
+
+    def prepare(self, parts, params, party_id):
+        """The table as (3, n * rows): A, B and C each picked for all elements by one index_select."""
+        return {"delta": parts["delta"], "table": parts["table"].permute(2, 0, 1).reshape(3, -1).contiguous()}
+
+
 KINDS: dict[str, Kind] = {"triple": Triple(), "square": Square(), "trunc": Truncation(),
                           "and": AndTriple(), "pand": PrivateAndTriple(),
                           "mand": MultiAndTriple(), "bits": RandomBits(), "dcf": Comparison(),
-                          "mask": Mask(), "mprod": MaskedProduct(), "mbit": MaskedTimesBit()}
+                          "mask": Mask(), "mprod": MaskedProduct(), "mbit": MaskedTimesBit(),
+                          "lut": PieceTable()}
 
 def logical_shift(v: torch.Tensor, f: int) -> torch.Tensor:
     """v >> f treating v as an unsigned 64-bit integer."""

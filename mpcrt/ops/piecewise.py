@@ -1,7 +1,12 @@
 """Piecewise polynomials on shares, segments chosen by exact comparisons.
 
 f(x) = left for x < t_1, p_j(x) on [t_j, t_(j+1)), right for x >= t_m. All comparisons
-[x >= t_j] run as one vectorized sign computation, concurrently with the powers of x. The
+[x >= t_j] run as one vectorized sign computation, concurrently with x's opening (masked).
+
+Degree <= 2 with the tree (sigmoid, tanh): the segment's coefficients are looked up in a
+dealer table under a randomly masked index (`_evaluate_by_lookup`): no bit-to-ring
+conversion of the segments, no product opening: the tree's rounds + 2, 16 bytes per element
+besides the tree's. Otherwise (degree 3 and 4, or the dcf / lpgan comparisons), the
 integer segment indicators then select the coefficients, not the evaluated pieces: c_k =
 sum_j [x in segment j] * a_(j,k) is local (public a_(j,k) encoded with COEFF_BITS extra
 fractional bits, so a coefficient's rounding is not amplified by x^4), and f(x) = c_0 +
@@ -15,18 +20,24 @@ Rounds: max(comparison, powers) + 2.
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
+import math
+import operator
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from mpcrt import ring
+from mpcrt.binary import BinaryShare
+from mpcrt.dealer.material import Request, unpack_bits
+from mpcrt.ops.boolean import bit_to_arith, open_bit, times_bit
 from mpcrt.ops.products import mul, open_masked, square
-from mpcrt.ops.segments import pick, segment_onehot
+from mpcrt.ops.segments import pick, segment_method, segment_onehot, threshold_bits
 from mpcrt.ops.truncation import truncate
 from mpcrt.scope import op_label
-from mpcrt.shares import ArithmeticShare
+from mpcrt.shares import ArithmeticShare, ring_int
 
 COEFF_BITS = 32
 
@@ -98,6 +109,11 @@ async def _opened_powers(x: ArithmeticShare, degree: int) -> list[ArithmeticShar
 
 async def evaluate(x: ArithmeticShare, pw: Piecewise, method: str | None = None) -> ArithmeticShare:
     """pw(x) on shares; exact segment choice, polynomial error as fitted plus a few units."""
+    method = segment_method(x, pw.breakpoints, method)
+    lookup = pw.degree <= 2 and len(pw.breakpoints) >= 2 and _lookup_bits(pw, x.frac_bits) >= LOOKUP_MIN_BITS
+    if method == "tree" and lookup:
+        with op_label("piecewise"):
+            return (await _evaluate_by_lookup(x.reshape(-1), pw)).reshape(x.shape)
     party, f = x.party, x.frac_bits
     with op_label("piecewise"):
         onehot, powers = await asyncio.gather(segment_onehot(x, pw.breakpoints, method), _opened_powers(x, pw.degree))
@@ -111,3 +127,62 @@ async def evaluate(x: ArithmeticShare, pw: Piecewise, method: str | None = None)
         inner = await truncate(terms + coefficients[0]._with(coefficients[0].value << f, f + COEFF_BITS), COEFF_BITS)
         outer = onehot[0] * ring.encode_constant(pw.left, f) + onehot[-1] * ring.encode_constant(pw.right, f)
     return inner + ArithmeticShare(party, outer.value, f, x.dtype)
+
+
+# The lookup path: x^2's coefficient carries 61 - 2f - log2(max |piece|) bits (29 for sigmoid
+# at f = 16); below this many the older path, at COEFF_BITS, is more precise
+LOOKUP_MIN_BITS = 20
+
+
+@functools.cache
+def _lookup_bits(pw: Piecewise, frac_bits: int) -> int:
+    """Fractional bits of the x^2 coefficient in the lookup path: the pieces' values, at
+    2f + these bits, stay below 2^61 (the truncation's exact range with a bit to spare)."""
+    peak = 1.0
+    for (lo, hi), c in zip(itertools.pairwise(pw.breakpoints), pw.coefficients, strict=True):
+        peak = max(peak, float(np.abs(np.polynomial.polynomial.polyval(np.linspace(lo, hi, 257), c)).max()) * 1.01)
+    return 61 - 2 * frac_bits - math.ceil(math.log2(peak))
+
+
+async def _evaluate_by_lookup(x: ArithmeticShare, pw: Piecewise) -> ArithmeticShare:
+    """pw(x) for flat x with the segment's coefficients looked up, not selected: the tree's
+    threshold bits give the inner segment's index as XOR shares (locally: one-hot rows are
+    XORs of neighbouring thresholds, index bits XORs of one-hot rows), which is opened under
+    a random XOR mask (dealer kind `lut`) while x is opened masked; the dealer's table for
+    the opened value makes c0 + c1 x + c2 x^2 local, truncated once. Outside [t_1, t_m) the
+    index is meaningless: the piece's value is multiplied by the opened bit `inside` (local
+    on the truncation's masked output) and the outer constants added from [x < t_1] and
+    [x >= t_m] as ring bits, both in the index's round. Rounds: the tree's + 2."""
+    party, f, n = x.party, x.frac_bits, x.numel()
+    e = _lookup_bits(pw, f)
+    m = len(pw.breakpoints)
+    bits = max(1, (m - 2).bit_length())  # indices of the m - 1 inner segments
+    with op_label("segments[tree]"):
+        ge, x = await asyncio.gather(threshold_bits(x, pw.breakpoints), open_masked(x))
+    g = ge.value
+    onehot = [g[j] ^ g[j + 1] for j in range(m - 1)]  # inner segment j, where t_1 <= x < t_m
+    index = torch.stack([functools.reduce(operator.xor, (row for j, row in enumerate(onehot) if j >> i & 1),
+                                          torch.zeros_like(g[0])) for i in range(bits)])
+    # ring integers: a large coefficient may wrap, the pieces' values do not (the identity holds mod 2^64)
+    coefficients = tuple(tuple(ring_int(ring.encode_constant(c[k] if k < len(c) else 0.0, (2 - k) * f + e))
+                               for c in pw.coefficients) for k in range(3))
+    mask = x.mask
+    assert mask is not None
+    with op_label("lookup"):
+        mid = party.next_id()
+        table = await party.dealer.get(Request("lut", mid, "", (n, bits, coefficients, mask.factor, mask.source)))
+        masked = index ^ table["delta"]
+        (peer,), inside, outer = await asyncio.gather(
+            party.exchange([masked], mid=mid), open_bit(BinaryShare(party, g[0] ^ g[m - 1]), (n,)),
+            bit_to_arith(BinaryShare(party, torch.stack([(~ge[0]).value, g[m - 1]]).reshape(-1)), 2 * g.shape[1] * 64))
+    opened = masked ^ peer
+    u = functools.reduce(operator.add, (unpack_bits(opened[i], n) << i for i in range(bits)))
+    if mask.variant is not None:
+        u = u + (mask.variant << bits)
+    per_element = table["table"].shape[1] // n  # table rows per element: u, and the mask's variant
+    a, b, c = torch.index_select(table["table"], 1, torch.arange(0, n * per_element, per_element) + u)
+    p = mask.public
+    inner = await truncate(ArithmeticShare(party, a + p * (b + p * c), 2 * f + e, x.dtype), f + e)
+    below, above = outer.value.reshape(2, -1)[:, :n]
+    constants = below * ring.encode_constant(pw.left, f) + above * ring.encode_constant(pw.right, f)
+    return await times_bit(inner, inside) + ArithmeticShare(party, constants, f, x.dtype)

@@ -46,15 +46,18 @@ async def segment_onehot(x: ArithmeticShare, breakpoints: Sequence[float], metho
                          ) -> ArithmeticShare:
     """Integer shares (scale 0) of shape (m + 1, *x.shape): row 0 [x < t_1], row j
     [t_j <= x < t_(j+1)], row m [x >= t_m]."""
-    if list(breakpoints) != sorted(set(breakpoints)):
-        raise ValueError(f"breakpoints must increase strictly, got {list(breakpoints)}")
-    method = _resolve(x, method, ("tree", "dcf"), weights={"tree": TREE_WEIGHT, "dcf": len(breakpoints)})
+    _check_increasing(breakpoints)
+    method = segment_method(x, breakpoints, method)
     with op_label(f"segments[{method}]"):
         if method != "tree":
             ind = await is_non_negative(stack([x - t for t in breakpoints]), method)
             ge = [ind[j] for j in range(len(breakpoints))]
             return stack([1 - ge[0], *[ge[j] - ge[j + 1] for j in range(len(ge) - 1)], ge[-1]])
-        return await _tree_onehot(x, [ring.encode_constant(t, x.frac_bits) for t in breakpoints])
+        ge = await threshold_bits(x, breakpoints)
+        onehot = await _onehot_bits(ge)
+        values = await bit_to_arith(BinaryShare(x.party, onehot.value.reshape(-1)), onehot.value.numel() * 64)
+        per_row = values.value.reshape(len(breakpoints) + 1, -1)[:, :x.numel()]
+        return ArithmeticShare(x.party, per_row.reshape(len(breakpoints) + 1, *x.shape), 0, torch.int64)
 
 
 def _mask(bits: int) -> int:
@@ -66,8 +69,23 @@ def _trailing_zeros(v: int) -> int:
     return (v & -v).bit_length() - 1 if v else 64
 
 
-async def _tree_onehot(x: ArithmeticShare, thresholds: list[int]) -> ArithmeticShare:
-    party, n = x.party, x.numel()
+def segment_method(x: ArithmeticShare, breakpoints: Sequence[float], method: str | None = None) -> str:
+    """The comparison method ('tree' or 'dcf') splitting x at these breakpoints: as asked, or
+    for 'auto' the cheaper on the party's network."""
+    return _resolve(x, method, ("tree", "dcf"), weights={"tree": TREE_WEIGHT, "dcf": len(breakpoints)})
+
+
+def _check_increasing(breakpoints: Sequence[float]) -> None:
+    if list(breakpoints) != sorted(set(breakpoints)):
+        raise ValueError(f"breakpoints must increase strictly, got {list(breakpoints)}")
+
+
+async def threshold_bits(x: ArithmeticShare, breakpoints: Sequence[float]) -> BinaryShare:
+    """Packed XOR-shared rows [x >= t_j], shape (m, words), by the tree: rows 0 and m - 1
+    exact for every x, the inner ones only where t_1 <= x < t_m (elsewhere meaningless)."""
+    _check_increasing(breakpoints)
+    thresholds = [ring.encode_constant(t, x.frac_bits) for t in breakpoints]
+    party = x.party
     m = len(thresholds)
     v = min(62, *(_trailing_zeros(t) for t in thresholds))
     taus = [t >> v for t in thresholds]
@@ -109,11 +127,7 @@ async def _tree_onehot(x: ArithmeticShare, thresholds: list[int]) -> ArithmeticS
     await reduce_carries(party, groups, prefix)
     carries = torch.cat([grp.g[:, 0] for grp in groups])  # first, last, then the inner ones
     order = [0, *range(2, m), 1] if m > 1 else [0]  # back to the breakpoints' order
-    ge = ~BinaryShare(party, (carries ^ tops)[order])  # each party folds in its own top bits; x >= T_j: sign 0
-    onehot = await _onehot_bits(ge)
-    values = await bit_to_arith(BinaryShare(party, onehot.value.reshape(-1)), onehot.value.numel() * 64)
-    per_row = values.value.reshape(m + 1, -1)[:, :n]
-    return ArithmeticShare(party, per_row.reshape(m + 1, *x.shape), 0, torch.int64)
+    return ~BinaryShare(party, (carries ^ tops)[order])  # each party folds in its own top bits; x >= T_j: sign 0
 
 
 def pick(onehot: ArithmeticShare, values: Sequence[float] | Sequence[Sequence[float]], bits: int) -> torch.Tensor:

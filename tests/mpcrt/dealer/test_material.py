@@ -96,3 +96,25 @@ def test_dcf_material_gives_the_sign_of_a_masked_value():
     s = [parts[b]["msb_r"] + dcf.evaluate(b, parts[b]["seed"], public, y) for b in (0, 1)]
     sign = p + (1 - 2 * p) * (s[0] + s[1])  # p xor (msb(r) xor [y < low63(r)])
     assert torch.equal(sign, (x < 0).long())
+
+
+def test_piece_table_rows_evaluate_the_segment_behind_each_opened_index():
+    from mpcrt.dealer.material import mask_source, truncation_masks
+
+    n, bits, phi = 300, 2, 3
+    coefficients = ((5, -7, 11), (2, 13, -3), (-1, 4, 9))  # c0s, c1s, c2s of 3 segments (the 4th: zeros)
+    trunc = Request("trunc", (7,), "", ((n,), 16))
+    table_request = Request("lut", (8,), "", (n, bits, coefficients, phi, mask_source(trunc)))
+    m = reconstruct(table_request)
+    masks = truncation_masks(reconstruct(trunc)["r"], 16) * phi  # (variant, n): x = p + phi M
+    delta = sum(unpack_bits(m["delta"][i], n) << i for i in range(bits))
+    assert len(set(delta.tolist())) == 1 << bits  # a uniform mask hides the index
+    rows = m["table"].reshape(n, 2, 1 << bits, 3)
+    p = torch.randint(-(2 ** 62), 2 ** 62, (n,))
+    for variant in (0, 1):
+        for u in range(1 << bits):
+            segment = u ^ delta
+            c = [torch.tensor([*coefficients[k], 0])[segment] for k in range(3)]
+            x = p + masks[variant]
+            a, b, cc = rows[:, variant, u].unbind(1)
+            assert torch.equal(a + b * p + cc * p * p, c[0] + c[1] * x + c[2] * x * x)

@@ -46,7 +46,7 @@ async def test_accuracy_saturation_and_backward():
         # backward from the stored output: error of y times |g| (y error <= 5e-4, |y'| bounded)
         assert float(((ds - ds_ref).abs() / (g.abs() + 1)).max()) <= 2e-3
         assert float(((dt - dt_ref).abs() / (g.abs() + 1)).max()) <= 2e-3
-        assert rounds == 9
+        assert rounds == 7
 
 
 def test_fit_rejects_nothing_silently():

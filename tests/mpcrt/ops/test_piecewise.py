@@ -1,0 +1,105 @@
+"""Piecewise polynomials: the lookup path (degree <= 2 with the tree) against plain numpy,
+on fresh, masked (a truncation's output, two mask variants) and scaled inputs, other
+degrees and scales, and against the segment-selection path it replaces."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from mpcrt import ops
+from mpcrt.ops.piecewise import LOOKUP_MIN_BITS, _lookup_bits, evaluate, fit
+from mpcrt.ops.sigmoid import SIGMOID
+from tests.conftest import run_pair
+
+ULP = 2.0 ** -16
+# a function with pieces of every sign and size, breakpoints not on a power-of-two grid
+WAVE = fit(lambda x: 3 * np.sin(x) + 0.5 * x, (-6.0, -4.5, -2.2, -1.0, 0.3, 1.7, 2.9, 5.0), 2, -7.5, 6.0)
+LINEAR = fit(np.tanh, (-3.0, -1.0, 0.0, 1.0, 3.0), 1, -1.0, 1.0)
+
+
+def _inputs(pw, count: int = 4001) -> torch.Tensor:
+    lo, hi = pw.breakpoints[0], pw.breakpoints[-1]
+    near = [b + d for b in pw.breakpoints for d in (-ULP, 0.0, ULP)]
+    return torch.cat([torch.linspace(lo - 2, hi + 2, count), torch.tensor([*near, 0.0, 1e4, -1e4, 2.0 ** 30])]).double()
+
+
+def _expected(pw, x: torch.Tensor) -> torch.Tensor:
+    """The pieces at x and breakpoints rounded to f bits (as the shares hold them: at a
+    breakpoint the rounding may change the piece)."""
+    rounded = dataclasses.replace(pw, breakpoints=tuple(round(b / ULP) * ULP for b in pw.breakpoints))
+    return torch.from_numpy(rounded((torch.round(x / ULP) * ULP).numpy()))
+
+
+async def _fresh(party, x, pw):
+    X = await party.input(x if party.id == 0 else None, src=0)
+    y = await evaluate(X, pw, "tree")
+    return await y.reveal(), party.stats.op("piecewise").rounds
+
+
+@pytest.mark.parametrize(("pw", "tree_rounds"), [(SIGMOID, 5), (WAVE, 4), (LINEAR, 4)],
+                         ids=["sigmoid", "wave", "degree1"])
+async def test_lookup_matches_the_pieces_and_saturates(pw, tree_rounds):
+    x = _inputs(pw)
+    for got, rounds in await run_pair(_fresh, x, pw, timeout=30):
+        # the pieces' value at x rounded to f bits, within the one truncation's unit (the
+        # coefficients' rounding, at 2f + 26 bits and more, adds under 2^-20 here)
+        assert float((got - _expected(pw, x)).abs().max()) <= 1.1 * ULP
+        assert torch.equal(got[-3:], torch.tensor([pw.right, pw.left, pw.right], dtype=torch.float64))
+        assert rounds == tree_rounds + 2  # the index's opening and the truncation
+
+
+async def _masked_and_scaled(party, a, b, pw):
+    A = await party.input(a if party.id == 0 else None, src=0)
+    B = await party.input(b if party.id == 1 else None, src=1)
+    product = await ops.mul(A, B)  # a truncation's output: masked, with two mask variants
+    assert product.mask is not None and product.mask.variant is not None
+    tripled = product * 3  # the mask's factor becomes 3
+    assert tripled.mask is not None and tripled.mask.factor == 3
+    outs = [await evaluate(v, pw, "tree") for v in (product, tripled)]
+    return [await o.reveal() for o in outs]
+
+
+async def test_lookup_on_masked_inputs_picks_the_mask_variant_and_factor():
+    g = torch.Generator().manual_seed(1)
+    a = (torch.rand(3, 700, generator=g, dtype=torch.float64) - 0.5) * 6
+    b = (torch.rand(3, 700, generator=g, dtype=torch.float64) - 0.5) * 3
+    x = torch.round(torch.round(a / ULP) * ULP * torch.round(b / ULP) * ULP / ULP) * ULP
+    for once, tripled in await run_pair(_masked_and_scaled, a, b, WAVE, timeout=30):
+        assert once.shape == (3, 700)
+        assert float((once - _expected(WAVE, x.flatten()).reshape(3, 700)).abs().max()) <= 0.01
+        assert float((tripled - _expected(WAVE, 3 * x.flatten()).reshape(3, 700)).abs().max()) <= 0.02
+
+
+async def _both_paths(party, x):
+    X = await party.input(x if party.id == 0 else None, src=0)
+    fast = await evaluate(X, SIGMOID, "tree")
+    slow = await evaluate(X, SIGMOID, "lpgan")  # the segment-selection path
+    return await fast.reveal(), await slow.reveal()
+
+
+async def test_lookup_and_segment_selection_agree():
+    x = _inputs(SIGMOID, 2001)
+    for fast, slow in await run_pair(_both_paths, x, timeout=30):
+        assert float((fast - slow).abs().max()) <= 4 * ULP
+
+
+def test_the_lookup_coefficient_precision_shrinks_with_f_and_the_pieces_size():
+    assert _lookup_bits(SIGMOID, 16) == 61 - 32 - 1  # pieces up to 1.0003, with 1% to spare
+    assert _lookup_bits(WAVE, 16) == 61 - 32 - 2  # pieces up to |3.8| (the outer constants do not count)
+    assert _lookup_bits(SIGMOID, 24) < LOOKUP_MIN_BITS  # the segment-selection path then
+
+
+@pytest.mark.parametrize("frac_bits", [20, 24])
+async def test_other_scales_stay_within_the_error_budget(frac_bits):
+    x = torch.linspace(-12, 12, 3001, dtype=torch.float64)
+
+    async def prog(party):
+        X = await party.input(x if party.id == 0 else None, src=0)
+        return await (await ops.sigmoid(X, "tree")).reveal()
+
+    for got in await run_pair(prog, timeout=30, party_options=[{"frac_bits": frac_bits}] * 2):
+        assert float((got - torch.sigmoid(x)).abs().max()) <= 5e-4
