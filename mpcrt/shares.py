@@ -29,7 +29,7 @@ class KnownMask:
     good as opened for a later elementwise product, which then needs no opening of x.
 
     source: the dealer request that made M (dealer.material.mask_source); variant: which of
-    a truncation's two masks each element has (None for a single mask)."""
+    a truncation's two masks each element has, as bools (None for a single mask)."""
 
     source: tuple
     variant: torch.Tensor | None

@@ -160,7 +160,7 @@ async def times_bit(x: ArithmeticShare, bit: OpenedBit) -> ArithmeticShare:
     with op_label("mul_bit"):
         request = Request("mbit", party.next_id(), "", (mask.source, bit.source))
         products = (await party.dealer.get(request))["c"]
-    m_rho = products[0] if mask.variant is None else products.gather(0, mask.variant.unsqueeze(0)).squeeze(0)
+    m_rho = products[0] if mask.variant is None else torch.where(mask.variant, products[1], products[0])
     x_rho = mask.public * bit.rho + mask.factor * m_rho
     return x._with(torch.where(bit.c, x.value - x_rho, x_rho), x.frac_bits)
 

@@ -178,7 +178,7 @@ async def _evaluate_by_lookup(x: ArithmeticShare, pw: Piecewise) -> ArithmeticSh
     opened = masked ^ peer
     u = functools.reduce(operator.add, (unpack_bits(opened[i], n) << i for i in range(bits)))
     if mask.variant is not None:
-        u = u + (mask.variant << bits)
+        u = u + (mask.variant.long() << bits)
     per_element = table["table"].shape[1] // n  # table rows per element: u, and the mask's variant
     a, b, c = torch.index_select(table["table"], 1, torch.arange(0, n * per_element, per_element) + u)
     p = mask.public

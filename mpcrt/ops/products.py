@@ -68,14 +68,26 @@ async def _masked_product(x: ArithmeticShare, y: ArithmeticShare) -> torch.Tenso
     else:
         variants_y = 1 if my.variant is None else 2
         index = (0 if mx.variant is None else mx.variant * variants_y) + (0 if my.variant is None else my.variant)
-    shape = broadcast(tuple(x.shape), tuple(y.shape))
-    mn = m["c"].gather(0, torch.as_tensor(index).expand(shape).unsqueeze(0)).squeeze(0)
+    mn = _pick_variant(m["c"], index, broadcast(tuple(x.shape), tuple(y.shape)))
     factor = ring_int(mx.factor * my.factor)
     mn = mn if factor == 1 else mn * factor
-    # p y + x q - p q (party 0 only), the subtraction on the smaller operand (a broadcast one)
+    # p y + x q - p q (party 0 only), the subtraction on the smaller operand (a broadcast one);
+    # fused multiply-adds: each separate product or sum of a million elements costs a pass and a fresh buffer
     if y.numel() <= x.numel():
-        return mx.public * (y.value - my.public if party.id == 0 else y.value) + x.value * my.public + mn
-    return my.public * (x.value - mx.public if party.id == 0 else x.value) + mx.public * y.value + mn
+        return torch.addcmul(torch.addcmul(mn, x.value, my.public), mx.public,
+                             y.value - my.public if party.id == 0 else y.value)
+    return torch.addcmul(torch.addcmul(mn, mx.public, y.value), my.public,
+                         x.value - mx.public if party.id == 0 else x.value)
+
+
+def _pick_variant(products: torch.Tensor, index: torch.Tensor | int, shape: tuple[int, ...]) -> torch.Tensor:
+    """products[index] per element (index broadcasting to shape): a view for one index, a
+    select for two variants (a per-channel index is not expanded), a gather for more."""
+    if isinstance(index, int):
+        return products[index]
+    if len(products) == 2:
+        return torch.where(index.bool(), products[1], products[0])
+    return products.gather(0, index.expand(shape).unsqueeze(0)).squeeze(0)
 
 
 async def _product(op: str, x: Any, y: Any, kwargs: dict[str, Any], truncation: str | None,

@@ -54,7 +54,7 @@ async def truncate(x: ArithmeticShare, bits: int, method: str | None = None) -> 
         y += public
     # y is public up to the dealer's correction: a later product needs no opening of y
     out = x._with(y, x.frac_bits - bits)
-    out.mask = KnownMask(mask_source(request), wrapped.to(torch.int64), public)
+    out.mask = KnownMask(mask_source(request), wrapped, public)
     return out
 
 
