@@ -1,11 +1,13 @@
-"""Secure GAN workloads end to end: D forward, G forward and one training iteration.
+"""Secure GAN workloads end to end: D forward, G forward, secure synthesis and one training iteration.
 
     .venv/bin/python -m bench.gan [--network loopback|lan|wan|mobile|both|all|N1,N2] [--only NAME;...]
                                   [--comparison auto|tree|lpgan|dcf] [--frac-bits 16] [--repeats N] [--json PATH]
 
 LP-GAN's SD and SG workloads (D and G forward on a batch of 64; its prototype took 3.3 s and
-7.6 s at batch 4, one process, no network) and one full training iteration (D on a real and
-a fake batch, then G, Adam), for LP-GAN's DCGAN at batch 64 and the small preset. Each
+7.6 s at batch 4, one process, no network), secure synthesis of 64 images (G in inference
+mode on shared noise, batch norm from its running statistics, the images revealed to party 0
+alone, standing for the owner) and one full training iteration (D on a real and a fake
+batch, then G, Adam), for LP-GAN's DCGAN at batch 64 and the small preset. Each
 workload is one `mpcrt.run_local(..., transport="tcp", processes=True, offline=True)`: two
 party processes over mutual TLS 1.3 on loopback (one torch thread each, each on its own
 core), the dealer as a TLS service in this process, all dealer material fetched before the
@@ -57,7 +59,7 @@ class Workload:
     name: str
     preset: str
     batch: int
-    what: str  # "d_forward", "g_forward" or "iteration"
+    what: str  # "d_forward", "g_forward", "synthesis" or "iteration"
     repeats: int = 2
     prefetch: str = "all"  # dealer material before the program: "all", "timed" (not the warm-up's) or "none"
     warmup: int = WARMUP
@@ -66,6 +68,7 @@ class Workload:
 WORKLOADS = (
     Workload("SD: D forward, DCGAN, batch 64", "dcgan", 64, "d_forward"),
     Workload("SG: G forward, DCGAN, batch 64", "dcgan", 64, "g_forward"),
+    Workload("synthesis: 64 images, DCGAN", "dcgan", 64, "synthesis"),
     Workload("iteration, DCGAN, batch 64", "dcgan", 64, "iteration", repeats=1, prefetch="timed"),
     Workload("iteration, DCGAN, batch 64, dealer on demand", "dcgan", 64, "iteration", repeats=1, prefetch="none"),
     # one iteration's material fits (party 1 peaks near 8 GB), so the first one, prefetched: an upper bound
@@ -117,6 +120,8 @@ async def program(party: mpcrt.Party, w: Workload, seed: int) -> dict:
             await d.forward(x)
         elif w.what == "g_forward":
             await g.forward(z)
+        elif w.what == "synthesis":
+            await _synthesize(g, z)
         else:
             await train_step(d, g, opt_d, opt_g, x, z)
         if r >= w.warmup:
@@ -126,6 +131,14 @@ async def program(party: mpcrt.Party, w: Workload, seed: int) -> dict:
             deltas.append(tuple(a - b for a, b in zip(after, before, strict=True)))
     return {"times": times, "deltas": deltas, "offline_bytes": party.stats.offline.bytes_received,
             "ops": w.warmup + w.repeats}
+
+
+async def _synthesize(g: gan.nn.Module, z: mpcrt.ArithmeticShare) -> None:
+    """As gan.jobs' synthesis: G in inference mode, the images to the owner (party 0 here) alone."""
+    g.eval()
+    images = await g.forward(z)
+    g.train()
+    await images.reveal(to=0)
 
 
 def plaintext_seconds(w: Workload, repeats: int = 5) -> float:
@@ -146,9 +159,9 @@ def plaintext_seconds(w: Workload, repeats: int = 5) -> float:
             with torch.no_grad():
                 d(x)
             return
-        if w.what == "g_forward":
+        if w.what in ("g_forward", "synthesis"):
             with torch.no_grad():
-                g(z)
+                (g.eval() if w.what == "synthesis" else g)(z)
             return
         fake = g(z)
         opt_d.zero_grad()

@@ -28,3 +28,24 @@ def test_the_table_lists_every_result():
     result = bench_gan.Result("SD", "loopback", [1.0, 3.0], 10, 1.0, 1.0, 2.0, 0.0, 0.01, 5.0)
     table = bench_gan.table([result])
     assert "SD" in table and "200x" in table and "2.00" in table
+
+
+async def _synthesis(party):
+    import torch
+
+    import gan
+    from gan.models import PRESETS, generator
+
+    g = await gan.secure(generator(PRESETS["small"]), party, src=0)
+    z = await party.input(torch.randn(2, PRESETS["small"].nz, 1, 1) if party.id == 0 else None, src=0)
+    await bench_gan._synthesize(g, z)
+    return party.stats.op("reveal").bytes_sent, party.stats.op("reveal").bytes_received, g.training
+
+
+def test_synthesis_reveals_the_images_to_party_0_alone():
+    (sent0, received0, training0), (sent1, received1, _) = mpcrt.run_local(_synthesis, timeout=60)
+    images = 2 * 1 * 16 * 16 * 8  # 2 images of 1 x 16 x 16, 8 bytes each element
+    assert (sent0, received0) == (0, images) and (sent1, received1) == (images, 0)
+    assert training0  # back in training mode afterwards
+    w = bench_gan.Workload("tiny synthesis", "small", 2, "synthesis")
+    assert bench_gan.plaintext_seconds(w, repeats=1) > 0
