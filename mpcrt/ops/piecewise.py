@@ -40,6 +40,9 @@ from mpcrt.scope import op_label
 from mpcrt.shares import ArithmeticShare, ring_int
 
 COEFF_BITS = 32
+# The lookup path: x^2's coefficient carries 61 - 2f - log2(max |piece|) bits (28 for sigmoid
+# at f = 16); below this many the older path, at COEFF_BITS, is more precise
+LOOKUP_MIN_BITS = 20
 
 
 @dataclass(frozen=True)
@@ -129,11 +132,6 @@ async def evaluate(x: ArithmeticShare, pw: Piecewise, method: str | None = None)
     return inner + ArithmeticShare(party, outer.value, f, x.dtype)
 
 
-# The lookup path: x^2's coefficient carries 61 - 2f - log2(max |piece|) bits (29 for sigmoid
-# at f = 16); below this many the older path, at COEFF_BITS, is more precise
-LOOKUP_MIN_BITS = 20
-
-
 @functools.cache
 def _lookup_bits(pw: Piecewise, frac_bits: int) -> int:
     """Fractional bits of the x^2 coefficient in the lookup path: the pieces' values, at
@@ -157,8 +155,9 @@ async def _evaluate_by_lookup(x: ArithmeticShare, pw: Piecewise) -> ArithmeticSh
     e = _lookup_bits(pw, f)
     m = len(pw.breakpoints)
     bits = max(1, (m - 2).bit_length())  # indices of the m - 1 inner segments
-    with op_label("segments[tree]"):
-        ge, x = await asyncio.gather(threshold_bits(x, pw.breakpoints), open_masked(x))
+    with op_label("segments[tree]"):  # the label goes with the task; x's opening stays the caller's
+        thresholds = asyncio.ensure_future(threshold_bits(x, pw.breakpoints))
+    ge, x = await asyncio.gather(thresholds, open_masked(x))
     g = ge.value
     onehot = [g[j] ^ g[j + 1] for j in range(m - 1)]  # inner segment j, where t_1 <= x < t_m
     index = torch.stack([functools.reduce(operator.xor, (row for j, row in enumerate(onehot) if j >> i & 1),
