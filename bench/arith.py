@@ -1,6 +1,6 @@
 """Beaver products end to end: online time, rounds, bytes, offline cost and error, against CrypTen.
 
-    .venv/bin/python -m bench.arith [--json PATH] [--quick] [--stress N]
+    .venv/bin/python -m bench.arith [--json PATH] [--quick] [--stress N] [--frac-bits F]
 
 Each workload is one `mpcrt.run_local(..., transport="tcp", processes=True, offline=True)`:
 two spawned party processes over mutual TLS on loopback (one torch thread each, each pinned
@@ -89,9 +89,10 @@ WORKLOADS = (
 )
 
 
-def fixed_point(t: torch.Tensor) -> torch.Tensor:
+def fixed_point(t: torch.Tensor, frac_bits: int = 16) -> torch.Tensor:
     """t rounded to the fixed-point grid, as the parties encode it."""
-    return torch.round(t / ULP) * ULP
+    unit = 2.0 ** -frac_bits
+    return torch.round(t / unit) * unit
 
 
 def inputs(workload: Workload, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -135,8 +136,9 @@ async def product_program(party: mpcrt.Party, workload: Workload, repeats: int, 
             received.append(s.bytes_received - before[2])
         got = await z.reveal()
         if party.id == 0:
-            expected = workload.plaintext()(fixed_point(x), fixed_point(y), **kwargs)
-            errors.append(float((got - expected).abs().max()) / ULP)
+            f = party.frac_bits
+            expected = workload.plaintext()(fixed_point(x, f), fixed_point(y, f), **kwargs)
+            errors.append(float((got - expected).abs().max()) * 2.0 ** f)
     return {"warmup_times": warmup, "times": times, "rounds": rounds, "bytes_sent": sent, "bytes_received": received,
             "max_error_ulp": max(errors) if errors else None, "ops": WARMUP + repeats,
             "offline": party.stats.offline.as_dict()}
@@ -183,9 +185,9 @@ def plaintext_seconds(workload: Workload, repeats: int, seed: int) -> float:
     return statistics.median(times)
 
 
-def measure(workload: Workload, repeats: int, seed: int = 1) -> Result:
+def measure(workload: Workload, repeats: int, seed: int = 1, frac_bits: int = 16) -> Result:
     r0, r1 = mpcrt.run_local(product_program, workload, repeats, seed, transport="tcp", processes=True,
-                             offline=True, timeout=120.0)
+                             offline=True, timeout=120.0, frac_bits=frac_bits)
     unique = {(a, b, c) for a, b, c in zip(r0["rounds"] + r1["rounds"], r0["bytes_sent"] + r1["bytes_sent"],
                                              r0["bytes_received"] + r1["bytes_received"])}
     if len(unique) != 1:
@@ -312,12 +314,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     parser.add_argument("--quick", action="store_true", help="2 repeats of each product instead of 5")
     parser.add_argument("--stress", type=int, default=0, metavar="N",
-                        help="also run N products of mixed magnitudes (truncation stress; 0: skip)")
+                        help="also run N products of mixed magnitudes (truncation stress at f = 16; 0: skip)")
+    parser.add_argument("--frac-bits", type=int, default=16,
+                        help="fixed-point fractional bits of the products (default %(default)s; errors in its units)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     repeats = 2 if args.quick else 5
     started = time.perf_counter()
-    results = [measure(w, repeats) for w in WORKLOADS]
+    results = [measure(w, repeats, frac_bits=args.frac_bits) for w in WORKLOADS]
     print(measurement_table(results))
     print(f"online: median of {repeats} products after {WARMUP} warm-ups, the slower party; MB = 10^6 bytes; bytes "
           "and offline cost per product; offline: party 1's dealer material (party 0 derives its own from its seed)")
@@ -330,6 +334,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(stress_line(stressed))
     if args.json:
         report = {"date": time.strftime("%Y-%m-%d"), "machine": machine(), "repeats": repeats,
+                  "frac_bits": args.frac_bits,
                   "results": [asdict(r) for r in results], "rows": [asdict(r) for r in rows], "stress": stressed}
         with open(args.json, "w") as f:
             json.dump(report, f, indent=2)

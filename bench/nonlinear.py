@@ -1,7 +1,7 @@
 """Non-linear protocols end to end: online time, rounds, bytes, offline cost and error, per comparison method.
 
     .venv/bin/python -m bench.nonlinear [--json PATH] [--quick] [--network loopback|wan|both]
-        [--methods M,...] [--only NAME,...] [--run-budget-s S] [--max-run-s S] [--max-material-gb G]
+        [--methods M,...] [--only NAME,...] [--frac-bits F] [--run-budget-s S] [--max-run-s S] [--max-material-gb G]
 
 Each (workload, comparison method, network) is one `mpcrt.run_local(..., transport="tcp", processes=True,
 offline=True)`: two spawned party processes over mutual TLS on loopback (one torch thread each, each
@@ -183,9 +183,9 @@ def inputs(workload: Workload, seed: int) -> dict[str, torch.Tensor]:
             "running_mean": torch.zeros(c, dtype=torch.float64), "running_var": torch.ones(c, dtype=torch.float64)}
 
 
-def reference(workload: Workload, data: dict[str, torch.Tensor]) -> torch.Tensor:
+def reference(workload: Workload, data: dict[str, torch.Tensor], frac_bits: int = 16) -> torch.Tensor:
     """torch float64 on the fixed-point-rounded inputs (what the parties hold)."""
-    held = {k: fixed_point(v) for k, v in data.items()}
+    held = {k: fixed_point(v, frac_bits) for k, v in data.items()}
     x = held["x"]
     if workload.op == "batch_norm":
         return F.batch_norm(x, held["running_mean"], held["running_var"], held["weight"], held["bias"], training=True,
@@ -246,14 +246,14 @@ async def op_program(party: mpcrt.Party, workload: Workload, method: str, warmup
             received.append(s.bytes_received - before[2])
         got = await out.reveal()
         if party.id == 0:
-            want = reference(workload, data)
+            want = reference(workload, data, party.frac_bits)
             diff = (got.double() - want).abs()
             abs_errors.append(float(diff.max()))
             if workload.relative:  # where the fixed-point unit is at most 0.15% of the exact value
                 big = want.abs() >= REL_FLOOR
                 rel_errors.append(float((diff[big] / want.abs()[big]).max()))
             if workload.op == "inv_sqrt":
-                held = fixed_point(data["x"])
+                held = fixed_point(data["x"], party.frac_bits)
                 inside = (held >= INV_SQRT_CRYPTEN_RANGE[0]) & (held <= INV_SQRT_CRYPTEN_RANGE[1])
                 crypten_range_errors.append(float(diff[inside].max()))
     return {"warmup_times": warmup_times, "times": times, "spans": spans, "rounds": rounds, "bytes_sent": sent,
@@ -338,10 +338,11 @@ def probe_shapes(shape: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[int, ..
     return (tiny, *shape[1:]), (small, *shape[1:])
 
 
-def _probe_once(workload: Workload, method: str, shape: tuple[int, ...]) -> tuple[float, dict, dict]:
+def _probe_once(workload: Workload, method: str, shape: tuple[int, ...], frac_bits: int = 16
+                ) -> tuple[float, dict, dict]:
     small = dataclasses.replace(workload, shape=shape)
     start = time.perf_counter()
-    r0, r1 = mpcrt.run_local(op_program, small, method, 0, 1, 0, timeout=TIMEOUT)
+    r0, r1 = mpcrt.run_local(op_program, small, method, 0, 1, 0, timeout=TIMEOUT, frac_bits=frac_bits)
     return time.perf_counter() - start, r0, r1
 
 
@@ -351,17 +352,17 @@ def _linear(n: int, points: Sequence[tuple[int, float]]) -> float:
     return y2 + max(0.0, (y2 - y1) / (n2 - n1)) * (n - n2) if n2 > n1 else y2 * n / n2
 
 
-def probe(workload: Workload, method: str, network: str, limits: Limits) -> Estimate:
+def probe(workload: Workload, method: str, network: str, limits: Limits, frac_bits: int = 16) -> Estimate:
     """One op on a tiny input (twice: the first call of an op's code paths costs more than its elements), then,
     unless the tiny one's dealer material, scaled to the full shape, already rules the run out, one on about
     PROBE_ELEMENTS elements: both parties in this process (memory transport, dealer in process). Time, material
     and bytes are extrapolated linearly through the two timed probes."""
     n = math.prod(workload.shape)
     shapes = probe_shapes(workload.shape)
-    _probe_once(workload, method, shapes[0])
+    _probe_once(workload, method, shapes[0], frac_bits)
     times, material, sent = [], [], []
     for shape in dict.fromkeys(shapes):
-        seconds, r0, r1 = _probe_once(workload, method, shape)
+        seconds, r0, r1 = _probe_once(workload, method, shape, frac_bits)
         size = math.prod(shape)
         times.append((size, seconds))
         material.append((size, float(max(r0["offline"]["bytes_received"], r1["offline"]["bytes_received"]))))
@@ -404,14 +405,15 @@ def plan(default: tuple[int, int], est: Estimate, limits: Limits) -> tuple[int, 
     return warm, reps, None
 
 
-def measure(workload: Workload, method: str, network: str, quick: bool, limits: Limits, seed: int = 1) -> Result:
+def measure(workload: Workload, method: str, network: str, quick: bool, limits: Limits, seed: int = 1,
+            frac_bits: int = 16) -> Result:
     default = repeats_for(workload, network, quick)
     result = Result(workload.name, method, network)
     started = time.perf_counter()
     try:
-        est = probe(workload, method, network, limits)
+        est = probe(workload, method, network, limits, frac_bits)
         if plan(default, est, limits)[:2] != default:  # a cut: probe again (a probe took 15x its usual time once)
-            est = min(est, probe(workload, method, network, limits), key=lambda e: e.op_s)
+            est = min(est, probe(workload, method, network, limits, frac_bits), key=lambda e: e.op_s)
         warmup, repeats, skipped = plan(default, est, limits)
         result.extra["estimate"] = asdict(est)
         result.warmup, result.repeats, result.skipped = warmup, repeats, skipped
@@ -420,7 +422,8 @@ def measure(workload: Workload, method: str, network: str, quick: bool, limits: 
         if (warmup, repeats) != default:
             result.notes.append(f"repeats cut from {default[0]}+{default[1]} to fit the time budget")
         r0, r1 = mpcrt.run_local(op_program, workload, method, warmup, repeats, seed, transport="tcp", processes=True,
-                                 offline=True, timeout=TIMEOUT, network="wan" if network == "wan" else None)
+                                 offline=True, timeout=TIMEOUT, network="wan" if network == "wan" else None,
+                                 frac_bits=frac_bits)
     except Exception as exc:  # a method that fails is reported, not raised
         result.error = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
         result.extra["traceback"] = traceback.format_exc()
@@ -606,6 +609,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--max-material-gb", type=float, default=Limits.max_material / 1e9,
                         help="cut, then skip, runs whose dealer material per party exceeds this; above 1.07 the "
                              "dealer's prefetch fails (default %(default)g)")
+    parser.add_argument("--frac-bits", type=int, default=16, help="fixed-point fractional bits (default %(default)s)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     limits = Limits(args.run_budget_s, args.max_run_s, args.max_material_gb * 1e9)
@@ -617,7 +621,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for network in networks:
         for w in workloads:
             for method in methods:
-                r = measure(w, method, network, args.quick, limits)
+                r = measure(w, method, network, args.quick, limits, frac_bits=args.frac_bits)
                 results.append(r)
                 status = (f"{_ms(r.online_s)} ms, {_rounds(r)} rd, {r.warmup}+{r.repeats}" if r.ok else
                           r.skipped or f"FAILED ({r.error})")
@@ -663,6 +667,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json:
         report = {"date": time.strftime("%Y-%m-%d"), "git": [git_at_start, git_at_end], "machine": machine(),
                   "methods": methods, "networks": networks, "quick": args.quick, "limits": asdict(limits),
+                  "frac_bits": args.frac_bits,
                   "argv": sys.argv[1:],
                   "results": [asdict(r) for r in results],
                   "time_rows": [asdict(r) for r in rows],
