@@ -260,7 +260,10 @@ def product_subsets(terms: tuple[tuple[int, ...], ...]) -> list[tuple[int, ...]]
 class MultiAndTriple(Kind):
     """For ANDs of several bits each (ops.boolean.monomials): masks a for the k input rows
     and the XOR-shared products of the masks over every subset a term needs. params
-    (shape (k, ...), terms)."""
+    (shape (k, ...), terms), or with a third, (pand source, block, ((row, ids), ...)): those
+    rows are masked already, by a ^ b[index] of that `pand` request (ops.boolean.OpenedRows),
+    block by block (ids: its operand row per block of `block` words, -1 for mask 0), and
+    their fresh masks go unused."""
 
     free = ("a",)
     dependent = ("c",)
@@ -270,8 +273,24 @@ class MultiAndTriple(Kind):
         shape, terms = tuple(params[0]), params[1]
         return {"a": shape, "c": (len(product_subsets(terms)), *shape[1:])}
 
+    def linked(self, params):
+        if len(params) < 3:
+            return {}
+        pand = _source_request(params[2][0])
+        return {"pa": (pand, "a"), "pb": (pand, "b")}
+
     def dependent_values(self, free, params):
         a = free["a"]
+        if len(params) > 2:
+            source, block, rows = params[2]
+            index = list(_source_request(source).params[2])
+            masks = free["pa"] ^ free["pb"][index]
+            if masks.shape[1] != block:
+                raise ValueError(f"known rows in blocks of {block} words, their pand request has {masks.shape[1]}")
+            masks = torch.cat([masks, masks.new_zeros(1, block)])  # id -1: the zero row
+            a = a.clone()
+            for row, ids in rows:
+                a[row] = masks[list(ids)].reshape(-1)
         products = []
         for subset in product_subsets(params[1]):
             z = a[subset[0]]
@@ -524,6 +543,10 @@ def answer(request: Request, party_id: int, seed0: bytes, seed1: bytes) -> list[
                 else own[0][name] ^ own[1][name] if is_xor(request.kind, name) else own[0][name] + own[1][name]
                 for name in kind.free}
         for name, (source, component) in kind.linked(request.params).items():
+            owner = KINDS[source.kind].private.get(component)
+            if owner is not None:  # one party's own mask: its derivation is the value
+                free[name] = derive(source, (seed0, seed1)[owner], component)
+                continue
             parts = derive(source, seed0, component), derive(source, seed1, component)
             free[name] = parts[0] ^ parts[1] if is_xor(source.kind, component) else parts[0] + parts[1]
         values = kind.dependent_values(free, request.params)

@@ -38,18 +38,59 @@ async def and_(x: BinaryShare, y: BinaryShare | torch.Tensor | int) -> BinarySha
     return x._like(z)
 
 
-async def monomials(party, x: torch.Tensor, terms: tuple[tuple[int, ...], ...]) -> torch.Tensor:
+@dataclass
+class OpenedRows:
+    """x ^ y[index] for the private operands of an `and_private`, public up to a mask: its
+    round made x ^ a and y ^ b public, so x ^ y[index] is public up to a ^ b[index], of which
+    party 0 holds a and party 1 b[index] as XOR shares. A carry tree's first level takes its
+    propagate rows so, with no opening of their own (`monomials`' known rows)."""
+
+    public: torch.Tensor  # (rows of x, words)
+    share: torch.Tensor  # this party's XOR share of the mask
+    source: tuple  # the `pand` request, as dealer.material.mask_source names it
+
+
+@dataclass
+class KnownRows:
+    """Rows of a `monomials` input already public up to a mask (from `OpenedRows`): their
+    public values and this party's mask shares, and for each block of `block` words of a row
+    the `pand` operand row it holds (-1: a public constant, mask 0)."""
+
+    rows: tuple[int, ...]
+    public: torch.Tensor  # (len(rows), row length)
+    share: torch.Tensor
+    ids: tuple[tuple[int, ...], ...]
+    block: int
+    source: tuple
+
+    def spec(self) -> tuple:
+        """What the dealer needs to rebuild the masks: the pand request, blocks, rows."""
+        return self.source, self.block, tuple(zip(self.rows, self.ids, strict=True))
+
+
+async def monomials(party, x: torch.Tensor, terms: tuple[tuple[int, ...], ...],
+                    known: KnownRows | None = None) -> torch.Tensor:
     r"""XOR shares of the AND of the rows of x named by each term (x: this party's XOR shares,
     shape (k, ...)), every term in one round, each row of x opened once: with e = x xor a,
     AND_(i in T) x_i = XOR over S in T of AND_(i in T \ S) e_i & AND_(i in S) a_i, and the
-    dealer shares the products of the masks (dealer kind `mand`). Shape (len(terms), ...)."""
+    dealer shares the products of the masks (dealer kind `mand`). Rows in `known` are public
+    up to a mask already and are not opened. Shape (len(terms), ...)."""
+    params = (tuple(x.shape), terms) if known is None else (tuple(x.shape), terms, known.spec())
+    fresh = [i for i in range(len(x)) if known is None or i not in known.rows]
     with op_label("and"):
         mid = party.next_id()
-        m = await party.dealer.get(Request("mand", mid, "", (tuple(x.shape), terms)))
-        e_mine = x ^ m["a"]
+        m = await party.dealer.get(Request("mand", mid, "", params))
+        e_mine = x[fresh] ^ m["a"][fresh] if known is not None else x ^ m["a"]
         (e_peer,) = await party.exchange([e_mine], mid=mid)
-    e = e_mine ^ e_peer
-    masks = {(i,): m["a"][i] for i in range(len(x))}
+    if known is None:
+        e = e_mine ^ e_peer
+        masks = {(i,): m["a"][i] for i in range(len(x))}
+    else:
+        e = torch.empty_like(x)
+        e[fresh] = e_mine ^ e_peer
+        e[list(known.rows)] = known.public
+        masks = {(i,): m["a"][i] for i in fresh}
+        masks.update({(i,): share for i, share in zip(known.rows, known.share, strict=True)})
     masks.update(zip(product_subsets(terms), m["c"], strict=True))
     opened: dict[tuple[int, ...], torch.Tensor] = {}
 
@@ -74,14 +115,16 @@ async def monomials(party, x: torch.Tensor, terms: tuple[tuple[int, ...], ...]) 
 
 
 async def and_private(party, mine: torch.Tensor, shape_x: tuple[int, ...], shape_y: tuple[int, ...],
-                      index: list[int]) -> BinaryShare:
+                      index: list[int]) -> tuple[BinaryShare, OpenedRows]:
     """x & y[index] (rows of y picked by index, one per row of x) as XOR shares, x known to
     party 0 alone and y to party 1 alone (each passes its own as `mine`): with masks each
     known to one party, each party sends only its masked operand, once (one round, a word
-    per word of its operand, where a Beaver AND sends two per word of the result)."""
+    per word of its operand, where a Beaver AND sends two per word of the result). Also
+    x ^ y[index], public up to a mask (`OpenedRows`), which the same round paid for."""
     with op_label("and"):
         mid = party.next_id()
-        m = await party.dealer.get(Request("pand", mid, "", (tuple(shape_x), tuple(shape_y), tuple(index))))
+        request = Request("pand", mid, "", (tuple(shape_x), tuple(shape_y), tuple(index)))
+        m = await party.dealer.get(request)
         expected = tuple(shape_x) if party.id == 0 else tuple(shape_y)
         if tuple(mine.shape) != expected:
             raise ValueError(f"party {party.id}'s operand has shape {tuple(mine.shape)}, expected {expected}")
@@ -91,8 +134,10 @@ async def and_private(party, mine: torch.Tensor, shape_x: tuple[int, ...], shape
     # x & y = (e ^ a) & (d ^ b) with e = x ^ a, d = y ^ b public: party 0 knows a, party 1 b
     if party.id == 0:
         d = peer[index]
-        return BinaryShare(party, m["c"] ^ (masked & d) ^ (m["a"] & d))
-    return BinaryShare(party, m["c"] ^ (peer & m["b"][index]))
+        return (BinaryShare(party, m["c"] ^ (masked & d) ^ (m["a"] & d)),
+                OpenedRows(masked ^ d, m["a"], mask_source(request)))
+    b = m["b"][index]
+    return BinaryShare(party, m["c"] ^ (peer & b)), OpenedRows(peer ^ masked[index], b, mask_source(request))
 
 
 async def bit_to_arith(bits: BinaryShare, nbits: int) -> ArithmeticShare:

@@ -10,6 +10,9 @@ where pairs open 9.
 
 Many computations run together (`CarryGroup`: equal lengths batched); a shared prefix's
 carry enters each of them as a least significant row (G = c, P = 0) once it is known.
+Propagate rows that are public up to a mask already (the XOR of the two private operands of
+the `and_private` that made G: `PublicRows`) are not opened again by the first level: of
+its 7 variables per 4 rows only the 3 generate rows travel.
 """
 
 from __future__ import annotations
@@ -19,18 +22,45 @@ from dataclasses import dataclass
 
 import torch
 
-from mpcrt.ops.boolean import monomials
+from mpcrt.ops.boolean import KnownRows, OpenedRows, monomials
 
 FAN_IN = 4
 
 
 @dataclass
+class PublicRows:
+    """The P rows of a CarryGroup, public up to a mask from an and_private (ops.boolean.
+    OpenedRows): public values and this party's mask shares, shape (computations, rows,
+    words), and the and_private operand row behind each (computations, rows; -1: a
+    constant row, mask 0)."""
+
+    public: torch.Tensor
+    share: torch.Tensor
+    ids: torch.Tensor
+    source: tuple
+
+    @staticmethod
+    def of(opened: OpenedRows, start: int, stop: int, shape: tuple[int, ...]) -> PublicRows:
+        """Rows start..stop of an and_private's OpenedRows, shaped (computations, rows, words)."""
+        ids = torch.arange(start, stop).reshape(shape[:2])
+        return PublicRows(opened.public[start:stop].reshape(shape), opened.share[start:stop].reshape(shape), ids,
+                          opened.source)
+
+    def select(self, rows: slice, shape: tuple[int, ...]) -> PublicRows:
+        """These rows of every computation, reshaped to (computations', size, words)."""
+        return PublicRows(self.public[:, rows].reshape(shape), self.share[:, rows].reshape(shape),
+                          self.ids[:, rows].reshape(shape[:2]), self.source)
+
+
+@dataclass
 class CarryGroup:
     """Carry computations of equal length, batched: (G, P) rows of their bits, shape
-    (computations, rows, words), least significant row first. Reduced in place to one row."""
+    (computations, rows, words), least significant row first. Reduced in place to one row.
+    known: the P rows public up to a mask already (before the first fold only)."""
 
     g: torch.Tensor
     p: torch.Tensor
+    known: PublicRows | None = None
 
     @property
     def rows(self) -> int:
@@ -48,20 +78,22 @@ def _terms(size: int, need_p: bool) -> tuple[list[str], tuple[tuple[int, ...], .
     return names, tuple(terms)
 
 
-async def _fold(party, chunks: list[tuple[torch.Tensor, torch.Tensor]], size: int, need_p: bool
-                ) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
-    """Fold chunks of `size` rows, each (G, P) of shape (count, size, words), in one round:
-    (G, P) of shape (count, words) each (P None when not needed)."""
+Chunk = tuple[torch.Tensor, torch.Tensor, PublicRows | None]
+
+
+async def _fold(party, chunks: list[Chunk], size: int, need_p: bool) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+    """Fold chunks of `size` rows, each (G, P, known P) of shape (count, size, words), in one
+    round: (G, P) of shape (count, words) each (P None when not needed)."""
     names, terms = _terms(size, need_p)
     # the variables' rows of every chunk, side by side, written once into one tensor
-    sizes = [g.shape[0] * g.shape[2] for g, _ in chunks]
+    sizes = [g.shape[0] * g.shape[2] for g, _, _ in chunks]
     rows = torch.empty((len(names), sum(sizes)), dtype=torch.int64)
     for i, name in enumerate(names):
         source = 0 if name[0] == "g" else 1
         torch.cat([chunk[source][:, int(name[1:])].reshape(-1) for chunk in chunks], out=rows[i])
-    products = await monomials(party, rows, terms)
+    products = await monomials(party, rows, terms, _known_variables(names, chunks))
     out, offset = [], 0
-    for g, _ in chunks:
+    for g, _, _ in chunks:
         count, _, words = g.shape
         span = slice(offset, offset + count * words)
         offset += count * words
@@ -71,6 +103,19 @@ async def _fold(party, chunks: list[tuple[torch.Tensor, torch.Tensor]], size: in
         joint = products[size - 1, span].reshape(count, words) if need_p else None
         out.append((carry.reshape(count, words), joint))
     return out
+
+
+def _known_variables(names: list[str], chunks: list[Chunk]) -> KnownRows | None:
+    """The P variables of a fold that every chunk has public up to a mask (the first level)."""
+    known = [chunk[2] for chunk in chunks]
+    if any(k is None for k in known) or len({k.source for k in known}) != 1:  # type: ignore[union-attr]
+        return None
+    rows = [i for i, name in enumerate(names) if name[0] == "p"]
+    cols = [int(names[i][1:]) for i in rows]
+    return KnownRows(tuple(rows), torch.stack([torch.cat([k.public[:, j].reshape(-1) for k in known]) for j in cols]),
+                     torch.stack([torch.cat([k.share[:, j].reshape(-1) for k in known]) for j in cols]),
+                     tuple(tuple(torch.cat([k.ids[:, j] for k in known]).tolist()) for j in cols),
+                     known[0].public.shape[2], known[0].source)
 
 
 async def reduce_carries(party, groups: list[CarryGroup], prefix: CarryGroup | None = None) -> None:
@@ -83,26 +128,35 @@ async def reduce_carries(party, groups: list[CarryGroup], prefix: CarryGroup | N
             for grp in groups:
                 carry = prefix.g.expand(len(grp.g), 1, -1)  # type: ignore[union-attr]
                 grp.g, grp.p = torch.cat([carry, grp.g], 1), torch.cat([torch.zeros_like(carry), grp.p], 1)
+                if grp.known is not None:  # P = 0 is public, with mask 0
+                    k = grp.known
+                    grp.known = PublicRows(torch.cat([torch.zeros_like(carry), k.public], 1),
+                                           torch.cat([torch.zeros_like(carry), k.share], 1),
+                                           torch.cat([torch.full_like(k.ids[:, :1], -1), k.ids], 1), k.source)
             pending = False
         active = [grp for grp in everyone if grp.rows > 1]
         if not active:
             continue
         # per group: full chunks of FAN_IN rows, then the most significant rest (a lone row moves up as it is)
-        work: dict[tuple[int, bool], list[tuple[int, int, tuple[torch.Tensor, torch.Tensor]]]] = {}
+        work: dict[tuple[int, bool], list[tuple[int, int, Chunk]]] = {}
         parts: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor | None]] = {}
         for gi, grp in enumerate(active):
             full, rest = divmod(grp.rows, FAN_IN)
             # the joint propagate is needed while rows remain to fold, or a carry is still to come in
             need_p = full + (rest > 0) > 1 or (pending and grp is not prefix)
             count, _, words = grp.g.shape
+            k = grp.known
             if full:
-                g4 = grp.g[:, :full * FAN_IN].reshape(count * full, FAN_IN, words)
-                p4 = grp.p[:, :full * FAN_IN].reshape(count * full, FAN_IN, words)
-                work.setdefault((FAN_IN, need_p), []).append((gi, 0, (g4, p4)))
+                shape = (count * full, FAN_IN, words)
+                g4 = grp.g[:, :full * FAN_IN].reshape(shape)
+                p4 = grp.p[:, :full * FAN_IN].reshape(shape)
+                k4 = None if k is None else k.select(slice(0, full * FAN_IN), shape)
+                work.setdefault((FAN_IN, need_p), []).append((gi, 0, (g4, p4, k4)))
             if rest == 1:
                 parts[gi, 1] = (grp.g[:, -1], grp.p[:, -1])
             elif rest:
-                work.setdefault((rest, need_p), []).append((gi, 1, (grp.g[:, -rest:], grp.p[:, -rest:])))
+                kr = None if k is None else k.select(slice(grp.rows - rest, grp.rows), (count, rest, words))
+                work.setdefault((rest, need_p), []).append((gi, 1, (grp.g[:, -rest:], grp.p[:, -rest:], kr)))
         keys = list(work)
         folded = await asyncio.gather(*(_fold(party, [c for _, _, c in work[k]], *k) for k in keys))
         for key, results in zip(keys, folded, strict=True):
@@ -117,4 +171,4 @@ async def reduce_carries(party, groups: list[CarryGroup], prefix: CarryGroup | N
                     g, p = parts[gi, which]
                     gs.append(g.reshape(count, rows, words))
                     ps.append((p if p is not None else torch.zeros_like(g)).reshape(count, rows, words))
-            grp.g, grp.p = torch.cat(gs, 1), torch.cat(ps, 1)
+            grp.g, grp.p, grp.known = torch.cat(gs, 1), torch.cat(ps, 1), None

@@ -30,7 +30,7 @@ from mpcrt.binary import BinaryShare
 from mpcrt.dealer import dcf
 from mpcrt.dealer.material import Request, pack_bits
 from mpcrt.ops.boolean import and_, and_private, bit_to_arith
-from mpcrt.ops.carry import CarryGroup, reduce_carries
+from mpcrt.ops.carry import CarryGroup, PublicRows, reduce_carries
 from mpcrt.scope import op_label
 from mpcrt.shares import ArithmeticShare
 
@@ -41,7 +41,7 @@ METHODS = ("lpgan", "tree", "dcf")
 # tree 17.7 ms at 1e5 and 190.5 ms at 1e6 elements, lpgan 28.2 and 151.6 ms; DCF 17 ms for
 # 100 elements, 21 ms for 400: a fixed cost of its 64 vectorized levels). Used to pick a
 # method per call
-COST_MODEL = {"tree": (5, 1680 / 64, 0.19e-6, 0.0), "lpgan": (64, 1504 / 64, 0.13e-6, 0.0),
+COST_MODEL = {"tree": (5, 1168 / 64, 0.19e-6, 0.0), "lpgan": (64, 1504 / 64, 0.13e-6, 0.0),
               "dcf": (1, 8.0, 7.5e-6, 15e-3)}
 # when no network is declared: loopback TLS, whose rounds cost about 0.5 ms of processing each
 # (the tree's 8 take 4.6 ms at 100 elements; lpgan's 64 take ~28 ms more than them at 1e5)
@@ -114,17 +114,21 @@ async def _greater(party, rows: torch.Tensor, method: str) -> BinaryShare:
     b at party 1); the other party's XOR share of each is 0."""
     # G_i = a_i and not b_i: each party masks and sends its own rows once (private inputs)
     mine = rows if party.id == 0 else ~rows
-    g = await and_private(party, mine, tuple(rows.shape), tuple(rows.shape), list(range(len(rows))))
+    g, opened = await and_private(party, mine, tuple(rows.shape), tuple(rows.shape), list(range(len(rows))))
     e = BinaryShare(party, mine)  # E_i = a_i xor not b_i: each party's own rows are its share
     if method == "lpgan":
         gt = g[0]
         for i in range(1, BITS):
             gt = g[i] ^ await and_(e[i], gt)
         return gt
-    # tree: a neutral most significant leaf (G = 0, E = 1) makes 64 leaves, 3 levels of 4
+    # tree: a neutral most significant leaf (G = 0, E = 1) makes 64 leaves, 3 levels of 4; the
+    # E rows are public up to a mask since the and_private's round (the neutral one: public 1)
+    ones = torch.full_like(e.value[:1], -1)
     g = torch.cat([g.value, torch.zeros_like(g.value[:1])])
-    e = torch.cat([e.value, torch.full_like(e.value[:1], -1 if party.id == 0 else 0)])
-    tree = CarryGroup(g[None], e[None])
+    e = torch.cat([e.value, ones if party.id == 0 else torch.zeros_like(ones)])
+    known = PublicRows(torch.cat([opened.public, ones])[None], torch.cat([opened.share, torch.zeros_like(ones)])[None],
+                       torch.arange(-1, BITS).roll(-1)[None], opened.source)  # ids 0..62, then -1
+    tree = CarryGroup(g[None], e[None], known)
     await reduce_carries(party, [tree])
     return BinaryShare(party, tree.g[0, 0])
 

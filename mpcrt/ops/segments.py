@@ -32,7 +32,7 @@ import torch
 from mpcrt import ring
 from mpcrt.binary import BinaryShare
 from mpcrt.ops.boolean import and_, and_private, bit_to_arith
-from mpcrt.ops.carry import CarryGroup, reduce_carries
+from mpcrt.ops.carry import CarryGroup, PublicRows, reduce_carries
 from mpcrt.ops.compare import _resolve, bit_slice, is_non_negative
 from mpcrt.scope import op_label
 from mpcrt.shares import ArithmeticShare, stack
@@ -116,14 +116,18 @@ async def threshold_bits(x: ArithmeticShare, breakpoints: Sequence[float]) -> Bi
     # bits a_i xor b_i: each party's own rows are its XOR share
     outer_index = [v + i for i in range(ow)]
     index = list(range(v)) + outer_index * min(m, 2) + outer_index[:iw] * inner_count
-    g = (await and_private(party, mine, (len(index), words), (v + ow, words), index)).value
-    p = mine if party.id == 0 else mine[index]
-    cut = [v, v + min(m, 2) * ow]
-    prefix = CarryGroup(g[:v][None], p[:v][None]) if v > 0 else None
-    groups = [CarryGroup(g[cut[0]:cut[1]].reshape(-1, ow, words), p[cut[0]:cut[1]].reshape(-1, ow, words))]
+    generate, opened = await and_private(party, mine, (len(index), words), (v + ow, words), index)
+    g, p = generate.value, mine if party.id == 0 else mine[index]  # p: public up to a mask already (opened)
+    cut = [v, v + min(m, 2) * ow, len(index)]
+
+    def group(start: int, stop: int, shape: tuple[int, ...]) -> CarryGroup:
+        return CarryGroup(g[start:stop].reshape(shape), p[start:stop].reshape(shape),
+                          PublicRows.of(opened, start, stop, shape))
+
+    prefix = group(0, v, (1, v, words)) if v > 0 else None
+    groups = [group(cut[0], cut[1], (-1, ow, words))]
     if inner_count:
-        inner = (g[cut[1]:], p[cut[1]:])
-        groups.append(CarryGroup(*(t.reshape(inner_count, iw, words) for t in inner)))
+        groups.append(group(cut[1], cut[2], (inner_count, iw, words)))
     await reduce_carries(party, groups, prefix)
     carries = torch.cat([grp.g[:, 0] for grp in groups])  # first, last, then the inner ones
     order = [0, *range(2, m), 1] if m > 1 else [0]  # back to the breakpoints' order

@@ -92,8 +92,8 @@ async def test_an_operand_shared_by_several_ands_is_opened_once():
 async def private(party, a: torch.Tensor, b: torch.Tensor, index: list[int]):
     from mpcrt.ops.boolean import and_private
 
-    z = await and_private(party, a if party.id == 0 else b, tuple(a.shape), tuple(b.shape), index)
-    return await z.reveal(), party.stats.op("and").bytes_sent
+    z, opened = await and_private(party, a if party.id == 0 else b, tuple(a.shape), tuple(b.shape), index)
+    return await z.reveal(), party.stats.op("and").bytes_sent, opened
 
 
 async def test_and_of_privately_held_bits():
@@ -101,9 +101,13 @@ async def test_and_of_privately_held_bits():
     a = torch.randint(-(2 ** 63), 2 ** 63 - 1, (5, 4), generator=g)  # party 0's
     b = torch.randint(-(2 ** 63), 2 ** 63 - 1, (2, 4), generator=g)  # party 1's, rows reused
     index = [0, 1, 1, 0, 1]
-    (got0, sent0), (got1, sent1) = await run_pair(private, a, b, index)
+    (got0, sent0, opened0), (got1, sent1, opened1) = await run_pair(private, a, b, index)
     assert torch.equal(got0, a & b[index]) and torch.equal(got1, a & b[index])
     assert (sent0, sent1) == (8 * 20, 8 * 8)  # each party sends its own masked words once
+    # the same round made a ^ b[index] public up to a mask the parties hold as XOR shares
+    assert torch.equal(opened0.public, opened1.public) and opened0.source == opened1.source
+    assert torch.equal(opened0.public ^ opened0.share ^ opened1.share, a ^ b[index])
+    assert not torch.equal(opened0.public, a ^ b[index])
 
 
 async def wrong_shape(party):
@@ -141,6 +145,38 @@ async def test_monomials_and_several_rows_in_one_round():
         assert torch.equal(got, torch.stack(want))
         # every row opened once (5 rows of 7 words), whatever the terms: one round
         assert (cost["rounds"], cost["bytes_sent"], cost["bytes_received"]) == (1, 8 * 35, 8 * 35)
+
+
+async def products_with_known_rows(party, a: torch.Tensor, b: torch.Tensor, fresh: torch.Tensor):
+    """Rows 0-1 of 2 blocks each, from an and_private of a (party 0's) and b (party 1's), 2 x 3
+    words: row 0 = (a0 ^ b0, a1 ^ b1), row 1 = (a1 ^ b1, a public 0); rows 2-3 fresh shares."""
+    from mpcrt.ops.boolean import KnownRows, and_private, monomials
+
+    _, opened = await and_private(party, a if party.id == 0 else b, tuple(a.shape), tuple(b.shape), [0, 1])
+    mine, zero = (a if party.id == 0 else b), torch.zeros(3, dtype=torch.int64)
+    blocks = [(0, 1), (1, -1)]
+
+    def rows(t: torch.Tensor) -> torch.Tensor:
+        return torch.stack([torch.cat([t[i] if i >= 0 else zero for i in ids]) for ids in blocks])
+
+    shares = torch.cat([rows(mine), xor_shares(party, fresh, MASK[: fresh.numel()].reshape(fresh.shape)).value])
+    known = KnownRows((0, 1), rows(opened.public), rows(opened.share), tuple(blocks), 3, opened.source)
+    before = party.stats.op("and").bytes_sent
+    z = await monomials(party, shares, ((0, 1), (0, 2, 3), (1, 2)), known)
+    return await BinaryShare(party, z).reveal(), party.stats.op("and").bytes_sent - before
+
+
+async def test_monomials_take_rows_an_and_private_made_public_without_opening_them():
+    g = torch.Generator().manual_seed(5)
+    a, b = (torch.randint(-(2 ** 63), 2 ** 63 - 1, (2, 3), generator=g) for _ in range(2))
+    fresh = torch.randint(-(2 ** 63), 2 ** 63 - 1, (2, 6), generator=g)
+    p = a ^ b
+    x = torch.cat([torch.stack([torch.cat([p[0], p[1]]), torch.cat([p[1], torch.zeros(3, dtype=torch.int64)])]),
+                   fresh])
+    want = torch.stack([x[0] & x[1], x[0] & x[2] & x[3], x[1] & x[2]])
+    for got, sent in await run_pair(products_with_known_rows, a, b, fresh):
+        assert torch.equal(got, want)
+        assert sent == 8 * 12  # only the two fresh rows of 6 words travel
 
 
 async def times_bit(party, x: torch.Tensor, bits: torch.Tensor, masked: bool):
