@@ -113,6 +113,7 @@ class Workload:
     targets: Targets = Targets()
     heavy: bool = False  # fewer repeats
     relative: bool = False  # also report the max relative error (results of a wide range), where |exact| >= 1e-2
+    exponents: tuple[int, int] | None = None  # inv_sqrt: the valid range [2^lo, 2^(hi+1)) declared (default: ops')
 
     def describe_inputs(self) -> str:
         kind, lo, hi = self.inputs
@@ -211,6 +212,8 @@ async def secure_op(workload: Workload, method: str, s: dict[str, Any]) -> Any:
         y, _ = await ops.batch_norm(x, s["running_mean"], s["running_var"], s["weight"], s["bias"], training=True,
                                     momentum=BN_MOMENTUM, eps=BN_EPS, method=method)
         return y
+    if op == "inv_sqrt" and workload.exponents is not None:
+        return await ops.inv_sqrt(x, method, exponents=workload.exponents)
     return await getattr(ops, op)(x, method)  # sigmoid, tanh, reciprocal, inv_sqrt, exp, sigmoid_lpgan
 
 

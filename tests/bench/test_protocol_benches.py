@@ -24,3 +24,14 @@ def test_nonlinear_probe_runs_at_the_asked_scale():
     _, r0, _ = nonlinear._probe_once(relu, "tree", (256,), frac_bits=20)
     # exact on the inputs as held at 2^-20: inputs held at 2^-16 would be off by up to 2^-17
     assert r0["max_abs_error"] == 0.0
+
+
+def test_inv_sqrt_with_its_range_declared_costs_less_at_the_same_accuracy():
+    from bench import crypten_side
+
+    op, shape, kind = crypten_side.NONLINEAR[crypten_side.DECLARED]
+    default = nonlinear.Workload("default range", op, shape, kind, relative=True)
+    declared = dataclasses.replace(default, exponents=crypten_side.DECLARED_EXPONENTS)
+    (_, wide, _), (_, narrow, _) = (nonlinear._probe_once(w, "tree", (256,)) for w in (default, declared))
+    assert sum(narrow["bytes_sent"]) < sum(wide["bytes_sent"]) / 2  # 8 thresholds instead of 29
+    assert narrow["max_rel_error"] <= 1e-3 and wide["max_rel_error"] <= 1e-3
