@@ -140,7 +140,7 @@ async def product_program(party: mpcrt.Party, workload: Workload, repeats: int, 
             expected = workload.plaintext()(fixed_point(x, f), fixed_point(y, f), **kwargs)
             errors.append(float((got - expected).abs().max()) * 2.0 ** f)
     return {"warmup_times": warmup, "times": times, "rounds": rounds, "bytes_sent": sent, "bytes_received": received,
-            "max_error_ulp": max(errors) if errors else None, "ops": WARMUP + repeats,
+            "max_error_ulp": max(errors) if errors else None, "ops": WARMUP + repeats, "frac_bits": party.frac_bits,
             "offline": party.stats.offline.as_dict()}
 
 
@@ -204,7 +204,8 @@ def measure(workload: Workload, repeats: int, seed: int = 1, frac_bits: int = 16
                   max_error_ulp=r0["max_error_ulp"], plaintext_s=plaintext_seconds(workload, repeats, seed),
                   anchor=workload.anchor, conv=workload.conv, repeats=repeats,
                   extra={"times_party0": r0["times"], "times_party1": r1["times"],
-                         "warmup_times_party0": r0["warmup_times"], "warmup_times_party1": r1["warmup_times"]})
+                         "warmup_times_party0": r0["warmup_times"], "warmup_times_party1": r1["warmup_times"],
+                         "frac_bits": r0["frac_bits"]})
 
 
 # ---- the stress test of truncation -----------------------------------------------------------------

@@ -261,6 +261,7 @@ async def op_program(party: mpcrt.Party, workload: Workload, method: str, warmup
                 crypten_range_errors.append(float(diff[inside].max()))
     return {"warmup_times": warmup_times, "times": times, "spans": spans, "rounds": rounds, "bytes_sent": sent,
             "bytes_received": received, "ops": warmup + repeats, "offline": party.stats.offline.as_dict(),
+            "frac_bits": party.frac_bits,
             "max_abs_error": max(abs_errors) if abs_errors else None,
             "max_rel_error": max(rel_errors) if rel_errors else None,
             "max_abs_error_crypten_range": max(crypten_range_errors) if crypten_range_errors else None}
@@ -433,6 +434,7 @@ def measure(workload: Workload, method: str, network: str, quick: bool, limits: 
         return result
     finally:
         result.wall_s = time.perf_counter() - started
+    result.extra["frac_bits"] = r0["frac_bits"]
     counts = {(a, b, c) for r in (r0, r1) for a, b, c in zip(r["rounds"], r["bytes_sent"], r["bytes_received"])}
     result.rounds_min = min(c[0] for c in counts)
     result.rounds = max(c[0] for c in counts)

@@ -277,6 +277,8 @@ class MultiAndTriple(Kind):
         if len(params) < 3:
             return {}
         pand = _source_request(params[2][0])
+        if pand.kind != "pand":
+            raise ValueError(f"known rows of a multi-input AND name a {pand.kind!r} request, not 'pand'")
         return {"pa": (pand, "a"), "pb": (pand, "b")}
 
     def dependent_values(self, free, params):

@@ -40,9 +40,6 @@ from mpcrt.scope import op_label
 from mpcrt.shares import ArithmeticShare, ring_int
 
 COEFF_BITS = 32
-# The lookup path: x^2's coefficient carries 61 - 2f - log2(max |piece|) bits (28 for sigmoid
-# at f = 16); below this many the older path, at COEFF_BITS, is more precise
-LOOKUP_MIN_BITS = 20
 
 
 @dataclass(frozen=True)
@@ -113,8 +110,7 @@ async def _opened_powers(x: ArithmeticShare, degree: int) -> list[ArithmeticShar
 async def evaluate(x: ArithmeticShare, pw: Piecewise, method: str | None = None) -> ArithmeticShare:
     """pw(x) on shares; exact segment choice, polynomial error as fitted plus a few units."""
     method = segment_method(x, pw.breakpoints, method)
-    lookup = pw.degree <= 2 and len(pw.breakpoints) >= 2 and _lookup_bits(pw, x.frac_bits) >= LOOKUP_MIN_BITS
-    if method == "tree" and lookup:
+    if method == "tree" and pw.degree <= 2 and len(pw.breakpoints) >= 2 and _lookup_fits(pw, x.frac_bits):
         with op_label("piecewise"):
             return (await _evaluate_by_lookup(x.reshape(-1), pw)).reshape(x.shape)
     party, f = x.party, x.frac_bits
@@ -140,6 +136,15 @@ def _lookup_bits(pw: Piecewise, frac_bits: int) -> int:
     for (lo, hi), c in zip(itertools.pairwise(pw.breakpoints), pw.coefficients, strict=True):
         peak = max(peak, float(np.abs(np.polynomial.polynomial.polyval(np.linspace(lo, hi, 257), c)).max()) * 1.01)
     return 61 - 2 * frac_bits - math.ceil(math.log2(peak))
+
+
+def _lookup_fits(pw: Piecewise, frac_bits: int) -> bool:
+    """Whether the lookup path keeps the coefficients' rounding (c2 at e bits amplified by
+    x^2, c1 at f + e by |x|, x within the breakpoints) below half a unit of 2^-f; else the
+    segment-selection path, whose coefficients carry COEFF_BITS, is the precise one (sigmoid
+    and tanh at f = 16: e = 28, rounding under 2^-22; at f = 20 they take the other path)."""
+    e, top = _lookup_bits(pw, frac_bits), max(abs(t) for t in pw.breakpoints)
+    return e > 0 and 2.0 ** -(e + 1) * top * top + 2.0 ** -(frac_bits + e + 1) * top < 2.0 ** -(frac_bits + 1)
 
 
 async def _evaluate_by_lookup(x: ArithmeticShare, pw: Piecewise) -> ArithmeticShare:

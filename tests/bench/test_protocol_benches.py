@@ -14,16 +14,29 @@ from bench import arith, nonlinear
 def test_products_run_and_are_judged_at_the_asked_scale(frac_bits):
     (mul,) = [w for w in arith.WORKLOADS if w.name == "mul 1e5"]
     small = dataclasses.replace(mul, x_shape=(500,), y_shape=(500,))
-    r0, _ = mpcrt.run_local(arith.product_program, small, 1, 3, frac_bits=frac_bits)
-    # within one unit of 2^-frac_bits: products made at another scale would miss by 2^|f - 16| units
-    assert 0 < r0["max_error_ulp"] <= 1.0
+    r0, r1 = mpcrt.run_local(arith.product_program, small, 1, 3, frac_bits=frac_bits)
+    assert r0["frac_bits"] == r1["frac_bits"] == frac_bits
+    assert 0 < r0["max_error_ulp"] <= 1.0  # within one unit of 2^-frac_bits
+
+
+def test_the_measured_run_gets_the_scale_too():
+    (mul,) = [w for w in arith.WORKLOADS if w.name == "mul 1e5"]
+    result = arith.measure(dataclasses.replace(mul, x_shape=(300,), y_shape=(300,)), 1, frac_bits=20)
+    assert result.extra["frac_bits"] == 20 and result.max_error_ulp <= 1.0
+
+
+def test_the_measured_nonlinear_run_gets_the_scale_too():
+    (relu,) = [w for w in nonlinear.WORKLOADS if w.name.startswith("relu 1e5")]
+    tiny = dataclasses.replace(relu, shape=(500,))
+    result = nonlinear.measure(tiny, "tree", "loopback", True, nonlinear.Limits(budget_s=30.0), frac_bits=20)
+    assert result.ok and result.extra["frac_bits"] == 20 and result.max_abs_error == 0.0
 
 
 def test_nonlinear_probe_runs_at_the_asked_scale():
     (relu,) = [w for w in nonlinear.WORKLOADS if w.name.startswith("relu 1e5")]
-    _, r0, _ = nonlinear._probe_once(relu, "tree", (256,), frac_bits=20)
-    # exact on the inputs as held at 2^-20: inputs held at 2^-16 would be off by up to 2^-17
-    assert r0["max_abs_error"] == 0.0
+    _, r0, r1 = nonlinear._probe_once(relu, "tree", (256,), frac_bits=20)
+    assert r0["frac_bits"] == r1["frac_bits"] == 20
+    assert r0["max_abs_error"] == 0.0  # exact on the inputs as held at 2^-20
 
 
 def test_inv_sqrt_with_its_range_declared_costs_less_at_the_same_accuracy():

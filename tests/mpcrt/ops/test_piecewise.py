@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from mpcrt import ops
-from mpcrt.ops.piecewise import LOOKUP_MIN_BITS, _lookup_bits, evaluate, fit
-from mpcrt.ops.sigmoid import SIGMOID
+from mpcrt.ops.piecewise import _lookup_bits, _lookup_fits, evaluate, fit
+from mpcrt.ops.sigmoid import SIGMOID, TANH
 from tests.conftest import run_pair
 
 ULP = 2.0 ** -16
@@ -90,7 +90,27 @@ async def test_lookup_and_segment_selection_agree():
 def test_the_lookup_coefficient_precision_shrinks_with_f_and_the_pieces_size():
     assert _lookup_bits(SIGMOID, 16) == 61 - 32 - 1  # pieces up to 1.0003, with 1% to spare
     assert _lookup_bits(WAVE, 16) == 61 - 32 - 2  # pieces up to |3.8| (the outer constants do not count)
-    assert _lookup_bits(SIGMOID, 24) < LOOKUP_MIN_BITS  # the segment-selection path then
+    # the lookup path where the coefficients' rounding, amplified by x^2, stays under half a unit
+    assert _lookup_fits(SIGMOID, 16) and _lookup_fits(TANH, 16) and _lookup_fits(WAVE, 16)
+    assert not _lookup_fits(SIGMOID, 20)  # c2 at 20 bits, times 8^2: 2^-15, over 2^-21
+    assert not _lookup_fits(SIGMOID, 24)
+
+
+async def _two_breakpoints(party, x):
+    X = await party.input(x if party.id == 0 else None, src=0)
+    return await (await evaluate(X, TINY, "tree")).reveal()
+
+
+# two breakpoints (one inner segment, a 1-bit index) two and six units above 0 (the tree's
+# shared low part is one bit wide)
+TINY = fit(lambda x: 1000 * x, (2 * ULP, 6 * ULP), 1, -1.0, 1.0)
+
+
+async def test_lookup_with_one_inner_segment():
+    x = torch.tensor([-5.0, -ULP, 0.0, ULP, 2 * ULP, 3 * ULP, 5 * ULP, 6 * ULP, 7 * ULP, 5.0], dtype=torch.float64)
+    for got in await run_pair(_two_breakpoints, x):
+        assert float((got - _expected(TINY, x)).abs().max()) <= 1.1 * ULP
+        assert got[0] == -1.0 and got[-1] == 1.0 and abs(float(got[5]) - 3000 * ULP) <= 1.1 * ULP
 
 
 @pytest.mark.parametrize("frac_bits", [20, 24])
