@@ -1,6 +1,6 @@
 """Secure GAN workloads end to end: D forward, G forward, secure synthesis and one training iteration.
 
-    .venv/bin/python -m bench.gan [--network loopback|lan|wan|mobile|both|all|N1,N2] [--only NAME;...]
+    .venv/bin/python -m bench.gan [--network loopback|lan|wan|mobile|MBPS/RTT|both|all|N1,N2] [--only NAME;...]
                                   [--comparison auto|tree|lpgan|dcf] [--frac-bits 16] [--repeats N] [--json PATH]
 
 LP-GAN's SD and SG workloads (D and G forward on a batch of 64; its prototype took 3.3 s and
@@ -40,7 +40,7 @@ from torch import nn
 
 import gan
 import mpcrt
-from bench.transport import machine, pin_to_core, text_table
+from bench.transport import machine, network_spec, pin_to_core, text_table
 from gan import optim
 from gan.step import train_step
 from gan.train import TrainConfig, initial_models
@@ -180,7 +180,7 @@ def plaintext_seconds(w: Workload, repeats: int = 5) -> float:
     return statistics.median(times)
 
 
-def timed_plan(w: Workload, network: str | None, seed: int, comparison: str = "auto",
+def timed_plan(w: Workload, network: str | dict | None, seed: int, comparison: str = "auto",
                frac_bits: int = 16) -> list[Request]:
     """The dealer requests of the timed repeats: the whole program's less its warm-up's."""
     model = resolve_network(network)
@@ -194,7 +194,7 @@ def timed_plan(w: Workload, network: str | None, seed: int, comparison: str = "a
 
 def measure(w: Workload, network: str, seed: int = 1, comparison: str = "auto", frac_bits: int = 16) -> Result:
     start = time.perf_counter()
-    model = None if network == "loopback" else network
+    model = network_spec(network)
     plan = timed_plan(w, model, seed, comparison, frac_bits) if w.prefetch == "timed" else None
     r0, r1 = mpcrt.run_local(program, w, seed, transport="tcp", processes=True, offline=w.prefetch == "all",
                              plan=plan, network=model, timeout=TIMEOUT, comparison=comparison, frac_bits=frac_bits)
@@ -219,7 +219,8 @@ def table(results: Sequence[Result]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.gan", description=__doc__.splitlines()[0])
     parser.add_argument("--network", default="loopback",
-                        help="loopback, lan, wan, mobile, comma-separated, 'both' (loopback,wan) or 'all'")
+                        help="loopback, lan, wan, mobile or a custom link MBPS/RTT (e.g. 100/20), "
+                             "comma-separated, 'both' (loopback,wan) or 'all'")
     parser.add_argument("--comparison", default="auto", help="auto, tree, lpgan or dcf")
     parser.add_argument("--frac-bits", type=int, default=16)
     parser.add_argument("--repeats", type=int, help="timed repeats per workload (default: each workload's own)")
@@ -228,9 +229,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     networks = {"both": ("loopback", "wan"), "all": ("loopback", "lan", "wan", "mobile")}.get(
         args.network, tuple(args.network.split(",")))
-    unknown = set(networks) - {"loopback", "lan", "wan", "mobile"}
-    if unknown:
-        parser.error(f"unknown network(s) {sorted(unknown)}")
+    for network in networks:
+        try:
+            network_spec(network)
+        except ValueError as exc:
+            parser.error(str(exc))
     chosen = [w for w in WORKLOADS if not args.only or any(s in w.name for s in args.only.split(";"))]
     if not chosen:
         parser.error(f"no workload matches {args.only!r}; names: {[w.name for w in WORKLOADS]}")

@@ -1,6 +1,6 @@
 """Every layer of LP-GAN's DCGAN, forward and backward, on shares: time, rounds and bytes per layer.
 
-    .venv/bin/python -m bench.layers [--preset dcgan|small] [--batch 64] [--network loopback|lan|wan|mobile]
+    .venv/bin/python -m bench.layers [--preset dcgan|small] [--batch 64] [--network loopback|lan|wan|mobile|MBPS/RTT]
                                      [--comparison auto|tree|lpgan|dcf] [--frac-bits 16] [--repeats 1]
                                      [--json PATH] [--plot PNG]
 
@@ -28,7 +28,7 @@ import torch
 import gan
 import mpcrt
 from bench.arith import in_party_process
-from bench.transport import machine, pin_to_core, text_table
+from bench.transport import machine, network_spec, pin_to_core, text_table
 from gan.loss import bce_logit_grad
 from gan.train import TrainConfig, initial_models
 
@@ -89,7 +89,7 @@ async def program(party: mpcrt.Party, preset: str, batch: int, warmup: int, repe
     return passes
 
 
-def measure(preset: str, batch: int, network: str | None, comparison: str, frac_bits: int, repeats: int = 1
+def measure(preset: str, batch: int, network: str | dict | None, comparison: str, frac_bits: int, repeats: int = 1
             ) -> list[dict]:
     r0, r1 = mpcrt.run_local(program, preset, batch, 1, repeats, transport="tcp", processes=True, offline=True,
                              timeout=900.0, network=network, comparison=comparison, frac_bits=frac_bits)
@@ -144,14 +144,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.layers", description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="dcgan")
     parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--network", choices=("loopback", "lan", "wan", "mobile"), default="loopback")
+    parser.add_argument("--network", default="loopback",
+                        help="loopback, lan, wan, mobile or a custom link MBPS/RTT (e.g. 100/20)")
     parser.add_argument("--comparison", default="auto")
     parser.add_argument("--frac-bits", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=1, help="timed passes (median), after one warm-up")
     parser.add_argument("--json", metavar="PATH")
     parser.add_argument("--plot", metavar="PNG")
     args = parser.parse_args(argv)
-    rows = measure(args.preset, args.batch, None if args.network == "loopback" else args.network, args.comparison,
+    try:
+        network = network_spec(args.network)
+    except ValueError as exc:
+        parser.error(str(exc))
+    rows = measure(args.preset, args.batch, network, args.comparison,
                    args.frac_bits, args.repeats)
     title = (f"{args.preset} batch {args.batch}, {args.network}, comparison {args.comparison}, "
              f"f = {args.frac_bits}: per layer")

@@ -1,6 +1,6 @@
 """Non-linear protocols end to end: online time, rounds, bytes, offline cost and error, per comparison method.
 
-    .venv/bin/python -m bench.nonlinear [--json PATH] [--quick] [--network loopback|wan|both]
+    .venv/bin/python -m bench.nonlinear [--json PATH] [--quick] [--network loopback|lan|wan|mobile|MBPS/RTT|both]
         [--methods M,...] [--only NAME,...] [--frac-bits F] [--run-budget-s S] [--max-run-s S] [--max-material-gb G]
 
 Each (workload, comparison method, network) is one `mpcrt.run_local(..., transport="tcp", processes=True,
@@ -38,10 +38,10 @@ import torch.nn.functional as F
 
 import mpcrt
 from bench.arith import CRYPTEN, LPGAN, MB, fixed_point, in_party_process
-from bench.transport import Row, format_table, machine, pin_to_core, text_table
+from bench.transport import Row, format_table, machine, network_spec, pin_to_core, text_table
 from mpcrt import ops
 from mpcrt.ops import compare
-from transports import PRESETS
+from transports import PRESETS, resolve_network
 
 NETWORKS = ("loopback", "wan")
 WAN = PRESETS["wan"]  # 400 Mbit/s, 40 ms RTT
@@ -154,7 +154,7 @@ def repeats_for(workload: Workload, network: str, quick: bool) -> tuple[int, int
     2-4x slower than the later ones and the second up to 2x, so two warm-ups everywhere on loopback. On wan
     the first op's extra cost is small against the link's latency and repeats varied by a few percent only,
     so fewer."""
-    if network == "wan":
+    if network != "loopback":
         return (1, 1) if quick or workload.heavy else (1, 2)
     if quick:
         return (1, 1) if workload.heavy else (2, 2)
@@ -376,8 +376,9 @@ def probe(workload: Workload, method: str, network: str, limits: Limits, frac_bi
     rounds = max(r0["rounds"] + r1["rounds"])
     op_s = _linear(n, times) * COST_FACTOR
     bytes_sent = _linear(n, sent)
-    if network == "wan":
-        op_s += rounds * WAN.rtt_s / 2 + bytes_sent * 8 / WAN.bandwidth_bps
+    model = resolve_network(network_spec(network))
+    if model is not None:
+        op_s += rounds * model.rtt_s / 2 + bytes_sent * 8 / model.bandwidth_bps
     return Estimate(op_s, _linear(n, material), rounds, bytes_sent, tuple(dict.fromkeys(shapes)),
                     tuple(t for _, t in times))
 
@@ -426,7 +427,7 @@ def measure(workload: Workload, method: str, network: str, quick: bool, limits: 
         if (warmup, repeats) != default:
             result.notes.append(f"repeats cut from {default[0]}+{default[1]} to fit the time budget")
         r0, r1 = mpcrt.run_local(op_program, workload, method, warmup, repeats, seed, transport="tcp", processes=True,
-                                 offline=True, timeout=TIMEOUT, network="wan" if network == "wan" else None,
+                                 offline=True, timeout=TIMEOUT, network=network_spec(network),
                                  frac_bits=frac_bits)
     except Exception as exc:  # a method that fails is reported, not raised
         result.error = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
@@ -546,6 +547,8 @@ def time_target_rows(results: Sequence[Result], networks: Sequence[str]) -> list
                 what = f"{n}, best ({r.method}): online time / {a.who} {_ms(a.seconds)} ms (no target)"
                 rows.append(Row(w.name, what, r.online_s * 1e3, "ms", "", r.online_s / a.seconds))
                 continue
+            if n not in NETWORKS:  # CrypTen's times: measured on loopback, modelled for wan only
+                continue
             limit = w.targets.loopback if n == "loopback" else w.targets.wan
             theirs = a.seconds if n == "loopback" else a.wan_seconds()
             what = f"CrypTen {a.seconds:g} s" if n == "loopback" else f"CrypTen modelled wan {theirs:.3f} s"
@@ -602,8 +605,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.nonlinear", description=__doc__.splitlines()[0])
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     parser.add_argument("--quick", action="store_true", help="fewer warm-ups and repeats (1-2 of each)")
-    parser.add_argument("--network", choices=("loopback", "wan", "both"), default="loopback",
-                        help="loopback TLS, the simulated wan link (400 Mbit/s, 40 ms RTT) on top of it, or both")
+    parser.add_argument("--network", default="loopback",
+                        help="loopback TLS, a simulated link on top of it (lan, wan, mobile, or a custom MBPS/RTT "
+                             "such as 100/20), comma-separated, or both (loopback,wan)")
     parser.add_argument("--methods", help="comma-separated comparison methods (default: all of "
                                           "mpcrt.ops.compare.METHODS)")
     parser.add_argument("--only", help="comma-separated substrings: run only the workloads whose name contains one")
@@ -619,7 +623,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.set_num_threads(1)
     limits = Limits(args.run_budget_s, args.max_run_s, args.max_material_gb * 1e9)
     methods = tuple(args.methods.split(",")) if args.methods else tuple(compare.METHODS)
-    networks = NETWORKS if args.network == "both" else (args.network,)
+    networks = NETWORKS if args.network == "both" else tuple(args.network.split(","))
+    for network in networks:
+        try:
+            network_spec(network)
+        except ValueError as exc:
+            parser.error(str(exc))
     workloads = [w for w in WORKLOADS if not args.only or any(s in w.name for s in args.only.split(","))]
     started, git_at_start = time.perf_counter(), git_state()
     results = []
@@ -636,8 +645,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"  {network:8} {w.name:36} {method:6} {status}  [{r.wall_s:.0f} s{guess}]", file=sys.stderr,
                       flush=True)
     for network in networks:
-        print(f"\n{network}" + (f" (simulated {WAN.bandwidth_bps / 1e6:g} Mbit/s, {WAN.rtt_s * 1e3:g} ms RTT)"
-                                if network == "wan" else " (TLS, two processes)"))
+        model = resolve_network(network_spec(network))
+        print(f"\n{network}" + (f" (simulated {model.bandwidth_bps / 1e6:g} Mbit/s, {model.rtt_s * 1e3:g} ms RTT)"
+                                if model is not None else " (TLS, two processes)"))
         print(measurement_table(results, network))
     timing = ("from the later party's start to the later party's end (one clock)" if SHARED_CLOCK else
               "the slower party's")

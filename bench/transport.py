@@ -15,6 +15,7 @@ import json
 import multiprocessing as mp
 import os
 import platform
+import re
 import statistics
 import sys
 import time
@@ -211,6 +212,24 @@ async def dial(scenario: Scenario, credentials: dict[str, Credentials], ports: A
                                                        limit=STREAM_LIMIT)
         return StreamLink(reader, writer)
     return FrameLink(_simulated(await connect(LOOPBACK, port, tls=tls, timeout=TIMEOUT), scenario.model))
+
+
+CUSTOM_NETWORK = re.compile(r"^(\d+(?:\.\d+)?)/(\d+(?:\.\d+)?)(?:ms)?$")
+
+
+def network_spec(name: str) -> str | dict[str, float] | None:
+    """A benchmark's --network value as run_local's `network=`: 'loopback' (None: real TLS
+    sockets only), a preset ('lan', 'wan', 'mobile'), or a custom simulated link written
+    'MBPS/RTT' (e.g. '100/20': 100 Mbit/s, 20 ms round trip)."""
+    if name == "loopback":
+        return None
+    if name in PRESETS:
+        return name
+    m = CUSTOM_NETWORK.match(name)
+    if m is None:
+        raise ValueError(f"unknown network {name!r}: loopback, {', '.join(PRESETS)}, or a custom link "
+                         "MBPS/RTT such as 100/20 (100 Mbit/s, 20 ms round trip)")
+    return {"bandwidth_mbps": float(m.group(1)), "rtt_ms": float(m.group(2))}
 
 
 def pin_to_core(index: int) -> None:

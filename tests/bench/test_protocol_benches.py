@@ -48,3 +48,22 @@ def test_inv_sqrt_with_its_range_declared_costs_less_at_the_same_accuracy():
     (_, wide, _), (_, narrow, _) = (nonlinear._probe_once(w, "tree", (256,)) for w in (default, declared))
     assert sum(narrow["bytes_sent"]) < sum(wide["bytes_sent"]) / 2  # 8 thresholds instead of 29
     assert narrow["max_rel_error"] <= 1e-3 and wide["max_rel_error"] <= 1e-3
+
+
+def test_a_network_is_loopback_a_preset_or_a_custom_link():
+    from bench.transport import network_spec
+
+    assert network_spec("loopback") is None and network_spec("mobile") == "mobile"
+    assert network_spec("100/20") == {"bandwidth_mbps": 100.0, "rtt_ms": 20.0}
+    assert network_spec("2.5/80ms") == {"bandwidth_mbps": 2.5, "rtt_ms": 80.0}
+    for bad in ("fast", "100", "100/", "/20", "-1/20"):
+        with pytest.raises(ValueError, match="MBPS/RTT"):
+            network_spec(bad)
+
+
+def test_protocols_run_over_a_custom_link():
+    (relu,) = [w for w in nonlinear.WORKLOADS if w.name.startswith("relu 1e5")]
+    tiny = dataclasses.replace(relu, shape=(200,))
+    result = nonlinear.measure(tiny, "tree", "1000/10", True, nonlinear.Limits(budget_s=30.0))
+    # 5 rounds over a 10 ms round trip: at least 5 one-way delays of 5 ms
+    assert result.ok and result.rounds == 5 and result.online_s >= 0.025
