@@ -5,34 +5,21 @@ from __future__ import annotations
 import asyncio
 
 from gan.nn import functional as F
-from gan.nn.module import Module, Parameter, Tensor
-from mpcrt import ArithmeticShare
+from gan.nn.module import ProductLayer, Tensor
 
 
 def _pair(v: int | tuple[int, int]) -> tuple[int, int]:
     return (v, v) if isinstance(v, int) else tuple(v)  # type: ignore[return-value]
 
 
-class _Conv(Module):
+class _Conv(ProductLayer):
     def __init__(self, weight: Tensor, bias: Tensor | None, stride, padding, dilation) -> None:
-        self.weight = Parameter(weight)
-        self.bias = Parameter(bias) if bias is not None else None
+        super().__init__(weight, bias)
         self.stride, self.padding, self.dilation = _pair(stride), _pair(padding), _pair(dilation)
-        self._x: Tensor | None = None
 
     @property
     def kernel(self) -> tuple[int, int]:
         return tuple(self.weight.shape[2:])  # type: ignore[return-value]
-
-    def _bias(self) -> Tensor | None:
-        return None if self.bias is None else self.bias.data
-
-    async def forward_untruncated(self, x: ArithmeticShare) -> tuple[Tensor, int]:
-        """The output before its truncation (at the sum of x's and the weight's scales) and
-        the scale it would be truncated to, for a following ReLU that truncates it while it
-        takes the sign (see Sequential)."""
-        untruncated, target = F.product_scales(x, self.weight.data)
-        return await self.forward(x, untruncated), target  # type: ignore[call-arg]
 
     def _bias_grad(self, grad: Tensor) -> None:
         if self.bias is not None:

@@ -5,27 +5,18 @@ from __future__ import annotations
 import asyncio
 
 from gan.nn import functional as F
-from gan.nn.module import Module, Parameter, Tensor
-from mpcrt import ArithmeticShare
+from gan.nn.module import ProductLayer, Tensor
 
 
-class Linear(Module):
+class Linear(ProductLayer):
     """y = x W^T + b for x of shape (batch, in)."""
 
     def __init__(self, weight: Tensor, bias: Tensor | None = None) -> None:
-        self.weight = Parameter(weight)
-        self.bias = Parameter(bias) if bias is not None else None
-        self._x: Tensor | None = None
+        super().__init__(weight, bias)
 
     async def forward(self, x: Tensor, frac_bits: int | None = None) -> Tensor:
         self._x = x
-        return await F.linear(x, self.weight.data, None if self.bias is None else self.bias.data, frac_bits)
-
-    async def forward_untruncated(self, x: ArithmeticShare) -> tuple[Tensor, int]:
-        """The output before its truncation and the scale it would be truncated to, for a
-        following ReLU (see Sequential)."""
-        untruncated, target = F.product_scales(x, self.weight.data)
-        return await self.forward(x, untruncated), target
+        return await F.linear(x, self.weight.data, self._bias(), frac_bits)
 
     async def backward(self, grad: Tensor) -> Tensor:
         """dx = dy W, dW = dy^T x, db = sum of dy over the batch."""

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import torch
 
+from gan.nn import functional as F
 from mpcrt import ArithmeticShare
 
 Tensor = ArithmeticShare | torch.Tensor
@@ -81,6 +82,27 @@ class Module:
             if isinstance(value, Module):
                 setattr(clone, name, value.copy())
         return clone
+
+
+class ProductLayer(Module):
+    """A layer whose output is its input times its weight, plus an optional bias (linear,
+    convolutions): the parameters, and the output before its truncation that a following
+    ReLU takes (see Sequential). Subclasses' forward takes the output's scale as frac_bits."""
+
+    def __init__(self, weight: Tensor, bias: Tensor | None) -> None:
+        self.weight = Parameter(weight)
+        self.bias = Parameter(bias) if bias is not None else None
+        self._x: Tensor | None = None
+
+    def _bias(self) -> Tensor | None:
+        return None if self.bias is None else self.bias.data
+
+    async def forward_untruncated(self, x: ArithmeticShare) -> tuple[Tensor, int]:
+        """The output before its truncation (at the sum of x's and the weight's scales) and
+        the scale it would be truncated to, for a following ReLU that truncates it while it
+        takes the sign."""
+        untruncated, target = F.product_scales(x, self.weight.data)
+        return await self.forward(x, untruncated), target  # type: ignore[call-arg]
 
 
 class Sequential(Module):

@@ -122,6 +122,11 @@ def unpack_bits(words: torch.Tensor, nbits: int) -> torch.Tensor:
     return unpack_bool(words, nbits).to(torch.int64)
 
 
+def unpack_index(rows: torch.Tensor, nbits: int) -> torch.Tensor:
+    """Integers from bit rows of packed words (row i holds bit i of each of nbits elements)."""
+    return sum((unpack_bits(row, nbits) << i for i, row in enumerate(rows)), torch.zeros(nbits, dtype=torch.int64))
+
+
 def pack_bits(bits: torch.Tensor) -> torch.Tensor:
     """Inverse of unpack_bits: 0/1 values into int64 words, 64 to a word."""
     flat = bits.reshape(-1).to(torch.bool).numpy()
@@ -497,7 +502,7 @@ class PieceTable(Kind):
         n, bits, coefficients, phi, source = params
         padded = torch.zeros((3, 1 << bits), dtype=torch.int64)
         padded[:, :len(coefficients[0])] = torch.tensor(coefficients, dtype=torch.int64)
-        delta = sum(unpack_bits(free["delta"][i], n) << i for i in range(bits))
+        delta = unpack_index(free["delta"], n)
         segment = torch.arange(1 << bits) ^ delta.unsqueeze(1)  # (n, 2^bits): the segment behind each u
         c0, c1, c2 = padded[:, segment]
         m = (_mask_variants(source, free["m"]).reshape(-1, n, 1) * phi)  # (variants, n, 1)
@@ -538,27 +543,30 @@ def answer(request: Request, party_id: int, seed0: bytes, seed1: bytes) -> list[
     kind = KINDS[request.kind]
     if party_id == 0 and not kind.public:
         return []
-    own = [{name: derive(request, seed, name) for name in kind.free} for seed in (seed0, seed1)]
     out = []
     if party_id == 1 and kind.dependent:
-        free = {name: own[kind.private[name]][name] if name in kind.private
-                else own[0][name] ^ own[1][name] if is_xor(request.kind, name) else own[0][name] + own[1][name]
-                for name in kind.free}
-        for name, (source, component) in kind.linked(request.params).items():
-            owner = KINDS[source.kind].private.get(component)
-            if owner is not None:  # one party's own mask: its derivation is the value
-                free[name] = derive(source, (seed0, seed1)[owner], component)
-                continue
-            parts = derive(source, seed0, component), derive(source, seed1, component)
-            free[name] = parts[0] ^ parts[1] if is_xor(source.kind, component) else parts[0] + parts[1]
+        free = {name: _full_value(request, name, seed0, seed1) for name in kind.free}
+        free.update({name: _full_value(source, component, seed0, seed1)
+                     for name, (source, component) in kind.linked(request.params).items()})
         values = kind.dependent_values(free, request.params)
         for name in kind.dependent:
             s0 = derive(request, seed0, name)
             out.append(values[name] ^ s0 if is_xor(request.kind, name) else values[name] - s0)
     if kind.public:
+        own = [{name: derive(request, seed, name) for name in kind.free} for seed in (seed0, seed1)]
         public = kind.public_values(own[0], own[1], request.params)
         out.extend(public[name] for name in kind.public)
     return out
+
+
+def _full_value(request: Request, component: str, seed0: bytes, seed1: bytes) -> torch.Tensor:
+    """The value of a free component (the dealer's view): one party's own derivation when it
+    is private to that party, else both parties' derivations combined (XOR or sum)."""
+    owner = KINDS[request.kind].private.get(component)
+    if owner is not None:
+        return derive(request, (seed0, seed1)[owner], component)
+    parts = derive(request, seed0, component), derive(request, seed1, component)
+    return parts[0] ^ parts[1] if is_xor(request.kind, component) else parts[0] + parts[1]
 
 
 def answer_names(request: Request, party_id: int) -> list[str]:

@@ -46,6 +46,14 @@ class PublicRows:
         return PublicRows(opened.public[start:stop].reshape(shape), opened.share[start:stop].reshape(shape), ids,
                           opened.source)
 
+    def with_constant_row(self, public: torch.Tensor, first: bool) -> PublicRows:
+        """A public constant row (computations, 1, words; mask 0, id -1) added first or last."""
+        def joined(mine: torch.Tensor, extra: torch.Tensor) -> torch.Tensor:
+            return torch.cat([extra, mine] if first else [mine, extra], 1)
+
+        return PublicRows(joined(self.public, public), joined(self.share, torch.zeros_like(public)),
+                          joined(self.ids, torch.full_like(self.ids[:, :1], -1)), self.source)
+
     def select(self, rows: slice, shape: tuple[int, ...]) -> PublicRows:
         """These rows of every computation, reshaped to (computations', size, words)."""
         return PublicRows(self.public[:, rows].reshape(shape), self.share[:, rows].reshape(shape),
@@ -128,11 +136,8 @@ async def reduce_carries(party, groups: list[CarryGroup], prefix: CarryGroup | N
             for grp in groups:
                 carry = prefix.g.expand(len(grp.g), 1, -1)  # type: ignore[union-attr]
                 grp.g, grp.p = torch.cat([carry, grp.g], 1), torch.cat([torch.zeros_like(carry), grp.p], 1)
-                if grp.known is not None:  # P = 0 is public, with mask 0
-                    k = grp.known
-                    grp.known = PublicRows(torch.cat([torch.zeros_like(carry), k.public], 1),
-                                           torch.cat([torch.zeros_like(carry), k.share], 1),
-                                           torch.cat([torch.full_like(k.ids[:, :1], -1), k.ids], 1), k.source)
+                if grp.known is not None:  # P = 0 is public
+                    grp.known = grp.known.with_constant_row(torch.zeros_like(carry), first=True)
             pending = False
         active = [grp for grp in everyone if grp.rows > 1]
         if not active:

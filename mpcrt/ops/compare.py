@@ -126,8 +126,7 @@ async def _greater(party, rows: torch.Tensor, method: str) -> BinaryShare:
     ones = torch.full_like(e.value[:1], -1)
     g = torch.cat([g.value, torch.zeros_like(g.value[:1])])
     e = torch.cat([e.value, ones if party.id == 0 else torch.zeros_like(ones)])
-    known = PublicRows(torch.cat([opened.public, ones])[None], torch.cat([opened.share, torch.zeros_like(ones)])[None],
-                       torch.arange(-1, BITS).roll(-1)[None], opened.source)  # ids 0..62, then -1
+    known = PublicRows.of(opened, 0, BITS, (1, BITS, -1)).with_constant_row(ones[None], first=False)
     tree = CarryGroup(g[None], e[None], known)
     await reduce_carries(party, [tree])
     return BinaryShare(party, tree.g[0, 0])

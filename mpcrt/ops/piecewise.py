@@ -31,7 +31,7 @@ import torch
 
 from mpcrt import ring
 from mpcrt.binary import BinaryShare
-from mpcrt.dealer.material import Request, unpack_bits
+from mpcrt.dealer.material import Request, unpack_index
 from mpcrt.ops.boolean import bit_to_arith, open_bit, times_bit
 from mpcrt.ops.products import mul, open_masked, square
 from mpcrt.ops.segments import pick, segment_method, segment_onehot, threshold_bits
@@ -180,13 +180,14 @@ async def _evaluate_by_lookup(x: ArithmeticShare, pw: Piecewise) -> ArithmeticSh
             party.exchange([masked], mid=mid), open_bit(BinaryShare(party, g[0] ^ g[m - 1]), (n,)),
             bit_to_arith(BinaryShare(party, torch.stack([(~ge[0]).value, g[m - 1]]).reshape(-1)), 2 * g.shape[1] * 64))
     opened = masked ^ peer
-    u = functools.reduce(operator.add, (unpack_bits(opened[i], n) << i for i in range(bits)))
+    u = unpack_index(opened, n)
     if mask.variant is not None:
         u = u + (mask.variant.long() << bits)
     per_element = table["table"].shape[1] // n  # table rows per element: u, and the mask's variant
     a, b, c = torch.index_select(table["table"], 1, torch.arange(0, n * per_element, per_element) + u)
     p = mask.public
-    inner = await truncate(ArithmeticShare(party, a + p * (b + p * c), 2 * f + e, x.dtype), f + e)
+    inner = await truncate(ArithmeticShare(party, torch.addcmul(a, p, torch.addcmul(b, p, c)), 2 * f + e, x.dtype),
+                           f + e)
     below, above = outer.value.reshape(2, -1)[:, :n]
     constants = below * ring.encode_constant(pw.left, f) + above * ring.encode_constant(pw.right, f)
     return await times_bit(inner, inside) + ArithmeticShare(party, constants, f, x.dtype)

@@ -64,7 +64,7 @@ class _Converted:
 
 async def _convert(a: ArithmeticShare, lo: int, hi: int, method: str | None,
                    result_scale: Callable[[int], float], factor: ArithmeticShare | None = None) -> _Converted:
-    """m and result_scale(e) (and result_scale(e) * factor, factor masked) for a in [2^lo, 2^(hi+1))."""
+    """m and result_scale(e) (and result_scale(e) * factor) for a in [2^lo, 2^(hi+1))."""
     f = a.frac_bits
     powers = list(range(lo, hi + 2))  # thresholds 2^j
     # one-hot: below the range, a in [2^j, 2^(j+1)) for each threshold but the last, above the range
@@ -141,11 +141,11 @@ async def inv_sqrt_times(a: ArithmeticShare, factor: ArithmeticShare, frac_bits:
                          method: str | None = None, exponents: tuple[int, int] = INV_SQRT_RANGE
                          ) -> tuple[ArithmeticShare, ArithmeticShare]:
     """(1/sqrt(a), factor/sqrt(a)) in the rounds of inv_sqrt alone (batch norm's 1/std and
-    gamma/std): the factor meets the result's scale lookup while the range conversion runs.
-    factor: masked (a truncation's output, or opened ahead with ops.open_masked)."""
+    gamma/std): the factor meets the result's scale lookup in the round that truncates m
+    (opened there if it is not masked already)."""
     with op_label("inv_sqrt"):
         out, scaled = await _goldschmidt(a, method, exponents, lambda e: 2.0 ** (-e / 2), False, list(frac_bits),
-                                         await open_masked(factor))
+                                         factor)
         return out, scaled
 
 
