@@ -3,17 +3,27 @@
 A DCF key pair for (alpha, beta) lets two parties holding a public y compute additive
 shares of beta * [y < alpha] with no interaction (Boyle, Gilboa, Ishai, CCS 2016; the
 variant of Boyle et al., Eurocrypt 2021, Fig. 3). Keys walk a binary tree over the bits
-of y, most significant first; at each level a length-doubling PRG expands a 128-bit seed,
-and public correction words keep the two parties' paths equal off alpha's path and
-correct on it. One key per element; keygen and evaluation run all elements at once.
+of y, most significant first; at each level a PRG expands a 128-bit seed, and public
+correction words keep the two parties' paths equal off alpha's path and correct on it.
+beta is a vector of `width` ring elements (ReLU's payload is the bit and the bit times a
+mask: both from one walk). One key per element.
 
-PRG: fixed-key AES-128 in Matyas-Meyer-Oseas mode, G(s) = AES_k(s xor i) xor s xor i for
-i = 1..4 (seeds left and right, two ring values, two control bits): one AES-ECB call per
-level for all elements.
+PRG: fixed-key AES-128 in Matyas-Meyer-Oseas mode, block i of G(s) = AES_k(s xor i) xor
+(s xor i), i in the low word: the left and right child seeds (i = 2, 3; the control bit t
+is the seed's lowest bit, cleared from the seed), then the left and right payload blocks
+of two ring elements (i = 4, 5: a width of 1 or 2); a leaf's value is block 8 of its
+seed. Evaluation follows one path, so it expands only the child it takes: 2 AES blocks
+per level and element.
+
+Per level, every element's AES input is built in one pass, one AES-ECB call (AES-NI)
+encrypts them all, and one pass applies the correction words: the passes are compiled by
+numba, since a dozen numpy passes per level over 1e5 elements cost more than the cipher.
 """
 
 from __future__ import annotations
 
+import numba
+import numpy as np
 import torch
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
@@ -21,81 +31,199 @@ from mpcrt import prg
 
 DOMAIN_BITS = 63
 _KEY = prg.derive_key(b"mpcrt-dcf-fixed-key")
-_TWEAKS = torch.tensor([1, 2, 3, 4], dtype=torch.int64).reshape(1, 4, 1)
+_LEAF_TWEAK = 8
+_NOT_ONE = np.uint64(0xFFFFFFFFFFFFFFFE)
 
 
-def expand(seeds: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """G(s) for (n, 2) int64 seeds: (s_left, s_right, v_left, v_right, t_left, t_right)."""
-    n = seeds.shape[0]
-    blocks = seeds.reshape(n, 1, 2).expand(n, 4, 2).clone()
-    blocks[:, :, 0] ^= _TWEAKS[:, :, 0]
-    encryptor = Cipher(algorithms.AES(_KEY), modes.ECB()).encryptor()
-    data = blocks.contiguous().numpy().tobytes()
-    out = torch.frombuffer(bytearray(encryptor.update(data)), dtype=torch.int64).reshape(n, 4, 2) ^ blocks
-    t_bits = out[:, 3, 0]
-    return out[:, 0], out[:, 1], out[:, 2, 0], out[:, 2, 1], t_bits & 1, (t_bits >> 1) & 1
+WIDTHS = (1, 2)
 
 
-def _pick(bit: torch.Tensor, one: torch.Tensor, zero: torch.Tensor) -> torch.Tensor:
-    """one where bit == 1, else zero (bit broadcast over trailing seed words)."""
-    b = bit.bool()
-    return torch.where(b.reshape(-1, *([1] * (one.ndim - 1))), one, zero)
+class _Cipher:
+    """Fixed-key AES-ECB into a reused output buffer."""
+
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        self.inp = np.empty(shape, dtype=np.uint64)
+        self.buffer = bytearray(self.inp.nbytes + 16)
+        self.out = np.frombuffer(self.buffer, dtype=np.uint64, count=self.inp.size).reshape(shape)
+        self.encryptor = Cipher(algorithms.AES(_KEY), modes.ECB()).encryptor()
+
+    def run(self) -> np.ndarray:
+        """AES of every block of `inp` (MMO's xor with the input is left to the caller)."""
+        self.encryptor.update_into(self.inp.data.cast("B"), self.buffer)
+        return self.out
 
 
-def _mask(t: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
-    return seeds & (-t).reshape(-1, 1)
+@numba.njit(cache=True, nogil=True)
+def _path_inputs(s, y, shift, inp):  # pragma: no cover - compiled
+    """inp[i] = s[i] xor (2 + bit), s[i] xor (4 + bit): the taken child's seed and payload blocks."""
+    for i in range(s.shape[0]):
+        side = (y[i] >> shift) & np.uint64(1)
+        inp[i, 0, 0] = s[i, 0] ^ (np.uint64(2) + side)
+        inp[i, 0, 1] = s[i, 1]
+        inp[i, 1, 0] = s[i, 0] ^ (np.uint64(4) + side)
+        inp[i, 1, 1] = s[i, 1]
+
+
+@numba.njit(cache=True, nogil=True)
+def _path_step(inp, out, y, shift, t_word, t_shift, s_cw, v_cw, s, t, v):  # pragma: no cover
+    """One level of evaluation: the taken child's corrected seed, control bit and value, and
+    (shift > 0) the next level's AES input. The loop body is written out for the two
+    widths: an inner loop over the payload halves its speed."""
+    one = np.uint64(1)
+    wide = v.shape[1] == 2
+    last = shift == 0
+    for i in range(s.shape[0]):
+        yi = y[i]
+        parent = t[i]
+        mask = np.uint64(0) - parent
+        lo = out[i, 0, 0] ^ inp[i, 0, 0]
+        hi = out[i, 0, 1] ^ inp[i, 0, 1]
+        t[i] = (lo & one) ^ (parent & (t_word[i] >> (t_shift + ((yi >> shift) & one))))
+        v[i, 0] += (out[i, 1, 0] ^ inp[i, 1, 0]) + (v_cw[i, 0] & mask)
+        if wide:
+            v[i, 1] += (out[i, 1, 1] ^ inp[i, 1, 1]) + (v_cw[i, 1] & mask)
+        lo = (lo ^ (s_cw[i, 0] & mask)) & _NOT_ONE
+        hi = hi ^ (s_cw[i, 1] & mask)
+        s[i, 0] = lo
+        s[i, 1] = hi
+        if not last:
+            side = (yi >> (shift - one)) & one
+            inp[i, 0, 0] = lo ^ (np.uint64(2) + side)
+            inp[i, 0, 1] = hi
+            inp[i, 1, 0] = lo ^ (np.uint64(4) + side)
+            inp[i, 1, 1] = hi
+
+
+@numba.njit(cache=True, nogil=True)
+def _all_inputs(s, inp):  # pragma: no cover - compiled
+    """inp[p, i, j] = s[p, i] xor (2 + j): both children's blocks, both parties (keygen)."""
+    for p in range(2):
+        for i in range(s.shape[1]):
+            for j in range(4):
+                inp[p, i, j, 0] = s[p, i, 0] ^ np.uint64(2 + j)
+                inp[p, i, j, 1] = s[p, i, 1]
+
+
+@numba.njit(cache=True, nogil=True)
+def _key_step(inp, out, alpha, shift, beta, s, t, v_alpha, s_cw, v_cw, t_cw):  # pragma: no cover
+    """One level of key generation (Eurocrypt 2021, Fig. 3), writing this level's
+    correction words and moving both parties' seeds down alpha's path."""
+    one = np.uint64(1)
+    width = beta.shape[1]
+    for i in range(alpha.shape[0]):
+        a = (alpha[i] >> shift) & one
+        keep = np.int64(a)
+        lose = 1 - keep
+        # the children's control bits and seeds (low word cleared of its bit), per party
+        t0l = (out[0, i, 0, 0] ^ inp[0, i, 0, 0]) & one
+        t0r = (out[0, i, 1, 0] ^ inp[0, i, 1, 0]) & one
+        t1l = (out[1, i, 0, 0] ^ inp[1, i, 0, 0]) & one
+        t1r = (out[1, i, 1, 0] ^ inp[1, i, 1, 0]) & one
+        cw_lo = ((out[0, i, lose, 0] ^ inp[0, i, lose, 0]) ^ (out[1, i, lose, 0] ^ inp[1, i, lose, 0])) & _NOT_ONE
+        cw_hi = (out[0, i, lose, 1] ^ inp[0, i, lose, 1]) ^ (out[1, i, lose, 1] ^ inp[1, i, lose, 1])
+        s_cw[i, 0] = cw_lo
+        s_cw[i, 1] = cw_hi
+        negate = t[1, i] == 1
+        for k in range(width):
+            v_lose0 = out[0, i, 2 + lose, k] ^ inp[0, i, 2 + lose, k]
+            v_lose1 = out[1, i, 2 + lose, k] ^ inp[1, i, 2 + lose, k]
+            v_keep0 = out[0, i, 2 + keep, k] ^ inp[0, i, 2 + keep, k]
+            v_keep1 = out[1, i, 2 + keep, k] ^ inp[1, i, 2 + keep, k]
+            # y < alpha on every path that leaves alpha's path to the left (y bit 0, alpha bit 1)
+            cw = v_lose1 - v_lose0 - v_alpha[i, k] + a * beta[i, k]
+            if negate:
+                cw = np.uint64(0) - cw
+            v_cw[i, k] = cw
+            v_alpha[i, k] = v_alpha[i, k] - v_keep1 + v_keep0 + (np.uint64(0) - cw if negate else cw)
+        t_left = t0l ^ t1l ^ a ^ one
+        t_right = t0r ^ t1r ^ a
+        t_cw[i] = t_left | (t_right << one)
+        t_keep = t_right if a == one else t_left
+        for p in range(2):
+            mask = np.uint64(0) - t[p, i]
+            s[p, i, 0] = ((out[p, i, keep, 0] ^ inp[p, i, keep, 0]) & _NOT_ONE) ^ (cw_lo & mask)
+            s[p, i, 1] = (out[p, i, keep, 1] ^ inp[p, i, keep, 1]) ^ (cw_hi & mask)
+            t[p, i] = ((out[p, i, keep, 0] ^ inp[p, i, keep, 0]) & one) ^ (t[p, i] & t_keep)
+
+
+def _u64(t: torch.Tensor) -> np.ndarray:
+    return t.contiguous().numpy().view(np.uint64)
+
+
+def _tensor(a: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(a).view(np.int64))
+
+
+def _convert(seeds: np.ndarray, width: int) -> np.ndarray:
+    """A leaf's value: `width` ring elements from each final seed (its MMO block 8)."""
+    cipher = _Cipher(seeds.shape)
+    cipher.inp[:] = seeds
+    cipher.inp[:, 0] ^= np.uint64(_LEAF_TWEAK)
+    return (cipher.run() ^ cipher.inp)[:, :width].copy()
+
+
+def _root(seed: torch.Tensor) -> np.ndarray:
+    s = _u64(seed).copy()
+    s[:, 0] &= _NOT_ONE
+    return s
 
 
 def keygen(alpha: torch.Tensor, beta: torch.Tensor, seed0: torch.Tensor, seed1: torch.Tensor
            ) -> dict[str, torch.Tensor]:
-    """Public correction words for DCFs of beta * [y < alpha], given both parties' root seeds.
+    """Public correction words for DCFs of beta * [y < alpha] (alpha (n,) in [0, 2^63),
+    beta (n, width)), given both parties' root seeds (n, 2).
 
-    Returns s_cw (levels, n, 2), v_cw (levels, n), t_cw (n, 2: the two control-bit
+    Returns s_cw (levels, n, 2), v_cw (levels, n, width), t_cw (n, 2: the two control-bit
     corrections of level l at bits 2(l mod 32) and 2(l mod 32) + 1 of word l // 32) and
-    last (n,); party b's key is its root seed plus these.
+    last (n, width); party b's key is its root seed plus these.
     """
-    n = alpha.shape[0]
-    s0, s1 = seed0.clone(), seed1.clone()
-    t0, t1 = torch.zeros(n, dtype=torch.int64), torch.ones(n, dtype=torch.int64)
-    v_alpha = torch.zeros(n, dtype=torch.int64)
-    s_cws, v_cws = [], []
-    t_cw_words = torch.zeros(n, 2, dtype=torch.int64)
+    n, width = beta.shape
+    if width not in WIDTHS:
+        raise ValueError(f"a DCF payload has {WIDTHS} ring elements, not {width}")
+    a, b = _u64(alpha), _u64(beta)
+    cipher = _Cipher((2, n, 4, 2))
+    s = np.stack([_root(seed0), _root(seed1)])
+    t = np.stack([np.zeros(n, dtype=np.uint64), np.ones(n, dtype=np.uint64)])
+    v_alpha = np.zeros((n, width), dtype=np.uint64)
+    s_cw = np.empty((DOMAIN_BITS, n, 2), dtype=np.uint64)
+    v_cw = np.empty((DOMAIN_BITS, n, width), dtype=np.uint64)
+    t_cw_words = np.zeros((n, 2), dtype=np.uint64)
+    level_t_cw = np.empty(n, dtype=np.uint64)
     for level in range(DOMAIN_BITS):
-        a = (alpha >> (DOMAIN_BITS - 1 - level)) & 1
-        sl0, sr0, vl0, vr0, tl0, tr0 = expand(s0)
-        sl1, sr1, vl1, vr1, tl1, tr1 = expand(s1)
-        sign = 1 - 2 * t1
-        s_cw = _pick(a, sl0 ^ sl1, sr0 ^ sr1)  # the losing side: left when a = 1
-        v_lose0, v_lose1 = _pick(a, vl0, vr0), _pick(a, vl1, vr1)
-        v_keep0, v_keep1 = _pick(a, vr0, vl0), _pick(a, vr1, vl1)
-        # y < alpha on every path that leaves alpha's path to the left (y bit 0, alpha bit 1)
-        v_cw = sign * (v_lose1 - v_lose0 - v_alpha + a * beta)
-        v_alpha = v_alpha - v_keep1 + v_keep0 + sign * v_cw
-        tl_cw, tr_cw = tl0 ^ tl1 ^ a ^ 1, tr0 ^ tr1 ^ a
-        t_keep_cw = _pick(a, tr_cw, tl_cw)
-        s0 = _pick(a, sr0, sl0) ^ _mask(t0, s_cw)
-        s1 = _pick(a, sr1, sl1) ^ _mask(t1, s_cw)
-        t0 = _pick(a, tr0, tl0) ^ (t0 & t_keep_cw)
-        t1 = _pick(a, tr1, tl1) ^ (t1 & t_keep_cw)
-        s_cws.append(s_cw)
-        v_cws.append(v_cw)
-        t_cw_words[:, level // 32] |= (tl_cw | (tr_cw << 1)) << (2 * (level % 32))
-    last = (1 - 2 * t1) * (s1[:, 0] - s0[:, 0] - v_alpha)
-    return {"s_cw": torch.stack(s_cws), "v_cw": torch.stack(v_cws), "t_cw": t_cw_words, "last": last}
+        _all_inputs(s, cipher.inp)
+        out = cipher.run()
+        _key_step(cipher.inp, out, a, np.uint64(DOMAIN_BITS - 1 - level), b, s, t, v_alpha, s_cw[level],
+                  v_cw[level], level_t_cw)
+        t_cw_words[:, level // 32] |= level_t_cw << np.uint64(2 * (level % 32))
+    last = _convert(s[1], width) - _convert(s[0], width) - v_alpha
+    last[t[1] == 1] = np.uint64(0) - last[t[1] == 1]
+    return {"s_cw": _tensor(s_cw), "v_cw": _tensor(v_cw), "t_cw": _tensor(t_cw_words), "last": _tensor(last)}
+
+
+CHUNK = 8192  # elements evaluated together: their state stays in the core's cache over all levels
 
 
 def evaluate(party: int, seed: torch.Tensor, cw: dict[str, torch.Tensor], y: torch.Tensor) -> torch.Tensor:
-    """Party `party`'s additive share of beta * [y < alpha] for public y (n,)."""
-    s = seed.clone()
-    t = torch.full_like(y, party)
-    v = torch.zeros_like(y)
-    sign = 1 - 2 * party
-    for level in range(DOMAIN_BITS):
-        bit = (y >> (DOMAIN_BITS - 1 - level)) & 1
-        sl, sr, vl, vr, tl, tr = expand(s)
-        s_cw, t_cw = cw["s_cw"][level], (cw["t_cw"][:, level // 32] >> (2 * (level % 32))) & 3
-        sl, sr = sl ^ _mask(t, s_cw), sr ^ _mask(t, s_cw)
-        tl, tr = tl ^ (t & t_cw & 1), tr ^ (t & (t_cw >> 1) & 1)
-        v = v + sign * (_pick(bit, vr, vl) + t * cw["v_cw"][level])
-        s, t = _pick(bit, sr, sl), _pick(bit, tr, tl)
-    return v + sign * (s[:, 0] + t * cw["last"])
+    """Party `party`'s additive shares (n, width) of beta * [y < alpha] for public y (n,)."""
+    s_cw, v_cw, t_cw, last = (_u64(cw[k]) for k in ("s_cw", "v_cw", "t_cw", "last"))
+    n, width = last.shape
+    yv = _u64(y)
+    s = _root(seed)
+    t = np.full(n, party, dtype=np.uint64)
+    v = np.zeros((n, width), dtype=np.uint64)
+    cipher = _Cipher((min(n, CHUNK), 2, 2))
+    for lo in range(0, n, CHUNK):
+        hi = min(n, lo + CHUNK)
+        if hi - lo < cipher.inp.shape[0]:
+            cipher = _Cipher((hi - lo, *cipher.inp.shape[1:]))
+        part = slice(lo, hi)
+        _path_inputs(s[part], yv[part], np.uint64(DOMAIN_BITS - 1), cipher.inp)
+        for level in range(DOMAIN_BITS):
+            out = cipher.run()
+            _path_step(cipher.inp, out, yv[part], np.uint64(DOMAIN_BITS - 1 - level), t_cw[part, level // 32],
+                       np.uint64(2 * (level % 32)), s_cw[level, part], v_cw[level, part], s[part], t[part], v[part])
+    v += _convert(s, width)
+    v += last & (np.uint64(0) - t)[:, None]
+    if party == 1:
+        np.negative(v, out=v)
+    return _tensor(v)

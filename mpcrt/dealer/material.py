@@ -354,20 +354,40 @@ class Comparison(Kind):
     dependent = ("msb_r",)
     public = ("s_cw", "v_cw", "t_cw", "last")
     xor = frozenset({"seed"})
+    width = 1
 
     def shapes(self, params):
         n = params[0]
         levels = dcf.DOMAIN_BITS
-        return {"r": (n,), "seed": (n, 2), "msb_r": (n,), "s_cw": (levels, n, 2), "v_cw": (levels, n),
-                "t_cw": (n, 2), "last": (n,)}
+        return {"r": (n,), "seed": (n, 2), **{name: (n,) for name in self.dependent},
+                "s_cw": (levels, n, 2), "v_cw": (levels, n, self.width), "t_cw": (n, 2), "last": (n, self.width)}
 
     def dependent_values(self, free, params):
         return {"msb_r": (free["r"] < 0).long()}
 
+    def payload(self, r: torch.Tensor) -> torch.Tensor:
+        """beta (n, width) for the mask r."""
+        return (1 - 2 * (r < 0).long())[:, None]
+
     def public_values(self, free0, free1, params):
         r = free0["r"] + free1["r"]
-        beta = 1 - 2 * (r < 0).long()
-        return dcf.keygen(r & ((1 << 63) - 1), beta, free0["seed"], free1["seed"])
+        return dcf.keygen(r & ((1 << 63) - 1), self.payload(r), free0["seed"], free1["seed"])
+
+
+class SignTimesMask(Comparison):
+    """A DCF giving, with the sign of x, the sign times the mask r (ReLU in the opening's
+    round: ops.activations). params (n,). beta = (1 - 2 MSB(r)) * (1, r); dependent MSB(r)
+    and MSB(r) * r as ring shares."""
+
+    dependent = ("msb_r", "msb_r_r")
+    width = 2
+
+    def dependent_values(self, free, params):
+        msb = (free["r"] < 0).long()
+        return {"msb_r": msb, "msb_r_r": msb * free["r"]}
+
+    def payload(self, r):
+        return super().payload(r) * torch.stack([torch.ones_like(r), r], dim=1)
 
 
 class Mask(Kind):
@@ -517,6 +537,7 @@ class PieceTable(Kind):
 KINDS: dict[str, Kind] = {"triple": Triple(), "square": Square(), "trunc": Truncation(),
                           "and": AndTriple(), "pand": PrivateAndTriple(),
                           "mand": MultiAndTriple(), "bits": RandomBits(), "dcf": Comparison(),
+                          "dcf_relu": SignTimesMask(),
                           "mask": Mask(), "mprod": MaskedProduct(), "mbit": MaskedTimesBit(),
                           "lut": PieceTable()}
 

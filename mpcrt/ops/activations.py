@@ -6,7 +6,9 @@ truncation's output already; x * [x >= 0] and the bit as ring shares are then lo
 (`times_bit`): ReLU needs no truncation. LeakyReLU is slope * x + (1 - slope) * relu(x),
 one truncation more. The backward multiplies the gradient by the same opened bit: no
 round at all when the gradient is a truncation's output, as it is after a product. With
-the DCF method the comparison gives the bit as ring shares, and Beaver products follow.
+the DCF method, ReLU takes one round (`ops.compare.relu_dcf`: the opening of x + r, the
+product with the bit local), and the bit comes as ring shares, which the backward
+multiplies by a Beaver product.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import torch
 
 from mpcrt import ring
 from mpcrt.ops.boolean import OpenedBit, times_bit, times_opened_bit
-from mpcrt.ops.compare import _resolve, is_non_negative, msb
+from mpcrt.ops.compare import _resolve, msb, relu_dcf
 from mpcrt.ops.products import mul, open_masked
 from mpcrt.ops.truncation import truncate
 from mpcrt.scope import op_label
@@ -56,19 +58,27 @@ class Mask:
         return ArithmeticShare(party, value, f, self.dtype)
 
 
-async def _times_step(x: ArithmeticShare, method: str | None, frac_bits: int | None
-                      ) -> tuple[ArithmeticShare, ArithmeticShare, OpenedBit | ArithmeticShare]:
-    """(x, x * [x >= 0], the bit: opened, or ring shares from the DCF), x truncated to
-    frac_bits (concurrently with taking its sign)."""
+async def _times_step(x: ArithmeticShare, method: str | None, frac_bits: int | None, keep_x: bool
+                      ) -> tuple[ArithmeticShare | None, ArithmeticShare, OpenedBit | ArithmeticShare]:
+    """(x truncated to frac_bits if keep_x, x * [x >= 0] at frac_bits, the bit: opened, or ring
+    shares from the DCF). x's sign is taken as it is (the truncation keeps it), while x is
+    truncated."""
     cut = 0 if frac_bits is None else x.frac_bits - frac_bits
     if cut < 0:
         raise ValueError(f"a share with {x.frac_bits} fractional bits cannot be truncated to {frac_bits}")
-    if _resolve(x, method) == "dcf":
-        d, x = await asyncio.gather(is_non_negative(x, "dcf"), truncate(x, cut))
-        return x, await mul(x, d), d
+    if _resolve(x, method) == "dcf":  # the product in the opening's round, then its truncation
+        if not cut:
+            product, bit = await relu_dcf(x)
+            return x, product, bit
+        (product, bit), x = await asyncio.gather(relu_dcf(x), truncate(x, cut) if keep_x else _none())
+        return x, await truncate(product, cut), bit
     sign, x = await asyncio.gather(msb(x, method), truncate(x, cut))
     product, bit = await times_opened_bit(x, ~sign)  # one round
     return x, product, bit
+
+
+async def _none() -> None:
+    return None
 
 
 def _leaky(x: ArithmeticShare, positive: ArithmeticShare, slope: float):
@@ -84,8 +94,8 @@ async def relu(x: ArithmeticShare, method: str | None = None, frac_bits: int | N
     frac_bits: x is an untruncated product (e.g. ops.conv2d(..., frac_bits=2f)) to truncate
     to frac_bits: its sign is taken as it is, while it is truncated, saving the round."""
     with op_label("relu"):
-        x, y, bit = await _times_step(x, method, frac_bits)
-        return y, Mask(bit, 0.0, x.party, x.frac_bits, x.dtype)
+        _, y, bit = await _times_step(x, method, frac_bits, keep_x=False)
+        return y, Mask(bit, 0.0, x.party, y.frac_bits, x.dtype)
 
 
 async def leaky_relu(x: ArithmeticShare, negative_slope: float = 0.01, method: str | None = None,
@@ -93,7 +103,7 @@ async def leaky_relu(x: ArithmeticShare, negative_slope: float = 0.01, method: s
     """x if x >= 0 else negative_slope * x, and the derivative s for the backward (frac_bits:
     as for relu)."""
     with op_label("leaky_relu"):
-        x, positive, bit = await _times_step(x, method, frac_bits)
+        x, positive, bit = await _times_step(x, method, frac_bits, keep_x=True)
         return await _leaky(x, positive, negative_slope), Mask(bit, negative_slope, x.party, x.frac_bits, x.dtype)
 
 

@@ -146,21 +146,50 @@ async def msb(x: ArithmeticShare, method: str | None = None) -> BinaryShare:
     return carry ^ BinaryShare(party, pack_bits((flat < 0).long()))
 
 
-async def _sign_dcf(x: ArithmeticShare) -> ArithmeticShare:
-    """MSB(x) as ring shares (0/1, scale 0), by the dealer's DCF: one round."""
+async def _open_for_dcf(x: ArithmeticShare, kind: str
+                        ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
+    """Open o = x + r for the dealer's DCF of `kind` (one round): (p = MSB(o), o, the
+    material, this party's shares of (1 - 2 MSB(r)) [low63(o) < low63(r)] times the payload).
+    With MSB(r) times the payload added, that is c = MSB(r) xor [low63(o) < low63(r)] times
+    it, and MSB(x) = p xor c."""
     party = x.party
     flat = x.value.reshape(-1)
-    with op_label("msb[dcf]"):
-        mid = party.next_id()
-        m = await party.dealer.get(Request("dcf", mid, "", (flat.numel(),)))
-        masked = flat + m["r"]
-        (peer,) = await party.exchange([masked], mid=mid)
+    mid = party.next_id()
+    m = await party.dealer.get(Request(kind, mid, "", (flat.numel(),)))
+    masked = flat + m["r"]
+    (peer,) = await party.exchange([masked], mid=mid)
     opened = masked + peer
-    y, p = opened & LOW63, (opened < 0).long()
     public = {name: m[name] for name in ("s_cw", "v_cw", "t_cw", "last")}
-    s = m["msb_r"] + dcf.evaluate(party.id, m["seed"], public, y)  # shares of MSB(r) xor [y < low63(r)]
-    sign = (1 - 2 * p) * s + (p if party.id == 0 else 0)  # p xor s, p public
-    return ArithmeticShare(party, sign.reshape(x.shape), 0, torch.int64)
+    return (opened < 0).long(), opened, m, dcf.evaluate(party.id, m["seed"], public, opened & LOW63)
+
+
+def _xor_public(p: torch.Tensor, c: torch.Tensor, party_id: int) -> torch.Tensor:
+    """Shares of p xor c for a public bit p and shared bit c (p + c - 2pc)."""
+    return (1 - 2 * p) * c + (p if party_id == 0 else 0)
+
+
+async def _sign_dcf(x: ArithmeticShare) -> ArithmeticShare:
+    """MSB(x) as ring shares (0/1, scale 0), by the dealer's DCF: one round."""
+    with op_label("msb[dcf]"):
+        p, _, m, lt = await _open_for_dcf(x, "dcf")
+    sign = _xor_public(p, m["msb_r"] + lt[:, 0], x.party.id)
+    return ArithmeticShare(x.party, sign.reshape(x.shape), 0, torch.int64)
+
+
+async def relu_dcf(x: ArithmeticShare) -> tuple[ArithmeticShare, ArithmeticShare]:
+    """(x * [x >= 0], [x >= 0]) in one round: the DCF's payload carries the sign times the
+    mask r too, so with x = o - r for the opened o, x [x >= 0] = [x >= 0] o - r + MSB(x) r
+    is local (Boyle et al., Eurocrypt 2021: ReLU from one masked opening)."""
+    party = x.party
+    with op_label("msb[dcf]"):
+        p, opened, m, lt = await _open_for_dcf(x, "dcf_relu")
+    c, c_r = m["msb_r"] + lt[:, 0], m["msb_r_r"] + lt[:, 1]  # c and c * r
+    sign = _xor_public(p, c, party.id)
+    sign_r = p * m["r"] + (1 - 2 * p) * c_r  # MSB(x) * r
+    ge0 = (1 if party.id == 0 else 0) - sign
+    product = ge0 * opened - m["r"] + sign_r
+    return x._with(product.reshape(x.shape), x.frac_bits), ArithmeticShare(party, ge0.reshape(x.shape), 0,
+                                                                            torch.int64)
 
 
 async def _sign(x: ArithmeticShare, method: str | None) -> ArithmeticShare:

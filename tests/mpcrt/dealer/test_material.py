@@ -93,9 +93,31 @@ def test_dcf_material_gives_the_sign_of_a_masked_value():
     x = torch.cat([torch.randint(-(2 ** 40), 2 ** 40, (n - 3,)), torch.tensor([0, -1, 1])])
     opened = x + r
     y, p = opened & ((1 << 63) - 1), (opened < 0).long()
-    s = [parts[b]["msb_r"] + dcf.evaluate(b, parts[b]["seed"], public, y) for b in (0, 1)]
+    s = [parts[b]["msb_r"] + dcf.evaluate(b, parts[b]["seed"], public, y)[:, 0] for b in (0, 1)]
     sign = p + (1 - 2 * p) * (s[0] + s[1])  # p xor (msb(r) xor [y < low63(r)])
     assert torch.equal(sign, (x < 0).long())
+
+
+def test_relu_dcf_material_gives_the_sign_and_the_sign_times_the_mask():
+    from mpcrt.dealer import dcf
+
+    n = 2000
+    request = Request("dcf_relu", (4,), "", (n,))
+    names = ("r", "seed", "msb_r", "msb_r_r")
+    parts = [{name: derive(request, seed, name) for name in names} for seed in (SEED0, SEED1)]
+    answers = [answer(request, b, SEED0, SEED1) for b in (0, 1)]
+    assert len(answers[0]) == 4 and len(answers[1]) == 6  # party 1: + its two corrections
+    parts[1]["msb_r"], parts[1]["msb_r_r"] = answers[1][:2]
+    public = dict(zip(KINDS["dcf_relu"].public, answers[0], strict=True))
+    r = parts[0]["r"] + parts[1]["r"]
+    x = torch.cat([torch.randint(-(2 ** 40), 2 ** 40, (n - 3,)), torch.tensor([0, -1, 1])])
+    opened = x + r
+    y, p = opened & ((1 << 63) - 1), (opened < 0).long()
+    c = sum(parts[b]["msb_r"] + dcf.evaluate(b, parts[b]["seed"], public, y)[:, 0] for b in (0, 1))
+    c_r = sum(parts[b]["msb_r_r"] + dcf.evaluate(b, parts[b]["seed"], public, y)[:, 1] for b in (0, 1))
+    negative = (x < 0).long()
+    assert torch.equal(p + (1 - 2 * p) * c, negative)
+    assert torch.equal(c_r, c * r)  # c = MSB(r) xor [y < low63(r)], times the mask
 
 
 def test_piece_table_rows_evaluate_the_segment_behind_each_opened_index():

@@ -45,8 +45,8 @@ async def test_against_autograd(kind, slope, method):
         assert float(((y - ref_y.detach()).abs() / ULP).max()) <= bound
         assert float(((grad - ref_x.grad)[away].abs() / ULP).max()) <= bound
         # the sign (tree: 4 rounds, lpgan: 63) and then one round for x times the bit; the
-        # DCF gives the bit as ring shares in 1 round, and a Beaver product follows; leaky: + a truncation
-        assert rounds == {"tree": 4, "lpgan": 63, "dcf": 1}[method] + (1 if kind == "relu" else 2)
+        # DCF gives the product and the bit in its opening's round; leaky: + a truncation
+        assert rounds == {"tree": 5, "lpgan": 64, "dcf": 1}[method] + (0 if kind == "relu" else 1)
 
 
 async def backward_after_a_product(party, x, g):
@@ -67,26 +67,31 @@ async def test_relu_backward_reuses_the_forwards_opened_bit():
         assert cost == (0, 0)  # the bit was opened in the forward, the gradient is masked: local
 
 
-async def relu_of_untruncated(party, x, w, slope):
+async def relu_of_untruncated(party, x, w, slope, method):
     X = await party.input(x if party.id == 0 else None, src=0)
     W = await party.input(w if party.id == 1 else None, src=1)
     z = await ops.mul(X, W, frac_bits=32)  # the untruncated product
     await z.reveal()
     rounds = party.stats.rounds
-    y, _ = await (ops.relu(z, "tree", frac_bits=16) if slope == 0 else ops.leaky_relu(z, slope, "tree", frac_bits=16))
+    y, mask = await (ops.relu(z, method, frac_bits=16) if slope == 0
+                     else ops.leaky_relu(z, slope, method, frac_bits=16))
+    assert mask.frac_bits == 16
     used = party.stats.rounds - rounds
     return await y.reveal(), y.frac_bits, used
 
 
+@pytest.mark.parametrize("method", ["tree", "dcf"])
 @pytest.mark.parametrize("slope", [0.0, 0.2])
-async def test_relu_truncates_an_untruncated_input_while_it_takes_the_sign(slope):
+async def test_relu_truncates_an_untruncated_input_while_it_takes_the_sign(slope, method):
     g = torch.Generator().manual_seed(5)
     x, w = torch.randn(300, generator=g) * 4, torch.randn(300, generator=g)
     x[:3] = torch.tensor([ULP, -ULP, 0.0])  # products within a unit of zero
     product = q(x) * q(w)
     want = torch.where(product >= 0, product, product * float(q(torch.tensor(slope))))
-    for y, frac_bits, rounds in await run_pair(relu_of_untruncated, x, w, slope):
+    for y, frac_bits, rounds in await run_pair(relu_of_untruncated, x, w, slope, method):
         assert frac_bits == 16
         assert float(((y - want).abs() / ULP).max()) <= (1 if slope == 0 else 2)  # the truncation(s)
-        # the sign (4 rounds, the truncation in its first), the bit's opening; leaky: + a truncation
-        assert rounds == (5 if slope == 0 else 6)
+        # tree: the sign (4 rounds, the truncation in its first), the bit's opening; DCF: the
+        # opening with the product, then the product's truncation (leaky: x's, in the first);
+        # leaky: + a truncation
+        assert rounds == {"tree": 5, "dcf": 2}[method] + (0 if slope == 0 else 1)

@@ -1,0 +1,53 @@
+"""The DCF against [y < alpha] on plain integers: every key reconstructs beta or 0."""
+
+import pytest
+import torch
+
+from mpcrt import prg
+from mpcrt.dealer import dcf
+
+LOW63 = (1 << 63) - 1
+
+
+def keys(alpha: torch.Tensor, width: int):
+    n = alpha.numel()
+    beta = prg.private_random_ring((n, width))
+    seeds = prg.private_random_ring((n, 2)), prg.private_random_ring((n, 2))
+    return beta, seeds, dcf.keygen(alpha, beta, *seeds)
+
+
+def evaluated(seeds, cw, y: torch.Tensor) -> torch.Tensor:
+    return dcf.evaluate(0, seeds[0], cw, y) + dcf.evaluate(1, seeds[1], cw, y)
+
+
+@pytest.mark.parametrize("width", [1, 2])
+def test_every_point_near_alpha_and_at_the_ends(width):
+    n = 700
+    alpha = torch.cat([prg.private_random_ring((n - 4,)) & LOW63, torch.tensor([0, 1, LOW63, LOW63 - 1])])
+    beta, seeds, cw = keys(alpha, width)
+    ends = [torch.zeros(n, dtype=torch.int64), torch.full((n,), LOW63)]
+    for y in [alpha, alpha - 1, alpha + 1, prg.private_random_ring((n,)) & LOW63, *ends]:
+        y = y & LOW63
+        assert torch.equal(evaluated(seeds, cw, y), beta * (y < alpha).long()[:, None])
+
+
+def test_elements_beyond_one_chunk(monkeypatch):
+    monkeypatch.setattr(dcf, "CHUNK", 64)  # 3 full chunks and a short one
+    alpha = prg.private_random_ring((230,)) & LOW63
+    beta, seeds, cw = keys(alpha, 2)
+    y = (alpha + torch.randint(-3, 4, alpha.shape)) & LOW63
+    assert torch.equal(evaluated(seeds, cw, y), beta * (y < alpha).long()[:, None])
+
+
+def test_one_party_key_alone_looks_random():
+    """A party's share is not the answer: off alpha's path both shares are the same
+    pseudo-random value with opposite signs, never 0 by themselves."""
+    alpha = prg.private_random_ring((500,)) & LOW63
+    _, seeds, cw = keys(alpha, 1)
+    share = dcf.evaluate(0, seeds[0], cw, torch.zeros(500, dtype=torch.int64))
+    assert (share != 0).all() and share.unique().numel() == 500
+
+
+def test_a_payload_wider_than_two_is_refused():
+    with pytest.raises(ValueError, match="payload"):
+        keys(torch.zeros(3, dtype=torch.int64), 3)
