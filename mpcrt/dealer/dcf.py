@@ -46,6 +46,7 @@ class _Cipher:
         self.buffer = bytearray(self.inp.nbytes + 16)
         self.out = np.frombuffer(self.buffer, dtype=np.uint64, count=self.inp.size).reshape(shape)
         self.encryptor = Cipher(algorithms.AES(_KEY), modes.ECB()).encryptor()
+        self.flat_inp = self.inp.reshape(-1)
 
     def run(self) -> np.ndarray:
         """AES of every block of `inp` (MMO's xor with the input is left to the caller)."""
@@ -55,43 +56,50 @@ class _Cipher:
 
 @numba.njit(cache=True, nogil=True)
 def _path_inputs(s, y, shift, inp):  # pragma: no cover - compiled
-    """inp[i] = s[i] xor (2 + bit), s[i] xor (4 + bit): the taken child's seed and payload blocks."""
-    for i in range(s.shape[0]):
+    """Block pair i of inp = s[i] xor (2 + bit), s[i] xor (4 + bit): the taken child's seed
+    and payload blocks (flat arrays: numba indexes them at half the cost of 2-d ones)."""
+    for i in range(y.shape[0]):
         side = (y[i] >> shift) & np.uint64(1)
-        inp[i, 0, 0] = s[i, 0] ^ (np.uint64(2) + side)
-        inp[i, 0, 1] = s[i, 1]
-        inp[i, 1, 0] = s[i, 0] ^ (np.uint64(4) + side)
-        inp[i, 1, 1] = s[i, 1]
+        b = 4 * i
+        inp[b] = s[2 * i] ^ (np.uint64(2) + side)
+        inp[b + 1] = s[2 * i + 1]
+        inp[b + 2] = s[2 * i] ^ (np.uint64(4) + side)
+        inp[b + 3] = s[2 * i + 1]
 
 
-@numba.njit(cache=True, nogil=True)
-def _path_step(inp, out, y, shift, t_word, t_shift, s_cw, v_cw, s, t, v):  # pragma: no cover
-    """One level of evaluation: the taken child's corrected seed, control bit and value, and
-    (shift > 0) the next level's AES input. The loop body is written out for the two
-    widths: an inner loop over the payload halves its speed."""
-    one = np.uint64(1)
-    wide = v.shape[1] == 2
-    last = shift == 0
-    for i in range(s.shape[0]):
-        yi = y[i]
-        parent = t[i]
-        mask = np.uint64(0) - parent
-        lo = out[i, 0, 0] ^ inp[i, 0, 0]
-        hi = out[i, 0, 1] ^ inp[i, 0, 1]
-        t[i] = (lo & one) ^ (parent & (t_word[i] >> (t_shift + ((yi >> shift) & one))))
-        v[i, 0] += (out[i, 1, 0] ^ inp[i, 1, 0]) + (v_cw[i, 0] & mask)
-        if wide:
-            v[i, 1] += (out[i, 1, 1] ^ inp[i, 1, 1]) + (v_cw[i, 1] & mask)
-        lo = (lo ^ (s_cw[i, 0] & mask)) & _NOT_ONE
-        hi = hi ^ (s_cw[i, 1] & mask)
-        s[i, 0] = lo
-        s[i, 1] = hi
-        if not last:
-            side = (yi >> (shift - one)) & one
-            inp[i, 0, 0] = lo ^ (np.uint64(2) + side)
-            inp[i, 0, 1] = hi
-            inp[i, 1, 0] = lo ^ (np.uint64(4) + side)
-            inp[i, 1, 1] = hi
+def _make_path_step(width: int):
+    """The evaluation's level step for one payload width, the width compiled in (a branch
+    on it per element doubles the step's time)."""
+
+    @numba.njit(cache=True, nogil=True)
+    def step(inp, out, y, shift, next_shift, t_words, t_word, t_shift, s_cw, v_cw, t, v):  # pragma: no cover
+        """One level on flat arrays: the taken child's corrected control bit and value, and
+        its seed as the next level's AES input (after the last level: bit 0's tweak)."""
+        one = np.uint64(1)
+        for i in range(y.shape[0]):
+            b = 4 * i
+            yi = y[i]
+            parent = t[i]
+            mask = np.uint64(0) - parent
+            lo = out[b] ^ inp[b]
+            hi = out[b + 1] ^ inp[b + 1]
+            t[i] = (lo & one) ^ (parent & (t_words[2 * i + t_word] >> (t_shift + ((yi >> shift) & one))))
+            k = width * i
+            v[k] += (out[b + 2] ^ inp[b + 2]) + (v_cw[k] & mask)
+            if width == 2:
+                v[k + 1] += (out[b + 3] ^ inp[b + 3]) + (v_cw[k + 1] & mask)
+            lo = (lo ^ (s_cw[2 * i] & mask)) & _NOT_ONE
+            hi = hi ^ (s_cw[2 * i + 1] & mask)
+            side = (yi >> next_shift) & one
+            inp[b] = lo ^ (np.uint64(2) + side)
+            inp[b + 1] = hi
+            inp[b + 2] = lo ^ (np.uint64(4) + side)
+            inp[b + 3] = hi
+
+    return step
+
+
+_PATH_STEP = {width: _make_path_step(width) for width in (1, 2)}
 
 
 @numba.njit(cache=True, nogil=True)
@@ -200,28 +208,32 @@ def keygen(alpha: torch.Tensor, beta: torch.Tensor, seed0: torch.Tensor, seed1: 
     return {"s_cw": _tensor(s_cw), "v_cw": _tensor(v_cw), "t_cw": _tensor(t_cw_words), "last": _tensor(last)}
 
 
-CHUNK = 8192  # elements evaluated together: their state stays in the core's cache over all levels
+
+
+CHUNK = 32768  # elements evaluated together (their AES buffers stay small)
 
 
 def evaluate(party: int, seed: torch.Tensor, cw: dict[str, torch.Tensor], y: torch.Tensor) -> torch.Tensor:
     """Party `party`'s additive shares (n, width) of beta * [y < alpha] for public y (n,)."""
     s_cw, v_cw, t_cw, last = (_u64(cw[k]) for k in ("s_cw", "v_cw", "t_cw", "last"))
     n, width = last.shape
+    step = _PATH_STEP[width]
     yv = _u64(y)
     s = _root(seed)
     t = np.full(n, party, dtype=np.uint64)
     v = np.zeros((n, width), dtype=np.uint64)
-    cipher = _Cipher((min(n, CHUNK), 2, 2))
     for lo in range(0, n, CHUNK):
-        hi = min(n, lo + CHUNK)
-        if hi - lo < cipher.inp.shape[0]:
-            cipher = _Cipher((hi - lo, *cipher.inp.shape[1:]))
-        part = slice(lo, hi)
-        _path_inputs(s[part], yv[part], np.uint64(DOMAIN_BITS - 1), cipher.inp)
+        part = slice(lo, min(n, lo + CHUNK))
+        cipher = _Cipher((part.stop - lo, 2, 2))
+        flat_t_cw, values = t_cw[part].reshape(-1), v[part].reshape(-1)
+        _path_inputs(s[part].reshape(-1), yv[part], np.uint64(DOMAIN_BITS - 1), cipher.flat_inp)
         for level in range(DOMAIN_BITS):
-            out = cipher.run()
-            _path_step(cipher.inp, out, yv[part], np.uint64(DOMAIN_BITS - 1 - level), t_cw[part, level // 32],
-                       np.uint64(2 * (level % 32)), s_cw[level, part], v_cw[level, part], s[part], t[part], v[part])
+            shift = DOMAIN_BITS - 1 - level
+            step(cipher.flat_inp, cipher.run().reshape(-1), yv[part], np.uint64(shift), np.uint64(max(shift - 1, 0)),
+                 flat_t_cw, level // 32, np.uint64(2 * (level % 32)), s_cw[level, part].reshape(-1),
+                 v_cw[level, part].reshape(-1), t[part], values)
+        s[part] = cipher.inp[:, 0]  # the last step left each final seed with bit 0's tweak on it
+        s[part, 0] ^= np.uint64(2) + (yv[part] & np.uint64(1))
     v += _convert(s, width)
     v += last & (np.uint64(0) - t)[:, None]
     if party == 1:

@@ -24,6 +24,8 @@ The result is exact for every ring element; x = 0 is non-negative (MSB 0).
 
 from __future__ import annotations
 
+import asyncio
+
 import torch
 
 from mpcrt.binary import BinaryShare
@@ -160,7 +162,10 @@ async def _open_for_dcf(x: ArithmeticShare, kind: str
     (peer,) = await party.exchange([masked], mid=mid)
     opened = masked + peer
     public = {name: m[name] for name in ("s_cw", "v_cw", "t_cw", "last")}
-    return (opened < 0).long(), opened, m, dcf.evaluate(party.id, m["seed"], public, opened & LOW63)
+    # off the event loop (the evaluation holds no lock): frames keep moving meanwhile, as
+    # the kernel would move them, and a simulated link's frames leave on time
+    lt = await asyncio.to_thread(dcf.evaluate, party.id, m["seed"], public, opened & LOW63)
+    return (opened < 0).long(), opened, m, lt
 
 
 def _xor_public(p: torch.Tensor, c: torch.Tensor, party_id: int) -> torch.Tensor:
