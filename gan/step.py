@@ -6,7 +6,8 @@ backward passes concurrently (gradients add up), D's optimizer. G step: D on the
 fake batch with the updated D, the non-saturating loss (label 1), backward through D to
 the images and on through G, G's optimizer. As in torch's DCGAN example, except that the
 two concurrent D passes each update the batch-norm running statistics from the same old
-value (the last write stays), where torch's sequential passes apply both updates.
+value (the fake pass's, last in program order, stays), where torch's sequential passes
+apply both updates. The plaintext twin does the same.
 """
 
 from __future__ import annotations
@@ -31,8 +32,11 @@ class StepOutputs:
 async def train_step(d: Sequential, g: Sequential, opt_d: Optimizer, opt_g: Optimizer, real: Tensor,
                      noise: Tensor) -> StepOutputs:
     fake = await g.forward(noise)
-    on_real, on_fake = d.copy(), d.copy()
+    # each pass updates its own copy of the running statistics from the same old value; the
+    # last pass in program order gives D its new ones (whatever order the passes end in)
+    on_real, on_fake = d.copy(own_statistics=True), d.copy(own_statistics=True)
     p_real, p_fake = await asyncio.gather(on_real.forward(real), on_fake.forward(fake))
+    d.adopt_statistics(on_fake)
     grad_real, grad_fake = await asyncio.gather(bce_logit_grad(p_real, 1.0), bce_logit_grad(p_fake, 0.0))
     d.zero_grad()
     await asyncio.gather(on_real.backward_from_logits(grad_real), on_fake.backward_from_logits(grad_fake))

@@ -39,7 +39,7 @@ def test_the_recording_transport_in_two_processes_over_tls(tmp_path):
     mine, theirs = rec.replay(tmp_path / "f.party0.bin"), rec.replay(tmp_path / "f.party1.bin")
     # what one party sent, the other received, frame for frame
     assert [f[1:] for f in mine if f[0] == ">"] == [f[1:] for f in theirs if f[0] == "<"]
-    assert len(mine) > 20
+    assert len(mine) > 10  # hello, each round of the product, the ReLU and the reveal, bye
 
 
 def test_the_recording_transport_records_every_frame(tmp_path):
@@ -49,7 +49,7 @@ def test_the_recording_transport_records_every_frame(tmp_path):
     result, frames = asyncio.run(rec.run(tmp_path / "frames.bin"))
     assert result.tolist() == [3.0, 0.0, 0.0]
     kinds = [k for _, k, _ in frames]
-    assert kinds.count("hello") == 2 and kinds.count("bye") == 2 and kinds.count("data") > 10
+    assert kinds.count("hello") == 2 and kinds.count("bye") == 2 and kinds.count("data") > 6
     assert any("mul" in labels for _, _, labels in frames)
 
 

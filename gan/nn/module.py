@@ -74,14 +74,23 @@ class Module:
         for p in self.parameters():
             p.grad = None
 
-    def copy(self) -> Module:
-        """Another instance sharing the parameters (and running statistics) but with its own
-        saved forward state, so concurrent passes (D on real and on fake) do not collide."""
+    def copy(self, own_statistics: bool = False) -> Module:
+        """Another instance sharing the parameters but with its own saved forward state, so
+        concurrent passes (D on real and on fake) do not collide; with own_statistics, its
+        own copy of the running statistics too (see adopt_statistics), else shared."""
         clone = copy.copy(self)
         for name, value in vars(self).items():
             if isinstance(value, Module):
-                setattr(clone, name, value.copy())
+                setattr(clone, name, value.copy(own_statistics))
         return clone
+
+    def adopt_statistics(self, other: Module) -> None:
+        """Take the running statistics of `other` (a copy of this module with its own) as this
+        module's, in place. Concurrent passes must not update shared statistics: when each
+        party reads and writes them depends on timing, which differs between the parties."""
+        for name, value in vars(self).items():
+            if isinstance(value, Module):
+                value.adopt_statistics(getattr(other, name))
 
 
 class ProductLayer(Module):
@@ -142,10 +151,14 @@ class Sequential(Module):
             grad = await layer.backward(grad)
         return grad
 
-    def copy(self) -> Module:
+    def copy(self, own_statistics: bool = False) -> Module:
         clone = copy.copy(self)
-        clone.layers = [layer.copy() for layer in self.layers]
+        clone.layers = [layer.copy(own_statistics) for layer in self.layers]
         return clone
+
+    def adopt_statistics(self, other: Module) -> None:
+        for mine, theirs in zip(self.layers, other.layers, strict=True):
+            mine.adopt_statistics(theirs)
 
     async def backward_from_logits(self, grad: Tensor) -> Tensor:
         """Backward with the gradient of the pre-activation of the last layer (a Sigmoid whose

@@ -19,6 +19,20 @@ class BatchNorm2d(Module):
         self.momentum, self.eps = momentum, eps
         self._ctx: Any = None
 
+    def copy(self, own_statistics: bool = False) -> Module:
+        clone = super().copy(own_statistics)
+        if own_statistics:
+            clone.running_mean, clone.running_var = _duplicate(self.running_mean), _duplicate(self.running_var)
+        return clone
+
+    def adopt_statistics(self, other: Module) -> None:
+        assert isinstance(other, BatchNorm2d)
+        for mine, theirs in ((self.running_mean, other.running_mean), (self.running_var, other.running_var)):
+            if isinstance(mine, ArithmeticShare):
+                mine.value, mine.mask = theirs.value, theirs.mask
+            elif mine is not None:
+                mine.copy_(theirs)
+
     async def forward(self, x: Tensor, frac_bits: int | None = None) -> Tensor:
         y, self._ctx = await F.batch_norm(x, self.running_mean, self.running_var, self.weight.data, self.bias.data,
                                           self.training, self.momentum, self.eps, frac_bits)
@@ -36,3 +50,11 @@ class BatchNorm2d(Module):
         self.weight.accumulate(d_weight)
         self.bias.accumulate(d_bias)
         return dx
+
+
+def _duplicate(statistic: Any) -> Any:
+    """An independent copy of a running statistic (a share, a tensor or None)."""
+    if isinstance(statistic, ArithmeticShare):
+        return ArithmeticShare(statistic.party, statistic.value.clone(), statistic.frac_bits, statistic.dtype,
+                               statistic.mask)
+    return None if statistic is None else statistic.clone()

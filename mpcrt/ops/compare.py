@@ -38,13 +38,16 @@ from mpcrt.shares import ArithmeticShare
 
 METHODS = ("lpgan", "tree", "dcf")
 # per call and party: (rounds, online bytes sent per element, CPU seconds per element, CPU
-# seconds per call), measured on this project's reference machine (docs/COSTS.md;
-# is_non_negative in two processes over TLS, material prefetched, 2026-11-27: the fan-in-4
-# tree 17.7 ms at 1e5 and 190.5 ms at 1e6 elements, lpgan 28.2 and 151.6 ms; DCF 17 ms for
-# 100 elements, 21 ms for 400: a fixed cost of its 64 vectorized levels). Used to pick a
-# method per call
-COST_MODEL = {"tree": (5, 1168 / 64, 0.19e-6, 0.0), "lpgan": (64, 1504 / 64, 0.13e-6, 0.0),
-              "dcf": (1, 8.0, 7.5e-6, 15e-3)}
+# seconds per call, offline seconds per element), measured on this project's reference
+# machine (docs/COSTS.md; is_non_negative and relu in two processes over TLS, material
+# prefetched, 2026-11-27: the fan-in-4 tree 17.7 ms at 1e5 and 190.5 ms at 1e6 elements,
+# lpgan 28.2 and 151.6 ms; the DCF about 1 ms at 100 to 1,000 elements, 11 ms at 1e4 and
+# 55-75 ms at 1e5: its walk's 63 levels of AES and correction words per element). Offline:
+# party 1's time to receive and ready its material, 35 ms per 1e5 for the tree, 1.5-2 s
+# for the DCF's keys (2 KB per element, for each party, made by the dealer at about 5 us
+# each). Used to pick a method per call
+COST_MODEL = {"tree": (5, 1168 / 64, 0.19e-6, 0.0, 0.35e-6), "lpgan": (64, 1504 / 64, 0.13e-6, 0.0, 0.35e-6),
+              "dcf": (1, 8.0, 0.6e-6, 0.5e-3, 16e-6)}
 # when no network is declared: loopback TLS, whose rounds cost about 0.5 ms of processing each
 # (the tree's 8 take 4.6 ms at 100 elements; lpgan's 64 take ~28 ms more than them at 1e5)
 LOOPBACK = (1e-3, 10e9)
@@ -53,16 +56,18 @@ LOOPBACK = (1e-3, 10e9)
 def choose_method(party, n: int, candidates: tuple[str, ...] = METHODS,
                   weights: dict[str, float] | None = None) -> str:
     """The method with the least modelled time for n elements on the party's declared network
-    (rounds x RTT/2 + bytes / bandwidth + CPU). Both parties declare the same network, so
-    they choose alike; the choice shows in stats as the op label (e.g. msb[dcf]). weights:
+    (rounds x RTT/2 + bytes / bandwidth + CPU, plus the dealer material's making and
+    shipping: a training job needs new material every step, prefetched or not, and the
+    DCF's keys are 30 times the tree's). Both parties declare the same network, so they
+    choose alike; the choice shows in stats as the op label (e.g. msb[dcf]). weights:
     comparisons per element for a method, where an op needs several (default 1)."""
     network = getattr(party, "network", None)
     rtt, bandwidth = (network.rtt_s, network.bandwidth_bps) if network is not None else LOOPBACK
 
     def modelled(method: str) -> float:
-        rounds, bytes_per_element, cpu, fixed = COST_MODEL[method]
+        rounds, bytes_per_element, cpu, fixed, offline = COST_MODEL[method]
         count = n * (weights or {}).get(method, 1.0)
-        return rounds * rtt / 2 + count * bytes_per_element * 8 / bandwidth + count * cpu + fixed
+        return rounds * rtt / 2 + count * (bytes_per_element * 8 / bandwidth + cpu + offline) + fixed
 
     return min(candidates, key=modelled)
 

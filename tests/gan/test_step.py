@@ -7,6 +7,7 @@ import torch
 
 import gan
 from gan import models, optim
+from gan.nn.norm import BatchNorm2d
 from gan.step import train_step
 from tests.conftest import run_pair
 from tests.gan.nn.test_layers import PlainInputs
@@ -47,6 +48,32 @@ async def plain_iteration(d_model, g_model, real, noise, kind):
     opt_d, opt_g = optimizers(d, g, kind)
     out = await train_step(d, g, opt_d, opt_g, real.double(), noise.double())
     return out.d_real, {n: p.data for n, p in d.named_parameters()}, {n: p.data for n, p in g.named_parameters()}
+
+
+def running_statistics(d) -> dict[str, torch.Tensor]:
+    return {f"{i}.{name}": getattr(layer, name) for i, layer in enumerate(d.layers) if isinstance(layer, BatchNorm2d)
+            for name in ("running_mean", "running_var")}
+
+
+async def plain_statistics(d_model, g_model, real, noise):
+    d, g = await gan.secure(d_model, PlainInputs()), await gan.secure(g_model, PlainInputs())
+    opt_d, opt_g = optimizers(d, g, "sgd")
+    await train_step(d, g, opt_d, opt_g, real.double(), noise.double())
+    return running_statistics(d)
+
+
+async def test_concurrent_passes_leave_the_running_statistics_of_the_last_one():
+    """D's two concurrent passes each update their own copy of the running statistics; the
+    fake pass's, last in program order, stays: at both parties alike however their passes
+    interleave (shares of two different updates would add up to garbage), and as the twin."""
+    d, g, real, noise = setup()
+    want = await plain_statistics(d, g, real, noise)
+    moved = running_statistics(await gan.secure(d, PlainInputs()))
+    results = await run_pair(iteration, d, g, real, noise, "sgd", timeout=120)
+    d_state = results[0][1]
+    assert max(float((value - moved[name]).abs().max()) for name, value in want.items()) > 1e-2  # they moved
+    for name, value in want.items():
+        assert float((d_state[name].double() - value).abs().max()) <= 1e-3, name
 
 
 @pytest.mark.parametrize("kind", ["sgd", "adam"])

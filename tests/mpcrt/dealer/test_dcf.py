@@ -51,3 +51,15 @@ def test_one_party_key_alone_looks_random():
 def test_a_payload_wider_than_two_is_refused():
     with pytest.raises(ValueError, match="payload"):
         keys(torch.zeros(3, dtype=torch.int64), 3)
+
+
+def test_the_level_by_level_walk_agrees_with_the_compiled_one(monkeypatch):
+    """Where no libcrypto loads, the walk runs level by level with `cryptography`'s AES."""
+    alpha = prg.private_random_ring((300,)) & LOW63
+    beta, seeds, cw = keys(alpha, 2)
+    y = (alpha + torch.randint(-2, 3, alpha.shape)) & LOW63
+    compiled = [dcf.evaluate(p, seeds[p], cw, y) for p in (0, 1)]
+    monkeypatch.setattr(dcf.ecb, "available", lambda: False)
+    monkeypatch.setattr(dcf, "CHUNK", 128)
+    assert all(torch.equal(dcf.evaluate(p, seeds[p], cw, y), compiled[p]) for p in (0, 1))
+    assert torch.equal(compiled[0] + compiled[1], beta * (y < alpha).long()[:, None])

@@ -117,11 +117,11 @@ def test_the_automatic_choice_follows_the_network():
     from transports import PRESETS
 
     loopback, wan = SimpleNamespace(network=None), SimpleNamespace(network=PRESETS["wan"])
-    assert choose_method(loopback, 100) == "tree"  # DCF's fixed cost (~15 ms) outweighs 4 rounds here
-    assert choose_method(loopback, 100_000) == "tree"
+    assert choose_method(loopback, 20) == "dcf"  # one round of about 1 ms where the tree takes 5
+    assert choose_method(loopback, 1_000) == "tree"  # the DCF's keys cost more than 4 rounds here
     assert choose_method(loopback, 3_000_000) == "lpgan"  # fewer bytes and less CPU per element, rounds cheap
     assert choose_method(wan, 1_000) == "dcf"  # one round instead of five at 40 ms
-    assert choose_method(wan, 1_000_000) == "tree"  # DCF evaluation costs more than 4 RTTs
+    assert choose_method(wan, 100_000) == "tree"  # the DCF's keys cost more than 4 RTTs
     assert choose_method(wan, 100, ("lpgan", "tree")) == "tree"
 
 
