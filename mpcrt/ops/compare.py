@@ -183,6 +183,7 @@ async def _sign_dcf(x: ArithmeticShare) -> ArithmeticShare:
     with op_label("msb[dcf]"):
         p, _, m, lt = await _open_for_dcf(x, "dcf")
     sign = _xor_public(p, m["msb_r"] + lt[:, 0], x.party.id)
+    x.party.release_later(m)
     return ArithmeticShare(x.party, sign.reshape(x.shape), 0, torch.int64)
 
 
@@ -198,6 +199,7 @@ async def relu_dcf(x: ArithmeticShare) -> tuple[ArithmeticShare, ArithmeticShare
     sign_r = p * m["r"] + (1 - 2 * p) * c_r  # MSB(x) * r
     ge0 = (1 if party.id == 0 else 0) - sign
     product = ge0 * opened - m["r"] + sign_r
+    party.release_later(m)
     return x._with(product.reshape(x.shape), x.frac_bits), ArithmeticShare(party, ge0.reshape(x.shape), 0,
                                                                             torch.int64)
 
