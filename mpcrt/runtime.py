@@ -240,6 +240,18 @@ class Party:
                 self._labels_in_frame.add(prefix)
                 counts.rounds += 1
 
+    def send_in_parts(self, parts: Sequence[tuple[MessageId, Sequence[torch.Tensor]]]) -> None:
+        """Send the messages of one round as consecutive frames (the first with what this tick
+        queued before it): nothing waits between them, so they count as one round, and the
+        peer can start on the first while the others are still on the wire."""
+        for k, (mid, tensors) in enumerate(parts):
+            if k:  # the frame so far leaves now; the next one continues the round
+                assert self._loop is not None
+                self._flush()
+                self._flush_scheduled = True
+                self._loop.call_soon(self._flush)
+            self.send(mid, tensors)
+
     async def receive(self, mid: MessageId,
                       expect: Sequence[tuple[str, tuple[int, ...]]] | None = None) -> list[torch.Tensor]:
         """The peer's tensors of step `mid`, checked against `expect` (dtype code, shape)."""

@@ -114,7 +114,8 @@ def _make_walk(width: int):
     encrypt = ecb.encrypt_update
 
     @numba.njit(nogil=True)
-    def walk(ctx, s, y, s_cw, v_cw, t_cw, t, v, inp, out, out_len):  # pragma: no cover - compiled
+    def walk(ctx, s, y, s_cw, v_cw, t_cw, t, v, inp, out, out_len, start, total):  # pragma: no cover - compiled
+        """Elements start.. of keys for `total` (s, y, t_cw, t, v: those elements only)."""
         n, chunk = y.shape[0], inp.shape[0] // 4
         for lo in range(0, n, chunk):
             hi = min(n, lo + chunk)
@@ -123,7 +124,7 @@ def _make_walk(width: int):
             for level in range(DOMAIN_BITS):
                 encrypt(ctx, out.ctypes.data, out_len.ctypes.data, inp.ctypes.data, 32 * m)
                 shift = DOMAIN_BITS - 1 - level
-                at = level * n + lo
+                at = level * total + start + lo
                 step(inp[:4 * m], out[:4 * m], y[lo:hi], np.uint64(shift), np.uint64(max(shift - 1, 0)),
                      t_cw[2 * lo:2 * hi], level // 32, np.uint64(2 * (level % 32)), s_cw[2 * at:2 * (at + m)],
                      v_cw[width * at:width * (at + m)], t[lo:hi], v[width * lo:width * hi])
@@ -246,8 +247,9 @@ def keygen(alpha: torch.Tensor, beta: torch.Tensor, seed0: torch.Tensor, seed1: 
 
 
 
-def _walk_compiled(s, y, s_cw, v_cw, t_cw, t, v) -> None:
-    """The walk in one compiled call (AES by libcrypto from numba)."""
+def _walk_compiled(s, y, s_cw, v_cw, t_cw, t, v, start: int) -> None:
+    """The walk in one compiled call (AES by libcrypto from numba): elements start.. of the
+    keys, whose per-element arrays (s, y, t_cw, t, v) are given for those elements only."""
     width = v.shape[1]
     if width not in _WALKS:
         _WALKS[width] = _make_walk(width)
@@ -255,11 +257,12 @@ def _walk_compiled(s, y, s_cw, v_cw, t_cw, t, v) -> None:
     inp, out, out_len = np.empty(4 * chunk, np.uint64), np.empty(4 * chunk + 2, np.uint64), np.zeros(1, np.int32)
     with ecb.Context(_KEY) as ctx:
         _WALKS[width](ctx, s.reshape(-1), y, s_cw.reshape(-1), v_cw.reshape(-1), t_cw.reshape(-1), t,
-                      v.reshape(-1), inp, out, out_len)
+                      v.reshape(-1), inp, out, out_len, start, s_cw.shape[1])
 
 
-def _walk_by_level(s, y, s_cw, v_cw, t_cw, t, v) -> None:
-    """The walk level by level from Python, AES by `cryptography` for a chunk at a time."""
+def _walk_by_level(s, y, s_cw, v_cw, t_cw, t, v, start: int) -> None:
+    """The walk level by level from Python, AES by `cryptography` for a chunk at a time
+    (arguments as _walk_compiled's)."""
     n, width = v.shape
     step = _PATH_STEP[width]
     for lo in range(0, n, CHUNK):
@@ -270,8 +273,9 @@ def _walk_by_level(s, y, s_cw, v_cw, t_cw, t, v) -> None:
         for level in range(DOMAIN_BITS):
             shift = DOMAIN_BITS - 1 - level
             step(cipher.flat_inp, cipher.run().reshape(-1), y[part], np.uint64(shift), np.uint64(max(shift - 1, 0)),
-                 flat_t_cw, level // 32, np.uint64(2 * (level % 32)), s_cw[level, part].reshape(-1),
-                 v_cw[level, part].reshape(-1), t[part], values)
+                 flat_t_cw, level // 32, np.uint64(2 * (level % 32)),
+                 s_cw[level, start + part.start:start + part.stop].reshape(-1),
+                 v_cw[level, start + part.start:start + part.stop].reshape(-1), t[part], values)
         s[part] = cipher.inp[:, 0]  # the last step left each final seed with bit 0's tweak on it
         s[part, 0] ^= np.uint64(2) + (y[part] & np.uint64(1))
 
@@ -279,20 +283,22 @@ def _walk_by_level(s, y, s_cw, v_cw, t_cw, t, v) -> None:
 CHUNK = 32768  # elements per chunk of the level-by-level walk (without libcrypto)
 
 
-def evaluate(party: int, seed: torch.Tensor, cw: dict[str, torch.Tensor], y: torch.Tensor) -> torch.Tensor:
-    """Party `party`'s additive shares (n, width) of beta * [y < alpha] for public y (n,)."""
+def evaluate(party: int, seed: torch.Tensor, cw: dict[str, torch.Tensor], y: torch.Tensor, start: int = 0
+             ) -> torch.Tensor:
+    """Party `party`'s additive shares (m, width) of beta * [y < alpha] for public y (m,),
+    the inputs of the keys' elements start, ..., start + m - 1 (a part evaluated as soon as
+    its opening arrives)."""
     s_cw, v_cw, t_cw, last = (_u64(cw[k]) for k in ("s_cw", "v_cw", "t_cw", "last"))
-    n, width = last.shape
+    width = last.shape[1]
     yv = _u64(y)
-    s = _root(seed)
-    t = np.full(n, party, dtype=np.uint64)
-    v = np.zeros((n, width), dtype=np.uint64)
-    if ecb.available():
-        _walk_compiled(s, yv, s_cw, v_cw, t_cw, t, v)
-    else:
-        _walk_by_level(s, yv, s_cw, v_cw, t_cw, t, v)
+    part = slice(start, start + len(yv))
+    s = _root(seed[part])
+    t = np.full(len(yv), party, dtype=np.uint64)
+    v = np.zeros((len(yv), width), dtype=np.uint64)
+    walk = _walk_compiled if ecb.available() else _walk_by_level
+    walk(s, yv, s_cw, v_cw, t_cw[part], t, v, start)
     v += _convert(s, width)
-    v += last & (np.uint64(0) - t)[:, None]
+    v += last[part] & (np.uint64(0) - t)[:, None]
     if party == 1:
         np.negative(v, out=v)
     return _tensor(v)

@@ -31,6 +31,7 @@ import torch
 from mpcrt.binary import BinaryShare
 from mpcrt.dealer import dcf
 from mpcrt.dealer.material import Request, pack_bits
+from mpcrt.messages import spec
 from mpcrt.ops.boolean import and_, and_private, bit_to_arith
 from mpcrt.ops.carry import CarryGroup, PublicRows, reduce_carries
 from mpcrt.scope import op_label
@@ -153,24 +154,34 @@ async def msb(x: ArithmeticShare, method: str | None = None) -> BinaryShare:
     return carry ^ BinaryShare(party, pack_bits((flat < 0).long()))
 
 
+PART = 34_000  # elements per frame of a DCF's opening: the peer starts on a part as it lands
+
+
 async def _open_for_dcf(x: ArithmeticShare, kind: str
                         ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
     """Open o = x + r for the dealer's DCF of `kind` (one round): (p = MSB(o), o, the
     material, this party's shares of (1 - 2 MSB(r)) [low63(o) < low63(r)] times the payload).
     With MSB(r) times the payload added, that is c = MSB(r) xor [low63(o) < low63(r)] times
-    it, and MSB(x) = p xor c."""
+    it, and MSB(x) = p xor c.
+
+    The opening leaves in parts of PART elements, consecutive frames of the one round, and
+    each part's keys are evaluated as soon as it arrives: off the event loop (the walk holds
+    no lock), so later parts keep landing meanwhile, as they would on a real link."""
     party = x.party
     flat = x.value.reshape(-1)
-    mid = party.next_id()
-    m = await party.dealer.get(Request(kind, mid, "", (flat.numel(),)))
+    n = flat.numel()
+    mids = [party.next_id() for _ in range(max(1, -(-n // PART)))]
+    m = await party.dealer.get(Request(kind, mids[0], "", (n,)))
     masked = flat + m["r"]
-    (peer,) = await party.exchange([masked], mid=mid)
-    opened = masked + peer
+    bounds = [(k * PART, min(n, (k + 1) * PART)) for k in range(len(mids))]
+    party.send_in_parts([(mid, [masked[lo:hi]]) for mid, (lo, hi) in zip(mids, bounds, strict=True)])
     public = {name: m[name] for name in ("s_cw", "v_cw", "t_cw", "last")}
-    # off the event loop (the evaluation holds no lock): frames keep moving meanwhile, as
-    # the kernel would move them, and a simulated link's frames leave on time
-    lt = await asyncio.to_thread(dcf.evaluate, party.id, m["seed"], public, opened & LOW63)
-    return (opened < 0).long(), opened, m, lt
+    opened, shares = torch.empty_like(masked), []
+    for mid, (lo, hi) in zip(mids, bounds, strict=True):
+        (peer,) = await party.receive(mid, [spec(masked[lo:hi])])
+        opened[lo:hi] = masked[lo:hi] + peer
+        shares.append(await asyncio.to_thread(dcf.evaluate, party.id, m["seed"], public, opened[lo:hi] & LOW63, lo))
+    return (opened < 0).long(), opened, m, torch.cat(shares)
 
 
 def _xor_public(p: torch.Tensor, c: torch.Tensor, party_id: int) -> torch.Tensor:

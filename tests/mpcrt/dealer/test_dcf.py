@@ -63,3 +63,17 @@ def test_the_level_by_level_walk_agrees_with_the_compiled_one(monkeypatch):
     monkeypatch.setattr(dcf, "CHUNK", 128)
     assert all(torch.equal(dcf.evaluate(p, seeds[p], cw, y), compiled[p]) for p in (0, 1))
     assert torch.equal(compiled[0] + compiled[1], beta * (y < alpha).long()[:, None])
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+def test_parts_of_the_elements_evaluate_alone(monkeypatch, compiled):
+    """A part's inputs, evaluated as soon as they arrive, give that part of the whole."""
+    alpha = prg.private_random_ring((500,)) & LOW63
+    _, seeds, cw = keys(alpha, 2)
+    y = (alpha + torch.randint(-2, 3, alpha.shape)) & LOW63
+    whole = [dcf.evaluate(p, seeds[p], cw, y) for p in (0, 1)]
+    if not compiled:
+        monkeypatch.setattr(dcf.ecb, "available", lambda: False)
+    for lo, hi in ((0, 130), (130, 131), (131, 500)):
+        parts = [dcf.evaluate(p, seeds[p], cw, y[lo:hi], start=lo) for p in (0, 1)]
+        assert all(torch.equal(parts[p], whole[p][lo:hi]) for p in (0, 1))

@@ -137,3 +137,21 @@ def test_both_parties_choose_alike_and_stats_show_it():
     small, large = torch.randn(100), torch.randn(200_000)
     assert mpcrt.run_local(auto_choice, small, network="wan") == (["ge0/msb[dcf]"], ["ge0/msb[dcf]"])
     assert mpcrt.run_local(auto_choice, large) == (["ge0/msb[tree]"], ["ge0/msb[tree]"])
+
+
+async def relu_in_parts(party, x):
+    X = await party.input(x if party.id == 0 else None, src=0)
+    await X.reveal()  # the input's frame has left
+    frames, rounds = party.stats.frames_sent, party.stats.rounds
+    y, bit = await ops.compare.relu_dcf(X)
+    used = (party.stats.frames_sent - frames, party.stats.rounds - rounds)
+    return await y.reveal(), await bit.reveal(), used
+
+
+async def test_a_dcf_opening_in_parts_is_one_round_of_several_frames(monkeypatch):
+    monkeypatch.setattr(ops.compare, "PART", 100)
+    x = torch.cat([torch.tensor([0.0, -1e-5, 1e-5, -3.0]), torch.randn(346) * 10])
+    for y, bit, (frames, rounds) in await run_pair(relu_in_parts, x):
+        held = torch.round(x * 2**16) / 2**16
+        assert torch.equal(y, torch.relu(held)) and torch.equal(bit, (held >= 0).long())
+        assert (frames, rounds) == (4, 1)  # 350 elements in parts of 100: the peer starts on the first
