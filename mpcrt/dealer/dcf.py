@@ -15,9 +15,12 @@ of two ring elements (i = 4, 5: a width of 1 or 2); a leaf's value is block 8 of
 seed. Evaluation follows one path, so it expands only the child it takes: 2 AES blocks
 per level and element.
 
-Per level, every element's AES input is built in one pass, one AES-ECB call (AES-NI)
-encrypts them all, and one pass applies the correction words: the passes are compiled by
-numba, since a dozen numpy passes per level over 1e5 elements cost more than the cipher.
+Evaluation is compiled by numba: per level, a chunk of elements' AES inputs, one AES-ECB
+call for them (AES-NI: libcrypto's EVP called from the compiled walk, see `ecb`; else
+`cryptography` per level from Python), and one pass applying the correction words, which
+also builds the next level's inputs. A dozen numpy passes per level cost more than the
+cipher; compiled, 1e5 elements take about 45 ms (6.5 ns per element and level, 2.9 of it
+AES). Key generation (the dealer's) is compiled too, both parties' keys in one pass.
 """
 
 from __future__ import annotations
@@ -34,8 +37,6 @@ DOMAIN_BITS = 63
 _KEY = prg.derive_key(b"mpcrt-dcf-fixed-key")
 _LEAF_TWEAK = 8
 _NOT_ONE = np.uint64(0xFFFFFFFFFFFFFFFE)
-
-
 WIDTHS = (1, 2)
 
 
@@ -103,7 +104,7 @@ def _make_path_step(width: int):
     return step
 
 
-_PATH_STEP = {width: _make_path_step(width) for width in (1, 2)}
+_PATH_STEP = {width: _make_path_step(width) for width in WIDTHS}
 
 
 def _make_walk(width: int):
