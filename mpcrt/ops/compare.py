@@ -154,7 +154,18 @@ async def msb(x: ArithmeticShare, method: str | None = None) -> BinaryShare:
     return carry ^ BinaryShare(party, pack_bits((flat < 0).long()))
 
 
-PART = 34_000  # elements per frame of a DCF's opening: the peer starts on a part as it lands
+PART = 10_000  # elements in the first frame of a DCF's opening; each later one is 3 times the last
+
+
+def _parts(n: int) -> list[tuple[int, int]]:
+    """The element ranges of a DCF opening's frames: growing by 3, so each part lands
+    (at 400 Mbit/s, 0.16 us per element) before the walk over the one before (0.45 us per
+    element) ends, and the first starts the walk early."""
+    bounds, lo, size = [], 0, PART
+    while lo < n:
+        bounds.append((lo, min(n, lo + size)))
+        lo, size = lo + size, 3 * size
+    return bounds or [(0, 0)]
 
 
 async def _open_for_dcf(x: ArithmeticShare, kind: str
@@ -164,16 +175,16 @@ async def _open_for_dcf(x: ArithmeticShare, kind: str
     With MSB(r) times the payload added, that is c = MSB(r) xor [low63(o) < low63(r)] times
     it, and MSB(x) = p xor c.
 
-    The opening leaves in parts of PART elements, consecutive frames of the one round, and
-    each part's keys are evaluated as soon as it arrives: off the event loop (the walk holds
+    The opening leaves in parts (_parts), consecutive frames of the one round, and each
+    part's keys are evaluated as soon as it arrives: off the event loop (the walk holds
     no lock), so later parts keep landing meanwhile, as they would on a real link."""
     party = x.party
     flat = x.value.reshape(-1)
     n = flat.numel()
-    mids = [party.next_id() for _ in range(max(1, -(-n // PART)))]
+    bounds = _parts(n)
+    mids = [party.next_id() for _ in bounds]
     m = await party.dealer.get(Request(kind, mids[0], "", (n,)))
     masked = flat + m["r"]
-    bounds = [(k * PART, min(n, (k + 1) * PART)) for k in range(len(mids))]
     party.send_in_parts([(mid, [masked[lo:hi]]) for mid, (lo, hi) in zip(mids, bounds, strict=True)])
     public = {name: m[name] for name in ("s_cw", "v_cw", "t_cw", "last")}
     opened, shares = torch.empty_like(masked), []

@@ -149,9 +149,9 @@ async def relu_in_parts(party, x):
 
 
 async def test_a_dcf_opening_in_parts_is_one_round_of_several_frames(monkeypatch):
-    monkeypatch.setattr(ops.compare, "PART", 100)
+    monkeypatch.setattr(ops.compare, "PART", 20)
     x = torch.cat([torch.tensor([0.0, -1e-5, 1e-5, -3.0]), torch.randn(346) * 10])
     for y, bit, (frames, rounds) in await run_pair(relu_in_parts, x):
         held = torch.round(x * 2**16) / 2**16
         assert torch.equal(y, torch.relu(held)) and torch.equal(bit, (held >= 0).long())
-        assert (frames, rounds) == (4, 1)  # 350 elements in parts of 100: the peer starts on the first
+        assert (frames, rounds) == (4, 1)  # 350 elements in parts of 20, 60, 180 and 90: one round
