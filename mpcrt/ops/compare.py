@@ -25,6 +25,7 @@ The result is exact for every ring element; x = 0 is non-negative (MSB 0).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 import torch
 
@@ -55,29 +56,32 @@ LOOPBACK = (1e-3, 10e9)
 
 
 def choose_method(party, n: int, candidates: tuple[str, ...] = METHODS,
-                  weights: dict[str, float] | None = None) -> str:
+                  weights: dict[str, float] | None = None, evaluations: dict[str, float] | None = None) -> str:
     """The method with the least modelled time for n elements on the party's declared network
     (rounds x RTT/2 + bytes / bandwidth + CPU, plus the dealer material's making and
     shipping: a training job needs new material every step, prefetched or not, and the
     DCF's keys are 30 times the tree's). Both parties declare the same network, so they
     choose alike; the choice shows in stats as the op label (e.g. msb[dcf]). weights:
-    comparisons per element for a method, where an op needs several (default 1)."""
+    comparisons per element for a method, where an op needs several (default 1);
+    evaluations: where a method's work per element grows apart from its bytes and material
+    (a DCF key evaluated at several points), that factor on its CPU time."""
     network = getattr(party, "network", None)
     rtt, bandwidth = (network.rtt_s, network.bandwidth_bps) if network is not None else LOOPBACK
 
     def modelled(method: str) -> float:
         rounds, bytes_per_element, cpu, fixed, offline = COST_MODEL[method]
         count = n * (weights or {}).get(method, 1.0)
+        cpu *= (evaluations or {}).get(method, 1.0)
         return rounds * rtt / 2 + count * (bytes_per_element * 8 / bandwidth + cpu + offline) + fixed
 
     return min(candidates, key=modelled)
 
 
 def _resolve(x: ArithmeticShare, method: str | None, candidates: tuple[str, ...] = METHODS,
-             weights: dict[str, float] | None = None) -> str:
+             weights: dict[str, float] | None = None, evaluations: dict[str, float] | None = None) -> str:
     method = method or x.party.comparison
     if method == "auto":
-        return choose_method(x.party, x.numel(), candidates, weights)
+        return choose_method(x.party, x.numel(), candidates, weights, evaluations)
     if method not in METHODS:
         raise ValueError(f"comparison method must be one of {(*METHODS, 'auto')}, got {method!r}")
     return method
@@ -168,12 +172,14 @@ def _parts(n: int) -> list[tuple[int, int]]:
     return bounds or [(0, 0)]
 
 
-async def _open_for_dcf(x: ArithmeticShare, kind: str
-                        ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
-    """Open o = x + r for the dealer's DCF of `kind` (one round): (p = MSB(o), o, the
-    material, this party's shares of (1 - 2 MSB(r)) [low63(o) < low63(r)] times the payload).
-    With MSB(r) times the payload added, that is c = MSB(r) xor [low63(o) < low63(r)] times
-    it, and MSB(x) = p xor c.
+async def _open_for_dcf(x: ArithmeticShare, kind: str, points: Sequence[int] = (0,)
+                        ) -> tuple[torch.Tensor, dict[str, torch.Tensor], list[torch.Tensor]]:
+    """Open o = x + r for the dealer's DCF of `kind` (one round): (o, the material, for each
+    public t in `points` this party's shares of (1 - 2 MSB(r)) [low63(o - t) < low63(r)]
+    times the payload). With MSB(r) times the payload added, that is c_t = MSB(r) xor
+    [low63(o - t) < low63(r)] times it, and MSB(x - t) = MSB(o - t) xor c_t: one key per
+    element serves every point, since x - t is masked by the same r (a DCF key may be
+    evaluated anywhere; only the outputs' shares come of it).
 
     The opening leaves in parts (_parts), consecutive frames of the one round, and each
     part's keys are evaluated as soon as it arrives: off the event loop (the walk holds
@@ -187,12 +193,14 @@ async def _open_for_dcf(x: ArithmeticShare, kind: str
     masked = flat + m["r"]
     party.send_in_parts([(mid, [masked[lo:hi]]) for mid, (lo, hi) in zip(mids, bounds, strict=True)])
     public = {name: m[name] for name in ("s_cw", "v_cw", "t_cw", "last")}
-    opened, shares = torch.empty_like(masked), []
+    opened, shares = torch.empty_like(masked), [[] for _ in points]
     for mid, (lo, hi) in zip(mids, bounds, strict=True):
         (peer,) = await party.receive(mid, [spec(masked[lo:hi])])
         opened[lo:hi] = masked[lo:hi] + peer
-        shares.append(await asyncio.to_thread(dcf.evaluate, party.id, m["seed"], public, opened[lo:hi] & LOW63, lo))
-    return (opened < 0).long(), opened, m, torch.cat(shares)
+        for t, out in zip(points, shares, strict=True):
+            y = (opened[lo:hi] - t) & LOW63
+            out.append(await asyncio.to_thread(dcf.evaluate, party.id, m["seed"], public, y, lo))
+    return opened, m, [torch.cat(parts) for parts in shares]
 
 
 def _xor_public(p: torch.Tensor, c: torch.Tensor, party_id: int) -> torch.Tensor:
@@ -200,13 +208,21 @@ def _xor_public(p: torch.Tensor, c: torch.Tensor, party_id: int) -> torch.Tensor
     return (1 - 2 * p) * c + (p if party_id == 0 else 0)
 
 
+async def below_dcf(x: ArithmeticShare, points: Sequence[int]) -> ArithmeticShare:
+    """[x < t] for each public ring value t in `points` (at x's scale), as ring shares of
+    shape (len(points), *x.shape), by the dealer's DCF: one round, one opening and one key
+    per element for all the points (exact while |x - t| < 2^63)."""
+    with op_label("msb[dcf]"):
+        opened, m, lts = await _open_for_dcf(x, "dcf", points)
+    x.party.release_later(m)
+    rows = [_xor_public(((opened - t) < 0).long(), m["msb_r"] + lt[:, 0], x.party.id) for t, lt in zip(points, lts,
+                                                                                                     strict=True)]
+    return ArithmeticShare(x.party, torch.stack(rows).reshape(len(points), *x.shape), 0, torch.int64)
+
+
 async def _sign_dcf(x: ArithmeticShare) -> ArithmeticShare:
     """MSB(x) as ring shares (0/1, scale 0), by the dealer's DCF: one round."""
-    with op_label("msb[dcf]"):
-        p, _, m, lt = await _open_for_dcf(x, "dcf")
-    sign = _xor_public(p, m["msb_r"] + lt[:, 0], x.party.id)
-    x.party.release_later(m)
-    return ArithmeticShare(x.party, sign.reshape(x.shape), 0, torch.int64)
+    return (await below_dcf(x, [0]))[0]
 
 
 async def relu_dcf(x: ArithmeticShare) -> tuple[ArithmeticShare, ArithmeticShare]:
@@ -215,7 +231,8 @@ async def relu_dcf(x: ArithmeticShare) -> tuple[ArithmeticShare, ArithmeticShare
     is local (Boyle et al., Eurocrypt 2021: ReLU from one masked opening)."""
     party = x.party
     with op_label("msb[dcf]"):
-        p, opened, m, lt = await _open_for_dcf(x, "dcf_relu")
+        opened, m, (lt,) = await _open_for_dcf(x, "dcf_relu")
+    p = (opened < 0).long()
     c, c_r = m["msb_r"] + lt[:, 0], m["msb_r_r"] + lt[:, 1]  # c and c * r
     sign = _xor_public(p, c, party.id)
     sign_r = p * m["r"] + (1 - 2 * p) * c_r  # MSB(x) * r

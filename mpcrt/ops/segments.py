@@ -3,7 +3,8 @@
 For breakpoints t_1 < ... < t_m the segments are x < t_1, [t_j, t_(j+1)) and x >= t_m:
 piecewise polynomials and range conversions select by them. Two ways:
 
-- "lpgan" and "dcf": m independent comparisons [x >= t_j] (ops.compare), then differences.
+- "lpgan": m independent comparisons [x >= t_j] (ops.compare), then differences; "dcf": one
+  opening of x + r, whose key gives [x < t_j] at every breakpoint (x - t_j + r is public).
 - "tree" (the default on fast links): the m comparisons share almost all their work. At the
   share's scale every breakpoint T_j is a multiple of 2^v, and x >= T_j exactly when
   y = floor(x / 2^v) >= tau_j = T_j / 2^v. Each party splits its share x_i = H_i 2^v + L_i,
@@ -33,12 +34,13 @@ from mpcrt import ring
 from mpcrt.binary import BinaryShare
 from mpcrt.ops.boolean import and_, and_private, bit_to_arith
 from mpcrt.ops.carry import CarryGroup, PublicRows, reduce_carries
-from mpcrt.ops.compare import _resolve, bit_slice, is_non_negative
+from mpcrt.ops.compare import _resolve, below_dcf, bit_slice, is_non_negative
 from mpcrt.scope import op_label
 from mpcrt.shares import ArithmeticShare, stack
 
 # for choosing a method: the tree's ANDs here are about those of two 63-bit comparisons
-# (its cost grows with the comparisons' width, barely with their number); DCF needs m keys
+# (its cost grows with the comparisons' width, barely with their number); the DCF one
+# opening and one key, evaluated at m points
 TREE_WEIGHT = 2.0
 
 
@@ -50,14 +52,23 @@ async def segment_onehot(x: ArithmeticShare, breakpoints: Sequence[float], metho
     method = segment_method(x, breakpoints, method)
     with op_label(f"segments[{method}]"):
         if method != "tree":
-            ind = await is_non_negative(stack([x - t for t in breakpoints]), method)
-            ge = [ind[j] for j in range(len(breakpoints))]
+            ge = await _at_least(x, breakpoints, method)
             return stack([1 - ge[0], *[ge[j] - ge[j + 1] for j in range(len(ge) - 1)], ge[-1]])
         ge = await threshold_bits(x, breakpoints)
         onehot = await _onehot_bits(ge)
         values = await bit_to_arith(BinaryShare(x.party, onehot.value.reshape(-1)), onehot.value.numel() * 64)
         per_row = values.value.reshape(len(breakpoints) + 1, -1)[:, :x.numel()]
         return ArithmeticShare(x.party, per_row.reshape(len(breakpoints) + 1, *x.shape), 0, torch.int64)
+
+
+async def _at_least(x: ArithmeticShare, breakpoints: Sequence[float], method: str) -> list[ArithmeticShare]:
+    """[x >= t_j] for each breakpoint as ring shares: by one DCF opening whose key serves
+    every breakpoint, or m separate comparisons (lpgan)."""
+    if method == "dcf":
+        below = await below_dcf(x, [ring.encode_constant(t, x.frac_bits) for t in breakpoints])
+        return [1 - below[j] for j in range(len(breakpoints))]
+    ind = await is_non_negative(stack([x - t for t in breakpoints]), method)
+    return [ind[j] for j in range(len(breakpoints))]
 
 
 def _mask(bits: int) -> int:
@@ -72,7 +83,8 @@ def _trailing_zeros(v: int) -> int:
 def segment_method(x: ArithmeticShare, breakpoints: Sequence[float], method: str | None = None) -> str:
     """The comparison method ('tree' or 'dcf') splitting x at these breakpoints: as asked, or
     for 'auto' the cheaper on the party's network."""
-    return _resolve(x, method, ("tree", "dcf"), weights={"tree": TREE_WEIGHT, "dcf": len(breakpoints)})
+    return _resolve(x, method, ("tree", "dcf"), weights={"tree": TREE_WEIGHT},
+                    evaluations={"dcf": len(breakpoints)})
 
 
 def _check_increasing(breakpoints: Sequence[float]) -> None:

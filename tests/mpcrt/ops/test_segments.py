@@ -49,18 +49,26 @@ async def place(party, values: torch.Tensor, breakpoints, method: str):
 
 
 @pytest.mark.parametrize("breakpoints", CASES)
-@pytest.mark.parametrize("method", ["tree", "lpgan"])
+@pytest.mark.parametrize("method", ["tree", "lpgan", "dcf"])
 async def test_exact_placement(breakpoints, method):
     values = ring_inputs(breakpoints)
     for got in await run_pair(place, values, breakpoints, method, timeout=60):
         assert torch.equal(got.round().long(), expected(values, breakpoints))
 
 
-async def test_dcf_places_alike():
-    breakpoints = CASES[0]
-    values = ring_inputs(breakpoints)[:64]
-    for got in await run_pair(place, values, breakpoints, "dcf", timeout=60):
-        assert torch.equal(got.round().long(), expected(values, breakpoints))
+async def dcf_cost(party, values: torch.Tensor, breakpoints):
+    x = ArithmeticShare(party, values if party.id == 0 else torch.zeros_like(values), F, torch.float64)
+    before = (party.stats.rounds, party.stats.bytes_sent, party.dealer.stats.offline.bytes_received)
+    await segment_onehot(x, breakpoints, "dcf")
+    s = party.stats
+    return s.rounds - before[0], s.bytes_sent - before[1], s.offline.bytes_received - before[2]
+
+
+async def test_the_dcf_opens_once_and_one_key_serves_every_breakpoint():
+    breakpoints, n = CASES[0], 100
+    for rounds, sent, offline in await run_pair(dcf_cost, torch.arange(n) * 2 ** 12, breakpoints):
+        assert (rounds, sent) == (1, 8 * n)  # not one opening and one key per breakpoint
+        assert offline in (1536 * n, 1544 * n)  # one key per element (party 1: + MSB(r)'s shares)
 
 
 def test_breakpoints_must_increase():
