@@ -70,15 +70,11 @@ async def _times_step(x: ArithmeticShare, method: str | None, frac_bits: int | N
         if not cut:
             product, bit = await relu_dcf(x)
             return x, product, bit
-        (product, bit), x = await asyncio.gather(relu_dcf(x), truncate(x, cut) if keep_x else _none())
+        (product, bit), x = await asyncio.gather(relu_dcf(x), truncate(x, cut) if keep_x else asyncio.sleep(0))
         return x, await truncate(product, cut), bit
     sign, x = await asyncio.gather(msb(x, method), truncate(x, cut))
     product, bit = await times_opened_bit(x, ~sign)  # one round
     return x, product, bit
-
-
-async def _none() -> None:
-    return None
 
 
 def _leaky(x: ArithmeticShare, positive: ArithmeticShare, slope: float):
