@@ -245,11 +245,10 @@ class Party:
         queued before it): nothing waits between them, so they count as one round, and the
         peer can start on the first while the others are still on the wire."""
         for k, (mid, tensors) in enumerate(parts):
-            if k:  # the frame so far leaves now; the next one continues the round
-                assert self._loop is not None
-                self._flush()
+            if k:  # the frame so far leaves now; the next one continues the round (the flush
+                # the first send scheduled is still due: it sends the last part)
+                self._flush(release=False)
                 self._flush_scheduled = True
-                self._loop.call_soon(self._flush)
             self.send(mid, tensors)
 
     async def receive(self, mid: MessageId,
@@ -347,7 +346,9 @@ class Party:
 
     # ---- frames ----------------------------------------------------------------------------
 
-    def _flush(self) -> None:
+    def _flush(self, release: bool = True) -> None:
+        """Send the outbox as one frame; then free what release_later kept (unless more
+        frames of this round follow at once)."""
         self._flush_scheduled = False
         if not self._outbox or self._failure is not None:
             return
@@ -360,7 +361,8 @@ class Party:
             return
         self.stats.frames_sent += 1
         self.stats.wire_bytes_sent += sum(len(b) for b in buffers)
-        self._spent.clear()  # the frame is on its way: the wait for the peer absorbs the freeing
+        if release:
+            self._spent.clear()  # the frame is on its way: the wait for the peer absorbs the freeing
 
     def release_later(self, *objects: object) -> None:
         """Keep `objects` (an op's spent dealer material) alive until this party's next frame

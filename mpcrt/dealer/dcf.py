@@ -116,14 +116,16 @@ def _make_walk(width: int):
 
     @numba.njit(nogil=True)
     def walk(ctx, s, y, s_cw, v_cw, t_cw, t, v, inp, out, out_len, start, total):  # pragma: no cover - compiled
-        """Elements start.. of keys for `total` (s, y, t_cw, t, v: those elements only)."""
+        """Elements start.. of keys for `total` (s, y, t_cw, t, v: those elements only);
+        False where libcrypto failed."""
         n, chunk = y.shape[0], inp.shape[0] // 4
         for lo in range(0, n, chunk):
             hi = min(n, lo + chunk)
             m = hi - lo
             _path_inputs(s[2 * lo:2 * hi], y[lo:hi], np.uint64(DOMAIN_BITS - 1), inp)
             for level in range(DOMAIN_BITS):
-                encrypt(ctx, out.ctypes.data, out_len.ctypes.data, inp.ctypes.data, 32 * m)
+                if encrypt(ctx, out.ctypes.data, out_len.ctypes.data, inp.ctypes.data, 32 * m) != 1:
+                    return False
                 shift = DOMAIN_BITS - 1 - level
                 at = level * total + start + lo
                 step(inp[:4 * m], out[:4 * m], y[lo:hi], np.uint64(shift), np.uint64(max(shift - 1, 0)),
@@ -132,6 +134,7 @@ def _make_walk(width: int):
             for i in range(m):  # the last step left each final seed with bit 0's tweak on it
                 s[2 * (lo + i)] = inp[4 * i] ^ (np.uint64(2) + (y[lo + i] & np.uint64(1)))
                 s[2 * (lo + i) + 1] = inp[4 * i + 1]
+        return True
 
     return walk
 
@@ -227,6 +230,10 @@ def keygen(alpha: torch.Tensor, beta: torch.Tensor, seed0: torch.Tensor, seed1: 
     if width not in WIDTHS:
         raise ValueError(f"a DCF payload has {WIDTHS} ring elements, not {width}")
     a, b = _u64(alpha), _u64(beta)
+    if not n:
+        return {"s_cw": torch.zeros((DOMAIN_BITS, 0, 2), dtype=torch.int64),
+                "v_cw": torch.zeros((DOMAIN_BITS, 0, width), dtype=torch.int64),
+                "t_cw": torch.zeros((0, 2), dtype=torch.int64), "last": torch.zeros((0, width), dtype=torch.int64)}
     cipher = _Cipher((2, n, 4, 2))
     s = np.stack([_root(seed0), _root(seed1)])
     t = np.stack([np.zeros(n, dtype=np.uint64), np.ones(n, dtype=np.uint64)])
@@ -246,8 +253,6 @@ def keygen(alpha: torch.Tensor, beta: torch.Tensor, seed0: torch.Tensor, seed1: 
     return {"s_cw": _tensor(s_cw), "v_cw": _tensor(v_cw), "t_cw": _tensor(t_cw_words), "last": _tensor(last)}
 
 
-
-
 def _walk_compiled(s, y, s_cw, v_cw, t_cw, t, v, start: int) -> None:
     """The walk in one compiled call (AES by libcrypto from numba): elements start.. of the
     keys, whose per-element arrays (s, y, t_cw, t, v) are given for those elements only."""
@@ -257,8 +262,13 @@ def _walk_compiled(s, y, s_cw, v_cw, t_cw, t, v, start: int) -> None:
     chunk = min(len(y), WALK_CHUNK)
     inp, out, out_len = np.empty(4 * chunk, np.uint64), np.empty(4 * chunk + 2, np.uint64), np.zeros(1, np.int32)
     with ecb.Context(_KEY) as ctx:
-        _WALKS[width](ctx, s.reshape(-1), y, s_cw.reshape(-1), v_cw.reshape(-1), t_cw.reshape(-1), t,
-                      v.reshape(-1), inp, out, out_len, start, s_cw.shape[1])
+        done = _WALKS[width](ctx, s.reshape(-1), y, s_cw.reshape(-1), v_cw.reshape(-1), t_cw.reshape(-1), t,
+                             v.reshape(-1), inp, out, out_len, start, s_cw.shape[1])
+    if not done:
+        raise RuntimeError("libcrypto's AES-ECB failed inside the DCF walk")
+
+
+CHUNK = 32768  # elements per chunk of the level-by-level walk (without libcrypto)
 
 
 def _walk_by_level(s, y, s_cw, v_cw, t_cw, t, v, start: int) -> None:
@@ -281,9 +291,6 @@ def _walk_by_level(s, y, s_cw, v_cw, t_cw, t, v, start: int) -> None:
         s[part, 0] ^= np.uint64(2) + (y[part] & np.uint64(1))
 
 
-CHUNK = 32768  # elements per chunk of the level-by-level walk (without libcrypto)
-
-
 def evaluate(party: int, seed: torch.Tensor, cw: dict[str, torch.Tensor], y: torch.Tensor, start: int = 0
              ) -> torch.Tensor:
     """Party `party`'s additive shares (m, width) of beta * [y < alpha] for public y (m,),
@@ -292,6 +299,8 @@ def evaluate(party: int, seed: torch.Tensor, cw: dict[str, torch.Tensor], y: tor
     s_cw, v_cw, t_cw, last = (_u64(cw[k]) for k in ("s_cw", "v_cw", "t_cw", "last"))
     width = last.shape[1]
     yv = _u64(y)
+    if not len(yv):
+        return torch.zeros((0, width), dtype=torch.int64)
     part = slice(start, start + len(yv))
     s = _root(seed[part])
     t = np.full(len(yv), party, dtype=np.uint64)

@@ -47,7 +47,10 @@ class Context:
         if _LIB is None:
             raise RuntimeError("no libcrypto to load: check ecb.available() first")
         self.handle = _LIB.EVP_CIPHER_CTX_new()
-        if not self.handle or _LIB.EVP_EncryptInit_ex(self.handle, _LIB.EVP_aes_128_ecb(), None, key, None) != 1:
+        if not self.handle:
+            raise RuntimeError("libcrypto could not allocate a cipher context")
+        if _LIB.EVP_EncryptInit_ex(self.handle, _LIB.EVP_aes_128_ecb(), None, key, None) != 1:
+            _LIB.EVP_CIPHER_CTX_free(self.handle)
             raise RuntimeError("libcrypto refused an AES-128-ECB context")
         _LIB.EVP_CIPHER_CTX_set_padding(self.handle, 0)
 

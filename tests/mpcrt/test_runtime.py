@@ -127,3 +127,40 @@ async def test_exchange_outside_a_program_is_a_clear_error():
     p0, _ = await run_pair(outside_program)
     with pytest.raises(RuntimeError, match="no MPC program"):
         await p0.exchange([torch.zeros(1)])
+
+
+async def parts_among_other_sends(party: mpcrt.Party):
+    t = torch.zeros(3, dtype=torch.int64)
+    await (await party.input(torch.zeros(1) if party.id == 0 else None, src=0)).reveal()
+    rounds, frames = party.stats.rounds, party.stats.frames_sent
+
+    async def two_ticks():  # one message, then another in the next tick
+        first = party.next_id()
+        party.send(first, [t])
+        await asyncio.sleep(0)
+        second = party.next_id()
+        party.send(second, [t])
+        await party.receive(first)
+        await party.receive(second)
+
+    async def in_parts():
+        mids = [party.next_id() for _ in range(3)]
+        party.send_in_parts([(mid, [t]) for mid in mids])
+        for mid in mids:
+            await party.receive(mid)
+
+    async def next_tick():
+        await asyncio.sleep(0)
+        mid = party.next_id()
+        party.send(mid, [t])
+        await party.receive(mid)
+
+    await asyncio.gather(two_ticks(), in_parts(), next_tick())
+    return party.stats.rounds - rounds, party.stats.frames_sent - frames
+
+
+async def test_parts_of_a_round_leave_as_frames_and_the_next_tick_stays_one_round():
+    """send_in_parts: each part its own frame, one round; the messages of the next tick
+    still leave as one frame and one round, however the callbacks are ordered."""
+    for rounds, frames in await run_pair(parts_among_other_sends):
+        assert (rounds, frames) == (2, 4)  # tick 1: 3 frames (2 parts joined by a message), tick 2: 1

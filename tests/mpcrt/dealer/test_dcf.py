@@ -77,3 +77,8 @@ def test_parts_of_the_elements_evaluate_alone(monkeypatch, compiled):
     for lo, hi in ((0, 130), (130, 131), (131, 500)):
         parts = [dcf.evaluate(p, seeds[p], cw, y[lo:hi], start=lo) for p in (0, 1)]
         assert all(torch.equal(parts[p], whole[p][lo:hi]) for p in (0, 1))
+
+
+def test_no_elements_give_no_shares():
+    _, seeds, cw = keys(torch.zeros(4, dtype=torch.int64), 2)
+    assert dcf.evaluate(0, seeds[0], cw, torch.zeros(0, dtype=torch.int64)).shape == (0, 2)

@@ -155,3 +155,13 @@ async def test_a_dcf_opening_in_parts_is_one_round_of_several_frames(monkeypatch
         held = torch.round(x * 2**16) / 2**16
         assert torch.equal(y, torch.relu(held)) and torch.equal(bit, (held >= 0).long())
         assert (frames, rounds) == (4, 1)  # 350 elements in parts of 20, 60, 180 and 90: one round
+
+
+async def dcf_on_nothing(party):
+    X = await party.input(torch.zeros(0) if party.id == 0 else None, src=0)
+    y, _ = await ops.relu(X, "dcf")
+    return tuple((await y.reveal()).shape), tuple((await ops.is_non_negative(X, "dcf")).shape)
+
+
+async def test_the_dcf_takes_no_elements():
+    assert await run_pair(dcf_on_nothing) == [((0,), (0,))] * 2
