@@ -32,9 +32,10 @@ class StepOutputs:
 async def train_step(d: Sequential, g: Sequential, opt_d: Optimizer, opt_g: Optimizer, real: Tensor,
                      noise: Tensor) -> StepOutputs:
     fake = await g.forward(noise)
-    # each pass updates its own copy of the running statistics from the same old value; the
-    # last pass in program order gives D its new ones (whatever order the passes end in)
-    on_real, on_fake = d.copy(own_statistics=True), d.copy(own_statistics=True)
+    # the running statistics are not updated in place by concurrent passes: the fake pass,
+    # last in program order, updates its own copy from the old values and D adopts it (the
+    # real pass's update would be dropped: it makes none)
+    on_real, on_fake = d.copy(statistics="none"), d.copy(statistics="own")
     p_real, p_fake = await asyncio.gather(on_real.forward(real), on_fake.forward(fake))
     d.adopt_statistics(on_fake)
     grad_real, grad_fake = await asyncio.gather(bce_logit_grad(p_real, 1.0), bce_logit_grad(p_fake, 0.0))

@@ -74,14 +74,15 @@ class Module:
         for p in self.parameters():
             p.grad = None
 
-    def copy(self, own_statistics: bool = False) -> Module:
+    def copy(self, statistics: str = "shared") -> Module:
         """Another instance sharing the parameters but with its own saved forward state, so
-        concurrent passes (D on real and on fake) do not collide; with own_statistics, its
-        own copy of the running statistics too (see adopt_statistics), else shared."""
+        concurrent passes (D on real and on fake) do not collide. statistics: the batch-norm
+        running statistics "shared", the copy's "own" (see adopt_statistics), or "none" (a
+        training pass whose update would be dropped: none is made)."""
         clone = copy.copy(self)
         for name, value in vars(self).items():
             if isinstance(value, Module):
-                setattr(clone, name, value.copy(own_statistics))
+                setattr(clone, name, value.copy(statistics))
         return clone
 
     def adopt_statistics(self, other: Module) -> None:
@@ -151,9 +152,9 @@ class Sequential(Module):
             grad = await layer.backward(grad)
         return grad
 
-    def copy(self, own_statistics: bool = False) -> Module:
+    def copy(self, statistics: str = "shared") -> Module:
         clone = copy.copy(self)
-        clone.layers = [layer.copy(own_statistics) for layer in self.layers]
+        clone.layers = [layer.copy(statistics) for layer in self.layers]
         return clone
 
     def adopt_statistics(self, other: Module) -> None:

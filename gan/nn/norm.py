@@ -19,10 +19,14 @@ class BatchNorm2d(Module):
         self.momentum, self.eps = momentum, eps
         self._ctx: Any = None
 
-    def copy(self, own_statistics: bool = False) -> Module:
-        clone = super().copy(own_statistics)
-        if own_statistics:
+    def copy(self, statistics: str = "shared") -> Module:
+        clone = super().copy(statistics)
+        if statistics == "own":
             clone.running_mean, clone.running_var = _duplicate(self.running_mean), _duplicate(self.running_var)
+        elif statistics == "none":
+            clone.running_mean = clone.running_var = None
+        elif statistics != "shared":
+            raise ValueError(f"statistics must be 'shared', 'own' or 'none', got {statistics!r}")
         return clone
 
     def adopt_statistics(self, other: Module) -> None:

@@ -56,17 +56,24 @@ class _Cipher:
         return self.out
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _write_inputs(inp, b, lo, hi, side):  # pragma: no cover - compiled
+    """The AES blocks of a seed (lo, hi) for the child on `side`: its seed block (tweak
+    2 + side) and its payload block (4 + side), at inp[b:b + 4]."""
+    inp[b] = lo ^ (np.uint64(2) + side)
+    inp[b + np.uint64(1)] = hi
+    inp[b + np.uint64(2)] = lo ^ (np.uint64(4) + side)
+    inp[b + np.uint64(3)] = hi
+
+
 @numba.njit(cache=True, nogil=True)
 def _path_inputs(s, y, shift, inp):  # pragma: no cover - compiled
-    """Block pair i of inp = s[i] xor (2 + bit), s[i] xor (4 + bit): the taken child's seed
-    and payload blocks (flat arrays: numba indexes them at half the cost of 2-d ones)."""
-    for i in range(y.shape[0]):
-        side = (y[i] >> shift) & np.uint64(1)
-        b = 4 * i
-        inp[b] = s[2 * i] ^ (np.uint64(2) + side)
-        inp[b + 1] = s[2 * i + 1]
-        inp[b + 2] = s[2 * i] ^ (np.uint64(4) + side)
-        inp[b + 3] = s[2 * i + 1]
+    """The first level's AES inputs, from the root seeds (flat arrays: numba indexes them
+    at half the cost of 2-d ones)."""
+    for j in range(y.shape[0]):
+        i = np.uint64(j)
+        _write_inputs(inp, np.uint64(4) * i, s[np.uint64(2) * i], s[np.uint64(2) * i + np.uint64(1)],
+                      (y[i] >> shift) & np.uint64(1))
 
 
 def _make_path_step(width: int):
@@ -95,11 +102,7 @@ def _make_path_step(width: int):
                 v[k + one] += (out[b + three] ^ inp[b + three]) + (v_cw[k + one] & mask)
             lo = (lo ^ (s_cw[two * i] & mask)) & _NOT_ONE
             hi = hi ^ (s_cw[two * i + one] & mask)
-            side = (yi >> next_shift) & one
-            inp[b] = lo ^ (two + side)
-            inp[b + one] = hi
-            inp[b + two] = lo ^ (four + side)
-            inp[b + three] = hi
+            _write_inputs(inp, b, lo, hi, (yi >> next_shift) & one)
 
     return step
 

@@ -66,10 +66,7 @@ async def _times_step(x: ArithmeticShare, method: str | None, frac_bits: int | N
     cut = 0 if frac_bits is None else x.frac_bits - frac_bits
     if cut < 0:
         raise ValueError(f"a share with {x.frac_bits} fractional bits cannot be truncated to {frac_bits}")
-    if _resolve(x, method) == "dcf":  # the product in the opening's round, then its truncation
-        if not cut:
-            product, bit = await relu_dcf(x)
-            return x, product, bit
+    if _resolve(x, method) == "dcf":  # the product in the opening's round, then its truncation (if any)
         (product, bit), x = await asyncio.gather(relu_dcf(x), truncate(x, cut) if keep_x else asyncio.sleep(0))
         return x, await truncate(product, cut), bit
     sign, x = await asyncio.gather(msb(x, method), truncate(x, cut))

@@ -200,6 +200,7 @@ async def _open_for_dcf(x: ArithmeticShare, kind: str, points: Sequence[int] = (
         for t, out in zip(points, shares, strict=True):
             y = (opened[lo:hi] - t) & LOW63
             out.append(await asyncio.to_thread(dcf.evaluate, party.id, m["seed"], public, y, lo))
+    party.release_later(m)  # freed once this party's next frame has left, not inside the caller
     return opened, m, [torch.cat(parts) for parts in shares]
 
 
@@ -214,7 +215,6 @@ async def below_dcf(x: ArithmeticShare, points: Sequence[int]) -> ArithmeticShar
     per element for all the points (exact while |x - t| < 2^63)."""
     with op_label("msb[dcf]"):
         opened, m, lts = await _open_for_dcf(x, "dcf", points)
-    x.party.release_later(m)
     rows = [_xor_public(((opened - t) < 0).long(), m["msb_r"] + lt[:, 0], x.party.id) for t, lt in zip(points, lts,
                                                                                                      strict=True)]
     return ArithmeticShare(x.party, torch.stack(rows).reshape(len(points), *x.shape), 0, torch.int64)
@@ -238,7 +238,6 @@ async def relu_dcf(x: ArithmeticShare) -> tuple[ArithmeticShare, ArithmeticShare
     sign_r = p * m["r"] + (1 - 2 * p) * c_r  # MSB(x) * r
     ge0 = (1 if party.id == 0 else 0) - sign
     product = ge0 * opened - m["r"] + sign_r
-    party.release_later(m)
     return x._with(product.reshape(x.shape), x.frac_bits), ArithmeticShare(party, ge0.reshape(x.shape), 0,
                                                                             torch.int64)
 
