@@ -32,13 +32,14 @@ class _Recorder(CorrectionSource):
 
 async def record_plan(program: Program, *args: Any, frac_bits: int = 16, truncation: str = "dealer",
                       comparison: str = "auto", network: Any = None, timeout: float = 60.0) -> list[Request]:
-    """The dealer requests of `program(party, *args)`, in the order it makes them."""
+    """The dealer requests of `program(party, *args)`, in the order it makes them (its
+    parties count as prefetched, as the run fetching this plan will: see choose_method)."""
     seed0, seed1 = prg.new_key(), prg.new_key()
     recorder = _Recorder(LocalDealer(seed0, seed1))
     ends = pair()
     dealers = [DealerClient(0, seed0, recorder), DealerClient(1, seed1, recorder)]
     parties = [Party(i, ends[i], timeout=timeout, frac_bits=frac_bits, dealer=dealers[i], truncation=truncation,
-                     comparison=comparison, network=network) for i in (0, 1)]
+                     comparison=comparison, network=network, prefetched=True) for i in (0, 1)]
     results = await asyncio.gather(*(p.run(program, *args) for p in parties), return_exceptions=True)
     for result in results:
         if isinstance(result, BaseException):

@@ -58,13 +58,14 @@ class Party:
     """One of the two computing parties (id 0 or 1), connected to its peer by `transport`.
 
     The party owns the transport: `run` closes it. `timeout` bounds every wait for the
-    peer (seconds without any frame from it while waiting).
+    peer (seconds without any frame from it while waiting). `prefetched`: the dealer's
+    material comes from an offline phase (see ops.compare.choose_method).
     """
 
     def __init__(self, id: int, transport: Transport, *, timeout: float = DEFAULT_TIMEOUT,
                  frac_bits: int = ring.DEFAULT_FRAC_BITS, session: str = "", dealer: DealerClient | None = None,
                  truncation: str = "dealer", comparison: str = "auto", network: NetworkModel | None = None,
-                 owner: OwnerLink | None = None) -> None:
+                 owner: OwnerLink | None = None, prefetched: bool = False) -> None:
         if id not in (0, 1):
             raise ValueError(f"party id must be 0 or 1, got {id!r}")
         self.id = id
@@ -83,6 +84,9 @@ class Party:
         self.truncation = truncation
         self.comparison = comparison  # "auto": chosen per call from `network` (ops.compare.choose_method)
         self.network = network  # the declared link, the same at both parties
+        # material comes from an offline phase (run with a plan, or the dry run recording
+        # one): "auto" then weighs the online phase alone, alike in both runs
+        self.prefetched = prefetched
         self._outbox: list[Message] = []
         self._spent: list[object] = []  # see release_later
         self._flush_scheduled = False
@@ -123,13 +127,15 @@ class Party:
     async def run(self, program: Program[T], *args: Any, plan: list[Request] | None = None) -> T:
         """Handshake with the peer, run `program(self, *args)`, say goodbye, close.
 
-        `plan` (from mpcrt.offline.record_plan): fetch all dealer material first (offline).
+        `plan` (from mpcrt.offline.record_plan): fetch all dealer material first (offline);
+        the party then counts as `prefetched`, as the dry run that recorded the plan did.
         """
         loop = self._loop = asyncio.get_running_loop()
         install_task_factory(loop)
         self._peer_hello = loop.create_future()
         self._peer_bye = loop.create_future()
         self._last_progress = loop.time()
+        self.prefetched = self.prefetched or bool(plan)
         receiver = background_task(self._receive_loop(), f"party{self.id}-receiver")
         if self._owner is not None:
             self._owner.start()

@@ -58,21 +58,23 @@ LOOPBACK = (1e-3, 10e9)
 def choose_method(party, n: int, candidates: tuple[str, ...] = METHODS,
                   weights: dict[str, float] | None = None, evaluations: dict[str, float] | None = None) -> str:
     """The method with the least modelled time for n elements on the party's declared network
-    (rounds x RTT/2 + bytes / bandwidth + CPU, plus the dealer material's making and
-    shipping: a training job needs new material every step, prefetched or not, and the
-    DCF's keys are 30 times the tree's). Both parties declare the same network, so they
-    choose alike; the choice shows in stats as the op label (e.g. msb[dcf]). weights:
-    comparisons per element for a method, where an op needs several (default 1);
-    evaluations: where a method's work per element grows apart from its bytes and material
-    (a DCF key evaluated at several points), that factor on its CPU time."""
+    (rounds x RTT/2 + bytes / bandwidth + CPU). Where the dealer's material is made on demand
+    (training jobs: new material every step), its making and shipping count too, and the
+    DCF's keys are 30 times the tree's; where it was prefetched in an offline phase
+    (`party.prefetched`), only the online phase does. Both parties declare the same network
+    and the same phase, so they choose alike; the choice shows in stats as the op label
+    (e.g. msb[dcf]). weights: comparisons per element for a method, where an op needs
+    several (default 1); evaluations: where a method's work per element grows apart from
+    its bytes and material (a DCF key evaluated at several points), that factor on its CPU time."""
     network = getattr(party, "network", None)
     rtt, bandwidth = (network.rtt_s, network.bandwidth_bps) if network is not None else LOOPBACK
+    material = not getattr(party, "prefetched", False)
 
     def modelled(method: str) -> float:
         rounds, bytes_per_element, cpu, fixed, offline = COST_MODEL[method]
         count = n * (weights or {}).get(method, 1.0)
         cpu *= (evaluations or {}).get(method, 1.0)
-        return rounds * rtt / 2 + count * (bytes_per_element * 8 / bandwidth + cpu + offline) + fixed
+        return rounds * rtt / 2 + count * (bytes_per_element * 8 / bandwidth + cpu + offline * material) + fixed
 
     return min(candidates, key=modelled)
 

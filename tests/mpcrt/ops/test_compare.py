@@ -123,6 +123,12 @@ def test_the_automatic_choice_follows_the_network():
     assert choose_method(wan, 1_000) == "dcf"  # one round instead of five at 40 ms
     assert choose_method(wan, 100_000) == "tree"  # the DCF's keys cost more than 4 RTTs
     assert choose_method(wan, 100, ("lpgan", "tree")) == "tree"
+    # material from an offline phase: only the online phase is weighed
+    loopback.prefetched = wan.prefetched = True
+    assert choose_method(wan, 100_000) == "dcf"  # 1 round of 40 ms RTT where the tree takes 5
+    assert choose_method(wan, 1_000_000) == "tree"  # the walk's CPU outgrows 4 RTTs
+    assert choose_method(loopback, 1_000) == "dcf"
+    assert choose_method(loopback, 100_000) == "tree"  # rounds are cheap: the walk's CPU decides
 
 
 async def auto_choice(party, x):
@@ -137,6 +143,23 @@ def test_both_parties_choose_alike_and_stats_show_it():
     small, large = torch.randn(100), torch.randn(200_000)
     assert mpcrt.run_local(auto_choice, small, network="wan") == (["ge0/msb[dcf]"], ["ge0/msb[dcf]"])
     assert mpcrt.run_local(auto_choice, large) == (["ge0/msb[tree]"], ["ge0/msb[tree]"])
+
+
+def test_with_an_offline_phase_the_choice_weighs_the_online_phase_alone():
+    import mpcrt
+
+    x = torch.randn(20_000)  # the DCF's keys would cost 0.3 s to make: on demand, the tree's 4 more rounds are cheaper
+    assert mpcrt.run_local(auto_choice, x, network="wan") == (["ge0/msb[tree]"], ["ge0/msb[tree]"])
+    # the dry run recording the plan chooses as the prefetched run does: the plan fits it
+    r0, r1 = mpcrt.run_local(auto_and_dealer_waits, x, network="wan", offline=True)
+    assert r0 == r1 == (["ge0/msb[dcf]"], 0)
+
+
+async def auto_and_dealer_waits(party, x):
+    """The methods chosen, and how many requests went to the dealer during the program."""
+    before = party.stats.offline.requests
+    labels = await auto_choice(party, x)
+    return labels, party.stats.offline.requests - before
 
 
 async def relu_in_parts(party, x):
