@@ -177,7 +177,7 @@ async def test_a_dcf_opening_in_parts_is_one_round_of_several_frames(monkeypatch
     for y, bit, (frames, rounds) in await run_pair(relu_in_parts, x):
         held = torch.round(x * 2**16) / 2**16
         assert torch.equal(y, torch.relu(held)) and torch.equal(bit, (held >= 0).long())
-        assert (frames, rounds) == (4, 1)  # 350 elements in parts of 20, 60, 180 and 90: one round
+        assert (frames, rounds) == (4, 1)  # 350 elements in parts of 20, 50, 125 and 155: one round
 
 
 async def dcf_on_nothing(party):
