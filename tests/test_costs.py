@@ -53,6 +53,7 @@ NONLINEAR = {  # the table's rows are per method: the tree unless the row says o
     "leaky_relu": lambda x: ops.leaky_relu(x, 0.2, "tree"), "sigmoid": lambda x: ops.sigmoid(x, "tree"),
     "tanh": lambda x: ops.tanh(x, "tree"), "reciprocal": lambda x: ops.reciprocal(x, "tree"),
     "inv_sqrt": lambda x: ops.inv_sqrt(x, "tree"), "sqrt": lambda x: ops.sqrt(x, "tree"),
+    "inv_sqrt_large": lambda x: ops.inv_sqrt(x, "tree"), "reciprocal_large": lambda x: ops.reciprocal(x, "tree"),
     "exp": lambda x: ops.exp(x, "tree"), "sigmoid_lpgan": lambda x: ops.sigmoid_lpgan(x, "tree"),
 }
 
@@ -129,7 +130,8 @@ CASES = {
     "and": [((3,),), ((2, 5),)],
     "bit_to_arith": [((1,),), ((4,),)],
     "mul_bit": [((5,),), ((3, 40),)],
-    **{op: [((64,),), ((3, 50),)] for op in NONLINEAR},
+    **{op: [((64,),), ((3, 50),)] for op in NONLINEAR if not op.endswith("_large")},
+    **{op: [((16384,),), ((2, 9000),)] for op in NONLINEAR if op.endswith("_large")},  # the leading one pays
     "batch_norm": [((2, 3, 4, 4),), ((4, 40, 3, 3),), ((1, 70, 2, 2),)],
 }
 

@@ -9,6 +9,7 @@ locally, and only party 1's corrections for dependent parts (c = a*b - c0, ...) 
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from abc import ABC, abstractmethod
@@ -250,16 +251,13 @@ class AndTriple(Kind):
         return {"c": free["a"] & free["b"]}
 
 
-def product_subsets(terms: tuple[tuple[int, ...], ...]) -> list[tuple[int, ...]]:
+@functools.lru_cache(maxsize=1024)
+def product_subsets(terms: tuple[tuple[int, ...], ...]) -> tuple[tuple[int, ...], ...]:
     """Every set of two or more variables within some term, once each, sorted, in a fixed
-    order: the mask products a multi-input AND needs."""
-    out: list[tuple[int, ...]] = []
-    for term in terms:
-        for size in range(2, len(term) + 1):
-            for subset in itertools.combinations(sorted(term), size):
-                if subset not in out:
-                    out.append(subset)
-    return out
+    order (first appearance): the mask products a multi-input AND needs. Cached: the
+    dealer and both parties ask for the same terms several times per request."""
+    return tuple(dict.fromkeys(subset for term in terms for size in range(2, len(term) + 1)
+                               for subset in itertools.combinations(sorted(term), size)))
 
 
 class MultiAndTriple(Kind):

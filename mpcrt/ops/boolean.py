@@ -224,3 +224,24 @@ async def mul_bit(x: ArithmeticShare, bits: BinaryShare) -> tuple[ArithmeticShar
     """(x * b, b as ring 0/1): times_opened_bit, the bit as ring shares (local)."""
     product, opened = await times_opened_bit(x, bits)
     return product, ArithmeticShare(x.party, opened.arith(), 0, torch.int64)
+
+
+async def open_inputs(party, x: torch.Tensor, terms: tuple[tuple[int, ...], ...],
+                      known: KnownRows | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The round of `monomials` without its evaluation, for callers that evaluate many terms
+    at once (ops.bitpoly): the inputs opened (known rows: their public values), this party's
+    XOR share of each input's mask (known rows: of the and_private's), and its shares of the
+    mask products, one row per `product_subsets(terms)` entry. Same material, same bytes."""
+    params = (tuple(x.shape), terms) if known is None else (tuple(x.shape), terms, known.spec())
+    with op_label("and"):
+        mid = party.next_id()
+        m = await party.dealer.get(Request("mand", mid, "", params))
+        fresh = list(range(len(x))) if known is None else [i for i in range(len(x)) if i not in known.rows]
+        e_mine = x[fresh] ^ m["a"][fresh]
+        (e_peer,) = await party.exchange([e_mine], mid=mid)
+    e, masks = torch.empty_like(x), m["a"].clone()
+    e[fresh] = e_mine ^ e_peer
+    if known is not None:
+        e[list(known.rows)] = known.public
+        masks[list(known.rows)] = known.share
+    return e, masks, m["c"]

@@ -4,10 +4,14 @@ ranges; clipped outside them."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from mpcrt import ops
 from tests.conftest import run_pair
+from transports import PRESETS
+
+WAN = [{"network": PRESETS["wan"]}] * 2  # declared only (no delay here): the leading one pays there
 
 ULP = 2.0 ** -16
 
@@ -23,18 +27,19 @@ def budget_used(got: torch.Tensor, want: torch.Tensor) -> float:
 async def roots(party, a: torch.Tensor, b: torch.Tensor):
     A = await party.input(a if party.id == 0 else None, src=0)
     B = await party.input(b if party.id == 1 else None, src=1)
-    out = [await ops.reciprocal(A), await ops.inv_sqrt(B), await ops.sqrt(B)]
+    out = [await ops.reciprocal(A, "tree"), await ops.inv_sqrt(B, "tree"), await ops.sqrt(B, "tree")]
     return [await v.reveal() for v in out], {k: party.stats.op(k).rounds for k in ("reciprocal", "inv_sqrt", "sqrt")}
 
 
-async def test_accuracy_over_the_documented_ranges():
+@pytest.mark.parametrize(("options", "expected_rounds"), [(None, 13), (WAN, 12)])  # the threshold tree; the leading one
+async def test_accuracy_over_the_documented_ranges(options, expected_rounds):
     a = torch.cat([torch.logspace(-2, 3, 4001, dtype=torch.float64), torch.tensor([1e-2, 1e3, 1.0, 0.5, 2.0])])
     b = torch.cat([torch.logspace(-4, 4, 4001, dtype=torch.float64), torch.tensor([1e-4, 1e4, 1.0, 0.25, 4.0])])
-    for (r, i, s), rounds in await run_pair(roots, a, b, timeout=30):
+    for (r, i, s), rounds in await run_pair(roots, a, b, timeout=30, party_options=options):
         assert budget_used(r, 1 / q(a)) <= 1
         assert budget_used(i, q(b).rsqrt()) <= 1
         assert budget_used(s, q(b).sqrt()) <= 1
-        assert rounds == {"reciprocal": 13, "inv_sqrt": 13, "sqrt": 13}
+        assert rounds == dict.fromkeys(("reciprocal", "inv_sqrt", "sqrt"), expected_rounds)
 
 
 async def test_inputs_outside_the_range_are_clipped_not_wrapped():
@@ -45,3 +50,20 @@ async def test_inputs_outside_the_range_are_clipped_not_wrapped():
         assert budget_used(r, torch.tensor([128.0, 128.0, 2.0 ** -11, 2.0 ** -11, 128.0, 128.0])) <= 1
         assert budget_used(i, torch.tensor([128.0, 128.0, 2.0 ** -7, 2.0 ** -7, 128.0, 128.0])) <= 1
         assert budget_used(s, torch.tensor([2.0 ** -7, 2.0 ** -7, 2.0 ** 7, 2.0 ** 7, 2.0 ** -7, 2.0 ** -7])) <= 1
+
+
+async def inv_sqrt_cost(party, a: torch.Tensor):
+    A = await party.input(a if party.id == 0 else None, src=0)
+    await A.reveal()  # both parties past the input: the op starts fresh
+    before = (party.stats.rounds, party.stats.bytes_sent, party.stats.bytes_received)
+    await ops.inv_sqrt(A, "tree")
+    return tuple(x - y for x, y in zip((party.stats.rounds, party.stats.bytes_sent, party.stats.bytes_received),
+                                       before, strict=True))
+
+
+async def test_inv_sqrt_costs_12_rounds_and_2840_bytes_a_word_each_way():
+    n = 100  # 2 words of packed bits
+    for cost in await run_pair(inv_sqrt_cost, torch.rand(n, dtype=torch.float64) * 9.9 + 0.1, party_options=WAN):
+        # the range conversion's one-hot by the leading one (ops.leading: 355 bit rows each
+        # way, 6 rounds), then the product and Goldschmidt step (72 bytes an element, 6 rounds)
+        assert cost == (12, 2840 * 2 + 72 * n, 2840 * 2 + 72 * n)

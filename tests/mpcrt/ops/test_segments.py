@@ -20,7 +20,9 @@ CASES = [
     (0.5, 3),
     (3 * 2.0 ** -F, 5.0, 7),  # an odd breakpoint: no common low bits (v = 0)
     (-1e6, 0, 1e6),  # a wide range: inner comparisons on many bits
-    tuple(2.0 ** j for j in range(-14, 15, 2)),  # the inverse square root's powers of four
+    tuple(2.0 ** j for j in range(-14, 15, 2)),  # powers of four
+    tuple(2.0 ** j for j in range(-14, 15)),  # the inverse square root's powers of two (ops.leading)
+    (2.0 ** -16, 2.0 ** -15, 2.0 ** -14),  # powers of two from one unit up
 ]
 
 
