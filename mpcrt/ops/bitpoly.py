@@ -31,7 +31,7 @@ ONE: Poly = frozenset({frozenset()})
 ZERO: Poly = frozenset()
 FAN_IN = 4  # nodes a prefix network joins per round: a term of k + 1 variables needs 2^(k+1) - k - 2 mask products
 FOLD_WORDS = 1 << 21  # words of (term, subset) pairs _expand gathers at once (16 MB)
-GROUP_SUBSETS = 256  # mask products per monomials call, about (a term of k variables: 2^k)
+GROUP_SUBSETS = 256  # mask products per dealer request, about (a term of k variables: 2^k)
 Node = tuple[Poly, Poly]  # (generate, propagate) of a span of bits, or (0, factor) for products
 
 
@@ -63,6 +63,28 @@ class Rows:
         self.party, self.opened = party, opened
         self.shares: list[torch.Tensor] = []
         self.known: dict[int, int] = {}  # variable -> its row of opened
+        self.base = 0  # a fork's first own variable (see fork)
+
+    def fork(self) -> Rows:
+        """A view for one of several computations run side by side (asyncio.gather): it sees
+        every variable so far and numbers its own after them, so that no numbering depends
+        on how the event loop interleaves the computations (both parties must number alike:
+        the numbers order the terms, the openings and the dealer's requests)."""
+        child = Rows(self.party, self.opened)
+        child.shares, child.known, child.base = list(self.shares), dict(self.known), len(self.shares)
+        return child
+
+    def adopt(self, child: Rows, polys: list[Poly]) -> list[Poly]:
+        """child's polynomials as polynomials of this Rows: the variables child made since its
+        fork are appended here (adopt side-by-side children in a fixed order)."""
+        offset = len(self.shares) - child.base
+        self.shares.extend(child.shares[child.base:])
+        self.known.update({v + offset: row for v, row in child.known.items() if v >= child.base})
+
+        def renumbered(poly: Poly) -> Poly:
+            return frozenset(frozenset(v + offset if v >= child.base else v for v in mono) for mono in poly)
+
+        return [renumbered(p) for p in polys]
 
     def fresh(self, share: torch.Tensor) -> Poly:
         """A new variable: this party's XOR share of it."""
@@ -103,8 +125,8 @@ class Rows:
 
     def _groups(self, terms: list[Monomial]) -> list[list[Monomial]]:
         """The terms in groups that share no fresh variable (so none opens twice), packed into
-        calls of about GROUP_SUBSETS mask products each: the dealer's bookkeeping of a call
-        grows with the square of its products."""
+        calls of about GROUP_SUBSETS mask products each (all in the same round), so that no
+        one dealer request grows large."""
         parent: dict[int, int] = {}
 
         def root(v: int) -> int:

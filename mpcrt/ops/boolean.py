@@ -75,25 +75,9 @@ async def monomials(party, x: torch.Tensor, terms: tuple[tuple[int, ...], ...],
     AND_(i in T) x_i = XOR over S in T of AND_(i in T \ S) e_i & AND_(i in S) a_i, and the
     dealer shares the products of the masks (dealer kind `mand`). Rows in `known` are public
     up to a mask already and are not opened. Shape (len(terms), ...)."""
-    params = (tuple(x.shape), terms) if known is None else (tuple(x.shape), terms, known.spec())
-    with op_label("and"):
-        mid = party.next_id()
-        m = await party.dealer.get(Request("mand", mid, "", params))
-        if known is None:  # every row opens
-            e_mine = x ^ m["a"]
-            (e_peer,) = await party.exchange([e_mine], mid=mid)
-            e = e_mine ^ e_peer
-        else:  # the known rows keep their public values; the others open
-            fresh = [i for i in range(len(x)) if i not in known.rows]
-            e_mine = x[fresh] ^ m["a"][fresh]
-            (e_peer,) = await party.exchange([e_mine], mid=mid)
-            e = torch.empty_like(x)
-            e[fresh] = e_mine ^ e_peer
-            e[list(known.rows)] = known.public
-    masks = {(i,): row for i, row in enumerate(m["a"])}
-    if known is not None:  # a known row's mask: this party's share of the and_private's
-        masks.update({(i,): share for i, share in zip(known.rows, known.share, strict=True)})
-    masks.update(zip(product_subsets(terms), m["c"], strict=True))
+    e, mask_rows, mask_products = await open_inputs(party, x, terms, known)
+    masks = {(i,): row for i, row in enumerate(mask_rows)}  # known rows: this party's share of the and_private's
+    masks.update(zip(product_subsets(terms), mask_products, strict=True))
     opened: dict[tuple[int, ...], torch.Tensor] = {}
 
     def opened_product(rows: tuple[int, ...]) -> torch.Tensor:

@@ -77,11 +77,17 @@ async def _networks(rows: Rows, gen: list[Poly], prop: list[Poly], z: list[Poly]
     ends = list(range(max(s - 1, 0), t))  # C_(j+1) = G of bits 0..j
     high = list(range(t, BITS - 1))
     down = list(range(t - 1, s, -1))  # Z_(t-1) down to Z_(s+1): suffix products as prefix products
+    views = [rows.fork() for _ in range(4)]  # side by side, each numbering its own variables
     carries, chain, suffix, above = await asyncio.gather(
-        prefix(rows, list(zip(gen[:t], prop[:t], strict=True)), {j: (True, False) for j in ends}, radices(t)),
-        prefix(rows, [(gen[k], prop[k]) for k in high], {len(high) - 1: (True, True)}, radices(len(high))),
-        prefix(rows, [(ZERO, z[k]) for k in down], {n: (False, True) for n in range(len(down))}, radices(len(down))),
-        prefix(rows, [(ZERO, z[k]) for k in range(t + 1, BITS)], {BITS - 2 - t: (False, True)}, radices(BITS - 1 - t)))
-    carry = {0: ZERO} | {j + 1: carries[j][0] for j in ends}
-    products = {k: suffix[n][1] for n, k in enumerate(down)} | {t: ONE}
-    return carry, chain[len(high) - 1], products, above[BITS - 2 - t][1]  # type: ignore[return-value]
+        prefix(views[0], list(zip(gen[:t], prop[:t], strict=True)), {j: (True, False) for j in ends}, radices(t)),
+        prefix(views[1], [(gen[k], prop[k]) for k in high], {len(high) - 1: (True, True)}, radices(len(high))),
+        prefix(views[2], [(ZERO, z[k]) for k in down], {n: (False, True) for n in range(len(down))},
+               radices(len(down))),
+        prefix(views[3], [(ZERO, z[k]) for k in range(t + 1, BITS)], {BITS - 2 - t: (False, True)},
+               radices(BITS - 1 - t)))
+    carry_polys = rows.adopt(views[0], [carries[j][0] for j in ends])
+    carry = {0: ZERO} | {j + 1: c for j, c in zip(ends, carry_polys, strict=True)}
+    high_g, high_p = rows.adopt(views[1], list(chain[len(high) - 1]))
+    products = dict(zip(down, rows.adopt(views[2], [suffix[n][1] for n in range(len(down))]), strict=True)) | {t: ONE}
+    (zero_above,) = rows.adopt(views[3], [above[BITS - 2 - t][1]])
+    return carry, (high_g, high_p), products, zero_above

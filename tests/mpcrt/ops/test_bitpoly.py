@@ -123,3 +123,21 @@ def test_polynomial_algebra():
     assert xor(x, x) == ZERO and times(x, x) == x and times(x, ONE) == x
     assert times(xor(ONE, x), x) == ZERO  # (1 + x) x = 0 over GF(2)
     assert times(xor(x, y), xor(x, y)) == xor(x, y)
+
+
+def test_side_by_side_views_number_alike_however_they_interleave():
+    def numbering(order: str):
+        rows = Rows(None)
+        shared = rows.fresh(torch.tensor([1]))
+        views = {name: rows.fork() for name in "ab"}
+        made: dict[str, list] = {name: [] for name in "ab"}
+        for name in order:  # the event loop may resume the two computations in either order
+            value = torch.tensor([len(made[name]) + (10 if name == "b" else 0)])
+            made[name].append(times(shared, views[name].fresh(value)))
+        adopted = [rows.adopt(views[name], made[name]) for name in "ab"]
+        return adopted, [int(s) for s in rows.shares]
+
+    assert numbering("aabb") == numbering("baba") == numbering("bbaa")
+    adopted, shares = numbering("abab")
+    assert adopted == [[frozenset({frozenset({0, v})}) for v in pair] for pair in ((1, 2), (3, 4))]
+    assert shares == [1, 0, 1, 10, 11]

@@ -10,6 +10,7 @@ from mpcrt.ops import segments
 from mpcrt.ops.segments import segment_onehot
 from mpcrt.shares import ArithmeticShare
 from tests.conftest import run_pair
+from transports import PRESETS
 
 F = 16
 CASES = [
@@ -21,9 +22,10 @@ CASES = [
     (3 * 2.0 ** -F, 5.0, 7),  # an odd breakpoint: no common low bits (v = 0)
     (-1e6, 0, 1e6),  # a wide range: inner comparisons on many bits
     tuple(2.0 ** j for j in range(-14, 15, 2)),  # powers of four
-    tuple(2.0 ** j for j in range(-14, 15)),  # the inverse square root's powers of two (ops.leading)
+    tuple(2.0 ** j for j in range(-14, 15)),  # the inverse square root's powers of two
     (2.0 ** -16, 2.0 ** -15, 2.0 ** -14),  # powers of two from one unit up
 ]
+POWERS_OF_TWO = CASES[-2:]  # on loopback at these sizes the tree takes its thresholds, on a slow link the leading one
 
 
 def ring_inputs(breakpoints) -> torch.Tensor:
@@ -55,6 +57,14 @@ async def place(party, values: torch.Tensor, breakpoints, method: str):
 async def test_exact_placement(breakpoints, method):
     values = ring_inputs(breakpoints)
     for got in await run_pair(place, values, breakpoints, method, timeout=60):
+        assert torch.equal(got.round().long(), expected(values, breakpoints))
+
+
+@pytest.mark.parametrize("breakpoints", POWERS_OF_TWO)
+async def test_exact_placement_by_the_leading_one(breakpoints):
+    values = ring_inputs(breakpoints)
+    wan = [{"network": PRESETS["wan"]}] * 2  # declared only (no delay here): the leading one pays there
+    for got in await run_pair(place, values, breakpoints, "tree", timeout=60, party_options=wan):
         assert torch.equal(got.round().long(), expected(values, breakpoints))
 
 
