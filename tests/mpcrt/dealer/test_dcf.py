@@ -54,12 +54,13 @@ def test_a_payload_wider_than_two_is_refused():
 
 
 def test_the_level_by_level_walk_agrees_with_the_compiled_one(monkeypatch):
-    """Where no libcrypto loads, the walk runs level by level with `cryptography`'s AES."""
-    alpha = prg.private_random_ring((300,)) & LOW63
+    """Where the CPU has no AES-NI, the walk runs level by level with `cryptography`'s AES.
+    2,503 elements: chunks of the compiled walk, and elements past the last four."""
+    alpha = prg.private_random_ring((2503,)) & LOW63
     beta, seeds, cw = keys(alpha, 2)
     y = (alpha + torch.randint(-2, 3, alpha.shape)) & LOW63
     compiled = [dcf.evaluate(p, seeds[p], cw, y) for p in (0, 1)]
-    monkeypatch.setattr(dcf.ecb, "available", lambda: False)
+    monkeypatch.setattr(dcf.aesni, "available", lambda: False)
     monkeypatch.setattr(dcf, "CHUNK", 128)
     assert all(torch.equal(dcf.evaluate(p, seeds[p], cw, y), compiled[p]) for p in (0, 1))
     assert torch.equal(compiled[0] + compiled[1], beta * (y < alpha).long()[:, None])
@@ -73,7 +74,7 @@ def test_parts_of_the_elements_evaluate_alone(monkeypatch, compiled):
     y = (alpha + torch.randint(-2, 3, alpha.shape)) & LOW63
     whole = [dcf.evaluate(p, seeds[p], cw, y) for p in (0, 1)]
     if not compiled:
-        monkeypatch.setattr(dcf.ecb, "available", lambda: False)
+        monkeypatch.setattr(dcf.aesni, "available", lambda: False)
     for lo, hi in ((0, 130), (130, 131), (131, 500)):
         parts = [dcf.evaluate(p, seeds[p], cw, y[lo:hi], start=lo) for p in (0, 1)]
         assert all(torch.equal(parts[p], whole[p][lo:hi]) for p in (0, 1))
