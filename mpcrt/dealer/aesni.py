@@ -10,6 +10,8 @@ the host CPU has AES-NI: check `available()` first.
 
 from __future__ import annotations
 
+import functools
+
 import llvmlite.binding as llvm
 import numpy as np
 from llvmlite import ir
@@ -21,6 +23,7 @@ _BLOCK = ir.VectorType(ir.IntType(64), 2)
 _ROUNDS = 10
 
 
+@functools.cache
 def available() -> bool:
     """Whether this CPU runs AES-NI (what `mmo` compiles to)."""
     try:
