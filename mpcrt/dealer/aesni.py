@@ -11,6 +11,7 @@ the host CPU has AES-NI: check `available()` first.
 from __future__ import annotations
 
 import functools
+import platform
 
 import llvmlite.binding as llvm
 import numpy as np
@@ -25,7 +26,10 @@ _ROUNDS = 10
 
 @functools.cache
 def available() -> bool:
-    """Whether this CPU runs AES-NI (what `mmo` compiles to)."""
+    """Whether this CPU runs AES-NI (what `mmo` compiles to): an x86-64 one with the "aes"
+    feature (ARM's AES instructions carry the same feature name, not the same intrinsic)."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return False
     try:
         return bool(llvm.get_host_cpu_features().get("aes"))
     except RuntimeError:  # hosts whose features LLVM cannot read

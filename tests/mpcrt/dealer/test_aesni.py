@@ -36,3 +36,13 @@ def test_round_keys_follow_the_key():
     assert np.array_equal(_mmo_all(blocks, aesni.round_keys(key)) ^ blocks, want)
     with pytest.raises(ValueError, match="16-byte"):
         aesni.round_keys(key[:8])
+
+
+def test_only_x86_64_counts(monkeypatch):
+    """ARM's AES instructions carry the same LLVM feature name, but not the x86 intrinsic."""
+    monkeypatch.setattr(aesni.platform, "machine", lambda: "aarch64")
+    aesni.available.cache_clear()
+    try:
+        assert not aesni.available()
+    finally:
+        aesni.available.cache_clear()
