@@ -161,19 +161,30 @@ class Party:
 
     async def _hello(self) -> None:
         seed = os.urandom(prg.KEY_BYTES)
+        choices = self._choices()
         self._send_control(HELLO, v=PROTOCOL_VERSION, party=self.id, session=self.session,
-                           frac_bits=self.frac_bits, seed=seed)
+                           frac_bits=self.frac_bits, seed=seed, **choices)
         peer = await self._wait_control(self._peer_hello, "its handshake")
         mine = {"v": PROTOCOL_VERSION, "party": self.peer_id, "session": self.session,
-                "frac_bits": self.frac_bits}
+                "frac_bits": self.frac_bits, **choices}
         for key, expected in mine.items():
             if peer.get(key) != expected:
                 what = {"v": "protocol version", "party": "party id", "session": "session id",
-                        "frac_bits": "fixed-point frac_bits"}[key]
+                        "frac_bits": "fixed-point frac_bits", "truncation": "truncation mode",
+                        "comparison": "comparison method",
+                        "network": "declared network (bandwidth bit/s, RTT s: 'auto' chooses methods by it)",
+                        "prefetched": "offline phase (material prefetched or not: 'auto' weighs it)"}[key]
                 raise HandshakeError(f"party {self.id} and its peer disagree on the {what}: expected "
-                                     f"{expected!r}, the peer has {peer.get(key)!r}")
+                                     f"{expected!r}, the peer has {peer.get(key)!r}; give both the same")
         seeds = (seed, peer["seed"]) if self.id == 0 else (peer["seed"], seed)
         self._common_key = prg.derive_key(b"common", *seeds)
+
+    def _choices(self) -> dict[str, Any]:
+        """What decides the protocol each op runs: both parties must agree on it, or their
+        programs part ways at the first op that chooses (caught here, before any op)."""
+        network = None if self.network is None else [self.network.bandwidth_bps, self.network.rtt_s]
+        return {"truncation": self.truncation, "comparison": self.comparison, "network": network,
+                "prefetched": self.prefetched}
 
     async def _goodbye(self) -> None:
         self._flush()

@@ -14,6 +14,7 @@ import torch
 import mpcrt
 from mpcrt.messages import MalformedFrame
 from tests.conftest import run_pair
+from transports import PRESETS
 
 KINDS = ["memory", "tcp", "tcp+tls", "wan+tcp"]
 CONSEQUENCES = mpcrt.PeerAborted | mpcrt.ProgramMismatch | mpcrt.PeerLost
@@ -129,6 +130,11 @@ async def nothing(party: mpcrt.Party):
 @pytest.mark.parametrize(("options", "match"), [
     ([{"frac_bits": 16}, {"frac_bits": 20}], "frac_bits"),
     ([{"session": "job-a"}, {"session": "job-b"}], "session id"),
+    # what "auto" chooses methods by: parties disagreeing would run different protocols
+    ([{"network": PRESETS["wan"]}, {}], "declared network"),
+    ([{"prefetched": True}, {}], "offline phase"),
+    ([{"comparison": "tree"}, {"comparison": "dcf"}], "comparison method"),
+    ([{"truncation": "dealer"}, {"truncation": "local"}], "truncation mode"),
 ])
 async def test_handshake_disagreements(options, match):
     results = await run_pair(nothing, timeout=3, party_options=options)
