@@ -19,8 +19,9 @@ Evaluation is compiled by numba, AES included where the CPU has AES-NI (`aesni`)
 chunk of elements that stays in cache, level by level, four elements at a time (their eight
 AES blocks in flight together), then the leaves; 1e5 elements take about 33 ms (5.2 ns per
 element and level). Elsewhere the walk goes level by level from Python, each level's
-blocks in one `cryptography` call and the corrections in a compiled step (about twice as
-long: 58-70 ms at 1e5). Key generation (the dealer's) is compiled too, both parties' keys in one pass.
+blocks in one `cryptography` call and the same compiled correction step (`_update`) in one
+pass: about 51 ms at 1e5. Key generation (the dealer's) is compiled too, both parties' keys
+in one pass.
 """
 
 from __future__ import annotations
@@ -55,60 +56,6 @@ class _Cipher:
         """AES of every block of `inp` (MMO's xor with the input is left to the caller)."""
         self.encryptor.update_into(self.inp.data.cast("B"), self.buffer)
         return self.out
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _write_inputs(inp, b, lo, hi, side):  # pragma: no cover - compiled
-    """The AES blocks of a seed (lo, hi) for the child on `side`: its seed block (tweak
-    2 + side) and its payload block (4 + side), at inp[b:b + 4]."""
-    inp[b] = lo ^ (np.uint64(2) + side)
-    inp[b + np.uint64(1)] = hi
-    inp[b + np.uint64(2)] = lo ^ (np.uint64(4) + side)
-    inp[b + np.uint64(3)] = hi
-
-
-@numba.njit(cache=True, nogil=True)
-def _path_inputs(s, y, shift, inp):  # pragma: no cover - compiled
-    """The first level's AES inputs, from the root seeds (flat arrays: numba indexes them
-    at half the cost of 2-d ones)."""
-    for j in range(y.shape[0]):
-        i = np.uint64(j)
-        _write_inputs(inp, np.uint64(4) * i, s[np.uint64(2) * i], s[np.uint64(2) * i + np.uint64(1)],
-                      (y[i] >> shift) & np.uint64(1))
-
-
-def _make_path_step(width: int):
-    """The evaluation's level step for one payload width, the width compiled in (a branch
-    on it per element doubles the step's time)."""
-
-    @numba.njit(cache=True, nogil=True)
-    def step(inp, out, y, shift, next_shift, t_words, t_word, t_shift, s_cw, v_cw, t, v):  # pragma: no cover
-        """One level on flat arrays: the taken child's corrected control bit and value, and
-        its seed as the next level's AES input (after the last level: bit 0's tweak).
-        Indices are unsigned: numba checks a signed one for wrap-around, 40% of the time."""
-        one, two, three, four = np.uint64(1), np.uint64(2), np.uint64(3), np.uint64(4)
-        word = np.uint64(t_word)
-        for j in range(y.shape[0]):
-            i = np.uint64(j)
-            b = four * i
-            yi = y[i]
-            parent = t[i]
-            mask = np.uint64(0) - parent
-            lo = out[b] ^ inp[b]
-            hi = out[b + one] ^ inp[b + one]
-            t[i] = (lo & one) ^ (parent & (t_words[two * i + word] >> (t_shift + ((yi >> shift) & one))))
-            k = np.uint64(width) * i
-            v[k] += (out[b + two] ^ inp[b + two]) + (v_cw[k] & mask)
-            if width == 2:
-                v[k + one] += (out[b + three] ^ inp[b + three]) + (v_cw[k + one] & mask)
-            lo = (lo ^ (s_cw[two * i] & mask)) & _NOT_ONE
-            hi = hi ^ (s_cw[two * i + one] & mask)
-            _write_inputs(inp, b, lo, hi, (yi >> next_shift) & one)
-
-    return step
-
-
-_PATH_STEP = {width: _make_path_step(width) for width in WIDTHS}
 
 
 WALK_CHUNK = 1024  # elements per chunk of the compiled walk: their state stays in cache for all levels
@@ -308,24 +255,63 @@ def _walk_compiled(s, y, s_cw, v_cw, t_cw, t, v, start: int) -> None:
 CHUNK = 32768  # elements per chunk of the level-by-level walk (without AES-NI)
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _write_inputs(i, shift, s, y, inp):  # pragma: no cover - compiled
+    """Element i's AES inputs at the level of `shift`, as `_expand` makes them: its seed's
+    blocks for the child it takes, seed (tweak 2 + bit) and payload (4 + bit)."""
+    one, two, four = np.uint64(1), np.uint64(2), np.uint64(4)
+    bit = (y[i] >> shift) & one
+    lo, hi = s[two * i], s[two * i + one]
+    inp[four * i], inp[four * i + one] = lo ^ (two + bit), hi
+    inp[four * i + two], inp[four * i + np.uint64(3)] = lo ^ (four + bit), hi
+
+
+@numba.njit(cache=True, nogil=True)
+def _first_inputs(s, y, shift, inp):  # pragma: no cover - compiled
+    """The first level's AES inputs, from the root seeds (later levels': the step's pass)."""
+    for j in range(y.shape[0]):
+        _write_inputs(np.uint64(j), shift, s, y, inp)
+
+
+def _make_level_step(width: int):
+    """One level's corrections from its AES outputs (MMO: out xor inp), by `_update`, and
+    the next level's inputs in the same pass; the width compiled in."""
+
+    @numba.njit(cache=True, nogil=True)
+    def step(inp, out, y, shift, next_shift, s, t, v, s_cw, v_cw, t_cw, word, t_shift, at):  # pragma: no cover
+        one, two, three, four = np.uint64(1), np.uint64(2), np.uint64(3), np.uint64(4)
+        for j in range(y.shape[0]):
+            i = np.uint64(j)
+            b = four * i
+            _update(width, i, (y[i] >> shift) & one, out[b] ^ inp[b], out[b + one] ^ inp[b + one],
+                    out[b + two] ^ inp[b + two], out[b + three] ^ inp[b + three], s, t, v, s_cw, v_cw, t_cw,
+                    word, t_shift, at)
+            _write_inputs(i, next_shift, s, y, inp)
+
+    return step
+
+
+_LEVEL_STEPS = {width: _make_level_step(width) for width in WIDTHS}
+
+
 def _walk_by_level(s, y, s_cw, v_cw, t_cw, t, v, start: int) -> None:
     """The walk level by level from Python, AES by `cryptography` for a chunk at a time, the
-    leaves last (arguments and result as _walk_compiled's)."""
+    corrections compiled (the same `_update` as the compiled walk's), the leaves last
+    (arguments and result as _walk_compiled's)."""
     n, width = v.shape
-    step = _PATH_STEP[width]
+    total = s_cw.shape[1]
+    flat_s_cw, flat_v_cw = s_cw.reshape(-1), v_cw.reshape(-1)
     for lo in range(0, n, CHUNK):
         part = slice(lo, min(n, lo + CHUNK))
         cipher = _Cipher((part.stop - lo, 2, 2))
-        flat_t_cw, values = t_cw[part].reshape(-1), v[part].reshape(-1)
-        _path_inputs(s[part].reshape(-1), y[part], np.uint64(DOMAIN_BITS - 1), cipher.flat_inp)
+        seeds, flat_t_cw, values = s[part].reshape(-1), t_cw[part].reshape(-1), v[part].reshape(-1)
+        _first_inputs(seeds, y[part], np.uint64(DOMAIN_BITS - 1), cipher.flat_inp)
         for level in range(DOMAIN_BITS):
             shift = DOMAIN_BITS - 1 - level
-            step(cipher.flat_inp, cipher.run().reshape(-1), y[part], np.uint64(shift), np.uint64(max(shift - 1, 0)),
-                 flat_t_cw, level // 32, np.uint64(2 * (level % 32)),
-                 s_cw[level, start + part.start:start + part.stop].reshape(-1),
-                 v_cw[level, start + part.start:start + part.stop].reshape(-1), t[part], values)
-        s[part] = cipher.inp[:, 0]  # the last step left each final seed with bit 0's tweak on it
-        s[part, 0] ^= np.uint64(2) + (y[part] & np.uint64(1))
+            _LEVEL_STEPS[width](cipher.flat_inp, cipher.run().reshape(-1), y[part], np.uint64(shift),
+                                np.uint64(max(shift - 1, 0)), seeds, t[part], values, flat_s_cw, flat_v_cw,
+                                flat_t_cw, np.uint64(level // 32), np.uint64(2 * (level % 32)),
+                                np.uint64(level * total + start + lo))
     v += _convert(s, width)
 
 

@@ -56,6 +56,12 @@ COST_MODEL = {"tree": (5, 1168 / 64, 0.19e-6, 0.0, 0.35e-6), "lpgan": (64, 1504 
 LOOPBACK = (1e-3, 10e9)
 
 
+def link(party) -> tuple[float, float]:
+    """(RTT seconds, bandwidth bit/s) of the party's declared network; LOOPBACK without one."""
+    network = getattr(party, "network", None)
+    return (network.rtt_s, network.bandwidth_bps) if network is not None else LOOPBACK
+
+
 def choose_method(party, n: int, candidates: tuple[str, ...] = METHODS,
                   weights: dict[str, float] | None = None, evaluations: dict[str, float] | None = None) -> str:
     """The method with the least modelled time for n elements on the party's declared network
@@ -67,8 +73,7 @@ def choose_method(party, n: int, candidates: tuple[str, ...] = METHODS,
     (e.g. msb[dcf]). weights: comparisons per element for a method, where an op needs
     several (default 1); evaluations: where a method's work per element grows apart from
     its bytes and material (a DCF key evaluated at several points), that factor on its CPU time."""
-    network = getattr(party, "network", None)
-    rtt, bandwidth = (network.rtt_s, network.bandwidth_bps) if network is not None else LOOPBACK
+    rtt, bandwidth = link(party)
     material = not getattr(party, "prefetched", False)
 
     def modelled(method: str) -> float:

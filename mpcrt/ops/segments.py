@@ -39,7 +39,7 @@ from mpcrt import ring
 from mpcrt.binary import BinaryShare
 from mpcrt.ops.boolean import and_, and_private, bit_to_arith
 from mpcrt.ops.carry import CarryGroup, PublicRows, reduce_carries
-from mpcrt.ops.compare import LOOPBACK, _resolve, below_dcf, bit_slice, is_non_negative
+from mpcrt.ops.compare import _resolve, below_dcf, bit_slice, is_non_negative, link
 from mpcrt.ops.leading import leading_onehot, powers_of_two
 from mpcrt.scope import op_label
 from mpcrt.shares import ArithmeticShare, stack
@@ -104,8 +104,7 @@ def leading_pays(x: ArithmeticShare) -> bool:
     """Whether the leading one (ops.leading) beats the threshold tree at powers of two on the
     party's declared network: always on slow links (a round), from about 11,000 elements on
     loopback. Both parties declare the same network and know the shape: they choose alike."""
-    network = x.party.network
-    rtt, bandwidth = (network.rtt_s, network.bandwidth_bps) if network is not None else LOOPBACK
+    rtt, bandwidth = link(x.party)
     rounds, sent, cpu = LEADING_SAVES
     return rounds * rtt / 2 + x.numel() * (sent * 8 / bandwidth + cpu) > LEADING_EXTRA_SECONDS
 
