@@ -19,6 +19,7 @@ import contextlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import msgpack
 import torch
 
 from mpcrt import prg, ring
@@ -62,7 +63,7 @@ def input_key(seed1: bytes) -> bytes:
 
 
 def _mask(key: bytes, name: str, shape: tuple[int, ...]) -> torch.Tensor:
-    return prg.random_ring(shape, key, prg.nonce_for(b"owner-input:" + name.encode()))
+    return prg.named_ring(shape, key, msgpack.packb(["owner-input", name]))
 
 
 class OwnerLink:

@@ -1,8 +1,12 @@
 """Cryptographically secure pseudo-random ring elements (AES-128-CTR from `cryptography`).
 
 Never numpy's generator: masks and shares must be unpredictable to the other party.
-A keyed stream is deterministic per (key, nonce), so two holders of a key derive the same
-elements without talking; a fresh key from os.urandom gives private randomness.
+A stream is named by a label under a key: its AES key is a keyed BLAKE2b of the label
+(`stream_key`, 128 bits), so two holders of the key derive the same elements without
+talking, any two labels get independent streams, and even a holder of the key needs about
+2^64 work to find two labels with one stream. A label must name everything the stream's
+value depends on (see mpcrt.dealer.material.Request.label): no pad may ever hide two values.
+A fresh key from os.urandom gives private randomness.
 """
 
 from __future__ import annotations
@@ -29,12 +33,15 @@ def derive_key(*parts: bytes) -> bytes:
     return h.digest()[:KEY_BYTES]
 
 
-def nonce_for(label: bytes) -> bytes:
-    """A 16-byte CTR start block: 8 bytes naming the stream, then a zero block counter."""
-    return hashlib.blake2b(label, digest_size=8).digest() + bytes(8)
+def stream_key(key: bytes, label: bytes) -> bytes:
+    """The AES key of the stream named `label` under `key` (a PRF of the label: 128 bits)."""
+    return hashlib.blake2b(label, key=key, digest_size=KEY_BYTES).digest()
 
 
-def random_bytes(n: int, key: bytes, nonce: bytes) -> bytearray:
+ZERO_BLOCK = bytes(16)  # each stream has its own key, so its counter starts at zero
+
+
+def random_bytes(n: int, key: bytes, nonce: bytes = ZERO_BLOCK) -> bytearray:
     """n bytes of the AES-CTR keystream for (key, nonce)."""
     out = bytearray(n + 15)  # update_into needs room for one block more than its input
     encryptor = Cipher(algorithms.AES(key), modes.CTR(nonce)).encryptor()
@@ -43,7 +50,7 @@ def random_bytes(n: int, key: bytes, nonce: bytes) -> bytearray:
     return out
 
 
-def random_ring(shape: tuple[int, ...] | torch.Size, key: bytes, nonce: bytes) -> torch.Tensor:
+def random_ring(shape: tuple[int, ...] | torch.Size, key: bytes, nonce: bytes = ZERO_BLOCK) -> torch.Tensor:
     """Uniform elements of Z_2^64 (as int64) from the keyed stream."""
     n = math.prod(shape)
     if n == 0:
@@ -51,6 +58,11 @@ def random_ring(shape: tuple[int, ...] | torch.Size, key: bytes, nonce: bytes) -
     return torch.frombuffer(random_bytes(8 * n, key, nonce), dtype=torch.int64).reshape(shape)
 
 
+def named_ring(shape: tuple[int, ...] | torch.Size, key: bytes, label: bytes) -> torch.Tensor:
+    """Uniform ring elements of the stream named `label` under `key`."""
+    return random_ring(shape, stream_key(key, label))
+
+
 def private_random_ring(shape: tuple[int, ...] | torch.Size) -> torch.Tensor:
     """Uniform ring elements only this process knows (fresh os.urandom key)."""
-    return random_ring(shape, new_key(), bytes(16))
+    return random_ring(shape, new_key())

@@ -359,7 +359,7 @@ class Party:
 
     def _common_random(self, mid: MessageId, shape: tuple[int, ...]) -> torch.Tensor:
         """Ring elements both parties derive for step `mid` (never reuse a step's id)."""
-        return prg.random_ring(shape, self._common_key, prg.nonce_for(msgpack.packb(list(mid))))
+        return prg.named_ring(shape, self._common_key, msgpack.packb(["common", list(mid)]))
 
     # ---- frames ----------------------------------------------------------------------------
 

@@ -2,14 +2,17 @@
 
 The dealer holds seed0 (shared with party 0) and seed1 (shared with party 1). Every piece
 of material is named by a `Request` (kind, the step's message id, a tag, parameters), and
-each random component is an AES-CTR stream keyed by a seed at a nonce derived from that
-name. So party 0 derives all its parts locally, party 1 derives its free parts (masks)
-locally, and only party 1's corrections for dependent parts (c = a*b - c0, ...) travel.
+each random component is an AES-CTR stream under a seed named by the whole request and the
+component (`Request.label`: every parameter included). So party 0 derives all its parts
+locally, party 1 derives its free parts (masks) locally, and only party 1's corrections for
+dependent parts (c = a*b - c0, ...) travel. A request that differs from the program's in
+any parameter names other streams: its answer is independent of the real one.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import itertools
 import math
 from abc import ABC, abstractmethod
@@ -43,8 +46,14 @@ class Request:
     tag: str
     params: tuple
 
-    def nonce(self, component: str) -> bytes:
-        return prg.nonce_for(msgpack.packb([self.kind, list(self.mid), self.tag, component]))
+    @functools.cached_property
+    def digest(self) -> bytes:
+        """SHA-256 of the request's canonical encoding (its wire form): names its streams."""
+        return hashlib.sha256(msgpack.packb(["mpcrt-dealer", *self.to_wire()])).digest()
+
+    def label(self, component: str) -> bytes:
+        """The name of one component's stream: the whole request, then the component."""
+        return self.digest + component.encode()
 
     def to_wire(self) -> list:
         return [self.kind, list(self.mid), self.tag, _plain(self.params)]
@@ -553,7 +562,7 @@ def is_xor(kind: str, component: str) -> bool:
 def derive(request: Request, seed: bytes, component: str) -> torch.Tensor:
     """A party's seeded share of one component (free ones at both parties, dependent at party 0)."""
     shape = KINDS[request.kind].shapes(request.params)[component]
-    return prg.random_ring(shape, seed, request.nonce(component))
+    return prg.named_ring(shape, seed, request.label(component))
 
 
 def answer(request: Request, party_id: int, seed0: bytes, seed1: bytes) -> list[torch.Tensor]:

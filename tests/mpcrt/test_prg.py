@@ -1,4 +1,4 @@
-"""The AES-CTR generator: deterministic per key and nonce, distinct otherwise, unbiased bits."""
+"""The AES-CTR generator: deterministic per key and label, distinct otherwise, unbiased bits."""
 
 from __future__ import annotations
 
@@ -7,17 +7,25 @@ import torch
 from mpcrt import prg
 
 
-def test_same_key_and_nonce_give_the_same_stream():
-    key, nonce = prg.new_key(), prg.nonce_for(b"step 1")
-    assert torch.equal(prg.random_ring((5, 7), key, nonce), prg.random_ring((5, 7), key, nonce))
+def test_same_key_and_label_give_the_same_stream():
+    key = prg.new_key()
+    assert torch.equal(prg.named_ring((5, 7), key, b"step 1"), prg.named_ring((5, 7), key, b"step 1"))
 
 
 def test_prefix_property_and_distinct_streams():
     key = prg.new_key()
-    long = prg.random_ring((100,), key, prg.nonce_for(b"a"))
-    assert torch.equal(prg.random_ring((10,), key, prg.nonce_for(b"a")), long[:10])
-    assert not torch.equal(prg.random_ring((100,), key, prg.nonce_for(b"b")), long)
-    assert not torch.equal(prg.random_ring((100,), prg.new_key(), prg.nonce_for(b"a")), long)
+    long = prg.named_ring((100,), key, b"a")
+    assert torch.equal(prg.named_ring((10,), key, b"a"), long[:10])
+    assert not torch.equal(prg.named_ring((100,), key, b"b"), long)
+    assert not torch.equal(prg.named_ring((100,), prg.new_key(), b"a"), long)
+
+
+def test_streams_have_128_bit_keys_that_depend_on_every_byte_of_the_label():
+    key = prg.new_key()
+    names = {prg.stream_key(key, bytes([i]) * n) for i in range(16) for n in range(1, 17)}
+    assert len(names) == 256 and all(len(k) == 16 for k in names)
+    assert prg.stream_key(key, b"a" * 1000) != prg.stream_key(key, b"a" * 999 + b"b")
+    assert prg.stream_key(key, b"a") != prg.stream_key(prg.new_key(), b"a")
 
 
 def test_private_randomness_differs_each_time():
@@ -25,7 +33,7 @@ def test_private_randomness_differs_each_time():
 
 
 def test_bits_are_balanced_and_values_cover_the_ring():
-    x = prg.random_ring((100_000,), prg.new_key(), prg.nonce_for(b"stats"))
+    x = prg.named_ring((100_000,), prg.new_key(), b"stats")
     bits = torch.stack([(x >> i) & 1 for i in range(64)])
     frac = bits.double().mean(dim=1)
     assert float((frac - 0.5).abs().max()) < 0.01  # 100k samples: sd 0.0016 per bit
@@ -33,6 +41,6 @@ def test_bits_are_balanced_and_values_cover_the_ring():
 
 
 def test_empty_shapes_and_key_derivation():
-    assert prg.random_ring((0, 3), prg.new_key(), prg.nonce_for(b"")).shape == (0, 3)
+    assert prg.named_ring((0, 3), prg.new_key(), b"").shape == (0, 3)
     assert prg.derive_key(b"a", b"bc") != prg.derive_key(b"ab", b"c")
     assert len(prg.derive_key(b"x")) == prg.KEY_BYTES
