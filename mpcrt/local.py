@@ -71,7 +71,9 @@ def run_local(program: Program, *args: Any, transport: str = "memory", network: 
     """Run `program(party, *args)` as party 0 and party 1; returns (result0, result1).
 
     transport: "memory" (one process) or "tcp" (real sockets on loopback, TLS 1.3 with
-    mutual authentication unless tls=False). network: None, "lan", "wan", "mobile", a
+    mutual authentication unless tls=False). tls=False is for local measurements only: plain
+    TCP on loopback (transports refuse it elsewhere), and the dealer service then skips the
+    party's identity (it serves whichever party a connection says it is). network: None, "lan", "wan", "mobile", a
     NetworkModel or {"bandwidth_mbps":..., "rtt_ms":...}: simulated on top of the transport.
     processes=True runs each party in its own OS process over TCP (program and args must
     pickle). dealer: "local" (in this process) or "service" (a dealer service over TLS, as

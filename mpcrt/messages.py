@@ -105,3 +105,55 @@ def decode(payload: bytearray | memoryview) -> tuple[str, list[Message], dict[st
         raise MalformedFrame(f"malformed frame from the peer ({type(exc).__name__}: {exc}); "
                              "are both parties running the same lpgan version?") from exc
     return kind, messages, header
+
+
+# ---- the description of a value that another process sends -----------------------------------
+
+# A secret value travels as ring elements plus (frac_bits, dtype index, shape): party.input's
+# header from the peer, the owner's inputs, the parties' outputs to the owner. The index is
+# the dtype's position here, the same in every process.
+VALUE_DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int64,
+                torch.int32, torch.int16, torch.int8, torch.uint8, torch.bool]
+# The description decides what is allocated and how values decode, so a process that lies
+# must meet a bound, not a MemoryError: 2^28 elements are 2 GiB of ring elements.
+MAX_VALUE_ELEMENTS = 1 << 28
+MAX_VALUE_DIMS = 32
+MAX_FRAC_BITS = 30  # as ring.check_frac_bits
+
+
+def _is_int(x: object) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def shape_problem(shape: object, expected: tuple[int, ...] | None = None) -> str | None:
+    """Why `shape` (from another process) cannot be used, or None: it must be a list of at most
+    MAX_VALUE_DIMS non-negative ints of at most MAX_VALUE_ELEMENTS elements, and `expected`
+    where the receiver knows it."""
+    if not isinstance(shape, list | tuple) or not all(_is_int(d) for d in shape):
+        return f"shape {shape!r} is not a list of integers"
+    if len(shape) > MAX_VALUE_DIMS or any(d < 0 for d in shape):
+        return f"shape {tuple(shape)} has a negative size or more than {MAX_VALUE_DIMS} dimensions"
+    count = 1
+    for d in shape:
+        count *= d
+    if count > MAX_VALUE_ELEMENTS:
+        return f"shape {tuple(shape)} has {count} elements, above the bound of {MAX_VALUE_ELEMENTS}"
+    if expected is not None and tuple(shape) != tuple(expected):
+        return f"shape {tuple(shape)} differs from the expected {tuple(expected)}"
+    return None
+
+
+def value_problem(frac_bits: object, dtype_index: object, job_frac_bits: int | None) -> str | None:
+    """Why a value's (frac_bits, dtype index) cannot be used, or None: the index names one of
+    VALUE_DTYPES, and the scale is the job's for a float, 0 for an integer (what every honest
+    encoder writes; another scale would decode to other numbers). `job_frac_bits` None: a
+    receiver that does not know the job's scale yet accepts any valid one for a float."""
+    if not _is_int(dtype_index) or not 0 <= dtype_index < len(VALUE_DTYPES):  # type: ignore[operator]
+        return f"dtype index {dtype_index!r} is not one of 0..{len(VALUE_DTYPES) - 1}"
+    dtype = VALUE_DTYPES[dtype_index]  # type: ignore[index]
+    if not _is_int(frac_bits) or not 0 <= frac_bits <= MAX_FRAC_BITS:  # type: ignore[operator]
+        return f"frac_bits {frac_bits!r} is not an integer in [0, {MAX_FRAC_BITS}]"
+    scale = (frac_bits if job_frac_bits is None else job_frac_bits) if dtype.is_floating_point else 0
+    if frac_bits != scale:
+        return f"{dtype} with {frac_bits} fractional bits, where this job uses {scale}"
+    return None

@@ -10,6 +10,11 @@ its share and the owner adds them. Keys name values across the job ("real/3",
 `OwnerLink` is a party's end (`party.owner`), `OwnerClient` the owner's end of its links to
 both parties. Frames use the runtime's format (mpcrt.messages) with kinds "input",
 "output", "event" (progress and other small records) and "error".
+
+Neither end trusts what the other sends (docs/SECURITY.md): a value's description is checked
+before anything is allocated from it, the owner refuses outputs that disagree with each
+other or with what it expects, bounds what it holds unasked, and shows a server's words
+only with control characters escaped and labelled as that server's.
 """
 
 from __future__ import annotations
@@ -17,14 +22,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import msgpack
 import torch
 
 from mpcrt import prg, ring
 from mpcrt.errors import MPCError
-from mpcrt.messages import MalformedFrame, Message, decode, encode
+from mpcrt.messages import VALUE_DTYPES, MalformedFrame, Message, decode, encode, shape_problem, value_problem
 from mpcrt.scope import background_task
 from transports import Transport, TransportError
 
@@ -34,12 +39,22 @@ if TYPE_CHECKING:
 
 OWNER = "owner"
 INPUT, OUTPUT, EVENT, ERROR = "input", "output", "event", "error"
-DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int64,
-          torch.int32, torch.int16, torch.int8, torch.uint8, torch.bool]
+DTYPES = VALUE_DTYPES
+REFUSED = "refused"  # ServerFailed.kind of a frame the owner would not use
+# What the owner holds of outputs it has not asked for yet, per server: honest programs run
+# at most a few steps ahead (a model's weights, a window of iterations).
+MAX_UNCLAIMED_OUTPUTS = 4096
+MAX_UNCLAIMED_BYTES = 1 << 30
+MAX_SERVER_TEXT = 4000  # characters of one message or event string a server sends
+MAX_EVENT_DEPTH = 16
 
 
 class OwnerLost(MPCError, ConnectionError):
     """The owner's connection broke, or it sent nothing for longer than the timeout."""
+
+
+class OwnerFrameRefused(OwnerLost):
+    """The owner sent a frame this party cannot use (malformed, or a value it cannot hold)."""
 
 
 class ServerFailed(MPCError):
@@ -55,6 +70,81 @@ class ServerFailed(MPCError):
     def caused_by_peer(self) -> bool:
         """The party failed because its peer did (a consequence, not the cause)."""
         return self.kind in ("PeerAborted", "PeerLost", "PeerTimeout")
+
+
+class _Refused(Exception):
+    """A server's frame the owner will not use; becomes a ServerFailed naming the server."""
+
+
+# C0 and C1 controls (but newline and tab), DEL and the bidirectional overrides: what lets text
+# move the cursor, recolour, retitle or reorder the owner's terminal. Each shows as its escape.
+_UNPRINTABLE = [*range(0x20), 0x7F, *range(0x80, 0xA0), 0x200E, 0x200F, *range(0x202A, 0x202F),
+                *range(0x2066, 0x206A)]
+_ESCAPES = {c: (f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}") for c in _UNPRINTABLE if chr(c) not in "\n\t"}
+
+
+def server_text(text: object, limit: int = MAX_SERVER_TEXT) -> str:
+    """A server's words, safe to print on the owner's terminal: control characters escaped
+    (a server must not rewrite or recolour the owner's lines), at most `limit` characters."""
+    text = text if isinstance(text, str) else repr(text)
+    if len(text) > limit:
+        text = f"{text[:limit]}... ({len(text) - limit} more characters)"
+    return text.translate(_ESCAPES)
+
+
+def server_says(name: str, text: object) -> str:
+    """`text` labelled as what server `name` says; its further lines are indented under it."""
+    return f"{name} says: " + server_text(text).replace("\n", "\n    ")
+
+
+def _exception_name(cls: object) -> str:
+    """The exception class a server names, if it looks like one (it picks how a failure is
+    reported, so it is never free text)."""
+    return cls if isinstance(cls, str) and cls.isidentifier() and len(cls) <= 64 else ""
+
+
+def _clean_event(value: Any, depth: int = 0) -> Any:
+    """An event's values with every string made safe to print (server_text)."""
+    if depth > MAX_EVENT_DEPTH:
+        raise _Refused(f"an event nested deeper than {MAX_EVENT_DEPTH} levels")
+    if isinstance(value, str):
+        return server_text(value)
+    if isinstance(value, list):
+        return [_clean_event(v, depth + 1) for v in value]
+    if isinstance(value, dict):
+        return {_clean_event(k, depth + 1): _clean_event(v, depth + 1) for k, v in value.items()}
+    return value
+
+
+def _name(key: object) -> str:
+    """A key as it appears in an error (quoted, escaped, short)."""
+    return server_text(repr(key), 200)
+
+
+class _Expected(NamedTuple):
+    """What the owner expects of an output's shares (None: anything well-formed)."""
+
+    shape: tuple[int, ...] | None
+    dtype: torch.dtype | None
+
+    def problem(self, meta: tuple, tensor: torch.Tensor) -> str | None:
+        if self.dtype is not None and DTYPES[meta[1]] != self.dtype:
+            return f"a {DTYPES[meta[1]]} value where the owner expects {self.dtype}"
+        return None if self.shape is None else shape_problem(tuple(tensor.shape), self.shape)
+
+
+def _output_problem(tensors: list[torch.Tensor], meta: object, frac_bits: int) -> str | None:
+    """Why one share of an output cannot be used, or None: one tensor of ring elements and a
+    [frac_bits, dtype index] the job could have written."""
+    if len(tensors) != 1 or not isinstance(meta, list) or len(meta) != 2:
+        return "not one tensor with a [frac_bits, dtype index] description"
+    if tensors[0].dtype != torch.int64:
+        return f"{tensors[0].dtype} elements, not ring elements (int64)"
+    return value_problem(meta[0], meta[1], frac_bits)
+
+
+def _describe(meta: tuple, tensor: torch.Tensor) -> str:
+    return f"{DTYPES[meta[1]]} of shape {tuple(tensor.shape)} with {meta[0]} fractional bits"
 
 
 def input_key(seed1: bytes) -> bytes:
@@ -117,15 +207,19 @@ class OwnerLink:
             finally:
                 self._waiters.pop(key, None)
         (frac_bits, dtype_index, shape), tensor = self._inputs.pop(key)
-        if frac_bits != party.frac_bits and DTYPES[dtype_index].is_floating_point:
-            raise ValueError(f"the owner encoded {key!r} with {frac_bits} fractional bits, this job uses "
-                             f"{party.frac_bits}")
+        problem = value_problem(frac_bits, dtype_index, party.frac_bits)
+        if problem:
+            raise ValueError(f"the owner's input {key!r} is {problem}")
         share = tensor.clone() if tensor is not None else _mask(self._key, key, tuple(shape))  # type: ignore[arg-type]
         return ArithmeticShare(party, share, frac_bits, DTYPES[dtype_index])
 
     def send(self, key: str, share: ArithmeticShare) -> None:
-        """Give the owner this party's share of output `key` (the owner adds both)."""
+        """Give the owner this party's share of output `key` (the owner adds both). A float
+        goes at the job's scale (the owner refuses any other: truncate first)."""
         meta = [share.frac_bits, DTYPES.index(share.dtype)]
+        problem = value_problem(*meta, self.party.frac_bits if self.party is not None else None)
+        if problem:
+            raise ValueError(f"output {key!r} is {problem}; the owner would refuse it")
         self._send(encode(OUTPUT, [Message((), key, [share.value])], meta=[meta]))
 
     def event(self, **fields: Any) -> None:
@@ -153,22 +247,45 @@ class OwnerLink:
                     raise MalformedFrame(f"unexpected {kind!r} frame from the owner")
                 for message, meta in zip(messages, fields["meta"], strict=True):
                     self._accept(message, meta)
+            except OwnerFrameRefused as exc:
+                self._fail(exc)
+                return
             except (TransportError, MalformedFrame, ValueError, KeyError, TypeError) as exc:
                 self._fail(OwnerLost(f"party {self.party_id} lost its connection to the owner: {exc}"))
                 return
 
-    def _accept(self, message: Message, meta: list) -> None:
+    def _accept(self, message: Message, meta: object) -> None:
         key = message.label
+        if not isinstance(key, str):
+            raise OwnerFrameRefused(f"party {self.party_id} refuses an owner's input named {_name(key)}")
         if key in self._inputs or (key in self._used and key not in self._waiters):
-            raise ValueError(f"the owner sent input {key!r} twice")
-        frac_bits, dtype_index, shape = meta
+            raise OwnerFrameRefused(f"party {self.party_id} refuses the owner's input {_name(key)}: sent twice")
+        problem = self._input_problem(message, meta)
+        if problem:
+            raise OwnerFrameRefused(f"party {self.party_id} refuses the owner's input {_name(key)}: {problem}")
+        frac_bits, dtype_index, shape = meta  # type: ignore[misc]
         tensor = message.tensors[0] if message.tensors else None
-        if (tensor is None) != (self.party_id == 1) or (tensor is not None and list(tensor.shape) != shape):
-            raise ValueError(f"input {key!r} does not match its description")
         self._inputs[key] = ((frac_bits, dtype_index, shape), tensor)
         waiter = self._waiters.get(key)
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+
+    def _input_problem(self, message: Message, meta: object) -> str | None:
+        """Why an input frame cannot be used, or None: a well-formed description (the job's
+        scale is checked on receive, when the party is known), party 0's ring elements of that
+        shape, nothing for party 1 (its share is the keyed stream)."""
+        if not isinstance(meta, list) or len(meta) != 3:
+            return "no [frac_bits, dtype index, shape] description"
+        frac_bits, dtype_index, shape = meta
+        problem = value_problem(frac_bits, dtype_index, None) or shape_problem(shape)
+        if problem:
+            return problem
+        if len(message.tensors) != (1 if self.party_id == 0 else 0):
+            return f"{len(message.tensors)} tensors, party {self.party_id} takes {1 - self.party_id}"
+        tensor = message.tensors[0] if message.tensors else None
+        if tensor is not None and (tensor.dtype != torch.int64 or list(tensor.shape) != list(shape)):
+            return f"a {tensor.dtype} tensor of shape {tuple(tensor.shape)} where it describes ring elements of {shape}"
+        return None
 
     def _fail(self, error: BaseException) -> None:
         if self._failure is None:
@@ -188,13 +305,18 @@ class OwnerLink:
 class OwnerClient:
     """The owner's end: shares inputs with both parties, adds their output shares.
 
-    `on_event(party_id, fields)` receives the parties' events. Any party's error or lost
-    connection fails every pending and later call with `ServerFailed` naming the party.
+    `on_event(party_id, fields)` receives the parties' events (strings made safe to print).
+    Any party's error, lost connection or frame the owner refuses (see `_take_output`) fails
+    every pending and later call with `ServerFailed` naming the party; the owner's own data
+    and the other party's link are left as they are. `max_unclaimed_outputs` / `_bytes`: what
+    each party may send before the owner asks for it.
     """
 
     def __init__(self, links: tuple[Transport, Transport], seed1: bytes, frac_bits: int, timeout: float,
                  on_event: Callable[[int, dict], None] | None = None,
-                 names: tuple[str, str] = ("party 0", "party 1")) -> None:
+                 names: tuple[str, str] = ("party 0", "party 1"), *,
+                 max_unclaimed_outputs: int = MAX_UNCLAIMED_OUTPUTS,
+                 max_unclaimed_bytes: int = MAX_UNCLAIMED_BYTES) -> None:
         self.links = links
         self.frac_bits = ring.check_frac_bits(frac_bits)
         self.timeout = timeout
@@ -202,7 +324,12 @@ class OwnerClient:
         self.on_event = on_event
         self._key = input_key(seed1)
         self._shared: set[str] = set()
-        self._outputs: dict[str, list] = {}
+        self._outputs: dict[str, list] = {}  # key -> each party's (meta, tensor) or None
+        self._expected: dict[str, _Expected] = {}  # what reveal was told of a key
+        self._received: tuple[set[str], set[str]] = (set(), set())  # every key each party sent: one value each
+        self._unclaimed: tuple[dict[str, int], dict[str, int]] = ({}, {})  # key -> bytes, before reveal asks
+        self.max_unclaimed_outputs = max_unclaimed_outputs
+        self.max_unclaimed_bytes = max_unclaimed_bytes
         self._waiters: dict[str, asyncio.Future] = {}
         self._failure: ServerFailed | None = None
         self.failures: dict[int, ServerFailed] = {}  # every party's failure, first one first
@@ -246,9 +373,15 @@ class OwnerClient:
                 raise self._failure from exc  # type: ignore[misc]
             self.tensor_bytes_sent[i] += sum(m.nbytes for m in messages)
 
-    async def reveal(self, key: str, timeout: float | None = None) -> torch.Tensor:
-        """The value of output `key` (both parties' shares added and decoded)."""
+    async def reveal(self, key: str, timeout: float | None = None, *, shape: tuple[int, ...] | None = None,
+                     dtype: torch.dtype | None = None) -> torch.Tensor:
+        """The value of output `key` (both parties' shares added and decoded).
+
+        `shape`, `dtype`: what the program sends under this key, where the caller knows it. A
+        share that differs, or shares that differ from each other, end the job: ServerFailed
+        naming the party (both, where either may be the one that lies)."""
         self.start()
+        self._claim(key, _Expected(None if shape is None else tuple(shape), dtype))
         if None in self._outputs.get(key, (None,)):
             self._check()
             loop = asyncio.get_running_loop()
@@ -269,9 +402,29 @@ class OwnerClient:
                 future.result()
             finally:
                 self._waiters.pop(key, None)
+        return self._combine(key)
+
+    def _claim(self, key: str, expected: _Expected) -> None:
+        """The owner asks for `key`: its shares no longer count as unclaimed, and those already
+        here must match what the caller expects."""
+        self._expected[key] = expected
+        for i in (0, 1):
+            self._unclaimed[i].pop(key, None)
+        for i, entry in enumerate(self._outputs.get(key, ())):
+            problem = entry is not None and expected.problem(*entry)
+            if problem:
+                raise self._refuse(i, f"output {_name(key)}: {problem}")
+
+    def _combine(self, key: str) -> torch.Tensor:
+        """Both shares of `key` added and decoded, once they agree on type and shape."""
         (m0, t0), (m1, t1) = self._outputs.pop(key)
-        if m0 != m1:
-            raise ServerFailed(-1, f"the parties' shares of {key!r} differ in type ({m0} and {m1})")
+        self._expected.pop(key, None)
+        if m0 != m1 or t0.shape != t1.shape:
+            error = ServerFailed(-1, f"the parties' shares of output {_name(key)} disagree: {self.names[0]} sent "
+                                     f"{_describe(m0, t0)}, {self.names[1]} {_describe(m1, t1)}; one of them "
+                                     "lies or runs another program", REFUSED)
+            self._fail(error)
+            raise error
         frac_bits, dtype_index = m0
         return ring.decode(t0 + t1, frac_bits, DTYPES[dtype_index])
 
@@ -285,42 +438,96 @@ class OwnerClient:
                 kind, messages, fields = decode(await self.links[i].recv())
             except (TransportError, MalformedFrame) as exc:
                 if not self.finished[i]:
-                    self._fail(ServerFailed(i, f"lost {self.names[i]}: {exc}", "lost"))
+                    self._fail(ServerFailed(i, f"lost {self.names[i]}: {server_text(exc)}", "lost"))
                 return
             self._last_frame[i] = asyncio.get_running_loop().time()
-            if kind == OUTPUT:
-                for message, meta in zip(messages, fields.get("meta", []), strict=False):
-                    if len(message.tensors) != 1 or len(meta) != 2:
-                        self._fail(ServerFailed(i, f"{self.names[i]} sent a malformed output {message.label!r}"))
-                        return
-                    slot = self._outputs.setdefault(message.label, [None, None])
-                    slot[i] = (tuple(meta), message.tensors[0].clone())
-                    self.tensor_bytes_received[i] += message.nbytes
-                    waiter = self._waiters.get(message.label)
-                    if None not in slot and waiter is not None and not waiter.done():
-                        waiter.set_result(None)
-            elif kind == EVENT:
-                event = fields.get("fields", {})
-                if event.get("alive"):
-                    continue  # a heartbeat: progress, nothing to report
-                if event.get("done"):
-                    self.finished[i] = True
-                if self.on_event is not None:
-                    try:
-                        self.on_event(i, event)
-                    except Exception as exc:  # the owner's own failure (e.g. its disk): stop the job
-                        self.handler_error = exc
-                        self._fail(ServerFailed(-1, f"the owner failed: {exc}", "owner"))
-                        return
-            elif kind == ERROR:
-                self._fail(ServerFailed(i, f"{self.names[i]} failed: {fields.get('message', '?')}",
-                                        fields.get("cls", "")))
-                with contextlib.suppress(TransportError):
-                    await self.links[i].recv()  # wait for the close, so a lost link is not reported
+            try:
+                if not self._take_frame(i, kind, messages, fields):
+                    break
+            except _Refused as exc:
+                self._refuse(i, str(exc))
+                await self.links[i].close()  # stop its frames piling up; the job is over for it
                 return
-            else:
-                self._fail(ServerFailed(i, f"unexpected {kind!r} frame from {self.names[i]}"))
-                return
+        if kind == ERROR:
+            with contextlib.suppress(TransportError):
+                await self.links[i].recv()  # wait for the close, so a lost link is not reported
+
+    def _take_frame(self, i: int, kind: object, messages: list[Message], fields: dict[str, Any]) -> bool:
+        """Use one frame of party i; False once the party's link has nothing more to say."""
+        if kind == OUTPUT:
+            metas = fields.get("meta")
+            if not isinstance(metas, list) or len(metas) != len(messages):
+                raise _Refused("an output frame whose descriptions do not match its values")
+            for message, meta in zip(messages, metas, strict=True):
+                self._take_output(i, message, meta)
+            return True
+        if kind == EVENT:
+            return self._take_event(i, fields.get("fields", {}))
+        if kind == ERROR:
+            words = server_says(f"{self.names[i]} failed, and", fields.get("message", "?"))
+            self._fail(ServerFailed(i, words, _exception_name(fields.get("cls", ""))))
+            return False
+        raise _Refused(f"an unexpected {_name(kind)} frame")
+
+    def _take_output(self, i: int, message: Message, meta: object) -> None:
+        """Hold party i's share of an output until the owner asks for it, once checked: one
+        well-formed share per key, ring elements, the job's scale, what reveal expects, and
+        no more unclaimed outputs than the bounds."""
+        key = message.label
+        if not isinstance(key, str):
+            raise _Refused(f"an output named {_name(key)}")
+        problem = _output_problem(message.tensors, meta, self.frac_bits)
+        if problem is None and key in self._received[i]:
+            problem = "sent twice (an output key carries one value)"
+        if problem is None and key in self._expected:
+            problem = self._expected[key].problem(tuple(meta), message.tensors[0])  # type: ignore[arg-type]
+        if problem:
+            raise _Refused(f"output {_name(key)}: {problem}")
+        self._received[i].add(key)
+        slot = self._outputs.setdefault(key, [None, None])
+        slot[i] = (tuple(meta), message.tensors[0].clone())  # type: ignore[arg-type]
+        self.tensor_bytes_received[i] += message.nbytes
+        if key not in self._expected:
+            self._hold_unclaimed(i, key, message.nbytes)
+        waiter = self._waiters.get(key)
+        if None not in slot and waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _hold_unclaimed(self, i: int, key: str, nbytes: int) -> None:
+        """Count an output the owner has not asked for; past the bounds the party is refused
+        (it runs another program, or far ahead of the owner)."""
+        held = self._unclaimed[i]
+        held[key] = nbytes
+        total = sum(held.values())
+        if len(held) > self.max_unclaimed_outputs or total > self.max_unclaimed_bytes:
+            raise _Refused(f"{len(held)} outputs ({total} bytes) the owner has not asked for, the last "
+                           f"{_name(key)}: above the bound of {self.max_unclaimed_outputs} outputs and "
+                           f"{self.max_unclaimed_bytes} bytes; does it run another program?")
+
+    def _take_event(self, i: int, event: object) -> bool:
+        """Pass party i's event to on_event, its strings made safe; False if on_event failed."""
+        if not isinstance(event, dict):
+            raise _Refused(f"an event that is a {type(event).__name__}, not a map")
+        if event.get("alive"):
+            return True  # a heartbeat: progress, nothing to report
+        if event.get("done"):
+            self.finished[i] = True
+        if self.on_event is not None:
+            event = _clean_event(event)
+            try:
+                self.on_event(i, event)
+            except Exception as exc:  # the owner's own failure (e.g. its disk): stop the job
+                self.handler_error = exc
+                self._fail(ServerFailed(-1, f"the owner failed: {exc}", "owner"))
+                return False
+        return True
+
+    def _refuse(self, i: int, problem: str) -> ServerFailed:
+        """End the job for a frame of party i the owner will not use."""
+        error = ServerFailed(i, f"{self.names[i]} sent {problem}; the owner stops the job (its data and "
+                                f"the other server are left as they are)", REFUSED)
+        self._fail(error)
+        return error
 
     def _fail(self, error: ServerFailed) -> None:
         self.failures.setdefault(error.party_id, error)

@@ -21,7 +21,21 @@ import torch
 
 from mpcrt import prg, ring
 from mpcrt.errors import HandshakeError, PeerAborted, PeerLost, PeerTimeout, ProgramMismatch
-from mpcrt.messages import ABORT, BYE, DATA, HELLO, MalformedFrame, Message, decode, encode, spec
+from mpcrt.messages import (
+    ABORT,
+    BYE,
+    DATA,
+    HELLO,
+    MAX_VALUE_DIMS,
+    VALUE_DTYPES,
+    MalformedFrame,
+    Message,
+    decode,
+    encode,
+    shape_problem,
+    spec,
+    value_problem,
+)
 from mpcrt.scope import (
     _CURRENT,
     MessageId,
@@ -45,8 +59,6 @@ PROTOCOL_VERSION = 1
 DEFAULT_TIMEOUT = 60.0
 Program = Callable[..., Awaitable[T]]
 
-_INPUT_DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int64,
-                 torch.int32, torch.int16, torch.int8, torch.uint8, torch.bool]
 
 
 def _label_prefixes(label: str) -> list[str]:
@@ -321,12 +333,14 @@ class Party:
 
     # ---- shared tensors ------------------------------------------------------------------
 
-    async def input(self, value: torch.Tensor | Any | None, *, src: int):
+    async def input(self, value: torch.Tensor | Any | None, *, src: int, shape: Sequence[int] | None = None):
         """Secret-share `value`, held by party `src` (the other party passes None).
 
         Costs one message from src carrying only the shape and type: the non-owner's share is
         drawn from the stream both parties derive from the handshake key and the step id
         (the owner knows the value anyway), and the owner keeps value - that share.
+        `shape`: what the other party expects (checked against src's header; without it the
+        header need only be well-formed and at most messages.MAX_VALUE_ELEMENTS elements).
         """
         from mpcrt.shares import ArithmeticShare
 
@@ -338,24 +352,37 @@ class Party:
                 if value is None:
                     raise ValueError(f"party {src} owns this input and must pass its value, not None")
                 value = torch.as_tensor(value)
-                if value.dtype not in _INPUT_DTYPES:
+                if value.dtype not in VALUE_DTYPES:
                     raise TypeError(f"cannot share tensors of dtype {value.dtype}")
+                if shape is not None and tuple(shape) != tuple(value.shape):
+                    raise ValueError(f"input of shape {tuple(value.shape)}, where shape={tuple(shape)} was given")
                 frac_bits = self.frac_bits if value.is_floating_point() else 0
                 encoded = ring.encode(value, frac_bits)
-                header = torch.tensor([frac_bits, _INPUT_DTYPES.index(value.dtype), *value.shape])
+                header = torch.tensor([frac_bits, VALUE_DTYPES.index(value.dtype), *value.shape])
                 self.send(mid, [header])
                 share = encoded - self._common_random(mid, tuple(value.shape))
                 dtype = value.dtype
             else:
                 if value is not None:
                     raise ValueError(f"only party {src} provides this input; pass None on party {self.id}")
-                (header,) = await self.receive(mid)
-                if header.dtype != torch.int64 or header.ndim != 1 or len(header) < 2:
-                    raise ProgramMismatch(f"message {mid}: party {src} did not send an input header")
-                frac_bits, dtype_index, *shape = header.tolist()
-                dtype = _INPUT_DTYPES[dtype_index]
-                share = self._common_random(mid, tuple(shape))
+                frac_bits, dtype, got = await self._input_header(mid, src, shape)
+                share = self._common_random(mid, got)
         return ArithmeticShare(self, share, frac_bits, dtype)
+
+    async def _input_header(self, mid: MessageId, src: int,
+                            expected: Sequence[int] | None) -> tuple[int, torch.dtype, tuple[int, ...]]:
+        """Party src's description of its input, checked before anything is allocated from it:
+        a peer that lies about it meets ProgramMismatch, not an IndexError or a huge mask."""
+        (header,) = await self.receive(mid)
+        if header.dtype != torch.int64 or header.ndim != 1 or not 2 <= len(header) <= 2 + MAX_VALUE_DIMS:
+            raise ProgramMismatch(f"message {mid}: party {src} did not send an input header")
+        frac_bits, dtype_index, *shape = header.tolist()
+        problem = (value_problem(frac_bits, dtype_index, self.frac_bits)
+                   or shape_problem(shape, None if expected is None else tuple(expected)))
+        if problem:
+            raise ProgramMismatch(f"message {mid} ({current_label()!r}): party {self.id} refuses party {src}'s "
+                                  f"input header: {problem}")
+        return frac_bits, VALUE_DTYPES[dtype_index], tuple(shape)
 
     def _common_random(self, mid: MessageId, shape: tuple[int, ...]) -> torch.Tensor:
         """Ring elements both parties derive for step `mid` (never reuse a step's id)."""

@@ -7,12 +7,18 @@ BIOs, so decrypted bytes land directly in frame buffers too, and so handshake fa
 reach our code on both sides (asyncio's server-side TLS only logs them). After the
 handshake and the identity check the server sends one greeting frame: when `connect`
 returns, the server has accepted us.
+
+Plain TCP (`tls=None`) is for this machine only: it authenticates nobody (a dealer behind it
+cannot tell party 0 from party 1) and encrypts nothing, so `connect` and `listen` refuse it
+for any address but loopback (unless `allow_plain_remote=True` says so, for measurements
+between private network namespaces).
 """
 
 from __future__ import annotations
 
 import asyncio
 import errno
+import ipaddress
 import ssl
 
 from transports.base import DEFAULT_MAX_FRAME_BYTES, Frame, InboxTransport, frame_parts
@@ -232,6 +238,25 @@ class _TlsFrameProtocol(_FrameProtocol, asyncio.Protocol):
             self.transport.write(self._outgoing.read())
 
 
+def is_loopback(host: str) -> bool:
+    """`host` names this machine only: 127.0.0.0/8, ::1 (or ::ffff:127.x) or 'localhost'."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    return address.is_loopback or (mapped is not None and mapped.is_loopback)
+
+
+def _check_plain_tcp(host: str, tls: TLSConfig | None, allow_plain_remote: bool) -> None:
+    """Refuse plain TCP off loopback: nothing would authenticate or encrypt the link."""
+    if tls is None and not allow_plain_remote and not is_loopback(str(host)):
+        raise ValueError(f"plain TCP (tls=None) is for loopback only, not {host!r}: it neither authenticates the "
+                         "peer nor encrypts; pass a TLSConfig (or use 127.0.0.1 for a local test)")
+
+
 def _worth_retrying(exc: OSError) -> bool:
     """The peer may simply not be up yet (refused, unreachable for now, slow)."""
     return isinstance(exc, ConnectionRefusedError | TimeoutError) or exc.errno in (
@@ -239,11 +264,13 @@ def _worth_retrying(exc: OSError) -> bool:
 
 
 async def connect(host: str, port: int, *, tls: TLSConfig | None, timeout: float = DEFAULT_CONNECT_TIMEOUT,
-                  max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> TcpTransport:
+                  max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES, allow_plain_remote: bool = False) -> TcpTransport:
     """Connect to a listening peer, retrying with backoff while it is not up yet.
 
-    `tls=None` means plain TCP and must be asked for explicitly.
+    `tls=None` means plain TCP and must be asked for explicitly (loopback only, unless
+    `allow_plain_remote`).
     """
+    _check_plain_tcp(host, tls, allow_plain_remote)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     delay = 0.05
@@ -334,8 +361,10 @@ class Listener:
 
 
 async def listen(host: str, port: int, *, tls: TLSConfig | None, timeout: float = DEFAULT_CONNECT_TIMEOUT,
-                 max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> Listener:
-    """Listen on host:port (0 picks a free port); handshakes must finish within `timeout`."""
+                 max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES, allow_plain_remote: bool = False) -> Listener:
+    """Listen on host:port (0 picks a free port); handshakes must finish within `timeout`.
+    `tls=None` (plain TCP) only on a loopback address, unless `allow_plain_remote`."""
+    _check_plain_tcp(host, tls, allow_plain_remote)
     listener = Listener(tls, timeout, max_frame_bytes)
     loop = asyncio.get_running_loop()
     try:
