@@ -13,6 +13,7 @@ from abc import ABC, abstractmethod
 
 import torch
 
+from mpcrt.dealer.admission import Admission, DealerLimits
 from mpcrt.dealer.material import KINDS, Request, answer, answer_names, answer_shapes, derive
 from mpcrt.errors import DealerError
 from mpcrt.stats import Stats
@@ -32,13 +33,20 @@ class CorrectionSource(ABC):
 
 
 class LocalDealer(CorrectionSource):
-    """The dealer in this process: knows both seeds and computes corrections on demand."""
+    """The dealer in this process: knows both seeds and computes corrections on demand,
+    under the same rules as the service (mpcrt.dealer.admission)."""
 
-    def __init__(self, seed0: bytes, seed1: bytes) -> None:
+    def __init__(self, seed0: bytes, seed1: bytes, limits: DealerLimits | None = None) -> None:
         self.seed0, self.seed1 = seed0, seed1
+        self.admission = Admission(limits)
 
     async def fetch(self, request: Request, party_id: int) -> list[torch.Tensor]:
+        self.admission.admit([request], party_id)
         return answer(request, party_id, self.seed0, self.seed1)
+
+    async def fetch_many(self, requests: list[Request], party_id: int) -> list[list[torch.Tensor]]:
+        self.admission.admit(requests, party_id)
+        return [answer(r, party_id, self.seed0, self.seed1) for r in requests]
 
 
 class Pregenerated(CorrectionSource):

@@ -59,8 +59,14 @@ class Request:
         return [self.kind, list(self.mid), self.tag, _plain(self.params)]
 
     @staticmethod
-    def from_wire(item: list) -> Request:
+    def from_wire(item: Any) -> Request:
+        """The request a peer sent; ValueError unless it is (kind, step id, tag, params)."""
+        if not (isinstance(item, list) and len(item) == 4):
+            raise ValueError("a dealer request is a list of kind, step id, tag and parameters")
         kind, mid, tag, params = item
+        if not (isinstance(kind, str) and isinstance(tag, str) and isinstance(mid, list)
+                and all(isinstance(i, int) and not isinstance(i, bool) for i in mid)):
+            raise ValueError(f"malformed dealer request {str(item)[:100]}")
         return Request(kind, tuple(mid), tag, _hashable(params))
 
 

@@ -2,7 +2,9 @@
 
 Party 1 sends the requests of one event-loop tick as one frame; the service answers with
 one frame of corrections in the same order. Party 0 needs no connection: its material
-comes from its seed alone.
+comes from its seed alone (except public values, such as DCF keys). Every frame passes the
+job's `Admission` first: a refused request ends that party's connection with an "error"
+frame that says why, and `on_refusal` tells the owner, which ends the job naming the server.
 """
 
 from __future__ import annotations
@@ -11,10 +13,12 @@ import asyncio
 import contextlib
 import math
 from collections import deque
+from collections.abc import Callable
 
 import msgpack
 import torch
 
+from mpcrt.dealer.admission import Admission, DealerLimits, DealerRefused
 from mpcrt.dealer.client import CorrectionSource
 from mpcrt.dealer.material import Request, answer, answer_shapes
 from mpcrt.errors import DealerError
@@ -22,12 +26,18 @@ from mpcrt.messages import DATA, MalformedFrame, Message, decode, encode
 from mpcrt.scope import background_task
 from transports import Listener, Transport, TransportError
 
+REFUSED = "error"  # the frame kind of a refusal: {"message": why}
+
 
 class DealerService:
-    """Answers correction requests from party 1 connections until closed."""
+    """Answers the parties' requests for one job until closed."""
 
-    def __init__(self, seed0: bytes, seed1: bytes) -> None:
+    def __init__(self, seed0: bytes, seed1: bytes, limits: DealerLimits | None = None,
+                 on_refusal: Callable[[DealerRefused], None] | None = None) -> None:
         self.seed0, self.seed1 = seed0, seed1
+        self.admission = Admission(limits)
+        self.on_refusal = on_refusal
+        self.refusals: list[DealerRefused] = []
         self.requests_served = 0
         self.bytes_sent = 0
         self._tasks: set[asyncio.Task] = set()
@@ -49,19 +59,29 @@ class DealerService:
         certified = getattr(conn, "peer_name", None)
         try:
             while True:
-                frame = msgpack.unpackb(await conn.recv())
-                party_id = frame["p"]
-                if certified is not None and certified != f"party{party_id}":
-                    raise ValueError(f"{certified} asked for party {party_id}'s material")
-                requests = [Request.from_wire(item) for item in frame["r"]]
-                answers = [Message(r.mid, r.kind, answer(r, party_id, self.seed0, self.seed1)) for r in requests]
+                party_id, requests = _parse(await conn.recv(), certified)
+                self.admission.admit(requests, party_id)
+                answers = [Message(r.mid, r.kind, self._answer(r, party_id)) for r in requests]
                 conn.send(encode(DATA, answers))
                 self.requests_served += len(requests)
                 self.bytes_sent += sum(m.nbytes for m in answers)
-        except (TransportError, ValueError, KeyError, TypeError, msgpack.UnpackException):
+        except DealerRefused as refused:
+            self.refusals.append(refused)
+            with contextlib.suppress(TransportError):
+                conn.send(encode(REFUSED, message=str(refused)))
+            if self.on_refusal is not None:
+                self.on_refusal(refused)
+        except TransportError:
             pass
         finally:
             await conn.close()
+
+    def _answer(self, request: Request, party_id: int) -> list[torch.Tensor]:
+        try:
+            return answer(request, party_id, self.seed0, self.seed1)
+        except (ValueError, TypeError, KeyError, IndexError, RuntimeError) as exc:  # parameters that do not fit
+            raise DealerRefused(party_id, f"party {party_id} sent the dealer a malformed {request.kind} request at "
+                                          f"step {request.mid} ({type(exc).__name__}: {exc})"[:500]) from None
 
     async def close(self) -> None:
         for task in list(self._tasks):
@@ -69,6 +89,26 @@ class DealerService:
         for task in list(self._tasks):
             with contextlib.suppress(BaseException):
                 await task
+
+
+def _parse(frame: bytearray, certified: str | None) -> tuple[int, list[Request]]:
+    """(party id, requests) of a request frame; DealerRefused for anything else. Over TLS the
+    party is its certificate's name, never what it claims: party 0 must not obtain party 1's
+    corrections. Without TLS (loopback only) the claim is taken as is."""
+    try:
+        frame = msgpack.unpackb(frame)
+        party_id, items = frame["p"], frame["r"]
+        if party_id not in (0, 1) or isinstance(party_id, bool) or not isinstance(items, list):
+            raise ValueError("not a request frame")
+        requests = [Request.from_wire(item) for item in items]
+    except (ValueError, KeyError, TypeError, msgpack.UnpackException) as exc:
+        who = certified or "a party"
+        raise DealerRefused(-1, f"{who} sent the dealer a malformed frame ({type(exc).__name__}: {exc})"[:300]) \
+            from None
+    if certified is not None and certified != f"party{party_id}":
+        raise DealerRefused(int(certified[-1]) if certified[-1:] in "01" else -1,
+                            f"{certified} asked the dealer for party {party_id}'s material")
+    return party_id, requests
 
 
 ANSWER_FRAME_BYTES = 256 << 20  # dealer answers per frame: large plans travel in several frames
@@ -115,7 +155,14 @@ class RemoteDealer(CorrectionSource):
         batch, self._pending = self._pending, []
         if not batch or self._error is not None:
             return
-        for group in self._frames_of(batch):
+        groups = self._frames_of(batch)
+        if self._error is not None:  # an answer too big for any frame: this batch fails with it
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(self._error)
+                    future.exception()
+            return
+        for group in groups:
             try:
                 self.transport.send(msgpack.packb({"p": self.party_id, "r": [r.to_wire() for r, _ in group]}))
             except TransportError as exc:
@@ -129,7 +176,11 @@ class RemoteDealer(CorrectionSource):
         groups: list[list] = [[]]
         size = 0
         for request, future in batch:
-            nbytes = sum(8 * math.prod(shape) for shape in answer_shapes(request, self.party_id))
+            try:
+                nbytes = sum(8 * math.prod(shape) for shape in answer_shapes(request, self.party_id))
+            except (ValueError, TypeError, KeyError, IndexError) as exc:
+                self._fail(DealerError(f"malformed {request.kind} request at step {request.mid}: {exc!r}"))
+                return []
             if nbytes > self.transport.max_frame_bytes:
                 self._fail(DealerError(
                     f"the dealer material of {request.kind} at step {request.mid} is {nbytes / 1e9:.2f} GB, more "
@@ -147,9 +198,12 @@ class RemoteDealer(CorrectionSource):
         while True:
             try:
                 frame = await self.transport.recv()
-                _, messages, _ = decode(frame)
+                kind, messages, fields = decode(frame)
             except (TransportError, MalformedFrame) as exc:
                 self._fail(DealerError(f"lost the connection to the dealer: {exc}"))
+                return
+            if kind == REFUSED:
+                self._fail(DealerRefused(self.party_id, f"the dealer refused: {str(fields.get('message'))[:500]}"))
                 return
             batch = self._in_flight.popleft() if self._in_flight else []
             if len(messages) != len(batch):

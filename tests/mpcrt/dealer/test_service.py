@@ -156,8 +156,11 @@ async def test_a_party_cannot_ask_for_the_other_partys_material(dealer):
     remote = await _connect_dealer(dealer.port, 0, OPTIONS)  # certified as party0
     request = Request("triple", (1,), "", ("mul", (2,), (2,), ()))
     remote.transport.send(msgpack.packb({"p": 1, "r": [request.to_wire()]}))  # claims to be party 1
-    with pytest.raises(TransportError):  # the service hangs up instead of answering
-        decode(await remote.transport.recv(5))
+    kind, messages, fields = decode(await remote.transport.recv(5))  # a refusal, no material
+    assert (kind, messages) == ("error", []) and "party0 asked the dealer for party 1's material" in fields["message"]
+    with pytest.raises(TransportError):  # then the service hangs up
+        await remote.transport.recv(5)
+    assert [r.party_id for r in dealer.service.refusals] == [0]
 
 
 async def test_large_plans_travel_in_several_frames(monkeypatch, dealer):

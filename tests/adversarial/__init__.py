@@ -1,0 +1,1 @@
+"""A server operator who modifies their own party process, against the real services (docs/SECURITY.md)."""

@@ -1,0 +1,281 @@
+"""The dealer is no oracle (issue 23, item 1): a party 1 that runs modified code asks the real
+dealer service, over mutual TLS with its own certificate, for what an honest program never
+would. Each forged request is refused, or gets material independent of the real one; the
+service goes on serving an honest job."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import re
+import time
+
+import msgpack
+import pytest
+import torch
+
+import mpcrt
+from mpcrt import ops, prg
+from mpcrt.dealer import DealerLimits, DealerRefused, DealerService, LocalDealer, Request
+from mpcrt.dealer.material import KINDS, answer, derive
+from mpcrt.local import _connect_dealer, _dealer_tls
+from mpcrt.messages import decode
+from mpcrt.offline import record_plan
+from tests.conftest import run_pair
+from transports import listen
+
+SEEDS = (prg.derive_key(b"adversary s0"), prg.derive_key(b"adversary s1"))
+OPTIONS = {"tls": True, "timeout": 5}
+SHAPE, BITS = (8,), 16
+
+
+@pytest.fixture
+async def service():
+    """The real dealer service of one job on a mutual-TLS listener."""
+    dealer = DealerService(*SEEDS)
+    listener = await listen("127.0.0.1", 0, tls=_dealer_tls(True), timeout=5)
+    serving = asyncio.ensure_future(dealer.serve(listener))
+    dealer.port = listener.port
+    yield dealer
+    serving.cancel()
+    await dealer.close()
+    await listener.close()
+
+
+# ---- the truncation attack of the issue -------------------------------------------------------
+
+def full_mask(request: Request) -> torch.Tensor:
+    """The truncation's mask r, as the dealer knows it."""
+    return derive(request, SEEDS[0], "r") + derive(request, SEEDS[1], "r")
+
+
+def recover_mask(real: list[torch.Tensor], forged: list[torch.Tensor]) -> torch.Tensor:
+    """Party 1's attack: if the f=0 variant's correction r - s0 and the real one (r >> 16) - s0
+    share party 0's pad s0, their difference d = r - (r >> 16) gives r: q = r >> 16 is the
+    fixed point of q = (d + q) >> 16 (logical), reached in 64 / 16 steps."""
+    d = forged[0] - real[0]
+    q = torch.zeros_like(d)
+    for _ in range(5):
+        q = ((d + q) >> BITS) & ((1 << (64 - BITS)) - 1)
+    return d + q
+
+
+def attack_answers(mid: tuple[int, ...] = (7,)) -> tuple[Request, list[torch.Tensor], list[torch.Tensor]]:
+    real = Request("trunc", mid, "", (SHAPE, BITS))
+    forged = Request("trunc", mid, "", (SHAPE, 0))
+    return real, answer(real, 1, *SEEDS), answer(forged, 1, *SEEDS)
+
+
+def test_the_attack_recovers_the_mask_where_a_forged_variant_shares_the_real_pads(monkeypatch):
+    """The attack works as written when streams ignore the parameters (the old naming), so
+    the next test's failure to recover means something."""
+    def old_label(self: Request, component: str) -> bytes:
+        return msgpack.packb([self.kind, list(self.mid), self.tag, component])
+
+    monkeypatch.setattr(Request, "label", old_label)
+    real, honest, forged = attack_answers()
+    assert torch.equal(recover_mask(honest, forged), full_mask(real))
+
+
+def test_a_forged_variant_gets_material_independent_of_the_real_one():
+    real, honest, forged = attack_answers()
+    recovered = recover_mask(honest, forged)
+    assert not torch.equal(recovered, full_mask(real))
+    assert int((recovered == full_mask(real)).sum()) <= 1  # each element a 2^-64 chance at most
+
+
+async def test_the_service_refuses_the_forged_truncation_and_names_party_and_step(service):
+    party1 = await _connect_dealer(service.port, 1, OPTIONS)
+    real, honest, _ = attack_answers((999, 1))
+    got = await party1.fetch(real, 1)
+    assert all(torch.equal(a, b) for a, b in zip(got, honest, strict=True))
+    with pytest.raises(DealerRefused, match=r"party 1 asked the dealer twice for step \(999, 1\)"):
+        await party1.fetch(Request("trunc", (999, 1), "", (SHAPE, 0)), 1)
+    assert [r.party_id for r in service.refusals] == [1]
+    await party1.close()
+
+
+# ---- every kind: variants of each parameter, shorter and longer ----------------------------
+
+async def _every_op(party):
+    x = await party.input(torch.linspace(-3, 3, 24).reshape(2, 12) if party.id == 0 else None, src=0)
+    y = await party.input(torch.linspace(0.5, 2, 24).reshape(2, 12) if party.id == 1 else None, src=1)
+    await asyncio.gather(ops.mul(x, y), ops.relu(x), ops.sigmoid(x), ops.inv_sqrt(y), ops.leaky_relu(x, 0.2),
+                         ops.msb(x), ops.square(x))
+
+
+@functools.cache
+def one_request_of_each_kind() -> dict[str, Request]:
+    """Real requests, as honest programs make them (two comparison methods cover every kind)."""
+    found: dict[str, Request] = {}
+    for comparison in ("auto", "tree"):
+        for request in asyncio.run(record_plan(_every_op, comparison=comparison)):
+            found.setdefault(request.kind, request)
+    return found
+
+
+def test_the_honest_plans_cover_every_kind():
+    assert set(one_request_of_each_kind()) == set(KINDS)
+
+
+def variants(params: object) -> list[object]:
+    """Every way of changing one parameter: each integer one more and one less (a longer and
+    a shorter shape, another bit count, another index), each string another."""
+    if isinstance(params, tuple):
+        out = []
+        for i, item in enumerate(params):
+            out += [(*params[:i], v, *params[i + 1:]) for v in variants(item)]
+        return out
+    if isinstance(params, bool):
+        return [not params]
+    if isinstance(params, int):
+        return [params + 1, params - 1] if params > 0 else [params + 1]
+    if isinstance(params, str):
+        return ["matmul" if params == "mul" else "mul", params + "x"]
+    return []
+
+
+def answerable(request: Request) -> bool:
+    """Whether the dealer would make material for this request at all (its other rules aside)."""
+    try:
+        answer(request, 1, *SEEDS)
+        answer(request, 0, *SEEDS)
+    except (ValueError, TypeError, KeyError, IndexError, RuntimeError):
+        return False
+    return True
+
+
+def overlap(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether two streams agree on their first elements (one a prefix of the other, or equal)."""
+    n = min(a.numel(), b.numel(), 64)
+    return n > 0 and torch.equal(a.reshape(-1)[:n], b.reshape(-1)[:n])
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_no_variant_of_a_request_shares_a_pad_with_it(kind):
+    """Party 0's seeded shares (the pads of party 1's corrections) and both parties' masks of
+    a variant share no stream with the real request's: not equal, not a prefix."""
+    real = one_request_of_each_kind()[kind]
+    spec = KINDS[kind]
+    own = {(c, s): derive(real, SEEDS[s], c) for c in (*spec.free, *spec.dependent) for s in (0, 1)}
+    tried = 0
+    for params in variants(real.params):
+        forged = Request(kind, real.mid, real.tag, params)
+        if not answerable(forged):
+            continue
+        tried += 1
+        for (component, s), stream in own.items():
+            assert not overlap(derive(forged, SEEDS[s], component), stream), (component, params)
+        corrections = zip(answer(forged, 1, *SEEDS), answer(real, 1, *SEEDS), strict=True)
+        assert not any(overlap(f, r) for f, r in corrections), params
+    assert tried >= 1
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+async def test_the_service_refuses_every_variant_at_the_real_step(service, kind):
+    real = one_request_of_each_kind()[kind]
+    party1 = await _connect_dealer(service.port, 1, OPTIONS)
+    await party1.fetch(real, 1)
+    forged = next(f for p in variants(real.params) if answerable(f := Request(kind, real.mid, real.tag, p)))
+    with pytest.raises(DealerRefused, match=f"party 1 asked the dealer twice for step {re_step(real)}"):
+        await party1.fetch(forged, 1)
+    await party1.close()
+
+
+def re_step(request: Request) -> str:
+    return str(request.mid).replace("(", r"\(").replace(")", r"\)")
+
+
+async def test_a_repeat_in_one_frame_is_refused_and_the_service_serves_an_honest_job_after(service):
+    party1 = await _connect_dealer(service.port, 1, OPTIONS)
+    shorter, longer = Request("trunc", (998,), "", ((4,), BITS)), Request("trunc", (998,), "", ((16,), BITS))
+    with pytest.raises(DealerRefused, match=r"twice for step \(998,\)"):
+        await party1.fetch_many([shorter, longer], 1)
+    honest = await _connect_dealer(service.port, 1, OPTIONS)
+    x = torch.linspace(-2, 2, 6)
+
+    async def program(party):
+        a = await party.input(x if party.id == 0 else None, src=0)
+        return await (await ops.mul(a, a)).reveal()
+
+    z0, z1 = await run_pair(program, source=honest, seeds=SEEDS, kind="tcp+tls")
+    assert torch.equal(z0, z1) and float((z0 - x.double() ** 2).abs().max()) < 4 * 2 ** -16
+    await honest.close()
+
+
+# ---- sizes: one request, the whole job -------------------------------------------------------
+
+async def ask_raw(port: int, requests: list[Request]) -> str:
+    """Send requests as a modified party 1 would, past its own client's checks; the refusal."""
+    party1 = await _connect_dealer(port, 1, OPTIONS)
+    party1.transport.send(msgpack.packb({"p": 1, "r": [r.to_wire() for r in requests]}))
+    kind, messages, fields = decode(await party1.transport.recv(5))
+    await party1.close()
+    assert (kind, messages) == ("error", [])
+    return fields["message"]
+
+
+async def test_a_huge_request_is_refused_before_anything_is_allocated(service):
+    start = time.perf_counter()
+    refusal = await ask_raw(service.port, [Request("trunc", (5,), "", ((1 << 40,), BITS))])
+    assert "party 1 asked the dealer for 26388.28 GB of trunc material at step (5,)" in refusal
+    assert "more than one request may have" in refusal and time.perf_counter() - start < 2
+
+
+async def test_the_client_refuses_to_ask_for_more_than_a_frame_at_once(service):
+    party1 = await _connect_dealer(service.port, 1, OPTIONS)
+    start = time.perf_counter()
+    with pytest.raises(mpcrt.DealerError, match="more than one frame carries"):
+        await party1.fetch(Request("trunc", (5,), "", ((1 << 40,), BITS)), 1)
+    assert time.perf_counter() - start < 2  # at once, not after the timeout
+    await party1.close()
+
+
+@pytest.mark.parametrize("params", [((-4,), BITS), ("x", BITS), ((1 << 62, 1 << 62), BITS), ()])
+async def test_malformed_requests_are_refused_by_name(service, params):
+    refusal = await ask_raw(service.port, [Request("trunc", (5,), "", params)])
+    assert re.match(r"party 1 (sent the dealer a malformed trunc request|asked the dealer for .* GB of trunc "
+                    r"material) at step \(5,\)", refusal)
+
+
+async def test_unknown_kinds_and_a_linked_request_of_the_wrong_kind_are_refused(service):
+    refusal = await ask_raw(service.port, [Request("oracle", (5,), "", ())])
+    assert "party 1 asked the dealer for an unknown kind of material 'oracle' at step (5,)" in refusal
+    dcf = one_request_of_each_kind()["dcf"]
+    source = (dcf.kind, dcf.mid, dcf.tag, dcf.params, (24,))
+    refusal = await ask_raw(service.port, [Request("mprod", (6,), "", (source, source))])
+    assert "party 1 sent the dealer a malformed mprod request at step (6,)" in refusal
+
+
+async def test_the_job_total_is_bounded():
+    dealer = LocalDealer(*SEEDS, limits=DealerLimits(job_bytes=3 * 8 * 100))
+    await dealer.fetch(Request("trunc", (1,), "", ((100,), BITS)), 1)  # r, r_high, r_msb: 3 x 100 elements
+    with pytest.raises(DealerRefused, match="past its bound"):
+        await dealer.fetch(Request("trunc", (2,), "", ((1,), BITS)), 1)
+    assert dealer.admission.material_bytes == 3 * 8 * 100
+
+
+def test_a_refused_run_says_why():
+    async def repeat(party):
+        x = await party.input(torch.ones(3) if party.id == 0 else None, src=0)
+        if party.id == 1:  # modified code: asks the dealer for a step it already had
+            await party.dealer.get(Request("trunc", (1, 1), "", ((3,), BITS)))
+            await party.dealer.get(Request("trunc", (1, 1), "", ((3,), 0)))
+        return await (await ops.mul(x, x)).reveal()
+
+    with pytest.raises(DealerRefused, match=r"party 1 asked the dealer twice for step \(1, 1\)"):
+        mpcrt.run_local(repeat, dealer="service", timeout=10)
+
+
+def test_the_ledger_remembers_many_steps_in_little_memory():
+    from mpcrt.dealer.admission import StepLedger
+
+    ledger = StepLedger()
+    steps = [ledger.hash(msgpack.packb([1, [i, 2], ""])) for i in range(100_000)]
+    for start in range(0, len(steps), 1000):
+        assert not any(ledger.seen(steps[start:start + 1000]))
+        ledger.add(steps[start:start + 1000])
+    assert len(ledger) == 100_000 and all(ledger.seen(steps[::997]))
+    assert not any(ledger.seen([ledger.hash(b"never")]))
+    kept = sum(run.nbytes for run in ledger._runs)
+    assert kept == 8 * (100_000 - len(ledger._newest)) and len(ledger._newest) < StepLedger.NEWEST
