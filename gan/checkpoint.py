@@ -4,13 +4,18 @@ A party writes only its own shares (random-looking on their own), to a temporary
 that is then renamed into place, so a crash or a full disk never leaves a half-written
 checkpoint. A `CheckpointStore` keeps a party's last few checkpoints: the owner resumes
 from the last iteration both parties confirmed, which the parties may have passed by a few
-checkpoints. Each checkpoint names its job (a digest of its configuration and data), and
-another job's is refused.
+checkpoints. Each checkpoint names its job (the owner's keyed id of it), and another
+job's is refused.
+
+A checkpoint holds plain data only (tensors, ints, floats, strings, lists and dicts; a
+dtype by its name), written and read with torch's `weights_only` loader: a file that
+would need to run code to load (any other pickle) is refused, never run.
 """
 
 from __future__ import annotations
 
 import os
+import pickle
 import shutil
 from pathlib import Path
 from typing import Any
@@ -34,7 +39,11 @@ def _pack(x: Any) -> Any:
 
 def _unpack(party: Any, x: Any) -> Any:
     if isinstance(x, dict) and "share" in x:
-        return ArithmeticShare(party, x["share"], x["frac_bits"], getattr(torch, x["dtype"]))
+        share, frac_bits, dtype = x["share"], x["frac_bits"], getattr(torch, str(x["dtype"]), None)
+        if not (isinstance(share, torch.Tensor) and share.dtype == torch.int64 and isinstance(frac_bits, int)
+                and 0 <= frac_bits < 64 and isinstance(dtype, torch.dtype)):
+            raise ValueError(f"a share entry is malformed (dtype {x['dtype']!r}, frac_bits {frac_bits!r})")
+        return ArithmeticShare(party, share, frac_bits, dtype)
     return x
 
 
@@ -76,19 +85,37 @@ def save(path: Path, iteration: int, models: dict[str, Module], optimizers: dict
     return path
 
 
-def load(path: Path, party: Any, models: dict[str, Module], optimizers: dict[str, Optimizer]) -> tuple[int, dict]:
-    """Restore shares and optimizer state; returns (iteration, extra)."""
+def read(path: Path) -> dict[str, Any]:
+    """A checkpoint's plain contents, by torch's weights_only loader: a file that needs more
+    (a pickle that would run code) is refused before anything in it runs."""
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}; start without --resume")
     try:
-        state = torch.load(path, weights_only=False)
+        state = torch.load(path, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(f"checkpoint {path} is not plain data (loading it would run code: "
+                              f"{str(exc).splitlines()[0]}); refused; remove it and start without --resume") from exc
     except Exception as exc:
         raise CheckpointError(f"checkpoint {path} is unreadable ({exc})") from exc
-    for k, m in models.items():
-        _load_module(party, m, state["models"][k])
-    for k, o in optimizers.items():
-        o.load_state({n: _unpack(party, v) if not isinstance(v, dict) else {i: _unpack(party, t) for i, t in v.items()}
-                      for n, v in state["optimizers"][k].items()})
+    if not (isinstance(state, dict) and isinstance(state.get("iteration"), int)
+            and all(isinstance(state.get(k), dict) for k in ("models", "optimizers", "extra"))):
+        raise CheckpointError(f"checkpoint {path} is not a checkpoint of this program (no iteration, models, "
+                              "optimizers and extra); refused")
+    return state
+
+
+def load(path: Path, party: Any, models: dict[str, Module], optimizers: dict[str, Optimizer]) -> tuple[int, dict]:
+    """Restore shares and optimizer state; returns (iteration, extra)."""
+    state = read(path)
+    try:
+        for k, m in models.items():
+            _load_module(party, m, state["models"][k])
+        for k, o in optimizers.items():
+            o.load_state({n: _unpack(party, v) if not isinstance(v, dict)
+                          else {i: _unpack(party, t) for i, t in v.items()}
+                          for n, v in state["optimizers"][k].items()})
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise CheckpointError(f"checkpoint {path} is malformed ({type(exc).__name__}: {exc}); refused") from exc
     return state["iteration"], state["extra"]
 
 

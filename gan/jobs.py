@@ -9,6 +9,7 @@ material, are the same whether the run was interrupted or not.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,34 @@ from gan.train import TrainConfig, optimizers
 from mpcrt import OWNER, Party, keyed_scope
 
 SETUP, SYNTHESIS = -1, -2  # keyed scopes outside the iterations (which use 1, 2, ...)
+JOB_ID = re.compile(r"[0-9a-f]{64}")  # gan.owner.job_id: an HMAC-SHA256 in hex
+MAX_KEPT_CHECKPOINTS = 1000
+
+
+class JobArgsError(ValueError):
+    """The owner sent job arguments this server does not take; nothing was written."""
+
+
+def checkpoint_folder(state_dir: str | Path, job: object) -> Path:
+    """Where the job's checkpoints live: STATE_DIR/first 16 digits of its id. The id comes from
+    the owner, so only an id of gan.owner.job_id's form is taken, and the folder must resolve
+    inside the state directory."""
+    if not isinstance(job, str) or not JOB_ID.fullmatch(job):
+        raise JobArgsError(f"the owner's job fingerprint {str(job)[:80]!r} is not 64 lowercase hex digits; refused "
+                           "(is the owner's lpgan the same version as this server's?)")
+    root = Path(state_dir).resolve()
+    folder = (root / job[:16]).resolve()
+    if folder.parent != root:
+        raise JobArgsError(f"the job's checkpoint folder {folder} is not directly in the state directory {root}; "
+                           "refused")
+    return folder
+
+
+def kept_checkpoints(value: object) -> int:
+    """How many checkpoints to keep, as the owner asks (1..MAX_KEPT_CHECKPOINTS)."""
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_KEPT_CHECKPOINTS:
+        raise JobArgsError(f"keep_checkpoints must be an integer from 1 to {MAX_KEPT_CHECKPOINTS}, got {value!r}")
+    return value
 
 
 def real_key(i: int) -> str:
@@ -35,17 +64,19 @@ def d_out_key(which: str, i: int) -> str:
 
 
 async def train_program(party: Party, args: dict[str, Any]) -> None:
-    """args: 'train' (TrainConfig as a dict), 'resume_from' (0 or a checkpointed iteration),
-    'fingerprint' (of the job: its checkpoints live apart from other jobs' and are refused to
-    them, so that no dealer material ever meets another job's values), 'keep_checkpoints',
-    'state_dir' (added by the server: where this job's checkpoints live)."""
+    """args: 'train' (TrainConfig.for_servers: no seed), 'resume_from' (0 or a checkpointed
+    iteration), 'fingerprint' (the job's id, gan.owner.job_id: its checkpoints live apart from
+    other jobs' and are refused to them), 'keep_checkpoints', 'state_dir' (added by the
+    server: where this job's checkpoints live). What the owner sends is checked before use."""
     cfg = TrainConfig.from_dict(args["train"])
     p = cfg.preset_()
     d_arch, g_arch = models.discriminator(p), models.generator(p)  # public architectures; weights from the owner
-    fingerprint = str(args.get("fingerprint", ""))
-    folder = Path(args["state_dir"]) / fingerprint[:16] if fingerprint else Path(args["state_dir"])
-    store = CheckpointStore(folder, party.id, keep=int(args.get("keep_checkpoints", 2)), fingerprint=fingerprint)
-    first = int(args.get("resume_from", 0))
+    job = args.get("fingerprint")
+    store = CheckpointStore(checkpoint_folder(args["state_dir"], job), party.id,
+                            keep=kept_checkpoints(args.get("keep_checkpoints", 2)), fingerprint=str(job))
+    first = args.get("resume_from", 0)
+    if not isinstance(first, int) or isinstance(first, bool) or not 0 <= first <= cfg.iterations:
+        raise JobArgsError(f"resume_from must be an iteration from 0 to {cfg.iterations}, got {first!r}")
     if first:
         d, g = gan.placeholder(d_arch, party), gan.placeholder(g_arch, party)
         opt_d, opt_g = optimizers(cfg, d, g)

@@ -3,9 +3,11 @@
 The owner connects to both servers over mutual TLS, acts as the dealer, shares the data,
 the noise and the model, shows progress (time, rounds and bytes of each server), and
 writes what comes back to the output directory: the reconstructed models, image grids,
-loss curves, metrics and both servers' logs. It keeps its own record of the last
-checkpoint both servers confirmed (checkpoint.json), which `--resume` continues from.
-Every failure ends with a message naming the server and what to do, and exit code 1.
+loss curves, metrics and both servers' logs. It keeps its own record of the checkpoints
+both servers confirmed (checkpoint.json): `--resume` continues from the last one, and only
+from one in that record. Every run gets fresh dealer seeds; the inputs come from the
+owner's secret and the job's seed (gan.owner). Every failure ends with a message naming
+the server and what to do, and exit code 1.
 """
 
 from __future__ import annotations
@@ -23,8 +25,8 @@ import torch
 
 from gan import models, outputs
 from gan.jobfile import JobConfig
-from gan.owner import checkpoints_to_keep, drive_synthesis, drive_training, fingerprint, job_seeds, owner_secret
-from gan.train import load_images, plaintext_training, quality_noise, quality_report
+from gan.owner import drive_synthesis, drive_training, inputs_key, job_id, owner_secret, run_seeds, training_args
+from gan.train import TrainConfig, load_images, plaintext_training, quality_noise, quality_report, synthesis_noise
 from mpcrt import OwnerClient, ServerFailed
 from mpcrt.jobs import ServerUnreachable, start_job
 from transports.loop import run as run_loop
@@ -103,27 +105,56 @@ def _explain(exc: BaseException, job: Any | None, record: dict | None) -> str:
     return "\n".join(lines)
 
 
+def makes_checkpoint(cfg: TrainConfig, iteration: object) -> bool:
+    """Whether the job checkpoints after `iteration` (a multiple of checkpoint_every, at most iterations)."""
+    return (isinstance(iteration, int) and not isinstance(iteration, bool) and cfg.checkpoint_every > 0
+            and 0 < iteration <= cfg.iterations and iteration % cfg.checkpoint_every == 0)
+
+
+def resume_point(record: dict[str, Any], cfg: TrainConfig, path: Path) -> int:
+    """The iteration to resume from: the record's last, only if it is a checkpoint this owner
+    recorded both servers confirming (not one a server merely claims)."""
+    iteration, recorded = record.get("iteration"), record.get("checkpoints")
+    if iteration == 0:
+        return 0
+    if not isinstance(recorded, list) or iteration not in recorded or not makes_checkpoint(cfg, iteration):
+        raise JobFailed(f"{path} names iteration {iteration!r}, which is not a checkpoint this owner recorded both "
+                        f"servers confirming (recorded: {recorded!r}); start without --resume")
+    if len(record.get("curves", {}).get("d_real", [])) < iteration:
+        raise JobFailed(f"{path} names iteration {iteration} but holds the results of fewer; start without --resume")
+    return iteration
+
+
+def checked_checkpoint(cfg: TrainConfig, party_id: int, reported: object, last: int) -> int:
+    """A checkpoint a server reports: one this job makes, after the last it reported."""
+    if not (isinstance(reported, int) and makes_checkpoint(cfg, reported) and reported > last):
+        raise JobFailed(f"server {party_id} reported a checkpoint at iteration {str(reported)[:40]!r}, which this job "
+                        f"does not make after {last} (every {cfg.checkpoint_every} of {cfg.iterations}); the job is "
+                        "stopped; the owner's record keeps only checkpoints both servers confirmed")
+    return reported
+
+
 def train(job: JobConfig, resume: bool = False) -> int:
     """Secure training on the two servers; outputs in job.out. Returns the exit code."""
     cfg = job.train
     out = job.out
     out.mkdir(parents=True, exist_ok=True)
     images = load_images(job.data, cfg.preset_().image_size)
-    description = {"program": "train", "train": cfg.as_dict(), **job.protocol()}
-    digest = fingerprint(description, images)
-    seeds = job_seeds(owner_secret(job.certs), digest)
+    secret = owner_secret(job.certs)
+    key = inputs_key(secret, cfg.seed)  # the owner's inputs: nothing the servers get rebuilds them
+    job_ident = job_id(secret, {"program": "train", "train": cfg.as_dict(), **job.protocol()}, images)
     record_path = out / RECORD
-    record: dict[str, Any] = {"iteration": 0, "curves": {"d_real": [], "d_fake": [], "seconds": []},
-                              "fingerprint": digest.hex(), "name": job.name}
+    record: dict[str, Any] = {"iteration": 0, "checkpoints": [], "curves": {"d_real": [], "d_fake": [], "seconds": []},
+                              "fingerprint": job_ident, "name": job.name}
     if resume:
         if not record_path.is_file():
             raise JobFailed(f"no checkpoint record at {record_path}; start without --resume")
         saved = json.loads(record_path.read_text())
-        if saved.get("fingerprint") != digest.hex():
-            raise JobFailed(f"{record_path} is from another job (its configuration, data or options differ); "
-                            "resume with the same job file, or start without --resume")
-        record = saved
-    first = int(record["iteration"])
+        if saved.get("fingerprint") != job_ident:
+            raise JobFailed(f"{record_path} is from another job (its configuration, data, options or owner secret "
+                            "differ); resume with the same job file and certs, or start without --resume")
+        record = {**saved, "iteration": resume_point(saved, cfg, record_path)}
+    first: int = record["iteration"]
     curves = {k: list(v[:first]) for k, v in record["curves"].items()}
     print(f"lpgan train: job {job.name!r}, preset {cfg.preset}, {cfg.iterations} iterations of batch "
           f"{cfg.batch_size} on {job.data}" + (f", resuming at iteration {first}" if first else ""))
@@ -133,10 +164,13 @@ def train(job: JobConfig, resume: bool = False) -> int:
     def confirm() -> None:
         done = min(progress.checkpoints)
         if done > record["iteration"] and len(curves["d_real"]) >= done:
-            record.update(iteration=done, curves={k: v[:done] for k, v in curves.items()})
+            record.update(iteration=done, checkpoints=[*record["checkpoints"], done],
+                          curves={k: v[:done] for k, v in curves.items()})
             _write_atomic(record_path, json.dumps(record))
 
     def on_event(party_id: int, event: dict[str, Any]) -> None:
+        if "checkpoint" in event:
+            checked_checkpoint(cfg, party_id, event["checkpoint"], progress.checkpoints[party_id])
         progress.event(party_id, event)
         if "checkpoint" in event:
             confirm()
@@ -148,13 +182,11 @@ def train(job: JobConfig, resume: bool = False) -> int:
         progress.step(D_real=f"{d_real:.2f}", D_fake=f"{d_fake:.2f}")
         confirm()
 
-    args = {"train": cfg.as_dict(), "resume_from": first, "fingerprint": digest.hex(),
-            "keep_checkpoints": checkpoints_to_keep(cfg)}
-    result = _run(job, "train", args, seeds, on_event, progress, record,
-                  lambda client: drive_training(client, cfg, images, first, on_iteration))
+    result = _run(job, "train", training_args(cfg, job_ident, first), run_seeds(), on_event, progress, record,
+                  lambda client: drive_training(client, cfg, images, first, on_iteration, key=key))
     seconds = time.perf_counter() - started
-    judged_noise = quality_noise(cfg) if job.quality and job.twin else None
-    twin = asyncio.run(plaintext_training(cfg, images, judged_noise)) if job.twin else None
+    judged_noise = quality_noise(cfg, key) if job.quality and job.twin else None
+    twin = asyncio.run(plaintext_training(cfg, images, judged_noise, key=key)) if job.twin else None
     judged = None
     if judged_noise is not None and twin is not None:
         print(f"sample quality of {len(judged_noise)} images from each generator (a small MNIST classifier judges)")
@@ -278,16 +310,15 @@ def synthesize(job: JobConfig) -> int:
             from exc
     out = job.out
     out.mkdir(parents=True, exist_ok=True)
-    noise = torch.randn(spec.count, models.PRESETS[spec.preset].nz, 1, 1,
-                        generator=torch.Generator().manual_seed(spec.seed))
+    # the noise from the owner's secret with the job's seed; the dealer's seeds fresh
+    noise = synthesis_noise(inputs_key(owner_secret(job.certs), spec.seed), spec.count,
+                            models.PRESETS[spec.preset].nz)
     batches = -(-spec.count // spec.batch_size)
-    description = {"program": "synthesize", "preset": spec.preset, "batch_size": spec.batch_size, **job.protocol()}
-    seeds = job_seeds(owner_secret(job.certs), fingerprint(description, noise, *generator.state_dict().values()))
     print(f"lpgan synthesize: {spec.count} images from {spec.generator} on shares")
     progress = _Progress(batches, 0, "batch", out)
     started = time.perf_counter()
 
-    images = _run(job, "synthesize", {"preset": spec.preset, "batches": batches}, seeds, progress.event, progress,
+    images = _run(job, "synthesize", {"preset": spec.preset, "batches": batches}, run_seeds(), progress.event, progress,
                   None, lambda client: drive_synthesis(client, generator, noise, spec.batch_size,
                                                        lambda b: progress.step()))
     seconds = time.perf_counter() - started

@@ -2,15 +2,24 @@
 
 The secure job itself runs as an owner-driven program (gan.jobs on the edge servers,
 gan.owner on the data owner's machine). The plaintext twin runs the same layer code on
-plain tensors, from the same seed, data and noise, for comparison. Inputs are drawn per
-iteration from the seed, so a resumed run feeds iteration i exactly what an uninterrupted
-one does.
+plain tensors, from the same inputs, for comparison.
+
+The owner's inputs (initial weights, batch order, noise) are drawn from an inputs key:
+the servers must not be able to rebuild them, so an owner's job draws them from a key
+derived from its secret (gan.owner.inputs_key), and a job's `seed` repeats a run only
+together with that secret. Each input has its own stream, keyed by its name (learning one,
+say the sample noise from published samples, tells nothing of the others), and inputs are
+drawn per iteration, so a resumed run feeds iteration i exactly what an uninterrupted one
+does. Without a key (tests, benchmarks) they come from `public_inputs_key(cfg.seed)`,
+which anyone can rebuild.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
+import hmac
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -32,7 +41,7 @@ class TrainConfig:
     lr: float = 2e-4
     betas: tuple[float, float] = (0.5, 0.999)
     samples: int = 64
-    seed: int = 0
+    seed: int = 0  # the owner's only: picks its inputs together with the owner's secret (never sent)
     checkpoint_every: int = 0  # iterations between the servers' checkpoints (0: none)
 
     def preset_(self) -> models.Preset:
@@ -42,6 +51,12 @@ class TrainConfig:
 
     def as_dict(self) -> dict:
         return {**dataclasses.asdict(self), "betas": list(self.betas)}
+
+    def for_servers(self) -> dict:
+        """What the servers compute with (SERVER_FIELDS): no seed, nothing they could draw the
+        owner's inputs from."""
+        values = self.as_dict()
+        return {name: values[name] for name in SERVER_FIELDS}
 
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:
@@ -64,18 +79,42 @@ class TrainConfig:
             raise ValueError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
 
 
-def initial_models(cfg: TrainConfig) -> tuple[torch.nn.Sequential, torch.nn.Sequential]:
+# what train_program reads; the rest (seed, batch_size, samples) only shapes the owner's inputs
+SERVER_FIELDS = ("preset", "iterations", "optimizer", "lr", "betas", "checkpoint_every")
+
+
+def public_inputs_key(seed: int) -> bytes:
+    """An inputs key anyone can rebuild from the seed: for tests and benchmarks, never for an
+    owner's job (gan.owner.inputs_key)."""
+    return hashlib.sha256(b"lpgan-public-inputs" + seed.to_bytes(8, "little", signed=True)).digest()
+
+
+def input_stream(key: bytes, name: str) -> torch.Generator:
+    """The torch generator of one kind of input, keyed by its name. torch's CPU generator
+    (mt19937) keeps 32 bits of its seed: a server cannot test a guess of one (it sees uniform
+    shares only), and one stream found from published outputs tells nothing of the others."""
+    digest = hmac.new(key, b"lpgan-input-stream/" + name.encode(), hashlib.sha256).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little"))
+
+
+def _key(cfg: TrainConfig, key: bytes | None) -> bytes:
+    return public_inputs_key(cfg.seed) if key is None else key
+
+
+def initial_models(cfg: TrainConfig, key: bytes | None = None) -> tuple[torch.nn.Sequential, torch.nn.Sequential]:
+    """D's and G's initial weights, from the inputs key (default: the public one of cfg.seed)."""
     p = cfg.preset_()
-    gen = torch.Generator().manual_seed(cfg.seed)
+    gen = input_stream(_key(cfg, key), "weights")
     return models.init_weights(models.discriminator(p), gen), models.init_weights(models.generator(p), gen)
 
 
-def iteration_inputs(cfg: TrainConfig, images: torch.Tensor, first: int = 0
+def iteration_inputs(cfg: TrainConfig, images: torch.Tensor, first: int = 0, key: bytes | None = None
                      ) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
-    """(i, real batch, noise) for iterations first..iterations-1, from the seed: batches and
-    noise come from separate streams, so iteration i's inputs never depend on the run's length."""
-    batch_stream = batches(images, cfg.batch_size, torch.Generator().manual_seed(cfg.seed + 1))
-    noise_gen = torch.Generator().manual_seed(cfg.seed + 3)
+    """(i, real batch, noise) for iterations first..iterations-1, from the inputs key: batches
+    and noise come from separate streams, so iteration i's inputs never depend on the run's length."""
+    key = _key(cfg, key)
+    batch_stream = batches(images, cfg.batch_size, input_stream(key, "batches"))
+    noise_gen = input_stream(key, "noise")
     nz = cfg.preset_().nz
     for i in range(cfg.iterations):
         real, noise = next(batch_stream), torch.randn(cfg.batch_size, nz, 1, 1, generator=noise_gen)
@@ -83,9 +122,14 @@ def iteration_inputs(cfg: TrainConfig, images: torch.Tensor, first: int = 0
             yield i, real, noise
 
 
-def sample_noise(cfg: TrainConfig) -> torch.Tensor:
+def sample_noise(cfg: TrainConfig, key: bytes | None = None) -> torch.Tensor:
     """The noise the trained generator's samples are drawn from."""
-    return torch.randn(cfg.samples, cfg.preset_().nz, 1, 1, generator=torch.Generator().manual_seed(cfg.seed + 4))
+    return torch.randn(cfg.samples, cfg.preset_().nz, 1, 1, generator=input_stream(_key(cfg, key), "samples"))
+
+
+def synthesis_noise(key: bytes, count: int, nz: int) -> torch.Tensor:
+    """The noise of a synthesis job (`lpgan synthesize`), from the owner's inputs key."""
+    return torch.randn(count, nz, 1, 1, generator=input_stream(key, "synthesis"))
 
 
 def optimizers(cfg: TrainConfig, d: gan.nn.Module, g: gan.nn.Module) -> tuple[optim.Optimizer, optim.Optimizer]:
@@ -108,9 +152,9 @@ def load_images(source: str, size: int) -> torch.Tensor:
 
 
 async def plaintext_training(cfg: TrainConfig, images: torch.Tensor, quality_noise: torch.Tensor | None = None,
-                             gradient_noise_seed: int | None = None) -> dict:
-    """The same run on plain tensors (same layer code, seed, data and noise); with
-    `quality_noise`, also the trained generator's images for it ('quality_samples').
+                             gradient_noise_seed: int | None = None, key: bytes | None = None) -> dict:
+    """The same run on plain tensors (same layer code, data and inputs: give the secure run's
+    inputs `key`); with `quality_noise`, also the trained generator's images for it ('quality_samples').
     gradient_noise_seed: a perturbed twin, every gradient moved by up to one unit of 2^-f
     before each step (uniform noise from this seed), the size of a truncation's rounding on
     shares: GAN training is chaotic, and such twins show how far apart equally good runs land."""
@@ -122,7 +166,7 @@ async def plaintext_training(cfg: TrainConfig, images: torch.Tensor, quality_noi
         async def input(self, value: torch.Tensor, src: int) -> torch.Tensor:
             return value.detach().clone().double()
 
-    d_model, g_model = initial_models(cfg)
+    d_model, g_model = initial_models(cfg, key)
     d, g = await make_twin(d_model, Owner()), await make_twin(g_model, Owner())
     opt_d, opt_g = optimizers(cfg, d, g)
     if gradient_noise_seed is not None:
@@ -130,12 +174,12 @@ async def plaintext_training(cfg: TrainConfig, images: torch.Tensor, quality_noi
         for opt in (opt_d, opt_g):
             _add_gradient_noise(opt, noise_source, 2.0 ** -ring.DEFAULT_FRAC_BITS)
     curves: dict[str, list[float]] = {"d_real": [], "d_fake": []}
-    for _, real, noise in iteration_inputs(cfg, images):
+    for _, real, noise in iteration_inputs(cfg, images, key=key):
         out = await train_step(d, g, opt_d, opt_g, real.double(), noise.double())
         curves["d_real"].append(float(out.d_real.mean()))
         curves["d_fake"].append(float(out.d_fake.mean()))
     g.eval()
-    samples = await g.forward(sample_noise(cfg).double())
+    samples = await g.forward(sample_noise(cfg, key).double())
     result = {"curves": curves, "samples": samples.float()}
     if quality_noise is not None:
         result["quality_samples"] = (await g.forward(quality_noise.double())).float()
@@ -158,9 +202,9 @@ def _add_gradient_noise(opt: optim.Optimizer, source: torch.Generator, unit: flo
 QUALITY_IMAGES = 1000
 
 
-def quality_noise(cfg: TrainConfig) -> torch.Tensor:
-    """The noise both generators draw their judged images from (from the job's seed)."""
-    return torch.randn(QUALITY_IMAGES, cfg.preset_().nz, 1, 1, generator=torch.Generator().manual_seed(cfg.seed + 2))
+def quality_noise(cfg: TrainConfig, key: bytes | None = None) -> torch.Tensor:
+    """The noise both generators draw their judged images from (from the inputs key)."""
+    return torch.randn(QUALITY_IMAGES, cfg.preset_().nz, 1, 1, generator=input_stream(_key(cfg, key), "quality"))
 
 
 @functools.cache

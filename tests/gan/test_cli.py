@@ -157,7 +157,7 @@ def test_train_then_synthesize(tmp_path, servers, certs):
     assert images.shape == (6, 1, 16, 16) and float(images.abs().max()) <= 1.0 + 1e-3
 
 
-def test_a_killed_server_is_named_and_resume_ends_where_an_uninterrupted_run_does(tmp_path, certs):
+def test_a_killed_server_is_named_and_resume_ends_near_an_uninterrupted_run(tmp_path, certs):
     servers = Servers(tmp_path, certs)
     try:
         straight = job_file(tmp_path, servers.ports, certs, "straight", iterations=6)
@@ -180,10 +180,11 @@ def test_a_killed_server_is_named_and_resume_ends_where_an_uninterrupted_run_doe
         out = lpgan("train", str(job), "--resume")
         assert out.returncode == 0, out.stderr
         assert f"resuming at iteration {saved}" in out.stdout
-        a, b = state_dict(tmp_path / "straight" / "generator.pt"), state_dict(tmp_path / "broken" / "generator.pt")
-        assert all(torch.equal(a[k], b[k]) for k in a)
-        a, b = (state_dict(tmp_path / run / "discriminator.pt") for run in ("straight", "broken"))
-        assert all(torch.equal(a[k], b[k]) for k in a)
+        # the same inputs (the owner's secret and the job's seed), fresh pads per run: the runs
+        # agree up to the dealer truncation's rounding, which depends on the masks
+        for model in ("generator.pt", "discriminator.pt"):
+            a, b = (state_dict(tmp_path / run / model) for run in ("straight", "broken"))
+            assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-2, model
     finally:
         servers.stop()
 

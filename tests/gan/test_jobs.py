@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import torch
 
-from gan import models
+from gan import checkpoint, models
 from gan.checkpoint import CheckpointError
 from gan.jobs import synthesize_program
 from gan.owner import drive_synthesis, train_in_process
@@ -15,7 +17,14 @@ from gan.train import TrainConfig, initial_models, load_images, plaintext_traini
 from mpcrt import run_with_owner
 
 SEEDS = (b"0" * 16, b"1" * 16)
+KEY = bytes(range(32))  # the owner's inputs key (gan.owner.inputs_key)
 CFG = TrainConfig(iterations=4, batch_size=4, samples=4, checkpoint_every=2)
+
+
+@dataclass
+class Run:
+    result: dict
+    state: Path
 
 
 @pytest.fixture(scope="module")
@@ -24,8 +33,9 @@ def images():
 
 
 @pytest.fixture(scope="module")
-def straight(images, tmp_path_factory):
-    return train_in_process(CFG, images, tmp_path_factory.mktemp("straight"), seeds=SEEDS)
+def straight(images, tmp_path_factory) -> Run:
+    state = tmp_path_factory.mktemp("straight")
+    return Run(train_in_process(CFG, images, state, seeds=SEEDS, key=KEY), state)
 
 
 def max_difference(a: torch.nn.Module, b: torch.nn.Module) -> float:
@@ -33,39 +43,73 @@ def max_difference(a: torch.nn.Module, b: torch.nn.Module) -> float:
     return max(float((v.double() - sb[k].double()).abs().max()) for k, v in a.state_dict().items())
 
 
+def checkpoint_shares(state: Path, iteration: int) -> dict[str, list[dict]]:
+    """Both parties' entries ({'share', 'frac_bits', 'dtype'}) of every model tensor in a checkpoint."""
+    (folder,) = state.iterdir()  # STATE/first digits of the job's id
+    models = [checkpoint.read(folder / f"party{i}-{iteration:07d}.pt")["models"] for i in (0, 1)]
+    return {f"{m}/{n}": [models[0][m][n], models[1][m][n]] for m in models[0] for n in models[0][m]}
+
+
 def test_training_follows_its_plaintext_twin(straight, images):
-    twin = asyncio.run(plaintext_training(CFG, images))
-    assert len(straight["curves"]["d_real"]) == CFG.iterations
+    twin = asyncio.run(plaintext_training(CFG, images, key=KEY))
+    result = straight.result
+    assert len(result["curves"]["d_real"]) == CFG.iterations
     for key in ("d_real", "d_fake"):
-        assert max(abs(a - b) for a, b in zip(straight["curves"][key], twin["curves"][key])) < 2e-2, key
-    assert straight["samples"].shape == (4, 1, 16, 16)
-    assert float((straight["samples"] - twin["samples"]).abs().max()) < 5e-2
+        assert max(abs(a - b) for a, b in zip(result["curves"][key], twin["curves"][key])) < 2e-2, key
+    assert result["samples"].shape == (4, 1, 16, 16)
+    assert float((result["samples"] - twin["samples"]).abs().max()) < 5e-2
     # every parameter and running statistic came back, and training moved them
-    d0, g0 = initial_models(CFG)
-    assert set(straight["generator"].state_dict()) == set(g0.state_dict())
-    assert max_difference(straight["discriminator"], d0) > 1e-3 and max_difference(straight["generator"], g0) > 1e-3
+    d0, g0 = initial_models(CFG, KEY)
+    assert set(result["generator"].state_dict()) == set(g0.state_dict())
+    assert max_difference(result["discriminator"], d0) > 1e-3 and max_difference(result["generator"], g0) > 1e-3
 
 
-def test_a_resumed_run_ends_with_the_same_parameters_bit_for_bit(straight, images, tmp_path):
-    partial = TrainConfig(**{**CFG.__dict__, "iterations": 4})
-    state = tmp_path / "state"
-    train_in_process(TrainConfig(**{**CFG.__dict__, "iterations": 2}), images, state, seeds=SEEDS)
-    resumed = train_in_process(partial, images, state, first=2, seeds=SEEDS)
-    assert max_difference(resumed["generator"], straight["generator"]) == 0.0
-    assert max_difference(resumed["discriminator"], straight["discriminator"]) == 0.0
-    assert torch.equal(resumed["samples"], straight["samples"])
-    assert resumed["curves"]["d_real"] == straight["curves"]["d_real"][2:]
+def test_a_replay_with_the_same_seeds_repeats_every_share(straight, images, tmp_path):
+    """What fresh seeds avoid (lpgan never replays): the same pads on the same values give the
+    servers byte-identical shares, and a resumed replay ends bit for bit where the straight run did."""
+    train_in_process(TrainConfig(**{**CFG.__dict__, "iterations": 2}), images, tmp_path, seeds=SEEDS, key=KEY)
+    replayed, seen = checkpoint_shares(tmp_path, 2), checkpoint_shares(straight.state, 2)
+    assert all(torch.equal(replayed[k][i]["share"], seen[k][i]["share"]) for k in seen for i in (0, 1))
+    resumed = train_in_process(CFG, images, tmp_path, first=2, seeds=SEEDS, key=KEY)
+    assert max_difference(resumed["generator"], straight.result["generator"]) == 0.0
+    assert max_difference(resumed["discriminator"], straight.result["discriminator"]) == 0.0
+    assert torch.equal(resumed["samples"], straight.result["samples"])
+    assert resumed["curves"]["d_real"] == straight.result["curves"]["d_real"][2:]
 
 
-def test_other_dealer_seeds_change_only_the_rounding(straight, images, tmp_path):
-    other = train_in_process(CFG, images, tmp_path, seeds=(b"2" * 16, b"3" * 16))
-    difference = max_difference(other["generator"], straight["generator"])
+def test_fresh_seeds_mask_the_same_job_anew_and_a_resume_ends_within_rounding(straight, images, tmp_path):
+    """Two runs of one job with fresh seeds (as lpgan runs them): unrelated shares of values
+    that agree up to the dealer truncation's rounding (its dropped borrow depends on the mask),
+    and a run interrupted at iteration 2 and resumed, fresh seeds again, ends within that
+    rounding of the uninterrupted one, not bit for bit."""
+    train_in_process(TrainConfig(**{**CFG.__dict__, "iterations": 2}), images, tmp_path, key=KEY)
+    fresh, seen = checkpoint_shares(tmp_path, 2), checkpoint_shares(straight.state, 2)
+    for name, entries in seen.items():
+        for i in (0, 1):  # each server's shares: another mask on every element
+            assert float((fresh[name][i]["share"] != entries[i]["share"]).double().mean()) > 0.99, name
+        unit = 2.0 ** -entries[0]["frac_bits"]
+        value = (entries[0]["share"] + entries[1]["share"]).double() * unit
+        again = (fresh[name][0]["share"] + fresh[name][1]["share"]).double() * unit
+        assert float((value - again).abs().max()) < 1e-3, name
+    resumed = train_in_process(CFG, images, tmp_path, first=2, key=KEY)
+    difference = max_difference(resumed["generator"], straight.result["generator"])
     assert 0.0 < difference < 1e-2
+    assert max_difference(resumed["discriminator"], straight.result["discriminator"]) < 1e-2
+    assert max(abs(a - b) for a, b in zip(resumed["curves"]["d_real"], straight.result["curves"]["d_real"][2:])) < 1e-2
+
+
+def test_a_checkpoint_holds_values_not_pads_a_resume_with_fresh_seeds_starts_exactly_there(straight, images):
+    """Resuming at the last checkpoint (no iteration left) with fresh seeds reveals exactly the
+    models the straight run revealed: nothing of the old seeds is needed."""
+    resumed = train_in_process(CFG, images, straight.state, first=CFG.iterations, key=KEY)
+    assert resumed["curves"]["d_real"] == []
+    assert max_difference(resumed["generator"], straight.result["generator"]) == 0.0
+    assert max_difference(resumed["discriminator"], straight.result["discriminator"]) == 0.0
 
 
 def test_resuming_without_that_checkpoint_names_what_is_there(images, tmp_path):
     with pytest.raises(CheckpointError, match="no checkpoint of iteration 2"):
-        train_in_process(CFG, images, tmp_path / "empty", first=2, seeds=SEEDS)
+        train_in_process(CFG, images, tmp_path / "empty", first=2)
 
 
 def test_synthesis_matches_the_generator_in_torch():

@@ -7,7 +7,15 @@ import asyncio
 import pytest
 import torch
 
-from gan.train import TrainConfig, iteration_inputs, plaintext_training, sample_noise
+from gan.train import (
+    TrainConfig,
+    initial_models,
+    iteration_inputs,
+    plaintext_training,
+    public_inputs_key,
+    quality_noise,
+    sample_noise,
+)
 
 
 def test_inputs_of_an_iteration_do_not_depend_on_the_run_length_or_the_start():
@@ -40,3 +48,36 @@ def test_the_plaintext_twin_is_deterministic():
     b = asyncio.run(plaintext_training(cfg, images))
     assert a["curves"] == b["curves"] and torch.equal(a["samples"], b["samples"])
     assert a["samples"].shape == (3, 1, 16, 16) and sample_noise(cfg).shape == (3, cfg.preset_().nz, 1, 1)
+
+
+def test_the_owners_inputs_come_from_its_key_one_stream_each():
+    cfg = TrainConfig(iterations=2, batch_size=4, samples=3, seed=5)
+    images = torch.randn(40, 1, 16, 16)
+
+    def inputs(key):
+        d, g = initial_models(cfg, key)
+        return {"d": torch.cat([p.detach().reshape(-1) for p in d.parameters()]),
+                "g": torch.cat([p.detach().reshape(-1) for p in g.parameters()]),
+                "real": torch.stack([real for _, real, _ in iteration_inputs(cfg, images, key=key)]),
+                "noise": torch.stack([z for _, _, z in iteration_inputs(cfg, images, key=key)]),
+                "samples": sample_noise(cfg, key), "quality": quality_noise(cfg, key)}
+
+    mine, again, other = inputs(b"k" * 32), inputs(b"k" * 32), inputs(b"j" * 32)
+    public = inputs(None)
+    for name, value in mine.items():
+        assert torch.equal(value, again[name]), name  # the owner rebuilds them: resume, the twin
+        assert not torch.equal(value, other[name]), name
+        assert not torch.equal(value, public[name]), name
+    assert torch.equal(public["noise"], inputs(public_inputs_key(cfg.seed))["noise"])
+    # streams are apart: the sample noise is not the first iteration's noise
+    assert not torch.equal(mine["samples"].reshape(-1)[:10], mine["noise"].reshape(-1)[:10])
+
+
+def test_the_plaintext_twin_draws_its_inputs_from_the_key():
+    cfg = TrainConfig(iterations=1, batch_size=4, samples=3, seed=2)
+    images = torch.rand(20, 1, 16, 16) * 2 - 1
+    public = asyncio.run(plaintext_training(cfg, images))
+    same = asyncio.run(plaintext_training(cfg, images, key=public_inputs_key(cfg.seed)))
+    secret = asyncio.run(plaintext_training(cfg, images, key=b"k" * 32))
+    assert same["curves"] == public["curves"] and torch.equal(same["samples"], public["samples"])
+    assert not torch.equal(secret["samples"], public["samples"])
