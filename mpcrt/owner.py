@@ -209,7 +209,7 @@ class OwnerLink:
         (frac_bits, dtype_index, shape), tensor = self._inputs.pop(key)
         problem = value_problem(frac_bits, dtype_index, party.frac_bits)
         if problem:
-            raise ValueError(f"the owner's input {key!r} is {problem}")
+            raise ValueError(f"the owner's input {key!r} cannot be used: {problem}")
         share = tensor.clone() if tensor is not None else _mask(self._key, key, tuple(shape))  # type: ignore[arg-type]
         return ArithmeticShare(party, share, frac_bits, DTYPES[dtype_index])
 
@@ -219,7 +219,7 @@ class OwnerLink:
         meta = [share.frac_bits, DTYPES.index(share.dtype)]
         problem = value_problem(*meta, self.party.frac_bits if self.party is not None else None)
         if problem:
-            raise ValueError(f"output {key!r} is {problem}; the owner would refuse it")
+            raise ValueError(f"output {key!r} cannot go to the owner, which would refuse it: {problem}")
         self._send(encode(OUTPUT, [Message((), key, [share.value])], meta=[meta]))
 
     def event(self, **fields: Any) -> None:
@@ -287,6 +287,13 @@ class OwnerLink:
             return f"a {tensor.dtype} tensor of shape {tuple(tensor.shape)} where it describes ring elements of {shape}"
         return None
 
+    def interrupt(self, error: BaseException) -> None:
+        """The party failed (e.g. its peer aborted): end its waits for the owner's inputs with
+        `error` now, not after the timeout; the link itself stays usable (to report it)."""
+        for waiter in self._waiters.values():
+            if not waiter.done():
+                waiter.set_exception(error)
+
     def _fail(self, error: BaseException) -> None:
         if self._failure is None:
             self._failure = error
@@ -336,6 +343,7 @@ class OwnerClient:
         self.finished = [False, False]  # a party said its program ended (event done=True)
         self.handler_error: Exception | None = None  # raised by on_event
         self._receivers: list[asyncio.Task] = []
+        self._closing: list[asyncio.Task] = []  # links of refused parties
         self._last_frame = [0.0, 0.0]
         # tensor payload per party (docs/COSTS.md, "The owner's links"); frames add small headers
         self.tensor_bytes_sent = [0, 0]
@@ -446,7 +454,6 @@ class OwnerClient:
                     break
             except _Refused as exc:
                 self._refuse(i, str(exc))
-                await self.links[i].close()  # stop its frames piling up; the job is over for it
                 return
         if kind == ERROR:
             with contextlib.suppress(TransportError):
@@ -523,10 +530,14 @@ class OwnerClient:
         return True
 
     def _refuse(self, i: int, problem: str) -> ServerFailed:
-        """End the job for a frame of party i the owner will not use."""
+        """End the job for a frame of party i the owner will not use, and stop reading party i
+        (its frames must not pile up; closing its link tells it the job is over)."""
         error = ServerFailed(i, f"{self.names[i]} sent {problem}; the owner stops the job (its data and "
                                 f"the other server are left as they are)", REFUSED)
         self._fail(error)
+        if self._receivers:
+            self._receivers[i].cancel()
+        self._closing.append(background_task(self.links[i].close(), f"owner-link{i}-close"))
         return error
 
     def _fail(self, error: ServerFailed) -> None:
@@ -558,3 +569,4 @@ class OwnerClient:
             task.cancel()
         for link in self.links:
             await link.close()
+        await asyncio.gather(*self._closing, return_exceptions=True)

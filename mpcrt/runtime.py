@@ -492,6 +492,8 @@ class Party:
         for _, future in self._waiting.values():
             if not future.done():
                 future.set_exception(error)
+        if self._owner is not None:
+            self._owner.interrupt(error)
         for future in (self._peer_hello, self._peer_bye):
             if future is not None and not future.done():
                 future.set_exception(error)

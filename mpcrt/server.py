@@ -152,7 +152,8 @@ class EdgeServer:
             return
         future = job.dealer if channel == DEALER else job.peer
         if future.done():
-            await self._refuse(conn, f"job {job.name!r} already has its {channel} connection")
+            why = "has ended" if future.cancelled() else f"already has its {channel} connection"
+            await self._refuse(conn, f"job {job.name!r} {why}")
             return
         conn.send(msgpack.packb({"ok": True}))
         future.set_result(conn)
@@ -233,6 +234,9 @@ class EdgeServer:
                 raise
         finally:
             heartbeat.cancel()
+            for late in (job.dealer, job.peer):  # a connection arriving from now on is refused, not left open
+                if not late.done():
+                    late.cancel()
             await link.close()
             attached = [f.result() for f in (job.dealer, job.peer) if f.done() and not f.cancelled()
                         and f.exception() is None]

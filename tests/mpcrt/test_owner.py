@@ -11,7 +11,18 @@ import torch
 
 import mpcrt
 from mpcrt import ops, prg
-from mpcrt.owner import OwnerLost, ServerFailed, input_key
+from mpcrt.messages import Message, encode
+from mpcrt.owner import (
+    INPUT,
+    OwnerFrameRefused,
+    OwnerLink,
+    OwnerLost,
+    ServerFailed,
+    input_key,
+    server_says,
+    server_text,
+)
+from transports import pair
 
 SEEDS = (b"s" * 16, b"t" * 16)
 
@@ -172,3 +183,82 @@ def test_an_owner_that_fails_releases_the_parties_at_once():
     with pytest.raises(RuntimeError, match="disk is gone"):
         mpcrt.run_with_owner(waiting, broken, timeout=30)
     assert time.monotonic() - start < 10
+
+
+def test_a_party_waiting_for_the_owners_input_ends_when_its_peer_fails():
+    async def program(party):
+        if party.id == 0:
+            raise RuntimeError("party 0 gives up")
+        await party.owner.receive("never")  # ended by the peer's abort, not by the 30 s timeout
+
+    async def owner(client):
+        with pytest.raises(ServerFailed):
+            await client.reveal("y")
+
+    start = time.monotonic()
+    with pytest.raises(RuntimeError, match="gives up"):
+        mpcrt.run_with_owner(program, owner, timeout=30)
+    assert time.monotonic() - start < 10
+
+
+def test_a_party_refuses_to_send_an_output_the_owner_would_refuse():
+    async def program(party):
+        x = await party.owner.receive("x")
+        party.owner.send("x2", x._with(x.value << 8, 24))  # not truncated back to the job's scale
+
+    async def owner(client):
+        client.share({"x": torch.ones(1)})
+        await client.reveal("x2")
+
+    with pytest.raises(ValueError, match=r"'x2' cannot go to the owner.*float32 with 24 fractional bits"):
+        mpcrt.run_with_owner(program, owner)
+
+
+def test_server_text_escapes_terminal_controls_and_bounds_length():
+    assert server_text("ok\tline\nnext") == "ok\tline\nnext"
+    assert server_text("\x1b[31mred\x07\r\x9b\u202e") == "\\x1b[31mred\\x07\\x0d\\x9b\\u202e"
+    assert server_text("x" * 50, limit=10) == "x" * 10 + "... (40 more characters)"
+    assert server_text(b"\x1b") == "b'\\x1b'"
+    assert server_says("server 1", "a\nb\x1b") == "server 1 says: a\n    b\\x1b"
+
+
+def _input_frame(key, meta, tensors):
+    return encode(INPUT, [Message((), key, tensors)], meta=[meta])
+
+
+RING = [torch.zeros(2, dtype=torch.int64)]
+
+
+@pytest.mark.parametrize(("party_id", "key", "meta", "tensors", "problem"), [
+    (0, "x", [16, 99, [2]], RING, "dtype index 99"),
+    (0, "x", [16.5, 0, [2]], RING, "frac_bits 16.5"),
+    (0, "x", [99, 0, [2]], RING, "frac_bits 99"),
+    (0, "x", [16, 0, [-2]], RING, "negative size"),
+    (1, "x", [16, 0, [1 << 20, 1 << 20]], [], "elements, above the bound"),
+    (1, "x", [16, 0, "2"], [], "not a list of integers"),
+    (0, "x", [16, 0], RING, "no [frac_bits, dtype index, shape]"),
+    (0, "x", [16, 0, [2]], [torch.zeros(2)], "torch.float32 tensor"),
+    (0, "x", [16, 0, [3]], RING, "of shape (2,)"),
+    (1, "x", [16, 0, [2]], RING, "1 tensors, party 1 takes 0"),
+    (0, 7, [16, 0, [2]], RING, "input named 7"),
+])
+async def test_a_party_refuses_a_hostile_owner_input_cleanly(party_id, key, meta, tensors, problem):
+    party_end, owner_end = pair()
+    link = OwnerLink(party_end, party_id, b"s" * 16, timeout=5)
+    link.start()
+    owner_end.send(_input_frame(key, meta, tensors))
+    error = await asyncio.wait_for(link.wait_lost(), 3)
+    assert isinstance(error, OwnerFrameRefused) and problem in str(error), error
+    assert f"party {party_id} refuses" in str(error)
+    await link.close()
+
+
+async def test_a_party_refuses_an_owner_input_sent_twice():
+    party_end, owner_end = pair()
+    link = OwnerLink(party_end, 1, b"s" * 16, timeout=5)
+    link.start()
+    owner_end.send(_input_frame("x", [16, 0, [2]], []))
+    owner_end.send(_input_frame("x", [16, 0, [2]], []))
+    error = await asyncio.wait_for(link.wait_lost(), 3)
+    assert isinstance(error, OwnerFrameRefused) and "'x': sent twice" in str(error)
+    await link.close()

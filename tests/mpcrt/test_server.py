@@ -150,3 +150,26 @@ def test_addresses_are_parsed_with_a_clear_error():
 
 def test_frames_are_msgpack_maps():
     assert msgpack.unpackb(msgpack.packb({"ok": True})) == {"ok": True}
+
+
+async def test_a_hostile_owner_input_is_refused_cleanly_and_the_server_serves_on(certs, tmp_path):
+    from mpcrt.messages import Message, encode
+    from mpcrt.owner import INPUT, ServerFailed
+
+    async with two_servers(certs, tmp_path) as (addresses, logs):
+        job = await start_job(addresses, certs, "square", {}, SEEDS)
+        bad = encode(INPUT, [Message((), "x", [torch.zeros(1, dtype=torch.int64)])], meta=[[16, 99, [1]]])
+        job.client.links[0].send(bad)  # an index past the dtype table: an IndexError before
+        with pytest.raises(ServerFailed):
+            await job.client.reveal("y", timeout=10)
+        cause = await job.client.settle(timeout=5)  # server 1's echo of its peer's failure may come first
+        assert cause is not None and cause.party_id == 0 and cause.kind == "OwnerFrameRefused"
+        assert "refuses the owner's input 'x': dtype index 99" in str(cause)
+        await job.close()
+        assert any("refuses the owner's input" in line for line in logs)
+        for _ in range(100):  # server 1 ends at once too (its peer aborts, or has ended), not at its timeout
+            if any("server 1: job 'job' failed" in line for line in logs):
+                break
+            await asyncio.sleep(0.05)
+        assert any("server 1: job 'job' failed" in line for line in logs), "\n".join(logs)
+        assert abs(float(await run_square(addresses, certs, torch.tensor([1.0]))) - 1.0) < 1e-3
