@@ -9,7 +9,18 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mpcrt.messages import ABORT, DATA, MalformedFrame, Message, decode, encode
+from mpcrt.messages import (
+    ABORT,
+    DATA,
+    MAX_VALUE_DIMS,
+    MAX_VALUE_ELEMENTS,
+    MalformedFrame,
+    Message,
+    decode,
+    encode,
+    shape_problem,
+    value_problem,
+)
 from transports.base import frame_parts
 
 
@@ -90,3 +101,36 @@ def test_corrupted_valid_frames_decode_or_raise_malformed(flips, cut):
             data[pos] = value
     with contextlib.suppress(MalformedFrame):
         decode(data)
+
+
+@pytest.mark.parametrize(("shape", "expected", "problem"), [
+    ([2, 3], None, None),
+    ((), None, None),
+    ([0, 5], (0, 5), None),
+    ([2, 3], (3, 2), "differs from the expected (3, 2)"),
+    ([2, -3], None, "negative size"),
+    ([1] * (MAX_VALUE_DIMS + 1), None, "more than"),
+    ([MAX_VALUE_ELEMENTS, 2], None, "above the bound"),
+    ([2, True], None, "not a list of integers"),
+    ("23", None, "not a list of integers"),
+    ([2.0], None, "not a list of integers"),
+])
+def test_shape_problem_bounds_what_a_description_may_allocate(shape, expected, problem):
+    got = shape_problem(shape, expected)
+    assert (got is None) if problem is None else (problem in got)
+
+
+@pytest.mark.parametrize(("frac_bits", "dtype_index", "job", "problem"), [
+    (16, 0, 16, None),
+    (0, 4, 16, None),
+    (12, 0, None, None),  # scale not known yet: any valid one for a float
+    (16, 10, 16, "dtype index 10"),
+    (16, True, 16, "dtype index True"),
+    (15, 0, 16, "15 fractional bits, where this job uses 16"),
+    (16, 4, 16, "where this job uses 0"),
+    (31, 0, None, "not an integer in [0, 30]"),
+    ("16", 0, 16, "not an integer"),
+])
+def test_value_problem_checks_index_and_scale(frac_bits, dtype_index, job, problem):
+    got = value_problem(frac_bits, dtype_index, job)
+    assert (got is None) if problem is None else (problem in got)

@@ -164,3 +164,47 @@ async def test_parts_of_a_round_leave_as_frames_and_the_next_tick_stays_one_roun
     still leave as one frame and one round, however the callbacks are ordered."""
     for rounds, frames in await run_pair(parts_among_other_sends):
         assert (rounds, frames) == (2, 4)  # tick 1: 3 frames (2 parts joined by a message), tick 2: 1
+
+
+def _lying_input(header: list[int]):
+    """Party 0 sends `header` as its input's description; party 1 runs party.input."""
+
+    async def program(party):
+        if party.id == 0:
+            with mpcrt.op_label("input"):
+                party.send(party.next_id(), [torch.tensor(header, dtype=torch.int64)])
+            await asyncio.sleep(0.05)
+            return None
+        return await party.input(None, src=0)
+
+    return program
+
+
+@pytest.mark.parametrize(("header", "problem"), [
+    ([16, 99, 2], "dtype index 99"),
+    ([16, -1, 2], "dtype index -1"),
+    ([8, 0, 2], "torch.float32 with 8 fractional bits, where this job uses 16"),
+    ([16, 4, 2], "torch.int64 with 16 fractional bits, where this job uses 0"),
+    ([16, 0, -5], "negative size"),
+    ([16, 0, 1 << 20, 1 << 20], "elements, above the bound"),
+])
+async def test_a_peers_lying_input_header_is_refused_naming_the_step(header, problem):
+    _, r1 = await run_pair(_lying_input(header))
+    assert isinstance(r1, mpcrt.ProgramMismatch), r1
+    assert "party 1 refuses party 0's input header" in str(r1) and "'input'" in str(r1) and problem in str(r1)
+
+
+async def test_an_input_of_another_shape_than_the_receiver_expects_is_refused():
+    async def program(party):
+        value = torch.ones(2, 4) if party.id == 0 else None
+        return await party.input(value, src=0, shape=None if party.id == 0 else (2, 3))
+
+    _, r1 = await run_pair(program)
+    assert isinstance(r1, mpcrt.ProgramMismatch) and "shape (2, 4) differs from the expected (2, 3)" in str(r1)
+
+    async def agreeing(party):
+        x = await party.input(torch.ones(2, 3) if party.id == 0 else None, src=0, shape=(2, 3))
+        return await x.reveal()
+
+    r0, r1 = await run_pair(agreeing)
+    assert torch.equal(r0, torch.ones(2, 3)) and torch.equal(r1, torch.ones(2, 3))

@@ -21,7 +21,7 @@ from transports import (
     listen,
 )
 from transports.framing import frame_header
-from transports.tcp import GREETING
+from transports.tcp import GREETING, is_loopback
 
 
 async def raw_client(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -180,3 +180,35 @@ def test_certificate_files(tmp_path):
     assert set(creds) == {"party0", "owner"}
     assert (tmp_path / "certs" / "ca.pem").is_file()
     assert oct(creds["owner"].key_file.stat().st_mode & 0o777) == "0o600"
+
+
+@pytest.mark.parametrize(("host", "loopback"), [
+    ("127.0.0.1", True), ("127.8.9.10", True), ("::1", True), ("[::1]", True), ("localhost", True),
+    ("LOCALHOST", True), ("::ffff:127.0.0.1", True), ("0.0.0.0", False), ("", False), ("::", False),
+    ("10.0.0.2", False), ("192.168.1.7", False), ("example.org", False), ("localhost.example.org", False),
+])
+def test_is_loopback(host, loopback):
+    assert is_loopback(host) is loopback
+
+
+async def test_plain_tcp_is_refused_off_loopback():
+    start = time.monotonic()
+    with pytest.raises(ValueError, match=r"plain TCP \(tls=None\) is for loopback only, not '10.0.0.2'"):
+        await connect("10.0.0.2", 7000, tls=None, timeout=5)  # refused before any attempt to connect
+    for host in ("0.0.0.0", ""):
+        with pytest.raises(ValueError, match="for loopback only"):
+            await listen(host, 0, tls=None)
+    assert time.monotonic() - start < 1
+
+
+async def test_plain_tcp_on_localhost_and_tls_anywhere_still_work():
+    listener = await listen("localhost", 0, tls=None, timeout=5)
+    accepting = asyncio.ensure_future(listener.accept(5))
+    client = await connect("localhost", listener.port, tls=None, timeout=5)
+    server = await accepting
+    client.send(b"hi")
+    assert bytes(await server.recv(2)) == b"hi"
+    for t in (client, server, listener):
+        await t.close()
+    for tls, remote in ((tls_config(1, True), False), (None, True)):
+        await (await listen("0.0.0.0", 0, tls=tls, allow_plain_remote=remote)).close()
