@@ -2,7 +2,7 @@
 
 Fresh certificates; two edge servers (`lpgan serve`, two processes) and the owner (this
 process) over mutual TLS 1.3 on loopback; secure training of the small DCGAN preset with a
-plaintext twin of the same seed, then a separate secure synthesis job from the trained
+plaintext twin on the same inputs, then a separate secure synthesis job from the trained
 generator. The job file it writes (job.toml) is the one `lpgan train` reads, so the run
 can be repeated by hand. Outputs and both servers' logs go to one folder.
 """

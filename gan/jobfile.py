@@ -37,10 +37,10 @@ batch_size = 16
 optimizer = "adam"          # or "sgd" (momentum = betas[0])
 lr = 0.0002
 betas = [0.5, 0.999]
-seed = 0                    # initial weights, batches and noise
+seed = 0                    # with the owner's secret: initial weights, batches and noise
 samples = 64                # images synthesized at the end
 checkpoint_every = 10       # iterations between checkpoints (0: none)
-twin = true                 # also train a plaintext twin of the same seed, for comparison
+twin = true                 # also train a plaintext twin on the same inputs, for comparison
 quality = false             # judge 1,000 images of each generator with a small MNIST classifier
 
 [synthesize]
@@ -48,7 +48,7 @@ generator = "lpgan-out/generator.pt"   # a generator's state dict (what `lpgan t
 preset = "small"
 count = 64
 batch_size = 64
-seed = 1
+seed = 1                    # with the owner's secret: the noise
 
 [protocol]
 frac_bits = 16              # fixed-point fractional bits

@@ -1,0 +1,109 @@
+"""`lpgan train`'s owner side without servers: its seeds, its arguments, its record for --resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gan import jobfile, launch
+from gan.launch import JobFailed, checked_checkpoint, resume_point
+from gan.train import TrainConfig
+
+
+def job_config(folder: Path, certs: str = "certs", **train: Any) -> jobfile.JobConfig:
+    """A job file's configuration (servers that are never reached); the owner's secret in `certs`."""
+    (folder / certs).mkdir(parents=True, exist_ok=True)
+    values = {"iterations": 2, "batch_size": 4, "samples": 4, "checkpoint_every": 1, "twin": False, **train}
+    return jobfile.parse({"name": "job", "out": "out", "train": values,
+                          "servers": {"party0": "127.0.0.1:1", "party1": "127.0.0.1:2", "certs": certs}}, folder)
+
+
+class Started(Exception):
+    """launch.train got as far as starting the servers."""
+
+
+def capture_starts(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """Make launch.train stop where it would start the servers; what it would send is recorded."""
+    starts: list[dict[str, Any]] = []
+
+    def start(job, program, args, seeds, on_event, progress, record, drive):
+        progress.close()
+        starts.append({"program": program, "args": args, "seeds": seeds})
+        raise Started
+
+    monkeypatch.setattr(launch, "_run", start)
+    return starts
+
+
+def write_record(job: jobfile.JobConfig, fingerprint: str, iteration: int, checkpoints: list[int]) -> None:
+    curves = {k: [0.5] * iteration for k in ("d_real", "d_fake", "seconds")}
+    (job.out / launch.RECORD).write_text(json.dumps({"iteration": iteration, "checkpoints": checkpoints,
+                                                     "curves": curves, "fingerprint": fingerprint, "name": job.name}))
+
+
+def test_every_run_of_a_job_file_gets_fresh_seeds_resume_included(tmp_path, monkeypatch):
+    starts = capture_starts(monkeypatch)
+    job = job_config(tmp_path)
+    for _ in range(2):
+        with pytest.raises(Started):
+            launch.train(job)
+    first, second = starts
+    assert first["args"] == second["args"]  # the same job, the same id: only the pads change
+    write_record(job, first["args"]["fingerprint"], 1, [1])
+    with pytest.raises(Started):
+        launch.train(job, resume=True)
+    resumed = starts[2]
+    assert resumed["args"]["resume_from"] == 1
+    seeds = [s for start in starts for s in start["seeds"]]
+    assert len(set(seeds)) == 6
+
+
+def test_resume_takes_only_a_checkpoint_the_owner_recorded(tmp_path, monkeypatch):
+    starts = capture_starts(monkeypatch)
+    job = job_config(tmp_path, iterations=4, checkpoint_every=2)
+    with pytest.raises(Started):
+        launch.train(job)
+    fingerprint = starts[0]["args"]["fingerprint"]
+    for iteration, recorded in ((4, [2]), (3, [2, 3]), (2, None)):
+        write_record(job, fingerprint, iteration, recorded)
+        with pytest.raises(JobFailed, match=f"iteration {iteration}, which is not a checkpoint this owner recorded"):
+            launch.train(job, resume=True)
+    assert len(starts) == 1  # refused before any server is asked
+    write_record(job, fingerprint, 2, [2])
+    with pytest.raises(Started):
+        launch.train(job, resume=True)
+    assert starts[1]["args"]["resume_from"] == 2
+
+
+def test_a_record_from_another_owner_is_refused(tmp_path, monkeypatch):
+    starts = capture_starts(monkeypatch)
+    job = job_config(tmp_path)
+    with pytest.raises(Started):
+        launch.train(job)
+    write_record(job, starts[0]["args"]["fingerprint"], 1, [1])
+    other = job_config(tmp_path, certs="other-certs")  # the same job file, another owner's secret
+    with pytest.raises(JobFailed, match="from another job"):
+        launch.train(other, resume=True)
+
+
+def test_the_record_point_checks_its_results():
+    cfg = TrainConfig(iterations=4, checkpoint_every=2)
+    record = {"iteration": 2, "checkpoints": [2], "curves": {"d_real": [0.1]}}
+    with pytest.raises(JobFailed, match="holds the results of fewer"):
+        resume_point(record, cfg, Path("checkpoint.json"))
+    assert resume_point({**record, "curves": {"d_real": [0.1, 0.2]}}, cfg, Path("checkpoint.json")) == 2
+    assert resume_point({"iteration": 0}, cfg, Path("checkpoint.json")) == 0
+
+
+def test_a_servers_checkpoint_report_must_be_one_the_job_makes():
+    cfg = TrainConfig(iterations=6, checkpoint_every=2)
+    assert checked_checkpoint(cfg, 1, 2, last=0) == 2
+    assert checked_checkpoint(cfg, 1, 6, last=4) == 6
+    for reported, last in ((3, 0), (8, 6), (2, 2), (0, 0), ("2", 0), (True, 0), (None, 0), (2.0, 0)):
+        with pytest.raises(JobFailed, match=r"server 1 reported a checkpoint"):
+            checked_checkpoint(cfg, 1, reported, last=last)
+    with pytest.raises(JobFailed, match="server 0"):
+        checked_checkpoint(TrainConfig(iterations=6, checkpoint_every=0), 0, 2, last=0)
