@@ -3,8 +3,10 @@
 Both run on each server as party 0 or 1 (SPMD), with every input from the owner (the
 data, the noise, the initial model) and every output to it (mpcrt.owner): a server sees
 only shares. Key names are the contract with gan.owner, the owner's side. Each phase runs
-in a keyed scope (iteration i in key i + 1), so its message ids, and with them the dealer
-material, are the same whether the run was interrupted or not.
+in a keyed scope (iteration i in key i + 1), so its message ids are the same whether the
+run was interrupted or not (the dealer's seeds are fresh for every run: gan.owner). What the
+owner sends is checked before it is used: the job id names a folder inside the state
+directory, and checkpoints load as plain data only (gan.checkpoint).
 """
 
 from __future__ import annotations
