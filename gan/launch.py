@@ -24,10 +24,12 @@ from typing import Any
 import torch
 
 from gan import models, outputs
+from gan.budget import synthesis_limits, training_limits
 from gan.jobfile import JobConfig
 from gan.owner import drive_synthesis, drive_training, inputs_key, job_id, owner_secret, run_seeds, training_args
 from gan.train import TrainConfig, load_images, plaintext_training, quality_noise, quality_report, synthesis_noise
 from mpcrt import OwnerClient, ServerFailed
+from mpcrt.dealer import DealerLimits
 from mpcrt.jobs import ServerUnreachable, start_job
 from transports.loop import run as run_loop
 
@@ -59,7 +61,7 @@ class _Progress:
         self.bar = tqdm(total=total, initial=initial, unit=unit, dynamic_ncols=True, mininterval=0.5)
         self.stats: list[dict[str, Any]] = [{}, {}]
         self.logs = [open(out / f"server{i}.log", "a") for i in (0, 1)]  # noqa: SIM115 - closed in close()
-        self.checkpoints = [0, 0]
+        self.checkpoints = [initial, initial]  # the last each server reported
 
     def event(self, party_id: int, event: dict[str, Any]) -> None:
         line = event["log"] if "log" in event else json.dumps(event, default=str)
@@ -69,12 +71,10 @@ class _Progress:
         except OSError as exc:
             raise JobFailed(f"could not write {self.logs[party_id].name} ({exc.strerror or exc}); free disk space "
                             "and run `lpgan train CONFIG --resume`") from exc
-        if "checkpoint" in event:
-            self.checkpoints[party_id] = int(event["checkpoint"])
         if "rounds" in event:
-            self.stats[party_id] = event
+            self.stats[party_id] = server_counts(party_id, event)
         if "stats" in event:  # the final ones, with the job's 'done'
-            self.stats[party_id] = event["stats"]
+            self.stats[party_id] = server_counts(party_id, event["stats"])
 
     def step(self, **shown: Any) -> None:
         s = self.stats[0]
@@ -87,6 +87,20 @@ class _Progress:
         for f in self.logs:
             with contextlib.suppress(OSError):
                 f.close()
+
+
+COUNTS = ("rounds", "bytes_sent")  # what the progress bar and the summary add up
+
+
+def server_counts(party_id: int, stats: object) -> dict[str, Any]:
+    """A server's reported traffic, once its counts are counts (a server that runs modified
+    code must not crash the owner's progress bar with a raw TypeError)."""
+    if not isinstance(stats, dict) or not all(
+            isinstance(stats.get(k, 0), int) and not isinstance(stats.get(k, 0), bool) and stats.get(k, 0) >= 0
+            for k in COUNTS):
+        raise JobFailed(f"server {party_id} reported traffic that is not counts ({str(stats)[:80]}); the job is "
+                        "stopped: does it run another version of lpgan?")
+    return stats
 
 
 def _explain(exc: BaseException, job: Any | None, record: dict | None) -> str:
@@ -158,6 +172,7 @@ def train(job: JobConfig, resume: bool = False) -> int:
     curves = {k: list(v[:first]) for k, v in record["curves"].items()}
     print(f"lpgan train: job {job.name!r}, preset {cfg.preset}, {cfg.iterations} iterations of batch "
           f"{cfg.batch_size} on {job.data}" + (f", resuming at iteration {first}" if first else ""))
+    limits = training_limits(cfg, job.protocol(), first)  # a dry run of one iteration: seconds
     progress = _Progress(cfg.iterations, first, "it", out)
     started = time.perf_counter()
 
@@ -170,7 +185,8 @@ def train(job: JobConfig, resume: bool = False) -> int:
 
     def on_event(party_id: int, event: dict[str, Any]) -> None:
         if "checkpoint" in event:
-            checked_checkpoint(cfg, party_id, event["checkpoint"], progress.checkpoints[party_id])
+            progress.checkpoints[party_id] = checked_checkpoint(cfg, party_id, event["checkpoint"],
+                                                                progress.checkpoints[party_id])
         progress.event(party_id, event)
         if "checkpoint" in event:
             confirm()
@@ -182,7 +198,7 @@ def train(job: JobConfig, resume: bool = False) -> int:
         progress.step(D_real=f"{d_real:.2f}", D_fake=f"{d_fake:.2f}")
         confirm()
 
-    result = _run(job, "train", training_args(cfg, job_ident, first), run_seeds(), on_event, progress, record,
+    result = _run(job, "train", training_args(cfg, job_ident, first), run_seeds(), limits, on_event, progress, record,
                   lambda client: drive_training(client, cfg, images, first, on_iteration, key=key))
     seconds = time.perf_counter() - started
     judged_noise = quality_noise(cfg, key) if job.quality and job.twin else None
@@ -202,17 +218,18 @@ def train(job: JobConfig, resume: bool = False) -> int:
     return 0
 
 
-def _run(job: JobConfig, program: str, args: dict[str, Any], seeds: tuple[bytes, bytes],
+def _run(job: JobConfig, program: str, args: dict[str, Any], seeds: tuple[bytes, bytes], limits: DealerLimits,
          on_event: Callable[[int, dict], None], progress: _Progress, record: dict | None,
          drive: Callable[[OwnerClient], Awaitable[Any]]) -> Any:
-    """Start `program` on both servers, `drive` it as the owner, wait for both to finish; any
-    failure becomes a JobFailed that names the server (and the last checkpoint, with `record`)."""
+    """Start `program` on both servers, `drive` it as the owner (its dealer bounded by
+    `limits`), wait for both to finish; any failure becomes a JobFailed that names the
+    server (and the last checkpoint, with `record`)."""
     state: dict[str, Any] = {"job": None}
 
     async def main() -> Any:
         state["job"] = await start_job(job.servers, job.certs, program, args, seeds, name=job.name,
                                        timeout=job.timeout, connect_timeout=job.connect_timeout, on_event=on_event,
-                                       **job.protocol())
+                                       dealer_limits=limits, **job.protocol())
         try:
             result = await drive(state["job"].client)
             await _wait_done(state["job"])
@@ -315,11 +332,12 @@ def synthesize(job: JobConfig) -> int:
                             models.PRESETS[spec.preset].nz)
     batches = -(-spec.count // spec.batch_size)
     print(f"lpgan synthesize: {spec.count} images from {spec.generator} on shares")
+    limits = synthesis_limits(spec.preset, spec.count, spec.batch_size, job.protocol())
     progress = _Progress(batches, 0, "batch", out)
     started = time.perf_counter()
 
-    images = _run(job, "synthesize", {"preset": spec.preset, "batches": batches}, run_seeds(), progress.event, progress,
-                  None, lambda client: drive_synthesis(client, generator, noise, spec.batch_size,
+    images = _run(job, "synthesize", {"preset": spec.preset, "batches": batches}, run_seeds(), limits, progress.event,
+                  progress, None, lambda client: drive_synthesis(client, generator, noise, spec.batch_size,
                                                        lambda b: progress.step()))
     seconds = time.perf_counter() - started
     try:

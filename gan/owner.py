@@ -21,6 +21,7 @@ by the same secret: they cannot test a guess of the data or of the configuration
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import hmac
 import os
@@ -117,13 +118,14 @@ async def drive_training(client: OwnerClient, cfg: TrainConfig, images: torch.Te
 
     feed(WINDOW)
     for i in range(first, cfg.iterations):
-        d_real = float(await client.reveal(d_out_key("d_real", i))) / cfg.batch_size
-        d_fake = float(await client.reveal(d_out_key("d_fake", i))) / cfg.batch_size
+        d_real = float(await client.reveal(d_out_key("d_real", i), shape=())) / cfg.batch_size
+        d_fake = float(await client.reveal(d_out_key("d_fake", i), shape=())) / cfg.batch_size
         feed(1)
         if on_iteration is not None:
             on_iteration(i, d_real, d_fake)
     client.share({"samples/noise": sample_noise(cfg, key)})
-    samples = await client.reveal("samples")
+    p = cfg.preset_()
+    samples = await client.reveal("samples", shape=(cfg.samples, p.channels, p.image_size, p.image_size))
     return {"samples": samples, "discriminator": await receive_module(client, d_model, "d"),
             "generator": await receive_module(client, g_model, "g")}
 
@@ -133,12 +135,14 @@ async def drive_synthesis(client: OwnerClient, generator: tnn.Module, noise: tor
     """Feed gan.jobs.synthesize_program: the generator's weights and the noise in batches of
     `batch_size`; returns the images (only the owner ever sees them)."""
     share_module(client, generator, "g")
+    with torch.no_grad():  # what one image looks like, from a copy (its running statistics stay)
+        image = tuple(copy.deepcopy(generator).eval()(noise[:1]).shape[1:])
     chunks = noise.split(batch_size)
     for b, z in enumerate(chunks[:WINDOW]):
         client.share({f"samples/{b}/noise": z})
     images = []
     for b in range(len(chunks)):
-        images.append(await client.reveal(f"samples/{b}"))
+        images.append(await client.reveal(f"samples/{b}", shape=(len(chunks[b]), *image)))
         if b + WINDOW < len(chunks):
             client.share({f"samples/{b + WINDOW}/noise": chunks[b + WINDOW]})
         if on_batch is not None:

@@ -70,8 +70,8 @@ async def receive_module(client: OwnerClient, like: tnn.Module, name: str = "mod
     revealed weights and running statistics."""
     out = copy.deepcopy(like)
     keys = list(_owned_state(out))
-    values = await asyncio.gather(*(client.reveal(f"{name}/{k}") for k in keys))
     state = out.state_dict()
+    values = await asyncio.gather(*(client.reveal(f"{name}/{k}", shape=tuple(state[k].shape)) for k in keys))
     with torch.no_grad():
         for k, v in zip(keys, values, strict=True):
             state[k].copy_(v)

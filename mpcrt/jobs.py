@@ -17,10 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mpcrt.dealer import DealerService
-from mpcrt.owner import OwnerClient
+from mpcrt.dealer import DealerLimits, DealerRefused, DealerService
+from mpcrt.owner import OwnerClient, ServerFailed
 from mpcrt.server import CONTROL, DEALER, hello
 from transports import TLSConfig, Transport, TransportError, connect, load_credentials
+
+DEALER_REFUSED = "DealerRefused"  # ServerFailed.kind of a job the owner's dealer stopped
 
 
 class ServerUnreachable(ConnectionError):
@@ -54,8 +56,14 @@ async def start_job(servers: tuple[tuple[str, int], tuple[str, int]], certs: str
                     args: dict[str, Any], seeds: tuple[bytes, bytes], *, name: str = "job", frac_bits: int = 16,
                     truncation: str = "dealer", comparison: str = "auto", network: Any = None,
                     timeout: float = 120.0, connect_timeout: float = 30.0,
-                    on_event: Callable[[int, dict], None] | None = None) -> Job:
-    """Start `program` on both servers (the program's name in their registry)."""
+                    on_event: Callable[[int, dict], None] | None = None,
+                    dealer_limits: DealerLimits | None = None) -> Job:
+    """Start `program` on both servers (the program's name in their registry).
+
+    `dealer_limits`: the most material the owner's dealer makes for this job (the program's
+    plan bounds it; gan.budget for the GAN programs). A request the dealer refuses (beyond
+    the limits, a repeated step, an unknown kind) ends the job with ServerFailed naming the
+    server that asked."""
     credentials = load_credentials(certs, "owner")
     session = secrets.token_hex(16)
     names = (f"server 0 ({servers[0][0]}:{servers[0][1]})", f"server 1 ({servers[1][0]}:{servers[1][1]})")
@@ -97,9 +105,14 @@ async def start_job(servers: tuple[tuple[str, int], tuple[str, int]], certs: str
             with contextlib.suppress(Exception):
                 await conn.close()
         raise
-    service = DealerService(*seeds)
+    client = OwnerClient((controls[0], controls[1]), seeds[1], frac_bits, timeout, on_event, names)
+
+    def refused(refusal: DealerRefused) -> None:
+        client.fail(ServerFailed(refusal.party_id, f"{names[refusal.party_id]}: {refusal}"
+                                 if refusal.party_id in (0, 1) else str(refusal), DEALER_REFUSED))
+
+    service = DealerService(*seeds, dealer_limits, on_refusal=refused)
     loop = asyncio.get_running_loop()
     serving = [loop.create_task(service.serve_connection(conn)) for conn in dealers]
-    client = OwnerClient((controls[0], controls[1]), seeds[1], frac_bits, timeout, on_event, names)
     client.start()
     return Job(session, client, service, names, [*dealers], serving)

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from mpcrt import prg
-from mpcrt.dealer import CorrectionSource, DealerClient, DealerService, LocalDealer, RemoteDealer, Request
+from mpcrt.dealer import CorrectionSource, DealerClient, DealerLimits, DealerService, LocalDealer, RemoteDealer, Request
 from mpcrt.errors import PeerAborted, PeerLost, PeerTimeout
 from mpcrt.offline import record_plan
 from mpcrt.owner import OwnerClient, OwnerLink, ServerFailed
@@ -109,25 +109,28 @@ def run_local(program: Program, *args: Any, transport: str = "memory", network: 
 def run_with_owner(program: Program, owner_program: Callable[..., Awaitable[Any]], *args: Any,
                    network: Any = None, timeout: float = DEFAULT_TIMEOUT, frac_bits: int = 16,
                    truncation: str = "dealer", comparison: str = "auto",
-                   seeds: tuple[bytes, bytes] | None = None) -> tuple[Any, Any, Any]:
+                   seeds: tuple[bytes, bytes] | None = None,
+                   dealer_limits: DealerLimits | None = None) -> tuple[Any, Any, Any]:
     """Run a job with a data owner in one process: `owner_program(client, *args)` (an
     mpcrt.owner.OwnerClient: it shares inputs and receives outputs) beside
     `program(party, *args)` on parties 0 and 1, which read the owner's inputs through
     `party.owner`. The owner is the dealer, as in `lpgan train`. Returns (owner's result,
     party 0's, party 1's); a party's failure is raised in preference to what it caused.
-    `seeds`: the dealer seeds (default fresh; fixed seeds make a run replayable)."""
+    `seeds`: the dealer seeds (default fresh; fixed seeds make a run replayable);
+    `dealer_limits`: the most material the dealer makes (as mpcrt.jobs.start_job)."""
     return run_loop(_run_with_owner(program, owner_program, args, resolve_network(network), timeout, frac_bits,
-                                    truncation, comparison, seeds or (prg.new_key(), prg.new_key())))
+                                    truncation, comparison, seeds or (prg.new_key(), prg.new_key()), dealer_limits))
 
 
 async def _run_with_owner(program: Program, owner_program: Callable[..., Awaitable[Any]], args: tuple,
                           model: NetworkModel | None, timeout: float, frac_bits: int, truncation: str,
-                          comparison: str, seeds: tuple[bytes, bytes]) -> tuple[Any, Any, Any]:
+                          comparison: str, seeds: tuple[bytes, bytes],
+                          dealer_limits: DealerLimits | None) -> tuple[Any, Any, Any]:
     ends: tuple[Transport, Transport] = pair()
     if model is not None:
         ends = (WanTransport(ends[0], model), WanTransport(ends[1], model))
     links = [pair(), pair()]
-    dealer = LocalDealer(*seeds)
+    dealer = LocalDealer(*seeds, dealer_limits)
     owner_links = [OwnerLink(links[i][0], i, seeds[i], timeout) for i in (0, 1)]
     parties = [Party(i, ends[i], timeout=timeout, frac_bits=frac_bits, dealer=DealerClient(i, seeds[i], dealer),
                      truncation=truncation, comparison=comparison, network=model, owner=owner_links[i])

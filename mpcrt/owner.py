@@ -540,6 +540,11 @@ class OwnerClient:
         self._closing.append(background_task(self.links[i].close(), f"owner-link{i}-close"))
         return error
 
+    def fail(self, error: ServerFailed) -> None:
+        """End the job for a failure the owner found elsewhere (e.g. its dealer refused a
+        party): every pending and later call raises `error`."""
+        self._fail(error)
+
     def _fail(self, error: ServerFailed) -> None:
         self.failures.setdefault(error.party_id, error)
         if self._failure is None:

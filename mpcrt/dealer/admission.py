@@ -114,9 +114,9 @@ class Admission:
             step = _step_name(request)
             size = self._size(request, party_id, step)
             if size > self.limits.request_bytes:
-                raise DealerRefused(party_id, f"party {party_id} asked the dealer for {size / 1e9:.2f} GB of "
+                raise DealerRefused(party_id, f"party {party_id} asked the dealer for {_amount(size)} of "
                                               f"{request.kind} material at step {step}, more than one request may "
-                                              f"have ({self.limits.request_bytes / 1e9:.2f} GB)")
+                                              f"have ({_amount(self.limits.request_bytes)})")
             total += size
             hashes.append(self._steps.hash(msgpack.packb([party_id, list(request.mid), request.tag])))
         seen_before = self._steps.seen(hashes)
@@ -130,7 +130,7 @@ class Admission:
         job = self.limits.job_bytes
         if job is not None and self.material_bytes + total > job:
             raise DealerRefused(party_id, f"party {party_id}'s requests would take the job's dealer material past "
-                                          f"its bound of {job / 1e9:.2f} GB (at step {_step_name(requests[0])}); "
+                                          f"its bound of {_amount(job)} (at step {_step_name(requests[0])}); "
                                           "the job asks for more than its plan needs")
         self._steps.add(hashes)
         self.material_bytes += total
@@ -150,3 +150,10 @@ class Admission:
 def _step_name(request: Request) -> str:
     tag = f" {request.tag!r}" if request.tag else ""
     return f"{request.mid}{tag}"[:200]
+
+
+def _amount(nbytes: int) -> str:
+    """Bytes for a message: exact below a megabyte, in MB or GB above."""
+    if nbytes < 1_000_000:
+        return f"{nbytes} bytes"
+    return f"{nbytes / 1e6:.1f} MB" if nbytes < 1_000_000_000 else f"{nbytes / 1e9:.2f} GB"

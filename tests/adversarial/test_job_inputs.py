@@ -46,7 +46,7 @@ def run_here(state: Path, runs: list[dict[str, Any]]):
     """A launch._run that runs the job in this process; each run's arguments as the servers got
     them, its seeds, the owner's shared inputs, its result and its servers' state folder."""
 
-    def run(job, program, args, seeds, on_event, progress, record, drive):
+    def run(job, program, args, seeds, limits, on_event, progress, record, drive):
         seen: list[dict] = []
         shared: dict[str, torch.Tensor] = {}
         folder = state / f"run{len(runs)}"
@@ -61,7 +61,7 @@ def run_here(state: Path, runs: list[dict[str, Any]]):
         try:
             result, _, _ = run_with_owner(curious, owner, {**args, "state_dir": str(folder)}, seeds=seeds,
                                           frac_bits=job.frac_bits, truncation=job.truncation,
-                                          comparison=job.comparison)
+                                          comparison=job.comparison, dealer_limits=limits)
         finally:
             progress.close()
         runs.append({"args": seen, "seeds": seeds, "shared": shared, "result": result, "state": folder})

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from gan import jobfile, launch
-from gan.launch import JobFailed, checked_checkpoint, resume_point
+from gan.budget import synthesis_bytes
+from gan.launch import JobFailed, checked_checkpoint, resume_point, server_counts
 from gan.train import TrainConfig
 
 
@@ -29,9 +30,9 @@ def capture_starts(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     """Make launch.train stop where it would start the servers; what it would send is recorded."""
     starts: list[dict[str, Any]] = []
 
-    def start(job, program, args, seeds, on_event, progress, record, drive):
+    def start(job, program, args, seeds, limits, on_event, progress, record, drive):
         progress.close()
-        starts.append({"program": program, "args": args, "seeds": seeds})
+        starts.append({"program": program, "args": args, "seeds": seeds, "limits": limits})
         raise Started
 
     monkeypatch.setattr(launch, "_run", start)
@@ -59,6 +60,10 @@ def test_every_run_of_a_job_file_gets_fresh_seeds_resume_included(tmp_path, monk
     assert resumed["args"]["resume_from"] == 1
     seeds = [s for start in starts for s in start["seeds"]]
     assert len(set(seeds)) == 6
+    # the dealer is bounded by what the remaining iterations and the samples need
+    full, rest = (start["limits"].job_bytes for start in (first, resumed))
+    samples = synthesis_bytes(job.train.preset, job.train.samples, job.train.samples, job.protocol())
+    assert full - samples == 2 * (rest - samples) > 0
 
 
 def test_resume_takes_only_a_checkpoint_the_owner_recorded(tmp_path, monkeypatch):
@@ -107,3 +112,12 @@ def test_a_servers_checkpoint_report_must_be_one_the_job_makes():
             checked_checkpoint(cfg, 1, reported, last=last)
     with pytest.raises(JobFailed, match="server 0"):
         checked_checkpoint(TrainConfig(iterations=6, checkpoint_every=0), 0, 2, last=0)
+
+
+def test_a_servers_traffic_report_must_be_counts():
+    good = {"rounds": 3, "bytes_sent": 10, "by_op": {"mul": {"rounds": 1}}}
+    assert server_counts(0, good) is good
+    assert server_counts(0, {"iteration": 1}) == {"iteration": 1}
+    for bad in ("rounds", [3], {"rounds": "3"}, {"bytes_sent": -1}, {"rounds": True}, {"bytes_sent": 1.5}):
+        with pytest.raises(JobFailed, match=r"server 1 reported traffic that is not counts"):
+            server_counts(1, bad)

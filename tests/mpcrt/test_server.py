@@ -173,3 +173,26 @@ async def test_a_hostile_owner_input_is_refused_cleanly_and_the_server_serves_on
             await asyncio.sleep(0.05)
         assert any("server 1: job 'job' failed" in line for line in logs), "\n".join(logs)
         assert abs(float(await run_square(addresses, certs, torch.tensor([1.0]))) - 1.0) < 1e-3
+
+
+async def test_a_request_beyond_the_dealer_limits_ends_the_job_naming_the_server(certs, tmp_path):
+    from mpcrt.dealer import DealerLimits
+    from mpcrt.jobs import DEALER_REFUSED
+    from mpcrt.owner import ServerFailed
+
+    async with two_servers(certs, tmp_path) as (addresses, logs):
+        # square's one product needs a triple of 3 x 8 bytes for party 1: allow less
+        job = await start_job(addresses, certs, "square", {}, SEEDS, dealer_limits=DealerLimits(job_bytes=16))
+        job.client.share({"x": torch.tensor([3.0])})
+        with pytest.raises(ServerFailed) as raised:
+            await job.client.reveal("y", timeout=10)
+        cause = await job.client.settle(timeout=5)
+        await job.close()
+        for failure in (raised.value, cause):
+            assert failure.party_id == 1 and failure.kind == DEALER_REFUSED, failure
+            assert "server 1 (127.0.0.1:" in str(failure) and "16" in str(failure)
+        assert job.dealer.refusals and job.dealer.refusals[0].party_id == 1
+        assert any("server 1: job 'job' failed" in line for line in logs), "\n".join(logs)
+        # the servers serve the next job, whose dealer has room for it
+        y = await run_square(addresses, certs, torch.tensor([3.0]), dealer_limits=DealerLimits(job_bytes=1 << 20))
+        assert abs(float(y) - 9.0) < 1e-3
