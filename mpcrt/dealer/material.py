@@ -49,7 +49,8 @@ class Request:
     @functools.cached_property
     def digest(self) -> bytes:
         """SHA-256 of the request's canonical encoding (its wire form): names its streams."""
-        return hashlib.sha256(msgpack.packb(["mpcrt-dealer", *self.to_wire()])).digest()
+        # msgpack writes tuples as arrays: the same bytes as the wire form, without converting
+        return hashlib.sha256(msgpack.packb(("mpcrt-dealer", self.kind, self.mid, self.tag, self.params))).digest()
 
     def label(self, component: str) -> bytes:
         """The name of one component's stream: the whole request, then the component."""
