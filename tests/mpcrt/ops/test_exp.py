@@ -22,9 +22,9 @@ async def test_exp_and_lpgan_sigmoid():
     for e, s, t in await run_pair(exps, torch.cat([x, clipped]), timeout=60):
         ref = held.exp()
         n = len(x)
-        # t = x / ln 2 carries up to 3 units (3e-5 relative in e^x), 2^r's fit 3.6e-6, and two
-        # truncations 2 units: the errors add up
-        assert float(((e[:n] - ref).abs() / (ref * 1e-4 + 2 * ULP)).max()) <= 1
+        # the worst case of every truncation's error added up (mpcrt.ops.exp's docstring), not
+        # a seed's: 40 runs reached half of it
+        assert float(((e[:n] - ref).abs() / (ref * 6e-5 + 2 * ULP)).max()) <= 1
         # clipped: 2^-23 rounds to 0 at f = 16; above: just under 2^24
         low, high = e[n:][0::2], e[n:][1::2]
         assert low.tolist() == [0.0, 0.0] and float(((high - 2.0 ** 24) / 2.0 ** 24).abs().max()) < 1e-4
