@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -206,16 +207,23 @@ def test_a_wrong_certificate_is_refused(tmp_path, servers):
 
 
 def test_a_second_job_while_one_runs_is_refused(tmp_path, servers, certs):
-    first = subprocess.Popen([sys.executable, "-m", "gan.cli", "train",
-                              str(job_file(tmp_path, servers.ports, certs, "first", iterations=4))],
+    first_job = job_file(tmp_path, servers.ports, certs, "first", iterations=4)
+    first_job.write_text(first_job.read_text().replace("timeout = 30", "timeout = 300"))
+    first = subprocess.Popen([sys.executable, "-m", "gan.cli", "train", str(first_job)],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    stopped = False
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and "job 'first' (session" not in servers.log(0):
             time.sleep(0.1)
+        # the first owner is held still, so its job runs however long the second takes to start
+        first.send_signal(signal.SIGSTOP)
+        stopped = True
         out = lpgan("train", str(job_file(tmp_path, servers.ports, certs, "second")))
         assert out.returncode == 1 and "busy with job 'first'" in out.stderr
     finally:
+        if stopped:
+            first.send_signal(signal.SIGCONT)
         first.communicate(timeout=120)
     assert first.returncode == 0
 
