@@ -30,3 +30,27 @@ def test_synthesis_in_batches_is_bounded_by_its_honest_plan():
     honest = sum(budget._plan_bytes(budget._one_synthesis, "small", b, protocol=PROTOCOL) for b in (4, 4, 2))
     bound = budget.synthesis_bytes("small", 10, 4, PROTOCOL)
     assert honest <= bound <= 10 * honest
+
+
+def test_the_dry_runs_are_kept_on_disk_and_a_bad_cache_is_measured_again(tmp_path, monkeypatch):
+    monkeypatch.setenv("LPGAN_CACHE", str(tmp_path))
+    measured: list[str] = []
+    budget._synthesis_points.cache_clear()
+    first = budget.synthesis_bytes("small", 4, 4, PROTOCOL, measured.append)
+    assert len(measured) == 1 and "dry run" in measured[0] and len(list(tmp_path.glob("budget-*.json"))) == 1
+
+    record_plan = budget.record_plan
+
+    def no_dry_run(*args, **kwargs):
+        raise AssertionError("measured again")
+
+    monkeypatch.setattr(budget, "record_plan", no_dry_run)
+    budget._synthesis_points.cache_clear()  # as a new process: from the disk
+    assert budget.synthesis_bytes("small", 4, 4, PROTOCOL, measured.append) == first and len(measured) == 1
+
+    for path in tmp_path.glob("budget-*.json"):
+        path.write_text("[1, ")
+    monkeypatch.setattr(budget, "record_plan", record_plan)
+    budget._synthesis_points.cache_clear()
+    assert budget.synthesis_bytes("small", 4, 4, PROTOCOL, measured.append) == first and len(measured) == 2
+    budget._synthesis_points.cache_clear()
