@@ -1,23 +1,27 @@
 """Job configuration files (TOML) for `lpgan train` and `lpgan synthesize`.
 
 Every key is optional except the servers' addresses; unknown keys are errors (a typo must
-not silently fall back to a default). docs/CONFIG.md is the reference; EXAMPLE is a
-complete file with the defaults.
+not silently fall back to a default). Every value is checked here, on the owner's machine,
+before anything starts: its type and the range that works (fixed-point bits the protocols
+hold, positive counts and timeouts), each error naming the file, the table and the key.
+docs/CONFIG.md is the reference; EXAMPLE is a complete file with the defaults.
 """
 
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gan import models
 from gan.train import TrainConfig
 from mpcrt.server import parse_address
 from transports.wan import PRESETS
 
 EXAMPLE = """\
-name = "mnist-small"        # the job's name: servers keep its checkpoints under STATE/NAME
+name = "lpgan-job"          # the job's name: servers keep its checkpoints under STATE/NAME
 out = "lpgan-out"           # the owner's output directory
 
 [servers]
@@ -39,7 +43,7 @@ lr = 0.0002
 betas = [0.5, 0.999]
 seed = 0                    # with the owner's secret: initial weights, batches and noise
 samples = 64                # images synthesized at the end
-checkpoint_every = 10       # iterations between checkpoints (0: none)
+checkpoint_every = 10       # iterations between checkpoints (0: none; --resume needs them)
 twin = true                 # also train a plaintext twin on the same inputs, for comparison
 quality = false             # judge 1,000 images of each generator with a small MNIST classifier
 
@@ -61,9 +65,20 @@ _SECTIONS = {
     "": {"name", "out", "servers", "data", "train", "synthesize", "protocol"},
     "servers": {"party0", "party1", "certs", "connect_timeout", "timeout"},
     "data": {"source"},
+    "train": {"preset", "iterations", "batch_size", "optimizer", "lr", "betas", "seed", "samples",
+              "checkpoint_every", "twin", "quality"},
     "synthesize": {"generator", "preset", "count", "batch_size", "seed"},
     "protocol": {"frac_bits", "comparison", "truncation", "network"},
 }
+
+DEFAULT_NAME = "lpgan-job"
+DEFAULT_CHECKPOINT_EVERY = 10  # a job file's default (TrainConfig's, for the library, is 0): a minimal job resumes
+MAX_NAME = 100  # characters: the servers make a folder of it (255 bytes at most on common file systems)
+# Fixed-point fractional bits that work (docs/CONFIG.md, tests/gan/test_jobfile.py): above 18, batch
+# norm's statistics at f + 12 bits exceed the ring's 30 (mpcrt.ops.batchnorm); below 12, the
+# rounding of every product is a large part of a GAN's updates, and a secure run strays from
+# its plaintext twin; 0 cannot even start (the protocols' constants carry the job's scale).
+MIN_FRAC_BITS, MAX_FRAC_BITS = 12, 18
 
 
 class ConfigError(ValueError):
@@ -83,12 +98,12 @@ class Synthesis:
 class JobConfig:
     servers: tuple[tuple[str, int], tuple[str, int]]
     certs: Path
-    name: str = "lpgan-job"
+    name: str = DEFAULT_NAME
     out: Path = Path("lpgan-out")
     connect_timeout: float = 30.0
     timeout: float = 120.0
     data: str = "mnist"
-    train: TrainConfig = field(default_factory=TrainConfig)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(checkpoint_every=DEFAULT_CHECKPOINT_EVERY))
     twin: bool = True
     quality: bool = False
     synthesize: Synthesis = field(default_factory=Synthesis)
@@ -96,10 +111,19 @@ class JobConfig:
     comparison: str = "auto"
     truncation: str = "dealer"
     network: str | None = None
+    path: Path | None = None  # the job file, for messages
 
     def protocol(self) -> dict[str, Any]:
         return {"frac_bits": self.frac_bits, "comparison": self.comparison, "truncation": self.truncation,
                 "network": self.network}
+
+    def error(self, message: str) -> ConfigError:
+        """A ConfigError about this job's file."""
+        return ConfigError(f"{self.path or 'the job file'}: {message}")
+
+    def shown_path(self) -> str:
+        """The job file as the user would name it on the command line."""
+        return str(self.path) if self.path is not None else "CONFIG"
 
 
 def load(path: str | Path) -> JobConfig:
@@ -109,56 +133,140 @@ def load(path: str | Path) -> JobConfig:
         raw = tomllib.loads(path.read_text())
     except FileNotFoundError:
         raise ConfigError(f"no job file at {path}; `lpgan train --example` prints one to start from") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path} is a folder, not a job file; `lpgan train --example` prints one") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is not a text file ({exc.reason}); a job file is TOML (docs/CONFIG.md)") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from None
     try:
-        return parse(raw, path.parent)
+        job = parse(raw, path.parent)
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"{path}: {exc}") from None
+    job.path = path
+    return job
 
 
 def parse(raw: dict[str, Any], base: Path) -> JobConfig:
+    """A job from a parsed job file (paths relative to `base`): every key checked; a ValueError
+    names the table and the key."""
     _check_keys(raw, "")
-    for section in ("servers", "data", "synthesize", "protocol"):
-        _check_keys(raw.get(section, {}), section)
-    servers = raw.get("servers", {})
+    tables = {section: raw.get(section, {}) for section in ("servers", "data", "train", "synthesize", "protocol")}
+    for section, table in tables.items():
+        _check_keys(table, section)
+    servers, train, synth, protocol = (tables[k] for k in ("servers", "train", "synthesize", "protocol"))
     missing = [k for k in ("party0", "party1") if k not in servers]
     if missing:
         raise ValueError(f"[servers] needs {' and '.join(missing)} (HOST:PORT of each `lpgan serve`)")
-    train = dict(raw.get("train", {}))
-    twin = train.pop("twin", True)
-    quality = train.pop("quality", False)
-    protocol = raw.get("protocol", {})
-    network = protocol.get("network", "none")
-    if network not in ("none", *PRESETS):
-        raise ValueError(f"[protocol] network must be 'none' or one of {', '.join(PRESETS)}, got {network!r}")
-    if protocol.get("comparison", "auto") not in ("auto", "tree", "lpgan", "dcf"):
-        raise ValueError(f"[protocol] comparison must be auto, tree, lpgan or dcf, got {protocol['comparison']!r}")
-    if protocol.get("truncation", "dealer") not in ("dealer", "local"):
-        raise ValueError(f"[protocol] truncation must be dealer or local, got {protocol['truncation']!r}")
-    synth = Synthesis(**raw.get("synthesize", {}))
-    synth.generator = str(base / synth.generator)
+    name = _string(raw, "", "name", DEFAULT_NAME)
+    if not 0 < len(name) <= MAX_NAME or not name.isprintable():
+        raise ValueError(f"name must be 1 to {MAX_NAME} printable characters, got {name!r}")
+    network = _choice(protocol, "protocol", "network", "none", ("none", *PRESETS))
+    twin = _flag(train, "twin", True)
+    quality = _flag(train, "quality", False)
+    if quality and not twin:
+        raise ValueError("[train] quality = true judges the plaintext twin beside the secure run: "
+                         "set [train] twin = true, or quality = false")
+    values = {k: v for k, v in train.items() if k not in ("twin", "quality")}
+    values.setdefault("checkpoint_every", DEFAULT_CHECKPOINT_EVERY)
+    try:
+        cfg = TrainConfig.from_dict(values)
+    except ValueError as exc:
+        raise ValueError(f"[train] {exc}") from None
+    frac_bits = _integer(protocol, "protocol", "frac_bits", 16, MIN_FRAC_BITS, MAX_FRAC_BITS,
+                         why=" (fixed-point fractional bits that the protocols hold; 16 is the tested default)")
+    if cfg.optimizer == "adam" and cfg.lr * 2 ** frac_bits < 1:
+        raise ValueError(f"[train] lr = {cfg.lr:g} is below one unit of the fixed point (2^-{frac_bits} = "
+                         f"{2.0 ** -frac_bits:.3g} with [protocol] frac_bits = {frac_bits}): Adam's steps are about "
+                         "lr, and every one would round to zero; raise lr or [protocol] frac_bits")
+    synthesis = Synthesis(
+        generator=str(base / _string(synth, "synthesize", "generator", Synthesis.generator)),
+        preset=_choice(synth, "synthesize", "preset", Synthesis.preset, tuple(models.PRESETS)),
+        count=_integer(synth, "synthesize", "count", Synthesis.count, 1),
+        batch_size=_integer(synth, "synthesize", "batch_size", Synthesis.batch_size, 1),
+        seed=_integer(synth, "synthesize", "seed", Synthesis.seed, -2 ** 63, 2 ** 63 - 1),
+    )
     return JobConfig(
-        servers=(parse_address(servers["party0"]), parse_address(servers["party1"])),
-        certs=base / servers.get("certs", "certs"),
-        name=str(raw.get("name", "lpgan-job")),
-        out=base / raw.get("out", "lpgan-out"),
-        connect_timeout=float(servers.get("connect_timeout", 30.0)),
-        timeout=float(servers.get("timeout", 120.0)),
-        data=_data_source(raw.get("data", {}).get("source", "mnist"), base),
-        train=TrainConfig.from_dict(train),
-        twin=bool(twin),
-        quality=bool(quality),
-        synthesize=synth,
-        frac_bits=int(protocol.get("frac_bits", 16)),
-        comparison=protocol.get("comparison", "auto"),
-        truncation=protocol.get("truncation", "dealer"),
+        servers=(_address(servers, "party0"), _address(servers, "party1")),
+        certs=base / _string(servers, "servers", "certs", "certs"),
+        name=name,
+        out=base / _string(raw, "", "out", "lpgan-out"),
+        connect_timeout=_seconds(servers, "connect_timeout", 30.0),
+        timeout=_seconds(servers, "timeout", 120.0),
+        data=_data_source(_string(tables["data"], "data", "source", "mnist"), base),
+        train=cfg,
+        twin=twin,
+        quality=quality,
+        synthesize=synthesis,
+        frac_bits=frac_bits,
+        comparison=_choice(protocol, "protocol", "comparison", "auto", ("auto", "tree", "lpgan", "dcf")),
+        truncation=_choice(protocol, "protocol", "truncation", "dealer", ("dealer", "local")),
         network=None if network == "none" else network,
     )
 
 
 def _data_source(source: str, base: Path) -> str:
+    if not source:
+        raise ValueError("[data] source must be 'mnist', 'digits' or a folder of PNG/JPEG images, got ''")
     return source if source in ("mnist", "digits") else str(base / source)
+
+
+def _key(section: str, key: str) -> str:
+    return f"[{section}] {key}" if section else key
+
+
+def _string(table: dict[str, Any], section: str, key: str, default: str) -> str:
+    value = table.get(key, default)
+    if not isinstance(value, str):
+        raise ValueError(f"{_key(section, key)} must be a string (in quotes), got {value!r}")
+    return value
+
+
+def _choice(table: dict[str, Any], section: str, key: str, default: str, choices: tuple[str, ...]) -> str:
+    value = table.get(key, default)
+    if value not in choices:
+        raise ValueError(f"{_key(section, key)} must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+def _integer(table: dict[str, Any], section: str, key: str, default: int, low: int, high: int | None = None,
+             why: str = "") -> int:
+    value = table.get(key, default)
+    if not isinstance(value, int) or isinstance(value, bool) or value < low or (high is not None and value > high):
+        if high is not None:
+            wanted = f"an integer from {low} to {high}"
+        else:
+            wanted = "a positive integer" if low == 1 else f"an integer >= {low}"
+        raise ValueError(f"{_key(section, key)} must be {wanted}{why}, got {value!r}")
+    return value
+
+
+def _flag(table: dict[str, Any], key: str, default: bool) -> bool:
+    value = table.get(key, default)
+    if not isinstance(value, bool):
+        raise ValueError(f"[train] {key} must be true or false, got {value!r}")
+    return value
+
+
+def _seconds(table: dict[str, Any], key: str, default: float) -> float:
+    value = table.get(key, default)
+    if not isinstance(value, int | float) or isinstance(value, bool) or not 0 < value < math.inf:
+        raise ValueError(f"[servers] {key} must be a positive number of seconds, got {value!r}")
+    return float(value)
+
+
+def _address(table: dict[str, Any], key: str) -> tuple[str, int]:
+    value = table[key]
+    if not isinstance(value, str):
+        raise ValueError(f"[servers] {key} must be a string \"HOST:PORT\" (e.g. \"10.0.0.2:7000\"), got {value!r}")
+    try:
+        host, port = parse_address(value)
+    except ValueError as exc:
+        raise ValueError(f"[servers] {key}: {exc}") from None
+    if port == 0:
+        raise ValueError(f"[servers] {key}: port 0 is not a server's port, got {value!r}; give the port of "
+                         "its `lpgan serve --listen`")
+    return host, port
 
 
 def _check_keys(table: Any, section: str) -> None:

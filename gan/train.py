@@ -64,19 +64,40 @@ class TrainConfig:
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"unknown training option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-        cfg = cls(**{**values, "betas": tuple(values.get("betas", cls.betas))})
+        betas = values.get("betas", cls.betas)
+        cfg = cls(**{**values, "betas": tuple(betas) if isinstance(betas, list | tuple) else betas})
         cfg.check()
         return cfg
 
     def check(self) -> None:
-        self.preset_()
+        """Every value's type and range; each message starts with the key's name."""
+        if not isinstance(self.preset, str) or self.preset not in models.PRESETS:
+            raise ValueError(f"preset must be one of {', '.join(models.PRESETS)}, got {self.preset!r}")
         for name in ("iterations", "batch_size", "samples"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+            if not _is_int(getattr(self, name)) or getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
-        if self.checkpoint_every < 0:
-            raise ValueError(f"checkpoint_every must be >= 0, got {self.checkpoint_every}")
+        if not _is_int(self.checkpoint_every) or self.checkpoint_every < 0:
+            raise ValueError(f"checkpoint_every must be an integer >= 0 (0: no checkpoints), "
+                             f"got {self.checkpoint_every!r}")
+        if not _is_int(self.seed) or not -2 ** 63 <= self.seed < 2 ** 63:
+            raise ValueError(f"seed must be an integer (64-bit), got {self.seed!r}")
         if self.optimizer not in ("adam", "sgd"):
             raise ValueError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
+        if not _is_real(self.lr) or not 0 < self.lr < float("inf"):
+            raise ValueError(f"lr must be a positive number (e.g. 0.0002), got {self.lr!r}")
+        betas = self.betas
+        if not (isinstance(betas, tuple) and len(betas) == 2 and all(_is_real(b) and 0 <= b < 1 for b in betas)):
+            shown = list(betas) if isinstance(betas, tuple) else betas
+            raise ValueError(f"betas must be two numbers in [0, 1), e.g. [0.5, 0.999] (sgd's momentum is the "
+                             f"first), got {shown!r}")
+
+
+def _is_int(x: object) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _is_real(x: object) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool)
 
 
 # what train_program reads; the rest (seed, batch_size, samples) only shapes the owner's inputs
