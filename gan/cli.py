@@ -12,10 +12,34 @@ DEMO_ITERATIONS, DEMO_BATCH = 120, 32  # about 3 minutes here
 
 
 def _certs(args: argparse.Namespace) -> int:
+    folder = Path(args.outdir)
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"{folder} is a file; give a folder for the certificates")
+    existing = sorted(p.name for p in (folder / name for name in certificate_files(args.names)) if p.exists())
+    if existing and not args.force:
+        raise UsageError(f"{folder.resolve()} already holds {', '.join(existing)}: a new CA there would replace "
+                         "them, and every server and owner that trusts the old CA would refuse the new certificates; "
+                         "give another folder, or --force to replace them")
     creds = generate_certificates(args.outdir, tuple(args.names), days=args.days)
     print(f"CA and certificates for {', '.join(creds)} written to {Path(args.outdir).resolve()}")
     print("copy ca.pem plus each party's NAME.pem and NAME.key to that party's machine; keep ca.key offline")
     return 0
+
+
+def certificate_files(names: list[str]) -> list[str]:
+    """What `lpgan certs` writes for these names."""
+    return ["ca.pem", "ca.key", *(f"{name}{suffix}" for name in names for suffix in (".pem", ".key"))]
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1 (torch refuses 0 threads with a traceback)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -59,15 +83,17 @@ def _train(args: argparse.Namespace) -> int:
         return 0
     if args.config is None:
         raise UsageError("give a job file: lpgan train CONFIG (`lpgan train --example` prints one)")
+    job = jobfile.load(args.config)  # every value checked before torch or any server is touched
     torch_threads(args.threads)
-    return launch.train(jobfile.load(args.config), resume=args.resume)
+    return launch.train(job, resume=args.resume, fresh=args.fresh)
 
 
 def _synthesize(args: argparse.Namespace) -> int:
     from gan import jobfile, launch
 
+    job = jobfile.load(args.config)
     torch_threads(args.threads)
-    return launch.synthesize(jobfile.load(args.config))
+    return launch.synthesize(job)
 
 
 class UsageError(Exception):
@@ -94,10 +120,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lpgan", description="Private GAN training and synthesis "
                                      "on two edge servers (two-party MPC)")
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("certs", help="make a CA and TLS certificates for the parties")
+    p = sub.add_parser("certs", help="make a CA and TLS certificates for the parties",
+                       description="Make a new CA and a certificate and key per name in OUTDIR. A folder that "
+                       "already holds any of these files is refused unless --force: a new CA replaces the old, "
+                       "and every server and owner that trusts the old one refuses the new certificates.")
     p.add_argument("outdir")
     p.add_argument("--names", nargs="+", default=["party0", "party1", "owner"])
-    p.add_argument("--days", type=int, default=365)
+    p.add_argument("--days", type=positive_int, default=365, help="validity (default 365)")
+    p.add_argument("--force", action="store_true",
+                   help="replace the CA and the certificates already in OUTDIR (every party needs the new ones)")
     p.set_defaults(func=_certs)
     p = sub.add_parser("serve", help="run an edge server: serves the owner's jobs until stopped")
     p.add_argument("--party", type=int, choices=(0, 1), required=True, help="this server's party id")
@@ -105,23 +136,29 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--peer", required=True, metavar="HOST:PORT", help="the other server's --listen address")
     p.add_argument("--certs", required=True, metavar="DIR", help="ca.pem and partyN.pem/.key (lpgan certs)")
     p.add_argument("--state", default="lpgan-server-state", metavar="DIR", help="where checkpoints are kept")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    p.add_argument("--threads", type=positive_int, default=1, help="torch threads (default 1)")
     p.set_defaults(func=_serve)
     p = sub.add_parser("train", help="secure training on two edge servers (run on the owner's machine)")
     p.add_argument("config", nargs="?", help="job file (TOML; docs/CONFIG.md)")
-    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint both servers confirmed")
+    again = p.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true",
+                       help="continue from the last checkpoint both servers confirmed (OUT/checkpoint.json)")
+    again.add_argument("--fresh", action="store_true",
+                       help="start anew even where OUT holds the record of an unfinished job (it is replaced; "
+                       "without --fresh such a job is refused)")
     p.add_argument("--example", action="store_true", help="print an example job file and exit")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    p.add_argument("--threads", type=positive_int, default=1, help="torch threads (default 1)")
     p.set_defaults(func=_train)
     p = sub.add_parser("synthesize", help="secure synthesis from a trained generator on two edge servers")
     p.add_argument("config", help="job file (TOML; its [synthesize] table)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    p.add_argument("--threads", type=positive_int, default=1, help="torch threads (default 1)")
     p.set_defaults(func=_synthesize)
     p = sub.add_parser("demo", help="secure GAN training and synthesis on this machine (bundled MNIST)")
-    p.add_argument("--iterations", type=int, default=DEMO_ITERATIONS,
+    p.add_argument("--iterations", type=positive_int, default=DEMO_ITERATIONS,
                    help=f"training iterations (default {DEMO_ITERATIONS}, a few minutes)")
-    p.add_argument("--batch-size", type=int, default=DEMO_BATCH, help=f"images per iteration (default {DEMO_BATCH})")
-    p.add_argument("--samples", type=int, default=64, help="images to synthesize")
+    p.add_argument("--batch-size", type=positive_int, default=DEMO_BATCH,
+                   help=f"images per iteration (default {DEMO_BATCH})")
+    p.add_argument("--samples", type=positive_int, default=64, help="images to synthesize")
     p.add_argument("--out", default="lpgan-demo", help="output folder")
     p.set_defaults(func=_demo)
     p = sub.add_parser("bench", help="the benchmarks of bench/ (docs/BENCHMARKS.md); "
@@ -140,8 +177,9 @@ def main(argv: list[str] | None = None) -> int:
     except (JobFailed, ConfigError, MPCError, TransportError, UsageError, OSError, ValueError) as exc:
         print(f"lpgan {args.command}: error: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print(f"lpgan {args.command}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        said = f"; {exc}" if str(exc) else ""  # launch.Interrupted says what --resume will do
+        print(f"lpgan {args.command}: interrupted{said}", file=sys.stderr)
         return 130
 
 

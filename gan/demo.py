@@ -1,4 +1,4 @@
-"""`lpgan demo`: the whole system on this machine, on the bundled MNIST digits.
+"""`lpgan demo`: the whole system on this machine, on the MNIST digits shipped with lpgan.
 
 Fresh certificates; two edge servers (`lpgan serve`, two processes) and the owner (this
 process) over mutual TLS 1.3 on loopback; secure training of the small DCGAN preset with a
@@ -105,7 +105,7 @@ def run_demo(iterations: int, samples: int, out: str, batch_size: int) -> int:
           f"the job file is {(folder / 'job.toml').resolve()}")
     try:
         job = jobfile.load(folder / "job.toml")
-        launch.train(job)
+        launch.train(job, fresh=True)  # a demo starts over, even after an interrupted one in the same folder
         launch.synthesize(job)
     finally:
         stop_servers(servers)

@@ -5,9 +5,12 @@ the noise and the model, shows progress (time, rounds and bytes of each server),
 writes what comes back to the output directory: the reconstructed models, image grids,
 loss curves, metrics and both servers' logs. It keeps its own record of the checkpoints
 both servers confirmed (checkpoint.json): `--resume` continues from the last one, and only
-from one in that record. Every run gets fresh dealer seeds; the inputs come from the
-owner's secret and the job's seed (gan.owner). Every failure ends with a message naming
-the server and what to do, and exit code 1.
+from one in that record; a new job never replaces the record of an unfinished one unless
+asked (`--fresh`). Every run gets fresh dealer seeds; the inputs come from the owner's
+secret and the job's seed (gan.owner). Everything the owner can check (the job file, the
+data) is checked before a server is contacted. Every failure ends with a message naming
+the server and what to do (whether `--resume` can continue, and from which iteration), and
+exit code 1; Ctrl-C says the same.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import torch
 
 from gan import models, outputs
 from gan.budget import synthesis_limits, training_limits
-from gan.jobfile import JobConfig
+from gan.jobfile import ConfigError, JobConfig
 from gan.owner import drive_synthesis, drive_training, inputs_key, job_id, owner_secret, run_seeds, training_args
 from gan.train import TrainConfig, load_images, plaintext_training, quality_noise, quality_report, synthesis_noise
 from mpcrt import OwnerClient, ServerFailed
@@ -36,11 +39,20 @@ from transports.loop import run as run_loop
 RECORD = "checkpoint.json"
 
 
+def _say(line: str) -> None:
+    print(line, flush=True)
+
+
 class JobFailed(Exception):
     """A job that could not finish; the message says why and what to do."""
 
 
-def _write_atomic(path: Path, text: str) -> None:
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during a job; the message says what `--resume` will do."""
+
+
+def _write_atomic(path: Path, text: str, then: str) -> None:
+    """Replace `path` whole or not at all; `then`: what to do after freeing disk space."""
     tmp = path.with_suffix(path.suffix + ".tmp")
     try:
         tmp.write_text(text)
@@ -48,15 +60,17 @@ def _write_atomic(path: Path, text: str) -> None:
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise JobFailed(f"could not write {path} ({exc.strerror or exc}); the previous version is kept; "
-                        "free disk space and run again (with --resume for training)") from exc
+                        f"free disk space, then {then}") from exc
 
 
 class _Progress:
     """A progress bar per job (tqdm) with rounds and bytes of each server; server events
     also go to out/server{i}.log."""
 
-    def __init__(self, total: int, initial: int, unit: str, out: Path) -> None:
+    def __init__(self, total: int, initial: int, unit: str, out: Path, then: Callable[[], str]) -> None:
         from tqdm import tqdm
+
+        self.then = then  # what to do after a failed write
 
         self.bar = tqdm(total=total, initial=initial, unit=unit, dynamic_ncols=True, mininterval=0.5)
         self.stats: list[dict[str, Any]] = [{}, {}]
@@ -69,8 +83,8 @@ class _Progress:
             self.logs[party_id].write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
             self.logs[party_id].flush()
         except OSError as exc:
-            raise JobFailed(f"could not write {self.logs[party_id].name} ({exc.strerror or exc}); free disk space "
-                            "and run `lpgan train CONFIG --resume`") from exc
+            raise JobFailed(f"could not write {self.logs[party_id].name} ({exc.strerror or exc}); free disk space, "
+                            f"then {self.then()}") from exc
         if "rounds" in event:
             self.stats[party_id] = server_counts(party_id, event)
         if "stats" in event:  # the final ones, with the job's 'done'
@@ -103,20 +117,45 @@ def server_counts(party_id: int, stats: object) -> dict[str, Any]:
     return stats
 
 
-def _explain(exc: BaseException, job: Any | None, record: dict | None) -> str:
-    """What went wrong, which server, and how to go on."""
+def _explain(exc: BaseException, job: Any | None, note: Callable[[], str | None] | None) -> str:
+    """What went wrong, which server, and how to go on (`note`: what --resume can do, if
+    anything is worth saying)."""
     lines = [str(exc)]
     if job is not None:
         for _i, failure in sorted(job.client.failures.items()):
             if str(failure) != str(exc):
                 lines.append(f"also: {failure}")
-    if record is not None:
-        if record.get("iteration"):
-            lines.append(f"the last checkpoint both servers confirmed is iteration {record['iteration']}; continue "
-                         "with `lpgan train CONFIG --resume` once both servers run")
-        else:
-            lines.append("no checkpoint was confirmed yet; run the job again (set [train] checkpoint_every)")
+    said = note() if note is not None else None
+    if said:
+        lines.append(said)
     return "\n".join(lines)
+
+
+def resume_advice(job: JobConfig, confirmed: int, done: int) -> str | None:
+    """What `--resume` can do after a run stopped, only where it is worth saying: `confirmed`,
+    the last checkpoint both servers confirmed (0: none); `done`, the iterations this run
+    finished. None when nothing was lost (the run stopped before its first iteration and there
+    is no checkpoint): the error says what to fix, and running the job again is all there is."""
+    cfg, path = job.train, job.shown_path()
+    if confirmed:
+        return (f"the last checkpoint both servers confirmed is iteration {confirmed}: `lpgan train {path} --resume` "
+                "continues from there once both servers run")
+    if not done:
+        return None
+    if not cfg.checkpoint_every or cfg.checkpoint_every > cfg.iterations:
+        why = ("[train] checkpoint_every = 0" if not cfg.checkpoint_every else
+               f"[train] checkpoint_every = {cfg.checkpoint_every} is more than its {cfg.iterations} iterations")
+        return (f"this job makes no checkpoints ({why}), so --resume cannot continue it: run it again from the "
+                "start; set [train] checkpoint_every to be able to resume a long job")
+    return (f"it stopped before its first checkpoint (iteration {cfg.checkpoint_every}) was confirmed, so --resume "
+            "cannot continue it: run it again from the start")
+
+
+def _rerun(job: JobConfig, confirmed: int) -> str:
+    """How to finish a training job after its outputs could not be written."""
+    if confirmed:
+        return f"run `lpgan train {job.shown_path()} --resume` (it continues from iteration {confirmed})"
+    return f"run `lpgan train {job.shown_path()}` again (no checkpoint was confirmed to resume from)"
 
 
 def makes_checkpoint(cfg: TrainConfig, iteration: object) -> bool:
@@ -148,12 +187,58 @@ def checked_checkpoint(cfg: TrainConfig, party_id: int, reported: object, last: 
     return reported
 
 
-def train(job: JobConfig, resume: bool = False) -> int:
-    """Secure training on the two servers; outputs in job.out. Returns the exit code."""
+def training_images(job: JobConfig) -> torch.Tensor:
+    """The job's images, refused before any server is contacted if the folder has none or
+    fewer than one batch (a batch stream without one whole batch never yields)."""
+    cfg = job.train
+    try:
+        images = load_images(job.data, cfg.preset_().image_size)
+    except OSError as exc:  # a missing folder, no images, an unreadable image
+        raise job.error(f"[data] source {job.data!r}: {exc}; give a folder of PNG/JPEG images, "
+                        "'mnist' or 'digits'") from None
+    if len(images) < cfg.batch_size:
+        raise job.error(f"[train] batch_size = {cfg.batch_size} is more than the {len(images)} images of [data] "
+                        f"source {job.data!r}; set [train] batch_size to at most {len(images)}, or add images")
+    return images
+
+
+def _read_record(path: Path) -> dict[str, Any]:
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise JobFailed(f"{path} (the record of the checkpoints both servers confirmed) is unreadable ({exc}); "
+                        "move it away, or start over with --fresh") from exc
+    if not isinstance(saved, dict):
+        raise JobFailed(f"{path} is not a checkpoint record; move it away, or start over with --fresh")
+    return saved
+
+
+def _unfinished(job: JobConfig, path: Path, job_ident: str) -> JobFailed | None:
+    """The refusal to start `job` anew where `path` records an unfinished job: starting would
+    replace the only record `--resume` trusts."""
+    if not path.exists():
+        return None
+    saved = _read_record(path)
+    if saved.get("finished") or not saved.get("iteration"):
+        return None
+    what = f"job {saved.get('name', '?')!r}, checkpoint confirmed at iteration {saved['iteration']}"
+    if saved.get("fingerprint") == job_ident:
+        how = f"continue it with `lpgan train {job.shown_path()} --resume`, set another `out`"
+    else:
+        how = f"it is another job (or another owner's): set another `out` in {job.shown_path()}"
+    return JobFailed(f"{path} records an unfinished job ({what}), which starting anew would replace; {how}, "
+                     f"or start over with `lpgan train {job.shown_path()} --fresh` (the record is replaced)")
+
+
+def train(job: JobConfig, resume: bool = False, fresh: bool = False) -> int:
+    """Secure training on the two servers; outputs in job.out. Returns the exit code.
+    `fresh`: start anew even where job.out records an unfinished job (its record is replaced)."""
+    if resume and fresh:
+        raise ConfigError("--resume continues the job, --fresh starts it anew: give one of them")
     cfg = job.train
     out = job.out
+    images = training_images(job)
     out.mkdir(parents=True, exist_ok=True)
-    images = load_images(job.data, cfg.preset_().image_size)
     secret = owner_secret(job.certs)
     key = inputs_key(secret, cfg.seed)  # the owner's inputs: nothing the servers get rebuilds them
     job_ident = job_id(secret, {"program": "train", "train": cfg.as_dict(), **job.protocol()}, images)
@@ -163,17 +248,21 @@ def train(job: JobConfig, resume: bool = False) -> int:
     if resume:
         if not record_path.is_file():
             raise JobFailed(f"no checkpoint record at {record_path}; start without --resume")
-        saved = json.loads(record_path.read_text())
+        saved = _read_record(record_path)
         if saved.get("fingerprint") != job_ident:
             raise JobFailed(f"{record_path} is from another job (its configuration, data, options or owner secret "
                             "differ); resume with the same job file and certs, or start without --resume")
-        record = {**saved, "iteration": resume_point(saved, cfg, record_path)}
+        record = {**saved, "iteration": resume_point(saved, cfg, record_path), "finished": False}
+    elif not fresh and (refusal := _unfinished(job, record_path, job_ident)) is not None:
+        raise refusal
     first: int = record["iteration"]
     curves = {k: list(v[:first]) for k, v in record["curves"].items()}
     print(f"lpgan train: job {job.name!r}, preset {cfg.preset}, {cfg.iterations} iterations of batch "
           f"{cfg.batch_size} on {job.data}" + (f", resuming at iteration {first}" if first else ""))
-    limits = training_limits(cfg, job.protocol(), first)  # a dry run of one iteration: seconds
-    progress = _Progress(cfg.iterations, first, "it", out)
+    limits = training_limits(cfg, job.protocol(), first, progress=_say)  # cached; a dry run the first time
+    if fresh:
+        record_path.unlink(missing_ok=True)  # asked for: the old record would name another run's checkpoints
+    progress = _Progress(cfg.iterations, first, "it", out, lambda: _rerun(job, record["iteration"]))
     started = time.perf_counter()
 
     def confirm() -> None:
@@ -181,7 +270,7 @@ def train(job: JobConfig, resume: bool = False) -> int:
         if done > record["iteration"] and len(curves["d_real"]) >= done:
             record.update(iteration=done, checkpoints=[*record["checkpoints"], done],
                           curves={k: v[:done] for k, v in curves.items()})
-            _write_atomic(record_path, json.dumps(record))
+            _write_atomic(record_path, json.dumps(record), _rerun(job, record["iteration"]))
 
     def on_event(party_id: int, event: dict[str, Any]) -> None:
         if "checkpoint" in event:
@@ -198,16 +287,27 @@ def train(job: JobConfig, resume: bool = False) -> int:
         progress.step(D_real=f"{d_real:.2f}", D_fake=f"{d_fake:.2f}")
         confirm()
 
-    result = _run(job, "train", training_args(cfg, job_ident, first), run_seeds(), limits, on_event, progress, record,
-                  lambda client: drive_training(client, cfg, images, first, on_iteration, key=key))
-    seconds = time.perf_counter() - started
-    judged_noise = quality_noise(cfg, key) if job.quality and job.twin else None
-    twin = asyncio.run(plaintext_training(cfg, images, judged_noise, key=key)) if job.twin else None
-    judged = None
-    if judged_noise is not None and twin is not None:
-        print(f"sample quality of {len(judged_noise)} images from each generator (a small MNIST classifier judges)")
-        judged = quality_report(cfg, result["generator"].state_dict(), twin["quality_samples"], judged_noise)
-    written = _write_training_outputs(out, result, curves, twin, progress.stats, seconds, job, first, judged)
+    def advice() -> str | None:
+        return resume_advice(job, record["iteration"], len(curves["d_real"]) - first)
+
+    try:
+        result = _run(job, "train", training_args(cfg, job_ident, first), run_seeds(), limits, on_event, progress,
+                      advice, lambda client: drive_training(client, cfg, images, first, on_iteration, key=key))
+        seconds = time.perf_counter() - started
+        judged_noise = quality_noise(cfg, key) if job.quality and job.twin else None
+        twin = asyncio.run(plaintext_training(cfg, images, judged_noise, key=key)) if job.twin else None
+        judged = None
+        if judged_noise is not None and twin is not None:
+            print(f"sample quality of {len(judged_noise)} images from each generator (a small MNIST classifier "
+                  "judges)")
+            judged = quality_report(cfg, result["generator"].state_dict(), twin["quality_samples"], judged_noise)
+        written = _write_training_outputs(out, result, curves, twin, progress.stats, seconds, job, first, judged,
+                                          _rerun(job, record["iteration"]))
+    except KeyboardInterrupt as exc:
+        raise Interrupted(resume_advice(job, record["iteration"], len(curves["d_real"]) - first)
+                          or "no iteration was done and no checkpoint confirmed: run the job again") from exc
+    if record_path.exists():  # finished: a new job may write here (a record of an unfinished one is kept)
+        _write_atomic(record_path, json.dumps({**record, "finished": True}), "nothing: the job is done")
     rows = [("iterations", f"{first}..{cfg.iterations}"), ("time", f"{seconds:.1f} s"),
             ("per iteration", f"{seconds / max(cfg.iterations - first, 1):.2f} s"), *_server_rows(progress.stats)]
     for who, q in (judged or {}).items():
@@ -219,11 +319,11 @@ def train(job: JobConfig, resume: bool = False) -> int:
 
 
 def _run(job: JobConfig, program: str, args: dict[str, Any], seeds: tuple[bytes, bytes], limits: DealerLimits,
-         on_event: Callable[[int, dict], None], progress: _Progress, record: dict | None,
+         on_event: Callable[[int, dict], None], progress: _Progress, note: Callable[[], str | None] | None,
          drive: Callable[[OwnerClient], Awaitable[Any]]) -> Any:
     """Start `program` on both servers, `drive` it as the owner (its dealer bounded by
     `limits`), wait for both to finish; any failure becomes a JobFailed that names the
-    server (and the last checkpoint, with `record`)."""
+    server (and what --resume can do: `note`)."""
     state: dict[str, Any] = {"job": None}
 
     async def main() -> Any:
@@ -242,7 +342,7 @@ def _run(job: JobConfig, program: str, args: dict[str, Any], seeds: tuple[bytes,
     try:
         return run_loop(main())
     except (ServerFailed, ServerUnreachable, ConnectionError, TimeoutError) as exc:
-        raise JobFailed(_explain(exc, state["job"], record)) from exc
+        raise JobFailed(_explain(exc, state["job"], note)) from exc
     finally:
         progress.close()
 
@@ -278,24 +378,23 @@ def _summary(rows: list[tuple[str, str]], written: list[Path]) -> None:
         print(f"  {path.resolve()}")
 
 
-def _save(obj: Any, path: Path) -> Path:
+def _save(obj: Any, path: Path, then: str) -> Path:
     try:
         torch.save(obj, path)
     except (OSError, RuntimeError) as exc:  # torch's writer reports a full disk as a RuntimeError
         path.unlink(missing_ok=True)
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0]
-        raise JobFailed(f"could not write {path} ({reason}); free disk space; the servers' "
-                        "checkpoints are kept, so `lpgan train CONFIG --resume` redoes only the end") from exc
+        raise JobFailed(f"could not write {path} ({reason}); free disk space, then {then}") from exc
     return path
 
 
 def _write_training_outputs(out: Path, result: dict[str, Any], curves: dict[str, list[float]], twin: dict | None,
-                            stats: list[dict], seconds: float, job: JobConfig, first: int, judged: dict | None
-                            ) -> list[Path]:
+                            stats: list[dict], seconds: float, job: JobConfig, first: int, judged: dict | None,
+                            then: str) -> list[Path]:
     try:
         written = [
-            _save(result["generator"].state_dict(), out / "generator.pt"),
-            _save(result["discriminator"].state_dict(), out / "discriminator.pt"),
+            _save(result["generator"].state_dict(), out / "generator.pt", then),
+            _save(result["discriminator"].state_dict(), out / "discriminator.pt", then),
             outputs.image_grid(result["samples"], out / "samples.png"),
             outputs.curves_plot(curves, twin["curves"] if twin else None, out / "curves.png"),
         ]
@@ -306,8 +405,8 @@ def _write_training_outputs(out: Path, result: dict[str, Any], curves: dict[str,
                    "plaintext_twin_curves": twin["curves"] if twin else None, "sample_quality": judged}
         written.append(outputs.write_json(metrics, out / "metrics.json"))
     except OSError as exc:
-        raise JobFailed(f"could not write the outputs to {out} ({exc.strerror or exc}); free disk space and run "
-                        "`lpgan train CONFIG --resume`") from exc
+        raise JobFailed(f"could not write the outputs to {out} ({exc.strerror or exc}); free disk space, "
+                        f"then {then}") from exc
     return [*written, out / "server0.log", out / "server1.log"]
 
 
@@ -332,8 +431,9 @@ def synthesize(job: JobConfig) -> int:
                             models.PRESETS[spec.preset].nz)
     batches = -(-spec.count // spec.batch_size)
     print(f"lpgan synthesize: {spec.count} images from {spec.generator} on shares")
-    limits = synthesis_limits(spec.preset, spec.count, spec.batch_size, job.protocol())
-    progress = _Progress(batches, 0, "batch", out)
+    limits = synthesis_limits(spec.preset, spec.count, spec.batch_size, job.protocol(), progress=_say)
+    again = f"run `lpgan synthesize {job.shown_path()}` again"
+    progress = _Progress(batches, 0, "batch", out, lambda: again)
     started = time.perf_counter()
 
     images = _run(job, "synthesize", {"preset": spec.preset, "batches": batches}, run_seeds(), limits, progress.event,
@@ -341,7 +441,7 @@ def synthesize(job: JobConfig) -> int:
                                                        lambda b: progress.step()))
     seconds = time.perf_counter() - started
     try:
-        written = [outputs.image_grid(images, out / "synthesized.png"), _save(images, out / "synthesized.pt")]
+        written = [outputs.image_grid(images, out / "synthesized.png"), _save(images, out / "synthesized.pt", again)]
     except OSError as exc:
         raise JobFailed(f"could not write the images to {out} ({exc.strerror or exc}); free disk space") from exc
     _summary([("images", str(spec.count)), ("time", f"{seconds:.1f} s"), *_server_rows(progress.stats)], written)

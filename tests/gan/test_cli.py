@@ -197,6 +197,7 @@ def test_a_server_that_is_not_up_gets_a_clear_error(tmp_path, certs):
     out = lpgan("train", str(job))
     assert out.returncode == 1
     assert "is `lpgan serve --party" in out.stderr and "Traceback" not in out.stderr
+    assert "checkpoint" not in out.stderr  # nothing ran: nothing to resume, nothing to say of it
 
 
 def test_a_wrong_certificate_is_refused(tmp_path, servers):
@@ -221,6 +222,7 @@ def test_a_second_job_while_one_runs_is_refused(tmp_path, servers, certs):
         stopped = True
         out = lpgan("train", str(job_file(tmp_path, servers.ports, certs, "second")))
         assert out.returncode == 1 and "busy with job 'first'" in out.stderr
+        assert "checkpoint" not in out.stderr, out.stderr  # a refusal: no advice about checkpoints
     finally:
         if stopped:
             first.send_signal(signal.SIGCONT)
@@ -288,3 +290,64 @@ def test_a_full_disk_at_the_owner_is_a_clear_error_and_resume_finishes_the_job(t
         assert (small / "out" / "generator.pt").is_file()
     finally:
         subprocess.run(["umount", str(small)], check=False)
+
+
+def test_certs_refuses_a_folder_that_holds_a_ca_unless_forced(tmp_path):
+    folder = tmp_path / "c"
+    assert lpgan("certs", str(folder)).returncode == 0
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    out = lpgan("certs", str(folder))
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert "already holds ca.key, ca.pem" in out.stderr and "--force" in out.stderr, out.stderr
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before  # nothing replaced
+    out = lpgan("certs", str(folder), "--names", "party2")  # another name, the same CA: still a new CA
+    assert out.returncode == 1 and not (folder / "party2.pem").exists()
+    out = lpgan("certs", str(folder), "--force")
+    assert out.returncode == 0, out.stderr
+    assert (folder / "ca.pem").read_bytes() != before["ca.pem"]
+    assert lpgan("certs", str(tmp_path / "empty-but-there")).returncode == 0  # a folder without them is fine
+    assert "--force" in lpgan("certs", "--help").stdout
+
+
+@pytest.mark.parametrize("args", [("train", "job.toml"), ("synthesize", "job.toml"),
+                                  ("serve", "--party", "0", "--listen", "127.0.0.1:0", "--peer", "127.0.0.1:1",
+                                   "--certs", "c"),
+                                  ("demo",)])
+def test_thread_and_count_options_must_be_positive(args):
+    option = "--iterations" if args[0] == "demo" else "--threads"
+    for value in ("0", "-2", "x"):
+        out = lpgan(*args, option, value, timeout=60)
+        assert out.returncode == 2 and f"{option}: expected a positive integer" in out.stderr, out.stderr
+        assert "Traceback" not in out.stderr
+
+
+def test_a_job_file_error_names_the_key_and_nothing_else(tmp_path, certs):
+    job = job_file(tmp_path, (1, 2), certs, "bad", extra="[protocol]\nfrac_bits = 24\n")
+    out = lpgan("train", str(job), "--threads", "2")
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert f"{job}: [protocol] frac_bits must be an integer from 12 to 18" in out.stderr, out.stderr
+    assert "checkpoint" not in out.stderr
+
+
+def test_ctrl_c_says_which_checkpoint_resume_will_use_and_the_servers_serve_on(tmp_path, servers, certs):
+    import signal
+
+    job = job_file(tmp_path, servers.ports, certs, "stopped", iterations=8)
+    owner = subprocess.Popen([sys.executable, "-m", "gan.cli", "train", str(job)], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    record = tmp_path / "stopped" / "checkpoint.json"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (record.exists() and json.loads(record.read_text())["iteration"] >= 2):
+        time.sleep(0.1)
+    owner.send_signal(signal.SIGINT)
+    _, stderr = owner.communicate(timeout=60)
+    saved = json.loads(record.read_text())["iteration"]
+    assert owner.returncode == 130 and "Traceback" not in stderr, stderr
+    assert (f"lpgan train: interrupted; the last checkpoint both servers confirmed is iteration {saved}: "
+            f"`lpgan train {job} --resume` continues from there") in stderr, stderr
+    out = lpgan("train", str(job))  # a new run would replace the record --resume needs: refused
+    assert out.returncode == 1 and "records an unfinished job" in out.stderr and "--fresh" in out.stderr
+    out = lpgan("train", str(job), "--resume")
+    assert out.returncode == 0, out.stderr
+    assert f"resuming at iteration {saved}" in out.stdout
+    assert json.loads(record.read_text())["finished"] is True

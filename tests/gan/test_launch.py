@@ -10,7 +10,8 @@ import pytest
 
 from gan import jobfile, launch
 from gan.budget import synthesis_bytes
-from gan.launch import JobFailed, checked_checkpoint, resume_point, server_counts
+from gan.jobfile import ConfigError
+from gan.launch import JobFailed, checked_checkpoint, resume_advice, resume_point, server_counts
 from gan.train import TrainConfig
 
 
@@ -30,9 +31,9 @@ def capture_starts(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     """Make launch.train stop where it would start the servers; what it would send is recorded."""
     starts: list[dict[str, Any]] = []
 
-    def start(job, program, args, seeds, limits, on_event, progress, record, drive):
+    def start(job, program, args, seeds, limits, on_event, progress, note, drive):
         progress.close()
-        starts.append({"program": program, "args": args, "seeds": seeds, "limits": limits})
+        starts.append({"program": program, "args": args, "seeds": seeds, "limits": limits, "note": note})
         raise Started
 
     monkeypatch.setattr(launch, "_run", start)
@@ -121,3 +122,99 @@ def test_a_servers_traffic_report_must_be_counts():
     for bad in ("rounds", [3], {"rounds": "3"}, {"bytes_sent": -1}, {"rounds": True}, {"bytes_sent": 1.5}):
         with pytest.raises(JobFailed, match=r"server 1 reported traffic that is not counts"):
             server_counts(1, bad)
+
+
+def image_folder(folder: Path, count: int) -> Path:
+    from PIL import Image
+
+    folder.mkdir()
+    for i in range(count):
+        Image.new("L", (16, 16), color=i * 40).save(folder / f"{i}.png")
+    return folder
+
+
+def test_fewer_images_than_a_batch_is_refused_before_any_server_is_asked(tmp_path, monkeypatch):
+    # it used to spin at 100% CPU for ever, holding both servers, in the owner's batch stream
+    starts = capture_starts(monkeypatch)
+    image_folder(tmp_path / "pics", 3)
+    job = job_config(tmp_path, batch_size=4)
+    job.data, job.path = str(tmp_path / "pics"), tmp_path / "job.toml"
+    with pytest.raises(ConfigError) as info:
+        launch.train(job)
+    message = str(info.value)
+    assert message.startswith(f"{tmp_path / 'job.toml'}: [train] batch_size = 4 is more than the 3 images of "
+                              f"[data] source '{tmp_path / 'pics'}'"), message
+    assert "at most 3" in message and not starts and not (tmp_path / "out").exists()
+    job.train.batch_size = 3
+    with pytest.raises(Started):
+        launch.train(job)
+
+
+def test_a_data_folder_without_images_is_named(tmp_path, monkeypatch):
+    starts = capture_starts(monkeypatch)
+    job = job_config(tmp_path)
+    job.path = tmp_path / "job.toml"
+    for data in (tmp_path / "nowhere", image_folder(tmp_path / "empty", 0)):
+        job.data = str(data)
+        with pytest.raises(ConfigError, match=rf"job.toml: \[data\] source '{data}'.*PNG/JPEG"):
+            launch.train(job)
+    assert not starts
+
+
+def test_a_new_job_does_not_replace_the_record_of_an_unfinished_one(tmp_path, monkeypatch):
+    starts = capture_starts(monkeypatch)
+    job = job_config(tmp_path, iterations=4, checkpoint_every=2)
+    job.path = tmp_path / "job.toml"
+    with pytest.raises(Started):
+        launch.train(job)
+    write_record(job, starts[0]["args"]["fingerprint"], 2, [2])
+    kept = (job.out / launch.RECORD).read_text()
+    with pytest.raises(JobFailed, match=r"records an unfinished job \(job 'job', checkpoint confirmed at iteration 2\)"
+                       r".*`lpgan train .*job.toml --resume`.*another `out`.*--fresh") as info:
+        launch.train(job)
+    assert (job.out / launch.RECORD).read_text() == kept and len(starts) == 1, str(info.value)
+    other = job_config(tmp_path, iterations=4, checkpoint_every=2, lr=1e-3)  # another job, the same out
+    with pytest.raises(JobFailed, match=r"it is another job .*another `out`.*--fresh"):
+        launch.train(other)
+    with pytest.raises(Started):  # --resume continues it
+        launch.train(job, resume=True)
+    with pytest.raises(Started):  # --fresh starts anew: the old record is gone, the new run writes its own
+        launch.train(other, fresh=True)
+    assert not (job.out / launch.RECORD).exists()
+    with pytest.raises(ConfigError, match="give one of them"):
+        launch.train(job, resume=True, fresh=True)
+
+
+def test_the_record_of_a_finished_job_may_be_replaced(tmp_path, monkeypatch):
+    starts = capture_starts(monkeypatch)
+    job = job_config(tmp_path, iterations=4, checkpoint_every=2)
+    with pytest.raises(Started):
+        launch.train(job)
+    write_record(job, starts[0]["args"]["fingerprint"], 4, [2, 4])
+    record = json.loads((job.out / launch.RECORD).read_text())
+    (job.out / launch.RECORD).write_text(json.dumps({**record, "finished": True}))
+    with pytest.raises(Started):
+        launch.train(job)
+
+
+def test_what_resume_can_do_is_said_only_where_it_is_true(tmp_path):
+    job = job_config(tmp_path, iterations=6, checkpoint_every=2)
+    job.path = Path("jobs/a.toml")
+    said = resume_advice(job, confirmed=4, done=5)
+    assert said is not None and "iteration 4: `lpgan train jobs/a.toml --resume` continues from there" in said
+    assert resume_advice(job, confirmed=0, done=0) is None  # refused, unreachable, bad values: nothing ran
+    said = resume_advice(job, confirmed=0, done=1)
+    assert said is not None and "before its first checkpoint (iteration 2)" in said and "from the start" in said
+    for every in (0, 7):
+        job.train.checkpoint_every = every
+        said = resume_advice(job, confirmed=0, done=3)
+        assert said is not None and "makes no checkpoints" in said and f"checkpoint_every = {every}" in said
+    assert all("set [train] checkpoint_every)" not in str(resume_advice(job, c, d)) for c in (0, 2) for d in (0, 3))
+
+
+def test_a_failure_before_the_job_starts_says_nothing_of_checkpoints(tmp_path, monkeypatch):
+    starts = capture_starts(monkeypatch)
+    job = job_config(tmp_path)
+    with pytest.raises(Started):
+        launch.train(job)
+    assert starts[0]["note"]() is None  # what _run adds to a refusal or an unreachable server
