@@ -18,6 +18,7 @@ from typing import Any
 import gan
 from gan import models
 from gan.checkpoint import CheckpointStore
+from gan.jobfile import MAX_FRAC_BITS, MIN_FRAC_BITS
 from gan.step import train_step
 from gan.train import TrainConfig, optimizers
 from mpcrt import OWNER, Party, keyed_scope
@@ -25,6 +26,7 @@ from mpcrt import OWNER, Party, keyed_scope
 SETUP, SYNTHESIS = -1, -2  # keyed scopes outside the iterations (which use 1, 2, ...)
 JOB_ID = re.compile(r"[0-9a-f]{64}")  # gan.owner.job_id: an HMAC-SHA256 in hex
 MAX_KEPT_CHECKPOINTS = 1000
+MAX_BATCHES = 1 << 20  # noise batches of one synthesis job
 
 
 class JobArgsError(ValueError):
@@ -53,6 +55,24 @@ def kept_checkpoints(value: object) -> int:
     return value
 
 
+def check_scale(party: Party) -> None:
+    """The job's fixed-point bits, within the range a GAN works in (gan.jobfile checks the
+    same at the owner; an owner running other code meets it here, before anything runs)."""
+    if not MIN_FRAC_BITS <= party.frac_bits <= MAX_FRAC_BITS:
+        raise JobArgsError(f"frac_bits {party.frac_bits} is outside {MIN_FRAC_BITS}..{MAX_FRAC_BITS}, where GAN "
+                           "training and synthesis work (docs/CONFIG.md); set [protocol] frac_bits")
+
+
+def synthesis_args(args: dict[str, Any]) -> tuple[models.Preset, int]:
+    """The preset and the number of noise batches of a synthesis job, as the owner asks."""
+    preset, batches = args.get("preset"), args.get("batches")
+    if not isinstance(preset, str) or preset not in models.PRESETS:
+        raise JobArgsError(f"preset {str(preset)[:40]!r} is not one of {', '.join(models.PRESETS)}")
+    if not isinstance(batches, int) or isinstance(batches, bool) or not 1 <= batches <= MAX_BATCHES:
+        raise JobArgsError(f"batches must be an integer from 1 to {MAX_BATCHES}, got {str(batches)[:40]!r}")
+    return models.PRESETS[preset], batches
+
+
 def real_key(i: int) -> str:
     return f"real/{i}"
 
@@ -70,6 +90,7 @@ async def train_program(party: Party, args: dict[str, Any]) -> None:
     iteration), 'fingerprint' (the job's id, gan.owner.job_id: its checkpoints live apart from
     other jobs' and are refused to them), 'keep_checkpoints', 'state_dir' (added by the
     server: where this job's checkpoints live). What the owner sends is checked before use."""
+    check_scale(party)
     cfg = TrainConfig.from_dict(args["train"])
     p = cfg.preset_()
     d_arch, g_arch = models.discriminator(p), models.generator(p)  # public architectures; weights from the owner
@@ -109,10 +130,12 @@ async def train_program(party: Party, args: dict[str, Any]) -> None:
 async def synthesize_program(party: Party, args: dict[str, Any]) -> None:
     """args: 'preset', 'batches' (how many noise batches the owner sends). The owner shares a
     trained generator and the noise; the images go back to the owner only."""
-    g_arch = models.generator(models.PRESETS[args["preset"]])
+    check_scale(party)
+    preset, batches = synthesis_args(args)
+    g_arch = models.generator(preset)
     with keyed_scope(SETUP):
         g = await gan.secure(g_arch, party, src=OWNER, name="g")
-    for b in range(int(args["batches"])):
+    for b in range(batches):
         with keyed_scope(b + 1):
             await _synthesize(party, g, f"samples/{b}")
         party.owner.event(batch=b + 1, rounds=party.stats.rounds, bytes_sent=party.stats.bytes_sent)

@@ -208,6 +208,30 @@ def test_owner_arguments_out_of_range_are_refused(images, tmp_path, args):
         run_with_owner(PROGRAMS["train"], owner, full, timeout=20)
 
 
+@pytest.mark.parametrize("frac_bits", [8, 19])
+def test_a_scale_outside_what_trains_is_refused_by_the_servers(tmp_path, frac_bits):
+    async def owner(client, _):
+        return None
+
+    full = {"train": CFG.for_servers(), "resume_from": 0, "fingerprint": "ab" * 32, "keep_checkpoints": 2,
+            "state_dir": str(tmp_path)}
+    with pytest.raises(JobArgsError, match=f"frac_bits {frac_bits} is outside 12..18"):
+        run_with_owner(PROGRAMS["train"], owner, full, frac_bits=frac_bits, timeout=20)
+    with pytest.raises(JobArgsError, match=f"frac_bits {frac_bits} is outside 12..18"):
+        run_with_owner(PROGRAMS["synthesize"], owner, {"preset": "small", "batches": 1}, frac_bits=frac_bits,
+                       timeout=20)
+
+
+@pytest.mark.parametrize("args", [{"preset": "huge"}, {"preset": ["small"]}, {"batches": 0}, {"batches": 1.5},
+                                  {"batches": 10**12}, {"batches": True}])
+def test_synthesis_arguments_out_of_range_are_refused(args):
+    async def owner(client, _):
+        return None
+
+    with pytest.raises(JobArgsError, match=next(iter(args))):
+        run_with_owner(PROGRAMS["synthesize"], owner, {"preset": "small", "batches": 2, **args}, timeout=20)
+
+
 class RunsCode:
     """Loaded unsafely, it creates a marker file (a harmless stand-in for a shell command)."""
 
