@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from typing import Any
 
 from mpcrt.dealer import DealerLimits, DealerRefused, DealerService
 from mpcrt.owner import OwnerClient, ServerFailed
-from mpcrt.server import CONTROL, DEALER, hello
+from mpcrt.server import CONTROL, DEALER, MAX_JOB_TIMEOUT, hello
 from transports import TLSConfig, Transport, TransportError, connect, load_credentials
 
 DEALER_REFUSED = "DealerRefused"  # ServerFailed.kind of a job the owner's dealer stopped
@@ -63,7 +64,14 @@ async def start_job(servers: tuple[tuple[str, int], tuple[str, int]], certs: str
     `dealer_limits`: the most material the owner's dealer makes for this job (the program's
     plan bounds it; gan.budget for the GAN programs). A request the dealer refuses (beyond
     the limits, a repeated step, an unknown kind) ends the job with ServerFailed naming the
-    server that asked."""
+    server that asked. `timeout` (silence that ends the job) and `connect_timeout` (for
+    reaching a server and its answer) are seconds above 0; the servers take timeouts up to
+    MAX_JOB_TIMEOUT."""
+    for key, value, most in (("timeout", timeout, MAX_JOB_TIMEOUT), ("connect_timeout", connect_timeout, math.inf)):
+        if (not isinstance(value, int | float) or isinstance(value, bool) or math.isnan(value)
+                or not 0 < value <= most):
+            limit = f" and at most {most:g}" if most < math.inf else ""
+            raise ValueError(f"{key} must be a number of seconds above 0{limit}, got {value!r}")
     credentials = load_credentials(certs, "owner")
     session = secrets.token_hex(16)
     names = (f"server 0 ({servers[0][0]}:{servers[0][1]})", f"server 1 ({servers[1][0]}:{servers[1][1]})")

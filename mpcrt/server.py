@@ -10,12 +10,21 @@ connection says what it is for (msgpack: channel, session):
 One job runs at a time; a connection for another session is refused with a message that
 says which job is running, and the parties' handshake checks the session id again. The
 owner never sends code: it names a program the server was started with.
+
+No client can wedge a server: the job is cleared however its start ends (the owner may leave
+before the answer, before its dealer channel, before the peer connects), a job whose owner
+left ends at once, not at its timeout, and every value of the job description is checked
+before the job is taken. Ordinary events (the owner left, a refused value or frame, the peer
+failed) log one line saying what happened and what to do; only an unexpected exception, a
+bug, logs its traceback (docs/DEPLOY.md, "What the server's log lines mean").
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
+import re
 import time
 import traceback
 from collections.abc import Callable
@@ -25,14 +34,29 @@ from typing import Any
 
 import msgpack
 
+from mpcrt import ring
 from mpcrt.dealer import DealerClient, RemoteDealer
-from mpcrt.owner import OwnerLink
+from mpcrt.errors import MPCError
+from mpcrt.ops.compare import METHODS as COMPARISONS
+from mpcrt.ops.truncation import METHODS as TRUNCATIONS
+from mpcrt.owner import OwnerFrameRefused, OwnerLink, OwnerLost
 from mpcrt.runtime import Party, Program
 from transports import TLSConfig, Transport, TransportError, WanTransport, connect, listen, load_credentials
+from transports.errors import ConnectionClosed, TransportTimeout
 from transports.wan import resolve_network
 
 HANDSHAKE_TIMEOUT = 30.0
 CONTROL, DEALER, PEER = "control", "dealer", "peer"
+# What a job description may hold (checked before the job is taken; see EdgeServer._spec_problem)
+MAX_JOB_TIMEOUT = 86400.0  # seconds without progress: a day
+MAX_NAME_CHARS = 200
+SESSION_ID = re.compile(r"[0-9A-Za-z_-]{1,128}")
+SEED_BYTES = (16, 64)
+
+
+class JobValueError(ValueError):
+    """A program raises it (or a subclass) for job arguments it does not take: the server logs
+    one line naming the value (no traceback) and the owner gets the message."""
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -130,15 +154,34 @@ class EdgeServer:
         task.add_done_callback(self._tasks.discard)
 
     async def _route(self, conn: Transport) -> None:
+        """Handle one accepted connection; whatever happens, it ends closed or handed to the
+        job, the job is cleared when it ends, and nothing escapes (an unexpected exception is
+        logged with its traceback: a bug)."""
+        try:
+            await self._introduce(conn)
+        except Exception:
+            self.log(f"an unexpected error while handling a connection from {_origin(conn)}; this is a bug, please "
+                     f"report it with these lines:\n{traceback.format_exc().rstrip()}")
+            with contextlib.suppress(Exception):
+                await conn.close()
+
+    async def _introduce(self, conn: Transport) -> None:
         try:
             first = msgpack.unpackb(await conn.recv(self.config.handshake_timeout))
             channel, session = first["channel"], first["session"]
             expected = self.peer_name if channel == PEER else "owner"
             who = getattr(conn, "peer_name", None)
             if channel not in (CONTROL, DEALER, PEER) or (who is not None and who != expected):
-                raise ValueError(f"{who} may not open a {channel!r} channel")
+                raise ValueError(f"{who} may not open a {str(channel)[:40]!r} channel")
         except (TransportError, ValueError, KeyError, TypeError, msgpack.UnpackException) as exc:
-            self.log(f"dropped a connection that did not introduce itself: {exc}")
+            if isinstance(exc, TransportTimeout):
+                what = f"sent no first frame within {self.config.handshake_timeout:g} s; nothing to do"
+            elif isinstance(exc, ConnectionClosed):
+                what = f"left first ({_short(exc)}); nothing to do"
+            else:
+                what = (f"sent a first frame this server cannot use ({_short(exc)}); if it was an owner or the peer "
+                        "server, check that both run the same lpgan version")
+            self.log(f"dropped a connection from {_origin(conn)} that did not introduce itself: it {what}")
             await conn.close()
             return
         if channel == CONTROL:
@@ -155,7 +198,13 @@ class EdgeServer:
             why = "has ended" if future.cancelled() else f"already has its {channel} connection"
             await self._refuse(conn, f"job {job.name!r} {why}")
             return
-        conn.send(msgpack.packb({"ok": True}))
+        try:
+            conn.send(msgpack.packb({"ok": True}))
+        except TransportError as exc:
+            self.log(f"job {job.name!r}: its {channel} connection from {_origin(conn)} closed before it was answered "
+                     f"({_short(exc)}); the job waits for another, or ends at its timeout or when the owner leaves")
+            await conn.close()
+            return
         future.set_result(conn)
 
     async def _refuse(self, conn: Transport, reason: str) -> None:
@@ -169,27 +218,72 @@ class EdgeServer:
             await self._refuse(control, f"server {self.config.party_id} is busy with job {self.job.name!r} "
                                         f"(session {self.job.session[:8]}); one job at a time, try again when it ends")
             return
-        problem = self._check_spec(spec)
+        problem = self._spec_problem(spec)
         if problem:
-            await self._refuse(control, problem)
+            await self._refuse(control, f"server {self.config.party_id} refuses the job: {problem}")
             return
         job = self.job = _Job(spec, control)
-        control.send(msgpack.packb({"ok": True, "party": self.config.party_id}))
-        try:
+        try:  # from here on the job is cleared however its start or its run ends
+            try:
+                control.send(msgpack.packb({"ok": True, "party": self.config.party_id}))
+            except TransportError as exc:
+                self.log(f"job {job.name!r} (session {job.session[:8]}) did not start: the owner left before this "
+                         f"server's answer ({_short(exc)}); nothing ran, the server is ready for the next job")
+                await control.close()
+                return
+            self.jobs_done += 1
             await self._run(job)
         finally:
+            for late in (job.dealer, job.peer):  # a connection arriving from now on is refused, not left open
+                if not late.done():
+                    late.cancel()
             self.job = None
-            self.jobs_done += 1
 
-    def _check_spec(self, spec: dict[str, Any]) -> str | None:
-        if spec.get("party") != self.config.party_id:
+    def _spec_problem(self, spec: dict[str, Any]) -> str | None:
+        """Why this server does not take the job description `spec` (the control frame), or
+        None: every value it uses, checked before the job is taken."""
+        where = "the job configuration"
+        if spec.get("party") != self.config.party_id or isinstance(spec.get("party"), bool):
             return (f"this server is party {self.config.party_id}, the job's configuration lists it as party "
-                    f"{spec.get('party')}; swap the two servers' addresses in the job configuration")
-        if spec.get("program") not in self.programs:
-            return f"no program {spec.get('program')!r} here; this server runs {', '.join(sorted(self.programs))}"
+                    f"{_short(spec.get('party'))}; swap the two servers' addresses in the job configuration")
+        program = spec.get("program")
+        if not isinstance(program, str) or program not in self.programs:
+            return f"no program {_short(program)} here; this server runs {', '.join(sorted(self.programs))}"
         missing = [k for k in ("session", "seed", "args") if k not in spec]
-        return f"the job description lacks {', '.join(missing)}; is the owner running the same lpgan version?" \
-            if missing else None
+        if missing:
+            return f"the job description lacks {', '.join(missing)}; is the owner running the same lpgan version?"
+        session, name, seed, args = spec["session"], spec.get("name", "job"), spec["seed"], spec["args"]
+        if not isinstance(session, str) or not SESSION_ID.fullmatch(session):
+            return f"the session id {_short(session)} is not 1 to 128 letters, digits, '-' or '_'"
+        if not isinstance(name, str) or not 0 < len(name) <= MAX_NAME_CHARS:
+            return f"the job's name {_short(name)} is not 1 to {MAX_NAME_CHARS} characters; set name in {where}"
+        if not isinstance(seed, bytes) or not SEED_BYTES[0] <= len(seed) <= SEED_BYTES[1]:
+            return (f"the dealer seed is not {SEED_BYTES[0]} to {SEED_BYTES[1]} bytes; is the owner's lpgan the same "
+                    "version as this server's?")
+        if not isinstance(args, dict) or not all(isinstance(k, str) for k in args):
+            return f"the program's arguments are a {type(args).__name__}, not a map with text keys"
+        timeout = spec.get("timeout", 120.0)
+        if (not isinstance(timeout, int | float) or isinstance(timeout, bool) or not math.isfinite(timeout)
+                or not 0 < timeout <= MAX_JOB_TIMEOUT):
+            return (f"timeout must be a number of seconds above 0 and at most {MAX_JOB_TIMEOUT:g}, got "
+                    f"{_short(timeout)}; set [servers] timeout in {where}")
+        frac_bits = spec.get("frac_bits", ring.DEFAULT_FRAC_BITS)
+        if not isinstance(frac_bits, int) or isinstance(frac_bits, bool):
+            return f"frac_bits must be an integer, got {_short(frac_bits)}; set [protocol] frac_bits in {where}"
+        try:
+            ring.check_frac_bits(frac_bits)
+        except ValueError as exc:
+            return f"{exc}; set [protocol] frac_bits in {where}"
+        choices = {"truncation": ("dealer", TRUNCATIONS), "comparison": ("auto", ("auto", *COMPARISONS))}
+        for key, (default, allowed) in choices.items():
+            if spec.get(key, default) not in allowed:
+                return (f"{key} must be one of {', '.join(allowed)}, got {_short(spec.get(key))}; set [protocol] {key} "
+                        f"in {where}")
+        try:
+            resolve_network(spec.get("network"))
+        except (ValueError, TypeError, KeyError, ArithmeticError) as exc:
+            return f"its network: {_short(exc, 300)}; set [protocol] network in {where}"
+        return None
 
     async def _run(self, job: _Job) -> None:
         spec, timeout = job.spec, float(job.spec.get("timeout", 120.0))
@@ -200,6 +294,7 @@ class EdgeServer:
             link.event(log=line)
 
         dealer_conn = peer = None
+        finished = False
         heartbeat = asyncio.get_running_loop().create_task(self._heartbeat(link, timeout / 4))
         try:
             say(f"job {job.name!r} (session {job.session[:8]}, program {spec['program']}) started")
@@ -219,17 +314,20 @@ class EdgeServer:
             args = {**spec["args"], "state_dir": str(self.config.state_dir / _safe(job.name))}
             start = time.perf_counter()
             await party.run(self.programs[spec["program"]], args)
+            finished = True
             s = party.stats
-            say(f"job {job.name!r} done in {time.perf_counter() - start:.1f} s: {s.rounds} rounds, "
-                f"{s.bytes_sent / 1e6:.1f} MB sent to the peer")
+            line = (f"job {job.name!r} done in {time.perf_counter() - start:.1f} s: {s.rounds} rounds, "
+                    f"{s.bytes_sent / 1e6:.1f} MB sent to the peer")
+            self.log(line)
+            link.event(log=line)
             link.event(done=True, stats=s.as_dict())
         except BaseException as exc:
-            message = ("the server was stopped while running the job" if isinstance(exc, asyncio.CancelledError)
-                       else f"{type(exc).__name__}: {exc}")
-            self.log(f"job {job.name!r} failed: {message}")
-            if not isinstance(exc, TransportError | ConnectionError | TimeoutError | asyncio.CancelledError):
-                self.log(traceback.format_exc().rstrip())
-            link.error(message, type(exc).__name__)
+            if finished and isinstance(exc, OwnerLost):
+                self.log(f"job {job.name!r}: the owner left before this server's final report reached it; "
+                         "nothing to do, the server is ready for the next job")
+            else:
+                self._failed(job, exc)
+                link.error(_message(exc), type(exc).__name__)
             if isinstance(exc, asyncio.CancelledError):
                 raise
         finally:
@@ -242,6 +340,30 @@ class EdgeServer:
                         and f.exception() is None]
             for conn in {id(c): c for c in (dealer_conn, peer, *attached) if c is not None}.values():
                 await conn.close()
+
+    def _failed(self, job: _Job, exc: BaseException) -> None:
+        """One line for an ordinary end of a job (what happened, what to do); the traceback
+        too for an unexpected exception (a bug)."""
+        head = f"job {job.name!r} failed: "
+        if isinstance(exc, asyncio.CancelledError):
+            self.log(head + "the server was stopped while running the job; the owner was told")
+        elif isinstance(exc, OwnerFrameRefused):
+            self.log(head + f"{exc}; the owner's lpgan may differ from this server's; the server is ready for the "
+                            "next job")
+        elif isinstance(exc, OwnerLost):
+            self.log(head + f"the owner is gone or silent ({exc}); the owner may start the job again, the server is "
+                            "ready for it")
+        elif isinstance(exc, JobValueError):
+            self.log(head + f"the owner's job values are refused: {exc}; the owner must change them")
+        elif isinstance(exc, JobRefused):
+            self.log(head + f"{exc}; was the job started at both servers? the server is ready for the next job")
+        elif isinstance(exc, TimeoutError) and not isinstance(exc, MPCError):
+            self.log(head + f"{exc}; is the owner or the peer still running? the server is ready for the next job")
+        elif isinstance(exc, MPCError | ConnectionError | TimeoutError):
+            self.log(head + f"{type(exc).__name__}: {exc}")
+        else:
+            self.log(head + f"an unexpected {type(exc).__name__}: {exc}; this is a bug in the program or the server, "
+                            f"please report it with these lines:\n{traceback.format_exc().rstrip()}")
 
     @staticmethod
     async def _heartbeat(link: OwnerLink, every: float) -> None:
@@ -284,3 +406,28 @@ class EdgeServer:
 def _safe(name: str) -> str:
     """A job name as one path component."""
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name).strip(".") or "job"
+
+
+def _origin(conn: Transport) -> str:
+    """Who is at the other end of `conn`, for a log line: its certificate's name and address."""
+    address = getattr(conn, "peer_address", None)
+    if isinstance(address, tuple) and len(address) >= 2:
+        address = f"{address[0]}:{address[1]}"
+    where = address if isinstance(address, str) else "?"
+    return f"{getattr(conn, 'peer_name', None) or 'a client'} at {where}"
+
+
+def _short(value: object, limit: int = 80) -> str:
+    """A value from a client, for a log line: its repr (control characters escaped), cut short
+    (an exception's message: to 5 times `limit`)."""
+    limit = limit * 5 if isinstance(value, BaseException) else limit
+    text = repr(value) if not isinstance(value, BaseException) else str(value) or type(value).__name__
+    text = text.encode("unicode_escape").decode("ascii") if not text.isprintable() else text
+    return text if len(text) <= limit else f"{text[:limit]}..."
+
+
+def _message(exc: BaseException) -> str:
+    """What the owner is told of a failed job."""
+    if isinstance(exc, asyncio.CancelledError):
+        return "the server was stopped while running the job"
+    return f"{type(exc).__name__}: {exc}"

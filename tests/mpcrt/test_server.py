@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 
 import msgpack
 import pytest
@@ -12,7 +13,7 @@ import torch
 from mpcrt import ops
 from mpcrt.jobs import ServerUnreachable, start_job
 from mpcrt.server import EdgeServer, JobRefused, ServerConfig, hello, parse_address
-from transports import TLSConfig, connect, generate_certificates, load_credentials
+from transports import TLSConfig, connect, generate_certificates, load_credentials, pair
 
 SEEDS = (b"a" * 16, b"b" * 16)
 
@@ -196,3 +197,185 @@ async def test_a_request_beyond_the_dealer_limits_ends_the_job_naming_the_server
         # the servers serve the next job, whose dealer has room for it
         y = await run_square(addresses, certs, torch.tensor([3.0]), dealer_limits=DealerLimits(job_bytes=1 << 20))
         assert abs(float(y) - 9.0) < 1e-3
+
+
+# --- a server that no owner can wedge (issue 18, items 2 and 8): its job protocol on in-process links
+
+HOSTILE_TIMEOUT = 600.0  # a hostile job's own timeout: ending only at it would fail the waits below
+PROMPTLY = 30.0  # what "at once" may take on a loaded machine; far below HOSTILE_TIMEOUT
+
+
+async def values_of_a_job(certs, tmp_path, programs=None, party=0, peer=("127.0.0.1", 1)):
+    logs: list[str] = []
+    server = EdgeServer(ServerConfig(party, ("127.0.0.1", 0), peer, certs, tmp_path / f"s{party}"),
+                        programs or {"square": square}, log=logs.append)
+    return server, logs
+
+
+def dealer_frame():
+    return msgpack.packb({"channel": "dealer", "session": "0123456789abcdef" * 2})
+
+
+def control_frame(party=0, **changes):
+    spec = {"channel": "control", "session": "0123456789abcdef" * 2, "program": "square", "party": party,
+            "seed": SEEDS[party], "args": {}, "name": "hostile", "timeout": HOSTILE_TIMEOUT}
+    return msgpack.packb({**spec, **changes})
+
+
+async def open_channel(server, frame):
+    """An in-process connection to `server` that sends `frame` first; (the owner's end, the
+    server's task handling it)."""
+    owner, end = pair()
+    owner.send(frame)
+    return owner, asyncio.ensure_future(server._route(end))
+
+
+def no_traceback(logs):
+    assert not any("Traceback" in line for line in logs), "\n".join(logs)
+
+
+async def test_an_owner_that_leaves_before_the_answer_leaves_the_server_free(certs, tmp_path):
+    server, logs = await values_of_a_job(certs, tmp_path)
+    owner, task = await open_channel(server, control_frame())
+    await owner.close()  # gone before the server answers: the answer cannot be sent
+    await asyncio.wait_for(task, PROMPTLY)  # raised ConnectionClosed and left the job set, before
+    assert server.job is None
+    assert any("job 'hostile' (session 01234567) did not start: the owner left before this server's answer" in line
+               for line in logs), "\n".join(logs)
+    # the next job is taken (not refused as busy)
+    owner, task = await open_channel(server, control_frame())
+    assert msgpack.unpackb(await owner.recv(PROMPTLY)) == {"ok": True, "party": 0}
+    await owner.close()
+    await asyncio.wait_for(task, PROMPTLY)
+    assert server.job is None and server.jobs_done == 1
+    no_traceback(logs)
+
+
+@pytest.mark.parametrize("party", [0, 1])
+@pytest.mark.parametrize("step", ["after the answer", "after the dealer channel"])
+async def test_an_owner_that_vanishes_during_the_start_ends_the_job_at_once(certs, tmp_path, party, step):
+    """Party 0 then waits for the peer, party 1 dials it (nothing listens there): both notice
+    the owner leaving, not only at the job's timeout."""
+    server, logs = await values_of_a_job(certs, tmp_path, party=party)
+    owner, task = await open_channel(server, control_frame(party))
+    assert msgpack.unpackb(await owner.recv(PROMPTLY)) == {"ok": True, "party": party}
+    dealer = None
+    if step == "after the dealer channel":
+        dealer, attached = await open_channel(server, dealer_frame())
+        assert msgpack.unpackb(await dealer.recv(PROMPTLY)) == {"ok": True}
+        await asyncio.wait_for(attached, PROMPTLY)
+    await owner.close()
+    if dealer is not None:
+        await dealer.close()
+    await asyncio.wait_for(task, PROMPTLY)
+    assert server.job is None
+    assert any("job 'hostile' failed: the owner is gone or silent" in line for line in logs), "\n".join(logs)
+    no_traceback(logs)
+
+
+BAD_VALUES = [
+    ({"timeout": 0}, "timeout must be a number of seconds above 0"),
+    ({"timeout": -1}, "timeout must be"),
+    ({"timeout": float("nan")}, "timeout must be"),
+    ({"timeout": float("inf")}, "timeout must be"),
+    ({"timeout": "120"}, "timeout must be"),
+    ({"timeout": True}, "timeout must be"),
+    ({"timeout": 1e9}, "at most 86400"),
+    ({"frac_bits": 99}, "frac_bits must be an integer in"),
+    ({"frac_bits": "16"}, "frac_bits must be an integer, got '16'"),
+    ({"truncation": "fast"}, "truncation must be one of dealer, local"),
+    ({"comparison": ["tree"]}, "comparison must be one of auto"),
+    ({"network": "moon"}, "unknown network preset 'moon'"),
+    ({"network": {"bandwidth_mbps": "x", "rtt_ms": 1}}, r"its network"),
+    ({"network": 5}, "network must be None"),
+    ({"program": ["square"]}, r"no program \['square'\] here"),
+    ({"program": {"a": 1}}, "no program"),
+    ({"party": True}, "lists it as party True"),
+    ({"session": 5}, "the session id 5 is not"),
+    ({"session": "../../x"}, "the session id"),
+    ({"name": 5}, "the job's name 5"),
+    ({"name": "x" * 500}, "the job's name"),
+    ({"seed": "a" * 16}, "the dealer seed is not"),
+    ({"seed": b"a"}, "the dealer seed is not"),
+    ({"args": [1, 2]}, "arguments are a list"),
+    ({"args": None}, "arguments are a NoneType, not a map"),
+]
+
+
+@pytest.mark.parametrize(("changes", "says"), BAD_VALUES, ids=[repr(c)[:40] for c, _ in BAD_VALUES])
+async def test_every_value_of_a_job_description_is_checked_before_the_job_is_taken(certs, tmp_path, changes, says):
+    server, logs = await values_of_a_job(certs, tmp_path)
+    owner, task = await open_channel(server, control_frame(**changes))
+    answer = msgpack.unpackb(await owner.recv(PROMPTLY), strict_map_key=False)
+    await asyncio.wait_for(task, PROMPTLY)  # several raised out of the connection's task, before
+    assert set(answer) == {"error"}, answer
+    assert answer["error"].startswith("server 0 refuses the job: ") or "lists it as party" in answer["error"]
+    assert re.search(says, answer["error"]), answer["error"]
+    assert server.job is None and server.jobs_done == 0
+    assert len(logs) == 1 and logs[0].endswith(f"server 0: {answer['error']}")  # one line, the owner's answer
+    await owner.close()
+
+
+async def test_the_first_frame_of_a_connection_cannot_break_its_handling(certs, tmp_path):
+    server, logs = await values_of_a_job(certs, tmp_path)
+    frames = [b"\xc1", msgpack.packb([1, 2]), msgpack.packb("control"), msgpack.packb({"channel": "control"}),
+              msgpack.packb({"channel": ["x"], "session": 1}), msgpack.packb({"channel": "dealer", "session": [1]}),
+              msgpack.packb({"channel": "peer", "session": {"a": 1}}), msgpack.packb([[[[[[[[[]]]]]]]]])]
+    for frame in frames:
+        owner, task = await open_channel(server, frame)
+        await asyncio.wait_for(task, PROMPTLY)
+        await owner.close()
+    assert len(logs) == len(frames) and server.job is None, "\n".join(logs)
+    no_traceback(logs)
+
+
+async def test_a_dealer_connection_that_left_before_its_answer_is_not_attached(certs, tmp_path):
+    server, logs = await values_of_a_job(certs, tmp_path)
+    owner, task = await open_channel(server, control_frame())
+    assert msgpack.unpackb(await owner.recv(PROMPTLY))["ok"]
+    dealer, attached = await open_channel(server, dealer_frame())
+    await dealer.close()
+    await asyncio.wait_for(attached, PROMPTLY)  # raised ConnectionClosed out of the connection's task, before
+    assert not server.job.dealer.done()  # the job waits for another dealer connection
+    await owner.close()
+    await asyncio.wait_for(task, PROMPTLY)
+    assert server.job is None
+    assert any("its dealer connection from a client at ? closed before it was answered" in line for line in logs), logs
+    no_traceback(logs)
+
+
+async def job_values_refused(party, args):
+    from mpcrt.server import JobValueError
+
+    raise JobValueError("batches must be at least 1, got 0")
+
+
+async def test_ordinary_failures_log_one_line_and_bugs_their_traceback(certs, tmp_path):
+    programs = {"square": square, "crash": crash, "refuse": job_values_refused}
+    async with two_servers(certs, tmp_path, programs) as (addresses, logs):
+        for program in ("refuse", "crash"):
+            job = await start_job(addresses, certs, program, {}, SEEDS)
+            with pytest.raises(Exception, match=r"batches must be|failed on purpose"):
+                await job.client.reveal("anything", timeout=10)
+            await job.client.settle(timeout=5)
+            await job.close()
+        for _ in range(200):  # both servers' lines about the crash (the peer's echo comes on its own time)
+            if sum("job 'job' failed" in line for line in logs) >= 4:
+                break
+            await asyncio.sleep(0.05)
+        # each program fails at both servers, unless one hears of its peer's failure first (PeerAborted)
+        refused = [line for line in logs if "the owner's job values are refused" in line]
+        assert refused and all("batches must be at least 1, got 0; the owner must change them" in line
+                               and "\n" not in line for line in refused), "\n".join(logs)
+        bugs = [line for line in logs if "an unexpected RuntimeError" in line]
+        assert bugs and all("Traceback" in line and "failed on purpose" in line for line in bugs), "\n".join(logs)
+        assert sum("Traceback" in line for line in logs) == len(bugs), "\n".join(logs)
+        assert abs(float(await run_square(addresses, certs, torch.tensor([1.0]))) - 1.0) < 1e-3
+
+
+@pytest.mark.parametrize(("key", "value"), [("connect_timeout", 0), ("connect_timeout", -1.0), ("timeout", 0),
+                                            ("timeout", float("nan")), ("timeout", 1e9), ("connect_timeout", "30")])
+async def test_the_owner_checks_its_timeouts_before_it_connects(certs, key, value):
+    # connect_timeout = 0 made the owner leave before each server's answer (which wedged the server, before)
+    with pytest.raises(ValueError, match=f"{key} must be a number of seconds above 0"):
+        await start_job((("127.0.0.1", 1), ("127.0.0.1", 2)), certs, "square", {}, SEEDS, **{key: value})
