@@ -388,6 +388,17 @@ class EdgeServer:
             lost.cancel()
             if not got.done():
                 got.cancel()
+                got.add_done_callback(self._discard)
+
+    def _discard(self, task: asyncio.Future) -> None:
+        """The end of a wait given up (the owner left, the timeout passed): a connection it made
+        anyway is closed, an error it ended with (a refusal that was already on its way: it
+        would log "exception was never retrieved" with a traceback) is dropped."""
+        if task.cancelled() or task.exception() is not None:
+            return
+        conn = task.result()
+        if isinstance(conn, Transport):
+            self._spawn(conn.close())
 
     async def _peer_link(self, job: _Job, timeout: float) -> Transport:
         """Party 1 dials party 0 (retrying while it is not up); party 0 waits for it."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import re
 
 import msgpack
@@ -12,6 +13,7 @@ import torch
 
 from mpcrt import ops
 from mpcrt.jobs import ServerUnreachable, start_job
+from mpcrt.owner import OwnerLink, OwnerLost
 from mpcrt.server import EdgeServer, JobRefused, ServerConfig, hello, parse_address
 from transports import TLSConfig, connect, generate_certificates, load_credentials, pair
 
@@ -379,3 +381,40 @@ async def test_the_owner_checks_its_timeouts_before_it_connects(certs, key, valu
     # connect_timeout = 0 made the owner leave before each server's answer (which wedged the server, before)
     with pytest.raises(ValueError, match=f"{key} must be a number of seconds above 0"):
         await start_job((("127.0.0.1", 1), ("127.0.0.1", 2)), certs, "square", {}, SEEDS, **{key: value})
+
+
+async def test_a_wait_given_up_leaves_no_stray_error_or_connection(certs, tmp_path):
+    """The owner left while party 1 dialled the peer: the peer's refusal (or its connection)
+    may arrive as the wait is given up; it logged "Task exception was never retrieved" with a
+    traceback (or stayed open), before."""
+    server, _ = await values_of_a_job(certs, tmp_path)
+    loop = asyncio.get_running_loop()
+    unhandled: list[dict] = []
+    loop.set_exception_handler(lambda _, context: unhandled.append(context))
+    owner, end = pair()
+    link = OwnerLink(end, 0, SEEDS[0], HOSTILE_TIMEOUT)
+    await owner.close()  # the owner is gone
+    made, _ = pair()
+
+    async def arriving_as_given_up(result):
+        try:
+            await asyncio.sleep(HOSTILE_TIMEOUT)
+        except asyncio.CancelledError:
+            if isinstance(result, BaseException):
+                raise result from None
+            return result
+
+    try:
+        for result in (JobRefused("server 0 runs no job"), made):
+            with pytest.raises(OwnerLost):
+                await asyncio.wait_for(server._attach(link, arriving_as_given_up(result), HOSTILE_TIMEOUT, "the peer"),
+                                       PROMPTLY)
+        await link.close()
+        del link, result, owner, end  # its failure's traceback holds the waits: they go now
+        for _ in range(5):
+            await asyncio.sleep(0)
+        gc.collect()
+        assert not unhandled, unhandled
+        assert made.closed
+    finally:
+        loop.set_exception_handler(None)
