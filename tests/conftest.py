@@ -1,24 +1,41 @@
-"""Shared fixtures: transport pairs of every kind, on a uvloop event loop."""
+"""Shared fixtures: transport pairs of every kind; which event loop each test runs on."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from pathlib import Path
 
 import pytest
 
 from mpcrt.local import tls_config
 from transports import NetworkModel, Transport, WanTransport, connect, listen, pair
-from transports.loop import new_event_loop
+from transports.loop import loop_name, new_event_loop
 
 # a fast simulated link keeps 64 MiB tests quick while still exercising the simulator
 FAST_LINK = NetworkModel(10e9, 2e-3, name="fast-test-link")
 TRANSPORT_KINDS = ["memory", "tcp", "tcp+tls", "wan+memory", "wan+tcp"]
 
 
+TRANSPORT_TESTS = Path(__file__).parent / "transports"
+
+
+def _loop_factories() -> dict:
+    factories = {"asyncio": asyncio.new_event_loop}
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        factories = {"uvloop": uvloop.new_event_loop, **factories}
+    return factories
+
+
 def pytest_asyncio_loop_factories(config, item):
-    """Async tests run on the loop the product uses (uvloop when installed)."""
-    return {"uvloop": new_event_loop}
+    """Async tests run on the loop the product uses (uvloop when installed; MPCRT_LOOP=asyncio runs
+    them on the standard loop). The transports' own tests run on every loop there is: the product
+    falls back to the standard loop where uvloop is missing, so both must carry a job."""
+    if Path(item.path).is_relative_to(TRANSPORT_TESTS):
+        return _loop_factories()
+    return {loop_name(): new_event_loop}
 
 
 async def make_link(kind: str, *, max_frame_bytes: tuple[int, int] | None = None) -> tuple[Transport, Transport]:

@@ -8,6 +8,11 @@ reach our code on both sides (asyncio's server-side TLS only logs them). After t
 handshake and the identity check the server sends one greeting frame: when `connect`
 returns, the server has accepted us.
 
+A listener accepts in its own loop, so no failed accept (out of file descriptors, a
+connection reset before it was set up) ever stops it, and it holds at most `max_pending`
+connections that have not authenticated yet, each for at most `timeout` seconds: a flood
+of connections that never finish the handshake costs a bounded number of descriptors.
+
 Plain TCP (`tls=None`) is for this machine only: it authenticates nobody (a dealer behind it
 cannot tell party 0 from party 1) and encrypts nothing, so `connect` and `listen` refuse it
 for any address but loopback (unless `allow_plain_remote=True` says so, for measurements
@@ -19,7 +24,10 @@ from __future__ import annotations
 import asyncio
 import errno
 import ipaddress
+import os
+import socket
 import ssl
+from typing import Any
 
 from transports.base import DEFAULT_MAX_FRAME_BYTES, Frame, InboxTransport, frame_parts
 from transports.errors import AuthenticationError, ConnectionClosed, FrameError, TransportError, TransportTimeout
@@ -28,17 +36,27 @@ from transports.tls import TLSConfig, describe_ssl_error
 
 GREETING = b"lpgan-transport-1 ready"
 DEFAULT_CONNECT_TIMEOUT = 30.0
+DEFAULT_MAX_PENDING = 64  # unauthenticated connections a listener holds at once (docs/DEPLOY.md)
+REPORT_WINDOW = 60.0  # seconds; a kind of failed connection is reported a few times per window, then counted
+_REPORT_BURST = {"handshake": 10, "capacity": 1, "accept": 1}
+_BACKLOG = 128
 _TLS_WRITE_CHUNK = 1 << 18
+_SEE_DOCS = "docs/DEPLOY.md, 'Connection limits'"
 
 
 class TcpTransport(InboxTransport):
     """One end of a framed TCP (or TLS) connection."""
 
     def __init__(self, tls: TLSConfig | None, *, server_side: bool,
-                 max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> None:
+                 max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES, context: ssl.SSLContext | None = None) -> None:
+        """`context`: tls's context for this side, when the caller made it already (a listener
+        makes one for all its connections)."""
         super().__init__(max_frame_bytes)
-        self._protocol: _FrameProtocol = (_TlsFrameProtocol(self, tls, server_side) if tls is not None
-                                          else _FrameProtocol(self))
+        if tls is not None:
+            context = context or tls.context(server_side=server_side)
+            self._protocol: _FrameProtocol = _TlsFrameProtocol(self, tls, context, server_side)
+        else:
+            self._protocol = _PlainFrameProtocol(self)
         self.peer_name: str | None = None  # the peer's certified name, over TLS
 
     @property
@@ -66,13 +84,18 @@ class TcpTransport(InboxTransport):
         self._closed = True
         self._wake()
         transport = self._protocol.transport
-        if transport is not None and not transport.is_closing():
+        if transport is None:
+            return  # never connected
+        if not transport.is_closing():
             transport.close()  # flushes queued writes first
         await self._protocol.wait_closed(timeout=5.0)
 
 
-class _FrameProtocol(asyncio.BufferedProtocol):
-    """Plain TCP: the kernel writes straight into the decoder's buffers."""
+class _FrameProtocol(asyncio.BaseProtocol):
+    """What plain TCP and TLS share: frames out, decoded frames in, readiness, the end.
+
+    Not itself a BufferedProtocol: the standard loop picks its read path by isinstance,
+    and TLS must get data_received."""
 
     def __init__(self, owner: TcpTransport) -> None:
         self.owner = owner
@@ -85,8 +108,16 @@ class _FrameProtocol(asyncio.BufferedProtocol):
         self.writable.set()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self._attach(transport):
+            self._set_ready()
+
+    def _attach(self, transport: asyncio.BaseTransport) -> bool:
+        """Keep `transport`; False, and the connection dropped, if it was aborted before it was set up."""
         self.transport = transport  # type: ignore[assignment]
-        self._set_ready()
+        if self.ready.done() and self.ready.exception() is not None:
+            transport.abort()  # type: ignore[attr-defined]
+            return False
+        return True
 
     def _set_ready(self) -> None:
         if not self.ready.done():
@@ -95,12 +126,6 @@ class _FrameProtocol(asyncio.BufferedProtocol):
     def write_parts(self, parts: list[memoryview]) -> None:
         assert self.transport is not None
         self.transport.writelines(parts)
-
-    def get_buffer(self, sizehint: int) -> memoryview:
-        return self.decoder.get_buffer()
-
-    def buffer_updated(self, nbytes: int) -> None:
-        self._advance(nbytes)
 
     def _advance(self, nbytes: int) -> bool:
         try:
@@ -153,25 +178,30 @@ class _FrameProtocol(asyncio.BufferedProtocol):
                 self.transport.abort()
 
 
+class _PlainFrameProtocol(_FrameProtocol, asyncio.BufferedProtocol):
+    """Plain TCP: the kernel writes straight into the decoder's buffers."""
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self.decoder.get_buffer()
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self._advance(nbytes)
+
+
 class _TlsFrameProtocol(_FrameProtocol, asyncio.Protocol):
     """TLS 1.3 over memory BIOs; decrypted bytes are read into the decoder's buffers."""
 
-    def __init__(self, owner: TcpTransport, tls: TLSConfig, server_side: bool) -> None:
+    def __init__(self, owner: TcpTransport, tls: TLSConfig, context: ssl.SSLContext, server_side: bool) -> None:
         super().__init__(owner)
         self.tls = tls
         self._incoming = ssl.MemoryBIO()
         self._outgoing = ssl.MemoryBIO()
-        self._ssl = tls.context(server_side=server_side).wrap_bio(
-            self._incoming, self._outgoing, server_side=server_side,
-            server_hostname=None if server_side else tls.peer_names[0])
-
-    # asyncio picks the buffered read path when these exist; TLS needs data_received instead.
-    get_buffer = None  # type: ignore[assignment]
-    buffer_updated = None  # type: ignore[assignment]
+        self._ssl = context.wrap_bio(self._incoming, self._outgoing, server_side=server_side,
+                                     server_hostname=None if server_side else tls.peer_names[0])
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        self._handshake()
+        if self._attach(transport):
+            self._handshake()
 
     def data_received(self, data: bytes) -> None:
         self._incoming.write(data)
@@ -203,6 +233,7 @@ class _TlsFrameProtocol(_FrameProtocol, asyncio.Protocol):
             buf = self.decoder.get_buffer()
             try:
                 n = self._ssl.read(len(buf), buf)
+                del buf  # no view may outlive the read: the decoder grows frames in place
             except ssl.SSLWantReadError:
                 break
             except ssl.SSLZeroReturnError:
@@ -271,12 +302,13 @@ async def connect(host: str, port: int, *, tls: TLSConfig | None, timeout: float
     `allow_plain_remote`).
     """
     _check_plain_tcp(host, tls, allow_plain_remote)
+    context = tls.context(server_side=False) if tls is not None else None  # once, not per attempt
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     delay = 0.05
     where = f"{host}:{port}"
     while True:
-        conn = TcpTransport(tls, server_side=False, max_frame_bytes=max_frame_bytes)
+        conn = TcpTransport(tls, server_side=False, max_frame_bytes=max_frame_bytes, context=context)
         try:
             await asyncio.wait_for(loop.create_connection(lambda c=conn: c._protocol, host, port),
                                    max(deadline - loop.time(), 0.1))
@@ -301,47 +333,194 @@ async def connect(host: str, port: int, *, tls: TLSConfig | None, timeout: float
     return conn
 
 
-class Listener:
-    """Accepts peers on a port; `accept` returns authenticated connections only."""
+class _Window:
+    """One kind of failed connection within one report window."""
 
-    def __init__(self, tls: TLSConfig | None, timeout: float, max_frame_bytes: int) -> None:
+    def __init__(self, start: float) -> None:
+        self.start = start
+        self.shown = 0
+        self.held = 0
+        self.last: TransportError | None = None
+        self.timer: asyncio.TimerHandle | None = None
+
+
+class Listener:
+    """Accepts peers on a port; `accept` returns authenticated connections only.
+
+    At most `max_pending` connections may be unauthenticated at once (accepted, handshake not
+    finished); one more closes the oldest of them, so a flood can neither take every file
+    descriptor nor keep a client that authenticates promptly out. Each may take `timeout` s.
+    """
+
+    def __init__(self, tls: TLSConfig | None, timeout: float, max_frame_bytes: int,
+                 max_pending: int = DEFAULT_MAX_PENDING) -> None:
+        if max_pending < 1:
+            raise ValueError(f"max_pending must be at least 1, got {max_pending}")
         self._tls = tls
+        # once per listener: no certificate file is read for a connection nobody has authenticated
+        self._context = tls.context(server_side=True) if tls is not None else None
         self._timeout = timeout
         self._max_frame_bytes = max_frame_bytes
+        self.max_pending = max_pending
         self._accepted: asyncio.Queue[TcpTransport | TransportError] = asyncio.Queue()
-        self._server: asyncio.Server | None = None
-        self._admissions: set[asyncio.Task] = set()
+        self._sockets: list[socket.socket] = []
+        # not authenticated yet, oldest first, with the socket while it is not yet handed to the event loop
+        self._pending: dict[TcpTransport, socket.socket | None] = {}
+        self._evicted: set[TcpTransport] = set()
+        self._tasks: set[asyncio.Task] = set()
+        self._windows: dict[str, _Window] = {}
+        self.evicted = 0  # connections closed unauthenticated to stay within max_pending or the fd limit
+        self.accept_failures = 0  # failed accepts (out of file descriptors, ...); the listener went on
 
     @property
     def port(self) -> int:
-        assert self._server is not None
-        return self._server.sockets[0].getsockname()[1]
+        return self._sockets[0].getsockname()[1]
 
-    def _new_connection(self) -> asyncio.BaseProtocol:
-        conn = TcpTransport(self._tls, server_side=True, max_frame_bytes=self._max_frame_bytes)
-        task = asyncio.get_running_loop().create_task(self._admit(conn))
-        self._admissions.add(task)
-        task.add_done_callback(self._admissions.discard)
-        return conn._protocol
+    @property
+    def pending(self) -> int:
+        """Connections accepted that have not authenticated yet."""
+        return sum(not conn._protocol.ready.done() for conn in self._pending)
 
-    async def _admit(self, conn: TcpTransport) -> None:
-        try:
+    def _oldest(self) -> TcpTransport | None:
+        """The oldest connection still authenticating (one that just did waits for its callback)."""
+        return next((conn for conn in self._pending if not conn._protocol.ready.done()), None)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _serve(self, sock: socket.socket) -> None:
+        """Accept until closed: whatever goes wrong with one accept, the next one is tried."""
+        loop = asyncio.get_running_loop()
+        pause = 0.01
+        while True:
             try:
-                await asyncio.wait_for(asyncio.shield(conn._protocol.ready), self._timeout)
+                client, address = await loop.sock_accept(sock)
+            except (ConnectionAbortedError, InterruptedError, BlockingIOError):
+                continue  # the client left before we took it
+            except OSError as exc:
+                self.accept_failures += 1
+                oldest = self._oldest()
+                if exc.errno in (errno.EMFILE, errno.ENFILE) and oldest is not None:
+                    await self._evict_to_free(oldest, f"{_out_of_descriptors(exc)}; it was the oldest "
+                                                      "unauthenticated one")
+                    continue
+                self._report("accept", TransportError(f"cannot accept a connection on port {self.port}: "
+                                                      f"{_accept_problem(exc)}; still listening, retrying"))
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 1.0)
+                continue
+            except Exception as exc:  # an event loop's own failure: keep listening, but do not spin
+                self.accept_failures += 1
+                self._report("accept", TransportError(f"accepting on port {self.port} failed ({exc!r}); "
+                                                      "still listening, retrying"))
+                await asyncio.sleep(1.0)
+                continue
+            pause = 0.01
+            try:
+                self._start(client, address)
+            except Exception as exc:  # one connection's set-up must never stop the listener
+                client.close()
+                self.accept_failures += 1
+                self._report("accept", TransportError(f"could not set up the connection from {address} ({exc!r}); "
+                                                      "still listening"))
+
+    def _start(self, client: socket.socket, address: Any) -> None:
+        oldest = self._oldest() if self.pending >= self.max_pending else None
+        if oldest is not None:
+            self._evict(oldest, f"more than max_pending={self.max_pending} connections were waiting to "
+                                f"authenticate, and it was the oldest (a connection flood, or raise max_pending; "
+                                f"{_SEE_DOCS})")
+        conn = TcpTransport(self._tls, server_side=True, max_frame_bytes=self._max_frame_bytes, context=self._context)
+        self._pending[conn] = client
+        conn._protocol.ready.add_done_callback(lambda _: self._pending.pop(conn, None))
+        self._spawn(self._admit(conn, client, address))
+
+    def _evict(self, conn: TcpTransport, why: str) -> None:
+        self.evicted += 1
+        self._evicted.add(conn)
+        self._drop(conn, ConnectionClosed(f"closed before it authenticated: {why}"))
+
+    def _drop(self, conn: TcpTransport, error: TransportError) -> None:
+        """Close a connection that has not authenticated, wherever its set-up is."""
+        client = self._pending.pop(conn, None)
+        conn._protocol._abort(error)  # or, while the loop is still setting it up, in connection_made
+        if client is not None:  # not handed to the event loop yet: ours to close
+            client.close()
+
+    async def _evict_to_free(self, conn: TcpTransport, why: str) -> None:
+        """Close an unauthenticated connection and wait until its descriptor is free."""
+        self._evict(conn, why)
+        if conn._protocol.transport is not None:
+            await conn._protocol.wait_closed(timeout=1.0)
+        else:
+            await asyncio.sleep(0)
+
+    async def _admit(self, conn: TcpTransport, client: socket.socket, address: Any) -> None:
+        protocol = conn._protocol
+        try:
+            if protocol.ready.done():  # evicted before it was set up (and its socket closed)
+                protocol.ready.result()  # raises why
+            self._pending[conn] = None  # the event loop's from here on
+            try:
+                await asyncio.get_running_loop().connect_accepted_socket(lambda: protocol, client)
+            except OSError as exc:  # the client reset in between
+                client.close()
+                raise ConnectionClosed(f"left before its connection was set up ({exc})") from exc
+            try:
+                await asyncio.wait_for(asyncio.shield(protocol.ready), self._timeout)
             except TimeoutError:
-                raise AuthenticationError(f"client {conn.peer_address} did not finish the TLS handshake "
-                                          f"within {self._timeout:g} s (is it using plain TCP?)") from None
+                raise AuthenticationError(f"did not finish the TLS handshake within {self._timeout:g} s "
+                                          "(is it using plain TCP?)") from None
             except ConnectionClosed as exc:
-                if self._tls is None:
+                if self._tls is None or conn in self._evicted:
                     raise
-                raise AuthenticationError(f"client {conn.peer_address} left during the TLS handshake ({exc}); "
+                raise AuthenticationError(f"left during the TLS handshake ({exc}); "
                                           "is it using plain TCP or another CA?") from exc
             conn.send(GREETING)
             conn.counters.frames_sent = conn.counters.bytes_sent = 0
             self._accepted.put_nowait(conn)
+        except asyncio.CancelledError:  # the listener is closing: nobody will take this connection
+            if protocol.transport is not None:
+                protocol.transport.abort()
+            raise
         except TransportError as exc:
+            self._pending.pop(conn, None)
             await conn.close()
-            self._accepted.put_nowait(type(exc)(f"client {conn.peer_address}: {exc}"))
+            kind = "capacity" if conn in self._evicted else "handshake"
+            self._evicted.discard(conn)
+            self._report(kind, type(exc)(f"client {_address(address)}: {exc}"))
+
+    def _report(self, kind: str, error: TransportError) -> None:
+        """Queue `error` for accept(): each kind a few times per REPORT_WINDOW, then only counted and
+        summed up at the window's end, so a flood fills neither the log nor an unread queue."""
+        loop = asyncio.get_running_loop()
+        window = self._windows.get(kind)
+        if window is not None and loop.time() - window.start >= REPORT_WINDOW:
+            self._flush(kind)
+            window = None
+        if window is None:
+            window = self._windows[kind] = _Window(loop.time())
+        if window.shown < _REPORT_BURST[kind]:
+            window.shown += 1
+            self._accepted.put_nowait(error)
+            return
+        window.held += 1
+        window.last = error
+        if window.timer is None:
+            window.timer = loop.call_at(window.start + REPORT_WINDOW, self._flush, kind)
+
+    def _flush(self, kind: str) -> None:
+        window = self._windows.pop(kind, None)
+        if window is None:
+            return
+        if window.timer is not None:
+            window.timer.cancel()
+        if window.held and window.last is not None:
+            self._accepted.put_nowait(type(window.last)(
+                f"{window.held} more connection(s) failed like this in the last {REPORT_WINDOW:g} s "
+                f"(not reported one by one); the last: {window.last}"))
 
     async def accept(self, timeout: float | None = None) -> TcpTransport:
         """The next authenticated peer; raises what went wrong if a handshake failed."""
@@ -354,22 +533,98 @@ class Listener:
         return item
 
     async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-        for task in list(self._admissions):
+        """Stop listening; connections not yet authenticated are closed, accepted ones are the caller's."""
+        tasks = list(self._tasks)
+        for task in tasks:
             task.cancel()
+        for conn in list(self._pending):
+            self._drop(conn, ConnectionClosed("the listener was closed before this client authenticated"))
+        for window in self._windows.values():
+            if window.timer is not None:
+                window.timer.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)  # let cancelled accepts unregister first
+        for sock in self._sockets:
+            sock.close()
+
+
+def _address(address: Any) -> str:
+    return f"{address[0]}:{address[1]}" if isinstance(address, tuple) and len(address) >= 2 else str(address)
+
+
+def _descriptor_limit() -> str:
+    try:
+        import resource
+    except ImportError:  # not on Windows
+        return ""
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return f" (limit: {soft})" if soft != resource.RLIM_INFINITY else ""
+
+
+def _out_of_descriptors(exc: OSError) -> str:
+    which = "the system" if exc.errno == errno.ENFILE else "this process"
+    return (f"{which} ran out of file descriptors{_descriptor_limit() if exc.errno == errno.EMFILE else ''}; "
+            f"raise the limit (`ulimit -n`, systemd LimitNOFILE; {_SEE_DOCS})")
+
+
+def _accept_problem(exc: OSError) -> str:
+    if exc.errno in (errno.EMFILE, errno.ENFILE):
+        return _out_of_descriptors(exc)
+    if exc.errno in (errno.ENOBUFS, errno.ENOMEM):
+        return f"out of memory ({exc.strerror})"
+    return str(exc.strerror or exc)
+
+
+def _listening_sockets(infos: list, port: int) -> list[socket.socket]:
+    """Bound, listening, non-blocking sockets for each address; with port 0 all share the first's
+    port, picked again if a later address has it taken."""
+    for attempt in range(7):
+        try:
+            return _bind_all(infos, port)
+        except OSError as exc:  # with port 0, only a later address can find its port taken
+            if port != 0 or exc.errno != errno.EADDRINUSE or attempt == 6:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _bind_all(infos: list, port: int) -> list[socket.socket]:
+    sockets: list[socket.socket] = []
+    try:
+        for family, kind, proto, _, address in infos:
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            if os.name == "posix":  # as asyncio does: a restarted server may bind at once
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6 and hasattr(socket, "IPPROTO_IPV6"):
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)  # the IPv4 address has its own
+            if port == 0 and len(sockets) > 1:
+                address = (address[0], sockets[0].getsockname()[1], *address[2:])
+            sock.bind(address)
+            sock.listen(_BACKLOG)
+            sock.setblocking(False)
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
 
 
 async def listen(host: str, port: int, *, tls: TLSConfig | None, timeout: float = DEFAULT_CONNECT_TIMEOUT,
-                 max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES, allow_plain_remote: bool = False) -> Listener:
-    """Listen on host:port (0 picks a free port); handshakes must finish within `timeout`.
+                 max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES, allow_plain_remote: bool = False,
+                 max_pending: int = DEFAULT_MAX_PENDING) -> Listener:
+    """Listen on host:port (0 picks a free port); handshakes must finish within `timeout`, and at most
+    `max_pending` connections may be waiting to finish theirs (more close the oldest).
     `tls=None` (plain TCP) only on a loopback address, unless `allow_plain_remote`."""
     _check_plain_tcp(host, tls, allow_plain_remote)
-    listener = Listener(tls, timeout, max_frame_bytes)
+    listener = Listener(tls, timeout, max_frame_bytes, max_pending)
     loop = asyncio.get_running_loop()
     try:
-        listener._server = await loop.create_server(listener._new_connection, host, port, reuse_address=True)
+        infos = await loop.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        if not infos:
+            raise OSError(f"no address found for {host!r}")
+        listener._sockets = _listening_sockets(list({info[4]: info for info in infos}.values()), port)
     except OSError as exc:
         raise ConnectionClosed(f"cannot listen on {host}:{port}: {exc.strerror or exc}; "
                                "is another process using the port?") from exc
+    for sock in listener._sockets:
+        listener._spawn(listener._serve(sock))
     return listener

@@ -1,11 +1,17 @@
-"""TCP/TLS specifics: peers that die mid-frame or speak garbage, certificates, connecting."""
+"""TCP/TLS specifics: peers that die mid-frame or speak garbage, certificates, connecting, floods."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import queue
 import socket
+import subprocess
+import sys
+import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -15,12 +21,16 @@ from transports import (
     ConnectionClosed,
     FrameError,
     TLSConfig,
+    TransportError,
     TransportTimeout,
     connect,
     generate_certificates,
     listen,
+    load_credentials,
 )
 from transports.framing import frame_header
+from transports.loop import LOOPS
+from transports.loop import run as run_loop
 from transports.tcp import GREETING, is_loopback
 
 
@@ -171,6 +181,7 @@ async def test_handshake_that_never_starts_times_out_on_the_server():
     _, writer = await asyncio.open_connection("127.0.0.1", listener.port)  # connects, says nothing
     with pytest.raises(AuthenticationError, match="did not finish the TLS handshake"):
         await listener.accept(5)
+    assert listener.pending == 0  # its place is free again
     writer.close()
     await listener.close()
 
@@ -212,3 +223,160 @@ async def test_plain_tcp_on_localhost_and_tls_anywhere_still_work():
         await t.close()
     for tls, remote in ((tls_config(1, True), False), (None, True)):
         await (await listen("0.0.0.0", 0, tls=tls, allow_plain_remote=remote)).close()
+
+
+async def accept_skipping_errors(listener) -> tuple:
+    """The next authenticated connection, and the failures reported before it."""
+    errors = []
+    while True:
+        try:
+            return await listener.accept(30), errors
+        except TransportError as exc:
+            errors.append(exc)
+
+
+async def test_a_flood_of_silent_connections_does_not_keep_a_client_out():
+    """Connections that never start their handshake are capped (max_pending): one more closes the
+    oldest, so a client that authenticates gets in while the flood is still held open."""
+    listener = await listen("127.0.0.1", 0, tls=tls_config(1, True), timeout=60, max_pending=8)
+    flood = [(await asyncio.open_connection("127.0.0.1", listener.port))[1] for _ in range(30)]
+    accepting = asyncio.ensure_future(accept_skipping_errors(listener))
+    client = await connect("127.0.0.1", listener.port, tls=tls_config(0, True), timeout=30)
+    server, errors = await accepting
+    client.send(b"through")
+    assert bytes(await server.recv(10)) == b"through"
+    assert (listener.evicted, listener.pending) == (30 + 1 - 8, 7)  # the client was the 31st
+    if not errors:  # the flood is reported once (then counted), whenever its first eviction ends
+        with pytest.raises(ConnectionClosed) as reported:
+            await listener.accept(10)
+        errors.append(reported.value)
+    assert len(errors) == 1 and "max_pending=8" in str(errors[0]) and "Connection limits" in str(errors[0])
+    for writer in flood:
+        writer.close()
+    for t in (client, server, listener):
+        await t.close()
+
+
+async def test_max_pending_must_leave_room_for_one():
+    with pytest.raises(ValueError, match="max_pending must be at least 1"):
+        await listen("127.0.0.1", 0, tls=None, max_pending=0)
+
+
+async def test_a_connection_that_cannot_be_set_up_does_not_stop_the_listener(monkeypatch):
+    import transports.tcp
+
+    real = transports.tcp.TcpTransport
+    failures = iter([RuntimeError("simulated failure in the protocol factory")])
+
+    def flaky(*args, **kwargs):
+        failure = next(failures, None) if kwargs["server_side"] else None
+        if failure is not None:
+            raise failure
+        return real(*args, **kwargs)
+
+    listener = await listen("127.0.0.1", 0, tls=tls_config(1, True), timeout=10)
+    monkeypatch.setattr(transports.tcp, "TcpTransport", flaky)
+    with pytest.raises(ConnectionClosed):
+        await connect("127.0.0.1", listener.port, tls=tls_config(0, True), timeout=10)
+    with pytest.raises(TransportError, match=r"could not set up the connection .*simulated failure.*still listening"):
+        await listener.accept(10)
+    accepting = asyncio.ensure_future(listener.accept(10))
+    client = await connect("127.0.0.1", listener.port, tls=tls_config(0, True), timeout=10)
+    server = await accepting
+    client.send(b"after")
+    assert bytes(await server.recv(10)) == b"after"
+    assert listener.accept_failures == 1
+    for t in (client, server, listener):
+        await t.close()
+
+
+# A listener in its own process, left a few file descriptors more than it uses when idle; it
+# answers "ping" frames and prints what accept() reports.
+FD_LIMITED_SERVER = r"""
+import asyncio, os, resource, sys
+from transports import TLSConfig, TransportError, listen, load_credentials
+from transports.loop import run
+
+async def main(certs, mode):
+    tls = TLSConfig(load_credentials(certs, "party1"), "party0") if mode == "tls" else None
+    listener = await listen("127.0.0.1", 0, tls=tls, timeout=60)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 8,
+                                                resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+    print("port", listener.port, flush=True)
+    serving = set()
+
+    async def serve(conn):
+        try:
+            while True:
+                conn.send(b"echo " + bytes(await conn.recv()))
+        except TransportError:
+            pass
+        finally:
+            await conn.close()
+
+    while True:
+        try:
+            conn = await listener.accept()
+        except TransportError as exc:
+            print("refused:", exc, flush=True)
+            continue
+        task = asyncio.ensure_future(serve(conn))
+        serving.add(task)
+        task.add_done_callback(serving.discard)
+
+run(main(sys.argv[1], sys.argv[2]))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="counts descriptors in /proc/self/fd")
+@pytest.mark.parametrize("loop", LOOPS)
+@pytest.mark.parametrize("mode", ["tls", "plain"])
+def test_a_listener_out_of_file_descriptors_keeps_accepting(tmp_path, loop, mode):
+    """Running out of descriptors once stopped uvloop's listener for good (the port still open).
+    Over TLS the flood is unauthenticated: the oldest is closed to make room, and a client gets in
+    while the flood is held. Plain TCP has no handshake to wait for, so the server holds every
+    flood connection: it reports the limit and accepts again once they are gone."""
+    if loop == "uvloop":
+        pytest.importorskip("uvloop")
+    generate_certificates(tmp_path, ("party0", "party1"))
+    env = {**os.environ, "MPCRT_LOOP": loop, "PYTHONPATH": str(Path(__file__).parents[2])}
+    server = subprocess.Popen([sys.executable, "-c", FD_LIMITED_SERVER, str(tmp_path), mode], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in server.stdout], daemon=True).start()
+    flood: list[socket.socket] = []
+
+    def wait_for(text: str) -> str:
+        seen = []
+        while True:
+            try:
+                line = lines.get(timeout=60)
+            except queue.Empty:
+                pytest.fail(f"the server never printed {text!r}; it printed: {''.join(seen)}")
+            seen.append(line)
+            if text in line:
+                return line
+
+    async def exchange(port: int) -> bytes:
+        tls = TLSConfig(load_credentials(tmp_path, "party0"), "party1") if mode == "tls" else None
+        client = await connect("127.0.0.1", port, tls=tls, timeout=60)
+        client.send(b"ping")
+        try:
+            return bytes(await client.recv(60))
+        finally:
+            await client.close()
+
+    try:
+        port = int(wait_for("port").split()[1])
+        flood = [socket.create_connection(("127.0.0.1", port)) for _ in range(40)]
+        report = wait_for("file descriptors")
+        assert "raise the limit" in report and "ulimit -n" in report and "Connection limits" in report
+        if mode == "plain":
+            for s in flood:
+                s.close()
+        assert run_loop(exchange(port)) == b"echo ping"
+    finally:
+        server.kill()
+        server.wait()
+        for s in flood:
+            s.close()
