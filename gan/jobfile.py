@@ -9,7 +9,6 @@ docs/CONFIG.md is the reference; EXAMPLE is a complete file with the defaults.
 
 from __future__ import annotations
 
-import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Any
 
 from gan import models
 from gan.train import TrainConfig
-from mpcrt.server import parse_address
+from mpcrt.server import MAX_JOB_TIMEOUT, parse_address
 from transports.wan import PRESETS
 
 EXAMPLE = """\
@@ -250,8 +249,9 @@ def _flag(table: dict[str, Any], key: str, default: bool) -> bool:
 
 def _seconds(table: dict[str, Any], key: str, default: float) -> float:
     value = table.get(key, default)
-    if not isinstance(value, int | float) or isinstance(value, bool) or not 0 < value < math.inf:
-        raise ValueError(f"[servers] {key} must be a positive number of seconds, got {value!r}")
+    if not isinstance(value, int | float) or isinstance(value, bool) or not 0 < value <= MAX_JOB_TIMEOUT:
+        raise ValueError(f"[servers] {key} must be a positive number of seconds, at most {MAX_JOB_TIMEOUT:g} "
+                         f"(a day: the servers refuse more), got {value!r}")
     return float(value)
 
 

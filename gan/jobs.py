@@ -22,6 +22,7 @@ from gan.jobfile import MAX_FRAC_BITS, MIN_FRAC_BITS
 from gan.step import train_step
 from gan.train import TrainConfig, optimizers
 from mpcrt import OWNER, Party, keyed_scope
+from mpcrt.server import JobValueError
 
 SETUP, SYNTHESIS = -1, -2  # keyed scopes outside the iterations (which use 1, 2, ...)
 JOB_ID = re.compile(r"[0-9a-f]{64}")  # gan.owner.job_id: an HMAC-SHA256 in hex
@@ -29,8 +30,9 @@ MAX_KEPT_CHECKPOINTS = 1000
 MAX_BATCHES = 1 << 20  # noise batches of one synthesis job
 
 
-class JobArgsError(ValueError):
-    """The owner sent job arguments this server does not take; nothing was written."""
+class JobArgsError(JobValueError):
+    """The owner sent job arguments this server does not take; nothing was written (the
+    server logs one line, no traceback)."""
 
 
 def checkpoint_folder(state_dir: str | Path, job: object) -> Path:
@@ -91,7 +93,10 @@ async def train_program(party: Party, args: dict[str, Any]) -> None:
     other jobs' and are refused to them), 'keep_checkpoints', 'state_dir' (added by the
     server: where this job's checkpoints live). What the owner sends is checked before use."""
     check_scale(party)
-    cfg = TrainConfig.from_dict(args["train"])
+    try:
+        cfg = TrainConfig.from_dict(args["train"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise JobArgsError(f"the owner's training configuration: {exc}") from None
     p = cfg.preset_()
     d_arch, g_arch = models.discriminator(p), models.generator(p)  # public architectures; weights from the owner
     job = args.get("fingerprint")

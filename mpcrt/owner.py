@@ -209,7 +209,7 @@ class OwnerLink:
         (frac_bits, dtype_index, shape), tensor = self._inputs.pop(key)
         problem = value_problem(frac_bits, dtype_index, party.frac_bits)
         if problem:
-            raise ValueError(f"the owner's input {key!r} cannot be used: {problem}")
+            raise OwnerFrameRefused(f"party {self.party_id} refuses the owner's input {key!r}: {problem}")
         share = tensor.clone() if tensor is not None else _mask(self._key, key, tuple(shape))  # type: ignore[arg-type]
         return ArithmeticShare(party, share, frac_bits, DTYPES[dtype_index])
 

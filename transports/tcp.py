@@ -78,6 +78,13 @@ class TcpTransport(InboxTransport):
     async def drain(self) -> None:
         await self._protocol.writable.wait()
 
+    def abort(self) -> None:
+        """Close at once, dropping queued writes (for a connection given up mid-set-up)."""
+        self._closed = True
+        self._wake()
+        if self._protocol.transport is not None:
+            self._protocol.transport.abort()
+
     async def close(self) -> None:
         if self._closed:
             return
@@ -326,6 +333,9 @@ async def connect(host: str, port: int, *, tls: TLSConfig | None, timeout: float
         await conn.close()
         hint = "; does one side expect TLS and the other plain TCP?" if isinstance(exc, TransportTimeout) else ""
         raise type(exc)(f"{where} did not accept the connection: {exc}{hint}") from exc
+    except BaseException:  # cancelled while waiting for the greeting: leave no socket open
+        conn.abort()
+        raise
     if bytes(greeting) != GREETING:
         await conn.close()
         raise FrameError(f"{where} is not an lpgan party (unexpected greeting {bytes(greeting[:40])!r})")

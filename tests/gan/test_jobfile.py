@@ -73,6 +73,7 @@ BAD_VALUES = [
     ('timeout = "fast"\n', r"\[servers\] timeout must be"),
     ('timeout = true\n', r"\[servers\] timeout must be"),
     ('timeout = inf\n', r"\[servers\] timeout must be"),
+    ('timeout = 86401\n', r"\[servers\] timeout must be a positive number of seconds, at most 86400"),
     ('certs = 3\n', r"\[servers\] certs must be a string"),
     ('[data]\nsource = 5\n', r"\[data\] source must be a string"),
     ('[data]\nsource = ""\n', r"\[data\] source must be"),

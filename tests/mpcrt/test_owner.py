@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import types
 
 import msgpack
 import pytest
@@ -250,6 +251,17 @@ async def test_a_party_refuses_a_hostile_owner_input_cleanly(party_id, key, meta
     error = await asyncio.wait_for(link.wait_lost(), 3)
     assert isinstance(error, OwnerFrameRefused) and problem in str(error), error
     assert f"party {party_id} refuses" in str(error)
+    await link.close()
+
+
+async def test_an_owner_input_at_another_scale_is_refused_when_received():
+    party_end, owner_end = pair()
+    link = OwnerLink(party_end, 0, b"s" * 16, timeout=5)
+    link.party = types.SimpleNamespace(frac_bits=16)  # the receiving party's scale is what counts
+    link.start()
+    owner_end.send(_input_frame("x", [12, 0, [2]], RING))
+    with pytest.raises(OwnerFrameRefused, match=r"party 0 refuses the owner's input 'x'"):
+        await asyncio.wait_for(link.receive("x"), 3)
     await link.close()
 
 

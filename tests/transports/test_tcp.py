@@ -380,3 +380,27 @@ def test_a_listener_out_of_file_descriptors_keeps_accepting(tmp_path, loop, mode
         server.wait()
         for s in flood:
             s.close()
+
+
+async def test_a_connect_cancelled_before_the_greeting_leaves_no_socket_open():
+    connected, ended = asyncio.Event(), asyncio.Event()
+
+    async def silent(reader, writer):  # a server that accepts and never greets
+        connected.set()
+        with contextlib.suppress(ConnectionError):
+            await reader.read()  # returns at the client's close or reset
+        ended.set()
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        dialing = asyncio.ensure_future(connect("127.0.0.1", port, tls=None, timeout=30))
+        await asyncio.wait_for(connected.wait(), 10)
+        dialing.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await dialing
+        await asyncio.wait_for(ended.wait(), 10)
+    finally:
+        server.close()
+        await server.wait_closed()
