@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from gan import checkpoint, models
+from gan import checkpoint, jobs, models
 from gan.checkpoint import CheckpointError
-from gan.jobs import synthesize_program
+from gan.jobs import JobArgsError, synthesize_program
 from gan.owner import drive_synthesis, train_in_process
 from gan.train import TrainConfig, initial_models, load_images, plaintext_training
 from mpcrt import run_with_owner
@@ -160,7 +160,7 @@ def stray(result: dict, twin: dict[str, torch.Tensor], cfg: TrainConfig) -> floa
 
 
 @pytest.mark.slow
-def test_the_fixed_point_bits_a_job_file_takes_are_those_that_train(images, tmp_path):
+def test_the_fixed_point_bits_a_job_file_takes_are_those_that_train(images, tmp_path, monkeypatch):
     """gan.jobfile's [MIN_FRAC_BITS, MAX_FRAC_BITS] (docs/CONFIG.md): at both ends a secure run
     follows its plaintext twin, its parameters straying from the twin's by a fraction of how
     far training moved them (here 0.35 at 12 bits, 0.18 at 16 and 18; with fewer bits the
@@ -174,5 +174,9 @@ def test_the_fixed_point_bits_a_job_file_takes_are_those_that_train(images, tmp_
     for bits, bound in ((MIN_FRAC_BITS, 0.6), (MAX_FRAC_BITS, 0.3)):
         result = train_in_process(cfg, images, tmp_path / str(bits), seeds=SEEDS, key=KEY, frac_bits=bits)
         assert stray(result, twin, cfg) < bound, bits
+    # the servers refuse it up front (gan.jobs.check_scale); past that check it fails in batch norm
+    with pytest.raises(JobArgsError, match=f"frac_bits {MAX_FRAC_BITS + 1} is outside"):
+        train_in_process(cfg, images, tmp_path / "refused", seeds=SEEDS, key=KEY, frac_bits=MAX_FRAC_BITS + 1)
+    monkeypatch.setattr(jobs, "MAX_FRAC_BITS", 30)
     with pytest.raises(ValueError, match=f"got {MAX_FRAC_BITS + 1 + 12}"):
         train_in_process(cfg, images, tmp_path / "more", seeds=SEEDS, key=KEY, frac_bits=MAX_FRAC_BITS + 1)
