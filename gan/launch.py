@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import json
 import os
+import signal
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -324,9 +325,10 @@ def _run(job: JobConfig, program: str, args: dict[str, Any], seeds: tuple[bytes,
     """Start `program` on both servers, `drive` it as the owner (its dealer bounded by
     `limits`), wait for both to finish; any failure becomes a JobFailed that names the
     server (and what --resume can do: `note`)."""
-    state: dict[str, Any] = {"job": None}
+    state: dict[str, Any] = {"job": None, "interrupted": False}
 
     async def main() -> Any:
+        _cancel_on_sigint(asyncio.current_task(), state)  # type: ignore[arg-type]
         state["job"] = await start_job(job.servers, job.certs, program, args, seeds, name=job.name,
                                        timeout=job.timeout, connect_timeout=job.connect_timeout, on_event=on_event,
                                        dealer_limits=limits, **job.protocol())
@@ -337,14 +339,38 @@ def _run(job: JobConfig, program: str, args: dict[str, Any], seeds: tuple[bytes,
         except ServerFailed as exc:
             raise await _cause(state["job"], exc) from None
         finally:
+            state["closing"] = True  # a repeated Ctrl-C cancellation must not cut the close short
             await state["job"].close()
 
     try:
         return run_loop(main())
+    except asyncio.CancelledError:
+        if state["interrupted"]:
+            raise KeyboardInterrupt from None
+        raise
     except (ServerFailed, ServerUnreachable, ConnectionError, TimeoutError) as exc:
         raise JobFailed(_explain(exc, state["job"], note)) from exc
     finally:
         progress.close()
+
+
+def _cancel_on_sigint(task: asyncio.Task, state: dict[str, Any]) -> None:
+    """Ctrl-C cancels the job's task, and again every half second until it ends: Python
+    3.11's wait_for can swallow a cancellation that meets a result (both happen often in
+    a job), and the job would then run on to its end. `state["interrupted"]` records it."""
+    loop = asyncio.get_running_loop()
+
+    def cancel() -> None:
+        if not task.done() and not state.get("closing"):
+            task.cancel()
+            loop.call_later(0.5, cancel)
+
+    def on_sigint() -> None:
+        state["interrupted"] = True
+        cancel()
+
+    with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # no signals here: Ctrl-C as usual
+        loop.add_signal_handler(signal.SIGINT, on_sigint)
 
 
 async def _cause(job: Any, seen: ServerFailed) -> ServerFailed:

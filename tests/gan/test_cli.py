@@ -347,7 +347,12 @@ def test_ctrl_c_says_which_checkpoint_resume_will_use_and_the_servers_serve_on(t
             f"`lpgan train {job} --resume` continues from there") in stderr, stderr
     out = lpgan("train", str(job))  # a new run would replace the record --resume needs: refused
     assert out.returncode == 1 and "records an unfinished job" in out.stderr and "--fresh" in out.stderr
-    out = lpgan("train", str(job), "--resume")
+    deadline = time.monotonic() + 60
+    while True:  # the servers end the interrupted job once they see the owner gone: seconds at most
+        out = lpgan("train", str(job), "--resume")
+        if "is busy with job 'stopped'" not in out.stderr or time.monotonic() > deadline:
+            break
+        time.sleep(1)
     assert out.returncode == 0, out.stderr
     assert f"resuming at iteration {saved}" in out.stdout
     assert json.loads(record.read_text())["finished"] is True
