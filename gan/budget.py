@@ -9,7 +9,7 @@ size is affine in the batch (the model's parameters, plus per-image activations)
 two give the slope and the intercept. The bound is twice that line at the job's batch
 size (ops choose their protocols by size, so the job's own plan may differ a little), for
 every iteration and the samples. The dry runs' results are kept on disk (`cache_dir()`),
-keyed by the model, the options and a digest of this code: a DCGAN's take minutes, and
+keyed by the model, the options and a digest of this code (a large model's dry run is long), and
 they repeat only when one of those changes.
 """
 
