@@ -4,7 +4,8 @@ Both run on each server as party 0 or 1 (SPMD), with every input from the owner 
 data, the noise, the initial model) and every output to it (mpcrt.owner): a server sees
 only shares. Key names are the contract with gan.owner, the owner's side. Each phase runs
 in a keyed scope (iteration i in key i + 1), so its message ids are the same whether the
-run was interrupted or not (the dealer's seeds are fresh for every run: gan.owner). What the
+run was interrupted or not (the dealer's seeds are fresh for every run: gan.owner), and
+the iterations' dealer material streams ahead of them (mpcrt.stream). What the
 owner sends is checked before it is used: the job id names a folder inside the state
 directory, and checkpoints load as plain data only (gan.checkpoint).
 """
@@ -23,6 +24,7 @@ from gan.step import train_step
 from gan.train import TrainConfig, optimizers
 from mpcrt import OWNER, Party, keyed_scope
 from mpcrt.server import JobValueError
+from mpcrt.stream import MaterialStream
 
 SETUP, SYNTHESIS = -1, -2  # keyed scopes outside the iterations (which use 1, 2, ...)
 JOB_ID = re.compile(r"[0-9a-f]{64}")  # gan.owner.job_id: an HMAC-SHA256 in hex
@@ -93,6 +95,7 @@ async def train_program(party: Party, args: dict[str, Any]) -> None:
     other jobs' and are refused to them), 'keep_checkpoints', 'state_dir' (added by the
     server: where this job's checkpoints live). What the owner sends is checked before use."""
     check_scale(party)
+    party.prefetched = True  # the iterations' material streams ahead (mpcrt.stream): methods weigh the online phase
     try:
         cfg = TrainConfig.from_dict(args["train"])
     except (KeyError, TypeError, ValueError) as exc:
@@ -114,8 +117,9 @@ async def train_program(party: Party, args: dict[str, Any]) -> None:
             d = await gan.secure(d_arch, party, src=OWNER, name="d")
             g = await gan.secure(g_arch, party, src=OWNER, name="g")
         opt_d, opt_g = optimizers(cfg, d, g)
+    stream = MaterialStream(party, range(first + 1, cfg.iterations + 1))
     for i in range(first, cfg.iterations):
-        with keyed_scope(i + 1):
+        with stream.iteration(i + 1):
             x = await party.owner.receive(real_key(i))
             z = await party.owner.receive(noise_key(i))
             out = await train_step(d, g, opt_d, opt_g, x, z)
@@ -136,12 +140,14 @@ async def synthesize_program(party: Party, args: dict[str, Any]) -> None:
     """args: 'preset', 'batches' (how many noise batches the owner sends). The owner shares a
     trained generator and the noise; the images go back to the owner only."""
     check_scale(party)
+    party.prefetched = True  # as in train_program
     preset, batches = synthesis_args(args)
     g_arch = models.generator(preset)
     with keyed_scope(SETUP):
         g = await gan.secure(g_arch, party, src=OWNER, name="g")
+    stream = MaterialStream(party, range(1, batches))  # the last batch may be smaller: its plan is its own
     for b in range(batches):
-        with keyed_scope(b + 1):
+        with stream.iteration(b + 1):
             await _synthesize(party, g, f"samples/{b}")
         party.owner.event(batch=b + 1, rounds=party.stats.rounds, bytes_sent=party.stats.bytes_sent)
 

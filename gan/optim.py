@@ -13,6 +13,7 @@ keep 16 more fractional bits than the parameters: (1 - beta2) g^2 would round to
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Iterable
 
 from gan.nn import functional as F
@@ -115,4 +116,5 @@ class Adam(Optimizer):
         v_hat = await F.rescale(await F.scale(v_new, 1 / (1 - b2 ** self._t)), f + 8)
         inv = await F.inv_sqrt(v_hat + eps * eps)
         step = await F.mul(m_new, inv, frac_bits=f or None)
-        p.data = p.data - await F.scale(step, self.lr / (1 - b1 ** self._t))
+        # the bias correction drifts with t: at lr's exponent every step truncates alike (one plan: mpcrt.stream)
+        p.data = p.data - await F.scale(step, self.lr / (1 - b1 ** self._t), exponent=math.floor(math.log2(self.lr)))

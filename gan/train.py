@@ -90,6 +90,12 @@ class TrainConfig:
             shown = list(betas) if isinstance(betas, tuple) else betas
             raise ValueError(f"betas must be two numbers in [0, 1), e.g. [0.5, 0.999] (sgd's momentum is the "
                              f"first), got {shown!r}")
+        if self.optimizer == "adam" and betas[0] > MAX_ADAM_BETA1:
+            raise ValueError(f"Adam's betas[0] is at most {MAX_ADAM_BETA1} on shares (its first steps' bias "
+                             f"correction 1/(1 - betas[0]) must fit fixed point), got {betas[0]!r}")
+
+
+MAX_ADAM_BETA1 = 0.999  # gan.optim.Adam: 1/(1 - beta1) stays below 2^11
 
 
 def _is_int(x: object) -> bool:

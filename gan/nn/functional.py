@@ -149,10 +149,14 @@ async def batch_norm_backward(grad: Tensor, ctx: Any) -> tuple[Tensor, Any, Any]
     return inner * inv_std / n, d_weight, d_bias
 
 
-async def scale(x: Tensor, factor: float, frac_bits: int | None = None, bound: float | None = None) -> Tensor:
-    """x times a public real; on shares the result may keep more fractional bits, and a
-    promised bound on |x| saves a round (ops.scale)."""
-    return await ops.scale(x, factor, frac_bits=frac_bits, bound=bound) if _secure(x) else x * factor
+async def scale(x: Tensor, factor: float, frac_bits: int | None = None, bound: float | None = None,
+                exponent: int | None = None) -> Tensor:
+    """x times a public real; on shares the result may keep more fractional bits, a
+    promised bound on |x| saves a round, and a fixed exponent keeps a drifting factor's
+    steps alike (ops.scale)."""
+    if not _secure(x):
+        return x * factor
+    return await ops.scale(x, factor, frac_bits=frac_bits, bound=bound, exponent=exponent)
 
 
 async def square(x: Tensor) -> Tensor:

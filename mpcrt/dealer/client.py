@@ -8,6 +8,7 @@ dealer in this process, the dealer service over TLS, or a store filled ahead of 
 
 from __future__ import annotations
 
+import asyncio
 import time
 from abc import ABC, abstractmethod
 
@@ -16,6 +17,7 @@ import torch
 from mpcrt.dealer.admission import Admission, DealerLimits
 from mpcrt.dealer.material import KINDS, Request, answer, answer_names, answer_shapes, derive
 from mpcrt.errors import DealerError
+from mpcrt.scope import MessageId, background_task
 from mpcrt.stats import Stats
 
 
@@ -76,28 +78,97 @@ class DealerClient:
         self.seed = seed
         self.source = source
         self.stats: Stats | None = None  # set by the party it serves
+        self.recording: list[Request] | None = None  # the requests `get` is asked for, while set (mpcrt.stream)
         self._ready: dict[Request, dict[str, torch.Tensor]] = {}
+        self._coming: dict[Request, asyncio.Future[None]] = {}  # requests of a prefetch under way
+        self._dropped: set[Request] = set()  # of those, the ones discarded before they came
+        self._streamed_steps: dict[tuple[MessageId, str], Request] = {}  # (step, tag) -> request streamed ahead
 
     async def get(self, request: Request) -> dict[str, torch.Tensor]:
         """This party's share of every component of `request`'s material."""
+        if self.recording is not None:
+            self.recording.append(request)
+        coming = self._coming.get(request)
+        if coming is not None:
+            await asyncio.shield(coming)  # raises what the prefetch met
         ready = self._ready.pop(request, None)
         if ready is not None:
+            self._streamed_steps.pop((request.mid, request.tag), None)
+            if self.stats is not None:
+                self.stats.offline.ahead += 1
             return ready
+        streamed = self._streamed_steps.get((request.mid, request.tag))
+        if streamed is not None:
+            raise DealerError(
+                f"{request.kind} at step {request.mid} is not what the plan streamed ahead for that step "
+                f"({streamed.kind}, {str(streamed.params)[:120]}); a program run in an mpcrt.stream.MaterialStream "
+                "must repeat its plan once two iterations agreed (a public value that drifts between iterations "
+                "and changes an op's parameters breaks that: fix its encoding, see ops.scale's exponent), or run "
+                "without streaming")
+        if self.stats is not None:
+            self.stats.offline.on_demand += 1
         start = time.perf_counter()
         fetched = [await self.source.fetch(request, self.party_id)] if self._needs_dealer(request) else [[]]  # type: ignore[union-attr]
         (parts,) = self._assemble([request], fetched)
-        self._count(1, start)
+        self._count(1, start, fetched)
         return parts
 
-    async def prefetch(self, requests: list[Request]) -> None:
+    async def prefetch(self, requests: list[Request], in_thread: bool = False) -> None:
         """The offline phase: make or fetch all material of a plan now, so the online phase
-        only reads it. Counted in stats.offline."""
+        only reads it. Counted in stats.offline. `in_thread`: derive the seeded parts in a
+        worker thread (torch and AES release the GIL), so the event loop runs the online
+        phase meanwhile (mpcrt.stream)."""
         start = time.perf_counter()
         asked = [r for r in requests if self._needs_dealer(r)]
         answers = dict(zip(asked, await self.source.fetch_many(asked, self.party_id), strict=True)) if asked else {}  # type: ignore[union-attr]
         fetched = [answers.get(r, []) for r in requests]
-        self._ready.update(zip(requests, self._assemble(requests, fetched), strict=True))
-        self._count(len(requests), start)
+        made = await asyncio.to_thread(self._assemble, requests, fetched) if in_thread \
+            else self._assemble(requests, fetched)
+        self._ready.update(zip(requests, made, strict=True))
+        self._count(len(requests), start, fetched)
+
+    def prefetch_soon(self, requests: list[Request]) -> asyncio.Task:
+        """Start prefetching `requests` in the background (mpcrt.stream): `get` for one of them
+        waits for this batch instead of asking again, and meets its error if it fails."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        for request in requests:
+            self._coming[request] = done
+            self._streamed_steps[request.mid, request.tag] = request
+
+        async def fetch() -> None:
+            try:
+                await self.prefetch(requests, in_thread=True)
+            except BaseException as exc:  # every waiting get meets it; nobody waiting is fine
+                done.set_exception(exc if isinstance(exc, Exception) else DealerError(f"prefetch stopped: {exc!r}"))
+                done.exception()
+                if not isinstance(exc, Exception):
+                    raise
+            else:
+                done.set_result(None)
+                for request in requests:  # a failed batch stays: its steps' gets meet the error
+                    if self._coming.get(request) is done:
+                        del self._coming[request]
+                    if request in self._dropped:
+                        self._dropped.discard(request)
+                        self._ready.pop(request, None)
+
+        return background_task(fetch(), "dealer-prefetch")  # takes no id from the program's scope
+
+    def discard(self, requests: list[Request]) -> int:
+        """Drop the material of `requests` nobody asked for (a plan's steps a run skipped);
+        returns how many were dropped."""
+        dropped = 0
+        for request in requests:
+            self._streamed_steps.pop((request.mid, request.tag), None)
+            coming = self._coming.get(request)
+            if coming is not None and coming.done():  # a batch that failed
+                del self._coming[request]
+            elif coming is not None:
+                self._dropped.add(request)
+                dropped += 1
+            else:
+                dropped += self._ready.pop(request, None) is not None
+        return dropped
 
     def _needs_dealer(self, request: Request) -> bool:
         if self.party_id == 0 and not KINDS[request.kind].public:
@@ -117,8 +188,6 @@ class DealerClient:
             if answered or answer_names(request, self.party_id):
                 self._check(request, answered)
                 parts.update(zip(answer_names(request, self.party_id), answered, strict=True))
-                if self.stats is not None:
-                    self.stats.offline.bytes_received += sum(t.numel() * 8 for t in answered)
             out.append(kind.prepare(parts, request.params, self.party_id))
         return out
 
@@ -129,7 +198,8 @@ class DealerClient:
             raise DealerError(f"the dealer sent material of shapes {got} for {request.kind} at step "
                               f"{request.mid}, expected {expected}; is it serving the same program?")
 
-    def _count(self, requests: int, start: float) -> None:
+    def _count(self, requests: int, start: float, fetched: list[list[torch.Tensor]]) -> None:
         if self.stats is not None:
+            self.stats.offline.bytes_received += sum(t.numel() * 8 for answered in fetched for t in answered)
             self.stats.offline.requests += requests
             self.stats.offline.seconds += time.perf_counter() - start

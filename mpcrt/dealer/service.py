@@ -61,7 +61,9 @@ class DealerService:
             while True:
                 party_id, requests = _parse(await conn.recv(), certified)
                 self.admission.admit(requests, party_id)
-                answers = [Message(r.mid, r.kind, self._answer(r, party_id)) for r in requests]
+                # made in a worker thread (torch and AES release the GIL): the other party's
+                # connection and the owner's own work go on meanwhile
+                answers = await asyncio.to_thread(self._answers, requests, party_id)
                 conn.send(encode(DATA, answers))
                 self.requests_served += len(requests)
                 self.bytes_sent += sum(m.nbytes for m in answers)
@@ -75,6 +77,9 @@ class DealerService:
             pass
         finally:
             await conn.close()
+
+    def _answers(self, requests: list[Request], party_id: int) -> list[Message]:
+        return [Message(r.mid, r.kind, self._answer(r, party_id)) for r in requests]
 
     def _answer(self, request: Request, party_id: int) -> list[torch.Tensor]:
         try:

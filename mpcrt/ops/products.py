@@ -22,6 +22,7 @@ from mpcrt.scope import op_label
 from mpcrt.shares import ArithmeticShare, KnownMask, ring_int
 
 SCALE_BITS = 16  # fractional bits of the factor in [1, 2) that `scale` multiplies by
+MAX_FIXED_EXPONENT_BITS = 12  # `scale` at a fixed exponent: the factor over 2^exponent is below 2^12
 
 
 def public_scale(value: Any, party) -> int:
@@ -191,7 +192,8 @@ async def conv_transpose2d(x: Any, weight: Any, bias: Any = None, stride: Any = 
 
 
 async def scale(x: ArithmeticShare, factor: float, *, frac_bits: int | None = None,
-                truncation: str | None = None, bound: float | None = None) -> ArithmeticShare:
+                truncation: str | None = None, bound: float | None = None,
+                exponent: int | None = None) -> ArithmeticShare:
     """x * factor for a public real: factor = c * 2^e with |c| in [1, 2). For e < 0 (tiny
     factors such as 1/n) x is first divided by 2^-e (exact truncation); then it is
     multiplied by c at 16 extra bits and truncated; for e > 0 the result is shifted left
@@ -200,19 +202,27 @@ async def scale(x: ArithmeticShare, factor: float, *, frac_bits: int | None = No
     e > 0) plus 2^-17 relative. A power of two costs one truncation at most, and so does
     any factor when the caller promises |x| < bound with bound * 2^(f + 17) <= 2^62 (x
     times 16 bits of the factor then fits the ring: e.g. gradients in an optimizer step).
-    The result has `frac_bits` (default x's)."""
+    The result has `frac_bits` (default x's). `exponent` fixes e for a factor that drifts
+    from call to call (Adam's bias correction), so that every call takes the same steps and
+    asks the dealer for the same material (mpcrt.stream); |c| must then be in [1, 2^12)
+    (those extra bits of c count against the ring as the bound's do)."""
     target = x.frac_bits if frac_bits is None else frac_bits
     if factor == 0:
         return x._with(torch.zeros_like(x.value), target)
-    exponent = math.floor(math.log2(abs(factor)))  # factor = c * 2^exponent, |c| in [1, 2)
-    if abs(factor) == 2.0 ** exponent:  # a power of two (1/n for n = 2^k): one shift, exact or truncating
-        shift = target - x.frac_bits + exponent
+    natural = math.floor(math.log2(abs(factor)))  # factor = c * 2^natural, |c| in [1, 2)
+    if exponent is not None and not 0 <= natural - exponent < MAX_FIXED_EXPONENT_BITS:
+        raise ValueError(f"scale by {factor!r} at the fixed exponent {exponent}: the factor over 2^{exponent} must "
+                         f"be in [1, 2^{MAX_FIXED_EXPONENT_BITS}); fix a larger exponent")
+    extra = 0 if exponent is None else natural - exponent  # bits of c above [1, 2)
+    if exponent is None and abs(factor) == 2.0 ** natural:  # a power of two (1/n for n = 2^k): one shift
+        shift = target - x.frac_bits + natural
         value = x.value if factor > 0 else -x.value
         if shift >= 0:
             return x._with(value << shift, target)
         return await truncate(x._with(value, target - shift), -shift, truncation)
+    exponent = natural if exponent is None else exponent
     if bound is not None and exponent < 0 and target <= x.frac_bits \
-            and math.log2(bound) + x.frac_bits + SCALE_BITS + 1 <= 62:  # one truncation
+            and math.log2(bound) + x.frac_bits + SCALE_BITS + extra + 1 <= 62:  # one truncation
         bits = x.frac_bits + SCALE_BITS - exponent - target
         k = ring.encode_constant(factor * 2.0 ** -exponent, SCALE_BITS)
         return await truncate(x._with(x.value * k, target + bits), bits, truncation)

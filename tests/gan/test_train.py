@@ -39,6 +39,11 @@ def test_config_round_trips_and_checks_its_values():
                 {"checkpoint_every": -2}):
         with pytest.raises(ValueError):
             TrainConfig.from_dict(bad)
+    # Adam's first bias correction 1/(1 - beta1) must fit ops.scale at lr's exponent
+    with pytest.raises(ValueError, match=r"betas\[0\] is at most 0.999"):
+        TrainConfig.from_dict({"betas": [0.9995, 0.999]})
+    assert TrainConfig.from_dict({"betas": [0.9995, 0.999], "optimizer": "sgd"}).betas[0] == 0.9995
+    TrainConfig.from_dict({"betas": [0.999, 0.999]})
 
 
 def test_the_plaintext_twin_is_deterministic():

@@ -216,3 +216,40 @@ async def test_scale_with_a_bound_takes_one_round(factor):
         assert float((plain - q(x) * factor).abs().max()) <= 3 * ULP + relative
         assert float((bounded - q(x) * factor).abs().max()) <= ULP + relative
         assert (plain_rounds, bounded_rounds) == (2, 1)
+
+
+async def scaled_at_exponent(party, x: torch.Tensor, factors: list[float], exponent: int):
+    X = await party.input(x if party.id == 0 else None, src=0)
+    out = []
+    for factor in factors:
+        for bound in (None, 2.0 ** 20):
+            party.dealer.recording = []
+            y = await ops.scale(X, factor, bound=bound, exponent=exponent)
+            out.append((factor, bound, await y.reveal(), [(r.kind, r.params) for r in party.dealer.recording]))
+    party.dealer.recording = None
+    return out
+
+
+async def test_scale_at_a_fixed_exponent_takes_the_same_steps_for_every_factor():
+    """Adam's bias correction lr / (1 - b1^t) drifts over powers of two; at lr's exponent
+    every call asks the dealer for the same material (mpcrt.stream), within scale's bound."""
+    lr, b1 = 2e-4, 0.5
+    factors = [lr / (1 - b1 ** t) for t in (1, 2, 3, 10, 100)]  # 4e-4 down to 2e-4: three exponents
+    x = sample(40, seed=9, scale=1000.0)
+    for out in await run_pair(scaled_at_exponent, x, factors, -13):
+        for bound in (None, 2.0 ** 20):
+            plans = {str(plan) for _, b, _, plan in out if b == bound}
+            assert len(plans) == 1
+        for factor, bound, y, _ in out:
+            relative = abs(factor) * 1000 * 4 * 2.0 ** -17  # c is rounded at 2^-16 absolute, c >= 1
+            assert float((y - q(x) * factor).abs().max()) <= (ULP if bound else 3 * ULP) + relative
+
+
+@pytest.mark.parametrize("exponent", [-11, -30])
+def test_scale_refuses_an_exponent_the_factor_does_not_fit(exponent):
+    async def program(party):
+        X = await party.input(torch.ones(3) if party.id == 0 else None, src=0)
+        await ops.scale(X, 3e-4, exponent=exponent)
+
+    with pytest.raises(ValueError, match="fixed exponent"):
+        mpcrt.run_local(program)

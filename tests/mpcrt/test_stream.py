@@ -1,0 +1,117 @@
+"""Dealer material streamed ahead of repeating iterations (mpcrt.stream)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import torch
+
+from mpcrt import ops
+from mpcrt.dealer import DealerClient, LocalDealer
+from mpcrt.dealer.admission import DealerLimits, DealerRefused
+from mpcrt.dealer.material import Request, mask_source
+from mpcrt.errors import DealerError
+from mpcrt.runtime import Party
+from mpcrt.scope import keyed_scope
+from mpcrt.stream import MaterialStream, rekey
+from transports import pair
+
+SEEDS = (b"0" * 16, b"1" * 16)
+
+
+def test_rekey_moves_the_step_and_the_masks_it_names():
+    source = Request("trunc", (0, 3, 7), "", ((2, 2), 16))
+    outside = Request("mask", (0, -1, 4), "", ((2, 2),))
+    product = Request("mprod", (0, 3, 9, 1), "", (mask_source(source), mask_source(outside)))
+    moved = rekey(product, (0, 3), (0, 4))
+    assert moved.mid == (0, 4, 9, 1)
+    assert moved.params[0] == mask_source(Request("trunc", (0, 4, 7), "", ((2, 2), 16)))
+    assert moved.params[1] == mask_source(outside)  # made outside the iteration: the same mask
+    # shapes that happen to start like the path are not step ids
+    plain = Request("trunc", (0, 3, 2), "", ((0, 3, 5), 16))
+    assert rekey(plain, (0, 3), (0, 4)).params == ((0, 3, 5), 16)
+
+
+async def iteration(party, x, w, changed: str = ""):
+    """Products, truncations, a comparison tree and masked squares: linked requests included."""
+    y = await ops.matmul(x, w)
+    if changed == "shape":  # the same step as the plan's matmul-truncation, another shape
+        y = await ops.matmul(x[:1], w)
+    z = await ops.sigmoid(y)
+    if changed != "skip":
+        z = await ops.square(z)
+    if changed == "extra":
+        z = await ops.mul(z, z)
+    return z
+
+
+async def program(party, iterations: int, window: int | None, change_at: int = 0, change: str = ""):
+    party.prefetched = True
+    x = await party.input(torch.linspace(-2, 2, 12).reshape(3, 4) if party.id == 0 else None, src=0)
+    w = await party.input(torch.linspace(-1, 1, 8).reshape(4, 2) if party.id == 1 else None, src=1)
+    stream = MaterialStream(party, range(1, iterations + 1), window) if window is not None else None
+    outs = []
+    for i in range(1, iterations + 1):
+        with (stream.iteration(i) if stream else keyed_scope(i)):
+            outs.append(await (await iteration(party, x, w, change if i == change_at else "")).reveal())
+    return outs, party.stats.offline.as_dict(), stream and stream.peak_held
+
+
+def run(*args, limits: DealerLimits | None = None):
+    async def both():
+        dealer = LocalDealer(*SEEDS, limits)
+        ends = pair()
+        parties = [Party(i, ends[i], timeout=20, dealer=DealerClient(i, SEEDS[i], dealer)) for i in (0, 1)]
+        return await asyncio.gather(*(p.run(program, *args) for p in parties))
+
+    return asyncio.run(both())
+
+
+def test_streamed_material_gives_the_same_bits_as_material_on_demand():
+    (on_demand, stats, _), _ = run(6, None)
+    for window in (1, 3):
+        (streamed, streamed_stats, peak), _ = run(6, window)
+        assert all(torch.equal(a, b) for a, b in zip(on_demand, streamed, strict=True))
+        per_iteration = stats["requests"] // 6
+        # the plan repeats from the first iteration: known after 2, streamed for 3 to 6
+        assert streamed_stats["ahead"] == 4 * per_iteration
+        assert streamed_stats["on_demand"] == 2 * per_iteration and streamed_stats["unused"] == 0
+        assert streamed_stats["requests"] == stats["requests"]
+        assert peak == min(window + 1, 4)  # the running iteration and at most `window` ahead
+
+
+def test_no_window_streams_nothing():
+    (_, stats, peak), _ = run(5, 0)
+    assert stats["ahead"] == 0 and peak == 0
+
+
+def test_requests_outside_the_plan_are_served_and_unused_ones_dropped():
+    (reference, _, _), _ = run(6, None)
+    (outs, stats, _), _ = run(6, 1, 5, "extra")
+    assert all(torch.equal(a, b) for a, b in zip(reference[:4], outs[:4], strict=True))
+    assert torch.allclose(outs[4], reference[4] ** 2, atol=1e-3)
+    assert stats["on_demand"] > 0 and stats["unused"] == 0
+    (outs, stats, _), _ = run(6, 1, 5, "skip")
+    assert stats["unused"] > 0  # the square's material, streamed for iteration 5 and not asked for
+    assert all(torch.equal(a, b) for a, b in zip(reference[5:], outs[5:], strict=True))
+
+
+def test_a_step_that_differs_from_the_streamed_plan_is_a_clear_error():
+    with pytest.raises(DealerError, match="not what the plan streamed ahead"):
+        run(6, 1, 5, "shape")
+
+
+def test_a_refused_stream_ends_the_program_with_the_refusal():
+    """The dealer's limit lets the iterations on demand through, not the first streamed one:
+    the refusal reaches the program when it needs that material (no hang, no other error)."""
+    dealer = LocalDealer(*SEEDS)
+    asyncio.run(_admitted(dealer, 3))
+    with pytest.raises(DealerRefused):
+        run(6, 1, limits=DealerLimits(job_bytes=dealer.admission.material_bytes + 1))
+
+
+async def _admitted(dealer: LocalDealer, iterations: int) -> None:
+    ends = pair()
+    parties = [Party(i, ends[i], timeout=20, dealer=DealerClient(i, SEEDS[i], dealer)) for i in (0, 1)]
+    await asyncio.gather(*(p.run(program, iterations, None) for p in parties))
