@@ -276,6 +276,18 @@ def product_subsets(terms: tuple[tuple[int, ...], ...]) -> tuple[tuple[int, ...]
                                for subset in itertools.combinations(sorted(term), size)))
 
 
+def subset_products(a: torch.Tensor, subsets: tuple[tuple[int, ...], ...]) -> torch.Tensor:
+    """The AND of a's rows over each subset, in order, written in place: each subset from its
+    prefix (a subset of the same term, so one of `subsets`, met before it) and one AND."""
+    out = a.new_empty((len(subsets), *a.shape[1:]))
+    position: dict[tuple[int, ...], int] = {}
+    for i, subset in enumerate(subsets):
+        first = a[subset[0]] if len(subset) == 2 else out[position[subset[:-1]]]
+        torch.bitwise_and(first, a[subset[-1]], out=out[i])
+        position[subset] = i
+    return out
+
+
 class MultiAndTriple(Kind):
     """For ANDs of several bits each (ops.boolean.monomials): masks a for the k input rows
     and the XOR-shared products of the masks over every subset a term needs. params
@@ -312,13 +324,7 @@ class MultiAndTriple(Kind):
             a = a.clone()
             for row, ids in rows:
                 a[row] = masks[list(ids)].reshape(-1)
-        products = []
-        for subset in product_subsets(params[1]):
-            z = a[subset[0]]
-            for i in subset[1:]:
-                z = z & a[i]
-            products.append(z)
-        return {"c": torch.stack(products) if products else a.new_zeros((0, *a.shape[1:]))}
+        return {"c": subset_products(a, product_subsets(params[1]))}
 
 
 class PrivateAndTriple(Kind):

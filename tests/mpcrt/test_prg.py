@@ -44,3 +44,15 @@ def test_empty_shapes_and_key_derivation():
     assert prg.named_ring((0, 3), prg.new_key(), b"").shape == (0, 3)
     assert prg.derive_key(b"a", b"bc") != prg.derive_key(b"ab", b"c")
     assert len(prg.derive_key(b"x")) == prg.KEY_BYTES
+
+
+def test_the_keystream_is_aes_ctr_from_a_zero_counter_across_chunks():
+    """named_ring writes the stream in chunks straight into the tensor: byte for byte the
+    reference AES-128-CTR under the stream's key, at sizes around the chunk's."""
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+    key = prg.new_key()
+    for n in (1, 2, 131071, 131072, 131073, 400_001):
+        encryptor = Cipher(algorithms.AES(prg.stream_key(key, b"x")), modes.CTR(bytes(16))).encryptor()
+        reference = torch.frombuffer(bytearray(encryptor.update(bytes(8 * n))), dtype=torch.int64)
+        assert torch.equal(prg.named_ring((n,), key, b"x"), reference)

@@ -140,3 +140,22 @@ def test_piece_table_rows_evaluate_the_segment_behind_each_opened_index():
             x = p + masks[variant]
             a, b, cc = rows[:, variant, u].unbind(1)
             assert torch.equal(a + b * p + cc * p * p, c[0] + c[1] * x + c[2] * x * x)
+
+
+def test_multi_and_products_are_the_and_of_every_subset():
+    """mand's dependent part: the AND of the masks over every subset a term needs, in
+    product_subsets' order (each built in place from its prefix)."""
+    from mpcrt.dealer.material import product_subsets, subset_products
+
+    gen = torch.Generator().manual_seed(3)
+    a = torch.randint(-2 ** 62, 2 ** 62, (7, 33), generator=gen)
+    for terms in (((0, 1),), ((0, 1, 2, 3), (1, 2, 3, 4), (3, 4, 5, 6), (0, 6)), ((6, 5, 4, 3, 2, 1, 0),)):
+        subsets = product_subsets(terms)
+        expected = []
+        for subset in subsets:
+            z = a[subset[0]]
+            for i in subset[1:]:
+                z = z & a[i]
+            expected.append(z)
+        assert torch.equal(subset_products(a, subsets), torch.stack(expected))
+    assert subset_products(a, ()).shape == (0, 33)
