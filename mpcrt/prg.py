@@ -15,6 +15,7 @@ import hashlib
 import math
 import os
 
+import numpy as np
 import torch
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
@@ -50,7 +51,7 @@ def random_bytes(n: int, key: bytes, nonce: bytes = ZERO_BLOCK) -> bytearray:
     return out
 
 
-_ZEROS = bytes(1 << 20)  # what CTR encrypts: its output is then the keystream itself
+_ZEROS = memoryview(bytes(1 << 20))  # what CTR encrypts: its output is then the keystream itself
 _SLACK = 2  # int64 elements past the end: update_into wants room for a block less one byte more
 
 
@@ -60,14 +61,17 @@ def random_ring(shape: tuple[int, ...] | torch.Size, key: bytes, nonce: bytes = 
     n = math.prod(shape)
     if n == 0:
         return torch.empty(shape, dtype=torch.int64)
-    out = torch.empty(n + _SLACK, dtype=torch.int64)
-    buffer = memoryview(out.numpy()).cast("B")
+    out = np.empty(n + _SLACK, dtype=np.int64)
+    buffer = out.view(np.uint8)
     encryptor = Cipher(algorithms.AES(key), modes.CTR(nonce)).encryptor()
-    zeros = memoryview(_ZEROS)
-    for start in range(0, 8 * n, len(_ZEROS)):
-        size = min(len(_ZEROS), 8 * n - start)
-        encryptor.update_into(zeros[:size], buffer[start:start + size + 8 * _SLACK])
-    return out[:n].reshape(shape)
+    nbytes, chunk = 8 * n, len(_ZEROS)
+    if nbytes <= chunk:
+        encryptor.update_into(_ZEROS[:nbytes], buffer)
+    else:
+        for start in range(0, nbytes, chunk):
+            size = min(chunk, nbytes - start)
+            encryptor.update_into(_ZEROS[:size], buffer[start:start + size + 8 * _SLACK])
+    return torch.from_numpy(out[:n].reshape(shape))
 
 
 def named_ring(shape: tuple[int, ...] | torch.Size, key: bytes, label: bytes) -> torch.Tensor:

@@ -56,23 +56,23 @@ class Request:
         """The name of one component's stream: the whole request, then the component."""
         return self.digest + component.encode()
 
-    def to_wire(self) -> list:
-        return [self.kind, list(self.mid), self.tag, _plain(self.params)]
+    def to_wire(self) -> tuple:
+        """(kind, step id, tag, params): msgpack writes the tuples as arrays, as they are."""
+        return (self.kind, self.mid, self.tag, self.params)
 
     @staticmethod
     def from_wire(item: Any) -> Request:
-        """The request a peer sent; ValueError unless it is (kind, step id, tag, params)."""
-        if not (isinstance(item, list) and len(item) == 4):
-            raise ValueError("a dealer request is a list of kind, step id, tag and parameters")
+        """The request a peer sent, as msgpack read it (arrays as tuples: use_list=False; lists
+        are converted); ValueError unless it is (kind, step id, tag, params)."""
+        if isinstance(item, list):
+            item = _hashable(item)
+        if not (isinstance(item, tuple) and len(item) == 4):
+            raise ValueError("a dealer request is an array of kind, step id, tag and parameters")
         kind, mid, tag, params = item
-        if not (isinstance(kind, str) and isinstance(tag, str) and isinstance(mid, list)
+        if not (isinstance(kind, str) and isinstance(tag, str) and isinstance(mid, tuple)
                 and all(isinstance(i, int) and not isinstance(i, bool) for i in mid)):
             raise ValueError(f"malformed dealer request {str(item)[:100]}")
-        return Request(kind, tuple(mid), tag, _hashable(params))
-
-
-def _plain(x: Any) -> Any:
-    return [_plain(v) for v in x] if isinstance(x, tuple | list) else x
+        return Request(kind, mid, tag, params)
 
 
 def _hashable(x: Any) -> Any:

@@ -101,9 +101,9 @@ def _parse(frame: bytearray, certified: str | None) -> tuple[int, list[Request]]
     party is its certificate's name, never what it claims: party 0 must not obtain party 1's
     corrections. Without TLS (loopback only) the claim is taken as is."""
     try:
-        frame = msgpack.unpackb(frame)
+        frame = msgpack.unpackb(frame, use_list=False)  # arrays as tuples: requests hash as they come
         party_id, items = frame["p"], frame["r"]
-        if party_id not in (0, 1) or isinstance(party_id, bool) or not isinstance(items, list):
+        if party_id not in (0, 1) or isinstance(party_id, bool) or not isinstance(items, tuple):
             raise ValueError("not a request frame")
         requests = [Request.from_wire(item) for item in items]
     except (ValueError, KeyError, TypeError, msgpack.UnpackException) as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import msgpack
 import pytest
 import torch
 import torch.nn.functional as F
@@ -61,6 +62,10 @@ def test_material_depends_on_step_tag_and_seed():
 def test_requests_travel_as_plain_lists():
     req = Request("triple", (1, 2), "t", ("conv2d", (1, 2, 3, 3), (1, 2, 2, 2), (("stride", (2, 2)),)))
     assert Request.from_wire(req.to_wire()) == req
+    for use_list in (True, False):  # as msgpack reads it either way
+        assert Request.from_wire(msgpack.unpackb(msgpack.packb(req.to_wire()), use_list=use_list)) == req
+    with pytest.raises(ValueError):
+        Request.from_wire(("triple", (1, True), "", ()))
 
 
 @pytest.mark.parametrize(("op", "sa", "sb", "kwargs"), [
