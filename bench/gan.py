@@ -20,7 +20,10 @@ iteration prefetches only the timed iteration's material (the plan of the whole 
 that of its warm-up, both from dry runs; the warm-up fetches on demand). Also shown: the
 iteration with the dealer serving on demand (its time includes waiting for the dealer,
 reported apart as party 1's "dealer wait", the sum over its requests; concurrent requests
-overlap) and the first iteration of fresh processes, prefetched. The
+overlap), the iteration as a training job runs it (`lpgan train`: material streamed one
+iteration ahead by mpcrt.stream, made while the parties compute; timed after the stream
+runs ahead) and the first iteration of fresh processes, prefetched. The "timed" column says
+whether a time is the online phase's or end to end (the dealer's work included). The
 baseline is the same step in plain torch (float32, one thread, autograd, torch.optim.Adam,
 BCELoss) in this process.
 """
@@ -28,12 +31,15 @@ BCELoss) in this process.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import resource
 import statistics
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
+from typing import Any
 
 import torch
 from torch import nn
@@ -46,10 +52,12 @@ from gan.step import train_step
 from gan.train import TrainConfig, initial_models
 from mpcrt.dealer import Request
 from mpcrt.offline import record_plan
+from mpcrt.stream import MaterialStream
 from transports import resolve_network
 from transports.loop import run as run_loop
 
 WARMUP = 1  # the first op in a fresh party process runs 2-6x slower (page faults of new memory)
+STREAM_WARMUP = 3  # iterations before a stream has seen its plan twice in a row and runs ahead
 MB = 1e6
 TIMEOUT = 900.0
 
@@ -61,8 +69,14 @@ class Workload:
     batch: int
     what: str  # "d_forward", "g_forward", "synthesis" or "iteration"
     repeats: int = 2
-    prefetch: str = "all"  # dealer material before the program: "all", "timed" (not the warm-up's) or "none"
+    # dealer material: before the program ("all", or "timed": not the warm-up's; the time is the
+    # online phase's), "none" (on demand) or "stream" (ahead, as a job: mpcrt.stream); both end to end
+    prefetch: str = "all"
     warmup: int = WARMUP
+
+    @property
+    def end_to_end(self) -> bool:
+        return self.prefetch in ("none", "stream")
 
 
 WORKLOADS = (
@@ -73,7 +87,13 @@ WORKLOADS = (
     Workload("iteration, DCGAN, batch 64, dealer on demand", "dcgan", 64, "iteration", repeats=1, prefetch="none"),
     # one iteration's material fits (party 1 peaks near 8 GB), so the first one, prefetched: an upper bound
     Workload("first iteration, DCGAN, batch 64, prefetched", "dcgan", 64, "iteration", repeats=1, warmup=0),
+    # as a training job runs: the plan repeats from the second iteration, so the fourth on is streamed
+    Workload("iteration, DCGAN, batch 64, streamed", "dcgan", 64, "iteration", repeats=2, prefetch="stream",
+             warmup=STREAM_WARMUP),
     Workload("iteration, small, batch 16", "small", 16, "iteration", repeats=3),
+    Workload("iteration, small, batch 32", "small", 32, "iteration", repeats=5),
+    Workload("iteration, small, batch 32, streamed", "small", 32, "iteration", repeats=5, prefetch="stream",
+             warmup=STREAM_WARMUP),
     Workload("iteration, small, batch 64", "small", 64, "iteration"),
 )
 
@@ -90,6 +110,8 @@ class Result:
     dealer_wait_s: float  # party 1's time waiting for material during the timed op (0 when prefetched)
     plain_seconds: float
     wall_s: float
+    end_to_end: bool = False  # the time includes making the dealer's material (else online only)
+    peak_rss_gb: float = 0.0  # the larger party process's peak resident memory
 
     @property
     def median(self) -> float:
@@ -106,31 +128,43 @@ async def program(party: mpcrt.Party, w: Workload, seed: int) -> dict:
     opt_d, opt_g = optim.Adam(d.parameters(), 2e-4, (0.5, 0.999)), optim.Adam(g.parameters(), 2e-4, (0.5, 0.999))
     gen = torch.Generator().manual_seed(seed)
     times, deltas = [], []
+    stream = None
+    if w.prefetch == "stream":
+        party.prefetched = True  # as gan.jobs: the material streams ahead of the online phase
+        stream = MaterialStream(party, range(1, w.warmup + w.repeats + 1))
     for r in range(w.warmup + w.repeats):
-        owner = party.id == 0
-        images = torch.rand(w.batch, preset.channels, preset.image_size, preset.image_size, generator=gen) * 2 - 1
-        noise = torch.randn(w.batch, preset.nz, 1, 1, generator=gen)
-        x = await party.input(images if owner else None, src=0)
-        z = await party.input(noise if owner else None, src=0)
-        await (await party.input(torch.zeros(1) if owner else None, src=0)).reveal()  # lines the parties up
-        before = (party.stats.rounds, party.stats.bytes_sent, party.stats.bytes_received,
-                  party.stats.offline.seconds)
-        start = time.perf_counter()
-        if w.what == "d_forward":
-            await d.forward(x)
-        elif w.what == "g_forward":
-            await g.forward(z)
-        elif w.what == "synthesis":
-            await _synthesize(g, z)
-        else:
-            await train_step(d, g, opt_d, opt_g, x, z)
+        with stream.iteration(r + 1) if stream else contextlib.nullcontext():
+            seconds, delta = await _one(party, w, d, g, opt_d, opt_g, gen, preset)
         if r >= w.warmup:
-            times.append(time.perf_counter() - start)
-            after = (party.stats.rounds, party.stats.bytes_sent, party.stats.bytes_received,
-                     party.stats.offline.seconds)
-            deltas.append(tuple(a - b for a, b in zip(after, before, strict=True)))
+            times.append(seconds)
+            deltas.append(delta)
     return {"times": times, "deltas": deltas, "offline_bytes": party.stats.offline.bytes_received,
-            "ops": w.warmup + w.repeats}
+            "ops": w.warmup + w.repeats, "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+
+
+async def _one(party: mpcrt.Party, w: Workload, d: gan.nn.Module, g: gan.nn.Module, opt_d: optim.Optimizer,
+               opt_g: optim.Optimizer, gen: torch.Generator, preset: Any) -> tuple[float, tuple]:
+    """One op on fresh inputs: its time and its (rounds, bytes sent, received, offline seconds)."""
+    owner = party.id == 0
+    images = torch.rand(w.batch, preset.channels, preset.image_size, preset.image_size, generator=gen) * 2 - 1
+    noise = torch.randn(w.batch, preset.nz, 1, 1, generator=gen)
+    x = await party.input(images if owner else None, src=0)
+    z = await party.input(noise if owner else None, src=0)
+    await (await party.input(torch.zeros(1) if owner else None, src=0)).reveal()  # lines the parties up
+    before = (party.stats.rounds, party.stats.bytes_sent, party.stats.bytes_received,
+              party.stats.offline.seconds)
+    start = time.perf_counter()
+    if w.what == "d_forward":
+        await d.forward(x)
+    elif w.what == "g_forward":
+        await g.forward(z)
+    elif w.what == "synthesis":
+        await _synthesize(g, z)
+    else:
+        await train_step(d, g, opt_d, opt_g, x, z)
+    seconds = time.perf_counter() - start
+    after = (party.stats.rounds, party.stats.bytes_sent, party.stats.bytes_received, party.stats.offline.seconds)
+    return seconds, tuple(a - b for a, b in zip(after, before, strict=True))
 
 
 async def _synthesize(g: gan.nn.Module, z: mpcrt.ArithmeticShare) -> None:
@@ -203,15 +237,17 @@ def measure(w: Workload, network: str, seed: int = 1, comparison: str = "auto", 
     rounds, sent, received, _ = r0["deltas"][-1]
     wait = statistics.median(d[3] for d in r1["deltas"]) if w.prefetch == "none" else 0.0
     return Result(w.name, network, seconds, int(rounds), sent / MB, received / MB,
-                  r1["offline_bytes"] / r1["ops"] / MB, wait, plaintext_seconds(w), wall)
+                  r1["offline_bytes"] / r1["ops"] / MB, wait, plaintext_seconds(w), wall, w.end_to_end,
+                  max(r0["peak_rss"], r1["peak_rss"]) / 1e9)
 
 
 def table(results: Sequence[Result]) -> str:
-    header = ("workload", "network", "online s", "dealer wait s", "rounds", "MB sent", "MB recv", "offline MB (p1)",
-              "plain torch s", "secure / plain")
-    rows = [(r.workload, r.network, f"{r.median:.2f}", f"{r.dealer_wait_s:.2f}" if r.dealer_wait_s else "-",
+    header = ("workload", "network", "s", "timed", "dealer wait s", "rounds", "MB sent", "MB recv",
+              "offline MB (p1)", "peak RSS GB", "plain torch s", "secure / plain")
+    rows = [(r.workload, r.network, f"{r.median:.2f}", "end to end" if r.end_to_end else "online",
+             f"{r.dealer_wait_s:.2f}" if r.dealer_wait_s else "-",
              str(r.rounds), f"{r.mb_sent:.0f}", f"{r.mb_received:.0f}", f"{r.offline_mb_p1:.0f}",
-             f"{r.plain_seconds:.4f}", f"{r.median / r.plain_seconds:.0f}x")
+             f"{r.peak_rss_gb:.1f}", f"{r.plain_seconds:.4f}", f"{r.median / r.plain_seconds:.0f}x")
             for r in results]
     return text_table(header, rows)
 

@@ -33,12 +33,14 @@ class OfflineCounts:
     """Correlated randomness: requests served, bytes received from the dealer, and the
     seconds spent deriving or fetching material (apart from the online phase). Of the
     requests the program asked for: `on_demand` made when asked, `ahead` streamed before
-    (mpcrt.stream); `unused`: streamed material no step asked for, dropped."""
+    (mpcrt.stream); `unused`: streamed material no step asked for, dropped; `waited`: seconds
+    the program waited for streamed material that had not come yet."""
 
     requests: int = 0
     on_demand: int = 0
     ahead: int = 0
     unused: int = 0
+    waited: float = 0.0
     bytes_received: int = 0
     seconds: float = 0.0
 

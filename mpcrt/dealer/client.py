@@ -17,7 +17,7 @@ import torch
 from mpcrt.dealer.admission import Admission, DealerLimits
 from mpcrt.dealer.material import KINDS, Request, answer, answer_names, answer_shapes, derive
 from mpcrt.errors import DealerError
-from mpcrt.scope import MessageId, background_task
+from mpcrt.scope import MessageId, background_task, in_slices
 from mpcrt.stats import Stats
 
 
@@ -89,8 +89,15 @@ class DealerClient:
         if self.recording is not None:
             self.recording.append(request)
         coming = self._coming.get(request)
+        if coming is not None and not coming.done():
+            start = time.perf_counter()
+            try:
+                await asyncio.shield(coming)
+            finally:
+                if self.stats is not None:
+                    self.stats.offline.waited += time.perf_counter() - start
         if coming is not None:
-            await asyncio.shield(coming)  # raises what the prefetch met
+            coming.result()  # raises what the prefetch met
         ready = self._ready.pop(request, None)
         if ready is not None:
             self._streamed_steps.pop((request.mid, request.tag), None)
@@ -109,21 +116,20 @@ class DealerClient:
             self.stats.offline.on_demand += 1
         start = time.perf_counter()
         fetched = [await self.source.fetch(request, self.party_id)] if self._needs_dealer(request) else [[]]  # type: ignore[union-attr]
-        (parts,) = self._assemble([request], fetched)
+        parts = self._assemble_one((request, fetched[0]))
         self._count(1, start, fetched)
         return parts
 
-    async def prefetch(self, requests: list[Request], in_thread: bool = False) -> None:
+    async def prefetch(self, requests: list[Request], background: bool = False) -> None:
         """The offline phase: make or fetch all material of a plan now, so the online phase
-        only reads it. Counted in stats.offline. `in_thread`: derive the seeded parts in a
-        worker thread (torch and AES release the GIL), so the event loop runs the online
-        phase meanwhile (mpcrt.stream)."""
+        only reads it. Counted in stats.offline. `background`: derive the seeded parts in
+        slices between the online phase's work (mpcrt.stream; scope.in_slices)."""
         start = time.perf_counter()
         asked = [r for r in requests if self._needs_dealer(r)]
         answers = dict(zip(asked, await self.source.fetch_many(asked, self.party_id), strict=True)) if asked else {}  # type: ignore[union-attr]
         fetched = [answers.get(r, []) for r in requests]
-        made = await asyncio.to_thread(self._assemble, requests, fetched) if in_thread \
-            else self._assemble(requests, fetched)
+        pairs = list(zip(requests, fetched, strict=True))
+        made = await in_slices(pairs, self._assemble_one) if background else [self._assemble_one(p) for p in pairs]
         self._ready.update(zip(requests, made, strict=True))
         self._count(len(requests), start, fetched)
 
@@ -137,7 +143,7 @@ class DealerClient:
 
         async def fetch() -> None:
             try:
-                await self.prefetch(requests, in_thread=True)
+                await self.prefetch(requests, background=True)
             except BaseException as exc:  # every waiting get meets it; nobody waiting is fine
                 done.set_exception(exc if isinstance(exc, Exception) else DealerError(f"prefetch stopped: {exc!r}"))
                 done.exception()
@@ -178,18 +184,17 @@ class DealerClient:
                               "method 'dcf'); give party 0 a connection to the dealer")
         return True
 
-    def _assemble(self, requests: list[Request], fetched: list[list[torch.Tensor]]) -> list[dict[str, torch.Tensor]]:
-        out = []
-        for request, answered in zip(requests, fetched, strict=True):
-            kind = KINDS[request.kind]
-            parts = {name: derive(request, self.seed, name) for name in kind.free}
-            if self.party_id == 0:
-                parts.update({name: derive(request, self.seed, name) for name in kind.dependent})
-            if answered or answer_names(request, self.party_id):
-                self._check(request, answered)
-                parts.update(zip(answer_names(request, self.party_id), answered, strict=True))
-            out.append(kind.prepare(parts, request.params, self.party_id))
-        return out
+    def _assemble_one(self, asked: tuple[Request, list[torch.Tensor]]) -> dict[str, torch.Tensor]:
+        """This party's material for a request: its seeded parts and what the dealer sent."""
+        request, answered = asked
+        kind = KINDS[request.kind]
+        parts = {name: derive(request, self.seed, name) for name in kind.free}
+        if self.party_id == 0:
+            parts.update({name: derive(request, self.seed, name) for name in kind.dependent})
+        if answered or answer_names(request, self.party_id):
+            self._check(request, answered)
+            parts.update(zip(answer_names(request, self.party_id), answered, strict=True))
+        return kind.prepare(parts, request.params, self.party_id)
 
     def _check(self, request: Request, fetched: list[torch.Tensor]) -> None:
         expected = [tuple(s) for s in answer_shapes(request, self.party_id)]

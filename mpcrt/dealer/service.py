@@ -23,7 +23,7 @@ from mpcrt.dealer.client import CorrectionSource
 from mpcrt.dealer.material import Request, answer, answer_shapes
 from mpcrt.errors import DealerError
 from mpcrt.messages import DATA, MalformedFrame, Message, decode, encode
-from mpcrt.scope import background_task
+from mpcrt.scope import background_task, in_slices
 from transports import Listener, Transport, TransportError
 
 REFUSED = "error"  # the frame kind of a refusal: {"message": why}
@@ -61,9 +61,8 @@ class DealerService:
             while True:
                 party_id, requests = _parse(await conn.recv(), certified)
                 self.admission.admit(requests, party_id)
-                # made in a worker thread (torch and AES release the GIL): the other party's
-                # connection and the owner's own work go on meanwhile
-                answers = await asyncio.to_thread(self._answers, requests, party_id)
+                # made in slices: the other party's connection and the owner's work go on meanwhile
+                answers = await in_slices(requests, lambda r, p=party_id: Message(r.mid, r.kind, self._answer(r, p)))
                 conn.send(encode(DATA, answers))
                 self.requests_served += len(requests)
                 self.bytes_sent += sum(m.nbytes for m in answers)
@@ -77,9 +76,6 @@ class DealerService:
             pass
         finally:
             await conn.close()
-
-    def _answers(self, requests: list[Request], party_id: int) -> list[Message]:
-        return [Message(r.mid, r.kind, self._answer(r, party_id)) for r in requests]
 
     def _answer(self, request: Request, party_id: int) -> list[torch.Tensor]:
         try:

@@ -108,3 +108,31 @@ def test_a_keyed_scope_gives_the_same_ids_whatever_ran_before():
     assert ids_after(0) == ids_after(5) == [(0, 7, 1), (0, 7, 2, 1)]
     # counter ids never contain 0, so keyed ids cannot collide with them
     assert all(0 not in Scope().next_id() for _ in range(3))
+
+
+async def test_work_in_slices_hands_the_loop_back_and_keeps_the_order():
+    """Background work (material made ahead) lets the loop's other tasks run between its slices."""
+    import time
+
+    from mpcrt.scope import in_slices
+
+    ticks = []
+
+    async def online():
+        for _ in range(50):
+            ticks.append(time.perf_counter())
+            await asyncio.sleep(0)
+
+    def work(i):
+        end = time.perf_counter() + 0.001
+        while time.perf_counter() < end:
+            pass
+        return i * i
+
+    other = asyncio.ensure_future(online())
+    assert await in_slices(list(range(20)), work, budget_s=0.002) == [i * i for i in range(20)]
+    done = time.perf_counter()
+    await other
+    # the other task ran while the 20 ms of work went on (a slice of 2-3 items between its
+    # ticks), not only after it
+    assert sum(t < done for t in ticks) >= 5

@@ -79,6 +79,7 @@ def test_streamed_material_gives_the_same_bits_as_material_on_demand():
         assert streamed_stats["on_demand"] == 2 * per_iteration and streamed_stats["unused"] == 0
         assert streamed_stats["requests"] == stats["requests"]
         assert peak == min(window + 1, 4)  # the running iteration and at most `window` ahead
+        assert streamed_stats["waited"] >= 0.0 and stats["waited"] == 0.0
 
 
 def test_no_window_streams_nothing():
