@@ -101,7 +101,7 @@ async def in_slices(items: list[T], work: Callable[[T], R], budget_s: float = 0.
     """[work(item) for item in items], handing the event loop back every `budget_s` seconds of
     work: background work (material made ahead) that fills the loop's idle time while the
     online phase keeps priority. A worker thread would not: its Python code takes the GIL,
-    and the loop then waits up to the switch interval (5 ms) at each of its wake-ups."""
+    and the loop then waits up to the interpreter's switch interval at each of its wake-ups."""
     out = []
     deadline = time.perf_counter() + budget_s
     for item in items:
