@@ -19,8 +19,8 @@ from mpcrt.scope import MessageId
 
 DATA, HELLO, ABORT, BYE = "data", "hello", "abort", "bye"
 
-_DTYPES = {"i8": torch.int64, "i4": torch.int32, "u1": torch.uint8, "b1": torch.bool,
-           "f4": torch.float32, "f8": torch.float64}
+_DTYPES = {"i8": torch.int64, "i4": torch.int32, "i2": torch.int16, "i1": torch.int8, "u1": torch.uint8,
+           "b1": torch.bool, "f4": torch.float32, "f8": torch.float64}
 _CODES = {v: k for k, v in _DTYPES.items()}
 _LENGTH = struct.Struct("<I")
 _PAD = bytes(8)

@@ -55,16 +55,19 @@ _ZEROS = memoryview(bytes(1 << 20))  # what CTR encrypts: its output is then the
 _SLACK = 2  # int64 elements past the end: update_into wants room for a block less one byte more
 
 
-def random_ring(shape: tuple[int, ...] | torch.Size, key: bytes, nonce: bytes = ZERO_BLOCK) -> torch.Tensor:
+def random_ring(shape: tuple[int, ...] | torch.Size, key: bytes, nonce: bytes = ZERO_BLOCK,
+                dtype: torch.dtype = torch.int64) -> torch.Tensor:
     """Uniform elements of Z_2^64 (as int64) from the keyed stream, written straight into
-    the tensor's memory (no zeroed input or copy per call: the dealer makes thousands)."""
+    the tensor's memory (no zeroed input or copy per call: the dealer makes thousands).
+    A narrower integer dtype gives uniform elements of that width (fewer bytes of stream)."""
     n = math.prod(shape)
     if n == 0:
-        return torch.empty(shape, dtype=torch.int64)
-    out = np.empty(n + _SLACK, dtype=np.int64)
+        return torch.empty(shape, dtype=dtype)
+    width = _WIDTHS[dtype]
+    out = np.empty(n + _SLACK * 8 // width.itemsize, dtype=width)
     buffer = out.view(np.uint8)
     encryptor = Cipher(algorithms.AES(key), modes.CTR(nonce)).encryptor()
-    nbytes, chunk = 8 * n, len(_ZEROS)
+    nbytes, chunk = width.itemsize * n, len(_ZEROS)
     if nbytes <= chunk:
         encryptor.update_into(_ZEROS[:nbytes], buffer)
     else:
@@ -74,9 +77,14 @@ def random_ring(shape: tuple[int, ...] | torch.Size, key: bytes, nonce: bytes = 
     return torch.from_numpy(out[:n].reshape(shape))
 
 
-def named_ring(shape: tuple[int, ...] | torch.Size, key: bytes, label: bytes) -> torch.Tensor:
-    """Uniform ring elements of the stream named `label` under `key`."""
-    return random_ring(shape, stream_key(key, label))
+_WIDTHS = {torch.int64: np.dtype(np.int64), torch.int32: np.dtype(np.int32), torch.int16: np.dtype(np.int16),
+           torch.int8: np.dtype(np.int8)}
+
+
+def named_ring(shape: tuple[int, ...] | torch.Size, key: bytes, label: bytes,
+               dtype: torch.dtype = torch.int64) -> torch.Tensor:
+    """Uniform ring elements (or integers of a narrower dtype) of the stream named `label` under `key`."""
+    return random_ring(shape, stream_key(key, label), dtype=dtype)
 
 
 def private_random_ring(shape: tuple[int, ...] | torch.Size) -> torch.Tensor:

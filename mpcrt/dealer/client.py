@@ -15,7 +15,7 @@ from abc import ABC, abstractmethod
 import torch
 
 from mpcrt.dealer.admission import Admission, DealerLimits
-from mpcrt.dealer.material import KINDS, Request, answer, answer_names, answer_shapes, derive
+from mpcrt.dealer.material import KINDS, Request, answer, answer_names, answer_specs, derive
 from mpcrt.errors import DealerError
 from mpcrt.scope import MessageId, background_task, in_slices
 from mpcrt.stats import Stats
@@ -193,18 +193,25 @@ class DealerClient:
             parts.update({name: derive(request, self.seed, name) for name in kind.dependent})
         if answered or answer_names(request, self.party_id):
             self._check(request, answered)
-            parts.update(zip(answer_names(request, self.party_id), answered, strict=True))
+            widened = [t if t.dtype == torch.int64 else t.to(torch.int64) for t in answered]  # narrow: low bits matter
+            parts.update(zip(answer_names(request, self.party_id), widened, strict=True))
         return kind.prepare(parts, request.params, self.party_id)
 
     def _check(self, request: Request, fetched: list[torch.Tensor]) -> None:
-        expected = [tuple(s) for s in answer_shapes(request, self.party_id)]
-        got = [tuple(t.shape) for t in fetched]
-        if got != expected or any(t.dtype != torch.int64 for t in fetched):
-            raise DealerError(f"the dealer sent material of shapes {got} for {request.kind} at step "
-                              f"{request.mid}, expected {expected}; is it serving the same program?")
+        expected = answer_specs(request, self.party_id)
+        got = [(tuple(t.shape), t.dtype) for t in fetched]
+        if got != expected:
+            raise DealerError(f"the dealer sent material of shapes {_specs(got)} for {request.kind} at step "
+                              f"{request.mid}, expected {_specs(expected)}; is it serving the same program?")
 
     def _count(self, requests: int, start: float, fetched: list[list[torch.Tensor]]) -> None:
         if self.stats is not None:
-            self.stats.offline.bytes_received += sum(t.numel() * 8 for answered in fetched for t in answered)
+            self.stats.offline.bytes_received += sum(t.numel() * t.element_size() for answered in fetched
+                                                     for t in answered)
             self.stats.offline.requests += requests
             self.stats.offline.seconds += time.perf_counter() - start
+
+
+def _specs(specs: list[tuple[tuple[int, ...], torch.dtype]]) -> str:
+    return "[" + ", ".join(f"{shape}" + ("" if dtype == torch.int64 else f" {str(dtype)[6:]}")
+                           for shape, dtype in specs) + "]"

@@ -181,6 +181,12 @@ class Kind(ABC):
         """Values both parties receive, from each party's own free parts (none by default)."""
         return {}
 
+    def widths(self, params: tuple) -> dict[str, int]:
+        """Dependent components the protocol uses only times 2^(64 - w), with their w: only
+        the low w bits of a share matter, so party 0 derives and party 1 receives w-bit
+        integers (`wire_dtype`). The rest are full ring elements (64)."""
+        return {}
+
     def prepare(self, parts: dict[str, torch.Tensor], params: tuple, party_id: int) -> dict[str, torch.Tensor]:
         """A party's material in the form its protocol reads online, made when the material is
         (the offline phase, when prefetched): work moved out of the online phase."""
@@ -232,6 +238,9 @@ class Truncation(Kind):
         f = params[1]
         r = free["r"]
         return {"r_high": logical_shift(r, f), "r_msb": (r < 0).to(torch.int64)}
+
+    def widths(self, params):
+        return {"r_msb": params[1]}  # prepare reads it as r_msb << (64 - bits)
 
     def prepare(self, parts, params, party_id):
         """What ops.truncation reads: the mask (party 0 adds the offset 2^62 to it), and this
@@ -452,6 +461,13 @@ def _mask_size(source: tuple) -> tuple[int, tuple[int, ...]]:
     return (2 if request.kind == "trunc" else 1), tuple(source[4])
 
 
+def _mask_bits(source: tuple) -> int:
+    """How far apart a mask's variants are: 2^(64 - bits) times an integer (a truncation's
+    bits; 64 for a one-variant mask)."""
+    request = _source_request(source)
+    return request.params[1] if request.kind == "trunc" else 64
+
+
 MASK_COMPONENTS = {"trunc": "r", "mask": "a"}  # the requests whose masks products may name
 
 
@@ -463,47 +479,111 @@ def _mask_link(source: tuple) -> tuple[Request, str]:
     return request, MASK_COMPONENTS[request.kind]
 
 
+@dataclass(frozen=True)
+class MaskParts:
+    """A mask's variants as base + i * step * 2^(64 - bits), i = 0 or 1 (a truncation's two
+    masks differ by a multiple of 2^(64 - bits)): so a product of variants is the bases'
+    product plus terms of which only the low bits matter, sent as narrow integers."""
+
+    base: torch.Tensor
+    step: torch.Tensor | None  # None: one variant
+    bits: int
+
+
+def _mask_parts(source: tuple, full: torch.Tensor) -> MaskParts:
+    """The mask's parts, in its viewed shape, from the full free component of its request."""
+    request, shape = _source_request(source), tuple(source[4])
+    if request.kind != "trunc":
+        return MaskParts(full.reshape(shape), None, 64)
+    bits = request.params[1]
+    not_wrapped, wrapped = truncation_masks(full, bits).reshape(2, *shape)
+    return MaskParts(not_wrapped, (wrapped - not_wrapped) >> (64 - bits), bits)
+
+
 def _mask_variants(source: tuple, full: torch.Tensor) -> torch.Tensor:
     """The mask's variants (variants, *shape), from the full free component of its request."""
-    request = _source_request(source)
-    variants = truncation_masks(full, request.params[1]) if request.kind == "trunc" else full.unsqueeze(0)
-    return variants.reshape(len(variants), *source[4])
+    parts = _mask_parts(source, full)
+    return parts.base.unsqueeze(0) if parts.step is None else torch.stack(
+        [parts.base, parts.base + times_power(parts.step, 64 - parts.bits)])
+
+
+def times_power(x: torch.Tensor, exponent: int) -> torch.Tensor:
+    """x * 2^exponent in the ring (0 from 2^64 on)."""
+    return x << exponent if exponent < 64 else torch.zeros_like(x)
+
+
+NONE = (0,)  # the shape of a component a request's masks do not need
 
 
 class MaskedProduct(Kind):
     """For x * y (elementwise, broadcasting) when each operand is already public up to a mask
     the dealer knows: a truncation's output (two possible masks, picked online by the
-    opened value) or a fresh opening (one). c holds every combination of the masks'
-    products, variant-major; for a square (one source twice) just each variant's square.
-    params (source_x, source_y), each from `mask_source`."""
+    opened value) or a fresh opening (one). params (source_x, source_y), each from
+    `mask_source`; a square names one source twice.
 
-    dependent = ("c",)
+    With variants X_i = N + i D 2^(64 - bx) and Y_j = L + j E 2^(64 - by) (`MaskParts`),
+      X_i Y_j = N L + i (D L) 2^(64 - bx) + j (E N) 2^(64 - by) + i j (D E) 2^(128 - bx - by),
+    so the dealer shares c = N L in full and cx = D L, cy = E N, cxy = D E only in their low
+    bx, by and bx + by - 64 bits (cxy where that is positive; none of a one-variant mask).
+    A square: c = N^2, cx = D N (times 2^(65 - bx)), cxy = D^2. `prepare` expands them into
+    every variant's product, variant-major, as the online phase reads them."""
+
+    dependent = ("c", "cx", "cy", "cxy")
 
     def shapes(self, params):
         (vx, shape_x), (vy, shape_y) = (_mask_size(src) for src in params)
-        return {"c": (vx if params[0] == params[1] else vx * vy, *broadcast(shape_x, shape_y))}
+        out = broadcast(shape_x, shape_y)
+        both = vx == vy == 2 and _mask_bits(params[0]) + _mask_bits(params[1]) > 64
+        square = params[0] == params[1]
+        return {"c": out, "cx": out if vx == 2 else NONE, "cy": out if vy == 2 and not square else NONE,
+                "cxy": out if both else NONE}
+
+    def widths(self, params):
+        bx, by = (_mask_bits(src) for src in params)
+        return {"cx": bx, "cy": by, "cxy": max(bx + by - 64, 1)}
 
     def linked(self, params):
         return {f"m{i}": _mask_link(src) for i, src in enumerate(params)}
 
     def dependent_values(self, free, params):
-        mx, my = (_mask_variants(src, free[f"m{i}"]) for i, src in enumerate(params))
+        x, y = (_mask_parts(src, free[f"m{i}"]) for i, src in enumerate(params))
+        shapes = self.shapes(params)
+        none = torch.empty(NONE, dtype=torch.int64)
+        cross = (x.step * y.step) if shapes["cxy"] != NONE else none  # type: ignore[operator]
         if params[0] == params[1]:
-            return {"c": mx * mx}
-        c = mx.unsqueeze(1) * my.unsqueeze(0)  # (vx, vy, *out)
-        return {"c": c.reshape(-1, *c.shape[2:])}
+            return {"c": x.base * x.base, "cx": none if x.step is None else x.step * x.base, "cy": none, "cxy": cross}
+        return {"c": x.base * y.base, "cx": none if x.step is None else x.step * y.base,
+                "cy": none if y.step is None else y.step * x.base, "cxy": cross}
+
+    def prepare(self, parts, params, party_id):
+        (vx, _), (vy, _) = (_mask_size(src) for src in params)
+        bx, by = (_mask_bits(src) for src in params)
+        c, cx, cy, cxy = (parts[name] for name in self.dependent)
+        both = times_power(cxy, 128 - bx - by) if cxy.numel() else 0
+        if params[0] == params[1]:
+            variants = [c] if vx == 1 else [c, c + times_power(cx, 65 - bx) + both]
+        else:
+            x_terms = [0, times_power(cx, 64 - bx)][:vx]
+            y_terms = [0, times_power(cy, 64 - by)][:vy]
+            variants = [c + tx + ty + (both if i and j else 0)
+                        for i, tx in enumerate(x_terms) for j, ty in enumerate(y_terms)]
+        return {"c": torch.stack(variants)}
 
 
 class MaskedTimesBit(Kind):
     """For x * b, x masked (see MaskedProduct) and b a bit opened as b xor rho with rho from
-    a `bits` request: the products of x's mask variants with rho (as ring 0/1).
-    params (source_x, source_bits), each from `mask_source`."""
+    a `bits` request: the products of x's mask variants with rho (as ring 0/1), as
+    c = N rho in full and cx = D rho in x's low bits (X_i rho = N rho + i (D rho) 2^(64 - bx));
+    `prepare` expands them. params (source_x, source_bits), each from `mask_source`."""
 
-    dependent = ("c",)
+    dependent = ("c", "cx")
 
     def shapes(self, params):
         variants, shape = _mask_size(params[0])
-        return {"c": (variants, *shape)}
+        return {"c": shape, "cx": shape if variants == 2 else NONE}
+
+    def widths(self, params):
+        return {"cx": _mask_bits(params[0])}
 
     def linked(self, params):
         bits = _source_request(params[1])
@@ -514,7 +594,13 @@ class MaskedTimesBit(Kind):
     def dependent_values(self, free, params):
         shape = _mask_size(params[0])[1]
         rho = unpack_bits(free["rho"], math.prod(shape)).reshape(shape)
-        return {"c": _mask_variants(params[0], free["m"]) * rho}
+        x = _mask_parts(params[0], free["m"])
+        return {"c": x.base * rho, "cx": torch.empty(NONE, dtype=torch.int64) if x.step is None else x.step * rho}
+
+    def prepare(self, parts, params, party_id):
+        if not parts["cx"].numel():
+            return {"c": parts["c"].unsqueeze(0)}
+        return {"c": torch.stack([parts["c"], parts["c"] + times_power(parts["cx"], 64 - _mask_bits(params[0]))])}
 
 
 class PieceTable(Kind):
@@ -523,17 +609,30 @@ class PieceTable(Kind):
     packed bits, is opened as u = index xor delta for a random delta per element (u is
     uniform whatever the index), and the dealer shares, for every u, what the polynomial of
     segment u xor delta needs besides p: A = c0 + c1 phi M + c2 (phi M)^2, B = c1 + 2 c2 phi M
-    and C = c2, so that c0 + c1 x + c2 x^2 = A + B p + C p^2 is local. One row (A, B, C) per
-    u and variant of M, variant-major. params (n, bits, (c0s, c1s, c2s) ring integers per
-    segment, phi, source_x); segments past the lists have zero coefficients."""
+    and C = c2, so that c0 + c1 x + c2 x^2 = A + B p + C p^2 is local. params (n, bits,
+    (c0s, c1s, c2s) ring integers per segment, phi, source_x); segments past the lists have
+    zero coefficients.
+
+    `table` holds (A, B, C) for M's first variant N. A truncation's second variant
+    N + D 2^(64 - b) (`MaskParts`) changes A by (c1 phi D + 2 c2 phi^2 N D) 2^(64 - b)
+    + c2 phi^2 D^2 2^(128 - 2b) and B by 2 c2 phi D 2^(64 - b), C not at all: `steps` holds
+    those two in their low b bits, `cross` the last in its low 2b - 64 (where positive).
+    `prepare` expands them into one row (A, B, C) per u and variant, variant-major."""
 
     free = ("delta",)
-    dependent = ("table",)
+    dependent = ("table", "steps", "cross")
     xor = frozenset({"delta"})
 
     def shapes(self, params):
         n, bits, _, _, source = params
-        return {"delta": (bits, _bits_to_words(n)), "table": (n, _mask_size(source)[0] << bits, 3)}
+        two = _mask_size(source)[0] == 2
+        return {"delta": (bits, _bits_to_words(n)), "table": (n, 1 << bits, 3),
+                "steps": (n, 1 << bits, 2) if two else NONE,
+                "cross": (n, 1 << bits) if two and 2 * _mask_bits(source) > 64 else NONE}
+
+    def widths(self, params):
+        b = _mask_bits(params[4])
+        return {"steps": b, "cross": max(2 * b - 64, 1)}
 
     def linked(self, params):
         return {"m": _mask_link(params[4])}
@@ -545,13 +644,27 @@ class PieceTable(Kind):
         delta = unpack_index(free["delta"], n)
         segment = torch.arange(1 << bits) ^ delta.unsqueeze(1)  # (n, 2^bits): the segment behind each u
         c0, c1, c2 = padded[:, segment]
-        m = (_mask_variants(source, free["m"]).reshape(-1, n, 1) * phi)  # (variants, n, 1)
-        rows = torch.stack([c0 + m * (c1 + c2 * m), c1 + 2 * c2 * m, c2.expand(len(m), -1, -1)], -1)
-        return {"table": rows.transpose(0, 1).reshape(n, -1, 3)}
+        mask = _mask_parts(source, free["m"])
+        m = mask.base.reshape(n, 1) * phi
+        out = {"table": torch.stack([c0 + m * (c1 + c2 * m), c1 + 2 * c2 * m, c2], -1)}
+        none = torch.empty(NONE, dtype=torch.int64)
+        if mask.step is None:
+            return {**out, "steps": none, "cross": none}
+        d = mask.step.reshape(n, 1) * phi
+        cross = c2 * d * d if self.shapes(params)["cross"] != NONE else none
+        return {**out, "steps": torch.stack([d * (c1 + 2 * c2 * m), 2 * c2 * d], -1), "cross": cross}
 
     def prepare(self, parts, params, party_id):
         """The table as (3, n * rows): A, B and C each picked for all elements by one index_select."""
-        return {"delta": parts["delta"], "table": parts["table"].permute(2, 0, 1).reshape(3, -1).contiguous()}
+        table, steps = parts["table"], parts["steps"]
+        if steps.numel():
+            shift = 64 - _mask_bits(params[4])
+            second = table.clone()
+            second[..., :2] += times_power(steps, shift)
+            if parts["cross"].numel():
+                second[..., 0] += times_power(parts["cross"], 2 * shift)
+            table = torch.cat([table, second], dim=1)
+        return {"delta": parts["delta"], "table": table.permute(2, 0, 1).reshape(3, -1).contiguous()}
 
 
 KINDS: dict[str, Kind] = {"triple": Triple(), "square": Square(), "trunc": Truncation(),
@@ -572,10 +685,23 @@ def is_xor(kind: str, component: str) -> bool:
     return component in KINDS[kind].xor
 
 
+WIRE_DTYPES = ((8, torch.int8), (16, torch.int16), (32, torch.int32), (64, torch.int64))
+
+
+def wire_dtype(request: Request, component: str) -> torch.dtype:
+    """The narrowest integer type holding the bits of a component's shares that matter
+    (Kind.widths): what party 0 derives and party 1 receives."""
+    width = KINDS[request.kind].widths(request.params).get(component, 64)
+    return next(dtype for bits, dtype in WIRE_DTYPES if width <= bits)
+
+
 def derive(request: Request, seed: bytes, component: str) -> torch.Tensor:
-    """A party's seeded share of one component (free ones at both parties, dependent at party 0)."""
+    """A party's seeded share of one component (free ones at both parties, dependent at party
+    0), as ring elements (a narrow component's sign-extended: only its low bits matter)."""
     shape = KINDS[request.kind].shapes(request.params)[component]
-    return prg.named_ring(shape, seed, request.label(component))
+    dtype = wire_dtype(request, component)
+    values = prg.named_ring(shape, seed, request.label(component), dtype)
+    return values if dtype == torch.int64 else values.to(torch.int64)
 
 
 def answer(request: Request, party_id: int, seed0: bytes, seed1: bytes) -> list[torch.Tensor]:
@@ -592,7 +718,9 @@ def answer(request: Request, party_id: int, seed0: bytes, seed1: bytes) -> list[
         values = kind.dependent_values(free, request.params)
         for name in kind.dependent:
             s0 = derive(request, seed0, name)
-            out.append(values[name] ^ s0 if is_xor(request.kind, name) else values[name] - s0)
+            correction = values[name] ^ s0 if is_xor(request.kind, name) else values[name] - s0
+            dtype = wire_dtype(request, name)
+            out.append(correction if dtype == torch.int64 else correction.to(dtype))  # the low bits, wrapped
     if kind.public:
         own = [{name: derive(request, seed, name) for name in kind.free} for seed in (seed0, seed1)]
         public = kind.public_values(own[0], own[1], request.params)
@@ -616,6 +744,12 @@ def answer_names(request: Request, party_id: int) -> list[str]:
     return [*(kind.dependent if party_id == 1 else ()), *kind.public]
 
 
-def answer_shapes(request: Request, party_id: int) -> list[tuple[int, ...]]:
+def answer_specs(request: Request, party_id: int) -> list[tuple[tuple[int, ...], torch.dtype]]:
+    """(shape, dtype) of each tensor of `answer` for this party."""
     shapes = KINDS[request.kind].shapes(request.params)
-    return [shapes[name] for name in answer_names(request, party_id)]
+    return [(tuple(shapes[name]), wire_dtype(request, name)) for name in answer_names(request, party_id)]
+
+
+def answer_bytes(request: Request, party_id: int) -> int:
+    """The bytes of `answer` for this party."""
+    return sum(math.prod(shape) * dtype.itemsize for shape, dtype in answer_specs(request, party_id))

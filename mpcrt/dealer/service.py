@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 from collections import deque
 from collections.abc import Callable
 
@@ -20,7 +19,7 @@ import torch
 
 from mpcrt.dealer.admission import Admission, DealerLimits, DealerRefused
 from mpcrt.dealer.client import CorrectionSource
-from mpcrt.dealer.material import Request, answer, answer_shapes
+from mpcrt.dealer.material import Request, answer, answer_bytes
 from mpcrt.errors import DealerError
 from mpcrt.messages import DATA, MalformedFrame, Message, decode, encode
 from mpcrt.scope import background_task, in_slices
@@ -178,7 +177,7 @@ class RemoteDealer(CorrectionSource):
         size = 0
         for request, future in batch:
             try:
-                nbytes = sum(8 * math.prod(shape) for shape in answer_shapes(request, self.party_id))
+                nbytes = answer_bytes(request, self.party_id)
             except (ValueError, TypeError, KeyError, IndexError) as exc:
                 self._fail(DealerError(f"malformed {request.kind} request at step {request.mid}: {exc!r}"))
                 return []

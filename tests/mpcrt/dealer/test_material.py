@@ -25,6 +25,12 @@ def reconstruct(request: Request) -> dict[str, torch.Tensor]:
     return out
 
 
+def expanded(request: Request) -> dict[str, torch.Tensor]:
+    """The full values in the form the online phase reads (prepare, which for these kinds
+    is the same at both parties and linear in the shares)."""
+    return KINDS[request.kind].prepare(reconstruct(request), request.params, 1)
+
+
 @pytest.mark.parametrize(("op", "sa", "sb", "kwargs", "f"), [
     ("mul", (3, 4), (4,), (), torch.mul),
     ("matmul", (5, 3), (3, 2), (), torch.matmul),
@@ -136,7 +142,7 @@ def test_piece_table_rows_evaluate_the_segment_behind_each_opened_index():
     masks = truncation_masks(reconstruct(trunc)["r"], 16) * phi  # (variant, n): x = p + phi M
     delta = sum(unpack_bits(m["delta"][i], n) << i for i in range(bits))
     assert len(set(delta.tolist())) == 1 << bits  # a uniform mask hides the index
-    rows = m["table"].reshape(n, 2, 1 << bits, 3)
+    rows = expanded(table_request)["table"].reshape(3, n, 2, 1 << bits).permute(1, 2, 3, 0)
     p = torch.randint(-(2 ** 62), 2 ** 62, (n,))
     for variant in (0, 1):
         for u in range(1 << bits):
@@ -164,3 +170,62 @@ def test_multi_and_products_are_the_and_of_every_subset():
             expected.append(z)
         assert torch.equal(subset_products(a, subsets), torch.stack(expected))
     assert subset_products(a, ()).shape == (0, 33)
+
+
+def _variants(source: Request, shape: tuple[int, ...]) -> torch.Tensor:
+    from mpcrt.dealer.material import truncation_masks
+
+    full = reconstruct(source)
+    if source.kind == "trunc":
+        return truncation_masks(full["r"], source.params[1]).reshape(2, *shape)
+    return full["a"].reshape(1, *shape)
+
+
+@pytest.mark.parametrize(("x", "y"), [
+    (("trunc", 16), ("trunc", 16)), (("trunc", 40), ("trunc", 30)), (("trunc", 16), ("mask", 0)),
+    (("mask", 0), ("trunc", 24)), (("mask", 0), ("mask", 0)), (("trunc", 1), ("trunc", 63)),
+])
+def test_masked_products_of_every_variant_pair(x, y):
+    """mprod sends N L in full and the variants' differences in their low bits; expanded, c
+    holds X_i Y_j for every pair of the masks' variants, variant-major, exactly (the cross
+    term where bx + by > 64 included)."""
+    from mpcrt.dealer.material import mask_source
+
+    def source(kind_bits, step, shape):
+        kind, bits = kind_bits
+        return Request(kind, (step,), "", (shape, bits) if kind == "trunc" else (shape,))
+
+    sx, sy = source(x, 1, (6, 5)), source(y, 2, (5,))
+    request = Request("mprod", (3,), "", (mask_source(sx), mask_source(sy)))
+    mx, my = _variants(sx, (6, 5)), _variants(sy, (5,))
+    expected = (mx.unsqueeze(1) * my.reshape(1, len(my), 1, 5)).reshape(-1, 6, 5)
+    assert torch.equal(expanded(request)["c"], expected)
+    square = Request("mprod", (4,), "", (mask_source(sx), mask_source(sx)))
+    assert torch.equal(expanded(square)["c"], mx * mx)
+
+
+def test_masked_times_bit_of_every_variant():
+    from mpcrt.dealer.material import mask_source
+
+    for mask in (Request("trunc", (1,), "", ((40,), 16)), Request("mask", (1,), "", ((40,),))):
+        bits = Request("bits", (2,), "", (40,))
+        request = Request("mbit", (3,), "", (mask_source(mask), mask_source(bits)))
+        rho = unpack_bits(reconstruct(bits)["packed"], 40)
+        assert torch.equal(expanded(request)["c"], _variants(mask, (40,)) * rho)
+
+
+@pytest.mark.parametrize(("bits", "dtype"), [(1, torch.int8), (8, torch.int8), (12, torch.int16), (16, torch.int16),
+                                             (17, torch.int32), (40, torch.int64)])
+def test_narrow_components_travel_in_their_width(bits, dtype):
+    """A truncation's MSB(r) is used times 2^(64 - bits): party 1 receives only its low bits,
+    in the narrowest integer type, and party 0 derives as narrow a share."""
+    from mpcrt.dealer.material import answer_bytes, answer_specs
+
+    request = Request("trunc", (5,), "", ((1000,), bits))
+    specs = answer_specs(request, 1)
+    assert specs == [((1000,), torch.int64), ((1000,), dtype)]
+    assert [t.dtype for t in answer(request, 1, SEED0, SEED1)] == [torch.int64, dtype]
+    assert answer_bytes(request, 1) == 1000 * (8 + dtype.itemsize)
+    msb = reconstruct(request)["r_msb"]
+    r = reconstruct(request)["r"]
+    assert torch.equal((msb << (64 - bits)), (r < 0).long() << (64 - bits))

@@ -69,8 +69,8 @@ async def test_parties_with_the_service(dealer):
     (z0, off0), (z1, off1) = await run_pair(products, source=remote, seeds=SEEDS, kind="tcp+tls")
     expected = torch.linspace(-3, 3, 12).reshape(3, 4).double() @ torch.linspace(1, 2, 8).reshape(4, 2).double()
     assert torch.equal(z0, z1) and float((z0 - expected).abs().max()) < 4 * 2 ** -16
-    # party 1 received the corrections: c of the 3x2 matmul, r_high and r_msb of the 3x2 truncation
-    assert off1["bytes_received"] == 8 * (6 + 6 + 6) and off1["requests"] == 2
+    # party 1 received the corrections: c of the 3x2 matmul, r_high and r_msb (16 bits) of the 3x2 truncation
+    assert off1["bytes_received"] == 8 * (6 + 6) + 2 * 6 and off1["requests"] == 2
     assert off0["bytes_received"] == 0 and off0["requests"] == 2
     await remote.close()
 
@@ -132,7 +132,8 @@ def test_offline_phase_prefetches_everything():
         # everything was fetched before the program ran: the online phase asked for nothing
         for before, after in ((before0, after0), (before1, after1)):
             assert {**before, "ahead": 4} == after and after["on_demand"] == 0
-        assert before1["requests"] == 4 and before1["bytes_received"] == 8 * (6 + 12 + 2 * 6 + 12)
+        # the triple's c, then per truncation r_high and 16-bit r_msb, the square's N^2 and its 16-bit D N
+        assert before1["requests"] == 4 and before1["bytes_received"] == 8 * 6 + 3 * (8 + 2) * 6
         assert before0["bytes_received"] == 0
 
 
@@ -167,14 +168,14 @@ async def test_a_party_cannot_ask_for_the_other_partys_material(dealer):
 async def test_large_plans_travel_in_several_frames(monkeypatch, dealer):
     from mpcrt.dealer import service as service_module
 
-    monkeypatch.setattr(service_module, "ANSWER_FRAME_BYTES", 1000)  # 20 truncations of 50 elements: 16 kB
+    monkeypatch.setattr(service_module, "ANSWER_FRAME_BYTES", 600)  # 20 truncations of 50 elements: 10 kB
     remote = await _connect_dealer(dealer.port, 1, OPTIONS)
     requests = [Request("trunc", (i,), "", ((50,), 16)) for i in range(20)]
     answers = await remote.fetch_many(requests, 1)
     local = LocalDealer(*SEEDS)
     for r, got in zip(requests, answers, strict=True):
         assert all(torch.equal(a, b) for a, b in zip(got, await local.fetch(r, 1), strict=True))
-    assert remote.transport.counters.frames_sent == 20  # 800 bytes each: one per frame
+    assert remote.transport.counters.frames_sent == 20  # 500 bytes each (r_high, 16-bit r_msb): one per frame
     await remote.close()
 
 
