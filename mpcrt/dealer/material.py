@@ -656,15 +656,17 @@ class PieceTable(Kind):
 
     def prepare(self, parts, params, party_id):
         """The table as (3, n * rows): A, B and C each picked for all elements by one index_select."""
-        table, steps = parts["table"], parts["steps"]
-        if steps.numel():
-            shift = 64 - _mask_bits(params[4])
-            second = table.clone()
-            second[..., :2] += times_power(steps, shift)
-            if parts["cross"].numel():
-                second[..., 0] += times_power(parts["cross"], 2 * shift)
-            table = torch.cat([table, second], dim=1)
-        return {"delta": parts["delta"], "table": table.permute(2, 0, 1).reshape(3, -1).contiguous()}
+        table, steps = parts["table"].permute(2, 0, 1), parts["steps"]  # (3, n, rows)
+        if not steps.numel():
+            return {"delta": parts["delta"], "table": table.reshape(3, -1).contiguous()}
+        rows, shift = table.shape[2], 64 - _mask_bits(params[4])
+        out = torch.empty(3, table.shape[1], 2 * rows, dtype=table.dtype)  # filled in place: no cat
+        out[:, :, :rows] = table
+        out[:, :, rows:] = table
+        out[:2, :, rows:] += times_power(steps, shift).permute(2, 0, 1)
+        if parts["cross"].numel():
+            out[0, :, rows:] += times_power(parts["cross"], 2 * shift)
+        return {"delta": parts["delta"], "table": out.reshape(3, -1)}
 
 
 KINDS: dict[str, Kind] = {"triple": Triple(), "square": Square(), "trunc": Truncation(),

@@ -131,15 +131,16 @@ def test_relu_dcf_material_gives_the_sign_and_the_sign_times_the_mask():
     assert torch.equal(c_r, c * r)  # c = MSB(r) xor [y < low63(r)], times the mask
 
 
-def test_piece_table_rows_evaluate_the_segment_behind_each_opened_index():
+@pytest.mark.parametrize("trunc_bits", [16, 40])  # 40: the second mask's square term travels too
+def test_piece_table_rows_evaluate_the_segment_behind_each_opened_index(trunc_bits):
     from mpcrt.dealer.material import mask_source, truncation_masks
 
     n, bits, phi = 300, 2, 3
     coefficients = ((5, -7, 11), (2, 13, -3), (-1, 4, 9))  # c0s, c1s, c2s of 3 segments (the 4th: zeros)
-    trunc = Request("trunc", (7,), "", ((n,), 16))
+    trunc = Request("trunc", (7,), "", ((n,), trunc_bits))
     table_request = Request("lut", (8,), "", (n, bits, coefficients, phi, mask_source(trunc)))
     m = reconstruct(table_request)
-    masks = truncation_masks(reconstruct(trunc)["r"], 16) * phi  # (variant, n): x = p + phi M
+    masks = truncation_masks(reconstruct(trunc)["r"], trunc_bits) * phi  # (variant, n): x = p + phi M
     delta = sum(unpack_bits(m["delta"][i], n) << i for i in range(bits))
     assert len(set(delta.tolist())) == 1 << bits  # a uniform mask hides the index
     rows = expanded(table_request)["table"].reshape(3, n, 2, 1 << bits).permute(1, 2, 3, 0)
