@@ -559,15 +559,15 @@ class MaskedProduct(Kind):
         (vx, _), (vy, _) = (_mask_size(src) for src in params)
         bx, by = (_mask_bits(src) for src in params)
         c, cx, cy, cxy = (parts[name] for name in self.dependent)
-        both = times_power(cxy, 128 - bx - by) if cxy.numel() else 0
-        if params[0] == params[1]:
-            variants = [c] if vx == 1 else [c, c + times_power(cx, 65 - bx) + both]
-        else:
-            x_terms = [0, times_power(cx, 64 - bx)][:vx]
-            y_terms = [0, times_power(cy, 64 - by)][:vy]
-            variants = [c + tx + ty + (both if i and j else 0)
-                        for i, tx in enumerate(x_terms) for j, ty in enumerate(y_terms)]
-        return {"c": torch.stack(variants)}
+        square = params[0] == params[1]
+        out = c.unsqueeze(0).repeat(vx if square else vx * vy, *(1,) * c.dim())  # variant i vy + j: X_i Y_j
+        if vx == 2:
+            out[1 if square else slice(vy, None)] += times_power(cx, (65 if square else 64) - bx)
+        if vy == 2 and not square:
+            out[1::2] += times_power(cy, 64 - by)
+        if cxy.numel():
+            out[-1] += times_power(cxy, 128 - bx - by)
+        return {"c": out}
 
 
 class MaskedTimesBit(Kind):
