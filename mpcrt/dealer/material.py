@@ -701,6 +701,8 @@ def derive(request: Request, seed: bytes, component: str) -> torch.Tensor:
     """A party's seeded share of one component (free ones at both parties, dependent at party
     0), as ring elements (a narrow component's sign-extended: only its low bits matter)."""
     shape = KINDS[request.kind].shapes(request.params)[component]
+    if not math.prod(shape):  # a component this request's masks do not need: no keystream, no label
+        return torch.empty(shape, dtype=torch.int64)
     dtype = wire_dtype(request, component)
     values = prg.named_ring(shape, seed, request.label(component), dtype)
     return values if dtype == torch.int64 else values.to(torch.int64)
