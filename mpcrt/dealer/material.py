@@ -500,19 +500,17 @@ def _mask_parts(source: tuple, full: torch.Tensor) -> MaskParts:
     return MaskParts(not_wrapped, (wrapped - not_wrapped) >> (64 - bits), bits)
 
 
-def _mask_variants(source: tuple, full: torch.Tensor) -> torch.Tensor:
-    """The mask's variants (variants, *shape), from the full free component of its request."""
-    parts = _mask_parts(source, full)
-    return parts.base.unsqueeze(0) if parts.step is None else torch.stack(
-        [parts.base, parts.base + times_power(parts.step, 64 - parts.bits)])
-
-
 def times_power(x: torch.Tensor, exponent: int) -> torch.Tensor:
     """x * 2^exponent in the ring (0 from 2^64 on)."""
     return x << exponent if exponent < 64 else torch.zeros_like(x)
 
 
 NONE = (0,)  # the shape of a component a request's masks do not need
+
+
+def _absent() -> torch.Tensor:
+    """The value of such a component."""
+    return torch.empty(NONE, dtype=torch.int64)
 
 
 class MaskedProduct(Kind):
@@ -548,7 +546,7 @@ class MaskedProduct(Kind):
     def dependent_values(self, free, params):
         x, y = (_mask_parts(src, free[f"m{i}"]) for i, src in enumerate(params))
         shapes = self.shapes(params)
-        none = torch.empty(NONE, dtype=torch.int64)
+        none = _absent()
         cross = (x.step * y.step) if shapes["cxy"] != NONE else none  # type: ignore[operator]
         if params[0] == params[1]:
             return {"c": x.base * x.base, "cx": none if x.step is None else x.step * x.base, "cy": none, "cxy": cross}
@@ -595,7 +593,7 @@ class MaskedTimesBit(Kind):
         shape = _mask_size(params[0])[1]
         rho = unpack_bits(free["rho"], math.prod(shape)).reshape(shape)
         x = _mask_parts(params[0], free["m"])
-        return {"c": x.base * rho, "cx": torch.empty(NONE, dtype=torch.int64) if x.step is None else x.step * rho}
+        return {"c": x.base * rho, "cx": _absent() if x.step is None else x.step * rho}
 
     def prepare(self, parts, params, party_id):
         if not parts["cx"].numel():
@@ -647,7 +645,7 @@ class PieceTable(Kind):
         mask = _mask_parts(source, free["m"])
         m = mask.base.reshape(n, 1) * phi
         out = {"table": torch.stack([c0 + m * (c1 + c2 * m), c1 + 2 * c2 * m, c2], -1)}
-        none = torch.empty(NONE, dtype=torch.int64)
+        none = _absent()
         if mask.step is None:
             return {**out, "steps": none, "cross": none}
         d = mask.step.reshape(n, 1) * phi
