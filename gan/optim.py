@@ -77,44 +77,69 @@ class SGD(Optimizer):
 
 
 class Adam(Optimizer):
-    """torch.optim.Adam semantics, with the fixed-point adjustments in the module docstring."""
+    """torch.optim.Adam semantics, with the fixed-point adjustments in the module docstring.
+
+    All parameters are updated as one flat buffer: each protocol runs once per step for the
+    whole model (one inverse square root over every element, not one per tensor), so a
+    step pays Python's per-op cost once and its comparisons take the method that is
+    cheapest for the model's size."""
 
     def __init__(self, params: Iterable[Parameter], lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.0, grad_scale_bits: int = 8) -> None:
         super().__init__(params)
         self.lr, self.betas, self.eps, self.weight_decay = lr, betas, eps, weight_decay
         self.grad_scale_bits = grad_scale_bits
-        self._m: dict[int, Tensor] = {}
-        self._v: dict[int, Tensor] = {}
+        self._m: Tensor | None = None  # the moments of all parameters, flat (F.flat_cat)
+        self._v: Tensor | None = None
         self._t = 0
 
+    def _shapes(self) -> list:
+        return [p.data.shape for p in self.params]
+
     def state(self) -> dict:
-        return {"m": dict(self._m), "v": dict(self._v), "t": self._t}
+        """Moments per parameter index (the layout checkpoints keep), and the step count."""
+        if self._m is None:
+            return {"m": {}, "v": {}, "t": self._t}
+        m, v = F.split_flat(self._m, self._shapes()), F.split_flat(self._v, self._shapes())
+        return {"m": dict(enumerate(m)), "v": dict(enumerate(v)), "t": self._t}
 
     def load_state(self, state: dict) -> None:
-        self._m, self._v, self._t = dict(state["m"]), dict(state["v"]), state["t"]
+        self._t = state["t"]
+        if not state["m"]:
+            self._m = self._v = None
+            return
+        pieces = {}
+        for name in ("m", "v"):
+            pieces[name] = [state[name][i] for i in range(len(self.params))]
+            for i, (piece, shape) in enumerate(zip(pieces[name], self._shapes(), strict=True)):
+                if piece.shape != shape:
+                    raise ValueError(f"Adam state {name}[{i}] has shape {tuple(piece.shape)}, "
+                                     f"its parameter {tuple(shape)}")
+        self._m, self._v = F.flat_cat(pieces["m"]), F.flat_cat(pieces["v"])
 
     async def step(self) -> None:
+        missing = [i for i, p in enumerate(self.params) if p.grad is None]
+        if missing:
+            raise RuntimeError(f"parameters {missing} have no gradient: run backward before step")
         self._t += 1
-        await super().step()
-
-    async def _update(self, index: int, p: Parameter) -> None:
         b1, b2 = self.betas
-        g = p.grad
+        g = F.flat_cat([p.grad for p in self.params])
         f = getattr(g, "frac_bits", 0)
         fine = f + MOMENT_EXTRA_BITS  # moments keep more bits: 0.001 g^2 must not round to 0
         if self.weight_decay:
-            g = g + await F.scale(p.data, self.weight_decay)
+            g = g + await F.scale(F.flat_cat([p.data for p in self.params]), self.weight_decay)
         g = g * (1 << self.grad_scale_bits)  # exact, and Adam's step does not see the scale
         g2 = await F.square_fine(g)
         m_new, v_new = await asyncio.gather(F.scale(g, 1 - b1, fine), F.scale(g2, 1 - b2, fine))
-        if index in self._m:
-            m_old, v_old = await asyncio.gather(F.scale(self._m[index], b1), F.scale(self._v[index], b2))
+        if self._m is not None:
+            m_old, v_old = await asyncio.gather(F.scale(self._m, b1), F.scale(self._v, b2))
             m_new, v_new = m_old + m_new, v_old + v_new
-        self._m[index], self._v[index] = m_new, v_new
+        self._m, self._v = m_new, v_new
         eps = self.eps * (1 << self.grad_scale_bits)
         v_hat = await F.rescale(await F.scale(v_new, 1 / (1 - b2 ** self._t)), f + 8)
         inv = await F.inv_sqrt(v_hat + eps * eps)
         step = await F.mul(m_new, inv, frac_bits=f or None)
         # the bias correction drifts with t: at lr's exponent every step truncates alike (one plan: mpcrt.stream)
-        p.data = p.data - await F.scale(step, self.lr / (1 - b1 ** self._t), exponent=math.floor(math.log2(self.lr)))
+        step = await F.scale(step, self.lr / (1 - b1 ** self._t), exponent=math.floor(math.log2(self.lr)))
+        for p, delta in zip(self.params, F.split_flat(step, self._shapes()), strict=True):
+            p.data = p.data - delta

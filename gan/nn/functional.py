@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from mpcrt import ArithmeticShare, ops
 from mpcrt.ops.products import public_scale
+from mpcrt.shares import cat
 
 Tensor = ArithmeticShare | torch.Tensor
 
@@ -176,6 +177,23 @@ async def rescale(x: Tensor, frac_bits: int) -> Tensor:
     if x.frac_bits > frac_bits:
         return await ops.truncate(x, x.frac_bits - frac_bits)
     return x._with(x.value << (frac_bits - x.frac_bits), frac_bits)
+
+
+def flat_cat(xs: list[Tensor]) -> Tensor:
+    """All elements of xs in one flat tensor, in order (local); `split_flat` undoes it."""
+    if _secure(xs[0]):
+        return cat([x.reshape(-1) for x in xs])
+    return torch.cat([x.reshape(-1) for x in xs])
+
+
+def split_flat(flat: Tensor, shapes: list[torch.Size]) -> list[Tensor]:
+    """The pieces of a `flat_cat` of tensors of these shapes (local)."""
+    out, start = [], 0
+    for shape in shapes:
+        stop = start + shape.numel()
+        out.append(flat[start:stop].reshape(shape))
+        start = stop
+    return out
 
 
 async def inv_sqrt(x: Tensor) -> Tensor:
