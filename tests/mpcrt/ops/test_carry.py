@@ -30,8 +30,8 @@ async def carries(party, a: torch.Tensor, b: torch.Tensor, widths: list[int], pr
 
 
 @pytest.mark.parametrize(("widths", "prefix_bits", "rounds"),
-                         [([60], 0, 3), ([60, 5, 2, 1], 0, 3), ([17], 0, 3), ([4], 0, 1),
-                          ([40, 6], 14, 3), ([49, 6], 14, 4)])  # the prefix's carry joins late: one level more
+                         [([60], 0, 4), ([60, 5, 2, 1], 0, 4), ([17], 0, 3), ([4], 0, 2), ([3], 0, 1),
+                          ([40, 6], 14, 4), ([26, 6], 9, 4)])  # the prefix's carry joins late: 26 rows take 3 alone
 async def test_carry_out_matches_integer_addition(widths, prefix_bits, rounds):
     g = torch.Generator().manual_seed(len(widths) + prefix_bits)
     a = torch.randint(0, 2 ** 61, (200,), generator=g)

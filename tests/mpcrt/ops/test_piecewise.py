@@ -40,7 +40,7 @@ async def _fresh(party, x, pw):
     return await y.reveal(), party.stats.op("piecewise").rounds
 
 
-@pytest.mark.parametrize(("pw", "tree_rounds"), [(SIGMOID, 5), (WAVE, 4), (LINEAR, 4)],
+@pytest.mark.parametrize(("pw", "tree_rounds"), [(SIGMOID, 5), (WAVE, 5), (LINEAR, 5)],
                          ids=["sigmoid", "wave", "degree1"])
 async def test_lookup_matches_the_pieces_and_saturates(pw, tree_rounds):
     x = _inputs(pw)
