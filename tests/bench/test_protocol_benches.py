@@ -65,5 +65,5 @@ def test_protocols_run_over_a_custom_link():
     (relu,) = [w for w in nonlinear.WORKLOADS if w.name.startswith("relu 1e5")]
     tiny = dataclasses.replace(relu, shape=(200,))
     result = nonlinear.measure(tiny, "tree", "1000/10", True, nonlinear.Limits(budget_s=30.0))
-    # 5 rounds over a 10 ms round trip: at least 5 one-way delays of 5 ms
-    assert result.ok and result.rounds == 5 and result.online_s >= 0.025
+    # 6 rounds over a 10 ms round trip: at least 6 one-way delays of 5 ms
+    assert result.ok and result.rounds == 6 and result.online_s >= 0.030
