@@ -637,20 +637,30 @@ class PieceTable(Kind):
 
     def dependent_values(self, free, params):
         n, bits, coefficients, phi, source = params
-        padded = torch.zeros((3, 1 << bits), dtype=torch.int64)
-        padded[:, :len(coefficients[0])] = torch.tensor(coefficients, dtype=torch.int64)
-        delta = unpack_index(free["delta"], n)
-        segment = torch.arange(1 << bits) ^ delta.unsqueeze(1)  # (n, 2^bits): the segment behind each u
-        c0, c1, c2 = padded[:, segment]
+        rows = 1 << bits
+        padded = torch.zeros((rows, 3), dtype=torch.int64)
+        padded[:len(coefficients[0])] = torch.tensor(coefficients, dtype=torch.int64).t()
+        # (c0, c1, c2) of segment u xor delta for every u, for each of the 2^bits deltas: one
+        # gather by each element's delta then fills its table (n, rows, 3)
+        by_delta = padded[torch.arange(rows).unsqueeze(1) ^ torch.arange(rows)]
+        table = by_delta[unpack_index(free["delta"], n)]
+        c0, c1, c2 = table.unbind(-1)
         mask = _mask_parts(source, free["m"])
         m = mask.base.reshape(n, 1) * phi
-        out = {"table": torch.stack([c0 + m * (c1 + c2 * m), c1 + 2 * c2 * m, c2], -1)}
+        c2m = c2 * m
+        b = c2m.mul_(2).add_(c1)  # B = c1 + 2 c2 m
+        a = c2 * m
+        a.add_(c1).mul_(m).add_(c0)  # A = c0 + m (c1 + c2 m)
         none = _absent()
-        if mask.step is None:
-            return {**out, "steps": none, "cross": none}
-        d = mask.step.reshape(n, 1) * phi
-        cross = c2 * d * d if self.shapes(params)["cross"] != NONE else none
-        return {**out, "steps": torch.stack([d * (c1 + 2 * c2 * m), 2 * c2 * d], -1), "cross": cross}
+        steps = cross = none
+        if mask.step is not None:
+            d = mask.step.reshape(n, 1) * phi
+            steps = torch.stack([b * d, c2 * d * 2], -1)
+            if self.shapes(params)["cross"] != NONE:
+                cross = c2 * d * d
+        c0.copy_(a)  # the table's columns become (A, B, C) in place
+        c1.copy_(b)
+        return {"table": table, "steps": steps, "cross": cross}
 
     def prepare(self, parts, params, party_id):
         """The table as (3, n * rows): A, B and C each picked for all elements by one index_select."""
@@ -718,9 +728,9 @@ def answer(request: Request, party_id: int, seed0: bytes, seed1: bytes) -> list[
         free.update({name: _full_value(source, component, seed0, seed1)
                      for name, (source, component) in kind.linked(request.params).items()})
         values = kind.dependent_values(free, request.params)
-        for name in kind.dependent:
+        for name in kind.dependent:  # dependent values are fresh tensors: corrected in place
             s0 = derive(request, seed0, name)
-            correction = values[name] ^ s0 if is_xor(request.kind, name) else values[name] - s0
+            correction = values[name].bitwise_xor_(s0) if is_xor(request.kind, name) else values[name].sub_(s0)
             dtype = wire_dtype(request, name)
             out.append(correction if dtype == torch.int64 else correction.to(dtype))  # the low bits, wrapped
     if kind.public:
