@@ -4,11 +4,14 @@ MPC programs have data-independent control flow, so iterations that run the same
 keyed scopes (`keyed_scope(key)`) ask the dealer for the same requests up to the key in
 their message ids. `MaterialStream` records the plan of the first iteration as it runs (on
 demand), then, while iteration k runs, fetches the material of iterations k+1..k+window in
-the background: party 1's requests leave in one batch per iteration, with no round trip in
-the online phase, and both parties derive their seeded parts ahead. At most window + 1
-iterations' material is held at once (the running one and those ahead); what an iteration
-asked for outside the plan is served on demand and counted, and what the plan had that it
-did not ask for is dropped and counted (`Stats.offline`).
+the background: party 1's requests leave in batches, with no round trip in the online
+phase, and both parties derive their seeded parts ahead. The plans of at most window + 1
+iterations are held at once (the running one and those ahead), and of their material at
+most `window_bytes` ahead of what the program has taken: batches of about `chunk_bytes`
+start, in plan order, as the program takes material (a DCGAN iteration's several GB would
+otherwise be held twice); a step that needs a batch still held back starts it at once.
+What an iteration asked for outside the plan is served on demand and counted, and what the
+plan had that it did not ask for is dropped and counted (`Stats.offline`).
 
 Material is named by the whole request, so a wrong guess is never used for another step:
 the results are bit-identical to a run on demand with the same seeds. Streaming counts as
@@ -18,9 +21,11 @@ an offline phase (`Party.prefetched`): both parties must stream or neither.
 from __future__ import annotations
 
 import asyncio
+import math
+from collections import deque
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from mpcrt.dealer.material import KINDS, Request
@@ -29,7 +34,26 @@ from mpcrt.scope import MessageId, keyed_scope
 if TYPE_CHECKING:
     from mpcrt.runtime import Party
 
-DEFAULT_WINDOW = 1  # iterations made ahead of the running one
+DEFAULT_WINDOW = 1  # iterations planned ahead of the running one
+DEFAULT_WINDOW_BYTES = 512 << 20  # material fetched ahead of what the program has taken
+DEFAULT_CHUNK_BYTES = 32 << 20  # material per batch
+
+
+def held_bytes(request: Request) -> int:
+    """About what a party holds of a request's material: 8 bytes per element of each component."""
+    return 8 * sum(math.prod(shape) for shape in KINDS[request.kind].shapes(request.params).values())
+
+
+@dataclass
+class _Batch:
+    """Requests fetched together, in plan order, for iteration `key`."""
+
+    key: int
+    requests: list[Request]
+    nbytes: int
+    done: asyncio.Future[None]
+    started: bool = False
+    sizes: dict[Request, int] = field(default_factory=dict)
 
 
 def rekey(request: Request, old: MessageId, new: MessageId) -> Request:
@@ -69,12 +93,22 @@ class MaterialStream:
             ...  # this iteration's work; the next iterations' material is on its way
     """
 
-    def __init__(self, party: Party, keys: Iterable[int], window: int = DEFAULT_WINDOW) -> None:
+    def __init__(self, party: Party, keys: Iterable[int], window: int = DEFAULT_WINDOW,
+                 window_bytes: int = DEFAULT_WINDOW_BYTES, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> None:
         if window < 0:
             raise ValueError(f"a stream's window is a count of iterations >= 0, got {window}")
+        if window_bytes < 1 or chunk_bytes < 1:
+            raise ValueError(f"a stream's window_bytes and chunk_bytes are sizes >= 1, got {window_bytes}, "
+                             f"{chunk_bytes}")
         self.party = party
         self.keys = list(keys)
         self.window = window
+        self.window_bytes, self.chunk_bytes = window_bytes, chunk_bytes
+        self._pending: deque[_Batch] = deque()  # planned, not started, in plan order
+        self._batch_of: dict[Request, _Batch] = {}  # requests planned and not taken yet
+        self._started_bytes = 0  # of batches started, what the program has not taken yet
+        self.peak_bytes = 0  # most bytes started and not taken at once
+        party.dealer.pacer = self
         self._plan: list[Request] = []  # the last iteration's requests, in the order it made them
         self._plan_path: MessageId | None = None  # its scope path (None: no iteration ran yet)
         self._repeats = False  # whether the last two iterations asked for the same
@@ -94,8 +128,10 @@ class MaterialStream:
                 yield
             finally:
                 plan, dealer.recording = dealer.recording, None
-                unused = dealer.discard(self._ahead.pop(key, []))
+                planned = self._ahead.pop(key, [])
+                unused = dealer.discard(planned)
                 self.party.stats.offline.unused += unused
+                self._forget(key, planned)
         if self._plan_path is not None:
             expected = {rekey(r, self._plan_path, scope.path) for r in self._plan}
             self._repeats = expected == set(plan)
@@ -114,7 +150,61 @@ class MaterialStream:
             later_path = (*path[:-1], later)
             requests = [rekey(r, self._plan_path, later_path) for r in self._plan]  # type: ignore[arg-type]
             self._ahead[later] = requests
-            task = self.party.dealer.prefetch_soon(requests)
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._plan_batches(later, requests)
         self.peak_held = max(self.peak_held, len(self._ahead))
+        self._pump()
+
+    def _plan_batches(self, key: int, requests: list[Request]) -> None:
+        """Split an iteration's requests into batches of about chunk_bytes, marked as coming."""
+        batch: list[Request] = []
+        sizes: dict[Request, int] = {}
+        total = 0
+        for i, request in enumerate(requests):
+            batch.append(request)
+            sizes[request] = held_bytes(request)
+            total += sizes[request]
+            if total >= self.chunk_bytes or i == len(requests) - 1:
+                planned = _Batch(key, batch, total, self.party.dealer.expect(batch), sizes=sizes)
+                self._pending.append(planned)
+                self._batch_of.update(dict.fromkeys(batch, planned))
+                batch, sizes, total = [], {}, 0
+
+    def _pump(self) -> None:
+        """Start batches in plan order while the material ahead stays within window_bytes
+        (one batch always: a batch larger than the window still goes)."""
+        while self._pending and (self._started_bytes == 0
+                                 or self._started_bytes + self._pending[0].nbytes <= self.window_bytes):
+            self._start(self._pending.popleft())
+
+    def _start(self, batch: _Batch) -> None:
+        batch.started = True
+        self._started_bytes += batch.nbytes
+        self.peak_bytes = max(self.peak_bytes, self._started_bytes)
+        task = self.party.dealer.fetch_expected(batch.requests, batch.done)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def needed(self, request: Request) -> None:
+        """The program waits for `request`: start every held-back batch up to its own."""
+        batch = self._batch_of.get(request)
+        while batch is not None and not batch.started and self._pending:
+            self._start(self._pending.popleft())
+
+    def taken(self, request: Request) -> None:
+        """The program took `request`'s material: its bytes no longer count ahead."""
+        batch = self._batch_of.pop(request, None)
+        if batch is not None and batch.started:
+            self._started_bytes -= batch.sizes[request]
+            self._pump()
+
+    def _forget(self, key: int, planned: list[Request]) -> None:
+        """An iteration is over: drop its batches nobody started, and stop counting what it
+        did not take."""
+        for batch in [b for b in self._pending if b.key == key]:
+            self._pending.remove(batch)
+            self.party.dealer.cancel_expected(batch.requests, batch.done)
+        for request in planned:
+            batch = self._batch_of.pop(request, None)
+            if batch is not None and batch.started:
+                self._started_bytes -= batch.sizes[request]
+        self._pump()

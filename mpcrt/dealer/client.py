@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from abc import ABC, abstractmethod
+from typing import Protocol
 
 import torch
 
@@ -66,6 +67,15 @@ class Pregenerated(CorrectionSource):
                 from None
 
 
+class Pacer(Protocol):
+    """Paces material fetched ahead (mpcrt.stream): told when the program needs a request
+    whose batch may not have started, and when it takes a request's material."""
+
+    def needed(self, request: Request) -> None: ...
+
+    def taken(self, request: Request) -> None: ...
+
+
 class DealerClient:
     """One party's access to correlated randomness."""
 
@@ -83,6 +93,7 @@ class DealerClient:
         self._coming: dict[Request, asyncio.Future[None]] = {}  # requests of a prefetch under way
         self._dropped: set[Request] = set()  # of those, the ones discarded before they came
         self._streamed_steps: dict[tuple[MessageId, str], Request] = {}  # (step, tag) -> request streamed ahead
+        self.pacer: Pacer | None = None  # set by a stream that holds batches back (mpcrt.stream)
 
     async def get(self, request: Request) -> dict[str, torch.Tensor]:
         """This party's share of every component of `request`'s material."""
@@ -90,6 +101,8 @@ class DealerClient:
             self.recording.append(request)
         coming = self._coming.get(request)
         if coming is not None and not coming.done():
+            if self.pacer is not None:
+                self.pacer.needed(request)  # its batch starts now if the stream held it back
             start = time.perf_counter()
             try:
                 await asyncio.shield(coming)
@@ -103,6 +116,8 @@ class DealerClient:
             self._streamed_steps.pop((request.mid, request.tag), None)
             if self.stats is not None:
                 self.stats.offline.ahead += 1
+            if self.pacer is not None:
+                self.pacer.taken(request)
             return ready
         streamed = self._streamed_steps.get((request.mid, request.tag))
         if streamed is not None:
@@ -133,13 +148,28 @@ class DealerClient:
         self._ready.update(zip(requests, made, strict=True))
         self._count(len(requests), start, fetched)
 
-    def prefetch_soon(self, requests: list[Request]) -> asyncio.Task:
-        """Start prefetching `requests` in the background (mpcrt.stream): `get` for one of them
-        waits for this batch instead of asking again, and meets its error if it fails."""
+    def expect(self, requests: list[Request]) -> asyncio.Future[None]:
+        """Mark `requests` as one batch on its way: `get` for one of them waits for the batch
+        (and meets its error) instead of asking again. `fetch_expected` starts it, or
+        `cancel_expected` drops it unstarted."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         for request in requests:
             self._coming[request] = done
             self._streamed_steps[request.mid, request.tag] = request
+        return done
+
+    def cancel_expected(self, requests: list[Request], done: asyncio.Future[None]) -> None:
+        """Forget a batch that `expect` marked and nobody started (its steps are over)."""
+        for request in requests:
+            if self._coming.get(request) is done:
+                del self._coming[request]
+            self._dropped.discard(request)
+            self._streamed_steps.pop((request.mid, request.tag), None)
+        if not done.done():
+            done.set_result(None)
+
+    def fetch_expected(self, requests: list[Request], done: asyncio.Future[None]) -> asyncio.Task:
+        """Fetch a batch that `expect` marked, in the background; `done` resolves with it."""
 
         async def fetch() -> None:
             try:

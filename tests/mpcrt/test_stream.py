@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -14,7 +15,7 @@ from mpcrt.dealer.material import Request, mask_source
 from mpcrt.errors import DealerError
 from mpcrt.runtime import Party
 from mpcrt.scope import keyed_scope
-from mpcrt.stream import MaterialStream, rekey
+from mpcrt.stream import MaterialStream, held_bytes, rekey
 from transports import pair
 
 SEEDS = (b"0" * 16, b"1" * 16)
@@ -116,3 +117,47 @@ async def _admitted(dealer: LocalDealer, iterations: int) -> None:
     ends = pair()
     parties = [Party(i, ends[i], timeout=20, dealer=DealerClient(i, SEEDS[i], dealer)) for i in (0, 1)]
     await asyncio.gather(*(p.run(program, iterations, None) for p in parties))
+
+
+async def paced_program(party, iterations: int, window_bytes: int, chunk_bytes: int):
+    party.prefetched = True
+    x = await party.input(torch.linspace(-2, 2, 12).reshape(3, 4) if party.id == 0 else None, src=0)
+    w = await party.input(torch.linspace(-1, 1, 8).reshape(4, 2) if party.id == 1 else None, src=1)
+    stream = MaterialStream(party, range(1, iterations + 1), 1, window_bytes=window_bytes, chunk_bytes=chunk_bytes)
+    outs = []
+    for i in range(1, iterations + 1):
+        with stream.iteration(i):
+            outs.append(await (await iteration(party, x, w)).reveal())
+    sizes = [held_bytes(r) for r in stream._plan]
+    return outs, party.stats.offline.as_dict(), stream.peak_bytes, (max(sizes), sum(sizes))
+
+
+def run_paced(*args):
+    async def both():
+        dealer = LocalDealer(*SEEDS)
+        ends = pair()
+        parties = [Party(i, ends[i], timeout=20, dealer=DealerClient(i, SEEDS[i], dealer)) for i in (0, 1)]
+        return await asyncio.gather(*(p.run(paced_program, *args) for p in parties))
+
+    return asyncio.run(both())
+
+
+@pytest.mark.parametrize(("window_bytes", "chunk_bytes"), [(1, 1), (4096, 1024), (1 << 30, 1 << 20)])
+def test_a_byte_window_bounds_the_material_ahead_and_keeps_the_bits(window_bytes, chunk_bytes):
+    """Batches start as the program takes material: at most the window ahead (plus the one
+    batch a step needs at once), the same bits as on demand, nothing fetched twice."""
+    (reference, stats, _), _ = run(6, None)
+    for outs, paced_stats, peak, (largest, whole) in run_paced(6, window_bytes, chunk_bytes):
+        assert all(torch.equal(a, b) for a, b in zip(reference, outs, strict=True))
+        per_iteration = stats["requests"] // 6
+        assert paced_stats["ahead"] == 4 * per_iteration and paced_stats["unused"] == 0
+        assert paced_stats["on_demand"] == 2 * per_iteration
+        if window_bytes < whole:  # a batch starts when it fits the window, or when none is out
+            assert peak <= window_bytes + chunk_bytes + largest and peak < whole
+        else:  # a window wider than an iteration: the running one's and the next one's, as before
+            assert peak == 2 * whole
+
+
+def test_a_stream_refuses_an_empty_byte_window():
+    with pytest.raises(ValueError, match="window_bytes and chunk_bytes"):
+        MaterialStream(SimpleNamespace(dealer=SimpleNamespace()), [1], window_bytes=0)
