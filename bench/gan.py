@@ -276,6 +276,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     chosen = [w for w in WORKLOADS if not args.only or any(s in w.name for s in args.only.split(";"))]
     if not chosen:
         parser.error(f"no workload matches {args.only!r}; names: {[w.name for w in WORKLOADS]}")
+    torch.set_num_threads(1)  # the dealer runs in this process: one thread, as `lpgan train` and `lpgan demo` run it
     results = []
     for network in networks:
         for w in chosen:

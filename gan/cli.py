@@ -103,6 +103,7 @@ class UsageError(Exception):
 def _demo(args: argparse.Namespace) -> int:
     from gan.demo import run_demo
 
+    torch_threads(args.threads)  # the owner (the dealer) shares the cores with both servers
     return run_demo(args.iterations, args.samples, args.out, args.batch_size)
 
 
@@ -160,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
                    help=f"images per iteration (default {DEMO_BATCH})")
     p.add_argument("--samples", type=positive_int, default=64, help="images to synthesize")
     p.add_argument("--out", default="lpgan-demo", help="output folder")
+    p.add_argument("--threads", type=positive_int, default=1, help="the owner's torch threads (default 1)")
     p.set_defaults(func=_demo)
     p = sub.add_parser("bench", help="the benchmarks of bench/ (docs/BENCHMARKS.md); "
                        "`lpgan bench SUITE --help` for a suite's options")
