@@ -46,6 +46,7 @@ from torch import nn
 
 import gan
 import mpcrt
+from bench.arith import in_party_process
 from bench.transport import machine, network_spec, pin_to_core, text_table
 from gan import optim
 from gan.step import train_step
@@ -119,7 +120,8 @@ class Result:
 
 
 async def program(party: mpcrt.Party, w: Workload, seed: int) -> dict:
-    pin_to_core(party.id)
+    if in_party_process():  # not in a dry run (mpcrt.offline): it runs both parties in this process
+        pin_to_core(party.id)
     torch.set_num_threads(1)
     cfg = TrainConfig(preset=w.preset, batch_size=w.batch, seed=seed)
     preset = cfg.preset_()
