@@ -72,8 +72,8 @@ def _moved(mid: MessageId, old: MessageId, new: MessageId) -> MessageId:
 def _rekey_params(params: Any, old: MessageId, new: MessageId) -> Any:
     """Params with every named request (a mask source: (kind, step id, tag, params, shape))
     moved; anything else kept as is."""
-    if not isinstance(params, tuple):
-        return params
+    if not isinstance(params, tuple) or not any(type(p) is tuple for p in params):
+        return params  # a shape, an index list, coefficients: no step ids inside
     if (len(params) == 5 and isinstance(params[0], str) and params[0] in KINDS and isinstance(params[1], tuple)
             and isinstance(params[2], str)):
         kind, mid, tag, inner, shape = params

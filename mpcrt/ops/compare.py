@@ -167,6 +167,7 @@ async def msb(x: ArithmeticShare, method: str | None = None) -> BinaryShare:
 
 
 PART = 4_000  # elements in the first frame of a DCF's opening; each later one GROWTH times the last
+INLINE_WALKS = 10_000  # key evaluations (elements x points) walked on the event loop, not in a worker thread
 GROWTH = 2.5
 
 
@@ -204,6 +205,12 @@ async def _open_for_dcf(x: ArithmeticShare, kind: str, points: Sequence[int] = (
     party.send_in_parts([(mid, [masked[lo:hi]]) for mid, (lo, hi) in zip(mids, bounds, strict=True)])
     public = {name: m[name] for name in ("s_cw", "v_cw", "t_cw", "last")}
     opened = torch.empty_like(masked)
+    if len(bounds) == 1 and n * len(points) <= INLINE_WALKS:  # a few ms of walks: not worth a thread
+        (peer,) = await party.receive(mids[0], [spec(masked)])
+        opened = masked + peer
+        shares = [dcf.evaluate(party.id, m["seed"], public, (opened - t) & LOW63, 0) for t in points]
+        party.release_later(m)
+        return opened, m, shares
     loop, walks = asyncio.get_running_loop(), []
     with ThreadPoolExecutor(1, thread_name_prefix="dcf-walk") as worker:
         try:
