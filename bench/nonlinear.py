@@ -9,8 +9,12 @@ pinned to its own core), the dealer as a TLS service in this process; `--network
 simulated 400 Mbit/s, 40 ms RTT link between the parties (`network="wan"`). The offline phase fetches
 all dealer material before the program starts, so the timed op (time.perf_counter around one awaited
 op, after warm-up ops of the same shape and a 1-element reveal as a barrier) is the online phase
-alone. The barrier lines the parties up only within a one-way delay (20 ms on wan), so an op's time is
-taken from the later party's start to the later party's end, both read from the machine's monotonic clock.
+alone. Then the same run again with the dealer on demand (`offline=False`: party 1 asks the dealer's
+service, in this process, when the op needs material; party 0 derives its share then): the "end to
+end" time, the dealer's making and shipping included, as a job that is not streamed runs an op
+(`--online-only` skips it). The barrier lines the parties up only within a one-way delay (20 ms on wan),
+so an op's time is taken from the later party's start to the later party's end, both read from the
+machine's monotonic clock.
 Before each run, an in-process probe of the op on a small input estimates its time and dealer material:
 repeats are cut to fit a time budget, and runs that would take too long or too much memory are skipped
 (and reported). Inputs are fresh for every repeat; x is shared by party 0, batch norm's weight, bias and
@@ -95,10 +99,13 @@ class Anchor:
 
 @dataclass(frozen=True)
 class Targets:
-    """Time targets: our online time / CrypTen's (loopback) or CrypTen's modelled wan time (wan)."""
+    """Time targets: our online time / CrypTen's (loopback) or CrypTen's modelled wan time (wan), and our
+    end-to-end time (dealer on demand) / CrypTen's on loopback (its trusted first party makes its
+    triples inside its op time, so its time is already end to end)."""
 
     loopback: float | None = None
     wan: float | None = None
+    end_to_end: float | None = None
 
 
 @dataclass(frozen=True)
@@ -124,15 +131,18 @@ class Workload:
 # CrypTen's ranges of times: the fastest run is the anchor ("use" values of the issue)
 WORKLOADS = (
     Workload("relu 1e5", "relu", (100_000,), anchor=Anchor(CRYPTEN, 0.30, 9, 46, note="0.30-0.39 s, 9-10 rd"),
-             targets=Targets(loopback=1 / 5, wan=1 / 10)),
+             targets=Targets(loopback=1 / 5, wan=1 / 10, end_to_end=1 / 4)),
     Workload("leaky_relu(0.2) 1e5", "leaky_relu", (100_000,)),
     Workload("sigmoid 1e5", "sigmoid", (100_000,), anchor=Anchor(CRYPTEN, 0.43, 23, 75, 2.7e-3, "0.43-1.0 s"),
-             targets=Targets(loopback=1 / 5)),
-    Workload("tanh 1e5", "tanh", (100_000,), anchor=Anchor(CRYPTEN, 0.49, 24, 75, 5.4e-3)),
+             targets=Targets(loopback=1 / 5, end_to_end=1 / 2)),
+    Workload("tanh 1e5", "tanh", (100_000,), anchor=Anchor(CRYPTEN, 0.49, 24, 75, 5.4e-3),
+             targets=Targets(end_to_end=1 / 2)),
     Workload("reciprocal 1e5", "reciprocal", (100_000,), ("loguniform", 1e-2, 1e3),
-             anchor=Anchor(CRYPTEN, 0.88, 39, 110, 1.5e-3), heavy=True, relative=True),
+             anchor=Anchor(CRYPTEN, 0.88, 39, 110, 1.5e-3), targets=Targets(end_to_end=1 / 2), heavy=True,
+             relative=True),
     Workload("inv_sqrt 1e5", "inv_sqrt", (100_000,), ("loguniform", 1e-4, 1e4),
-             anchor=Anchor(CRYPTEN, 0.29, 18, 37, 1.6e-2, "on [0.1, 10]"), heavy=True, relative=True),
+             anchor=Anchor(CRYPTEN, 0.29, 18, 37, 1.6e-2, "on [0.1, 10]"), targets=Targets(end_to_end=1 / 2),
+             heavy=True, relative=True),
     Workload("exp 1e5", "exp", (100_000,), ("uniform", -10.0, 10.0), heavy=True, relative=True),
     Workload("sigmoid_lpgan 128x128", "sigmoid_lpgan", (128, 128),
              anchor=Anchor(LPGAN, 0.036, note="plaintext, no network"), heavy=True),
@@ -145,7 +155,8 @@ WORKLOADS = (
     Workload("is_non_negative 1000", "ge0", (1_000,)),
     Workload("is_non_negative 10000", "ge0", (10_000,)),
     Workload("batch_norm train 64x32x24x24", "batch_norm", (64, 32, 24, 24), ("bn", 0.0, 0.0),
-             anchor=Anchor(CRYPTEN, 0.62, 20, 57, note="0.62-0.79 s"), targets=Targets(loopback=1 / 3), heavy=True),
+             anchor=Anchor(CRYPTEN, 0.62, 20, 57, note="0.62-0.79 s"),
+             targets=Targets(loopback=1 / 3, end_to_end=1 / 2), heavy=True),
 )
 
 
@@ -280,6 +291,7 @@ class Result:
     skipped: str | None = None  # why the run was not made (estimated too long or too large)
     online_s: float = math.nan  # median of the makespans (later start to later end), else the slower party's median
     online_s_by_party: tuple[float, float] = (math.nan, math.nan)
+    end_to_end_s: float = math.nan  # the same, the dealer on demand: making and shipping material included
     rounds: int = 0  # the most any party counted in any repeat
     rounds_min: int = 0  # frames: concurrent chains may or may not share a frame, so this can vary
     bytes_sent: int = 0  # the larger party's (the two send the same for every op measured so far)
@@ -410,8 +422,17 @@ def plan(default: tuple[int, int], est: Estimate, limits: Limits) -> tuple[int, 
     return warm, reps, None
 
 
+def _makespan(r0: dict[str, Any], r1: dict[str, Any]) -> tuple[float, list[float] | None]:
+    """The op's time from both parties' records: the median makespan (the later start to the later end)
+    where the clock is shared, else the slower party's median; and the makespans."""
+    if not SHARED_CLOCK:
+        return max(statistics.median(r0["times"]), statistics.median(r1["times"])), None
+    makespans = [max(a[1], b[1]) - max(a[0], b[0]) for a, b in zip(r0["spans"], r1["spans"], strict=True)]
+    return statistics.median(makespans), makespans
+
+
 def measure(workload: Workload, method: str, network: str, quick: bool, limits: Limits, seed: int = 1,
-            frac_bits: int = 16) -> Result:
+            frac_bits: int = 16, end_to_end: bool = True) -> Result:
     default = repeats_for(workload, network, quick)
     result = Result(workload.name, method, network)
     started = time.perf_counter()
@@ -443,14 +464,12 @@ def measure(workload: Workload, method: str, network: str, quick: bool, limits: 
     result.bytes_received = max(c[2] for c in counts)
     if len({c[1:] for c in counts}) != 1:
         result.notes.append(f"bytes differ between repeats or parties: {sorted({c[1:] for c in counts})}")
-    medians = (statistics.median(r0["times"]), statistics.median(r1["times"]))
-    result.online_s_by_party = medians
-    if SHARED_CLOCK:  # from the later start to the later end: a party that started first only waited
-        makespans = [max(a[1], b[1]) - max(a[0], b[0]) for a, b in zip(r0["spans"], r1["spans"], strict=True)]
-        result.online_s = statistics.median(makespans)
+    result.online_s_by_party = (statistics.median(r0["times"]), statistics.median(r1["times"]))
+    result.online_s, makespans = _makespan(r0, r1)  # a party that started first only waited
+    if makespans is not None:
         result.extra["makespans"] = makespans
-    else:
-        result.online_s = max(medians)
+    if end_to_end:
+        _measure_end_to_end(result, workload, method, network, warmup, repeats, seed, frac_bits)
     n = r1["ops"]
     result.offline_bytes = (r0["offline"]["bytes_received"] / n, r1["offline"]["bytes_received"] / n)
     result.offline_s = (r0["offline"]["seconds"] / n, r1["offline"]["seconds"] / n)
@@ -466,10 +485,32 @@ def measure(workload: Workload, method: str, network: str, quick: bool, limits: 
     return result
 
 
+def _measure_end_to_end(result: Result, workload: Workload, method: str, network: str, warmup: int, repeats: int,
+                        seed: int, frac_bits: int) -> None:
+    """The same ops with the dealer on demand (its service in this process): result.end_to_end_s."""
+    started = time.perf_counter()
+    try:
+        e0, e1 = mpcrt.run_local(op_program, workload, method, warmup, repeats, seed, transport="tcp",
+                                 processes=True, offline=False, timeout=TIMEOUT, network=network_spec(network),
+                                 frac_bits=frac_bits)
+    except Exception as exc:  # reported, not raised: the online figures stand
+        result.notes.append(f"end to end failed: {type(exc).__name__}: {exc}".splitlines()[0][:200])
+        return
+    finally:
+        result.wall_s += time.perf_counter() - started
+    result.end_to_end_s, makespans = _makespan(e0, e1)
+    result.extra["end_to_end_makespans"] = makespans
+    result.extra["end_to_end_offline"] = (e0["offline"], e1["offline"])
+
+
 # ---- the report ---------------------------------------------------------------------------------------
 
 def _ms(seconds: float) -> str:
     return f"{seconds * 1e3:.1f}" if seconds < 10 else f"{seconds * 1e3:.0f}"
+
+
+def _ms_or_blank(seconds: float) -> str:
+    return "" if math.isnan(seconds) else _ms(seconds)
 
 
 def _rounds(r: Result) -> str:
@@ -491,8 +532,9 @@ def best_methods(results: Sequence[Result]) -> dict[tuple[str, str], Result]:
 
 
 def measurement_table(results: Sequence[Result], network: str) -> str:
-    header = ("workload", "method", "online ms", "rounds", "online MB sent", "online MB recv", "offline MB (p1)",
-              "offline MB (p0)", "offline ms (p1)", "max abs err", "max rel err", "reps", "anchor / note")
+    header = ("workload", "method", "online ms", "end to end ms", "rounds", "online MB sent", "online MB recv",
+              "offline MB (p1)", "offline MB (p0)", "offline ms (p1)", "max abs err", "max rel err", "reps",
+              "anchor / note")
     best = best_methods(results)
     anchors = {w.name: w.anchor for w in WORKLOADS}
     lines = []
@@ -500,7 +542,7 @@ def measurement_table(results: Sequence[Result], network: str) -> str:
         if r.network != network:
             continue
         if not r.ok:
-            lines.append((r.workload, r.method, "SKIPPED" if r.skipped else "FAILED", *[""] * 9,
+            lines.append((r.workload, r.method, "SKIPPED" if r.skipped else "FAILED", *[""] * 10,
                           r.skipped or r.error or ""))
             continue
         a = anchors.get(r.workload)
@@ -509,7 +551,8 @@ def measurement_table(results: Sequence[Result], network: str) -> str:
             note.append(f"max abs err on [0.1, 10]: {r.max_abs_error_crypten_range:.2e}")
         note += r.notes
         star = "*" if best.get((r.workload, r.network)) is r else ""
-        lines.append((r.workload, r.method + star, _ms(r.online_s), _rounds(r), f"{r.bytes_sent / MB:.2f}",
+        lines.append((r.workload, r.method + star, _ms(r.online_s), _ms_or_blank(r.end_to_end_s), _rounds(r),
+                      f"{r.bytes_sent / MB:.2f}",
                       f"{r.bytes_received / MB:.2f}", f"{r.offline_bytes[1] / MB:.2f}",
                       f"{r.offline_bytes[0] / MB:.2f}",
                       _ms(r.offline_s[1]), _err(r.max_abs_error), _err(r.max_rel_error), f"{r.warmup}+{r.repeats}",
@@ -556,6 +599,13 @@ def time_target_rows(results: Sequence[Result], networks: Sequence[str]) -> list
             target = "" if limit is None else f"<= 1/{round(1 / limit)}"
             rows.append(Row(w.name, f"{n}, best ({r.method}): online time / {what}" + ("" if limit else " (no target)"),
                             r.online_s * 1e3, "ms", target, ratio, None if limit is None else ratio <= limit))
+            if n == "loopback" and not math.isnan(r.end_to_end_s):
+                limit = w.targets.end_to_end
+                ratio = r.end_to_end_s / a.seconds
+                what = f"{n}, best ({r.method}): end to end, dealer on demand / CrypTen {a.seconds:g} s"
+                rows.append(Row(w.name, what + ("" if limit else " (no target)"), r.end_to_end_s * 1e3, "ms",
+                                "" if limit is None else f"<= 1/{round(1 / limit)}", ratio,
+                                None if limit is None else ratio <= limit))
     return rows
 
 
@@ -619,6 +669,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="cut, then skip, runs whose dealer material per party exceeds this; above 1.07 the "
                              "dealer's prefetch fails (default %(default)g)")
     parser.add_argument("--frac-bits", type=int, default=16, help="fixed-point fractional bits (default %(default)s)")
+    parser.add_argument("--online-only", action="store_true",
+                        help="skip the second run of each op with the dealer on demand (end to end)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     limits = Limits(args.run_budget_s, args.max_run_s, args.max_material_gb * 1e9)
@@ -635,9 +687,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     for network in networks:
         for w in workloads:
             for method in methods:
-                r = measure(w, method, network, args.quick, limits, frac_bits=args.frac_bits)
+                r = measure(w, method, network, args.quick, limits, frac_bits=args.frac_bits,
+                            end_to_end=not args.online_only)
                 results.append(r)
-                status = (f"{_ms(r.online_s)} ms, {_rounds(r)} rd, {r.warmup}+{r.repeats}" if r.ok else
+                status = (f"{_ms(r.online_s)} ms ({_ms_or_blank(r.end_to_end_s)} end to end), {_rounds(r)} rd, "
+                          f"{r.warmup}+{r.repeats}" if r.ok else
                           r.skipped or f"FAILED ({r.error})")
                 est = r.extra.get("estimate")
                 guess = "" if est is None or not r.repeats else \

@@ -67,3 +67,6 @@ def test_protocols_run_over_a_custom_link():
     result = nonlinear.measure(tiny, "tree", "1000/10", True, nonlinear.Limits(budget_s=30.0))
     # 6 rounds over a 10 ms round trip: at least 6 one-way delays of 5 ms
     assert result.ok and result.rounds == 6 and result.online_s >= 0.030
+    # and again with the dealer on demand: every request of party 1 asked when the op needed it
+    offline = result.extra["end_to_end_offline"][1]
+    assert result.end_to_end_s >= 0.030 and offline["on_demand"] == offline["requests"] > 0
