@@ -364,6 +364,9 @@ class _DealerThread:
         self._task = self._loop.create_task(self._service.serve(self._listener))
         with contextlib.suppress(asyncio.CancelledError):
             self._loop.run_until_complete(self._task)
+        # stopped: end the connections and the listener's accepts, so no task is left pending
+        self._loop.run_until_complete(self._service.close())
+        self._loop.run_until_complete(self._listener.close())
 
     def stop(self) -> None:
         self._loop.call_soon_threadsafe(self._task.cancel)
