@@ -12,7 +12,7 @@ op, after warm-up ops of the same shape and a 1-element reveal as a barrier) is 
 alone. Then the same run again with the dealer on demand (`offline=False`: party 1 asks the dealer's
 service, in this process, when the op needs material; party 0 derives its share then): the "end to
 end" time, the dealer's making and shipping included, as a job that is not streamed runs an op
-(`--online-only` skips it). The barrier lines the parties up only within a one-way delay (20 ms on wan),
+(`--online-only` skips it). The barrier lines the parties up only within a one-way delay of the link,
 so an op's time is taken from the later party's start to the later party's end, both read from the
 machine's monotonic clock.
 Before each run, an in-process probe of the op on a small input estimates its time and dealer material:

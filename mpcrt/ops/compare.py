@@ -41,18 +41,15 @@ from mpcrt.shares import ArithmeticShare
 
 METHODS = ("lpgan", "tree", "dcf")
 # per call and party: (rounds, online bytes sent per element, CPU seconds per element, CPU
-# seconds per call, offline seconds per element), measured on this project's reference
-# machine (docs/COSTS.md; is_non_negative and relu in two processes over TLS, material
-# prefetched, 2026-11-27: the fan-in-4 tree 17.7 ms at 1e5 and 190.5 ms at 1e6 elements,
-# lpgan 28.2 and 151.6 ms; the DCF about 1 ms at 100 to 1,000 elements, 11 ms at 1e4 and
-# 55-75 ms at 1e5: its walk's 63 levels of AES and correction words per element). Offline:
-# party 1's time to receive and ready its material, 35 ms per 1e5 for the tree, 1.5-2 s
-# for the DCF's keys (2 KB per element, for each party, made by the dealer at about 5 us
-# each). Used to pick a method per call
+# seconds per call, offline seconds per element). Rounds and bytes are docs/COSTS.md's
+# (ge0: the tree 6 rounds and 1264 bytes per 64 elements, lpgan 64 and 1504, the DCF one
+# opening of 8 bytes and a key of about 2 KB per element for each party); the seconds are
+# measurements on the reference machine, in docs/BENCHMARKS.md ("The cost model's seconds").
+# Used to pick a method per call
 COST_MODEL = {"tree": (6, 1264 / 64, 0.19e-6, 0.0, 0.35e-6), "lpgan": (64, 1504 / 64, 0.13e-6, 0.0, 0.35e-6),
               "dcf": (1, 8.0, 0.6e-6, 0.5e-3, 16e-6)}
-# when no network is declared: loopback TLS, whose rounds cost about 0.5 ms of processing each
-# (the tree's 8 take 4.6 ms at 100 elements; lpgan's 64 take ~28 ms more than them at 1e5)
+# when no network is declared: loopback TLS (RTT s, bandwidth bit/s; its per-round processing
+# measured in docs/BENCHMARKS.md)
 LOOPBACK = (1e-3, 10e9)
 
 
@@ -205,7 +202,7 @@ async def _open_for_dcf(x: ArithmeticShare, kind: str, points: Sequence[int] = (
     party.send_in_parts([(mid, [masked[lo:hi]]) for mid, (lo, hi) in zip(mids, bounds, strict=True)])
     public = {name: m[name] for name in ("s_cw", "v_cw", "t_cw", "last")}
     opened = torch.empty_like(masked)
-    if len(bounds) == 1 and n * len(points) <= INLINE_WALKS:  # a few ms of walks: not worth a thread
+    if len(bounds) == 1 and n * len(points) <= INLINE_WALKS:  # a short walk: not worth a thread
         (peer,) = await party.receive(mids[0], [spec(masked)])
         opened = masked + peer
         shares = [dcf.evaluate(party.id, m["seed"], public, (opened - t) & LOW63, 0) for t in points]

@@ -19,8 +19,8 @@ piecewise polynomials and range conversions select by them. Two ways:
   Breakpoints that are consecutive powers of two at the share's scale (range conversions)
   need no comparison: the segment is the position of x's leading one (ops.leading), one
   carry network for all bits, 6 rounds and 355 bit rows each way for inv_sqrt's 29 (where
-  the comparisons above take 7 and 2285 / 1468), but 12 ms more of Python per call: taken
-  where that pays (`leading_pays`: on slow links always, on loopback from ~11,000 elements).
+  the comparisons above take 7 and 2285 / 1468), but more Python per call (its circuit is
+  built each time): taken where that pays (`leading_pays`: on slow links always, on loopback from ~11,000 elements).
 
 Each comparison is the sign of a sum of two privately held values plus a shared carry-in:
 MSB(a + b + c) = a_top xor b_top xor carry, carry = G xor (P and c) with (G, P) the
@@ -49,10 +49,10 @@ from mpcrt.shares import ArithmeticShare, stack
 # opening and one key, evaluated at m points
 TREE_WEIGHT = 2.0
 # the leading one against the threshold tree, per party, for the roots' 29 powers of two at
-# f = 16 (CPU measured 2026-11-27, both parties in one process): it saves one round, 241 bytes
-# sent per element (party 0's; party 1's 139: both use this, so they choose alike) and 0.9 us
-# of CPU, for 12 ms more per call (its circuit is built as GF(2) polynomials in Python each
-# time: 20 ms where the tree's is 8)
+# f = 16: (rounds saved, bytes sent saved per element, CPU seconds saved per element), and its
+# extra CPU seconds per call (its circuit is built as GF(2) polynomials in Python each time).
+# One round and 241 bytes (party 0's; party 1's 139: both use this, so they choose alike) are
+# docs/COSTS.md's; the seconds are measurements (docs/BENCHMARKS.md, "The cost model's seconds")
 LEADING_SAVES = (1, 241.0, 0.9e-6)
 LEADING_EXTRA_SECONDS = 12e-3
 
