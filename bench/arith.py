@@ -189,12 +189,14 @@ def plaintext_seconds(workload: Workload, repeats: int, seed: int) -> float:
 
 
 def measure(workload: Workload, repeats: int, seed: int = 1, frac_bits: int = 16, end_to_end: bool = True) -> Result:
-    r0, r1 = mpcrt.run_local(product_program, workload, repeats, seed, transport="tcp", processes=True,
-                             offline=True, timeout=120.0, frac_bits=frac_bits)
+    def run(offline: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+        return mpcrt.run_local(product_program, workload, repeats, seed, transport="tcp", processes=True,
+                               offline=offline, timeout=120.0, frac_bits=frac_bits)
+
+    r0, r1 = run(offline=True)
     end = float("nan")
     if end_to_end:
-        e0, e1 = mpcrt.run_local(product_program, workload, repeats, seed, transport="tcp", processes=True,
-                                 offline=False, timeout=120.0, frac_bits=frac_bits)
+        e0, e1 = run(offline=False)
         end = max(statistics.median(e0["times"]), statistics.median(e1["times"]))
     unique = {(a, b, c) for a, b, c in zip(r0["rounds"] + r1["rounds"], r0["bytes_sent"] + r1["bytes_sent"],
                                              r0["bytes_received"] + r1["bytes_received"])}

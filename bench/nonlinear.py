@@ -447,9 +447,7 @@ def measure(workload: Workload, method: str, network: str, quick: bool, limits: 
             return result
         if (warmup, repeats) != default:
             result.notes.append(f"repeats cut from {default[0]}+{default[1]} to fit the time budget")
-        r0, r1 = mpcrt.run_local(op_program, workload, method, warmup, repeats, seed, transport="tcp", processes=True,
-                                 offline=True, timeout=TIMEOUT, network=network_spec(network),
-                                 frac_bits=frac_bits)
+        r0, r1 = _run(workload, method, network, warmup, repeats, seed, frac_bits, offline=True)
     except Exception as exc:  # a method that fails is reported, not raised
         result.error = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
         result.extra["traceback"] = traceback.format_exc()
@@ -485,14 +483,19 @@ def measure(workload: Workload, method: str, network: str, quick: bool, limits: 
     return result
 
 
+def _run(workload: Workload, method: str, network: str, warmup: int, repeats: int, seed: int, frac_bits: int,
+         offline: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Both parties' records of the ops, the material fetched first (offline) or on demand."""
+    return mpcrt.run_local(op_program, workload, method, warmup, repeats, seed, transport="tcp", processes=True,
+                           offline=offline, timeout=TIMEOUT, network=network_spec(network), frac_bits=frac_bits)
+
+
 def _measure_end_to_end(result: Result, workload: Workload, method: str, network: str, warmup: int, repeats: int,
                         seed: int, frac_bits: int) -> None:
     """The same ops with the dealer on demand (its service in this process): result.end_to_end_s."""
     started = time.perf_counter()
     try:
-        e0, e1 = mpcrt.run_local(op_program, workload, method, warmup, repeats, seed, transport="tcp",
-                                 processes=True, offline=False, timeout=TIMEOUT, network=network_spec(network),
-                                 frac_bits=frac_bits)
+        e0, e1 = _run(workload, method, network, warmup, repeats, seed, frac_bits, offline=False)
     except Exception as exc:  # reported, not raised: the online figures stand
         result.notes.append(f"end to end failed: {type(exc).__name__}: {exc}".splitlines()[0][:200])
         return

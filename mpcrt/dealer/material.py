@@ -596,9 +596,13 @@ class MaskedTimesBit(Kind):
         return {"c": x.base * rho, "cx": _absent() if x.step is None else x.step * rho}
 
     def prepare(self, parts, params, party_id):
+        c = parts["c"]
         if not parts["cx"].numel():
-            return {"c": parts["c"].unsqueeze(0)}
-        return {"c": torch.stack([parts["c"], parts["c"] + times_power(parts["cx"], 64 - _mask_bits(params[0]))])}
+            return {"c": c.unsqueeze(0)}
+        out = torch.empty((2, *c.shape), dtype=c.dtype)  # both variants filled in place: no stack
+        out[0] = c
+        torch.add(c, times_power(parts["cx"], 64 - _mask_bits(params[0])), out=out[1])
+        return {"c": out}
 
 
 class PieceTable(Kind):
@@ -647,9 +651,8 @@ class PieceTable(Kind):
         c0, c1, c2 = table.unbind(-1)
         mask = _mask_parts(source, free["m"])
         m = mask.base.reshape(n, 1) * phi
-        c2m = c2 * m
-        b = c2m.mul_(2).add_(c1)  # B = c1 + 2 c2 m
         a = c2 * m
+        b = torch.add(c1, a, alpha=2)  # B = c1 + 2 c2 m
         a.add_(c1).mul_(m).add_(c0)  # A = c0 + m (c1 + c2 m)
         none = _absent()
         steps = cross = none

@@ -25,6 +25,7 @@ The result is exact for every ring element; x = 0 is non-negative (MSB 0).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
@@ -202,26 +203,30 @@ async def _open_for_dcf(x: ArithmeticShare, kind: str, points: Sequence[int] = (
     party.send_in_parts([(mid, [masked[lo:hi]]) for mid, (lo, hi) in zip(mids, bounds, strict=True)])
     public = {name: m[name] for name in ("s_cw", "v_cw", "t_cw", "last")}
     opened = torch.empty_like(masked)
-    if len(bounds) == 1 and n * len(points) <= INLINE_WALKS:  # a short walk: not worth a thread
-        (peer,) = await party.receive(mids[0], [spec(masked)])
-        opened = masked + peer
-        shares = [dcf.evaluate(party.id, m["seed"], public, (opened - t) & LOW63, 0) for t in points]
-        party.release_later(m)
-        return opened, m, shares
-    loop, walks = asyncio.get_running_loop(), []
-    with ThreadPoolExecutor(1, thread_name_prefix="dcf-walk") as worker:
+    inline = len(bounds) == 1 and n * len(points) <= INLINE_WALKS  # a short walk: not worth a thread
+    walks: list[list[asyncio.Future]] = []
+    with contextlib.nullcontext() if inline else ThreadPoolExecutor(1, thread_name_prefix="dcf-walk") as worker:
         try:
             for mid, (lo, hi) in zip(mids, bounds, strict=True):
                 (peer,) = await party.receive(mid, [spec(masked[lo:hi])])
                 opened[lo:hi] = masked[lo:hi] + peer
-                walks.append([loop.run_in_executor(worker, dcf.evaluate, party.id, m["seed"], public,
-                                                   (opened[lo:hi] - t) & LOW63, lo) for t in points])
+                walks.append([_walk(worker, party.id, m["seed"], public, (opened[lo:hi] - t) & LOW63, lo)
+                              for t in points])
             shares = [torch.cat(await asyncio.gather(*parts)) for parts in zip(*walks, strict=True)]
         finally:
             for walk in (w for part in walks for w in part):
                 walk.cancel()  # queued walks of a failed op do not start (and a running one ends on its own)
     party.release_later(m)  # freed once this party's next frame has left, not inside the caller
     return opened, m, shares
+
+
+def _walk(worker: ThreadPoolExecutor | None, *args: object) -> asyncio.Future:
+    """dcf.evaluate(*args) on the worker thread, or now on the event loop (worker None)."""
+    if worker is not None:
+        return asyncio.get_running_loop().run_in_executor(worker, dcf.evaluate, *args)
+    done = asyncio.get_running_loop().create_future()
+    done.set_result(dcf.evaluate(*args))
+    return done
 
 
 def _xor_public(p: torch.Tensor, c: torch.Tensor, party_id: int) -> torch.Tensor:
