@@ -14,6 +14,7 @@ from mpcrt import ring
 from mpcrt.scope import op_label
 
 if TYPE_CHECKING:
+    from mpcrt.dealer.request import MaskRef
     from mpcrt.runtime import Party
 
 
@@ -28,10 +29,10 @@ class KnownMask:
     can rebuild (the mask of a truncation's opening, or of an opening made ahead): x is as
     good as opened for a later elementwise product, which then needs no opening of x.
 
-    source: the dealer request that made M (dealer.material.mask_source); variant: which of
+    source: the dealer request that made M, in x's shape (dealer.request.MaskRef); variant: which of
     a truncation's two masks each element has, as bools (None for a single mask)."""
 
-    source: tuple
+    source: MaskRef
     variant: torch.Tensor | None
     public: torch.Tensor
     factor: int = 1
@@ -43,7 +44,7 @@ class KnownMask:
     def reshape(self, shape: tuple[int, ...]) -> KnownMask:
         """The mask of x viewed in another shape (same element order)."""
         public = self.public.reshape(shape)
-        return replace(self, source=(*self.source[:4], tuple(public.shape)), public=public,
+        return replace(self, source=self.source.reshaped(tuple(public.shape)), public=public,
                        variant=None if self.variant is None else self.variant.reshape(public.shape))
 
 

@@ -25,10 +25,10 @@ import math
 from collections import deque
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from mpcrt.dealer.material import KINDS, Request
+from mpcrt.dealer.material import Request
 from mpcrt.scope import MessageId, keyed_scope
 
 if TYPE_CHECKING:
@@ -41,7 +41,7 @@ DEFAULT_CHUNK_BYTES = 32 << 20  # material per batch
 
 def held_bytes(request: Request) -> int:
     """About what a party holds of a request's material: 8 bytes per element of each component."""
-    return 8 * sum(math.prod(shape) for shape in KINDS[request.kind].shapes(request.params).values())
+    return 8 * sum(math.prod(shape) for shape in request.spec.shapes().values())
 
 
 @dataclass
@@ -57,29 +57,9 @@ class _Batch:
 
 
 def rekey(request: Request, old: MessageId, new: MessageId) -> Request:
-    """`request` as the iteration under scope path `new` asks for it, recorded under `old`:
-    its step id and the step ids of the earlier requests it names (masks it multiplies,
-    ops.products) move from one prefix to the other; ids outside `old` stay."""
-    params = _rekey_params(request.params, old, new)
-    mid = _moved(request.mid, old, new)
-    return request if mid is request.mid and params is request.params else replace(request, mid=mid, params=params)
-
-
-def _moved(mid: MessageId, old: MessageId, new: MessageId) -> MessageId:
-    return (*new, *mid[len(old):]) if mid[:len(old)] == old else mid
-
-
-def _rekey_params(params: Any, old: MessageId, new: MessageId) -> Any:
-    """Params with every named request (a mask source: (kind, step id, tag, params, shape))
-    moved; anything else kept as is."""
-    if not isinstance(params, tuple) or not any(type(p) is tuple for p in params):
-        return params  # a shape, an index list, coefficients: no step ids inside
-    if (len(params) == 5 and isinstance(params[0], str) and params[0] in KINDS and isinstance(params[1], tuple)
-            and isinstance(params[2], str)):
-        kind, mid, tag, inner, shape = params
-        return (kind, _moved(mid, old, new), tag, _rekey_params(inner, old, new), shape)
-    items = tuple(_rekey_params(p, old, new) for p in params)
-    return params if all(a is b for a, b in zip(items, params, strict=True)) else items
+    """`request` as the iteration under scope path `new` asks for it, recorded under `old`
+    (Request.moved)."""
+    return request.moved(old, new)
 
 
 class MaterialStream:

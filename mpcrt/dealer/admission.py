@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import msgpack
 import numpy as np
 
-from mpcrt.dealer.material import KINDS, Request
+from mpcrt.dealer.material import Request
 from mpcrt.errors import DealerError
 
 GiB = 1 << 30
@@ -45,10 +45,9 @@ class DealerRefused(DealerError):
 def material_bytes(request: Request) -> int:
     """What the dealer allocates to answer `request`: its components and the linked ones.
     Raises ValueError (or the kind's own error) for a malformed request."""
-    kind = KINDS[request.kind]
-    shapes = list(kind.shapes(request.params).values())
-    shapes += [KINDS[source.kind].shapes(source.params)[component]
-               for source, component in kind.linked(request.params).values()]
+    spec = request.spec
+    shapes = list(spec.shapes().values())
+    shapes += [source.spec.shapes()[component] for source, component in spec.linked().values()]
     total = 0
     for shape in shapes:
         if not all(isinstance(d, int) and d >= 0 for d in shape):
@@ -118,7 +117,7 @@ class Admission:
                                               f"{request.kind} material at step {step}, more than one request may "
                                               f"have ({_amount(self.limits.request_bytes)})")
             total += size
-            hashes.append(self._steps.hash(msgpack.packb([party_id, list(request.mid), request.tag])))
+            hashes.append(self._steps.hash(msgpack.packb([party_id, list(request.mid)])))
         seen_before = self._steps.seen(hashes)
         first: dict[int, int] = {}
         repeated = [i for i, h in enumerate(hashes) if seen_before[i] or first.setdefault(h, i) != i]
@@ -137,9 +136,6 @@ class Admission:
 
     @staticmethod
     def _size(request: Request, party_id: int, step: str) -> int:
-        if request.kind not in KINDS:
-            raise DealerRefused(party_id, f"party {party_id} asked the dealer for an unknown kind of material "
-                                          f"{request.kind!r} at step {step}")
         try:
             return material_bytes(request)
         except (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError) as exc:
@@ -148,8 +144,7 @@ class Admission:
 
 
 def _step_name(request: Request) -> str:
-    tag = f" {request.tag!r}" if request.tag else ""
-    return f"{request.mid}{tag}"[:200]
+    return f"{request.mid}"[:200]
 
 
 def _amount(nbytes: int) -> str:

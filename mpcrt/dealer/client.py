@@ -11,12 +11,13 @@ from __future__ import annotations
 import asyncio
 import time
 from abc import ABC, abstractmethod
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 
 from mpcrt.dealer.admission import Admission, DealerLimits
-from mpcrt.dealer.material import KINDS, Request, answer, answer_names, answer_specs, derive
+from mpcrt.dealer.material import Request, answer, answer_names, answer_specs, derive
+from mpcrt.dealer.request import M
 from mpcrt.errors import DealerError
 from mpcrt.scope import MessageId, background_task, in_slices
 from mpcrt.stats import Stats
@@ -89,14 +90,14 @@ class DealerClient:
         self.source = source
         self.stats: Stats | None = None  # set by the party it serves
         self.recording: list[Request] | None = None  # the requests `get` is asked for, while set (mpcrt.stream)
-        self._ready: dict[Request, dict[str, torch.Tensor]] = {}
+        self._ready: dict[Request, Any] = {}  # request -> its prepared material
         self._coming: dict[Request, asyncio.Future[None]] = {}  # requests of a prefetch under way
         self._dropped: set[Request] = set()  # of those, the ones discarded before they came
-        self._streamed_steps: dict[tuple[MessageId, str], Request] = {}  # (step, tag) -> request streamed ahead
+        self._streamed_steps: dict[MessageId, Request] = {}  # step -> request streamed ahead
         self.pacer: Pacer | None = None  # set by a stream that holds batches back (mpcrt.stream)
 
-    async def get(self, request: Request) -> dict[str, torch.Tensor]:
-        """This party's share of every component of `request`'s material."""
+    async def get(self, request: Request[M]) -> M:
+        """This party's material for `request`, as its kind's Material dataclass."""
         if self.recording is not None:
             self.recording.append(request)
         coming = self._coming.get(request)
@@ -113,17 +114,17 @@ class DealerClient:
             coming.result()  # raises what the prefetch met
         ready = self._ready.pop(request, None)
         if ready is not None:
-            self._streamed_steps.pop((request.mid, request.tag), None)
+            self._streamed_steps.pop(request.mid, None)
             if self.stats is not None:
                 self.stats.offline.ahead += 1
             if self.pacer is not None:
                 self.pacer.taken(request)
             return ready
-        streamed = self._streamed_steps.get((request.mid, request.tag))
+        streamed = self._streamed_steps.get(request.mid)
         if streamed is not None:
             raise DealerError(
                 f"{request.kind} at step {request.mid} is not what the plan streamed ahead for that step "
-                f"({streamed.kind}, {str(streamed.params)[:120]}); a program run in an mpcrt.stream.MaterialStream "
+                f"({str(streamed.spec)[:160]}); a program run in an mpcrt.stream.MaterialStream "
                 "must repeat its plan once two iterations agreed (a public value that drifts between iterations "
                 "and changes an op's parameters breaks that: fix its encoding, see ops.scale's exponent), or run "
                 "without streaming")
@@ -155,7 +156,7 @@ class DealerClient:
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         for request in requests:
             self._coming[request] = done
-            self._streamed_steps[request.mid, request.tag] = request
+            self._streamed_steps[request.mid] = request
         return done
 
     def cancel_expected(self, requests: list[Request], done: asyncio.Future[None]) -> None:
@@ -164,7 +165,7 @@ class DealerClient:
             if self._coming.get(request) is done:
                 del self._coming[request]
             self._dropped.discard(request)
-            self._streamed_steps.pop((request.mid, request.tag), None)
+            self._streamed_steps.pop(request.mid, None)
         if not done.done():
             done.set_result(None)
 
@@ -195,7 +196,7 @@ class DealerClient:
         returns how many were dropped."""
         dropped = 0
         for request in requests:
-            self._streamed_steps.pop((request.mid, request.tag), None)
+            self._streamed_steps.pop(request.mid, None)
             coming = self._coming.get(request)
             if coming is not None and coming.done():  # a batch that failed
                 del self._coming[request]
@@ -207,25 +208,25 @@ class DealerClient:
         return dropped
 
     def _needs_dealer(self, request: Request) -> bool:
-        if self.party_id == 0 and not KINDS[request.kind].public:
+        if self.party_id == 0 and not request.spec.public:
             return False  # party 0 derives everything else from its seed
         if self.source is None:
             raise DealerError(f"{request.kind} material needs the dealer at party 0 too (e.g. comparison "
                               "method 'dcf'); give party 0 a connection to the dealer")
         return True
 
-    def _assemble_one(self, asked: tuple[Request, list[torch.Tensor]]) -> dict[str, torch.Tensor]:
+    def _assemble_one(self, asked: tuple[Request, list[torch.Tensor]]) -> Any:
         """This party's material for a request: its seeded parts and what the dealer sent."""
         request, answered = asked
-        kind = KINDS[request.kind]
-        parts = {name: derive(request, self.seed, name) for name in kind.free}
+        spec = request.spec
+        parts = {name: derive(request, self.seed, name) for name in spec.free}
         if self.party_id == 0:
-            parts.update({name: derive(request, self.seed, name) for name in kind.dependent})
+            parts.update({name: derive(request, self.seed, name) for name in spec.dependent})
         if answered or answer_names(request, self.party_id):
             self._check(request, answered)
             widened = [t if t.dtype == torch.int64 else t.to(torch.int64) for t in answered]  # narrow: low bits matter
             parts.update(zip(answer_names(request, self.party_id), widened, strict=True))
-        return kind.prepare(parts, request.params, self.party_id)
+        return spec.prepare(parts, self.party_id)
 
     def _check(self, request: Request, fetched: list[torch.Tensor]) -> None:
         expected = answer_specs(request, self.party_id)

@@ -101,7 +101,7 @@ def _parse(frame: bytearray, certified: str | None) -> tuple[int, list[Request]]
         if party_id not in (0, 1) or isinstance(party_id, bool) or not isinstance(items, tuple):
             raise ValueError("not a request frame")
         requests = [Request.from_wire(item) for item in items]
-    except (ValueError, KeyError, TypeError, msgpack.UnpackException) as exc:
+    except (ValueError, KeyError, TypeError, RecursionError, msgpack.UnpackException) as exc:
         who = certified or "a party"
         raise DealerRefused(-1, f"{who} sent the dealer a malformed frame ({type(exc).__name__}: {exc})"[:300]) \
             from None

@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 import torch
 
-from mpcrt.dealer.material import product_subsets
+from mpcrt.dealer.kinds import product_subsets
 from mpcrt.ops.boolean import KnownRows, OpenedRows, open_inputs
 
 Monomial = frozenset[int]

@@ -10,7 +10,17 @@ from dataclasses import dataclass
 import torch
 
 from mpcrt.binary import BinaryShare
-from mpcrt.dealer.material import Request, mask_source, product_subsets, unpack_bool
+from mpcrt.dealer.kinds import (
+    AndTriple,
+    KnownRowMasks,
+    MaskedTimesBit,
+    MultiAndTriple,
+    PrivateAndTriple,
+    RandomBits,
+    product_subsets,
+)
+from mpcrt.dealer.packing import unpack_bool
+from mpcrt.dealer.request import Request
 from mpcrt.messages import spec
 from mpcrt.ops.products import open_masked
 from mpcrt.scope import op_label
@@ -25,14 +35,13 @@ async def and_(x: BinaryShare, y: BinaryShare | torch.Tensor | int) -> BinarySha
     if not isinstance(y, BinaryShare):
         return x._like(x.value & torch.as_tensor(y, dtype=torch.int64))
     party = x.party
-    params = (tuple(x.shape),) if x.shape == y.shape else (tuple(x.shape), tuple(y.shape))
     with op_label("and"):
         mid = party.next_id()
-        m = await party.dealer.get(Request("and", mid, "", params))
-        e_mine, d_mine = x.value ^ m["a"], y.value ^ m["b"]
+        m = await party.dealer.get(Request(mid, AndTriple(tuple(x.shape), tuple(y.shape))))
+        e_mine, d_mine = x.value ^ m.a, y.value ^ m.b
         e_peer, d_peer = await party.exchange([e_mine, d_mine], mid=mid)
     e, d = e_mine ^ e_peer, d_mine ^ d_peer
-    z = m["c"] ^ (e & m["b"]) ^ (d & m["a"])
+    z = m.c ^ (e & m.b) ^ (d & m.a)
     if party.id == 0:
         z = z ^ (e & d)
     return x._like(z)
@@ -47,7 +56,7 @@ class OpenedRows:
 
     public: torch.Tensor  # (rows of x, words)
     share: torch.Tensor  # this party's XOR share of the mask
-    source: tuple  # the `pand` request, as dealer.material.mask_source names it
+    source: Request  # the private AND's
 
 
 @dataclass
@@ -61,11 +70,11 @@ class KnownRows:
     share: torch.Tensor
     ids: tuple[tuple[int, ...], ...]
     block: int
-    source: tuple
+    source: Request  # the private AND's
 
-    def spec(self) -> tuple:
-        """What the dealer needs to rebuild the masks: the pand request, blocks, rows."""
-        return self.source, self.block, tuple(zip(self.rows, self.ids, strict=True))
+    def spec(self) -> KnownRowMasks:
+        """What the dealer needs to rebuild the masks: the private AND's request, blocks, rows."""
+        return KnownRowMasks(self.source, self.block, tuple(zip(self.rows, self.ids, strict=True)))
 
 
 async def monomials(party, x: torch.Tensor, terms: tuple[tuple[int, ...], ...],
@@ -73,7 +82,7 @@ async def monomials(party, x: torch.Tensor, terms: tuple[tuple[int, ...], ...],
     r"""XOR shares of the AND of the rows of x named by each term (x: this party's XOR shares,
     shape (k, ...)), every term in one round, each row of x opened once: with e = x xor a,
     AND_(i in T) x_i = XOR over S in T of AND_(i in T \ S) e_i & AND_(i in S) a_i, and the
-    dealer shares the products of the masks (dealer kind `mand`). Rows in `known` are public
+    dealer shares the products of the masks (dealer kind MultiAndTriple). Rows in `known` are public
     up to a mask already and are not opened. Shape (len(terms), ...)."""
     e, mask_rows, mask_products = await open_inputs(party, x, terms, known)
     masks = {(i,): row for i, row in enumerate(mask_rows)}  # known rows: this party's share of the and_private's
@@ -109,21 +118,20 @@ async def and_private(party, mine: torch.Tensor, shape_x: tuple[int, ...], shape
     x ^ y[index], public up to a mask (`OpenedRows`), which the same round paid for."""
     with op_label("and"):
         mid = party.next_id()
-        request = Request("pand", mid, "", (tuple(shape_x), tuple(shape_y), tuple(index)))
+        request = Request(mid, PrivateAndTriple(tuple(shape_x), tuple(shape_y), tuple(index)))
         m = await party.dealer.get(request)
         expected = tuple(shape_x) if party.id == 0 else tuple(shape_y)
         if tuple(mine.shape) != expected:
             raise ValueError(f"party {party.id}'s operand has shape {tuple(mine.shape)}, expected {expected}")
-        masked = mine ^ (m["a"] if party.id == 0 else m["b"])
+        masked = mine ^ (m.a if party.id == 0 else m.b)
         theirs = tuple(shape_y) if party.id == 0 else tuple(shape_x)
         (peer,) = await party.exchange([masked], mid=mid, expect=[spec(masked.new_empty(theirs))])
     # x & y = (e ^ a) & (d ^ b) with e = x ^ a, d = y ^ b public: party 0 knows a, party 1 b
     if party.id == 0:
         d = peer[index]
-        return (BinaryShare(party, m["c"] ^ (masked & d) ^ (m["a"] & d)),
-                OpenedRows(masked ^ d, m["a"], mask_source(request)))
-    b = m["b"][index]
-    return BinaryShare(party, m["c"] ^ (peer & b)), OpenedRows(peer ^ masked[index], b, mask_source(request))
+        return BinaryShare(party, m.c ^ (masked & d) ^ (m.a & d)), OpenedRows(masked ^ d, m.a, request)
+    b = m.b[index]
+    return BinaryShare(party, m.c ^ (peer & b)), OpenedRows(peer ^ masked[index], b, request)
 
 
 async def bit_to_arith(bits: BinaryShare, nbits: int) -> ArithmeticShare:
@@ -137,12 +145,12 @@ async def bit_to_arith(bits: BinaryShare, nbits: int) -> ArithmeticShare:
         raise ValueError(f"{bits.value.numel()} words hold fewer than {nbits} bits")
     with op_label("b2a"):
         mid = party.next_id()
-        m = await party.dealer.get(Request("bits", mid, "", (nbits,)))
-        words = bits.value.reshape(-1)[:m["packed"].numel()]
-        masked = words ^ m["packed"]
+        m = await party.dealer.get(Request(mid, RandomBits(nbits)))
+        words = bits.value.reshape(-1)[:m.packed.numel()]
+        masked = words ^ m.packed
         (peer,) = await party.exchange([masked], mid=mid)
     c = unpack_bool(masked ^ peer, nbits)
-    return ArithmeticShare(party, _ring_bit(c, m["arith"], party.id), 0, torch.int64)
+    return ArithmeticShare(party, _ring_bit(c, m.arith, party.id), 0, torch.int64)
 
 
 def _ring_bit(c: torch.Tensor, rho: torch.Tensor, party_id: int) -> torch.Tensor:
@@ -159,7 +167,7 @@ class OpenedBit:
 
     c: torch.Tensor  # public bools, in the elements' shape
     rho: torch.Tensor  # this party's ring share of rho
-    source: tuple  # the dealer request that made rho
+    source: Request  # the RandomBits request that made rho
     party_id: int
 
     def arith(self) -> torch.Tensor:
@@ -173,24 +181,24 @@ async def open_bit(bits: BinaryShare, shape: tuple[int, ...]) -> OpenedBit:
     party, n = bits.party, math.prod(shape)
     with op_label("open_bit"):
         mid = party.next_id()
-        request = Request("bits", mid, "", (n,))
+        request = Request(mid, RandomBits(n))
         m = await party.dealer.get(request)
-        masked = bits.value.reshape(-1)[:m["packed"].numel()] ^ m["packed"]
+        masked = bits.value.reshape(-1)[:m.packed.numel()] ^ m.packed
         (peer,) = await party.exchange([masked], mid=mid)
     c = unpack_bool(masked ^ peer, n).reshape(shape)
-    return OpenedBit(c, m["arith"].reshape(shape), mask_source(request), party.id)
+    return OpenedBit(c, m.arith.reshape(shape), request, party.id)
 
 
 async def times_bit(x: ArithmeticShare, bit: OpenedBit) -> ArithmeticShare:
     """x * b for masked x (ops.products.open_masked) and an opened bit: no communication.
     x b = c x + (1 - 2c) x rho, and x rho = p rho + M rho for x = p + M, the dealer sharing
-    M rho (kind `mbit`). No truncation (b is an integer)."""
+    M rho (kind MaskedTimesBit). No truncation (b is an integer)."""
     party, mask = x.party, x.mask
     if mask is None:
         raise ValueError("times_bit needs a masked share (open it with ops.open_masked)")
     with op_label("mul_bit"):
-        request = Request("mbit", party.next_id(), "", (mask.source, bit.source))
-        products = (await party.dealer.get(request))["c"]
+        request = Request(party.next_id(), MaskedTimesBit(mask.source, bit.source))
+        products = (await party.dealer.get(request)).products
     m_rho = products[0] if mask.variant is None else torch.where(mask.variant, products[1], products[0])
     x_rho = mask.public * bit.rho + mask.factor * m_rho
     return x._with(torch.where(bit.c, x.value - x_rho, x_rho), x.frac_bits)
@@ -216,16 +224,16 @@ async def open_inputs(party, x: torch.Tensor, terms: tuple[tuple[int, ...], ...]
     at once (ops.bitpoly): the inputs opened (known rows: their public values), this party's
     XOR share of each input's mask (known rows: of the and_private's), and its shares of the
     mask products, one row per `product_subsets(terms)` entry. Same material, same bytes."""
-    params = (tuple(x.shape), terms) if known is None else (tuple(x.shape), terms, known.spec())
+    spec = MultiAndTriple(tuple(x.shape), terms, None if known is None else known.spec())
     with op_label("and"):
         mid = party.next_id()
-        m = await party.dealer.get(Request("mand", mid, "", params))
+        m = await party.dealer.get(Request(mid, spec))
         fresh = list(range(len(x))) if known is None else [i for i in range(len(x)) if i not in known.rows]
-        e_mine = x[fresh] ^ m["a"][fresh]
+        e_mine = x[fresh] ^ m.a[fresh]
         (e_peer,) = await party.exchange([e_mine], mid=mid)
-    e, masks = torch.empty_like(x), m["a"].clone()
+    e, masks = torch.empty_like(x), m.a.clone()
     e[fresh] = e_mine ^ e_peer
     if known is not None:
         e[list(known.rows)] = known.public
         masks[list(known.rows)] = known.share
-    return e, masks, m["c"]
+    return e, masks, m.c

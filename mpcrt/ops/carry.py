@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
+from mpcrt.dealer.request import Request
 from mpcrt.ops.boolean import KnownRows, OpenedRows, monomials
 
 FAN_IN = 3
@@ -39,7 +40,7 @@ class PublicRows:
     public: torch.Tensor
     share: torch.Tensor
     ids: torch.Tensor
-    source: tuple
+    source: Request  # the and_private's
 
     @staticmethod
     def of(opened: OpenedRows, start: int, stop: int, shape: tuple[int, ...]) -> PublicRows:

@@ -28,12 +28,15 @@ import asyncio
 import contextlib
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import torch
 
 from mpcrt.binary import BinaryShare
 from mpcrt.dealer import dcf
-from mpcrt.dealer.material import Request, pack_bits
+from mpcrt.dealer.kinds import SignKey, SignKeyMaterial, SignTimesMaskKey
+from mpcrt.dealer.packing import pack_bits
+from mpcrt.dealer.request import Request
 from mpcrt.messages import spec
 from mpcrt.ops.boolean import and_, and_private, bit_to_arith
 from mpcrt.ops.carry import CarryGroup, PublicRows, reduce_carries
@@ -180,14 +183,15 @@ def _parts(n: int) -> list[tuple[int, int]]:
     return bounds or [(0, 0)]
 
 
-async def _open_for_dcf(x: ArithmeticShare, kind: str, points: Sequence[int] = (0,)
-                        ) -> tuple[torch.Tensor, dict[str, torch.Tensor], list[torch.Tensor]]:
-    """Open o = x + r for the dealer's DCF of `kind` (one round): (o, the material, for each
-    public t in `points` this party's shares of (1 - 2 MSB(r)) [low63(o - t) < low63(r)]
-    times the payload). With MSB(r) times the payload added, that is c_t = MSB(r) xor
-    [low63(o - t) < low63(r)] times it, and MSB(x - t) = MSB(o - t) xor c_t: one key per
-    element serves every point, since x - t is masked by the same r (a DCF key may be
-    evaluated anywhere; only the outputs' shares come of it).
+async def _open_for_dcf(x: ArithmeticShare, kind: type[SignKey], points: Sequence[int] = (0,)
+                        ) -> tuple[torch.Tensor, Any, list[torch.Tensor]]:
+    """Open o = x + r for the dealer's DCF of `kind` (SignKey or SignTimesMaskKey; one
+    round): (o, the material, for each public t in `points` this party's shares of
+    (1 - 2 MSB(r)) [low63(o - t) < low63(r)] times the payload). With MSB(r) times the
+    payload added, that is c_t = MSB(r) xor [low63(o - t) < low63(r)] times it, and
+    MSB(x - t) = MSB(o - t) xor c_t: one key per element serves every point, since x - t
+    is masked by the same r (a DCF key may be evaluated anywhere; only the outputs' shares
+    come of it).
 
     The opening leaves in parts (_parts), consecutive frames of the one round, and each
     part's keys are queued for a walk as soon as it arrives: one worker thread walks the
@@ -198,10 +202,10 @@ async def _open_for_dcf(x: ArithmeticShare, kind: str, points: Sequence[int] = (
     n = flat.numel()
     bounds = _parts(n)
     mids = [party.next_id() for _ in bounds]
-    m = await party.dealer.get(Request(kind, mids[0], "", (n,)))
-    masked = flat + m["r"]
+    m: SignKeyMaterial = await party.dealer.get(Request(mids[0], kind(n)))
+    masked = flat + m.r
     party.send_in_parts([(mid, [masked[lo:hi]]) for mid, (lo, hi) in zip(mids, bounds, strict=True)])
-    public = {name: m[name] for name in ("s_cw", "v_cw", "t_cw", "last")}
+    public = m.correction_words()
     opened = torch.empty_like(masked)
     inline = len(bounds) == 1 and n * len(points) <= INLINE_WALKS  # a short walk: not worth a thread
     walks: list[list[asyncio.Future]] = []
@@ -210,7 +214,7 @@ async def _open_for_dcf(x: ArithmeticShare, kind: str, points: Sequence[int] = (
             for mid, (lo, hi) in zip(mids, bounds, strict=True):
                 (peer,) = await party.receive(mid, [spec(masked[lo:hi])])
                 opened[lo:hi] = masked[lo:hi] + peer
-                walks.append([_walk(worker, party.id, m["seed"], public, (opened[lo:hi] - t) & LOW63, lo)
+                walks.append([_walk(worker, party.id, m.seed, public, (opened[lo:hi] - t) & LOW63, lo)
                               for t in points])
             shares = [torch.cat(await asyncio.gather(*parts)) for parts in zip(*walks, strict=True)]
         finally:
@@ -239,8 +243,8 @@ async def below_dcf(x: ArithmeticShare, points: Sequence[int]) -> ArithmeticShar
     shape (len(points), *x.shape), by the dealer's DCF: one round, one opening and one key
     per element for all the points (exact while |x - t| < 2^63)."""
     with op_label("msb[dcf]"):
-        opened, m, lts = await _open_for_dcf(x, "dcf", points)
-    rows = [_xor_public(((opened - t) < 0).long(), m["msb_r"] + lt[:, 0], x.party.id) for t, lt in zip(points, lts,
+        opened, m, lts = await _open_for_dcf(x, SignKey, points)
+    rows = [_xor_public(((opened - t) < 0).long(), m.msb_r + lt[:, 0], x.party.id) for t, lt in zip(points, lts,
                                                                                                      strict=True)]
     return ArithmeticShare(x.party, torch.stack(rows).reshape(len(points), *x.shape), 0, torch.int64)
 
@@ -256,13 +260,13 @@ async def relu_dcf(x: ArithmeticShare) -> tuple[ArithmeticShare, ArithmeticShare
     is local (Boyle et al., Eurocrypt 2021: ReLU from one masked opening)."""
     party = x.party
     with op_label("msb[dcf]"):
-        opened, m, (lt,) = await _open_for_dcf(x, "dcf_relu")
+        opened, m, (lt,) = await _open_for_dcf(x, SignTimesMaskKey)
     p = (opened < 0).long()
-    c, c_r = m["msb_r"] + lt[:, 0], m["msb_r_r"] + lt[:, 1]  # c and c * r
+    c, c_r = m.msb_r + lt[:, 0], m.msb_r_r + lt[:, 1]  # c and c * r
     sign = _xor_public(p, c, party.id)
-    sign_r = p * m["r"] + (1 - 2 * p) * c_r  # MSB(x) * r
+    sign_r = p * m.r + (1 - 2 * p) * c_r  # MSB(x) * r
     ge0 = (1 if party.id == 0 else 0) - sign
-    product = ge0 * opened - m["r"] + sign_r
+    product = ge0 * opened - m.r + sign_r
     return x._with(product.reshape(x.shape), x.frac_bits), ArithmeticShare(party, ge0.reshape(x.shape), 0,
                                                                             torch.int64)
 

@@ -31,7 +31,9 @@ import torch
 
 from mpcrt import ring
 from mpcrt.binary import BinaryShare
-from mpcrt.dealer.material import Request, unpack_index
+from mpcrt.dealer.kinds import PieceTable
+from mpcrt.dealer.packing import unpack_index
+from mpcrt.dealer.request import Request
 from mpcrt.ops.boolean import bit_to_arith, open_bit, times_bit
 from mpcrt.ops.products import mul, open_masked, square
 from mpcrt.ops.segments import pick, segment_method, segment_onehot, threshold_bits
@@ -151,7 +153,7 @@ async def _evaluate_by_lookup(x: ArithmeticShare, pw: Piecewise) -> ArithmeticSh
     """pw(x) for flat x with the segment's coefficients looked up, not selected: the tree's
     threshold bits give the inner segment's index as XOR shares (locally: one-hot rows are
     XORs of neighbouring thresholds, index bits XORs of one-hot rows), which is opened under
-    a random XOR mask (dealer kind `lut`) while x is opened masked; the dealer's table for
+    a random XOR mask (dealer kind PieceTable) while x is opened masked; the dealer's table for
     the opened value makes c0 + c1 x + c2 x^2 local, truncated once. Outside [t_1, t_m) the
     index is meaningless: the piece's value is multiplied by the opened bit `inside` (local
     on the truncation's masked output) and the outer constants added from [x < t_1] and
@@ -174,8 +176,8 @@ async def _evaluate_by_lookup(x: ArithmeticShare, pw: Piecewise) -> ArithmeticSh
     assert mask is not None
     with op_label("lookup"):
         mid = party.next_id()
-        table = await party.dealer.get(Request("lut", mid, "", (n, bits, coefficients, mask.factor, mask.source)))
-        masked = index ^ table["delta"]
+        table = await party.dealer.get(Request(mid, PieceTable(n, bits, coefficients, mask.factor, mask.source)))
+        masked = index ^ table.delta
         (peer,), inside, outer = await asyncio.gather(
             party.exchange([masked], mid=mid), open_bit(BinaryShare(party, g[0] ^ g[m - 1]), (n,)),
             bit_to_arith(BinaryShare(party, torch.stack([(~ge[0]).value, g[m - 1]]).reshape(-1)), 2 * g.shape[1] * 64))
@@ -183,8 +185,8 @@ async def _evaluate_by_lookup(x: ArithmeticShare, pw: Piecewise) -> ArithmeticSh
     u = unpack_index(opened, n)
     if mask.variant is not None:
         u = u + (mask.variant.long() << bits)
-    per_element = table["table"].shape[1] // n  # table rows per element: u, and the mask's variant
-    a, b, c = torch.index_select(table["table"], 1, torch.arange(0, n * per_element, per_element) + u)
+    per_element = table.table.shape[1] // n  # table rows per element: u, and the mask's variant
+    a, b, c = torch.index_select(table.table, 1, torch.arange(0, n * per_element, per_element) + u)
     p = mask.public
     inner = await truncate(ArithmeticShare(party, torch.addcmul(a, p, torch.addcmul(b, p, c)), 2 * f + e, x.dtype),
                            f + e)

@@ -16,7 +16,8 @@ from typing import Any
 import torch
 
 from mpcrt import ring
-from mpcrt.dealer.material import BILINEAR, Request, broadcast, mask_source
+from mpcrt.dealer.kinds import BILINEAR, BeaverTriple, MaskedProduct, OpeningMask, SquarePair, broadcast
+from mpcrt.dealer.request import MaskRef, Request
 from mpcrt.ops.truncation import truncate
 from mpcrt.scope import op_label
 from mpcrt.shares import ArithmeticShare, KnownMask, ring_int
@@ -49,11 +50,12 @@ async def open_masked(x: ArithmeticShare) -> ArithmeticShare:
     party = x.party
     with op_label("open"):
         mid = party.next_id()
-        request = Request("mask", mid, "", (tuple(x.shape),))
+        request = Request(mid, OpeningMask(tuple(x.shape)))
         m = await party.dealer.get(request)
-        e_mine = x.value - m["a"]
+        e_mine = x.value - m.a
         (e_peer,) = await party.exchange([e_mine], mid=mid)
-    return ArithmeticShare(party, x.value, x.frac_bits, x.dtype, KnownMask(mask_source(request), None, e_mine + e_peer))
+    mask = KnownMask(MaskRef(request, tuple(x.shape)), None, e_mine + e_peer)
+    return ArithmeticShare(party, x.value, x.frac_bits, x.dtype, mask)
 
 
 async def _masked_product(x: ArithmeticShare, y: ArithmeticShare) -> torch.Tensor:
@@ -63,13 +65,13 @@ async def _masked_product(x: ArithmeticShare, y: ArithmeticShare) -> torch.Tenso
     party, mx, my = x.party, x.mask, y.mask
     assert mx is not None and my is not None
     with op_label("mul"):
-        m = await party.dealer.get(Request("mprod", party.next_id(), "", (mx.source, my.source)))
+        m = await party.dealer.get(Request(party.next_id(), MaskedProduct(mx.source, my.source)))
     if mx.source == my.source:  # a square: the dealer sent each variant's square
         index = 0 if mx.variant is None else mx.variant
     else:
         variants_y = 1 if my.variant is None else 2
         index = (0 if mx.variant is None else mx.variant * variants_y) + (0 if my.variant is None else my.variant)
-    mn = _pick_variant(m["c"], index, broadcast(tuple(x.shape), tuple(y.shape)))
+    mn = _pick_variant(m.products, index, broadcast(tuple(x.shape), tuple(y.shape)))
     factor = ring_int(mx.factor * my.factor)
     mn = mn if factor == 1 else mn * factor
     # p y + x q - p q (party 0 only), the subtraction on the smaller operand (a broadcast one);
@@ -103,13 +105,13 @@ async def _product(op: str, x: Any, y: Any, kwargs: dict[str, Any], truncation: 
         party = x.party
         with op_label(op):
             mid = party.next_id()
-            m = await party.dealer.get(Request("triple", mid, "", (op, tuple(x.shape), tuple(y.shape),
-                                                                     _kwargs_key(kwargs))))
-            e_mine, d_mine = x.value - m["a"], y.value - m["b"]
+            m = await party.dealer.get(Request(mid, BeaverTriple(op, tuple(x.shape), tuple(y.shape),
+                                                                 _kwargs_key(kwargs))))
+            e_mine, d_mine = x.value - m.a, y.value - m.b
             e_peer, d_peer = await party.exchange([e_mine, d_mine], mid=mid)
             e, d = e_mine + e_peer, d_mine + d_peer
-            b = m["b"] + d if party.id == 0 else m["b"]
-            z = m["c"] + f(e, b, **kwargs) + f(m["a"], d, **kwargs)
+            b = m.b + d if party.id == 0 else m.b
+            z = m.c + f(e, b, **kwargs) + f(m.a, d, **kwargs)
         fx, fy, like = x.frac_bits, y.frac_bits, x
     elif isinstance(x, ArithmeticShare):
         enc, fy = _public(y, x.party)
@@ -153,10 +155,10 @@ async def square(x: ArithmeticShare, *, truncation: str | None = None, frac_bits
     else:
         with op_label("square"):
             mid = party.next_id()
-            m = await party.dealer.get(Request("square", mid, "", (tuple(x.shape),)))
-            e_mine = x.value - m["a"]
+            m = await party.dealer.get(Request(mid, SquarePair(tuple(x.shape))))
+            e_mine = x.value - m.a
             (e_peer,) = await party.exchange([e_mine], mid=mid)
-            z = _square_from_opening(e_mine + e_peer, m["a"], m["c"], party.id)
+            z = _square_from_opening(e_mine + e_peer, m.a, m.c, party.id)
     target = x.frac_bits if frac_bits is None else frac_bits
     return await truncate(x._with(z, 2 * x.frac_bits), 2 * x.frac_bits - target, truncation)
 

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import torch
 
-from mpcrt.dealer.material import Request, mask_source
+from mpcrt.dealer.kinds import TruncationPair
+from mpcrt.dealer.request import MaskRef, Request
 from mpcrt.scope import op_label
 from mpcrt.shares import ArithmeticShare, KnownMask
 
@@ -40,21 +41,21 @@ async def truncate(x: ArithmeticShare, bits: int, method: str | None = None) -> 
     party = x.party
     with op_label("trunc"):
         mid = party.next_id()
-        request = Request("trunc", mid, "", (tuple(x.shape), bits))
+        request = Request(mid, TruncationPair(tuple(x.shape), bits))
         m = await party.dealer.get(request)
-        masked = x.value + m["r"]  # party 0's mask includes the offset 2^62
+        masked = x.value + m.r  # party 0's mask includes the offset 2^62
         (peer,) = await party.exchange([masked], mid=mid)
     c = masked + peer
     # wrapped = MSB(r) and not MSB(c): the dealer's material has this party's correction
     # -(r >> bits) + wrapped * 2^(64 - bits) (less the offset's 2^(62 - bits) at party 0) both ways
     wrapped = c >= 0
-    y = torch.where(wrapped, m["wrapped"], m["not_wrapped"])
+    y = torch.where(wrapped, m.wrapped, m.not_wrapped)
     public = c >> bits
     if party.id == 0:
         y += public
     # y is public up to the dealer's correction: a later product needs no opening of y
     out = x._with(y, x.frac_bits - bits)
-    out.mask = KnownMask(mask_source(request), wrapped, public)
+    out.mask = KnownMask(MaskRef(request, tuple(x.shape)), wrapped, public)
     return out
 
 

@@ -17,6 +17,7 @@ import torch
 import mpcrt
 from mpcrt import ops, prg
 from mpcrt.dealer import DealerLimits, DealerRefused, DealerService, LocalDealer, Request
+from mpcrt.dealer.kinds import TruncationPair
 from mpcrt.dealer.material import KINDS, answer, derive
 from mpcrt.local import _connect_dealer, _dealer_tls
 from mpcrt.messages import decode
@@ -61,8 +62,8 @@ def recover_mask(real: list[torch.Tensor], forged: list[torch.Tensor]) -> torch.
 
 
 def attack_answers(mid: tuple[int, ...] = (7,)) -> tuple[Request, list[torch.Tensor], list[torch.Tensor]]:
-    real = Request("trunc", mid, "", (SHAPE, BITS))
-    forged = Request("trunc", mid, "", (SHAPE, 0))
+    real = Request(mid, TruncationPair(SHAPE, BITS))
+    forged = Request(mid, TruncationPair(SHAPE, 0))
     return real, answer(real, 1, *SEEDS), answer(forged, 1, *SEEDS)
 
 
@@ -70,7 +71,7 @@ def test_the_attack_recovers_the_mask_where_a_forged_variant_shares_the_real_pad
     """The attack works as written when streams ignore the parameters (the old naming), so
     the next test's failure to recover means something."""
     def old_label(self: Request, component: str) -> bytes:
-        return msgpack.packb([self.kind, list(self.mid), self.tag, component])
+        return msgpack.packb([self.kind, list(self.mid), component])
 
     monkeypatch.setattr(Request, "label", old_label)
     real, honest, forged = attack_answers()
@@ -90,7 +91,7 @@ async def test_the_service_refuses_the_forged_truncation_and_names_party_and_ste
     got = await party1.fetch(real, 1)
     assert all(torch.equal(a, b) for a, b in zip(got, honest, strict=True))
     with pytest.raises(DealerRefused, match=r"party 1 asked the dealer twice for step \(999, 1\)"):
-        await party1.fetch(Request("trunc", (999, 1), "", (SHAPE, 0)), 1)
+        await party1.fetch(Request((999, 1), TruncationPair(SHAPE, 0)), 1)
     assert [r.party_id for r in service.refusals] == [1]
     await party1.close()
 
@@ -119,8 +120,9 @@ def test_the_honest_plans_cover_every_kind():
 
 
 def variants(params: object) -> list[object]:
-    """Every way of changing one parameter: each integer one more and one less (a longer and
-    a shorter shape, another bit count, another index), each string another."""
+    """Every way of changing one parameter in a request's wire form: each integer one more and
+    one less (a longer and a shorter shape, another bit count, another index, another step of
+    a named mask), each string another."""
     if isinstance(params, tuple):
         out = []
         for i, item in enumerate(params):
@@ -133,6 +135,17 @@ def variants(params: object) -> list[object]:
     if isinstance(params, str):
         return ["matmul" if params == "mul" else "mul", params + "x"]
     return []
+
+
+def forgeries(real: Request) -> list[Request]:
+    """Each variant of the real request's fields that decodes as a request of its kind."""
+    out = []
+    for fields in variants(real.spec.to_wire()):
+        try:
+            out.append(Request.from_wire((real.kind, real.mid, fields)))
+        except ValueError:
+            continue
+    return out
 
 
 def answerable(request: Request) -> bool:
@@ -156,18 +169,17 @@ def test_no_variant_of_a_request_shares_a_pad_with_it(kind):
     """Party 0's seeded shares (the pads of party 1's corrections) and both parties' masks of
     a variant share no stream with the real request's: not equal, not a prefix."""
     real = one_request_of_each_kind()[kind]
-    spec = KINDS[kind]
+    spec = real.spec
     own = {(c, s): derive(real, SEEDS[s], c) for c in (*spec.free, *spec.dependent) for s in (0, 1)}
     tried = 0
-    for params in variants(real.params):
-        forged = Request(kind, real.mid, real.tag, params)
+    for forged in forgeries(real):
         if not answerable(forged):
             continue
         tried += 1
         for (component, s), stream in own.items():
-            assert not overlap(derive(forged, SEEDS[s], component), stream), (component, params)
+            assert not overlap(derive(forged, SEEDS[s], component), stream), (component, forged.spec)
         corrections = zip(answer(forged, 1, *SEEDS), answer(real, 1, *SEEDS), strict=True)
-        assert not any(overlap(f, r) for f, r in corrections), params
+        assert not any(overlap(f, r) for f, r in corrections), forged.spec
     assert tried >= 1
 
 
@@ -176,7 +188,7 @@ async def test_the_service_refuses_every_variant_at_the_real_step(service, kind)
     real = one_request_of_each_kind()[kind]
     party1 = await _connect_dealer(service.port, 1, OPTIONS)
     await party1.fetch(real, 1)
-    forged = next(f for p in variants(real.params) if answerable(f := Request(kind, real.mid, real.tag, p)))
+    forged = next(f for f in forgeries(real) if answerable(f))
     with pytest.raises(DealerRefused, match=f"party 1 asked the dealer twice for step {re_step(real)}"):
         await party1.fetch(forged, 1)
     await party1.close()
@@ -188,7 +200,7 @@ def re_step(request: Request) -> str:
 
 async def test_a_repeat_in_one_frame_is_refused_and_the_service_serves_an_honest_job_after(service):
     party1 = await _connect_dealer(service.port, 1, OPTIONS)
-    shorter, longer = Request("trunc", (998,), "", ((4,), BITS)), Request("trunc", (998,), "", ((16,), BITS))
+    shorter, longer = Request((998,), TruncationPair((4,), BITS)), Request((998,), TruncationPair((16,), BITS))
     with pytest.raises(DealerRefused, match=r"twice for step \(998,\)"):
         await party1.fetch_many([shorter, longer], 1)
     honest = await _connect_dealer(service.port, 1, OPTIONS)
@@ -205,10 +217,12 @@ async def test_a_repeat_in_one_frame_is_refused_and_the_service_serves_an_honest
 
 # ---- sizes: one request, the whole job -------------------------------------------------------
 
-async def ask_raw(port: int, requests: list[Request]) -> str:
-    """Send requests as a modified party 1 would, past its own client's checks; the refusal."""
+async def ask_raw(port: int, requests: list[Request | tuple]) -> str:
+    """Send requests (or any wire form) as a modified party 1 would, past its own client's
+    checks; the refusal."""
     party1 = await _connect_dealer(port, 1, OPTIONS)
-    party1.transport.send(msgpack.packb({"p": 1, "r": [r.to_wire() for r in requests]}))
+    wire = [r.to_wire() if isinstance(r, Request) else r for r in requests]
+    party1.transport.send(msgpack.packb({"p": 1, "r": wire}))
     kind, messages, fields = decode(await party1.transport.recv(5))
     await party1.close()
     assert (kind, messages) == ("error", [])
@@ -217,7 +231,7 @@ async def ask_raw(port: int, requests: list[Request]) -> str:
 
 async def test_a_huge_request_is_refused_before_anything_is_allocated(service):
     start = time.perf_counter()
-    refusal = await ask_raw(service.port, [Request("trunc", (5,), "", ((1 << 40,), BITS))])
+    refusal = await ask_raw(service.port, [Request((5,), TruncationPair((1 << 40,), BITS))])
     assert "party 1 asked the dealer for 26388.28 GB of trunc material at step (5,)" in refusal
     assert "more than one request may have" in refusal and time.perf_counter() - start < 2
 
@@ -226,32 +240,42 @@ async def test_the_client_refuses_to_ask_for_more_than_a_frame_at_once(service):
     party1 = await _connect_dealer(service.port, 1, OPTIONS)
     start = time.perf_counter()
     with pytest.raises(mpcrt.DealerError, match="more than one frame carries"):
-        await party1.fetch(Request("trunc", (5,), "", ((1 << 40,), BITS)), 1)
+        await party1.fetch(Request((5,), TruncationPair((1 << 40,), BITS)), 1)
     assert time.perf_counter() - start < 2  # at once, not after the timeout
     await party1.close()
 
 
-@pytest.mark.parametrize("params", [((-4,), BITS), ("x", BITS), ((1 << 62, 1 << 62), BITS), ()])
-async def test_malformed_requests_are_refused_by_name(service, params):
-    refusal = await ask_raw(service.port, [Request("trunc", (5,), "", params)])
+@pytest.mark.parametrize("fields", [((-4,), BITS), ((1 << 62, 1 << 62), BITS)])
+async def test_requests_of_impossible_sizes_are_refused_by_name(service, fields):
+    refusal = await ask_raw(service.port, [("trunc", (5,), fields)])
     assert re.match(r"party 1 (sent the dealer a malformed trunc request|asked the dealer for .* GB of trunc "
                     r"material) at step \(5,\)", refusal)
 
 
+@pytest.mark.parametrize("fields", [("x", BITS), (), ((4,), BITS, 1), ((4,), True), ((4.0,), BITS), ((4,), None)])
+async def test_fields_of_the_wrong_type_are_refused_by_name(service, fields):
+    refusal = await ask_raw(service.port, [("trunc", (5,), fields)])
+    assert refusal.startswith("party1 sent the dealer a malformed frame (ValueError: trunc request at step (5,)")
+
+
 async def test_unknown_kinds_and_a_linked_request_of_the_wrong_kind_are_refused(service):
-    refusal = await ask_raw(service.port, [Request("oracle", (5,), "", ())])
-    assert "party 1 asked the dealer for an unknown kind of material 'oracle' at step (5,)" in refusal
-    dcf = one_request_of_each_kind()["dcf"]
-    source = (dcf.kind, dcf.mid, dcf.tag, dcf.params, (24,))
-    refusal = await ask_raw(service.port, [Request("mprod", (6,), "", (source, source))])
-    assert "party 1 sent the dealer a malformed mprod request at step (6,)" in refusal
+    refusal = await ask_raw(service.port, [("oracle", (5,), ())])
+    assert "unknown dealer kind 'oracle'" in refusal and refusal.startswith("party1 sent the dealer a malformed")
+    key = one_request_of_each_kind()["sign_key"]
+    named = (key.to_wire(), (24,))
+    refusal = await ask_raw(service.port, [("masked_product", (6,), (named, named))])
+    assert "a sign_key request makes no mask a product may name" in refusal
+    product = one_request_of_each_kind()["masked_product"]
+    nested = (product.to_wire(), (24,))
+    refusal = await ask_raw(service.port, [("masked_product", (6,), (nested, nested))])
+    assert "a masked_product request cannot be named inside another request" in refusal
 
 
 async def test_the_job_total_is_bounded():
     dealer = LocalDealer(*SEEDS, limits=DealerLimits(job_bytes=3 * 8 * 100))
-    await dealer.fetch(Request("trunc", (1,), "", ((100,), BITS)), 1)  # r, r_high, r_msb: 3 x 100 elements
+    await dealer.fetch(Request((1,), TruncationPair((100,), BITS)), 1)  # r, r_high, r_msb: 3 x 100 elements
     with pytest.raises(DealerRefused, match="past its bound"):
-        await dealer.fetch(Request("trunc", (2,), "", ((1,), BITS)), 1)
+        await dealer.fetch(Request((2,), TruncationPair((1,), BITS)), 1)
     assert dealer.admission.material_bytes == 3 * 8 * 100
 
 
@@ -259,8 +283,8 @@ def test_a_refused_run_says_why():
     async def repeat(party):
         x = await party.input(torch.ones(3) if party.id == 0 else None, src=0)
         if party.id == 1:  # modified code: asks the dealer for a step it already had
-            await party.dealer.get(Request("trunc", (1, 1), "", ((3,), BITS)))
-            await party.dealer.get(Request("trunc", (1, 1), "", ((3,), 0)))
+            await party.dealer.get(Request((1, 1), TruncationPair((3,), BITS)))
+            await party.dealer.get(Request((1, 1), TruncationPair((3,), 0)))
         return await (await ops.mul(x, x)).reveal()
 
     with pytest.raises(DealerRefused, match=r"party 1 asked the dealer twice for step \(1, 1\)"):

@@ -8,27 +8,43 @@ import torch
 import torch.nn.functional as F
 
 from mpcrt import prg
-from mpcrt.dealer.material import KINDS, Request, answer, derive, is_xor, logical_shift, unpack_bits
+from mpcrt.dealer.kinds import (
+    AndTriple,
+    BeaverTriple,
+    MaskedProduct,
+    MaskedTimesBit,
+    OpeningMask,
+    PieceTable,
+    RandomBits,
+    SignKey,
+    SignTimesMaskKey,
+    SquarePair,
+    TruncationPair,
+    logical_shift,
+)
+from mpcrt.dealer.material import answer, derive, is_xor
+from mpcrt.dealer.packing import unpack_bits
+from mpcrt.dealer.request import MaskRef, Request
 
 SEED0, SEED1 = prg.derive_key(b"seed0"), prg.derive_key(b"seed1")
 
 
 def reconstruct(request: Request) -> dict[str, torch.Tensor]:
     """Open each component: party 0's seeded share with party 1's (seeded or corrected)."""
-    kind = KINDS[request.kind]
-    fixes = dict(zip(kind.dependent, answer(request, 1, SEED0, SEED1)[:len(kind.dependent)], strict=True))
+    spec = request.spec
+    fixes = dict(zip(spec.dependent, answer(request, 1, SEED0, SEED1)[:len(spec.dependent)], strict=True))
     out = {}
-    for name in (*kind.free, *kind.dependent):
+    for name in (*spec.free, *spec.dependent):
         mine = derive(request, SEED0, name)
         theirs = fixes[name] if name in fixes else derive(request, SEED1, name)
-        out[name] = mine ^ theirs if is_xor(request.kind, name) else mine + theirs
+        out[name] = mine ^ theirs if is_xor(request, name) else mine + theirs
     return out
 
 
-def expanded(request: Request) -> dict[str, torch.Tensor]:
+def expanded(request: Request):
     """The full values in the form the online phase reads (prepare, which for these kinds
     is the same at both parties and linear in the shares)."""
-    return KINDS[request.kind].prepare(reconstruct(request), request.params, 1)
+    return request.spec.prepare(reconstruct(request), 1)
 
 
 @pytest.mark.parametrize(("op", "sa", "sb", "kwargs", "f"), [
@@ -38,40 +54,45 @@ def expanded(request: Request) -> dict[str, torch.Tensor]:
     ("conv_transpose2d", (1, 4, 3, 3), (4, 2, 4, 4), (("stride", 2),), F.conv_transpose2d),
 ])
 def test_triples(op, sa, sb, kwargs, f):
-    m = reconstruct(Request("triple", (1, 2), "", (op, sa, sb, kwargs)))
+    m = reconstruct(Request((1, 2), BeaverTriple(op, sa, sb, kwargs)))
     assert torch.equal(m["c"], f(m["a"], m["b"], **dict(kwargs)))
     assert m["a"].shape == sa and m["b"].shape == sb
 
 
 def test_square_truncation_and_and_bits():
-    sq = reconstruct(Request("square", (1,), "", ((7,),)))
+    sq = reconstruct(Request((1,), SquarePair((7,))))
     assert torch.equal(sq["c"], sq["a"] * sq["a"])
-    tr = reconstruct(Request("trunc", (2,), "", ((1000,), 16)))
+    tr = reconstruct(Request((2,), TruncationPair((1000,), 16)))
     assert torch.equal(tr["r_high"], logical_shift(tr["r"], 16))
     assert torch.equal(tr["r_msb"], (tr["r"] < 0).long())
     assert 400 < int(tr["r_msb"].sum()) < 600  # r is uniform over the whole ring
-    an = reconstruct(Request("and", (3,), "", ((5,),)))
+    an = reconstruct(Request((3,), AndTriple((5,), (5,))))
     assert torch.equal(an["c"], an["a"] & an["b"])
-    bits = reconstruct(Request("bits", (4,), "", (130,)))
+    bits = reconstruct(Request((4,), RandomBits(130)))
     assert bits["packed"].shape == (3,) and torch.equal(bits["arith"], unpack_bits(bits["packed"], 130))
 
 
-def test_material_depends_on_step_tag_and_seed():
-    base = Request("trunc", (1,), "", ((4,), 16))
+def test_material_depends_on_step_parameters_and_seed():
+    base = Request((1,), TruncationPair((4,), 16))
     r = derive(base, SEED0, "r")
-    assert not torch.equal(r, derive(Request("trunc", (2,), "", ((4,), 16)), SEED0, "r"))
-    assert not torch.equal(r, derive(Request("trunc", (1,), "x", ((4,), 16)), SEED0, "r"))
+    assert not torch.equal(r, derive(Request((2,), TruncationPair((4,), 16)), SEED0, "r"))
+    assert not torch.equal(r, derive(Request((1,), TruncationPair((4,), 15)), SEED0, "r"))
     assert not torch.equal(r, derive(base, SEED1, "r"))
     assert torch.equal(r, derive(base, SEED0, "r"))
 
 
 def test_requests_travel_as_plain_lists():
-    req = Request("triple", (1, 2), "t", ("conv2d", (1, 2, 3, 3), (1, 2, 2, 2), (("stride", (2, 2)),)))
+    req = Request((1, 2), BeaverTriple("conv2d", (1, 2, 3, 3), (1, 2, 2, 2), (("stride", (2, 2)),)))
     assert Request.from_wire(req.to_wire()) == req
     for use_list in (True, False):  # as msgpack reads it either way
         assert Request.from_wire(msgpack.unpackb(msgpack.packb(req.to_wire()), use_list=use_list)) == req
-    with pytest.raises(ValueError):
-        Request.from_wire(("triple", (1, True), "", ()))
+    for bad in (("triple", (1, True), req.spec.to_wire()),  # a bool is no step id
+                ("triple", (1,), ("conv2d", (1, 2.5), (1,), ())),  # a float is no dimension
+                ("triple", (1,), ("conv2d", (1,), (1,))),  # a field missing
+                ("oracle", (1,), ()),  # no such kind
+                ("masked_product", (1,), (((("triple", (0,), req.spec.to_wire())), (4,)),) * 2)):  # no mask
+        with pytest.raises(ValueError):
+            Request.from_wire(bad)
 
 
 @pytest.mark.parametrize(("op", "sa", "sb", "kwargs"), [
@@ -83,7 +104,7 @@ def test_requests_travel_as_plain_lists():
     ("conv_transpose2d", (1, 4, 3, 5), (4, 2, 3, 3), {"stride": 2, "output_padding": 1, "groups": 2, "dilation": 2}),
 ])
 def test_output_shapes_match_torch(op, sa, sb, kwargs):
-    from mpcrt.dealer.material import BILINEAR, output_shape
+    from mpcrt.dealer.kinds import BILINEAR, output_shape
 
     expected = BILINEAR[op](torch.zeros(sa), torch.zeros(sb), **kwargs).shape
     assert output_shape(op, sa, sb, kwargs) == tuple(expected)
@@ -93,12 +114,12 @@ def test_dcf_material_gives_the_sign_of_a_masked_value():
     from mpcrt.dealer import dcf
 
     n = 3000
-    request = Request("dcf", (9,), "", (n,))
+    request = Request((9,), SignKey(n))
     parts = [{name: derive(request, seed, name) for name in ("r", "seed", "msb_r")} for seed in (SEED0, SEED1)]
     answers = [answer(request, b, SEED0, SEED1) for b in (0, 1)]
     assert len(answers[0]) == 4 and len(answers[1]) == 5  # party 0: public only; party 1: + its correction
     parts[1]["msb_r"] = answers[1][0]
-    public = dict(zip(KINDS["dcf"].public, answers[0], strict=True))
+    public = dict(zip(SignKey.public, answers[0], strict=True))
     assert all(torch.equal(a, b) for a, b in zip(answers[0], answers[1][1:], strict=True))
     r = parts[0]["r"] + parts[1]["r"]
     x = torch.cat([torch.randint(-(2 ** 40), 2 ** 40, (n - 3,)), torch.tensor([0, -1, 1])])
@@ -113,13 +134,13 @@ def test_relu_dcf_material_gives_the_sign_and_the_sign_times_the_mask():
     from mpcrt.dealer import dcf
 
     n = 2000
-    request = Request("dcf_relu", (4,), "", (n,))
+    request = Request((4,), SignTimesMaskKey(n))
     names = ("r", "seed", "msb_r", "msb_r_r")
     parts = [{name: derive(request, seed, name) for name in names} for seed in (SEED0, SEED1)]
     answers = [answer(request, b, SEED0, SEED1) for b in (0, 1)]
     assert len(answers[0]) == 4 and len(answers[1]) == 6  # party 1: + its two corrections
     parts[1]["msb_r"], parts[1]["msb_r_r"] = answers[1][:2]
-    public = dict(zip(KINDS["dcf_relu"].public, answers[0], strict=True))
+    public = dict(zip(SignTimesMaskKey.public, answers[0], strict=True))
     r = parts[0]["r"] + parts[1]["r"]
     x = torch.cat([torch.randint(-(2 ** 40), 2 ** 40, (n - 3,)), torch.tensor([0, -1, 1])])
     opened = x + r
@@ -133,17 +154,15 @@ def test_relu_dcf_material_gives_the_sign_and_the_sign_times_the_mask():
 
 @pytest.mark.parametrize("trunc_bits", [16, 40])  # 40: the second mask's square term travels too
 def test_piece_table_rows_evaluate_the_segment_behind_each_opened_index(trunc_bits):
-    from mpcrt.dealer.material import mask_source, truncation_masks
-
     n, bits, phi = 300, 2, 3
     coefficients = ((5, -7, 11), (2, 13, -3), (-1, 4, 9))  # c0s, c1s, c2s of 3 segments (the 4th: zeros)
-    trunc = Request("trunc", (7,), "", ((n,), trunc_bits))
-    table_request = Request("lut", (8,), "", (n, bits, coefficients, phi, mask_source(trunc)))
+    trunc = Request((7,), TruncationPair((n,), trunc_bits))
+    table_request = Request((8,), PieceTable(n, bits, coefficients, phi, MaskRef(trunc, (n,))))
     m = reconstruct(table_request)
-    masks = truncation_masks(reconstruct(trunc)["r"], trunc_bits) * phi  # (variant, n): x = p + phi M
+    masks = trunc.spec.output_masks(reconstruct(trunc)["r"]) * phi  # (variant, n): x = p + phi M
     delta = sum(unpack_bits(m["delta"][i], n) << i for i in range(bits))
     assert len(set(delta.tolist())) == 1 << bits  # a uniform mask hides the index
-    rows = expanded(table_request)["table"].reshape(3, n, 2, 1 << bits).permute(1, 2, 3, 0)
+    rows = expanded(table_request).table.reshape(3, n, 2, 1 << bits).permute(1, 2, 3, 0)
     p = torch.randint(-(2 ** 62), 2 ** 62, (n,))
     for variant in (0, 1):
         for u in range(1 << bits):
@@ -155,9 +174,9 @@ def test_piece_table_rows_evaluate_the_segment_behind_each_opened_index(trunc_bi
 
 
 def test_multi_and_products_are_the_and_of_every_subset():
-    """mand's dependent part: the AND of the masks over every subset a term needs, in
+    """MultiAndTriple's dependent part: the AND of the masks over every subset a term needs, in
     product_subsets' order (each built in place from its prefix)."""
-    from mpcrt.dealer.material import product_subsets, subset_products
+    from mpcrt.dealer.kinds import product_subsets, subset_products
 
     gen = torch.Generator().manual_seed(3)
     a = torch.randint(-2 ** 62, 2 ** 62, (7, 33), generator=gen)
@@ -174,11 +193,9 @@ def test_multi_and_products_are_the_and_of_every_subset():
 
 
 def _variants(source: Request, shape: tuple[int, ...]) -> torch.Tensor:
-    from mpcrt.dealer.material import truncation_masks
-
     full = reconstruct(source)
-    if source.kind == "trunc":
-        return truncation_masks(full["r"], source.params[1]).reshape(2, *shape)
+    if isinstance(source.spec, TruncationPair):
+        return source.spec.output_masks(full["r"]).reshape(2, *shape)
     return full["a"].reshape(1, *shape)
 
 
@@ -187,32 +204,29 @@ def _variants(source: Request, shape: tuple[int, ...]) -> torch.Tensor:
     (("mask", 0), ("trunc", 24)), (("mask", 0), ("mask", 0)), (("trunc", 1), ("trunc", 63)),
 ])
 def test_masked_products_of_every_variant_pair(x, y):
-    """mprod sends N L in full and the variants' differences in their low bits; expanded, c
+    """MaskedProduct sends N L in full and the variants' differences in their low bits; expanded, c
     holds X_i Y_j for every pair of the masks' variants, variant-major, exactly (the cross
     term where bx + by > 64 included)."""
-    from mpcrt.dealer.material import mask_source
-
     def source(kind_bits, step, shape):
         kind, bits = kind_bits
-        return Request(kind, (step,), "", (shape, bits) if kind == "trunc" else (shape,))
+        return Request((step,), TruncationPair(shape, bits) if kind == "trunc" else OpeningMask(shape))
 
     sx, sy = source(x, 1, (6, 5)), source(y, 2, (5,))
-    request = Request("mprod", (3,), "", (mask_source(sx), mask_source(sy)))
+    rx, ry = MaskRef(sx, (6, 5)), MaskRef(sy, (5,))
+    request = Request((3,), MaskedProduct(rx, ry))
     mx, my = _variants(sx, (6, 5)), _variants(sy, (5,))
     expected = (mx.unsqueeze(1) * my.reshape(1, len(my), 1, 5)).reshape(-1, 6, 5)
-    assert torch.equal(expanded(request)["c"], expected)
-    square = Request("mprod", (4,), "", (mask_source(sx), mask_source(sx)))
-    assert torch.equal(expanded(square)["c"], mx * mx)
+    assert torch.equal(expanded(request).products, expected)
+    square = Request((4,), MaskedProduct(rx, rx))
+    assert torch.equal(expanded(square).products, mx * mx)
 
 
 def test_masked_times_bit_of_every_variant():
-    from mpcrt.dealer.material import mask_source
-
-    for mask in (Request("trunc", (1,), "", ((40,), 16)), Request("mask", (1,), "", ((40,),))):
-        bits = Request("bits", (2,), "", (40,))
-        request = Request("mbit", (3,), "", (mask_source(mask), mask_source(bits)))
+    for mask in (Request((1,), TruncationPair((40,), 16)), Request((1,), OpeningMask((40,)))):
+        bits = Request((2,), RandomBits(40))
+        request = Request((3,), MaskedTimesBit(MaskRef(mask, (40,)), bits))
         rho = unpack_bits(reconstruct(bits)["packed"], 40)
-        assert torch.equal(expanded(request)["c"], _variants(mask, (40,)) * rho)
+        assert torch.equal(expanded(request).products, _variants(mask, (40,)) * rho)
 
 
 @pytest.mark.parametrize(("bits", "dtype"), [(1, torch.int8), (8, torch.int8), (12, torch.int16), (16, torch.int16),
@@ -222,7 +236,7 @@ def test_narrow_components_travel_in_their_width(bits, dtype):
     in the narrowest integer type, and party 0 derives as narrow a share."""
     from mpcrt.dealer.material import answer_bytes, answer_specs
 
-    request = Request("trunc", (5,), "", ((1000,), bits))
+    request = Request((5,), TruncationPair((1000,), bits))
     specs = answer_specs(request, 1)
     assert specs == [((1000,), torch.int64), ((1000,), dtype)]
     assert [t.dtype for t in answer(request, 1, SEED0, SEED1)] == [torch.int64, dtype]

@@ -11,6 +11,7 @@ import torch
 import mpcrt
 from mpcrt import ops, prg
 from mpcrt.dealer import DealerService, LocalDealer, Pregenerated, RemoteDealer, Request
+from mpcrt.dealer.kinds import BeaverTriple, TruncationPair
 from mpcrt.local import _connect_dealer, _dealer_tls
 from tests.conftest import run_pair
 from transports import TransportError, listen
@@ -46,8 +47,8 @@ async def dealer():
 
 async def test_service_gives_the_same_material_as_in_process_and_batches_a_tick(dealer):
     remote = await _connect_dealer(dealer.port, 1, OPTIONS)
-    requests = [Request("triple", (i,), "", ("matmul", (3, 4), (4, 2), ())) for i in range(10)]
-    requests.append(Request("trunc", (99,), "", ((5,), 16)))
+    requests = [Request((i,), BeaverTriple("matmul", (3, 4), (4, 2))) for i in range(10)]
+    requests.append(Request((99,), TruncationPair((5,), 16)))
     remote_answers = await asyncio.gather(*(remote.fetch(r, 1) for r in requests))
     local = LocalDealer(*SEEDS)
     for r, got in zip(requests, remote_answers, strict=True):
@@ -124,7 +125,7 @@ def test_offline_phase_prefetches_everything():
     from transports.loop import run
 
     plan = run(record_plan(offline_then_online))
-    assert [r.kind for r in plan] == ["triple", "trunc", "mprod", "trunc"]  # z is masked: squared unopened
+    assert [r.kind for r in plan] == ["triple", "trunc", "masked_product", "trunc"]  # z is masked: squared unopened
     for kwargs in ({}, {"dealer": "service"}, {"processes": True}):
         (w0, before0, after0), (w1, before1, after1) = mpcrt.run_local(offline_then_online, offline=True,
                                                                         timeout=20, **kwargs)
@@ -156,7 +157,7 @@ async def test_a_party_cannot_ask_for_the_other_partys_material(dealer):
     from mpcrt.messages import decode
 
     remote = await _connect_dealer(dealer.port, 0, OPTIONS)  # certified as party0
-    request = Request("triple", (1,), "", ("mul", (2,), (2,), ()))
+    request = Request((1,), BeaverTriple("mul", (2,), (2,)))
     remote.transport.send(msgpack.packb({"p": 1, "r": [request.to_wire()]}))  # claims to be party 1
     kind, messages, fields = decode(await remote.transport.recv(5))  # a refusal, no material
     assert (kind, messages) == ("error", []) and "party0 asked the dealer for party 1's material" in fields["message"]
@@ -170,7 +171,7 @@ async def test_large_plans_travel_in_several_frames(monkeypatch, dealer):
 
     monkeypatch.setattr(service_module, "ANSWER_FRAME_BYTES", 600)  # 20 truncations of 50 elements: 10 kB
     remote = await _connect_dealer(dealer.port, 1, OPTIONS)
-    requests = [Request("trunc", (i,), "", ((50,), 16)) for i in range(20)]
+    requests = [Request((i,), TruncationPair((50,), 16)) for i in range(20)]
     answers = await remote.fetch_many(requests, 1)
     local = LocalDealer(*SEEDS)
     for r, got in zip(requests, answers, strict=True):
@@ -183,5 +184,5 @@ async def test_material_too_large_for_any_frame_says_what_to_do(dealer):
     remote = await _connect_dealer(dealer.port, 1, OPTIONS)
     remote.transport.max_frame_bytes = 1000
     with pytest.raises(mpcrt.DealerError, match="split the operation into smaller batches"):
-        await remote.fetch(Request("trunc", (1,), "", ((500,), 16)), 1)
+        await remote.fetch(Request((1,), TruncationPair((500,), 16)), 1)
     await remote.close()

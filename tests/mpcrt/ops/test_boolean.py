@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from mpcrt import BinaryShare, ops
-from mpcrt.dealer.material import pack_bits, unpack_bits
+from mpcrt.dealer.packing import pack_bits, unpack_bits
 from tests.conftest import run_pair
 
 MASK = torch.tensor([0x5DEECE66D, -1, 0, 1 << 62, -(1 << 63)] * 20, dtype=torch.int64)

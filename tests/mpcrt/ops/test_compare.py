@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from mpcrt import ops
-from mpcrt.dealer.material import unpack_bits
+from mpcrt.dealer.packing import unpack_bits
 from mpcrt.ops.compare import bit_slice
 from tests.conftest import run_pair
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mpcrt.dealer.material import unpack_bool
+from mpcrt.dealer.packing import unpack_bool
 from mpcrt.ops import leading, segments
 from mpcrt.shares import ArithmeticShare
 from tests.conftest import run_pair

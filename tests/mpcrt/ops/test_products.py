@@ -225,7 +225,7 @@ async def scaled_at_exponent(party, x: torch.Tensor, factors: list[float], expon
         for bound in (None, 2.0 ** 20):
             party.dealer.recording = []
             y = await ops.scale(X, factor, bound=bound, exponent=exponent)
-            out.append((factor, bound, await y.reveal(), [(r.kind, r.params) for r in party.dealer.recording]))
+            out.append((factor, bound, await y.reveal(), [r.spec for r in party.dealer.recording]))
     party.dealer.recording = None
     return out
 

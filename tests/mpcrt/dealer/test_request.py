@@ -1,0 +1,71 @@
+"""The typed dealer contract: every kind round-trips on the wire, names its streams by all of it,
+and moves between iterations with the masks it names."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+
+import msgpack
+import pytest
+import torch
+
+from mpcrt import ops
+from mpcrt.dealer.kinds import MaskedProduct, OpeningMask, TruncationPair
+from mpcrt.dealer.request import KINDS, MaskRef, Request
+from mpcrt.offline import record_plan
+
+
+async def _every_op(party):
+    x = await party.input(torch.linspace(-3, 3, 24).reshape(2, 12) if party.id == 0 else None, src=0)
+    y = await party.input(torch.linspace(0.5, 2, 24).reshape(2, 12) if party.id == 1 else None, src=1)
+    await asyncio.gather(ops.mul(x, y), ops.relu(x), ops.sigmoid(x), ops.inv_sqrt(y), ops.leaky_relu(x, 0.2),
+                         ops.msb(x), ops.square(x), ops.conv2d(x.reshape(1, 1, 2, 12), y.reshape(1, 1, 2, 12)[..., :3]))
+
+
+@functools.cache
+def honest_requests() -> dict[str, Request]:
+    """One request of each kind, as honest programs make them."""
+    found: dict[str, Request] = {}
+    for comparison in ("auto", "tree"):
+        for request in asyncio.run(record_plan(_every_op, comparison=comparison)):
+            found.setdefault(request.kind, request)
+    return found
+
+
+def test_the_honest_requests_cover_every_kind():
+    assert set(honest_requests()) == set(KINDS)
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+@pytest.mark.parametrize("use_list", [True, False])
+def test_every_kind_round_trips_on_the_wire(kind, use_list):
+    request = honest_requests()[kind]
+    assert isinstance(request.spec, KINDS[kind])
+    back = Request.from_wire(msgpack.unpackb(msgpack.packb(request.to_wire()), use_list=use_list))
+    assert back == request and back.digest == request.digest and hash(back) == hash(request)
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_a_request_is_named_by_its_kind_step_and_every_field(kind):
+    request = honest_requests()[kind]
+    other_step = Request((*request.mid, 0), request.spec)
+    assert other_step.digest != request.digest
+
+
+def test_moving_a_request_moves_the_masks_it_names_and_nothing_else():
+    inside = Request((0, 3, 7), TruncationPair((2, 2), 16))
+    outside = Request((0, -1, 4), OpeningMask((2, 2)))
+    product = Request((0, 3, 9), MaskedProduct(MaskRef(inside, (4,)), MaskRef(outside, (2, 2))))
+    moved = product.moved((0, 3), (0, 5))
+    assert moved.mid == (0, 5, 9) and moved.spec.x.request.mid == (0, 5, 7) and moved.spec.x.shape == (4,)
+    assert moved.spec.y is product.spec.y
+    assert moved.moved((0, 5), (0, 3)) == product
+    assert outside.moved((0, 3), (0, 5)) is outside
+
+
+def test_a_request_names_others_one_level_deep_only():
+    product = honest_requests()["masked_product"]
+    nested = ("masked_product", (1,), ((product.to_wire(), (4,)),) * 2)
+    with pytest.raises(ValueError, match="cannot be named inside another request"):
+        Request.from_wire(nested)
