@@ -18,7 +18,7 @@ machine's monotonic clock.
 Before each run, an in-process probe of the op on a small input estimates its time and dealer material:
 repeats are cut to fit a time budget, and runs that would take too long or too much memory are skipped
 (and reported). Inputs are fresh for every repeat; x is shared by party 0, batch norm's weight, bias and
-running statistics by party 1. The comparison methods are those of `mpcrt.ops.compare.METHODS` at run
+running statistics by party 1. The comparison methods are those of `mpcrt.ops.policy.METHODS` at run
 time, each passed explicitly to the op; a method that fails is reported in the table, not raised.
 """
 
@@ -44,7 +44,7 @@ import mpcrt
 from bench.arith import CRYPTEN, LPGAN, MB, fixed_point, in_party_process
 from bench.transport import Row, format_table, machine, network_spec, pin_to_core, text_table
 from mpcrt import ops
-from mpcrt.ops import compare
+from mpcrt.ops import policy
 from transports import PRESETS, resolve_network
 
 NETWORKS = ("loopback", "wan")
@@ -662,7 +662,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="loopback TLS, a simulated link on top of it (lan, wan, mobile, or a custom MBPS/RTT "
                              "such as 100/20), comma-separated, or both (loopback,wan)")
     parser.add_argument("--methods", help="comma-separated comparison methods (default: all of "
-                                          "mpcrt.ops.compare.METHODS)")
+                                          "mpcrt.ops.policy.METHODS)")
     parser.add_argument("--only", help="comma-separated substrings: run only the workloads whose name contains one")
     parser.add_argument("--run-budget-s", type=float, default=Limits.budget_s,
                         help="cut repeats of a run estimated longer than this (default %(default)g)")
@@ -677,7 +677,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     limits = Limits(args.run_budget_s, args.max_run_s, args.max_material_gb * 1e9)
-    methods = tuple(args.methods.split(",")) if args.methods else tuple(compare.METHODS)
+    methods = tuple(args.methods.split(",")) if args.methods else tuple(policy.METHODS)
     networks = NETWORKS if args.network == "both" else tuple(args.network.split(","))
     for network in networks:
         try:

@@ -64,7 +64,8 @@ def _plan_bytes(program: Any, *args: Any, protocol: dict[str, Any]) -> int:
     plan = asyncio.run(record_plan(program, *args, frac_bits=protocol.get("frac_bits", ring.DEFAULT_FRAC_BITS),
                                    truncation=protocol.get("truncation", "dealer"),
                                    comparison=protocol.get("comparison", "auto"),
-                                   network=resolve_network(protocol.get("network"))))
+                                   network=resolve_network(protocol.get("network")),
+                                   owner_network=resolve_network(protocol.get("owner_network"))))
     return sum(material_bytes(request) for request in plan)
 
 

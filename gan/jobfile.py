@@ -17,7 +17,7 @@ from typing import Any
 from gan import models
 from gan.train import TrainConfig
 from mpcrt.server import MAX_JOB_TIMEOUT, parse_address
-from transports.wan import PRESETS
+from transports.wan import PRESETS, resolve_network
 
 EXAMPLE = """\
 name = "lpgan-job"          # the job's name: servers keep its checkpoints under STATE/NAME
@@ -58,6 +58,9 @@ frac_bits = 16              # fixed-point fractional bits
 comparison = "auto"         # "auto" (from the network), "tree", "lpgan" or "dcf"
 truncation = "dealer"       # "dealer" (exact) or "local" (SecureML; fails rarely)
 network = "none"            # simulate a link between the servers: "none", "lan", "wan", "mobile"
+                            # or a table such as { bandwidth_mbps = 100, rtt_ms = 20 }
+owner_network = "none"      # the owner's link to each server (the dealer's material), the same choices;
+                            # "auto" comparisons weigh the material's bytes on it
 """
 
 _SECTIONS = {
@@ -67,7 +70,7 @@ _SECTIONS = {
     "train": {"preset", "iterations", "batch_size", "optimizer", "lr", "betas", "seed", "samples",
               "checkpoint_every", "twin", "quality"},
     "synthesize": {"generator", "preset", "count", "batch_size", "seed"},
-    "protocol": {"frac_bits", "comparison", "truncation", "network"},
+    "protocol": {"frac_bits", "comparison", "truncation", "network", "owner_network"},
 }
 
 DEFAULT_NAME = "lpgan-job"
@@ -109,12 +112,16 @@ class JobConfig:
     frac_bits: int = 16
     comparison: str = "auto"
     truncation: str = "dealer"
-    network: str | None = None
+    network: str | dict[str, float] | None = None  # a preset's name or a custom link (transports.resolve_network)
+    owner_network: str | dict[str, float] | None = None
     path: Path | None = None  # the job file, for messages
 
     def protocol(self) -> dict[str, Any]:
+        """The options both servers run with (owner_network only where declared: a job's
+        fingerprint, and so its checkpoints, stay those of a job file without it)."""
+        declared = {} if self.owner_network is None else {"owner_network": self.owner_network}
         return {"frac_bits": self.frac_bits, "comparison": self.comparison, "truncation": self.truncation,
-                "network": self.network}
+                "network": self.network, **declared}
 
     def error(self, message: str) -> ConfigError:
         """A ConfigError about this job's file."""
@@ -160,7 +167,6 @@ def parse(raw: dict[str, Any], base: Path) -> JobConfig:
     name = _string(raw, "", "name", DEFAULT_NAME)
     if not 0 < len(name) <= MAX_NAME or not name.isprintable():
         raise ValueError(f"name must be 1 to {MAX_NAME} printable characters, got {name!r}")
-    network = _choice(protocol, "protocol", "network", "none", ("none", *PRESETS))
     twin = _flag(train, "twin", True)
     quality = _flag(train, "quality", False)
     if quality and not twin:
@@ -200,7 +206,8 @@ def parse(raw: dict[str, Any], base: Path) -> JobConfig:
         frac_bits=frac_bits,
         comparison=_choice(protocol, "protocol", "comparison", "auto", ("auto", "tree", "lpgan", "dcf")),
         truncation=_choice(protocol, "protocol", "truncation", "dealer", ("dealer", "local")),
-        network=None if network == "none" else network,
+        network=_link(protocol, "network"),
+        owner_network=_link(protocol, "owner_network"),
     )
 
 
@@ -226,6 +233,18 @@ def _choice(table: dict[str, Any], section: str, key: str, default: str, choices
     if value not in choices:
         raise ValueError(f"{_key(section, key)} must be one of {', '.join(choices)}, got {value!r}")
     return value
+
+
+def _link(protocol: dict[str, Any], key: str) -> str | dict[str, float] | None:
+    """A declared link: "none" (None), a preset's name, or a custom table."""
+    value = protocol.get(key, "none")
+    if isinstance(value, dict):
+        try:
+            resolve_network(value)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"[protocol] {key}: {exc}") from None
+        return dict(value)
+    return None if _choice(protocol, "protocol", key, "none", ("none", *PRESETS)) == "none" else value
 
 
 def _integer(table: dict[str, Any], section: str, key: str, default: int, low: int, high: int | None = None,

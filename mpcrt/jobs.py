@@ -21,7 +21,7 @@ from typing import Any
 from mpcrt.dealer import DealerLimits, DealerRefused, DealerService
 from mpcrt.owner import OwnerClient, ServerFailed
 from mpcrt.server import CONTROL, DEALER, MAX_JOB_TIMEOUT, hello
-from transports import TLSConfig, Transport, TransportError, connect, load_credentials
+from transports import TLSConfig, Transport, TransportError, connect, load_credentials, resolve_network
 
 DEALER_REFUSED = "DealerRefused"  # ServerFailed.kind of a job the owner's dealer stopped
 
@@ -58,9 +58,12 @@ async def start_job(servers: tuple[tuple[str, int], tuple[str, int]], certs: str
                     truncation: str = "dealer", comparison: str = "auto", network: Any = None,
                     timeout: float = 120.0, connect_timeout: float = 30.0,
                     on_event: Callable[[int, dict], None] | None = None,
-                    dealer_limits: DealerLimits | None = None) -> Job:
+                    dealer_limits: DealerLimits | None = None, owner_network: Any = None) -> Job:
     """Start `program` on both servers (the program's name in their registry).
 
+    `network` and `owner_network`: the servers' link and this owner's link to each server
+    (None, a preset name or {"bandwidth_mbps": ..., "rtt_ms": ...}), declared to both servers
+    ("auto" weighs them) and simulated on top of the real links.
     `dealer_limits`: the most material the owner's dealer makes for this job (the program's
     plan bounds it; gan.budget for the GAN programs). A request the dealer refuses (beyond
     the limits, a repeated step, an unknown kind) ends the job with ServerFailed naming the
@@ -93,7 +96,7 @@ async def start_job(servers: tuple[tuple[str, int], tuple[str, int]], certs: str
     def control(i: int) -> dict[str, Any]:
         return {"channel": CONTROL, "program": program, "party": i, "seed": seeds[i], "args": args, "name": name,
                 "frac_bits": frac_bits, "truncation": truncation, "comparison": comparison,
-                "network": network, "timeout": timeout}
+                "network": network, "owner_network": owner_network, "timeout": timeout}
 
     async def both(make: Any) -> list[Transport]:
         tasks = [asyncio.ensure_future(make(i)) for i in (0, 1)]
@@ -119,7 +122,7 @@ async def start_job(servers: tuple[tuple[str, int], tuple[str, int]], certs: str
         client.fail(ServerFailed(refusal.party_id, f"{names[refusal.party_id]}: {refusal}"
                                  if refusal.party_id in (0, 1) else str(refusal), DEALER_REFUSED))
 
-    service = DealerService(*seeds, dealer_limits, on_refusal=refused)
+    service = DealerService(*seeds, dealer_limits, on_refusal=refused, link=resolve_network(owner_network))
     loop = asyncio.get_running_loop()
     serving = [loop.create_task(service.serve_connection(conn)) for conn in dealers]
     client.start()

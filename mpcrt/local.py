@@ -67,7 +67,8 @@ def run_local(program: Program, *args: Any, transport: str = "memory", network: 
               processes: bool = False, tls: bool = True, timeout: float = DEFAULT_TIMEOUT,
               frac_bits: int = 16, dealer: str = "local", truncation: str = "dealer",
               comparison: str = "auto", offline: bool = False, plan: list[Request] | None = None,
-              wrap: Callable[[int, Transport], Transport] | None = None) -> tuple[Any, Any]:
+              wrap: Callable[[int, Transport], Transport] | None = None, owner_network: Any = None
+              ) -> tuple[Any, Any]:
     """Run `program(party, *args)` as party 0 and party 1; returns (result0, result1).
 
     transport: "memory" (one process) or "tcp" (real sockets on loopback, TLS 1.3 with
@@ -75,6 +76,9 @@ def run_local(program: Program, *args: Any, transport: str = "memory", network: 
     TCP on loopback (transports refuse it elsewhere), and the dealer service then skips the
     party's identity (it serves whichever party a connection says it is). network: None, "lan", "wan", "mobile", a
     NetworkModel or {"bandwidth_mbps":..., "rtt_ms":...}: simulated on top of the transport.
+    owner_network: the link from the dealer (the owner) to each party, declared the same way:
+    "auto" weighs the material's bytes on it, and the dealer service's connections simulate
+    it (dealer="service" or processes=True; the in-process dealer has no link to simulate).
     processes=True runs each party in its own OS process over TCP (program and args must
     pickle). dealer: "local" (in this process) or "service" (a dealer service over TLS, as
     the owner runs it; always so with processes=True, so party 1 never holds party 0's seed).
@@ -93,13 +97,13 @@ def run_local(program: Program, *args: Any, transport: str = "memory", network: 
         raise ValueError(f"dealer must be 'local' or 'service', got {dealer!r}")
     if offline and plan is not None:
         raise ValueError("give either offline=True (a dry run records the plan) or a plan, not both")
-    model = resolve_network(network)
+    model, owner_model = resolve_network(network), resolve_network(owner_network)
     if offline:
         plan = run_loop(record_plan(program, *args, frac_bits=frac_bits, truncation=truncation,
-                                    comparison=comparison, network=model, timeout=timeout))
-    options = {"model": model, "tls": tls, "timeout": timeout, "frac_bits": frac_bits, "dealer": dealer,
-               "truncation": truncation, "comparison": comparison, "seeds": (prg.new_key(), prg.new_key()),
-               "plan": plan, "wrap": wrap}
+                                    comparison=comparison, network=model, timeout=timeout, owner_network=owner_model))
+    options = {"model": model, "owner_model": owner_model, "tls": tls, "timeout": timeout, "frac_bits": frac_bits,
+               "dealer": dealer, "truncation": truncation, "comparison": comparison,
+               "seeds": (prg.new_key(), prg.new_key()), "plan": plan, "wrap": wrap}
     if processes:
         return _run_processes(program, args, options)
     results = run_loop(_run_in_one_loop(program, args, transport, options))
@@ -110,22 +114,25 @@ def run_with_owner(program: Program, owner_program: Callable[..., Awaitable[Any]
                    network: Any = None, timeout: float = DEFAULT_TIMEOUT, frac_bits: int = 16,
                    truncation: str = "dealer", comparison: str = "auto",
                    seeds: tuple[bytes, bytes] | None = None,
-                   dealer_limits: DealerLimits | None = None) -> tuple[Any, Any, Any]:
+                   dealer_limits: DealerLimits | None = None, owner_network: Any = None) -> tuple[Any, Any, Any]:
     """Run a job with a data owner in one process: `owner_program(client, *args)` (an
     mpcrt.owner.OwnerClient: it shares inputs and receives outputs) beside
     `program(party, *args)` on parties 0 and 1, which read the owner's inputs through
     `party.owner`. The owner is the dealer, as in `lpgan train`. Returns (owner's result,
     party 0's, party 1's); a party's failure is raised in preference to what it caused.
     `seeds`: the dealer seeds (default fresh; fixed seeds make a run replayable);
-    `dealer_limits`: the most material the dealer makes (as mpcrt.jobs.start_job)."""
+    `dealer_limits`: the most material the dealer makes (as mpcrt.jobs.start_job);
+    `owner_network`: the owner's link to each party, declared for "auto" (the dealer runs in
+    this process: nothing is simulated)."""
     return run_loop(_run_with_owner(program, owner_program, args, resolve_network(network), timeout, frac_bits,
-                                    truncation, comparison, seeds or (prg.new_key(), prg.new_key()), dealer_limits))
+                                    truncation, comparison, seeds or (prg.new_key(), prg.new_key()), dealer_limits,
+                                    resolve_network(owner_network)))
 
 
 async def _run_with_owner(program: Program, owner_program: Callable[..., Awaitable[Any]], args: tuple,
                           model: NetworkModel | None, timeout: float, frac_bits: int, truncation: str,
                           comparison: str, seeds: tuple[bytes, bytes],
-                          dealer_limits: DealerLimits | None) -> tuple[Any, Any, Any]:
+                          dealer_limits: DealerLimits | None, owner_model: NetworkModel | None) -> tuple[Any, Any, Any]:
     ends: tuple[Transport, Transport] = pair()
     if model is not None:
         ends = (WanTransport(ends[0], model), WanTransport(ends[1], model))
@@ -133,7 +140,8 @@ async def _run_with_owner(program: Program, owner_program: Callable[..., Awaitab
     dealer = LocalDealer(*seeds, dealer_limits)
     owner_links = [OwnerLink(links[i][0], i, seeds[i], timeout) for i in (0, 1)]
     parties = [Party(i, ends[i], timeout=timeout, frac_bits=frac_bits, dealer=DealerClient(i, seeds[i], dealer),
-                     truncation=truncation, comparison=comparison, network=model, owner=owner_links[i])
+                     truncation=truncation, comparison=comparison, network=model, owner=owner_links[i],
+                     owner_network=owner_model)
                for i in (0, 1)]
     client = OwnerClient((links[0][1], links[1][1]), seeds[1], frac_bits, timeout)
     client.start()
@@ -189,13 +197,14 @@ async def _run_in_one_loop(program: Program, args: tuple, transport: str, option
         local = LocalDealer(seed0, seed1)
         sources: list[CorrectionSource] = [local, local]
     else:
-        service = DealerService(seed0, seed1)
+        service = DealerService(seed0, seed1, link=options["owner_model"])
         listener = await listen(LOOPBACK, 0, tls=_dealer_tls(options["tls"]), timeout=options["timeout"])
         serving = asyncio.ensure_future(service.serve(listener))
         sources = [await _connect_dealer(listener.port, i, options) for i in (0, 1)]
     dealers = [DealerClient(i, (seed0, seed1)[i], sources[i]) for i in (0, 1)]
     parties = [Party(i, ends[i], timeout=options["timeout"], frac_bits=options["frac_bits"], dealer=dealers[i],
-                     truncation=options["truncation"], comparison=options["comparison"], network=options["model"])
+                     truncation=options["truncation"], comparison=options["comparison"], network=options["model"],
+                     owner_network=options["owner_model"])
                for i in (0, 1)]
     try:
         return await asyncio.gather(*(p.run(program, *args, plan=options["plan"]) for p in parties),
@@ -218,7 +227,9 @@ async def _connect_dealer(port: int, party_id: int, options: dict,
                           credentials: dict[str, Credentials] | None = None) -> RemoteDealer:
     creds = credentials or local_credentials()
     tls = TLSConfig(creds[f"party{party_id}"], "owner") if options["tls"] else None
-    conn = await connect(LOOPBACK, port, tls=tls, timeout=options["timeout"])
+    conn: Transport = await connect(LOOPBACK, port, tls=tls, timeout=options["timeout"])
+    if options.get("owner_model") is not None:  # the requests' direction of the owner's link
+        conn = WanTransport(conn, options["owner_model"])
     return RemoteDealer(conn, party_id, timeout=options["timeout"])
 
 
@@ -247,7 +258,8 @@ def _run_processes(program: Program, args: tuple, options: dict) -> tuple[Any, A
                         f"define the program (and any wrap) at module level and pass picklable arguments ({exc})"
                         ) from exc
     credentials = local_credentials()
-    dealer_thread = _DealerThread(*options["seeds"], tls=_dealer_tls(options["tls"], credentials))
+    dealer_thread = _DealerThread(*options["seeds"], tls=_dealer_tls(options["tls"], credentials),
+                                  link=options["owner_model"])
     options = {**options, "dealer_port": dealer_thread.port}
     ctx = mp.get_context("spawn")
     port_queue, results_queue = ctx.Queue(), ctx.Queue()
@@ -341,7 +353,7 @@ async def _party_main(party_id: int, program: Program, args: tuple, options: dic
     source = await _connect_dealer(options["dealer_port"], party_id, options, credentials)
     party = Party(party_id, transport, timeout=options["timeout"], frac_bits=options["frac_bits"],
                   dealer=DealerClient(party_id, seed, source), truncation=options["truncation"],
-                  comparison=options["comparison"], network=options["model"])
+                  comparison=options["comparison"], network=options["model"], owner_network=options["owner_model"])
     try:
         return await party.run(program, *args, plan=options["plan"])
     finally:
@@ -351,9 +363,9 @@ async def _party_main(party_id: int, program: Program, args: tuple, options: dic
 class _DealerThread:
     """The dealer service on its own event loop in a thread of the parent process."""
 
-    def __init__(self, seed0: bytes, seed1: bytes, tls: TLSConfig | None) -> None:
+    def __init__(self, seed0: bytes, seed1: bytes, tls: TLSConfig | None, link: NetworkModel | None = None) -> None:
         self._loop = new_event_loop()
-        self._service = DealerService(seed0, seed1)
+        self._service = DealerService(seed0, seed1, link=link)
         self._listener = self._loop.run_until_complete(listen(LOOPBACK, 0, tls=tls))
         self.port = self._listener.port
         self._thread = threading.Thread(target=self._run, name="mpcrt-dealer", daemon=True)

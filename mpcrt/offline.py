@@ -16,7 +16,7 @@ import torch
 from mpcrt import prg
 from mpcrt.dealer import CorrectionSource, DealerClient, LocalDealer, Request
 from mpcrt.runtime import Party, Program
-from transports import pair
+from transports import pair, resolve_network
 
 
 class _Recorder(CorrectionSource):
@@ -31,15 +31,19 @@ class _Recorder(CorrectionSource):
 
 
 async def record_plan(program: Program, *args: Any, frac_bits: int = 16, truncation: str = "dealer",
-                      comparison: str = "auto", network: Any = None, timeout: float = 60.0) -> list[Request]:
+                      comparison: str = "auto", network: Any = None, timeout: float = 60.0,
+                      owner_network: Any = None) -> list[Request]:
     """The dealer requests of `program(party, *args)`, in the order it makes them (its
-    parties count as prefetched, as the run fetching this plan will: see choose_method)."""
+    parties count as prefetched, as the run fetching this plan will, and declare the same
+    links: see ops.policy.choose_method)."""
+    network, owner_network = resolve_network(network), resolve_network(owner_network)
     seed0, seed1 = prg.new_key(), prg.new_key()
     recorder = _Recorder(LocalDealer(seed0, seed1))
     ends = pair()
     dealers = [DealerClient(0, seed0, recorder), DealerClient(1, seed1, recorder)]
     parties = [Party(i, ends[i], timeout=timeout, frac_bits=frac_bits, dealer=dealers[i], truncation=truncation,
-                     comparison=comparison, network=network, prefetched=True) for i in (0, 1)]
+                     comparison=comparison, network=network, prefetched=True, owner_network=owner_network)
+               for i in (0, 1)]
     results = await asyncio.gather(*(p.run(program, *args) for p in parties), return_exceptions=True)
     for result in results:
         if isinstance(result, BaseException):

@@ -71,13 +71,14 @@ class Party:
 
     The party owns the transport: `run` closes it. `timeout` bounds every wait for the
     peer (seconds without any frame from it while waiting). `prefetched`: the dealer's
-    material comes from an offline phase (see ops.compare.choose_method).
+    material comes from an offline phase (see ops.policy.choose_method).
     """
 
     def __init__(self, id: int, transport: Transport, *, timeout: float = DEFAULT_TIMEOUT,
                  frac_bits: int = ring.DEFAULT_FRAC_BITS, session: str = "", dealer: DealerClient | None = None,
                  truncation: str = "dealer", comparison: str = "auto", network: NetworkModel | None = None,
-                 owner: OwnerLink | None = None, prefetched: bool = False) -> None:
+                 owner: OwnerLink | None = None, prefetched: bool = False,
+                 owner_network: NetworkModel | None = None) -> None:
         if id not in (0, 1):
             raise ValueError(f"party id must be 0 or 1, got {id!r}")
         self.id = id
@@ -94,8 +95,9 @@ class Party:
         if owner is not None:
             owner.party = self
         self.truncation = truncation
-        self.comparison = comparison  # "auto": chosen per call from `network` (ops.compare.choose_method)
+        self.comparison = comparison  # "auto": chosen per call from `network` (ops.policy.choose_method)
         self.network = network  # the declared link, the same at both parties
+        self.owner_network = owner_network  # the declared link from the owner (the dealer) to each party
         # material comes from an offline phase (run with a plan, or the dry run recording
         # one): "auto" then weighs the online phase alone, alike in both runs
         self.prefetched = prefetched

@@ -37,7 +37,7 @@ import msgpack
 from mpcrt import ring
 from mpcrt.dealer import DealerClient, RemoteDealer
 from mpcrt.errors import MPCError
-from mpcrt.ops.compare import METHODS as COMPARISONS
+from mpcrt.ops.policy import METHODS as COMPARISONS
 from mpcrt.ops.truncation import METHODS as TRUNCATIONS
 from mpcrt.owner import OwnerFrameRefused, OwnerLink, OwnerLost
 from mpcrt.runtime import Party, Program
@@ -279,10 +279,11 @@ class EdgeServer:
             if spec.get(key, default) not in allowed:
                 return (f"{key} must be one of {', '.join(allowed)}, got {_short(spec.get(key))}; set [protocol] {key} "
                         f"in {where}")
-        try:
-            resolve_network(spec.get("network"))
-        except (ValueError, TypeError, KeyError, ArithmeticError) as exc:
-            return f"its network: {_short(exc, 300)}; set [protocol] network in {where}"
+        for key in ("network", "owner_network"):
+            try:
+                resolve_network(spec.get(key))
+            except (ValueError, TypeError, KeyError, ArithmeticError) as exc:
+                return f"its {key}: {_short(exc, 300)}; set [protocol] {key} in {where}"
         return None
 
     async def _run(self, job: _Job) -> None:
@@ -306,11 +307,15 @@ class EdgeServer:
                 peer = WanTransport(peer, model)
             if self.config.wrap is not None:
                 peer = self.config.wrap(self.config.party_id, peer)
+            owner_model = resolve_network(spec.get("owner_network"))
+            if owner_model is not None:  # the requests' direction; the owner's dealer simulates the answers'
+                dealer_conn = WanTransport(dealer_conn, owner_model)
             dealer = DealerClient(self.config.party_id, spec["seed"],
                                   RemoteDealer(dealer_conn, self.config.party_id, timeout=timeout))
             party = Party(self.config.party_id, peer, timeout=timeout, frac_bits=spec.get("frac_bits", 16),
                           session=job.session, dealer=dealer, truncation=spec.get("truncation", "dealer"),
-                          comparison=spec.get("comparison", "auto"), network=model, owner=link)
+                          comparison=spec.get("comparison", "auto"), network=model, owner=link,
+                          owner_network=owner_model)
             args = {**spec["args"], "state_dir": str(self.config.state_dir / _safe(job.name))}
             start = time.perf_counter()
             await party.run(self.programs[spec["program"]], args)

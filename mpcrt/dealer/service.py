@@ -23,7 +23,7 @@ from mpcrt.dealer.material import Request, answer, answer_bytes
 from mpcrt.errors import DealerError
 from mpcrt.messages import DATA, MalformedFrame, Message, decode, encode
 from mpcrt.scope import background_task, in_slices
-from transports import Listener, Transport, TransportError
+from transports import Listener, NetworkModel, Transport, TransportError, WanTransport
 
 REFUSED = "error"  # the frame kind of a refusal: {"message": why}
 
@@ -32,8 +32,11 @@ class DealerService:
     """Answers the parties' requests for one job until closed."""
 
     def __init__(self, seed0: bytes, seed1: bytes, limits: DealerLimits | None = None,
-                 on_refusal: Callable[[DealerRefused], None] | None = None) -> None:
+                 on_refusal: Callable[[DealerRefused], None] | None = None, link: NetworkModel | None = None) -> None:
+        """link: the owner's link to each party, simulated on what the service sends (None:
+        the real link alone)."""
         self.seed0, self.seed1 = seed0, seed1
+        self.link = link
         self.admission = Admission(limits)
         self.on_refusal = on_refusal
         self.refusals: list[DealerRefused] = []
@@ -56,6 +59,8 @@ class DealerService:
         """Answer one party. Over TLS its identity is its certificate's name, never what it
         claims in a request: party 0 must not obtain party 1's corrections."""
         certified = getattr(conn, "peer_name", None)
+        if self.link is not None:
+            conn = WanTransport(conn, self.link)
         try:
             while True:
                 party_id, requests = _parse(await conn.recv(), certified)

@@ -21,7 +21,8 @@ import torch
 
 from mpcrt import ring
 from mpcrt.ops.boolean import OpenedBit, times_bit, times_opened_bit
-from mpcrt.ops.compare import _resolve, msb, relu_dcf
+from mpcrt.ops.compare import msb, relu_dcf
+from mpcrt.ops.policy import resolve_method
 from mpcrt.ops.products import mul, open_masked
 from mpcrt.ops.truncation import truncate
 from mpcrt.scope import op_label
@@ -66,7 +67,7 @@ async def _times_step(x: ArithmeticShare, method: str | None, frac_bits: int | N
     cut = 0 if frac_bits is None else x.frac_bits - frac_bits
     if cut < 0:
         raise ValueError(f"a share with {x.frac_bits} fractional bits cannot be truncated to {frac_bits}")
-    if _resolve(x, method) == "dcf":  # the product in the opening's round, then its truncation (if any)
+    if resolve_method(x, method) == "dcf":  # the product in the opening's round, then its truncation (if any)
         (product, bit), x = await asyncio.gather(relu_dcf(x), truncate(x, cut) if keep_x else asyncio.sleep(0))
         return x, await truncate(product, cut), bit
     sign, x = await asyncio.gather(msb(x, method), truncate(x, cut))

@@ -40,61 +40,9 @@ from mpcrt.dealer.request import Request
 from mpcrt.messages import spec
 from mpcrt.ops.boolean import and_, and_private, bit_to_arith
 from mpcrt.ops.carry import CarryGroup, PublicRows, reduce_carries
+from mpcrt.ops.policy import resolve_method
 from mpcrt.scope import op_label
 from mpcrt.shares import ArithmeticShare
-
-METHODS = ("lpgan", "tree", "dcf")
-# per call and party: (rounds, online bytes sent per element, CPU seconds per element, CPU
-# seconds per call, offline seconds per element). Rounds and bytes are docs/COSTS.md's
-# (ge0: the tree 6 rounds and 1264 bytes per 64 elements, lpgan 64 and 1504, the DCF one
-# opening of 8 bytes and a key of about 2 KB per element for each party); the seconds are
-# measurements on the reference machine, in docs/BENCHMARKS.md ("The cost model's seconds").
-# Used to pick a method per call
-COST_MODEL = {"tree": (6, 1264 / 64, 0.19e-6, 0.0, 0.35e-6), "lpgan": (64, 1504 / 64, 0.13e-6, 0.0, 0.35e-6),
-              "dcf": (1, 8.0, 0.6e-6, 0.5e-3, 16e-6)}
-# when no network is declared: loopback TLS (RTT s, bandwidth bit/s; its per-round processing
-# measured in docs/BENCHMARKS.md)
-LOOPBACK = (1e-3, 10e9)
-
-
-def link(party) -> tuple[float, float]:
-    """(RTT seconds, bandwidth bit/s) of the party's declared network; LOOPBACK without one."""
-    network = getattr(party, "network", None)
-    return (network.rtt_s, network.bandwidth_bps) if network is not None else LOOPBACK
-
-
-def choose_method(party, n: int, candidates: tuple[str, ...] = METHODS,
-                  weights: dict[str, float] | None = None, evaluations: dict[str, float] | None = None) -> str:
-    """The method with the least modelled time for n elements on the party's declared network
-    (rounds x RTT/2 + bytes / bandwidth + CPU). Where the dealer's material is made on demand
-    (training jobs: new material every step), its making and shipping count too, and the
-    DCF's keys are 30 times the tree's; where it was prefetched in an offline phase
-    (`party.prefetched`), only the online phase does. Both parties declare the same network
-    and the same phase, so they choose alike; the choice shows in stats as the op label
-    (e.g. msb[dcf]). weights: comparisons per element for a method, where an op needs
-    several (default 1); evaluations: where a method's work per element grows apart from
-    its bytes and material (a DCF key evaluated at several points), that factor on its CPU time."""
-    rtt, bandwidth = link(party)
-    material = not getattr(party, "prefetched", False)
-
-    def modelled(method: str) -> float:
-        rounds, bytes_per_element, cpu, fixed, offline = COST_MODEL[method]
-        count = n * (weights or {}).get(method, 1.0)
-        cpu *= (evaluations or {}).get(method, 1.0)
-        return rounds * rtt / 2 + count * (bytes_per_element * 8 / bandwidth + cpu + offline * material) + fixed
-
-    return min(candidates, key=modelled)
-
-
-def _resolve(x: ArithmeticShare, method: str | None, candidates: tuple[str, ...] = METHODS,
-             weights: dict[str, float] | None = None, evaluations: dict[str, float] | None = None) -> str:
-    method = method or x.party.comparison
-    if method == "auto":
-        return choose_method(x.party, x.numel(), candidates, weights, evaluations)
-    if method not in METHODS:
-        raise ValueError(f"comparison method must be one of {(*METHODS, 'auto')}, got {method!r}")
-    return method
-
 
 LOW63 = (1 << 63) - 1
 BITS = 63
@@ -155,7 +103,7 @@ async def _greater(party, rows: torch.Tensor, method: str) -> BinaryShare:
 
 async def msb(x: ArithmeticShare, method: str | None = None) -> BinaryShare:
     """The sign bit of each element (1 for negative), packed 64 to a word."""
-    method = _resolve(x, method, ("lpgan", "tree"))
+    method = resolve_method(x, method, ("lpgan", "tree"))
     if method == "dcf":
         raise ValueError("the dcf method yields the sign as ring shares: use is_non_negative or less_than")
     party = x.party
@@ -273,7 +221,7 @@ async def relu_dcf(x: ArithmeticShare) -> tuple[ArithmeticShare, ArithmeticShare
 
 async def _sign(x: ArithmeticShare, method: str | None) -> ArithmeticShare:
     """MSB(x) as ring shares (0/1, scale 0), by any method."""
-    method = _resolve(x, method)
+    method = resolve_method(x, method)
     if method == "dcf":
         return await _sign_dcf(x)
     sign = await msb(x, method)

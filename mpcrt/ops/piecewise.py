@@ -35,8 +35,9 @@ from mpcrt.dealer.kinds import PieceTable
 from mpcrt.dealer.packing import unpack_index
 from mpcrt.dealer.request import Request
 from mpcrt.ops.boolean import bit_to_arith, open_bit, times_bit
+from mpcrt.ops.policy import segment_method
 from mpcrt.ops.products import mul, open_masked, square
-from mpcrt.ops.segments import pick, segment_method, segment_onehot, threshold_bits
+from mpcrt.ops.segments import pick, segment_onehot, threshold_bits
 from mpcrt.ops.truncation import truncate
 from mpcrt.scope import op_label
 from mpcrt.shares import ArithmeticShare, ring_int
@@ -111,7 +112,7 @@ async def _opened_powers(x: ArithmeticShare, degree: int) -> list[ArithmeticShar
 
 async def evaluate(x: ArithmeticShare, pw: Piecewise, method: str | None = None) -> ArithmeticShare:
     """pw(x) on shares; exact segment choice, polynomial error as fitted plus a few units."""
-    method = segment_method(x, pw.breakpoints, method)
+    method = segment_method(x, len(pw.breakpoints), method)
     if method == "tree" and pw.degree <= 2 and len(pw.breakpoints) >= 2 and _lookup_fits(pw, x.frac_bits):
         with op_label("piecewise"):
             return (await _evaluate_by_lookup(x.reshape(-1), pw)).reshape(x.shape)

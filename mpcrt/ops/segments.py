@@ -20,7 +20,8 @@ piecewise polynomials and range conversions select by them. Two ways:
   need no comparison: the segment is the position of x's leading one (ops.leading), one
   carry network for all bits, 6 rounds and 355 bit rows each way for inv_sqrt's 29 (where
   the comparisons above take 7 and 2285 / 1468), but more Python per call (its circuit is
-  built each time): taken where that pays (`leading_pays`: on slow links always, on loopback from ~11,000 elements).
+  built each time): taken where that pays (`policy.leading_pays`: on slow links always, on
+  loopback from ~11,000 elements).
 
 Each comparison is the sign of a sum of two privately held values plus a shared carry-in:
 MSB(a + b + c) = a_top xor b_top xor carry, carry = G xor (P and c) with (G, P) the
@@ -39,22 +40,11 @@ from mpcrt import ring
 from mpcrt.binary import BinaryShare
 from mpcrt.ops.boolean import and_, and_private, bit_to_arith
 from mpcrt.ops.carry import CarryGroup, PublicRows, reduce_carries
-from mpcrt.ops.compare import _resolve, below_dcf, bit_slice, is_non_negative, link
+from mpcrt.ops.compare import below_dcf, bit_slice, is_non_negative
 from mpcrt.ops.leading import leading_onehot, powers_of_two
+from mpcrt.ops.policy import leading_pays, segment_method
 from mpcrt.scope import op_label
 from mpcrt.shares import ArithmeticShare, stack
-
-# for choosing a method: the tree's ANDs here are about those of two 63-bit comparisons
-# (its cost grows with the comparisons' width, barely with their number); the DCF one
-# opening and one key, evaluated at m points
-TREE_WEIGHT = 2.0
-# the leading one against the threshold tree, per party, for the roots' 29 powers of two at
-# f = 16: (rounds saved, bytes sent saved per element, CPU seconds saved per element), and its
-# extra CPU seconds per call (its circuit is built as GF(2) polynomials in Python each time).
-# One round and 241 bytes (party 0's; party 1's 139: both use this, so they choose alike) are
-# docs/COSTS.md's; the seconds are measurements (docs/BENCHMARKS.md, "The cost model's seconds")
-LEADING_SAVES = (1, 241.0, 0.9e-6)
-LEADING_EXTRA_SECONDS = 12e-3
 
 
 async def segment_onehot(x: ArithmeticShare, breakpoints: Sequence[float], method: str | None = None
@@ -62,7 +52,7 @@ async def segment_onehot(x: ArithmeticShare, breakpoints: Sequence[float], metho
     """Integer shares (scale 0) of shape (m + 1, *x.shape): row 0 [x < t_1], row j
     [t_j <= x < t_(j+1)], row m [x >= t_m]."""
     _check_increasing(breakpoints)
-    method = segment_method(x, breakpoints, method)
+    method = segment_method(x, len(breakpoints), method)
     with op_label(f"segments[{method}]"):
         if method != "tree":
             ge = await _at_least(x, breakpoints, method)
@@ -91,22 +81,6 @@ def _mask(bits: int) -> int:
 
 def _trailing_zeros(v: int) -> int:
     return (v & -v).bit_length() - 1 if v else 64
-
-
-def segment_method(x: ArithmeticShare, breakpoints: Sequence[float], method: str | None = None) -> str:
-    """The comparison method ('tree' or 'dcf') splitting x at these breakpoints: as asked, or
-    for 'auto' the cheaper on the party's network."""
-    return _resolve(x, method, ("tree", "dcf"), weights={"tree": TREE_WEIGHT},
-                    evaluations={"dcf": len(breakpoints)})
-
-
-def leading_pays(x: ArithmeticShare) -> bool:
-    """Whether the leading one (ops.leading) beats the threshold tree at powers of two on the
-    party's declared network: always on slow links (a round), from about 11,000 elements on
-    loopback. Both parties declare the same network and know the shape: they choose alike."""
-    rtt, bandwidth = link(x.party)
-    rounds, sent, cpu = LEADING_SAVES
-    return rounds * rtt / 2 + x.numel() * (sent * 8 / bandwidth + cpu) > LEADING_EXTRA_SECONDS
 
 
 def _check_increasing(breakpoints: Sequence[float]) -> None:

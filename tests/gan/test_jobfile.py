@@ -38,11 +38,21 @@ def test_defaults_fill_a_minimal_job(tmp_path):
     assert job.data == str(tmp_path / "pictures") and job.network == "wan"
 
 
+def test_links_are_declared_by_preset_or_table_and_only_declared_ones_enter_the_protocol(tmp_path):
+    job = jobfile.load(write(tmp_path, MINIMAL + '[protocol]\nnetwork = { bandwidth_mbps = 100, rtt_ms = 20 }\n'
+                                                 'owner_network = "mobile"\n'))
+    assert job.network == {"bandwidth_mbps": 100, "rtt_ms": 20} and job.owner_network == "mobile"
+    assert job.protocol()["owner_network"] == "mobile" and job.protocol()["network"]["rtt_ms"] == 20
+    assert "owner_network" not in jobfile.load(write(tmp_path, MINIMAL)).protocol()  # fingerprints stay
+
+
 @pytest.mark.parametrize("text, message", [
     ("[servers]\nparty0 = \"a:1\"\n", "needs party1"),
     (MINIMAL + "colour = 3\n", "unknown key.*colour"),
     (MINIMAL + "[train]\niteration = 3\n", r"unknown key\(s\) iteration in \[train\]"),
     (MINIMAL + "[protocol]\nnetwork = \"moon\"\n", "network must be"),
+    (MINIMAL + "[protocol]\nowner_network = \"moon\"\n", r"\[protocol\] owner_network must be one of none"),
+    (MINIMAL + "[protocol]\nowner_network = { rtt_ms = 5 }\n", r"\[protocol\] owner_network: custom network needs"),
     (MINIMAL + "[protocol]\ncomparison = \"guess\"\n", "comparison must be"),
     (MINIMAL.replace("10.0.0.1:7000", "10.0.0.1"), "HOST:PORT"),
     ("[servers\n", "not valid TOML"),

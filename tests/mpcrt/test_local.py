@@ -107,3 +107,24 @@ def test_wrap_puts_a_transport_of_ones_own_around_each_link():
     r0, _ = mpcrt.run_local(program, wrap=Counting)
     assert r0.tolist() == [1.0, 1.0]
     assert seen[0] >= 3 and seen[1] >= 3  # hello, the data, bye
+
+
+async def signs_and_waits(party: mpcrt.Party, n: int):
+    x = await party.input(torch.linspace(-1, 1, n) if party.id == 0 else None, src=0)
+    signs = await (await mpcrt.ops.is_non_negative(x)).reveal()
+    return signs, sorted(party.stats.by_op), party.stats.offline.seconds
+
+
+def test_the_owners_link_is_weighed_by_auto_and_simulated_on_the_dealer_service():
+    """On wan, 1,000 comparisons take the DCF (one round); behind a declared 10 Mbit/s owner
+    link its 1.5 MB of keys would take 1.2 s, so they take the tree, whose 47 KB of material
+    still take at least its 38 ms on the simulated link."""
+    n = 1_000
+    slow = {"bandwidth_mbps": 10, "rtt_ms": 50}
+    (signs, labels, _), _ = mpcrt.run_local(signs_and_waits, n, network="wan", dealer="service")
+    assert torch.equal(signs, (torch.linspace(-1, 1, n) >= 0).float()) and any("dcf" in label for label in labels)
+    (signs, labels, _), (_, _, waited) = mpcrt.run_local(signs_and_waits, n, network="wan", dealer="service",
+                                                         owner_network=slow)
+    assert torch.equal(signs, (torch.linspace(-1, 1, n) >= 0).float())
+    assert not any("dcf" in label for label in labels) and any("tree" in label for label in labels)
+    assert waited >= 46_800 * 8 / 10e6 + 0.05  # party 1's material on the link, and its round trip

@@ -76,6 +76,29 @@ async def test_jobs_run_one_after_another(certs, tmp_path):
     assert sum("done" in line for line in logs) == 4
 
 
+async def links(party, args):
+    """What the job declares to each server, and how long party 1 waited for material."""
+    x = await party.owner.receive("x")
+    party.owner.send("y", await ops.mul(x, x))
+    seen = torch.tensor([party.network.rtt_s * 1e3, party.owner_network.bandwidth_bps / 1e6,
+                         party.stats.offline.seconds])
+    party.owner.send("seen", await party.input(seen if party.id == 1 else None, src=1))  # party 1's figures
+
+
+async def test_the_owners_link_is_declared_to_both_servers_and_simulated(certs, tmp_path):
+    slow = {"bandwidth_mbps": 2, "rtt_ms": 200}
+    async with two_servers(certs, tmp_path, {"links": links}) as (addresses, _):
+        job = await start_job(addresses, certs, "links", {}, SEEDS, network="lan", owner_network=slow)
+        try:
+            job.client.share({"x": torch.tensor([1.5, -2.0])})
+            assert torch.allclose(await job.client.reveal("y"), torch.tensor([2.25, 4.0]), atol=1e-3)
+            rtt, bandwidth, waited = (await job.client.reveal("seen")).tolist()
+        finally:
+            await job.close()
+    assert abs(rtt - 0.25) < 1e-3 and abs(bandwidth - 2) < 1e-3  # ms, Mbit/s
+    assert waited >= 0.2  # party 1's material crossed the simulated owner link: a round trip at least
+
+
 async def test_a_second_owner_is_refused_while_a_job_runs(certs, tmp_path):
     async with two_servers(certs, tmp_path) as (addresses, _):
         first = await start_job(addresses, certs, "square", {"pause": 0.5}, SEEDS)
@@ -290,6 +313,8 @@ BAD_VALUES = [
     ({"network": "moon"}, "unknown network preset 'moon'"),
     ({"network": {"bandwidth_mbps": "x", "rtt_ms": 1}}, r"its network"),
     ({"network": 5}, "network must be None"),
+    ({"owner_network": "moon"}, "its owner_network: unknown network preset 'moon'"),
+    ({"owner_network": {"rtt_ms": 1}}, r"its owner_network: custom network needs bandwidth_mbps"),
     ({"program": ["square"]}, r"no program \['square'\] here"),
     ({"program": {"a": 1}}, "no program"),
     ({"party": True}, "lists it as party True"),

@@ -113,7 +113,7 @@ async def test_dcf_sign_over_the_whole_ring():
 def test_the_automatic_choice_follows_the_network():
     from types import SimpleNamespace
 
-    from mpcrt.ops.compare import choose_method
+    from mpcrt.ops.policy import choose_method
     from transports import PRESETS
 
     loopback, wan = SimpleNamespace(network=None), SimpleNamespace(network=PRESETS["wan"])
@@ -129,6 +129,22 @@ def test_the_automatic_choice_follows_the_network():
     assert choose_method(wan, 1_000_000) == "tree"  # the walk's CPU outgrows 4 RTTs
     assert choose_method(loopback, 1_000) == "dcf"
     assert choose_method(loopback, 100_000) == "tree"  # rounds are cheap: the walk's CPU decides
+
+
+def test_the_automatic_choice_weighs_material_on_the_owners_declared_link():
+    from types import SimpleNamespace
+
+    from mpcrt.ops.policy import choose_method
+    from transports import PRESETS
+
+    for prefetched in (False, True):  # prefetched or streamed, the material crosses the owner's link once
+        def servers(owner, prefetched=prefetched):
+            return SimpleNamespace(network=PRESETS["wan"], owner_network=owner, prefetched=prefetched)
+
+        assert choose_method(servers(None), 1_000) == "dcf"  # one round instead of five at 40 ms
+        assert choose_method(servers(PRESETS["lan"]), 1_000) == "dcf"  # 1.5 MB of keys take 12 ms at 1 Gbit/s
+        assert choose_method(servers(PRESETS["mobile"]), 1_000) == "tree"  # 0.3 s at 40 Mbit/s: 5 rounds are less
+        assert choose_method(servers(PRESETS["mobile"]), 1_000, ("lpgan", "dcf")) == "dcf"  # 64 rounds cost more
 
 
 async def auto_choice(party, x):

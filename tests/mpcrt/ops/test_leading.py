@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from mpcrt.dealer.packing import unpack_bool
-from mpcrt.ops import leading, segments
+from mpcrt.ops import leading, policy, segments
 from mpcrt.shares import ArithmeticShare
 from tests.conftest import run_pair
 from transports import PRESETS
@@ -93,7 +93,10 @@ def test_the_leading_one_pays_on_slow_links_and_for_large_inputs():
     from types import SimpleNamespace
 
     def pays(network, n):
-        return segments.leading_pays(SimpleNamespace(party=SimpleNamespace(network=network), numel=lambda: n))
+        return policy.leading_pays(SimpleNamespace(party=SimpleNamespace(network=network), numel=lambda: n))
 
     assert pays(PRESETS["wan"], 1) and pays(PRESETS["mobile"], 1)  # a round of 20 ms or more
     assert not pays(None, 5_000) and pays(None, 20_000)  # loopback: bytes and CPU per element decide
+    owner = SimpleNamespace(network=None, owner_network=PRESETS["mobile"])  # its material is 395 bytes smaller
+    assert policy.leading_pays(SimpleNamespace(party=owner, numel=lambda: 5_000))
+    assert not policy.leading_pays(SimpleNamespace(party=owner, numel=lambda: 100))
