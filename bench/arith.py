@@ -158,7 +158,7 @@ class Result:
     rounds: int
     bytes_sent: int  # per party (both send the same)
     bytes_received: int
-    offline_bytes: float  # party 1, from the dealer
+    offline_bytes: float  # from the dealer, both parties together (its corrections go to either)
     offline_s: float  # party 1 (party 0 derives its material from its seed)
     offline_s_party0: float
     max_error_ulp: float
@@ -208,7 +208,7 @@ def measure(workload: Workload, repeats: int, seed: int = 1, frac_bits: int = 16
         raise RuntimeError(f"{workload.name}: expected 2 dealer requests per product, got {r1['offline']}")
     medians = (statistics.median(r0["times"]), statistics.median(r1["times"]))
     return Result(workload.name, max(medians), medians, rounds, sent, received,
-                  offline_bytes=r1["offline"]["bytes_received"] / ops_count,
+                  offline_bytes=(r0["offline"]["bytes_received"] + r1["offline"]["bytes_received"]) / ops_count,
                   offline_s=r1["offline"]["seconds"] / ops_count,
                   offline_s_party0=r0["offline"]["seconds"] / ops_count,
                   max_error_ulp=r0["max_error_ulp"], plaintext_s=plaintext_seconds(workload, repeats, seed),
@@ -266,7 +266,7 @@ def _ms(seconds: float) -> str:
 
 
 def measurement_table(results: Sequence[Result]) -> str:
-    header = ("workload", "online ms", "end to end ms", "rounds", "online MB sent", "offline MB (p1)",
+    header = ("workload", "online ms", "end to end ms", "rounds", "online MB sent", "dealer MB (both)",
               "offline ms (p1)", "max err (ulp)", "plain fp32 ms", "anchor")
     lines = []
     for r in results:
@@ -289,7 +289,7 @@ def measurement_table(results: Sequence[Result]) -> str:
 def target_rows(results: Sequence[Result]) -> list[Row]:
     """Ratios against the anchors.
 
-    Bytes, the target: our online bytes sent per party + party 1's offline bytes, against CrypTen's MB.
+    Bytes, the target: our online bytes sent per party + the dealer's bytes (both parties), against CrypTen's MB.
     CrypTen's MB are 16 bytes per element of x and y in every row (8 sent + 8 received for opening the
     operands; truncation local; its TFP dealer sends nothing), so the like-for-like figure is our online
     bytes sent + received, printed too, without a target.
@@ -306,7 +306,7 @@ def target_rows(results: Sequence[Result]) -> list[Row]:
                                 "<= 1", e, e <= 1))
             total = (r.bytes_sent + r.offline_bytes) / MB
             b = total / a.mb  # type: ignore[operator]
-            rows.append(Row(r.name, "(online MB sent + p1 offline MB) / CrypTen MB", total, "MB", "<= 1", b, b <= 1))
+            rows.append(Row(r.name, "(online MB sent + dealer MB) / CrypTen MB", total, "MB", "<= 1", b, b <= 1))
             both = (r.bytes_sent + r.bytes_received) / MB
             rows.append(Row(r.name, "online MB sent + received / CrypTen MB (no target)", both, "MB", "",
                             both / a.mb))  # type: ignore[operator]

@@ -107,8 +107,8 @@ class Result:
     rounds: int
     mb_sent: float  # per party (party 0), per op
     mb_received: float
-    offline_mb_p1: float  # dealer material for party 1, per op
-    dealer_wait_s: float  # party 1's time waiting for material during the timed op (0 when prefetched)
+    offline_mb: tuple[float, float]  # dealer material each party receives, per op
+    dealer_wait_s: float  # the longer wait of a party for material during the timed op (0 when prefetched)
     plain_seconds: float
     wall_s: float
     end_to_end: bool = False  # the time includes making the dealer's material (else online only)
@@ -240,18 +240,20 @@ def measure(w: Workload, network: str, seed: int = 1, comparison: str = "auto", 
     wall = time.perf_counter() - start
     seconds = [max(a, b) for a, b in zip(r0["times"], r1["times"], strict=True)]
     rounds, sent, received, _ = r0["deltas"][-1]
-    wait = statistics.median(d[3] for d in r1["deltas"]) if w.prefetch == "none" else 0.0
+    waits = [max(d0[3], d1[3]) for d0, d1 in zip(r0["deltas"], r1["deltas"], strict=True)]  # either may wait now
+    wait = statistics.median(waits) if w.prefetch == "none" else 0.0
     return Result(w.name, network, seconds, int(rounds), sent / MB, received / MB,
-                  r1["offline_bytes"] / r1["ops"] / MB, wait, plaintext_seconds(w), wall, w.end_to_end,
+                  (r0["offline_bytes"] / r0["ops"] / MB, r1["offline_bytes"] / r1["ops"] / MB), wait,
+                  plaintext_seconds(w), wall, w.end_to_end,
                   max(r0["peak_rss"], r1["peak_rss"]) / 1e9)
 
 
 def table(results: Sequence[Result]) -> str:
     header = ("workload", "network", "s", "timed", "dealer wait s", "rounds", "MB sent", "MB recv",
-              "offline MB (p1)", "peak RSS GB", "plain torch s", "secure / plain")
+              "dealer MB p0/p1", "peak RSS GB", "plain torch s", "secure / plain")
     rows = [(r.workload, r.network, f"{r.median:.2f}", "end to end" if r.end_to_end else "online",
              f"{r.dealer_wait_s:.2f}" if r.dealer_wait_s else "-",
-             str(r.rounds), f"{r.mb_sent:.0f}", f"{r.mb_received:.0f}", f"{r.offline_mb_p1:.0f}",
+             str(r.rounds), f"{r.mb_sent:.0f}", f"{r.mb_received:.0f}", f"{r.offline_mb[0]:.0f}/{r.offline_mb[1]:.0f}",
              f"{r.peak_rss_gb:.1f}", f"{r.plain_seconds:.4f}", f"{r.median / r.plain_seconds:.0f}x")
             for r in results]
     return text_table(header, rows)

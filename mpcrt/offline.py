@@ -11,23 +11,22 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import torch
-
 from mpcrt import prg
 from mpcrt.dealer import CorrectionSource, DealerClient, LocalDealer, Request
 from mpcrt.runtime import Party, Program
 from transports import pair, resolve_network
 
 
-class _Recorder(CorrectionSource):
-    def __init__(self, inner: CorrectionSource) -> None:
-        self.inner = inner
+class _RecordingClient(DealerClient):
+    """A party's dealer client that notes every request its program asks for, in order."""
+
+    def __init__(self, party_id: int, seed: bytes, source: CorrectionSource) -> None:
+        super().__init__(party_id, seed, source)
         self.requests: list[Request] = []
 
-    async def fetch(self, request: Request, party_id: int) -> list[torch.Tensor]:
-        if party_id == 1:
-            self.requests.append(request)
-        return await self.inner.fetch(request, party_id)
+    async def get(self, request: Request) -> Any:
+        self.requests.append(request)
+        return await super().get(request)
 
 
 async def record_plan(program: Program, *args: Any, frac_bits: int = 16, truncation: str = "dealer",
@@ -38,9 +37,9 @@ async def record_plan(program: Program, *args: Any, frac_bits: int = 16, truncat
     links: see ops.policy.choose_method)."""
     network, owner_network = resolve_network(network), resolve_network(owner_network)
     seed0, seed1 = prg.new_key(), prg.new_key()
-    recorder = _Recorder(LocalDealer(seed0, seed1))
+    dealer = LocalDealer(seed0, seed1)
     ends = pair()
-    dealers = [DealerClient(0, seed0, recorder), DealerClient(1, seed1, recorder)]
+    dealers = [_RecordingClient(0, seed0, dealer), _RecordingClient(1, seed1, dealer)]
     parties = [Party(i, ends[i], timeout=timeout, frac_bits=frac_bits, dealer=dealers[i], truncation=truncation,
                      comparison=comparison, network=network, prefetched=True, owner_network=owner_network)
                for i in (0, 1)]
@@ -48,4 +47,4 @@ async def record_plan(program: Program, *args: Any, frac_bits: int = 16, truncat
     for result in results:
         if isinstance(result, BaseException):
             raise RuntimeError(f"the dry run of the offline phase failed: {result!r}") from result
-    return recorder.requests
+    return dealers[1].requests

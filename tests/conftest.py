@@ -69,15 +69,15 @@ async def link(request):
 async def run_pair(program, *args, kind: str = "memory", timeout: float = 5.0, party_options=None,
                    source=None, source0=None, seeds: tuple[bytes, bytes] | None = None) -> list:
     """Run `program` on both parties over a link of `kind`, with an in-process dealer unless
-    `source` (party 1's dealer) and `source0` (party 0's) are given; both outcomes, exceptions
-    included."""
+    `source` (party 1's dealer) and `source0` (party 0's, default `source`) are given; both
+    outcomes, exceptions included."""
     from mpcrt import Party, prg
     from mpcrt.dealer import DealerClient, LocalDealer
 
     a, b = await make_link(kind)
     seed0, seed1 = seeds or (prg.new_key(), prg.new_key())
     local = LocalDealer(seed0, seed1)
-    dealers = [DealerClient(0, seed0, source0 if source else local), DealerClient(1, seed1, source or local)]
+    dealers = [DealerClient(0, seed0, source0 or source or local), DealerClient(1, seed1, source or local)]
     options = party_options or [{}, {}]
     parties = [Party(i, t, timeout=timeout, dealer=dealers[i], **options[i]) for i, t in enumerate((a, b))]
     return await asyncio.gather(*(p.run(program, *args) for p in parties), return_exceptions=True)

@@ -1,9 +1,11 @@
-"""The party's side of the dealer: its seed, and where party 1's corrections come from.
+"""The party's side of the dealer: its seed, and where its corrections come from.
 
-Party 0 derives every component of its material from seed0 (no traffic). Party 1 derives
-the free components from seed1 and gets the dependent ones from a `CorrectionSource`: the
-dealer in this process, the dealer service over TLS, or a store filled ahead of time
-(offline phase). Time spent making or fetching material is counted as offline.
+Each party derives the free components of its material from its seed. Of the dependent
+ones, the party a request names (material.corrected_party: half the requests each) gets
+corrections from a `CorrectionSource` (the dealer in this process, the dealer service over
+TLS, or a store filled ahead of time: offline phase), and the other derives its shares
+from its seed, with no traffic. Time spent making or fetching material is counted as
+offline.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any, Protocol
 import torch
 
 from mpcrt.dealer.admission import Admission, DealerLimits
-from mpcrt.dealer.material import Request, answer, answer_names, answer_specs, derive
+from mpcrt.dealer.material import Request, answer, answer_names, answer_specs, corrected_party, derive
 from mpcrt.dealer.request import M
 from mpcrt.errors import DealerError
 from mpcrt.scope import MessageId, background_task, in_slices
@@ -24,7 +26,7 @@ from mpcrt.stats import Stats
 
 
 class CorrectionSource(ABC):
-    """Gives a party what the dealer sends it: party 1's corrections, and public values both
+    """Gives a party what the dealer sends it: its corrections, and public values both
     parties need (such as DCF correction words)."""
 
     @abstractmethod
@@ -80,11 +82,11 @@ class Pacer(Protocol):
 class DealerClient:
     """One party's access to correlated randomness."""
 
-    def __init__(self, party_id: int, seed: bytes, source: CorrectionSource | None = None) -> None:
-        if party_id == 1 and source is None:
-            raise ValueError("party 1 needs a correction source (the dealer)")
+    def __init__(self, party_id: int, seed: bytes, source: CorrectionSource) -> None:
         if party_id not in (0, 1):
             raise ValueError(f"party id must be 0 or 1, got {party_id!r}")
+        if source is None:
+            raise ValueError(f"party {party_id} needs a correction source (the dealer)")
         self.party_id = party_id
         self.seed = seed
         self.source = source
@@ -131,7 +133,7 @@ class DealerClient:
         if self.stats is not None:
             self.stats.offline.on_demand += 1
         start = time.perf_counter()
-        fetched = [await self.source.fetch(request, self.party_id)] if self._needs_dealer(request) else [[]]  # type: ignore[union-attr]
+        fetched = [await self.source.fetch(request, self.party_id)] if self._needs_dealer(request) else [[]]
         parts = self._assemble_one((request, fetched[0]))
         self._count(1, start, fetched)
         return parts
@@ -142,7 +144,7 @@ class DealerClient:
         slices between the online phase's work (mpcrt.stream; scope.in_slices)."""
         start = time.perf_counter()
         asked = [r for r in requests if self._needs_dealer(r)]
-        answers = dict(zip(asked, await self.source.fetch_many(asked, self.party_id), strict=True)) if asked else {}  # type: ignore[union-attr]
+        answers = dict(zip(asked, await self.source.fetch_many(asked, self.party_id), strict=True)) if asked else {}
         fetched = [answers.get(r, []) for r in requests]
         pairs = list(zip(requests, fetched, strict=True))
         made = await in_slices(pairs, self._assemble_one) if background else [self._assemble_one(p) for p in pairs]
@@ -208,19 +210,15 @@ class DealerClient:
         return dropped
 
     def _needs_dealer(self, request: Request) -> bool:
-        if self.party_id == 0 and not request.spec.public:
-            return False  # party 0 derives everything else from its seed
-        if self.source is None:
-            raise DealerError(f"{request.kind} material needs the dealer at party 0 too (e.g. comparison "
-                              "method 'dcf'); give party 0 a connection to the dealer")
-        return True
+        """Whether the dealer sends this party anything for `request` (else its seed makes all)."""
+        return bool(request.spec.public) or corrected_party(request) == self.party_id
 
     def _assemble_one(self, asked: tuple[Request, list[torch.Tensor]]) -> Any:
         """This party's material for a request: its seeded parts and what the dealer sent."""
         request, answered = asked
         spec = request.spec
         parts = {name: derive(request, self.seed, name) for name in spec.free}
-        if self.party_id == 0:
+        if corrected_party(request) != self.party_id:
             parts.update({name: derive(request, self.seed, name) for name in spec.dependent})
         if answered or answer_names(request, self.party_id):
             self._check(request, answered)

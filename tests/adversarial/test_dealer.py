@@ -18,7 +18,7 @@ import mpcrt
 from mpcrt import ops, prg
 from mpcrt.dealer import DealerLimits, DealerRefused, DealerService, LocalDealer, Request
 from mpcrt.dealer.kinds import TruncationPair
-from mpcrt.dealer.material import KINDS, answer, derive
+from mpcrt.dealer.material import KINDS, answer, corrected_party, derive
 from mpcrt.local import _connect_dealer, _dealer_tls
 from mpcrt.messages import decode
 from mpcrt.offline import record_plan
@@ -61,9 +61,12 @@ def recover_mask(real: list[torch.Tensor], forged: list[torch.Tensor]) -> torch.
     return d + q
 
 
-def attack_answers(mid: tuple[int, ...] = (7,)) -> tuple[Request, list[torch.Tensor], list[torch.Tensor]]:
+def attack_answers(mid: tuple[int, ...] = (11,)) -> tuple[Request, list[torch.Tensor], list[torch.Tensor]]:
+    """Party 1's answers for the real truncation at `mid` and its forged variant (steps at which
+    party 1 is the corrected party of both, so it receives both corrections)."""
     real = Request(mid, TruncationPair(SHAPE, BITS))
     forged = Request(mid, TruncationPair(SHAPE, 0))
+    assert corrected_party(real) == corrected_party(forged) == 1
     return real, answer(real, 1, *SEEDS), answer(forged, 1, *SEEDS)
 
 
@@ -87,11 +90,11 @@ def test_a_forged_variant_gets_material_independent_of_the_real_one():
 
 async def test_the_service_refuses_the_forged_truncation_and_names_party_and_step(service):
     party1 = await _connect_dealer(service.port, 1, OPTIONS)
-    real, honest, _ = attack_answers((999, 1))
+    real, honest, _ = attack_answers((999, 3))
     got = await party1.fetch(real, 1)
     assert all(torch.equal(a, b) for a, b in zip(got, honest, strict=True))
-    with pytest.raises(DealerRefused, match=r"party 1 asked the dealer twice for step \(999, 1\)"):
-        await party1.fetch(Request((999, 1), TruncationPair(SHAPE, 0)), 1)
+    with pytest.raises(DealerRefused, match=r"party 1 asked the dealer twice for step \(999, 3\)"):
+        await party1.fetch(Request((999, 3), TruncationPair(SHAPE, 0)), 1)
     assert [r.party_id for r in service.refusals] == [1]
     await party1.close()
 
@@ -178,8 +181,9 @@ def test_no_variant_of_a_request_shares_a_pad_with_it(kind):
         tried += 1
         for (component, s), stream in own.items():
             assert not overlap(derive(forged, SEEDS[s], component), stream), (component, forged.spec)
-        corrections = zip(answer(forged, 1, *SEEDS), answer(real, 1, *SEEDS), strict=True)
-        assert not any(overlap(f, r) for f, r in corrections), forged.spec
+        # what either party may receive of each (corrections go to one of them, public values to both)
+        sent = [[t for party in (0, 1) for t in answer(request, party, *SEEDS)] for request in (forged, real)]
+        assert not any(overlap(f, r) for f in sent[0] for r in sent[1]), forged.spec
     assert tried >= 1
 
 
@@ -204,15 +208,17 @@ async def test_a_repeat_in_one_frame_is_refused_and_the_service_serves_an_honest
     with pytest.raises(DealerRefused, match=r"twice for step \(998,\)"):
         await party1.fetch_many([shorter, longer], 1)
     honest = await _connect_dealer(service.port, 1, OPTIONS)
+    honest0 = await _connect_dealer(service.port, 0, OPTIONS)
     x = torch.linspace(-2, 2, 6)
 
     async def program(party):
         a = await party.input(x if party.id == 0 else None, src=0)
         return await (await ops.mul(a, a)).reveal()
 
-    z0, z1 = await run_pair(program, source=honest, seeds=SEEDS, kind="tcp+tls")
+    z0, z1 = await run_pair(program, source=honest, source0=honest0, seeds=SEEDS, kind="tcp+tls")
     assert torch.equal(z0, z1) and float((z0 - x.double() ** 2).abs().max()) < 4 * 2 ** -16
     await honest.close()
+    await honest0.close()
 
 
 # ---- sizes: one request, the whole job -------------------------------------------------------
@@ -283,8 +289,8 @@ def test_a_refused_run_says_why():
     async def repeat(party):
         x = await party.input(torch.ones(3) if party.id == 0 else None, src=0)
         if party.id == 1:  # modified code: asks the dealer for a step it already had
-            await party.dealer.get(Request((1, 1), TruncationPair((3,), BITS)))
-            await party.dealer.get(Request((1, 1), TruncationPair((3,), 0)))
+            await party.dealer.source.fetch(Request((1, 1), TruncationPair((3,), BITS)), 1)
+            await party.dealer.source.fetch(Request((1, 1), TruncationPair((3,), 0)), 1)
         return await (await ops.mul(x, x)).reveal()
 
     with pytest.raises(DealerRefused, match=r"party 1 asked the dealer twice for step \(1, 1\)"):
@@ -303,3 +309,17 @@ def test_the_ledger_remembers_many_steps_in_little_memory():
     assert not any(ledger.seen([ledger.hash(b"never")]))
     kept = sum(run.nbytes for run in ledger._runs)
     assert kept == 8 * (100_000 - len(ledger._newest)) and len(ledger._newest) < StepLedger.NEWEST
+
+
+async def test_a_party_gets_no_correction_of_a_request_the_other_party_is_corrected_for(service):
+    """The corrections of each request go to its corrected party alone: the other, asking, gets
+    nothing (it derives its shares from its own seed), so it never holds both parties' shares."""
+    requests = [Request((700 + i,), TruncationPair(SHAPE, BITS)) for i in range(8)]
+    conns = [await _connect_dealer(service.port, party, OPTIONS) for party in (0, 1)]
+    for party, conn in enumerate(conns):
+        mine = [r for r in requests if corrected_party(r) == party]
+        theirs = [r for r in requests if corrected_party(r) != party]
+        assert mine and theirs
+        assert all(len(a) == 2 for a in await conn.fetch_many(mine, party))
+        assert all(a == [] for a in await conn.fetch_many(theirs, party))
+        await conn.close()

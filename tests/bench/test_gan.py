@@ -39,10 +39,10 @@ def test_the_streamed_workload_times_iterations_made_ahead_end_to_end():
 
 
 def test_the_table_lists_every_result():
-    result = bench_gan.Result("SD", "loopback", [1.0, 3.0], 10, 1.0, 1.0, 2.0, 0.0, 0.01, 5.0)
+    result = bench_gan.Result("SD", "loopback", [1.0, 3.0], 10, 1.0, 1.0, (2.0, 7.0), 0.0, 0.01, 5.0)
     table = bench_gan.table([result])
-    assert "SD" in table and "200x" in table and "2.00" in table and "online" in table
-    streamed = bench_gan.Result("SD", "loopback", [1.0], 10, 1.0, 1.0, 2.0, 0.0, 0.01, 5.0, True, 1.25)
+    assert "SD" in table and "200x" in table and "2.00" in table and "online" in table and "2/7" in table
+    streamed = bench_gan.Result("SD", "loopback", [1.0], 10, 1.0, 1.0, (2.0, 2.0), 0.0, 0.01, 5.0, True, 1.25)
     assert "end to end" in bench_gan.table([streamed]) and "1.2" in bench_gan.table([streamed])
 
 

@@ -207,18 +207,19 @@ async def test_a_request_beyond_the_dealer_limits_ends_the_job_naming_the_server
     from mpcrt.owner import ServerFailed
 
     async with two_servers(certs, tmp_path) as (addresses, logs):
-        # square's one product needs a triple of 3 x 8 bytes for party 1: allow less
+        # square's one product needs a triple of 3 x 8 bytes for its corrected party: allow less
         job = await start_job(addresses, certs, "square", {}, SEEDS, dealer_limits=DealerLimits(job_bytes=16))
         job.client.share({"x": torch.tensor([3.0])})
         with pytest.raises(ServerFailed) as raised:
             await job.client.reveal("y", timeout=10)
         cause = await job.client.settle(timeout=5)
         await job.close()
+        assert job.dealer.refusals
+        asker = job.dealer.refusals[0].party_id  # the server that asked for the triple's correction
         for failure in (raised.value, cause):
-            assert failure.party_id == 1 and failure.kind == DEALER_REFUSED, failure
-            assert "server 1 (127.0.0.1:" in str(failure) and "16" in str(failure)
-        assert job.dealer.refusals and job.dealer.refusals[0].party_id == 1
-        assert any("server 1: job 'job' failed" in line for line in logs), "\n".join(logs)
+            assert failure.party_id == asker and failure.kind == DEALER_REFUSED, failure
+            assert f"server {asker} (127.0.0.1:" in str(failure) and "16" in str(failure)
+        assert any(f"server {asker}: job 'job' failed" in line for line in logs), "\n".join(logs)
         # the servers serve the next job, whose dealer has room for it
         y = await run_square(addresses, certs, torch.tensor([3.0]), dealer_limits=DealerLimits(job_bytes=1 << 20))
         assert abs(float(y) - 9.0) < 1e-3

@@ -22,23 +22,35 @@ from mpcrt.dealer.kinds import (
     TruncationPair,
     logical_shift,
 )
-from mpcrt.dealer.material import answer, derive, is_xor
+from mpcrt.dealer.material import answer, corrected_party, derive, is_xor
 from mpcrt.dealer.packing import unpack_bits
 from mpcrt.dealer.request import MaskRef, Request
 
 SEED0, SEED1 = prg.derive_key(b"seed0"), prg.derive_key(b"seed1")
 
 
-def reconstruct(request: Request) -> dict[str, torch.Tensor]:
-    """Open each component: party 0's seeded share with party 1's (seeded or corrected)."""
+def shares(request: Request, party: int) -> dict[str, torch.Tensor]:
+    """A party's shares of every free and dependent component: seeded, or for the corrected
+    party's dependent ones, the dealer's corrections."""
     spec = request.spec
-    fixes = dict(zip(spec.dependent, answer(request, 1, SEED0, SEED1)[:len(spec.dependent)], strict=True))
-    out = {}
-    for name in (*spec.free, *spec.dependent):
-        mine = derive(request, SEED0, name)
-        theirs = fixes[name] if name in fixes else derive(request, SEED1, name)
-        out[name] = mine ^ theirs if is_xor(request, name) else mine + theirs
-    return out
+    own = {name: derive(request, (SEED0, SEED1)[party], name) for name in (*spec.free, *spec.dependent)}
+    if party == corrected_party(request):
+        own.update(zip(spec.dependent, answer(request, party, SEED0, SEED1)[:len(spec.dependent)], strict=True))
+    return own
+
+
+def reconstruct(request: Request) -> dict[str, torch.Tensor]:
+    """Open each component from both parties' shares."""
+    mine, theirs = shares(request, 0), shares(request, 1)
+    return {name: mine[name] ^ theirs[name] if is_xor(request, name) else mine[name] + theirs[name] for name in mine}
+
+
+def test_each_party_is_corrected_for_about_half_the_requests_and_receives_nothing_for_the_others():
+    requests = [Request((i,), TruncationPair((10,), 16)) for i in range(400)]
+    corrected = [corrected_party(r) for r in requests]
+    assert 150 < sum(corrected) < 250  # a digest bit: 400 fair coins land there but for 1e-4 of the time
+    for request, party in zip(requests[:20], corrected[:20], strict=True):
+        assert len(answer(request, party, SEED0, SEED1)) == 2 and answer(request, 1 - party, SEED0, SEED1) == []
 
 
 def expanded(request: Request):
@@ -115,12 +127,12 @@ def test_dcf_material_gives_the_sign_of_a_masked_value():
 
     n = 3000
     request = Request((9,), SignKey(n))
-    parts = [{name: derive(request, seed, name) for name in ("r", "seed", "msb_r")} for seed in (SEED0, SEED1)]
+    parts = [shares(request, b) for b in (0, 1)]
     answers = [answer(request, b, SEED0, SEED1) for b in (0, 1)]
-    assert len(answers[0]) == 4 and len(answers[1]) == 5  # party 0: public only; party 1: + its correction
-    parts[1]["msb_r"] = answers[1][0]
-    public = dict(zip(SignKey.public, answers[0], strict=True))
-    assert all(torch.equal(a, b) for a, b in zip(answers[0], answers[1][1:], strict=True))
+    king = corrected_party(request)
+    assert len(answers[1 - king]) == 4 and len(answers[king]) == 5  # public only, and + its correction
+    public = dict(zip(SignKey.public, answers[1 - king], strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(answers[1 - king], answers[king][1:], strict=True))
     r = parts[0]["r"] + parts[1]["r"]
     x = torch.cat([torch.randint(-(2 ** 40), 2 ** 40, (n - 3,)), torch.tensor([0, -1, 1])])
     opened = x + r
@@ -135,12 +147,11 @@ def test_relu_dcf_material_gives_the_sign_and_the_sign_times_the_mask():
 
     n = 2000
     request = Request((4,), SignTimesMaskKey(n))
-    names = ("r", "seed", "msb_r", "msb_r_r")
-    parts = [{name: derive(request, seed, name) for name in names} for seed in (SEED0, SEED1)]
+    parts = [shares(request, b) for b in (0, 1)]
     answers = [answer(request, b, SEED0, SEED1) for b in (0, 1)]
-    assert len(answers[0]) == 4 and len(answers[1]) == 6  # party 1: + its two corrections
-    parts[1]["msb_r"], parts[1]["msb_r_r"] = answers[1][:2]
-    public = dict(zip(SignTimesMaskKey.public, answers[0], strict=True))
+    king = corrected_party(request)
+    assert len(answers[1 - king]) == 4 and len(answers[king]) == 6  # the corrected party: + its two corrections
+    public = dict(zip(SignTimesMaskKey.public, answers[1 - king], strict=True))
     r = parts[0]["r"] + parts[1]["r"]
     x = torch.cat([torch.randint(-(2 ** 40), 2 ** 40, (n - 3,)), torch.tensor([0, -1, 1])])
     opened = x + r
@@ -232,15 +243,16 @@ def test_masked_times_bit_of_every_variant():
 @pytest.mark.parametrize(("bits", "dtype"), [(1, torch.int8), (8, torch.int8), (12, torch.int16), (16, torch.int16),
                                              (17, torch.int32), (40, torch.int64)])
 def test_narrow_components_travel_in_their_width(bits, dtype):
-    """A truncation's MSB(r) is used times 2^(64 - bits): party 1 receives only its low bits,
-    in the narrowest integer type, and party 0 derives as narrow a share."""
+    """A truncation's MSB(r) is used times 2^(64 - bits): the corrected party receives only its
+    low bits, in the narrowest integer type, and the other derives as narrow a share."""
     from mpcrt.dealer.material import answer_bytes, answer_specs
 
     request = Request((5,), TruncationPair((1000,), bits))
-    specs = answer_specs(request, 1)
+    king = corrected_party(request)
+    specs = answer_specs(request, king)
     assert specs == [((1000,), torch.int64), ((1000,), dtype)]
-    assert [t.dtype for t in answer(request, 1, SEED0, SEED1)] == [torch.int64, dtype]
-    assert answer_bytes(request, 1) == 1000 * (8 + dtype.itemsize)
+    assert [t.dtype for t in answer(request, king, SEED0, SEED1)] == [torch.int64, dtype]
+    assert answer_bytes(request, king) == 1000 * (8 + dtype.itemsize) and answer_bytes(request, 1 - king) == 0
     msb = reconstruct(request)["r_msb"]
     r = reconstruct(request)["r"]
     assert torch.equal((msb << (64 - bits)), (r < 0).long() << (64 - bits))
