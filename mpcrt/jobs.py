@@ -2,7 +2,7 @@
 
 `start_job` opens, over mutual TLS, a control channel to each server (the job's
 description: session id, program name, the server's dealer seed, options, arguments) and a
-dealer channel (party 1's corrections come from the owner), and returns a `Job` whose
+dealer channel (each party's corrections come from the owner), and returns a `Job` whose
 `client` (mpcrt.owner.OwnerClient) shares inputs and receives outputs. Servers that are not
 up yet are retried with backoff until `connect_timeout`; every failure names the server.
 """

@@ -296,9 +296,11 @@ def _check_plain_tcp(host: str, tls: TLSConfig | None, allow_plain_remote: bool)
 
 
 def _worth_retrying(exc: OSError) -> bool:
-    """The peer may simply not be up yet (refused, unreachable for now, slow)."""
-    return isinstance(exc, ConnectionRefusedError | TimeoutError) or exc.errno in (
-        errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EAGAIN)
+    """The peer may simply not be up yet (refused, unreachable for now, slow), or its
+    listener dropped us while setting up (reset or aborted: a full accept queue)."""
+    return isinstance(exc, ConnectionRefusedError | ConnectionResetError | ConnectionAbortedError | TimeoutError) \
+        or exc.errno in (errno.ECONNREFUSED, errno.ECONNRESET, errno.ECONNABORTED, errno.EHOSTUNREACH,
+                         errno.ENETUNREACH, errno.EAGAIN)
 
 
 async def connect(host: str, port: int, *, tls: TLSConfig | None, timeout: float = DEFAULT_CONNECT_TIMEOUT,

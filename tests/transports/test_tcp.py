@@ -404,3 +404,15 @@ async def test_a_connect_cancelled_before_the_greeting_leaves_no_socket_open():
     finally:
         server.close()
         await server.wait_closed()
+
+
+def test_connect_retries_a_listener_that_is_not_up_or_dropped_us_and_nothing_else():
+    import errno as errnos
+
+    from transports.tcp import _worth_retrying
+
+    for exc in (ConnectionRefusedError(), ConnectionResetError(), ConnectionAbortedError(), TimeoutError(),
+                OSError(errnos.EHOSTUNREACH, "unreachable"), OSError(errnos.ECONNRESET, "reset")):
+        assert _worth_retrying(exc), exc
+    for exc in (PermissionError(), OSError(errnos.EADDRNOTAVAIL, "no address"), OSError(errnos.EINVAL, "bad")):
+        assert not _worth_retrying(exc), exc
