@@ -70,11 +70,11 @@ def servers_link(party) -> tuple[float, float]:
     return (network.rtt_s, network.bandwidth_bps) if network is not None else (LOOPBACK_RTT_S, LOOPBACK_BPS)
 
 
-def material_seconds_per_byte(party) -> float:
-    """What a byte of dealer material to a party costs on the owner's declared link to it
-    (0 where none is declared)."""
+def owner_link(party) -> tuple[float, float]:
+    """(RTT seconds, seconds per byte) of the owner's declared link to a party: what a dealer
+    request waits and what a byte of material costs on it ((0, 0) where none is declared)."""
     network = getattr(party, "owner_network", None)
-    return 0.0 if network is None else 8 / network.bandwidth_bps
+    return (0.0, 0.0) if network is None else (network.rtt_s, 8 / network.bandwidth_bps)
 
 
 def choose_method(party, n: int, candidates: tuple[str, ...] = METHODS,
@@ -82,15 +82,16 @@ def choose_method(party, n: int, candidates: tuple[str, ...] = METHODS,
     """The method with the least modelled time for n elements: rounds x RTT/2 + bytes /
     bandwidth + CPU on the servers' link, plus, where the dealer's material is made on
     demand (not `party.prefetched`), its making (the DCF's keys take 45 times the tree's
-    time), plus, where the owner's link is declared, its material bytes on that link
-    (prefetched or streamed, every byte crosses it once; the DCF's keys are 33 times the
-    tree's material). The choice shows in stats as the op label (e.g. msb[dcf]). weights:
+    time) and, on a declared owner link, a round trip to the dealer per round (a method
+    asks for its material a round at a time), plus, where the owner's link is declared, its
+    material bytes on that link (prefetched or streamed, every byte crosses it once; the
+    DCF's keys are 33 times the tree's material). The choice shows in stats as the op label (e.g. msb[dcf]). weights:
     comparisons per element for a method, where an op needs several (default 1);
     evaluations: where a method's work per element grows apart from its bytes and material
     (a DCF key evaluated at several points), that factor on its CPU time."""
     rtt, bandwidth = servers_link(party)
     on_demand = not getattr(party, "prefetched", False)
-    per_material_byte = material_seconds_per_byte(party)
+    owner_rtt, per_material_byte = owner_link(party)
 
     def modelled(method: str) -> float:
         cost = COST_MODEL[method]
@@ -98,7 +99,7 @@ def choose_method(party, n: int, candidates: tuple[str, ...] = METHODS,
         cpu = cost.cpu_per_element * (evaluations or {}).get(method, 1.0)
         per_element = (cost.sent_per_element * 8 / bandwidth + cpu + cost.offline_per_element * on_demand
                        + cost.material_per_element * per_material_byte)
-        return cost.rounds * rtt / 2 + count * per_element + cost.cpu_per_call
+        return cost.rounds * (rtt / 2 + owner_rtt * on_demand) + count * per_element + cost.cpu_per_call
 
     return min(candidates, key=modelled)
 
@@ -127,6 +128,7 @@ def leading_pays(x) -> bool:
     links: always on slow links (a round), from about 11,000 elements on loopback, sooner
     where the owner's link is declared (its material is smaller)."""
     rtt, bandwidth = servers_link(x.party)
+    per_material_byte = owner_link(x.party)[1]
     saved = LEADING.rounds * rtt / 2 + x.numel() * (LEADING.sent_per_element * 8 / bandwidth + LEADING.cpu_per_element
-                                                    + LEADING.material_per_element * material_seconds_per_byte(x.party))
+                                                    + LEADING.material_per_element * per_material_byte)
     return saved > LEADING.extra_per_call
