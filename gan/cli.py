@@ -108,7 +108,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 BENCH_SUITES = ("transport", "arith", "nonlinear", "layers", "gan", "sweep", "crypten_side", "networks", "quality",
-                "netns_tbf")
+                "netns_tbf", "owner_link")
 
 
 def _bench(args: argparse.Namespace) -> int:
