@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 import mpcrt
 from bench.transport import Row, format_table, machine, pin_to_core
-from mpcrt import ops
+from mpcrt import ops, ring
 
 WARMUP = 2  # untimed products first: in a fresh process the first ran 2-13x slower, the second up to 5x
 ULP = 2.0 ** -16  # the fixed-point unit at the default frac_bits
@@ -91,7 +91,7 @@ WORKLOADS = (
 )
 
 
-def fixed_point(t: torch.Tensor, frac_bits: int = 16) -> torch.Tensor:
+def fixed_point(t: torch.Tensor, frac_bits: int = ring.DEFAULT_FRAC_BITS) -> torch.Tensor:
     """t rounded to the fixed-point grid, as the parties encode it."""
     unit = 2.0 ** -frac_bits
     return torch.round(t / unit) * unit
@@ -188,7 +188,8 @@ def plaintext_seconds(workload: Workload, repeats: int, seed: int) -> float:
     return statistics.median(times)
 
 
-def measure(workload: Workload, repeats: int, seed: int = 1, frac_bits: int = 16, end_to_end: bool = True) -> Result:
+def measure(workload: Workload, repeats: int, seed: int = 1, frac_bits: int = ring.DEFAULT_FRAC_BITS,
+            end_to_end: bool = True) -> Result:
     def run(offline: bool) -> tuple[dict[str, Any], dict[str, Any]]:
         return mpcrt.run_local(product_program, workload, repeats, seed, transport="tcp", processes=True,
                                offline=offline, timeout=120.0, frac_bits=frac_bits)

@@ -51,6 +51,7 @@ from bench.transport import machine, network_spec, pin_to_core, text_table
 from gan import optim
 from gan.step import train_step
 from gan.train import TrainConfig, initial_models
+from mpcrt import ring
 from mpcrt.dealer import Request
 from mpcrt.offline import record_plan
 from mpcrt.stream import MaterialStream
@@ -217,7 +218,7 @@ def plaintext_seconds(w: Workload, repeats: int = 5) -> float:
 
 
 def timed_plan(w: Workload, network: str | dict | None, seed: int, comparison: str = "auto",
-               frac_bits: int = 16) -> list[Request]:
+               frac_bits: int = ring.DEFAULT_FRAC_BITS) -> list[Request]:
     """The dealer requests of the timed repeats: the whole program's less its warm-up's, in
     the whole program's order."""
     model = resolve_network(network)
@@ -231,7 +232,8 @@ def timed_plan(w: Workload, network: str | dict | None, seed: int, comparison: s
     return [r for r in whole if r not in warm]
 
 
-def measure(w: Workload, network: str, seed: int = 1, comparison: str = "auto", frac_bits: int = 16) -> Result:
+def measure(w: Workload, network: str, seed: int = 1, comparison: str = "auto",
+            frac_bits: int = ring.DEFAULT_FRAC_BITS) -> Result:
     start = time.perf_counter()
     model = network_spec(network)
     plan = timed_plan(w, model, seed, comparison, frac_bits) if w.prefetch == "timed" else None

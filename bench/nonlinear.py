@@ -43,7 +43,7 @@ import torch.nn.functional as F
 import mpcrt
 from bench.arith import CRYPTEN, LPGAN, MB, fixed_point, in_party_process
 from bench.transport import Row, format_table, machine, network_spec, pin_to_core, text_table
-from mpcrt import ops
+from mpcrt import ops, ring
 from mpcrt.ops import policy
 from transports import PRESETS, resolve_network
 
@@ -195,7 +195,8 @@ def inputs(workload: Workload, seed: int) -> dict[str, torch.Tensor]:
             "running_mean": torch.zeros(c, dtype=torch.float64), "running_var": torch.ones(c, dtype=torch.float64)}
 
 
-def reference(workload: Workload, data: dict[str, torch.Tensor], frac_bits: int = 16) -> torch.Tensor:
+def reference(workload: Workload, data: dict[str, torch.Tensor],
+              frac_bits: int = ring.DEFAULT_FRAC_BITS) -> torch.Tensor:
     """torch float64 on the fixed-point-rounded inputs (what the parties hold)."""
     held = {k: fixed_point(v, frac_bits) for k, v in data.items()}
     x = held["x"]
@@ -354,7 +355,7 @@ def probe_shapes(shape: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[int, ..
     return (tiny, *shape[1:]), (small, *shape[1:])
 
 
-def _probe_once(workload: Workload, method: str, shape: tuple[int, ...], frac_bits: int = 16
+def _probe_once(workload: Workload, method: str, shape: tuple[int, ...], frac_bits: int = ring.DEFAULT_FRAC_BITS
                 ) -> tuple[float, dict, dict]:
     small = dataclasses.replace(workload, shape=shape)
     start = time.perf_counter()
@@ -368,7 +369,8 @@ def _linear(n: int, points: Sequence[tuple[int, float]]) -> float:
     return y2 + max(0.0, (y2 - y1) / (n2 - n1)) * (n - n2) if n2 > n1 else y2 * n / n2
 
 
-def probe(workload: Workload, method: str, network: str, limits: Limits, frac_bits: int = 16) -> Estimate:
+def probe(workload: Workload, method: str, network: str, limits: Limits,
+          frac_bits: int = ring.DEFAULT_FRAC_BITS) -> Estimate:
     """One op on a tiny input (twice: the first call of an op's code paths costs more than its elements), then,
     unless the tiny one's dealer material, scaled to the full shape, already rules the run out, one on about
     PROBE_ELEMENTS elements: both parties in this process (memory transport, dealer in process). Time, material
@@ -432,7 +434,7 @@ def _makespan(r0: dict[str, Any], r1: dict[str, Any]) -> tuple[float, list[float
 
 
 def measure(workload: Workload, method: str, network: str, quick: bool, limits: Limits, seed: int = 1,
-            frac_bits: int = 16, end_to_end: bool = True) -> Result:
+            frac_bits: int = ring.DEFAULT_FRAC_BITS, end_to_end: bool = True) -> Result:
     default = repeats_for(workload, network, quick)
     result = Result(workload.name, method, network)
     started = time.perf_counter()

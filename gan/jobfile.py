@@ -16,6 +16,7 @@ from typing import Any
 
 from gan import models
 from gan.train import TrainConfig
+from mpcrt import ring
 from mpcrt.server import MAX_JOB_TIMEOUT, parse_address
 from transports.wan import PRESETS, resolve_network
 
@@ -109,7 +110,7 @@ class JobConfig:
     twin: bool = True
     quality: bool = False
     synthesize: Synthesis = field(default_factory=Synthesis)
-    frac_bits: int = 16
+    frac_bits: int = ring.DEFAULT_FRAC_BITS
     comparison: str = "auto"
     truncation: str = "dealer"
     network: str | dict[str, float] | None = None  # a preset's name or a custom link (transports.resolve_network)
@@ -178,7 +179,7 @@ def parse(raw: dict[str, Any], base: Path) -> JobConfig:
         cfg = TrainConfig.from_dict(values)
     except ValueError as exc:
         raise ValueError(f"[train] {exc}") from None
-    frac_bits = _integer(protocol, "protocol", "frac_bits", 16, MIN_FRAC_BITS, MAX_FRAC_BITS,
+    frac_bits = _integer(protocol, "protocol", "frac_bits", ring.DEFAULT_FRAC_BITS, MIN_FRAC_BITS, MAX_FRAC_BITS,
                          why=" (fixed-point fractional bits that the protocols hold; 16 is the tested default)")
     if cfg.optimizer == "adam" and cfg.lr * 2 ** frac_bits < 1:
         raise ValueError(f"[train] lr = {cfg.lr:g} is below one unit of the fixed point (2^-{frac_bits} = "

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mpcrt import ring
 from mpcrt.dealer import DealerLimits, DealerRefused, DealerService
 from mpcrt.owner import OwnerClient, ServerFailed
 from mpcrt.server import CONTROL, DEALER, MAX_JOB_TIMEOUT, hello
@@ -54,7 +55,8 @@ class Job:
 
 
 async def start_job(servers: tuple[tuple[str, int], tuple[str, int]], certs: str | Path, program: str,
-                    args: dict[str, Any], seeds: tuple[bytes, bytes], *, name: str = "job", frac_bits: int = 16,
+                    args: dict[str, Any], seeds: tuple[bytes, bytes], *, name: str = "job",
+                    frac_bits: int = ring.DEFAULT_FRAC_BITS,
                     truncation: str = "dealer", comparison: str = "auto", network: Any = None,
                     timeout: float = 120.0, connect_timeout: float = 30.0,
                     on_event: Callable[[int, dict], None] | None = None,

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from mpcrt import prg
+from mpcrt import prg, ring
 from mpcrt.dealer import CorrectionSource, DealerClient, DealerLimits, DealerService, LocalDealer, RemoteDealer, Request
 from mpcrt.errors import PeerAborted, PeerLost, PeerTimeout
 from mpcrt.offline import record_plan
@@ -65,7 +65,7 @@ def tls_config(party_id: int, tls: bool, credentials: dict[str, Credentials] | N
 
 def run_local(program: Program, *args: Any, transport: str = "memory", network: Any = None,
               processes: bool = False, tls: bool = True, timeout: float = DEFAULT_TIMEOUT,
-              frac_bits: int = 16, dealer: str = "local", truncation: str = "dealer",
+              frac_bits: int = ring.DEFAULT_FRAC_BITS, dealer: str = "local", truncation: str = "dealer",
               comparison: str = "auto", offline: bool = False, plan: list[Request] | None = None,
               wrap: Callable[[int, Transport], Transport] | None = None, owner_network: Any = None
               ) -> tuple[Any, Any]:
@@ -111,7 +111,7 @@ def run_local(program: Program, *args: Any, transport: str = "memory", network: 
 
 
 def run_with_owner(program: Program, owner_program: Callable[..., Awaitable[Any]], *args: Any,
-                   network: Any = None, timeout: float = DEFAULT_TIMEOUT, frac_bits: int = 16,
+                   network: Any = None, timeout: float = DEFAULT_TIMEOUT, frac_bits: int = ring.DEFAULT_FRAC_BITS,
                    truncation: str = "dealer", comparison: str = "auto",
                    seeds: tuple[bytes, bytes] | None = None,
                    dealer_limits: DealerLimits | None = None, owner_network: Any = None) -> tuple[Any, Any, Any]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from mpcrt import prg
+from mpcrt import prg, ring
 from mpcrt.dealer import CorrectionSource, DealerClient, LocalDealer, Request
 from mpcrt.runtime import Party, Program
 from transports import pair, resolve_network
@@ -29,7 +29,7 @@ class _RecordingClient(DealerClient):
         return await super().get(request)
 
 
-async def record_plan(program: Program, *args: Any, frac_bits: int = 16, truncation: str = "dealer",
+async def record_plan(program: Program, *args: Any, frac_bits: int = ring.DEFAULT_FRAC_BITS, truncation: str = "dealer",
                       comparison: str = "auto", network: Any = None, timeout: float = 60.0,
                       owner_network: Any = None) -> list[Request]:
     """The dealer requests of `program(party, *args)`, in the order it makes them (its

@@ -312,8 +312,9 @@ class EdgeServer:
                 dealer_conn = WanTransport(dealer_conn, owner_model)
             dealer = DealerClient(self.config.party_id, spec["seed"],
                                   RemoteDealer(dealer_conn, self.config.party_id, timeout=timeout))
-            party = Party(self.config.party_id, peer, timeout=timeout, frac_bits=spec.get("frac_bits", 16),
-                          session=job.session, dealer=dealer, truncation=spec.get("truncation", "dealer"),
+            party = Party(self.config.party_id, peer, timeout=timeout,
+                          frac_bits=spec.get("frac_bits", ring.DEFAULT_FRAC_BITS), session=job.session, dealer=dealer,
+                          truncation=spec.get("truncation", "dealer"),
                           comparison=spec.get("comparison", "auto"), network=model, owner=link,
                           owner_network=owner_model)
             args = {**spec["args"], "state_dir": str(self.config.state_dir / _safe(job.name))}
