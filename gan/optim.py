@@ -137,7 +137,7 @@ class Adam(Optimizer):
         self._m, self._v = m_new, v_new
         eps = self.eps * (1 << self.grad_scale_bits)
         v_hat = await F.rescale(await F.scale(v_new, 1 / (1 - b2 ** self._t)), f + 8)
-        inv = await F.inv_sqrt(v_hat + eps * eps)
+        inv = await F.inv_sqrt(v_hat + eps * eps, refine=False)  # 4e-3 relative: a step's size, not its sign
         step = await F.mul(m_new, inv, frac_bits=f or None)
         # the bias correction drifts with t: at lr's exponent every step truncates alike (one plan: mpcrt.stream)
         step = await F.scale(step, self.lr / (1 - b1 ** self._t), exponent=math.floor(math.log2(self.lr)))

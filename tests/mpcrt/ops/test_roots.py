@@ -67,3 +67,26 @@ async def test_inv_sqrt_costs_12_rounds_and_2840_bytes_a_word_each_way():
         # the range conversion's one-hot by the leading one (ops.leading: 355 bit rows each
         # way, 6 rounds), then the product and Goldschmidt step (72 bytes an element, 6 rounds)
         assert cost == (12, 2840 * 2 + 72 * n, 2840 * 2 + 72 * n)
+
+
+async def coarse_inv_sqrt(party, b: torch.Tensor):
+    B = await party.input(b if party.id == 1 else None, src=1)
+    await B.reveal()
+    before = (party.stats.rounds, party.stats.bytes_sent, party.stats.offline.bytes_received)
+    out = await ops.inv_sqrt(B, "tree", refine=False)
+    after = (party.stats.rounds, party.stats.bytes_sent, party.stats.offline.bytes_received)
+    return await out.reveal(), tuple(x - y for x, y in zip(after, before, strict=True))
+
+
+@pytest.mark.parametrize("options", [None, WAN])  # the threshold tree; the leading one
+async def test_inv_sqrt_without_its_refinement_is_within_its_start_and_two_rounds_shorter(options):
+    """refine=False: the quadratic start alone, relative error 3.2e-3 plus rounding, within
+    4e-3 (Adam's denominator needs no more), 2 rounds fewer than inv_sqrt's 13 (12 by the
+    leading one)."""
+    b = torch.cat([torch.logspace(-4, 4, 4001, dtype=torch.float64), torch.tensor([1e-4, 1e4, 1.0, 0.25, 4.0])])
+    want = q(b).rsqrt()
+    for got, (rounds, _, _) in await run_pair(coarse_inv_sqrt, b, timeout=30, party_options=options):
+        error = ((got - want).abs() / torch.maximum(want * 4e-3, torch.full_like(want, 4 * ULP))).max()
+        assert float(error) <= 1
+        assert float(((got - want).abs() / want).max()) > 1e-3  # not refined (the test can fail)
+        assert rounds == (11 if options is None else 10)
