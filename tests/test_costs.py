@@ -54,6 +54,8 @@ NONLINEAR = {  # the table's rows are per method: the tree unless the row says o
     "tanh": lambda x: ops.tanh(x, "tree"), "reciprocal": lambda x: ops.reciprocal(x, "tree"),
     "inv_sqrt": lambda x: ops.inv_sqrt(x, "tree"), "sqrt": lambda x: ops.sqrt(x, "tree"),
     "inv_sqrt_large": lambda x: ops.inv_sqrt(x, "tree"), "reciprocal_large": lambda x: ops.reciprocal(x, "tree"),
+    "inv_sqrt_coarse": lambda x: ops.inv_sqrt(x, "tree", refine=False),
+    "inv_sqrt_coarse_large": lambda x: ops.inv_sqrt(x, "tree", refine=False),
     "exp": lambda x: ops.exp(x, "tree"), "sigmoid_lpgan": lambda x: ops.sigmoid_lpgan(x, "tree"),
 }
 
