@@ -6,7 +6,6 @@ service goes on serving an honest job."""
 from __future__ import annotations
 
 import asyncio
-import functools
 import re
 import time
 
@@ -21,8 +20,8 @@ from mpcrt.dealer.kinds import TruncationPair
 from mpcrt.dealer.material import KINDS, answer, corrected_party, derive
 from mpcrt.local import _connect_dealer, _dealer_tls
 from mpcrt.messages import decode
-from mpcrt.offline import record_plan
 from tests.conftest import run_pair
+from tests.mpcrt.dealer.test_request import honest_requests as one_request_of_each_kind
 from transports import listen
 
 SEEDS = (prg.derive_key(b"adversary s0"), prg.derive_key(b"adversary s1"))
@@ -101,25 +100,8 @@ async def test_the_service_refuses_the_forged_truncation_and_names_party_and_ste
 
 # ---- every kind: variants of each parameter, shorter and longer ----------------------------
 
-async def _every_op(party):
-    x = await party.input(torch.linspace(-3, 3, 24).reshape(2, 12) if party.id == 0 else None, src=0)
-    y = await party.input(torch.linspace(0.5, 2, 24).reshape(2, 12) if party.id == 1 else None, src=1)
-    await asyncio.gather(ops.mul(x, y), ops.relu(x), ops.sigmoid(x), ops.inv_sqrt(y), ops.leaky_relu(x, 0.2),
-                         ops.msb(x), ops.square(x))
-
-
-@functools.cache
-def one_request_of_each_kind() -> dict[str, Request]:
-    """Real requests, as honest programs make them (two comparison methods cover every kind)."""
-    found: dict[str, Request] = {}
-    for comparison in ("auto", "tree"):
-        for request in asyncio.run(record_plan(_every_op, comparison=comparison)):
-            found.setdefault(request.kind, request)
-    return found
-
-
 def test_the_honest_plans_cover_every_kind():
-    assert set(one_request_of_each_kind()) == set(KINDS)
+    assert set(one_request_of_each_kind()) == set(KINDS)  # real requests, as honest programs make them
 
 
 def variants(params: object) -> list[object]:
