@@ -4,10 +4,14 @@ Adam: the moments live on shares; the step uses the secure inverse square root,
 1/(sqrt(v_hat) + eps) taken as 1/sqrt(v_hat + eps^2). Fixed point cannot hold the squares
 of small gradients (a gradient of 1e-3 squares to 0.07 units of 2^-16), and the step
 m_hat / sqrt(v_hat) does not change when the gradient is multiplied by a constant, so
-gradients enter Adam multiplied by `grad_scale` (a power of two: an exact local shift);
-with the default 2^8 the square root's range [1e-4, 1e4] covers |gradients| in about
-[4e-5, 0.4]; outside it the step is clipped (smaller), never wrong in sign. The moments
-keep 16 more fractional bits than the parameters: (1 - beta2) g^2 would round to zero.
+gradients enter Adam multiplied by `grad_scale` (a power of two: an exact local shift).
+The moments keep 16 more fractional bits than the parameters: (1 - beta2) g^2 would round
+to zero, and the bias correction multiplies early second moments by up to 1 / (1 - beta2).
+At 32 fractional bits a moment times a 16-bit factor leaves the ring from 2^13 (with the
+default 2^8, |g| > 0.35), so the second moment's factors take 8 bits (`V_FACTOR_BITS`,
+0.4% relative) and its decay is v - v (1 - beta2), a small factor: it stays in the ring
+for |g| < 5.6. The square root's range [2^-14, 2^21) (`ADAM_RANGE`) covers |g| in about
+[3e-5, 5.6]; below it a step is smaller than torch's, above it larger, never wrong in sign.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from gan.nn import functional as F
 from gan.nn.module import Parameter, Tensor
 
 MOMENT_EXTRA_BITS = 16
+V_FACTOR_BITS = 8  # fractional bits of the second moment's public factors: room in the ring for v
+ADAM_RANGE = (-14, 20)  # inv_sqrt's powers of two for v_hat: [2^-14, 2^21)
 BOUND = 2.0 ** 20  # |parameter|, |gradient| below it: SGD's products with public reals take one round
 
 
@@ -130,14 +136,17 @@ class Adam(Optimizer):
             g = g + await F.scale(F.flat_cat([p.data for p in self.params]), self.weight_decay)
         g = g * (1 << self.grad_scale_bits)  # exact, and Adam's step does not see the scale
         g2 = await F.square_fine(g)
-        m_new, v_new = await asyncio.gather(F.scale(g, 1 - b1, fine), F.scale(g2, 1 - b2, fine))
-        if self._m is not None:
-            m_old, v_old = await asyncio.gather(F.scale(self._m, b1), F.scale(self._v, b2))
-            m_new, v_new = m_old + m_new, v_old + v_new
+        m_new, v_new = await asyncio.gather(F.scale(g, 1 - b1, fine),
+                                            F.scale(g2, 1 - b2, fine, scale_bits=V_FACTOR_BITS))
+        if self._m is not None:  # v b2 = v - v (1 - b2): the small factor keeps v in the ring
+            m_old, v_decay = await asyncio.gather(F.scale(self._m, b1),
+                                                  F.scale(self._v, 1 - b2, scale_bits=V_FACTOR_BITS))
+            m_new, v_new = m_old + m_new, self._v - v_decay + v_new
         self._m, self._v = m_new, v_new
         eps = self.eps * (1 << self.grad_scale_bits)
-        v_hat = await F.rescale(await F.scale(v_new, 1 / (1 - b2 ** self._t)), f + 8)
-        inv = await F.inv_sqrt(v_hat + eps * eps, refine=False)  # 4e-3 relative: a step's size, not its sign
+        v_hat = await F.rescale(await F.scale(v_new, 1 / (1 - b2 ** self._t), scale_bits=V_FACTOR_BITS), f + 8)
+        # 4e-3 relative: a step's size, not its sign
+        inv = await F.inv_sqrt(v_hat + eps * eps, refine=False, exponents=ADAM_RANGE)
         step = await F.mul(m_new, inv, frac_bits=f or None)
         # the bias correction drifts with t: at lr's exponent every step truncates alike (one plan: mpcrt.stream)
         step = await F.scale(step, self.lr / (1 - b1 ** self._t), exponent=math.floor(math.log2(self.lr)))

@@ -151,13 +151,14 @@ async def batch_norm_backward(grad: Tensor, ctx: Any) -> tuple[Tensor, Any, Any]
 
 
 async def scale(x: Tensor, factor: float, frac_bits: int | None = None, bound: float | None = None,
-                exponent: int | None = None) -> Tensor:
+                exponent: int | None = None, scale_bits: int | None = None) -> Tensor:
     """x times a public real; on shares the result may keep more fractional bits, a
-    promised bound on |x| saves a round, and a fixed exponent keeps a drifting factor's
-    steps alike (ops.scale)."""
+    promised bound on |x| saves a round, a fixed exponent keeps a drifting factor's steps
+    alike, and fewer `scale_bits` leave a large x room in the ring (ops.scale)."""
     if not _secure(x):
         return x * factor
-    return await ops.scale(x, factor, frac_bits=frac_bits, bound=bound, exponent=exponent)
+    return await ops.scale(x, factor, frac_bits=frac_bits, bound=bound, exponent=exponent,
+                           **({} if scale_bits is None else {"scale_bits": scale_bits}))
 
 
 async def square(x: Tensor) -> Tensor:
@@ -196,7 +197,10 @@ def split_flat(flat: Tensor, shapes: list[torch.Size]) -> list[Tensor]:
     return out
 
 
-async def inv_sqrt(x: Tensor, refine: bool = True) -> Tensor:
-    """1/sqrt(x); on shares over [1e-4, 1e4] (clipped outside, see mpcrt.ops.roots).
-    refine=False: within 4e-3 relative on shares, two rounds fewer (exact in plaintext)."""
-    return await ops.inv_sqrt(x, refine=refine) if _secure(x) else torch.rsqrt(x)
+async def inv_sqrt(x: Tensor, refine: bool = True, exponents: tuple[int, int] | None = None) -> Tensor:
+    """1/sqrt(x); on shares over [2^lo, 2^(hi+1)) for (lo, hi) = exponents, by default
+    [2^-14, 2^14) (covers [1e-4, 1e4]; clipped outside, see mpcrt.ops.roots). refine=False:
+    within 4e-3 relative on shares, two rounds fewer (exact in plaintext)."""
+    if not _secure(x):
+        return torch.rsqrt(x)
+    return await ops.inv_sqrt(x, refine=refine, **({} if exponents is None else {"exponents": exponents}))

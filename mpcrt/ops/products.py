@@ -195,7 +195,7 @@ async def conv_transpose2d(x: Any, weight: Any, bias: Any = None, stride: Any = 
 
 async def scale(x: ArithmeticShare, factor: float, *, frac_bits: int | None = None,
                 truncation: str | None = None, bound: float | None = None,
-                exponent: int | None = None) -> ArithmeticShare:
+                exponent: int | None = None, scale_bits: int = SCALE_BITS) -> ArithmeticShare:
     """x * factor for a public real: factor = c * 2^e with |c| in [1, 2). For e < 0 (tiny
     factors such as 1/n) x is first divided by 2^-e (exact truncation); then it is
     multiplied by c at 16 extra bits and truncated; for e > 0 the result is shifted left
@@ -207,7 +207,9 @@ async def scale(x: ArithmeticShare, factor: float, *, frac_bits: int | None = No
     The result has `frac_bits` (default x's). `exponent` fixes e for a factor that drifts
     from call to call (Adam's bias correction), so that every call takes the same steps and
     asks the dealer for the same material (mpcrt.stream); |c| must then be in [1, 2^12)
-    (those extra bits of c count against the ring as the bound's do)."""
+    (those extra bits of c count against the ring as the bound's do). `scale_bits`: c's
+    fractional bits (default 16); fewer leave x more room in the ring (|x| 2^(f + bits + 1)
+    must stay below 2^62) at c's precision (2^-bits relative)."""
     target = x.frac_bits if frac_bits is None else frac_bits
     if factor == 0:
         return x._with(torch.zeros_like(x.value), target)
@@ -224,17 +226,17 @@ async def scale(x: ArithmeticShare, factor: float, *, frac_bits: int | None = No
         return await truncate(x._with(value, target - shift), -shift, truncation)
     exponent = natural if exponent is None else exponent
     if bound is not None and exponent < 0 and target <= x.frac_bits \
-            and math.log2(bound) + x.frac_bits + SCALE_BITS + extra + 1 <= 62:  # one truncation
-        bits = x.frac_bits + SCALE_BITS - exponent - target
-        k = ring.encode_constant(factor * 2.0 ** -exponent, SCALE_BITS)
+            and math.log2(bound) + x.frac_bits + scale_bits + extra + 1 <= 62:  # one truncation
+        bits = x.frac_bits + scale_bits - exponent - target
+        k = ring.encode_constant(factor * 2.0 ** -exponent, scale_bits)
         return await truncate(x._with(x.value * k, target + bits), bits, truncation)
     if target > x.frac_bits:  # lifting is exact: the extra low bits are zero
         x = x._with(x.value << (target - x.frac_bits), target)
     if exponent < 0:
         x = x._with((await truncate(x._with(x.value, x.frac_bits - exponent), -exponent, truncation)).value,
                     x.frac_bits)
-    k = ring.encode_constant(factor * 2.0 ** -exponent, SCALE_BITS)
-    product = await truncate(x._with(x.value * k, x.frac_bits + SCALE_BITS), x.frac_bits + SCALE_BITS - target,
+    k = ring.encode_constant(factor * 2.0 ** -exponent, scale_bits)
+    product = await truncate(x._with(x.value * k, x.frac_bits + scale_bits), x.frac_bits + scale_bits - target,
                              truncation)
     if exponent > 0:  # exact, and the intermediate product never exceeded |x| * 2^(f + 17)
         product = product._with(product.value << exponent, target)

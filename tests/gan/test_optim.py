@@ -145,3 +145,18 @@ def test_adam_state_round_trips_and_checks_shapes():
     state["m"][1] = torch.zeros(5)
     with pytest.raises(ValueError, match=r"m\[1\] has shape \(5,\), its parameter \(4,\)"):
         again.load_state(state)
+
+
+async def test_adam_follows_torch_with_large_gradients_and_a_short_second_moment():
+    """Gradients of 0.5 to 4 with betas (0, 0.9): the second moment (256 g)^2 reaches 10^6,
+    and its updates and bias correction must stay in the ring (at 16-bit factors they left
+    it from |g| > 0.35, and steps of 50 lr followed)."""
+    g = torch.Generator().manual_seed(5)
+    w0 = torch.randn(60, generator=g, dtype=torch.float64)
+    grads = [torch.sign(torch.randn(60, generator=g, dtype=torch.float64))
+             * torch.logspace(-0.3, 0.6, 60, dtype=torch.float64) for _ in range(4)]
+    kw = {"lr": 1.5e-3, "betas": (0.0, 0.9)}
+    expected = torch_steps("adam", w0, grads, **kw)
+    moved = (expected - w0).abs().max()
+    for got in await run_pair(secure_steps, "adam", w0, grads, kw, timeout=30):
+        assert float((got - expected).abs().max()) <= 0.02 * float(moved) + 8 * 2 ** -16
