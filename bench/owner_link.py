@@ -67,9 +67,8 @@ def measure(n: int, owner: str, network: str, repeats: int) -> list[Row]:
                                                      dealer="service", owner_network=owner, plan=plan, timeout=120)
                 runs_s.append(time.perf_counter() - start)
                 ops_s.append(max(t0, t1))
-            received = (b0, b1) if not ahead else (0, 0)  # fetched ahead: before the op, not in it
             rows.append(Row("fetched ahead" if ahead else "on demand", method, statistics.median(ops_s) * 1e3,
-                            statistics.median(runs_s) * 1e3, received, picks))
+                            statistics.median(runs_s) * 1e3, (b0, b1), picks))
     return rows
 
 

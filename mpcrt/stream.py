@@ -56,12 +56,6 @@ class _Batch:
     sizes: dict[Request, int] = field(default_factory=dict)
 
 
-def rekey(request: Request, old: MessageId, new: MessageId) -> Request:
-    """`request` as the iteration under scope path `new` asks for it, recorded under `old`
-    (Request.moved)."""
-    return request.moved(old, new)
-
-
 class MaterialStream:
     """Material of iterations `keys` (each run in `with stream.iteration(key)`, in order),
     made `window` iterations ahead of the running one, from the plan of the last iteration
@@ -113,7 +107,7 @@ class MaterialStream:
                 self.party.stats.offline.unused += unused
                 self._forget(key, planned)
         if self._plan_path is not None:
-            expected = {rekey(r, self._plan_path, scope.path) for r in self._plan}
+            expected = {r.moved(self._plan_path, scope.path) for r in self._plan}
             self._repeats = expected == set(plan)
         self._plan, self._plan_path = plan, scope.path
         self._schedule(key, scope.path)
@@ -128,7 +122,7 @@ class MaterialStream:
             if later in self._ahead:
                 continue
             later_path = (*path[:-1], later)
-            requests = [rekey(r, self._plan_path, later_path) for r in self._plan]  # type: ignore[arg-type]
+            requests = [r.moved(self._plan_path, later_path) for r in self._plan]  # type: ignore[arg-type]
             self._ahead[later] = requests
             self._plan_batches(later, requests)
         self.peak_held = max(self.peak_held, len(self._ahead))

@@ -46,8 +46,8 @@ def _pair(v: Any) -> tuple[int, int]:
 
 
 def broadcast(a: Shape, b: Shape) -> Shape:
-    """torch's broadcasting of two shapes (torch.broadcast_shapes costs ~50 us a call, and
-    every request's shapes are asked for several times)."""
+    """torch's broadcasting of two shapes, in plain Python (every request's shapes are asked
+    for several times, and torch.broadcast_shapes is slow for that)."""
     n = max(len(a), len(b))
     a, b = (1,) * (n - len(a)) + tuple(a), (1,) * (n - len(b)) + tuple(b)
     out = []

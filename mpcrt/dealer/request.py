@@ -19,6 +19,7 @@ import functools
 import hashlib
 import types
 import typing
+from abc import ABC, abstractmethod
 from typing import Any, ClassVar, Generic, TypeVar, Union
 
 import msgpack
@@ -32,7 +33,7 @@ M = TypeVar("M")
 KINDS: dict[str, type[Spec]] = {}  # wire name -> spec class, filled as kinds.py defines them
 
 
-class Spec(Generic[M]):
+class Spec(ABC, Generic[M]):
     """One kind of material: its parameters (the subclass's dataclass fields) and how its
     components split. Free components are random (each party derives its share from its
     seed), dependent ones are functions of the free ones (party 0 derives its share, party
@@ -56,9 +57,9 @@ class Spec(Generic[M]):
                 raise TypeError(f"two dealer kinds are called {cls.kind!r}")
             KINDS[cls.kind] = cls
 
+    @abstractmethod
     def shapes(self) -> dict[str, Shape]:
         """Shape of every component."""
-        raise NotImplementedError
 
     def dependent_values(self, free: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The secret dependent values, from the full free values (and the linked ones)."""

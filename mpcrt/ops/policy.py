@@ -14,8 +14,7 @@ from dataclasses import dataclass
 
 METHODS = ("lpgan", "tree", "dcf")
 
-# when no servers' network is declared: loopback TLS (its per-round processing measured in
-# docs/BENCHMARKS.md)
+# when no servers' network is declared: loopback TLS (its per-round processing: docs/BENCHMARKS.md)
 LOOPBACK_RTT_S, LOOPBACK_BPS = 1e-3, 10e9
 
 

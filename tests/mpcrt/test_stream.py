@@ -11,28 +11,13 @@ import torch
 from mpcrt import ops
 from mpcrt.dealer import DealerClient, LocalDealer
 from mpcrt.dealer.admission import DealerLimits, DealerRefused
-from mpcrt.dealer.kinds import MaskedProduct, OpeningMask, TruncationPair
-from mpcrt.dealer.request import MaskRef, Request
 from mpcrt.errors import DealerError
 from mpcrt.runtime import Party
 from mpcrt.scope import keyed_scope
-from mpcrt.stream import MaterialStream, held_bytes, rekey
+from mpcrt.stream import MaterialStream, held_bytes
 from transports import pair
 
 SEEDS = (b"0" * 16, b"1" * 16)
-
-
-def test_rekey_moves_the_step_and_the_masks_it_names():
-    source = Request((0, 3, 7), TruncationPair((2, 2), 16))
-    outside = Request((0, -1, 4), OpeningMask((2, 2)))
-    product = Request((0, 3, 9, 1), MaskedProduct(MaskRef(source, (4,)), MaskRef(outside, (2, 2))))
-    moved = rekey(product, (0, 3), (0, 4))
-    assert moved.mid == (0, 4, 9, 1)
-    assert moved.spec.x == MaskRef(Request((0, 4, 7), TruncationPair((2, 2), 16)), (4,))
-    assert moved.spec.y is product.spec.y  # made outside the iteration: the same mask
-    # shapes that happen to start like the path are not step ids
-    plain = Request((0, 3, 2), TruncationPair((0, 3, 5), 16))
-    assert rekey(plain, (0, 3), (0, 4)).spec is plain.spec
 
 
 async def iteration(party, x, w, changed: str = ""):

@@ -62,6 +62,9 @@ def test_moving_a_request_moves_the_masks_it_names_and_nothing_else():
     assert moved.spec.y is product.spec.y
     assert moved.moved((0, 5), (0, 3)) == product
     assert outside.moved((0, 3), (0, 5)) is outside
+    # shapes that happen to start like the path are not step ids
+    plain = Request((0, 3, 2), TruncationPair((0, 3, 5), 16))
+    assert plain.moved((0, 3), (0, 4)).spec is plain.spec
 
 
 def test_a_request_names_others_one_level_deep_only():
