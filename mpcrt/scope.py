@@ -70,6 +70,26 @@ class keyed_scope:  # noqa: N801 - used like a function: `with keyed_scope(i):`
         _CURRENT.reset(self._token)
 
 
+class child_scope:  # noqa: N801 - used like a function: `with child_scope():`
+    """A scope of its own for a block, one id of the current scope taken when it is made:
+    however many ids the block takes, the ids after it are the same. Where code may reach
+    one step by two paths (ops.piecewise's lookup and selection share their last
+    truncation), making it ahead gives that step the same id, and so the same material,
+    on both. Entered once."""
+
+    __slots__ = ("_token", "scope")
+
+    def __init__(self) -> None:
+        self.scope = current_scope().child()
+
+    def __enter__(self) -> Scope:
+        self._token = _CURRENT.set(self.scope)
+        return self.scope
+
+    def __exit__(self, *exc: object) -> None:
+        _CURRENT.reset(self._token)
+
+
 def enter_root_scope() -> None:
     """Start a fresh id space in the current task (the root of a party's program)."""
     _CURRENT.set(Scope())

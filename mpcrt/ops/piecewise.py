@@ -3,18 +3,22 @@
 f(x) = left for x < t_1, p_j(x) on [t_j, t_(j+1)), right for x >= t_m. All comparisons
 [x >= t_j] run as one vectorized sign computation, concurrently with x's opening (masked).
 
-Degree <= 2 with the tree (sigmoid, tanh): the segment's coefficients are looked up in a
-dealer table under a randomly masked index (`_evaluate_by_lookup`): no bit-to-ring
-conversion of the segments, no product opening: the tree's rounds + 2, 16 bytes per element
-besides the tree's. Otherwise (degree 3 and 4, or the dcf / lpgan comparisons), the
-integer segment indicators then select the coefficients, not the evaluated pieces: c_k =
-sum_j [x in segment j] * a_(j,k) is local (public a_(j,k) encoded with COEFF_BITS extra
-fractional bits, so a coefficient's rounding is not amplified by x^4), and f(x) = c_0 +
+Degree <= 2 (sigmoid, tanh), where the coefficients' rounding allows (`_exact_pieces`):
+each piece is one integer polynomial, truncated once, found one of two ways that give the
+same bits:
+- looked up (`_evaluate_by_lookup`, with the tree, where `policy.lookup_pays`): the
+  segment's index opened under a random mask picks a row of a dealer table that makes the
+  polynomial local: the tree's rounds + 2, 16 bytes per element besides the tree's, 384
+  bytes of table per element;
+- selected (`_evaluate_by_selection`, any comparison method): the segment bits as ring
+  bits pick each element's coefficients, then one round of products: the tree's rounds +
+  4, 40 bytes per element, 40 of material besides the segment bits'.
+Otherwise (degree 3 and 4, or a scale where those coefficients would be too coarse) the
+integer segment indicators select the coefficients, encoded with COEFF_BITS extra
+fractional bits (so a coefficient's rounding is not amplified by x^4), and f(x) = c_0 +
 sum_k c_k x^k is one batched product of the d coefficient shares with the d powers and one
-truncation: 16d + 8 bytes per element, where evaluating every piece and selecting among
-them took 24 (m - 1) (a truncation and a product opening both sides per piece). Outside
-[t_1, t_m) every c_k is a share of 0, so even powers that wrapped contribute exactly 0.
-Rounds: max(comparison, powers) + 2.
+truncation: 16d + 8 bytes per element. Outside [t_1, t_m) every c_k is a share of 0, so
+even powers that wrapped contribute exactly 0. Rounds: max(comparison, powers) + 2.
 """
 
 from __future__ import annotations
@@ -35,11 +39,11 @@ from mpcrt.dealer.kinds import PieceTable
 from mpcrt.dealer.packing import unpack_index
 from mpcrt.dealer.request import Request
 from mpcrt.ops.boolean import bit_to_arith, open_bit, times_bit
-from mpcrt.ops.policy import segment_method
+from mpcrt.ops.policy import lookup_pays, segment_method
 from mpcrt.ops.products import mul, open_masked, square
 from mpcrt.ops.segments import pick, segment_onehot, threshold_bits
 from mpcrt.ops.truncation import truncate
-from mpcrt.scope import op_label
+from mpcrt.scope import child_scope, op_label
 from mpcrt.shares import ArithmeticShare, ring_int
 
 COEFF_BITS = 32
@@ -110,12 +114,27 @@ async def _opened_powers(x: ArithmeticShare, degree: int) -> list[ArithmeticShar
     return await powers_of(x, degree, x2)
 
 
-async def evaluate(x: ArithmeticShare, pw: Piecewise, method: str | None = None) -> ArithmeticShare:
-    """pw(x) on shares; exact segment choice, polynomial error as fitted plus a few units."""
+async def evaluate(x: ArithmeticShare, pw: Piecewise, method: str | None = None,
+                   lookup: bool | None = None) -> ArithmeticShare:
+    """pw(x) on shares; exact segment choice, polynomial error as fitted plus a few units.
+    lookup: look the coefficients up (True), select them (False), or as `policy.lookup_pays`
+    says where the lookup applies (None). Both ways give the same bits (`_exact_pieces`)."""
     method = segment_method(x, len(pw.breakpoints), method)
-    if method == "tree" and pw.degree <= 2 and len(pw.breakpoints) >= 2 and _lookup_fits(pw, x.frac_bits):
-        with op_label("piecewise"):
-            return (await _evaluate_by_lookup(x.reshape(-1), pw)).reshape(x.shape)
+    exact = _exact_pieces(pw, x.frac_bits)
+    applies = method == "tree" and exact
+    if lookup and not applies:
+        raise ValueError(f"the coefficient lookup needs the tree comparison, pieces of degree <= 2 and a scale at "
+                         f"which its coefficients stay precise (here: {method}, degree {pw.degree}, "
+                         f"f = {x.frac_bits}); pass lookup=None to let the op choose")
+    if exact:
+        with op_label("piecewise"), child_scope():  # one id of the caller's, whichever way
+            last = child_scope()  # the last truncation's: the same step, and material, both ways
+            flat = x.reshape(-1)
+            if applies and (lookup if lookup is not None else lookup_pays(x)):
+                out = await _evaluate_by_lookup(flat, pw, last)
+            else:
+                out = await _evaluate_by_selection(flat, pw, method, last)
+        return out.reshape(x.shape)
     party, f = x.party, x.frac_bits
     with op_label("piecewise"):
         onehot, powers = await asyncio.gather(segment_onehot(x, pw.breakpoints, method), _opened_powers(x, pw.degree))
@@ -128,6 +147,50 @@ async def evaluate(x: ArithmeticShare, pw: Piecewise, method: str | None = None)
         terms = sum(terms[1:], terms[0])
         inner = await truncate(terms + coefficients[0]._with(coefficients[0].value << f, f + COEFF_BITS), COEFF_BITS)
         outer = onehot[0] * ring.encode_constant(pw.left, f) + onehot[-1] * ring.encode_constant(pw.right, f)
+    return inner + ArithmeticShare(party, outer.value, f, x.dtype)
+
+
+def _exact_pieces(pw: Piecewise, frac_bits: int) -> bool:
+    """Whether x's piece is computed as one integer polynomial, truncated once: c_k at
+    (2 - k) f + e fractional bits (`_ring_coefficients`), x^2 untruncated, the sum (below
+    2^61) truncated by f + e in a step both ways make alike. The lookup and the selection
+    then give the same bits: inside [t_1, t_m) they truncate the same integer with the same
+    material; outside, the lookup's truncated value is multiplied by the bit 0 and the
+    selection's sum is 0, whose truncation is exactly 0 (no borrow: x + 2^62 and 0 agree in
+    their low bits). Degree <= 2, where the coefficients' rounding stays under half a unit."""
+    return pw.degree <= 2 and len(pw.breakpoints) >= 2 and _lookup_fits(pw, frac_bits)
+
+
+def _ring_coefficients(pw: Piecewise, frac_bits: int) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+    """(c0s, c1s, c2s) of the inner pieces as ring integers, c_k at (2 - k) f + e fractional
+    bits (a large coefficient may wrap, the pieces' values do not: the identity holds mod 2^64)."""
+    f, e = frac_bits, _lookup_bits(pw, frac_bits)
+    return tuple(tuple(ring_int(ring.encode_constant(c[k] if k < len(c) else 0.0, (2 - k) * f + e))
+                       for c in pw.coefficients) for k in range(3))  # type: ignore[return-value]
+
+
+async def _opened_x_and_square(x: ArithmeticShare) -> tuple[ArithmeticShare, ArithmeticShare]:
+    """x opened (masked), then x^2 at 2f, untruncated (local on masked x), opened masked."""
+    x = await open_masked(x)
+    return x, await open_masked(await square(x, frac_bits=2 * x.frac_bits))
+
+
+async def _evaluate_by_selection(x: ArithmeticShare, pw: Piecewise, method: str, last: child_scope
+                                 ) -> ArithmeticShare:
+    """pw(x) for flat x, the coefficients selected: the m + 1 segment bits as ring bits
+    (ops.segments) pick each element's c_k (local; 0 outside [t_1, t_m)), while x and x^2
+    are opened (masked); the products c_1 x and c_2 x^2 then open only the coefficients (one
+    round), and c_0 + c_1 x + c_2 x^2 is truncated once. Rounds: max(segments, 2) + 2."""
+    party, f, e = x.party, x.frac_bits, _lookup_bits(pw, x.frac_bits)
+    onehot, (x, x2) = await asyncio.gather(segment_onehot(x, pw.breakpoints, method), _opened_x_and_square(x))
+    inner_rows = onehot.value[1:-1]  # the ring bits of the inner segments, (m - 1, n)
+    c0, c1, c2 = (ArithmeticShare(party, torch.tensor(c, dtype=torch.int64) @ inner_rows, (2 - k) * f + e, x.dtype)
+                  for k, c in enumerate(_ring_coefficients(pw, f)))
+    products = [(x, c1)] + ([(x2, c2)] if pw.degree == 2 else [])
+    terms = await asyncio.gather(*(mul(power, c, frac_bits=power.frac_bits + c.frac_bits) for power, c in products))
+    with last:
+        inner = await truncate(sum(terms, c0), c1.frac_bits)
+    outer = onehot[0] * ring.encode_constant(pw.left, f) + onehot[-1] * ring.encode_constant(pw.right, f)
     return inner + ArithmeticShare(party, outer.value, f, x.dtype)
 
 
@@ -150,7 +213,7 @@ def _lookup_fits(pw: Piecewise, frac_bits: int) -> bool:
     return e > 0 and 2.0 ** -(e + 1) * top * top + 2.0 ** -(frac_bits + e + 1) * top < 2.0 ** -(frac_bits + 1)
 
 
-async def _evaluate_by_lookup(x: ArithmeticShare, pw: Piecewise) -> ArithmeticShare:
+async def _evaluate_by_lookup(x: ArithmeticShare, pw: Piecewise, last: child_scope) -> ArithmeticShare:
     """pw(x) for flat x with the segment's coefficients looked up, not selected: the tree's
     threshold bits give the inner segment's index as XOR shares (locally: one-hot rows are
     XORs of neighbouring thresholds, index bits XORs of one-hot rows), which is opened under
@@ -170,9 +233,7 @@ async def _evaluate_by_lookup(x: ArithmeticShare, pw: Piecewise) -> ArithmeticSh
     onehot = [g[j] ^ g[j + 1] for j in range(m - 1)]  # inner segment j, where t_1 <= x < t_m
     index = torch.stack([functools.reduce(operator.xor, (row for j, row in enumerate(onehot) if j >> i & 1),
                                           torch.zeros_like(g[0])) for i in range(bits)])
-    # ring integers: a large coefficient may wrap, the pieces' values do not (the identity holds mod 2^64)
-    coefficients = tuple(tuple(ring_int(ring.encode_constant(c[k] if k < len(c) else 0.0, (2 - k) * f + e))
-                               for c in pw.coefficients) for k in range(3))
+    coefficients = _ring_coefficients(pw, f)
     mask = x.mask
     assert mask is not None
     with op_label("lookup"):
@@ -189,8 +250,9 @@ async def _evaluate_by_lookup(x: ArithmeticShare, pw: Piecewise) -> ArithmeticSh
     per_element = table.table.shape[1] // n  # table rows per element: u, and the mask's variant
     a, b, c = torch.index_select(table.table, 1, torch.arange(0, n * per_element, per_element) + u)
     p = mask.public
-    inner = await truncate(ArithmeticShare(party, torch.addcmul(a, p, torch.addcmul(b, p, c)), 2 * f + e, x.dtype),
-                           f + e)
+    with last:
+        inner = await truncate(ArithmeticShare(party, torch.addcmul(a, p, torch.addcmul(b, p, c)), 2 * f + e, x.dtype),
+                               f + e)
     below, above = outer.value.reshape(2, -1)[:, :n]
     constants = below * ring.encode_constant(pw.left, f) + above * ring.encode_constant(pw.right, f)
     return await times_bit(inner, inside) + ArithmeticShare(party, constants, f, x.dtype)

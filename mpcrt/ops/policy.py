@@ -63,6 +63,25 @@ class LeadingSavings:
 LEADING = LeadingSavings()
 
 
+@dataclass(frozen=True)
+class LookupSavings:
+    """The coefficient lookup of ops.piecewise (a dealer table under a masked segment
+    index) against selecting the coefficients by converting the segment bits (docs/COSTS.md,
+    rows `sigmoid_lookup` and `sigmoid`), per element of sigmoid with the tree: 2 rounds and
+    26.5 bytes sent fewer, 0.1 us less CPU; 287 bytes more material (541.75 against 255,
+    both parties': the table's 384 go whole to one party), and, made on demand, 1.3 us more
+    of the owner's and the parties' work per element (making, shipping and reading it)."""
+
+    rounds: int = 2
+    sent_per_element: float = 26.5
+    cpu_per_element: float = 0.1e-6
+    material_per_element: float = 287.0
+    making_per_element: float = 1.3e-6
+
+
+LOOKUP = LookupSavings()
+
+
 def servers_link(party) -> tuple[float, float]:
     """(RTT seconds, bandwidth bit/s) of the servers' declared network; loopback without one."""
     network = getattr(party, "network", None)
@@ -120,6 +139,23 @@ def segment_method(x, breakpoints_count: int, method: str | None = None) -> str:
     the cheaper on the declared links."""
     return resolve_method(x, method, ("tree", "dcf"), weights={"tree": SEGMENT_TREE_WEIGHT},
                           evaluations={"dcf": breakpoints_count})
+
+
+def lookup_pays(x) -> bool:
+    """Whether looking a piecewise polynomial's coefficients up beats selecting them, for
+    share x on the declared links: it saves two rounds and a few bytes online, and costs far
+    more material (on the owner's link, where declared) and, where the material is made on
+    demand, its making. Fetched ahead (a training job streams it) the lookup pays unless the
+    owner's link is slow; made on demand, on loopback below about 850 elements, on wan (40
+    ms) below about 60,000. Both ways give the same bits (ops.piecewise), so the choice
+    never changes a result."""
+    rtt, bandwidth = servers_link(x.party)
+    on_demand = not getattr(x.party, "prefetched", False)
+    owner_rtt, per_material_byte = owner_link(x.party)
+    saved = LOOKUP.rounds * (rtt / 2 + owner_rtt * on_demand) + x.numel() * (
+        LOOKUP.sent_per_element * 8 / bandwidth + LOOKUP.cpu_per_element)
+    spent = x.numel() * (LOOKUP.material_per_element * per_material_byte + LOOKUP.making_per_element * on_demand)
+    return saved > spent
 
 
 def leading_pays(x) -> bool:

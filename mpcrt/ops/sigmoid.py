@@ -25,16 +25,17 @@ TANH: Piecewise = fit(np.tanh, (-4.5, -3, -2.25, -1.75, -1.375, -1, -0.625, -0.2
                                 2.25, 3, 4.5), 2, -1.0, 1.0)
 
 
-async def sigmoid(x: ArithmeticShare, method: str | None = None) -> ArithmeticShare:
-    """1 / (1 + e^-x), max error 3.5e-4 plus a few units of 2^-f."""
+async def sigmoid(x: ArithmeticShare, method: str | None = None, lookup: bool | None = None) -> ArithmeticShare:
+    """1 / (1 + e^-x), max error 3.5e-4 plus a few units of 2^-f. lookup: how the pieces'
+    coefficients are found (ops.piecewise.evaluate; by default as the links make cheaper)."""
     with op_label("sigmoid"):
-        return await evaluate(x, SIGMOID, method)
+        return await evaluate(x, SIGMOID, method, lookup)
 
 
-async def tanh(x: ArithmeticShare, method: str | None = None) -> ArithmeticShare:
-    """tanh(x), max error 2.6e-4 plus a few units of 2^-f."""
+async def tanh(x: ArithmeticShare, method: str | None = None, lookup: bool | None = None) -> ArithmeticShare:
+    """tanh(x), max error 2.6e-4 plus a few units of 2^-f (lookup: as sigmoid's)."""
     with op_label("tanh"):
-        return await evaluate(x, TANH, method)
+        return await evaluate(x, TANH, method, lookup)
 
 
 async def sigmoid_backward(grad_out: ArithmeticShare, y: ArithmeticShare) -> ArithmeticShare:

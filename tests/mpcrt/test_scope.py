@@ -110,6 +110,27 @@ def test_a_keyed_scope_gives_the_same_ids_whatever_ran_before():
     assert all(0 not in Scope().next_id() for _ in range(3))
 
 
+def test_a_child_scope_takes_one_id_however_many_its_block_takes():
+    from mpcrt.scope import child_scope
+
+    def ids(taken_inside: int) -> tuple[list[tuple], tuple]:
+        token = _CURRENT.set(Scope())
+        try:
+            current_scope().next_id()
+            outer = child_scope()  # takes id 2 now
+            with outer:
+                last = child_scope()  # reserved first: the same id whatever comes after
+                for _ in range(taken_inside):
+                    current_scope().next_id()
+                with last:
+                    reserved = current_scope().next_id()
+            return [reserved], current_scope().next_id()
+        finally:
+            _CURRENT.reset(token)
+
+    assert ids(0) == ids(7) == ([(2, 1, 1)], (3,))
+
+
 async def test_work_in_slices_hands_the_loop_back_and_keeps_the_order():
     """Background work (material made ahead) lets the loop's other tasks run between its slices."""
     import time

@@ -1,6 +1,6 @@
 """Piecewise polynomials: the lookup path (degree <= 2 with the tree) against plain numpy,
 on fresh, masked (a truncation's output, two mask variants) and scaled inputs, other
-degrees and scales, and against the segment-selection path it replaces."""
+degrees and scales, and bit for bit against the segment-selection path."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def _expected(pw, x: torch.Tensor) -> torch.Tensor:
 
 async def _fresh(party, x, pw):
     X = await party.input(x if party.id == 0 else None, src=0)
-    y = await evaluate(X, pw, "tree")
+    y = await evaluate(X, pw, "tree", lookup=True)
     return await y.reveal(), party.stats.op("piecewise").rounds
 
 
@@ -59,7 +59,7 @@ async def _masked_and_scaled(party, a, b, pw):
     assert product.mask is not None and product.mask.variant is not None
     tripled = product * 3  # the mask's factor becomes 3
     assert tripled.mask is not None and tripled.mask.factor == 3
-    outs = [await evaluate(v, pw, "tree") for v in (product, tripled)]
+    outs = [await evaluate(v, pw, "tree", lookup=True) for v in (product, tripled)]
     return [await o.reveal() for o in outs]
 
 
@@ -74,17 +74,36 @@ async def test_lookup_on_masked_inputs_picks_the_mask_variant_and_factor():
         assert float((tripled - _expected(WAVE, 3 * x.flatten()).reshape(3, 700)).abs().max()) <= 0.02
 
 
-async def _both_paths(party, x):
+async def _every_path(party, x, lookup, method):
     X = await party.input(x if party.id == 0 else None, src=0)
-    fast = await evaluate(X, SIGMOID, "tree")
-    slow = await evaluate(X, SIGMOID, "lpgan")  # the segment-selection path
-    return await fast.reveal(), await slow.reveal()
+    y = await evaluate(X, SIGMOID, method, lookup=lookup)
+    after = await ops.mul(y, X)  # the steps after it: their ids, and so their material, alike
+    from_masked = await evaluate(await ops.mul(X, 0.5), WAVE, method, lookup=lookup)  # two mask variants
+    return [await v.reveal() for v in (y, after, from_masked)]
 
 
-async def test_lookup_and_segment_selection_agree():
-    x = _inputs(SIGMOID, 2001)
-    for fast, slow in await run_pair(_both_paths, x, timeout=30):
-        assert float((fast - slow).abs().max()) <= 4 * ULP
+async def test_the_lookup_and_the_selection_give_the_same_bits():
+    """Whichever way (and comparison method) the coefficients are found, with the same
+    seeds: so material on demand, prefetched or streamed, where the choice differs, cannot
+    change a result."""
+    x = torch.cat([_inputs(SIGMOID, 2001), torch.randn(1000, generator=torch.Generator().manual_seed(2)) * 4])
+    seeds = (b"s" * 16, b"t" * 16)
+    ways = [(True, "tree"), (False, "tree"), (False, "lpgan"), (None, "dcf")]
+    results = [(await run_pair(_every_path, x, lookup, method, timeout=30, seeds=seeds))[0] for lookup, method in ways]
+    for got in results[1:]:
+        assert all(torch.equal(a, b) for a, b in zip(got, results[0], strict=True))
+    assert float((results[0][0] - _expected(SIGMOID, x)).abs().max()) <= 1.1 * ULP
+
+
+async def _forced_lookup(party, method):
+    X = await party.input(torch.linspace(-3, 3, 8) if party.id == 0 else None, src=0)
+    return await evaluate(X, SIGMOID, method, lookup=True)
+
+
+@pytest.mark.parametrize(("method", "options"), [("lpgan", {}), ("tree", {"frac_bits": 20})])
+async def test_a_lookup_asked_for_where_it_cannot_run_is_a_clear_error(method, options):
+    outcomes = await run_pair(_forced_lookup, method, party_options=[options] * 2)
+    assert any(isinstance(o, ValueError) and "lookup=None" in str(o) for o in outcomes)
 
 
 def test_the_lookup_coefficient_precision_shrinks_with_f_and_the_pieces_size():
@@ -98,7 +117,7 @@ def test_the_lookup_coefficient_precision_shrinks_with_f_and_the_pieces_size():
 
 async def _two_breakpoints(party, x):
     X = await party.input(x if party.id == 0 else None, src=0)
-    return await (await evaluate(X, TINY, "tree")).reveal()
+    return await (await evaluate(X, TINY, "tree", lookup=True)).reveal()
 
 
 # two breakpoints (one inner segment, a 1-bit index) two and six units above 0 (the tree's

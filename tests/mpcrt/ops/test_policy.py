@@ -1,0 +1,29 @@
+"""ops.policy: the coefficient lookup's choice (the comparison methods' and the leading
+one's are tested beside their protocols, in test_compare.py and test_leading.py)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from mpcrt.ops import policy
+from transports import PRESETS
+
+
+def _lookup_pays(n: int, network=None, owner_network=None, prefetched: bool = False) -> bool:
+    party = SimpleNamespace(network=network, owner_network=owner_network, prefetched=prefetched)
+    return policy.lookup_pays(SimpleNamespace(party=party, numel=lambda: n))
+
+
+def test_made_on_demand_the_lookup_pays_for_small_inputs_and_where_rounds_are_dear():
+    # loopback: two rounds of 1 ms against 1.2 us more work per element
+    assert _lookup_pays(800) and not _lookup_pays(900)
+    # wan: two rounds of 40 ms
+    assert _lookup_pays(50_000, PRESETS["wan"]) and not _lookup_pays(70_000, PRESETS["wan"])
+
+
+def test_fetched_ahead_the_lookup_pays_unless_the_owners_link_is_slow():
+    for n in (10, 100_000, 10_000_000):
+        assert _lookup_pays(n, prefetched=True) and _lookup_pays(n, PRESETS["wan"], prefetched=True)
+    # a mobile owner's link makes its 287 bytes more per element dear
+    assert not _lookup_pays(5_000, PRESETS["wan"], PRESETS["mobile"], prefetched=True)
+    assert _lookup_pays(100, PRESETS["wan"], PRESETS["mobile"], prefetched=True)
