@@ -20,6 +20,7 @@ import hashlib
 import types
 import typing
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import Any, ClassVar, Generic, TypeVar, Union
 
 import msgpack
@@ -105,13 +106,18 @@ class Request(Generic[M]):
         """SHA-256 of the request's wire form: names its streams."""
         return hashlib.sha256(msgpack.packb(("mpcrt-dealer", *self.to_wire()))).digest()
 
+    @functools.cached_property
+    def _wire(self) -> tuple:
+        return (self.spec.kind, self.mid, self.spec.to_wire())
+
     def label(self, component: str) -> bytes:
         """The name of one component's stream: the whole request, then the component."""
         return self.digest + component.encode()
 
     def to_wire(self) -> tuple:
-        """(kind, step id, fields): msgpack writes the tuples as arrays."""
-        return (self.spec.kind, self.mid, self.spec.to_wire())
+        """(kind, step id, fields): msgpack writes the tuples as arrays (made once: the
+        digest, the dealer's client and the stream's moves all read it)."""
+        return self._wire
 
     @staticmethod
     def from_wire(item: Any) -> Request:
@@ -144,13 +150,20 @@ class MaskRef:
         return MaskRef(self.request, tuple(shape))
 
 
+@functools.cache
+def _field_names(cls: type) -> tuple[str, ...] | None:
+    """A dataclass's field names (None for any other type)."""
+    return tuple(f.name for f in dataclasses.fields(cls)) if dataclasses.is_dataclass(cls) else None
+
+
 def _encode(value: Any) -> Any:
     if isinstance(value, Request):
         return value.to_wire()
-    if dataclasses.is_dataclass(value):
-        return tuple(_encode(getattr(value, f.name)) for f in dataclasses.fields(value))
+    names = _field_names(type(value))
+    if names is not None:
+        return tuple(_encode(getattr(value, name)) for name in names)
     if isinstance(value, tuple):
-        return tuple(_encode(v) for v in value)
+        return value if all(type(v) is int for v in value) else tuple(_encode(v) for v in value)
     return value
 
 
@@ -213,34 +226,81 @@ def _is_int(v: Any) -> bool:
 
 def _decode(value: Any, hint: Any, where: str) -> Any:
     """`value` read from the wire as the type `hint` (ValueError naming `where` otherwise)."""
+    return _reader(hint)(value, where)
+
+
+Reader = Callable[[Any, str], Any]
+
+
+@functools.cache
+def _reader(hint: Any) -> Reader:
+    """The function that reads a wire value as the type `hint`, made once per type."""
     if hint is Request:
-        return _decode_request(value, nested=True)
-    if hint is int or hint is str or hint is type(None):
-        if (hint is int and _is_int(value)) or (hint is not int and isinstance(value, hint)):
-            return value
-        raise ValueError(f"{where}: expected {hint.__name__}, got {type(value).__name__}")
+        return lambda value, where: _decode_request(value, nested=True)
+    if hint is int:
+        return _read_int
+    if hint is str or hint is type(None):
+        def read_plain(value: Any, where: str) -> Any:
+            if isinstance(value, hint):
+                return value
+            raise ValueError(f"{where}: expected {hint.__name__}, got {type(value).__name__}")
+        return read_plain
     if dataclasses.is_dataclass(hint):
-        hints = _hints(hint)
-        if not (isinstance(value, tuple | list) and len(value) == len(hints)):
-            raise ValueError(f"{where}: expected {len(hints)} fields of {hint.__name__}")
-        out = hint(*(_decode(v, h, f"{where}.{name}") for v, (name, h) in zip(value, hints, strict=True)))
+        return _dataclass_reader(hint)
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (Union, types.UnionType):
+        options = [_reader(option) for option in args]
+
+        def read_union(value: Any, where: str) -> Any:
+            for read in options:
+                try:
+                    return read(value, where)
+                except ValueError:
+                    continue
+            raise ValueError(f"{where}: {str(value)[:60]} is none of {hint}")
+        return read_union
+    if origin is tuple:
+        return _tuple_reader(args)
+    raise TypeError(f"no wire form for {hint}")
+
+
+def _read_int(value: Any, where: str) -> int:
+    if _is_int(value):
+        return value
+    raise ValueError(f"{where}: expected int, got {type(value).__name__}")
+
+
+def _dataclass_reader(cls: type) -> Reader:
+    fields = [(name, _reader(hint)) for name, hint in _hints(cls)]
+
+    def read_dataclass(value: Any, where: str) -> Any:
+        if not (isinstance(value, tuple | list) and len(value) == len(fields)):
+            raise ValueError(f"{where}: expected {len(fields)} fields of {cls.__name__}")
+        out = cls(*(read(v, f"{where}.{name}") for v, (name, read) in zip(value, fields, strict=True)))
         if isinstance(out, MaskRef) and not getattr(out.spec, "makes_masks", False):
             raise ValueError(f"{where}: a {out.request.kind} request makes no mask a product may name")
         return out
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (Union, types.UnionType):
-        for option in args:
-            try:
-                return _decode(value, option, where)
-            except ValueError:
-                continue
-        raise ValueError(f"{where}: {str(value)[:60]} is none of {hint}")
-    if origin is tuple:
+    return read_dataclass
+
+
+def _tuple_reader(args: tuple) -> Reader:
+    if len(args) == 2 and args[1] is Ellipsis:
+        item = _reader(args[0])
+        of_ints = args[0] is int
+
+        def read_many(value: Any, where: str) -> tuple:
+            if not isinstance(value, tuple | list):
+                raise ValueError(f"{where}: expected an array, got {type(value).__name__}")
+            if of_ints and all(type(v) is int for v in value):  # shapes, coefficients: the common case
+                return tuple(value)
+            return tuple(item(v, where) for v in value)
+        return read_many
+    items = [_reader(a) for a in args]
+
+    def read_fixed(value: Any, where: str) -> tuple:
         if not isinstance(value, tuple | list):
             raise ValueError(f"{where}: expected an array, got {type(value).__name__}")
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_decode(v, args[0], where) for v in value)
-        if len(value) != len(args):
-            raise ValueError(f"{where}: expected {len(args)} items, got {len(value)}")
-        return tuple(_decode(v, a, where) for v, a in zip(value, args, strict=True))
-    raise TypeError(f"{where}: no wire form for {hint}")
+        if len(value) != len(items):
+            raise ValueError(f"{where}: expected {len(items)} items, got {len(value)}")
+        return tuple(read(v, where) for v, read in zip(value, items, strict=True))
+    return read_fixed
