@@ -215,15 +215,14 @@ async def secure_op(workload: Workload, method: str, s: dict[str, Any]) -> Any:
     """The op on shares, the comparison method passed explicitly; returns the output share."""
     x, op = s["x"], workload.op
     if op == "relu":
-        return (await ops.relu(x, method))[0]
+        return await ops.relu(x, method)
     if op == "leaky_relu":
-        return (await ops.leaky_relu(x, 0.2, method))[0]
+        return await ops.leaky_relu(x, 0.2, method)
     if op == "ge0":
         return await ops.is_non_negative(x, method)
     if op == "batch_norm":
-        y, _ = await ops.batch_norm(x, s["running_mean"], s["running_var"], s["weight"], s["bias"], training=True,
+        return await ops.batch_norm(x, s["running_mean"], s["running_var"], s["weight"], s["bias"], training=True,
                                     momentum=BN_MOMENTUM, eps=BN_EPS, method=method)
-        return y
     if op == "inv_sqrt" and workload.exponents is not None:
         return await ops.inv_sqrt(x, method, exponents=workload.exponents)
     return await getattr(ops, op)(x, method)  # sigmoid, tanh, reciprocal, inv_sqrt, exp, sigmoid_lpgan

@@ -85,7 +85,7 @@ def replay(path: Path) -> list[tuple[str, str, list[str]]]:
 async def share_of_result(party: mpcrt.Party) -> mpcrt.ArithmeticShare:
     x = await party.input(torch.tensor([1.5, -2.0, 3.0]) if party.id == 0 else None, src=0)
     y = await party.input(torch.tensor([2.0, 0.5, -1.0]) if party.id == 1 else None, src=1)
-    relu, _ = await ops.relu(await ops.mul(x, y))
+    relu = await ops.relu(await ops.mul(x, y))
     return relu
 
 

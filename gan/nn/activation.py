@@ -5,19 +5,18 @@ from __future__ import annotations
 from typing import Any
 
 from gan.nn import functional as F
-from gan.nn.module import Module, Tensor
+from gan.nn.module import Module, Tensor, TruncatingActivation
 
 
-class ReLU(Module):
-    truncates_its_input = True  # Sequential may hand it an untruncated output (see its forward)
-
+class ReLU(TruncatingActivation):
     def __init__(self) -> None:
-        self._d: Any = None  # an ops.Mask on shares, the derivative in plaintext
+        self._d: Any = None  # an ops.ReluDerivative on shares, the derivative in plaintext
 
     async def forward(self, x: Tensor, frac_bits: int | None = None) -> Tensor:
         """frac_bits (shares): x is an untruncated output, truncated here while its sign is taken."""
-        y, self._d = await F.relu(x, frac_bits)
-        return y
+        done = await F.relu(x, frac_bits)
+        self._d = done.saved
+        return done.output
 
     async def backward(self, grad: Tensor) -> Tensor:
         assert self._d is not None, "backward before forward"
@@ -30,8 +29,9 @@ class LeakyReLU(ReLU):
         self.negative_slope = negative_slope
 
     async def forward(self, x: Tensor, frac_bits: int | None = None) -> Tensor:
-        y, self._d = await F.leaky_relu(x, self.negative_slope, frac_bits)
-        return y
+        done = await F.leaky_relu(x, self.negative_slope, frac_bits)
+        self._d = done.saved
+        return done.output
 
 
 class _SavedOutput(Module):

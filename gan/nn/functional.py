@@ -8,6 +8,7 @@ with autograd) from a protocol error (the secure run disagrees with the plaintex
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -72,25 +73,36 @@ async def conv2d_weight_grad(x: Tensor, grad_out: Tensor, kernel: tuple[int, int
     return full.transpose(0, 1)[:, :, :kernel[0], :kernel[1]]
 
 
-async def relu(x: Tensor, frac_bits: int | None = None) -> tuple[Tensor, Any]:
-    """(output, what the backward needs: the ops.Mask, or the plain derivative). frac_bits
-    (shares only): x is untruncated, to be truncated to frac_bits while its sign is taken."""
+@dataclass(frozen=True)
+class Forward:
+    """An op's output and what its backward needs: on shares the op's own record (an
+    ops.ReluDerivative, an ops.BatchNormContext), in plaintext the tensors."""
+
+    output: Tensor
+    saved: Any
+
+
+async def relu(x: Tensor, frac_bits: int | None = None) -> Forward:
+    """max(x, 0) and its derivative. frac_bits (shares only): x is untruncated, to be
+    truncated to frac_bits while its sign is taken."""
     if _secure(x):
-        return await ops.relu(x, frac_bits=frac_bits)
+        done = await ops.relu_with_derivative(x, frac_bits=frac_bits)
+        return Forward(done.output, done.derivative)
     d = (x >= 0).to(x.dtype)
-    return x * d, d
+    return Forward(x * d, d)
 
 
-async def leaky_relu(x: Tensor, slope: float, frac_bits: int | None = None) -> tuple[Tensor, Any]:
+async def leaky_relu(x: Tensor, slope: float, frac_bits: int | None = None) -> Forward:
     if _secure(x):
-        return await ops.leaky_relu(x, slope, frac_bits=frac_bits)
+        done = await ops.leaky_relu_with_derivative(x, slope, frac_bits=frac_bits)
+        return Forward(done.output, done.derivative)
     s = torch.where(x >= 0, torch.ones_like(x), torch.full_like(x, slope))
-    return x * s, s
+    return Forward(x * s, s)
 
 
 async def relu_backward(grad: Tensor, saved: Any) -> Tensor:
     """grad times the local derivative that relu / leaky_relu saved."""
-    if isinstance(saved, ops.Mask):
+    if isinstance(saved, ops.ReluDerivative):
         return await ops.relu_backward(grad, saved)
     return await mul(grad, saved)
 
@@ -112,11 +124,13 @@ async def tanh_backward(grad: Tensor, y: Tensor) -> Tensor:
 
 
 async def batch_norm(x: Tensor, running_mean: Any, running_var: Any, weight: Any, bias: Any, training: bool,
-                     momentum: float, eps: float, frac_bits: int | None = None) -> tuple[Tensor, Any]:
-    """(output, context for batch_norm_backward); frac_bits as in ops.batch_norm (shares only)."""
+                     momentum: float, eps: float, frac_bits: int | None = None) -> Forward:
+    """The output and the context for batch_norm_backward; frac_bits as in ops.batch_norm
+    (shares only)."""
     if _secure(x):
-        return await ops.batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps,
-                                    frac_bits=frac_bits)
+        done = await ops.batch_norm_with_context(x, running_mean, running_var, weight, bias, training, momentum, eps,
+                                                 frac_bits=frac_bits)
+        return Forward(done.output, done.context)
     dims = (0, *range(2, x.ndim))
     shape = (1, -1) + (1,) * (x.ndim - 2)
     if training:
@@ -131,14 +145,25 @@ async def batch_norm(x: Tensor, running_mean: Any, running_var: Any, weight: Any
     x_hat = (x - mean) * inv_std
     y = x_hat if weight is None else x_hat * weight.reshape(shape)
     y = y if bias is None else y + bias.reshape(shape)
-    return y, (x_hat, inv_std, weight, x.numel() // x.shape[1], training)
+    return Forward(y, PlainBatchNormContext(x_hat, inv_std, weight, x.numel() // x.shape[1], training))
+
+
+@dataclass(frozen=True)
+class PlainBatchNormContext:
+    """What the plaintext batch norm's backward needs (the secure one keeps an ops.BatchNormContext)."""
+
+    x_hat: torch.Tensor
+    inv_std: torch.Tensor
+    weight: torch.Tensor | None
+    count: int
+    training: bool
 
 
 async def batch_norm_backward(grad: Tensor, ctx: Any) -> tuple[Tensor, Any, Any]:
     """(input gradient, weight gradient, bias gradient), the closed form of the secure op."""
     if _secure(grad):
         return await ops.batch_norm_backward(grad, ctx)
-    x_hat, inv_std, weight, n, training = ctx
+    x_hat, inv_std, weight, n, training = ctx.x_hat, ctx.inv_std, ctx.weight, ctx.count, ctx.training
     dims = (0, *range(2, grad.ndim))
     shape = (1, -1) + (1,) * (grad.ndim - 2)
     d_xhat = grad if weight is None else grad * weight.reshape(shape)

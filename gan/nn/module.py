@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import torch
 
@@ -94,7 +95,32 @@ class Module:
                 value.adopt_statistics(getattr(other, name))
 
 
-class ProductLayer(Module):
+@dataclass(frozen=True)
+class Untruncated:
+    """A layer's output before its truncation, and the scale it is to be truncated to."""
+
+    output: Tensor
+    frac_bits: int
+
+
+class UntruncatedOutput(Module):
+    """A layer that can hand its output over before its truncation (products, batch norm):
+    Sequential gives it so to a following TruncatingActivation, which truncates it while it
+    takes its sign, one round less per pair."""
+
+    async def forward_untruncated(self, x: ArithmeticShare) -> Untruncated:
+        raise TypeError(f"{type(self).__name__} does not define forward_untruncated")
+
+
+class TruncatingActivation(Module):
+    """An activation that takes an untruncated input: forward(x, frac_bits) truncates x to
+    frac_bits while it takes its sign (ReLU, LeakyReLU)."""
+
+    async def forward(self, x: Tensor, frac_bits: int | None = None) -> Tensor:
+        raise TypeError(f"{type(self).__name__} does not define forward")
+
+
+class ProductLayer(UntruncatedOutput):
     """A layer whose output is its input times its weight, plus an optional bias (linear,
     convolutions): the parameters, and the output before its truncation that a following
     ReLU takes (see Sequential). Subclasses' forward takes the output's scale as frac_bits."""
@@ -107,12 +133,10 @@ class ProductLayer(Module):
     def _bias(self) -> Tensor | None:
         return None if self.bias is None else self.bias.data
 
-    async def forward_untruncated(self, x: ArithmeticShare) -> tuple[Tensor, int]:
-        """The output before its truncation (at the sum of x's and the weight's scales) and
-        the scale it would be truncated to, for a following ReLU that truncates it while it
-        takes the sign."""
+    async def forward_untruncated(self, x: ArithmeticShare) -> Untruncated:
+        """The output before its truncation (at the sum of x's and the weight's scales)."""
         untruncated, target = F.product_scales(x, self.weight.data)
-        return await self.forward(x, untruncated), target  # type: ignore[call-arg]
+        return Untruncated(await self.forward(x, untruncated), target)  # type: ignore[call-arg]
 
 
 class Sequential(Module):
@@ -137,10 +161,10 @@ class Sequential(Module):
         i = 0
         while i < len(self.layers):
             layer, after = self.layers[i], self.layers[i + 1] if i + 1 < len(self.layers) else None
-            if isinstance(x, ArithmeticShare) and hasattr(layer, "forward_untruncated") \
-                    and getattr(after, "truncates_its_input", False):
-                untruncated, frac_bits = await layer.forward_untruncated(x)  # type: ignore[attr-defined]
-                x = await after.forward(untruncated, frac_bits)  # type: ignore[union-attr]
+            if isinstance(x, ArithmeticShare) and isinstance(layer, UntruncatedOutput) \
+                    and isinstance(after, TruncatingActivation):
+                handed = await layer.forward_untruncated(x)
+                x = await after.forward(handed.output, handed.frac_bits)
                 i += 2
             else:
                 x = await layer.forward(x)

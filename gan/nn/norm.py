@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from gan.nn import functional as F
-from gan.nn.module import Module, Parameter, Tensor
+from gan.nn.module import Module, Parameter, Tensor, Untruncated, UntruncatedOutput
 from mpcrt import ArithmeticShare
 
 UNTRUNCATED = 1 << 10  # more fractional bits than the output has: ops.batch_norm then skips its truncation
 
 
-class BatchNorm2d(Module):
+class BatchNorm2d(UntruncatedOutput):
     def __init__(self, weight: Tensor, bias: Tensor, running_mean: Tensor, running_var: Tensor,
                  momentum: float = 0.1, eps: float = 1e-5) -> None:
         self.weight, self.bias = Parameter(weight), Parameter(bias)
@@ -38,14 +38,14 @@ class BatchNorm2d(Module):
                 mine.copy_(theirs)
 
     async def forward(self, x: Tensor, frac_bits: int | None = None) -> Tensor:
-        y, self._ctx = await F.batch_norm(x, self.running_mean, self.running_var, self.weight.data, self.bias.data,
-                                          self.training, self.momentum, self.eps, frac_bits)
-        return y
+        done = await F.batch_norm(x, self.running_mean, self.running_var, self.weight.data, self.bias.data,
+                                  self.training, self.momentum, self.eps, frac_bits)
+        self._ctx = done.saved
+        return done.output
 
-    async def forward_untruncated(self, x: ArithmeticShare) -> tuple[Tensor, int]:
-        """The output before its truncation and the scale it would be truncated to (x's), for
-        a following ReLU (see Sequential)."""
-        return await self.forward(x, UNTRUNCATED), x.frac_bits
+    async def forward_untruncated(self, x: ArithmeticShare) -> Untruncated:
+        """The output before its truncation, to be truncated to x's scale."""
+        return Untruncated(await self.forward(x, UNTRUNCATED), x.frac_bits)
 
     async def backward(self, grad: Tensor) -> Tensor:
         """The closed form: gradients of the input, gamma and beta."""

@@ -1,4 +1,7 @@
-"""ReLU and LeakyReLU with what their backward needs.
+"""ReLU and LeakyReLU, and what their backward needs.
+
+`relu(x)` returns max(x, 0) as F.relu does; `relu_with_derivative(x)` also returns the
+derivative the backward multiplies by (`ReluDerivative`), in the same rounds.
 
 Forward: the sign bit of x by the comparison (packed XOR shares), then one round opens
 the bit under a dealer bit (`ops.boolean.open_bit`) and x under a mask unless it is a
@@ -33,7 +36,7 @@ if TYPE_CHECKING:
 
 
 @dataclass
-class Mask:
+class ReluDerivative:
     """What a ReLU-family forward keeps for its backward: the bit d = [x >= 0], opened under
     a dealer bit (or, with the DCF, as ring shares), the slope, and the scale of x. The
     local derivative as a share (d, or slope + (1 - slope) d) is made only when asked for:
@@ -82,29 +85,51 @@ def _leaky(x: ArithmeticShare, positive: ArithmeticShare, slope: float):
     return truncate(x._with(raw, 2 * f), f)
 
 
-async def relu(x: ArithmeticShare, method: str | None = None, frac_bits: int | None = None
-               ) -> tuple[ArithmeticShare, Mask]:
-    """max(x, 0), and the mask d = [x >= 0] for the backward (relu'(0) taken as 1, y(0) = 0).
-    frac_bits: x is an untruncated product (e.g. ops.conv2d(..., frac_bits=2f)) to truncate
-    to frac_bits: its sign is taken as it is, while it is truncated, saving the round."""
+@dataclass(frozen=True)
+class Activation:
+    """A ReLU-family forward's output and the derivative its backward multiplies by."""
+
+    output: ArithmeticShare
+    derivative: ReluDerivative
+
+
+async def relu(x: ArithmeticShare, method: str | None = None, frac_bits: int | None = None) -> ArithmeticShare:
+    """max(x, 0) (y(0) = 0). frac_bits: x is an untruncated product (e.g. ops.conv2d(...,
+    frac_bits=2f)) to truncate to frac_bits: its sign is taken as it is, while it is
+    truncated, saving the round."""
+    return (await relu_with_derivative(x, method, frac_bits)).output
+
+
+async def relu_with_derivative(x: ArithmeticShare, method: str | None = None, frac_bits: int | None = None
+                               ) -> Activation:
+    """relu(x) and the derivative d = [x >= 0] for `backward` (relu'(0) taken as 1), in the
+    same rounds: the forward opens d anyway."""
     with op_label("relu"):
         _, y, bit = await _times_step(x, method, frac_bits, keep_x=False)
-        return y, Mask(bit, 0.0, x.party, y.frac_bits, x.dtype)
+        return Activation(y, ReluDerivative(bit, 0.0, x.party, y.frac_bits, x.dtype))
 
 
 async def leaky_relu(x: ArithmeticShare, negative_slope: float = 0.01, method: str | None = None,
-                     frac_bits: int | None = None) -> tuple[ArithmeticShare, Mask]:
-    """x if x >= 0 else negative_slope * x, and the derivative s for the backward (frac_bits:
-    as for relu)."""
+                     frac_bits: int | None = None) -> ArithmeticShare:
+    """x if x >= 0 else negative_slope * x (frac_bits: as for relu)."""
+    return (await leaky_relu_with_derivative(x, negative_slope, method, frac_bits)).output
+
+
+async def leaky_relu_with_derivative(x: ArithmeticShare, negative_slope: float = 0.01, method: str | None = None,
+                                     frac_bits: int | None = None) -> Activation:
+    """leaky_relu(x) and its derivative s = slope + (1 - slope) [x >= 0] for `backward`."""
     with op_label("leaky_relu"):
         x, positive, bit = await _times_step(x, method, frac_bits, keep_x=True)
-        return await _leaky(x, positive, negative_slope), Mask(bit, negative_slope, x.party, x.frac_bits, x.dtype)
+        return Activation(await _leaky(x, positive, negative_slope),
+                          ReluDerivative(bit, negative_slope, x.party, x.frac_bits, x.dtype))
 
 
-async def backward(grad_out: ArithmeticShare, mask: Mask) -> ArithmeticShare:
-    """Gradient of the input: grad_out times the stored local derivative."""
+async def backward(grad_out: ArithmeticShare, derivative: ReluDerivative) -> ArithmeticShare:
+    """Gradient of the input: grad_out times the derivative the forward kept."""
     with op_label("relu_backward"):
-        if isinstance(mask.bit, ArithmeticShare):  # the DCF's bit: a Beaver product
-            return await mul(grad_out, mask.derivative)
-        positive = await times_bit(await open_masked(grad_out), mask.bit)  # the forward's opened bit
-        return positive if not mask.negative_slope else await _leaky(grad_out, positive, mask.negative_slope)
+        if isinstance(derivative.bit, ArithmeticShare):  # the DCF's bit: a Beaver product
+            return await mul(grad_out, derivative.derivative)
+        positive = await times_bit(await open_masked(grad_out), derivative.bit)  # the forward's opened bit
+        if not derivative.negative_slope:
+            return positive
+        return await _leaky(grad_out, positive, derivative.negative_slope)

@@ -96,13 +96,29 @@ async def _times_gain(x: ArithmeticShare, gain: ArithmeticShare | torch.Tensor) 
     return x._with(x.value * ring.encode(gain, fine), x.frac_bits + fine)
 
 
+@dataclass(frozen=True)
+class Normalized:
+    """A batch norm's output and the context its backward needs."""
+
+    output: ArithmeticShare
+    context: BatchNormContext
+
+
 async def batch_norm(x: ArithmeticShare, running_mean: Any = None, running_var: Any = None, weight: Any = None,
                      bias: Any = None, training: bool = False, momentum: float = 0.1, eps: float = 1e-5,
-                     method: str | None = None, frac_bits: int | None = None
-                     ) -> tuple[ArithmeticShare, BatchNormContext]:
-    """torch.nn.functional.batch_norm on shares; also returns the context for the backward.
-    frac_bits: the output's scale, default x's; more keeps the output untruncated (at
-    2f + 20 bits at most, for a ReLU that truncates it while it takes its sign)."""
+                     method: str | None = None, frac_bits: int | None = None) -> ArithmeticShare:
+    """torch.nn.functional.batch_norm on shares. frac_bits: the output's scale, default x's;
+    more keeps the output untruncated (at 2f + 20 bits at most, for a ReLU that truncates
+    it while it takes its sign)."""
+    return (await batch_norm_with_context(x, running_mean, running_var, weight, bias, training, momentum, eps,
+                                          method, frac_bits)).output
+
+
+async def batch_norm_with_context(x: ArithmeticShare, running_mean: Any = None, running_var: Any = None,
+                                  weight: Any = None, bias: Any = None, training: bool = False, momentum: float = 0.1,
+                                  eps: float = 1e-5, method: str | None = None, frac_bits: int | None = None
+                                  ) -> Normalized:
+    """batch_norm(...) and the context for `batch_norm_backward`, in the same rounds."""
     dims = _reduce_dims(x.ndim)
     count = x.numel() // x.shape[1]
     f, fine = x.frac_bits, x.frac_bits + EXTRA_BITS
@@ -150,7 +166,7 @@ async def batch_norm(x: ArithmeticShare, running_mean: Any = None, running_var: 
         y = await truncate(raw, raw.frac_bits - target)
         if bias is not None and not shared_bias:
             y = y + _per_channel(bias, x.ndim)
-        return y, BatchNormContext(centered, delta, inv_std, gain, weight is not None, count, training)
+        return Normalized(y, BatchNormContext(centered, delta, inv_std, gain, weight is not None, count, training))
 
 
 def _divided(total: ArithmeticShare, count: int, frac_bits: int) -> Awaitable[ArithmeticShare]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+import mpcrt
 from mpcrt import ops
 from tests.conftest import run_pair
 
@@ -19,11 +20,11 @@ async def forward_backward(party, x, g, kind: str, slope: float, method: str):
     X = await party.input(x if party.id == 0 else None, src=0)
     G = await party.input(g if party.id == 1 else None, src=1)
     if kind == "relu":
-        y, mask = await ops.relu(X, method)
+        done = await ops.relu_with_derivative(X, method)
     else:
-        y, mask = await ops.leaky_relu(X, slope, method)
-    grad = await ops.relu_backward(G, mask)
-    return await y.reveal(), await grad.reveal(), party.stats.op(kind).rounds
+        done = await ops.leaky_relu_with_derivative(X, slope, method)
+    grad = await ops.relu_backward(G, done.derivative)
+    return await done.output.reveal(), await grad.reveal(), party.stats.op(kind).rounds
 
 
 @pytest.mark.parametrize("method", ["tree", "lpgan", "dcf"])
@@ -52,9 +53,9 @@ async def test_against_autograd(kind, slope, method):
 async def backward_after_a_product(party, x, g):
     X = await party.input(x if party.id == 0 else None, src=0)
     G = await ops.mul(await party.input(g if party.id == 1 else None, src=1), 1.0)  # a truncation's output
-    _, mask = await ops.relu(X, "tree")
+    derivative = (await ops.relu_with_derivative(X, "tree")).derivative
     before = (party.stats.rounds, party.stats.bytes_sent)
-    grad = await ops.relu_backward(G, mask)
+    grad = await ops.relu_backward(G, derivative)
     cost = (party.stats.rounds - before[0], party.stats.bytes_sent - before[1])
     return await grad.reveal(), await G.reveal(), cost
 
@@ -73,9 +74,10 @@ async def relu_of_untruncated(party, x, w, slope, method):
     z = await ops.mul(X, W, frac_bits=32)  # the untruncated product
     await z.reveal()
     rounds = party.stats.rounds
-    y, mask = await (ops.relu(z, method, frac_bits=16) if slope == 0
-                     else ops.leaky_relu(z, slope, method, frac_bits=16))
-    assert mask.frac_bits == 16
+    done = await (ops.relu_with_derivative(z, method, frac_bits=16) if slope == 0
+                  else ops.leaky_relu_with_derivative(z, slope, method, frac_bits=16))
+    y = done.output
+    assert done.derivative.frac_bits == 16
     used = party.stats.rounds - rounds
     return await y.reveal(), y.frac_bits, used
 
@@ -95,3 +97,22 @@ async def test_relu_truncates_an_untruncated_input_while_it_takes_the_sign(slope
         # opening with the product, then the product's truncation (leaky: x's, in the first);
         # leaky: + a truncation
         assert rounds == {"tree": 6, "dcf": 2}[method] + (0 if slope == 0 else 1)
+
+
+async def plain_calls(party, x):
+    X = await party.input(x if party.id == 0 else None, src=0)
+    outs = [await ops.relu(X), await ops.leaky_relu(X, 0.2),
+            await ops.batch_norm(X.reshape(2, 3, 5), torch.zeros(3), torch.ones(3), training=False)]
+    assert all(isinstance(o, mpcrt.ArithmeticShare) for o in outs)
+    return [await o.reveal() for o in outs]
+
+
+async def test_the_ops_return_what_torch_returns():
+    """ops.relu, leaky_relu and batch_norm return the output alone, as torch.nn.functional's do."""
+    x = torch.linspace(-3, 3, 30)
+    want = [torch.relu(q(x)), torch.nn.functional.leaky_relu(q(x), float(q(torch.tensor(0.2)))),
+            torch.nn.functional.batch_norm(q(x).reshape(2, 3, 5), torch.zeros(3, dtype=torch.float64),
+                                           torch.ones(3, dtype=torch.float64), training=False)]
+    for got in await run_pair(plain_calls, x):
+        for g, w in zip(got, want, strict=True):
+            assert g.shape == w.shape and float((g - w.double()).abs().max()) <= 2 * ULP

@@ -18,7 +18,8 @@ async def bn_train(party, x, gamma, beta, g, rm, rv):
     B = await party.input(beta if party.id == 1 else None, src=1)
     RM = await party.input(rm if party.id == 1 else None, src=1)
     RV = await party.input(rv if party.id == 1 else None, src=1)
-    y, ctx = await ops.batch_norm(X, RM, RV, W, B, training=True, momentum=0.1)
+    done = await ops.batch_norm_with_context(X, RM, RV, W, B, training=True, momentum=0.1)
+    y, ctx = done.output, done.context
     dx, dw, db = await ops.batch_norm_backward(G, ctx)
     opened = [await t.reveal() for t in (y, dx, dw, db, RM, RV)]
     return opened, party.stats.op("batch_norm").rounds
@@ -58,7 +59,8 @@ async def bn_eval(party, x, rm, rv, shared_stats: bool):
     if shared_stats:
         rm = await party.input(rm if party.id == 1 else None, src=1)
         rv = await party.input(rv if party.id == 1 else None, src=1)
-    y, ctx = await ops.batch_norm(X, rm, rv, training=False)
+    done = await ops.batch_norm_with_context(X, rm, rv, training=False)
+    y, ctx = done.output, done.context
     dx, dw, _ = await ops.batch_norm_backward(X, ctx)
     return await y.reveal(), await dx.reveal(), dw
 
