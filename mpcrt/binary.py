@@ -54,7 +54,7 @@ class BinaryShare:
         return self._like(~self.value if self.party.id == 0 else self.value.clone())
 
     def __and__(self, public: Any) -> BinaryShare:
-        """AND with a public mask is local; two shares need `await mpcrt.ops.and_(x, y)`."""
+        """AND with public bits is local; two shares need `await mpcrt.ops.and_(x, y)`."""
         if isinstance(public, BinaryShare):
             raise TypeError("AND of two shares is interactive: use `await mpcrt.ops.and_(x, y)`")
         return self._like(self.value & torch.as_tensor(public, dtype=torch.int64))

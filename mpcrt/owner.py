@@ -5,7 +5,7 @@ input named `key`, party 1's share is a stream keyed by a secret it shares with 
 (derived from its dealer seed) at a nonce named by the key, so party 1 receives only the
 shape, and party 0 receives the value minus that stream. For an output, each party sends
 its share and the owner adds them. Keys name values across the job ("real/3",
-"d/0.weight"); a key may carry one value only, so that no mask is ever used twice.
+"d/0.weight"); a key may carry one value only, so that no pad is ever used twice.
 
 `OwnerLink` is a party's end (`party.owner`), `OwnerClient` the owner's end of its links to
 both parties. Frames use the runtime's format (mpcrt.messages) with kinds "input",
@@ -152,7 +152,8 @@ def input_key(seed1: bytes) -> bytes:
     return prg.derive_key(b"owner-input", seed1)
 
 
-def _mask(key: bytes, name: str, shape: tuple[int, ...]) -> torch.Tensor:
+def _party1_share(key: bytes, name: str, shape: tuple[int, ...]) -> torch.Tensor:
+    """Party 1's share of the owner's input `name`: drawn from the stream both derive."""
     return prg.named_ring(shape, key, msgpack.packb(["owner-input", name]))
 
 
@@ -210,7 +211,7 @@ class OwnerLink:
         problem = value_problem(frac_bits, dtype_index, party.frac_bits)
         if problem:
             raise OwnerFrameRefused(f"party {self.party_id} refuses the owner's input {key!r}: {problem}")
-        share = tensor.clone() if tensor is not None else _mask(self._key, key, tuple(shape))  # type: ignore[arg-type]
+        share = tensor.clone() if tensor is not None else _party1_share(self._key, key, tuple(shape))  # type: ignore[arg-type]
         return ArithmeticShare(party, share, frac_bits, DTYPES[dtype_index])
 
     def send(self, key: str, share: ArithmeticShare) -> None:
@@ -368,7 +369,7 @@ class OwnerClient:
             frac_bits = self.frac_bits if value.is_floating_point() else 0
             encoded = ring.encode(value.detach(), frac_bits)
             shape = list(encoded.shape)
-            to0.append(Message((), key, [encoded - _mask(self._key, key, tuple(shape))]))
+            to0.append(Message((), key, [encoded - _party1_share(self._key, key, tuple(shape))]))
             to1.append(Message((), key, []))
             meta.append([frac_bits, DTYPES.index(value.dtype), shape])
             self._shared.add(key)

@@ -24,10 +24,12 @@ def ring_int(v: int) -> int:
 
 
 @dataclass(frozen=True)
-class KnownMask:
-    """x = public + factor * M, with `public` known to both parties and M a value the dealer
-    can rebuild (the mask of a truncation's opening, or of an opening made ahead): x is as
-    good as opened for a later elementwise product, which then needs no opening of x.
+class Opening:
+    """x opened under a mask the dealer knows: x = public + factor * M, with `public` known to
+    both parties and M a value the dealer can rebuild (the mask of a truncation's opening,
+    or of an opening made ahead). x is then as good as opened for a later elementwise
+    product, which needs no opening of x. (One idea, one word: OpenedBit and OpenedRows are
+    the same for bits.)
 
     source: the dealer request that made M, in x's shape (dealer.request.MaskRef); variant: which of
     a truncation's two masks each element has, as bools (None for a single mask)."""
@@ -37,12 +39,12 @@ class KnownMask:
     public: torch.Tensor
     factor: int = 1
 
-    def affine(self, factor: int, offset: torch.Tensor | int = 0) -> KnownMask:
-        """The mask of factor * x + offset (offset public, in ring units)."""
+    def affine(self, factor: int, offset: torch.Tensor | int = 0) -> Opening:
+        """The opening of factor * x + offset (offset public, in ring units)."""
         return replace(self, public=self.public * factor + offset, factor=ring_int(self.factor * factor))
 
-    def reshape(self, shape: tuple[int, ...]) -> KnownMask:
-        """The mask of x viewed in another shape (same element order)."""
+    def reshape(self, shape: tuple[int, ...]) -> Opening:
+        """The opening of x viewed in another shape (same element order)."""
         public = self.public.reshape(shape)
         return replace(self, source=self.source.reshaped(tuple(public.shape)), public=public,
                        variant=None if self.variant is None else self.variant.reshape(public.shape))
@@ -51,17 +53,17 @@ class KnownMask:
 class ArithmeticShare:
     """This party's share of a secret tensor, with its fixed-point scale and the dtype it decodes to."""
 
-    __slots__ = ("dtype", "frac_bits", "mask", "party", "value")
+    __slots__ = ("dtype", "frac_bits", "opening", "party", "value")
 
     def __init__(self, party: Party, value: torch.Tensor, frac_bits: int, dtype: torch.dtype,
-                 mask: KnownMask | None = None) -> None:
+                 opening: Opening | None = None) -> None:
         if value.dtype != torch.int64:
             raise TypeError(f"share values are int64 ring elements, got {value.dtype}")
         self.party = party
         self.value = value
         self.frac_bits = frac_bits
         self.dtype = dtype
-        self.mask = mask  # set where the value is public up to a mask the dealer knows
+        self.opening = opening  # set where the value is public up to a mask the dealer knows
 
     @property
     def shape(self) -> torch.Size:
@@ -92,10 +94,10 @@ class ArithmeticShare:
     # ---- local reshaping: the same index map applied to each share ---------------------
 
     def _reshaped(self, value: torch.Tensor) -> ArithmeticShare:
-        """A share of the same elements in another shape; a known mask follows."""
+        """A share of the same elements in another shape; its opening follows."""
         out = self._like(value)
-        if self.mask is not None:
-            out.mask = self.mask.reshape(tuple(value.shape))
+        if self.opening is not None:
+            out.opening = self.opening.reshape(tuple(value.shape))
         return out
 
     def reshape(self, *shape: Any) -> ArithmeticShare:
@@ -152,12 +154,12 @@ class ArithmeticShare:
         return (encoded if self.party.id == 0 else torch.zeros_like(encoded)), encoded
 
     def _affine(self, value: torch.Tensor, factor: int, public: torch.Tensor | None = None) -> ArithmeticShare:
-        """factor * self + public (value computed by the caller), keeping the mask known
+        """factor * self + public (value computed by the caller), keeping the opening
         unless a share was added (public is None then, or for negation)."""
         out = self._like(value)
-        if self.mask is not None:
-            mask = self.mask.affine(factor, 0 if public is None else public)
-            out.mask = mask if mask.public.shape == value.shape else None
+        if self.opening is not None:
+            opening = self.opening.affine(factor, 0 if public is None else public)
+            out.opening = opening if opening.public.shape == value.shape else None
         return out
 
     def __add__(self, other: Any) -> ArithmeticShare:

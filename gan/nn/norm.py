@@ -33,7 +33,7 @@ class BatchNorm2d(UntruncatedOutput):
         assert isinstance(other, BatchNorm2d)
         for mine, theirs in ((self.running_mean, other.running_mean), (self.running_var, other.running_var)):
             if isinstance(mine, ArithmeticShare):
-                mine.value, mine.mask = theirs.value, theirs.mask
+                mine.value, mine.opening = theirs.value, theirs.opening
             elif mine is not None:
                 mine.copy_(theirs)
 
@@ -60,5 +60,5 @@ def _duplicate(statistic: Any) -> Any:
     """An independent copy of a running statistic (a share, a tensor or None)."""
     if isinstance(statistic, ArithmeticShare):
         return ArithmeticShare(statistic.party, statistic.value.clone(), statistic.frac_bits, statistic.dtype,
-                               statistic.mask)
+                               statistic.opening)
     return None if statistic is None else statistic.clone()

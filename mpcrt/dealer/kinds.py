@@ -491,7 +491,7 @@ def subset_products(a: Tensor, subsets: tuple[tuple[int, ...], ...]) -> Tensor:
 
 
 @dataclass(frozen=True)
-class KnownRowMasks:
+class OpenedRowMasks:
     """Rows of a multi-input AND's input already masked by a ^ b[index] of a private AND
     (ops.boolean.OpenedRows), block by block: for each (row, ids), ids[k] is the private
     AND's operand row that masks the row's k-th block of `block` words (-1: mask 0)."""
@@ -521,7 +521,7 @@ class MultiAndTriple(Spec[MultiAndMaterial]):
 
     shape: Shape
     terms: tuple[tuple[int, ...], ...]
-    known: KnownRowMasks | None = None
+    known: OpenedRowMasks | None = None
 
     def shapes(self):
         return {"a": self.shape, "c": (len(product_subsets(self.terms)), *self.shape[1:])}

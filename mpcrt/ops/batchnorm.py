@@ -212,7 +212,7 @@ async def _update_running(running_mean: Any, running_var: Any, mu: ArithmeticSha
             raise TypeError("running statistics of a secure batch norm must be shares (they depend on the data)")
     new = await asyncio.gather(*(_blend(r, s, momentum, f) for r, s, f in updates))
     for (running, _, _), value in zip(updates, new, strict=True):
-        running.value, running.mask = value.value, None  # in place, as torch does
+        running.value, running.opening = value.value, None  # in place, as torch does
 
 
 def _blend(running: ArithmeticShare, stat: ArithmeticShare, momentum: float, factor: float

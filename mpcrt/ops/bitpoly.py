@@ -23,7 +23,7 @@ from collections.abc import Callable
 import torch
 
 from mpcrt.dealer.kinds import product_subsets
-from mpcrt.ops.boolean import KnownRows, OpenedRows, open_inputs
+from mpcrt.ops.boolean import OpenedRows, OpenedRowSubset, open_inputs
 
 Monomial = frozenset[int]
 Poly = frozenset[Monomial]  # XOR of monomials; the empty monomial is the constant 1
@@ -171,14 +171,14 @@ class Rows:
         """Linear in known variables (with constants): products take it at no cost."""
         return all(len(m) == 0 or (len(m) == 1 and next(iter(m)) in self.known) for m in poly)
 
-    def _known_rows(self, variables: list[int]) -> KnownRows | None:
+    def _known_rows(self, variables: list[int]) -> OpenedRowSubset | None:
         """The known ones among a call's variables, as monomials takes them (one block a row)."""
         rows = [i for i, v in enumerate(variables) if v in self.known]
         if not rows or self.opened is None:
             return None
         ids = [self.known[variables[i]] for i in rows]
-        return KnownRows(tuple(rows), self.opened.public[ids], self.opened.share[ids], tuple((j,) for j in ids),
-                         self.opened.public.shape[1], self.opened.source)
+        return OpenedRowSubset(tuple(rows), self.opened.public[ids], self.opened.share[ids], tuple((j,) for j in ids),
+                               self.opened.public.shape[1], self.opened.source)
 
 
 def _expand(terms: tuple[tuple[int, ...], ...], e: torch.Tensor, masks: torch.Tensor, products: torch.Tensor,

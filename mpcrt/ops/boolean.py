@@ -12,9 +12,9 @@ import torch
 from mpcrt.binary import BinaryShare
 from mpcrt.dealer.kinds import (
     AndTriple,
-    KnownRowMasks,
     MaskedTimesBit,
     MultiAndTriple,
+    OpenedRowMasks,
     PrivateAndTriple,
     RandomBits,
     product_subsets,
@@ -60,10 +60,10 @@ class OpenedRows:
 
 
 @dataclass
-class KnownRows:
+class OpenedRowSubset:
     """Rows of a `monomials` input already public up to a mask (from `OpenedRows`): their
     public values and this party's mask shares, and for each block of `block` words of a row
-    the `pand` operand row it holds (-1: a public constant, mask 0)."""
+    the private AND's operand row it holds (-1: a public constant, mask 0)."""
 
     rows: tuple[int, ...]
     public: torch.Tensor  # (len(rows), row length)
@@ -72,13 +72,13 @@ class KnownRows:
     block: int
     source: Request  # the private AND's
 
-    def spec(self) -> KnownRowMasks:
+    def spec(self) -> OpenedRowMasks:
         """What the dealer needs to rebuild the masks: the private AND's request, blocks, rows."""
-        return KnownRowMasks(self.source, self.block, tuple(zip(self.rows, self.ids, strict=True)))
+        return OpenedRowMasks(self.source, self.block, tuple(zip(self.rows, self.ids, strict=True)))
 
 
 async def monomials(party, x: torch.Tensor, terms: tuple[tuple[int, ...], ...],
-                    known: KnownRows | None = None) -> torch.Tensor:
+                    known: OpenedRowSubset | None = None) -> torch.Tensor:
     r"""XOR shares of the AND of the rows of x named by each term (x: this party's XOR shares,
     shape (k, ...)), every term in one round, each row of x opened once: with e = x xor a,
     AND_(i in T) x_i = XOR over S in T of AND_(i in T \ S) e_i & AND_(i in S) a_i, and the
@@ -193,14 +193,14 @@ async def times_bit(x: ArithmeticShare, bit: OpenedBit) -> ArithmeticShare:
     """x * b for masked x (ops.products.open_masked) and an opened bit: no communication.
     x b = c x + (1 - 2c) x rho, and x rho = p rho + M rho for x = p + M, the dealer sharing
     M rho (kind MaskedTimesBit). No truncation (b is an integer)."""
-    party, mask = x.party, x.mask
-    if mask is None:
+    party, opening = x.party, x.opening
+    if opening is None:
         raise ValueError("times_bit needs a masked share (open it with ops.open_masked)")
     with op_label("mul_bit"):
-        request = Request(party.next_id(), MaskedTimesBit(mask.source, bit.source))
+        request = Request(party.next_id(), MaskedTimesBit(opening.source, bit.source))
         products = (await party.dealer.get(request)).products
-    m_rho = products[0] if mask.variant is None else torch.where(mask.variant, products[1], products[0])
-    x_rho = mask.public * bit.rho + mask.factor * m_rho
+    m_rho = products[0] if opening.variant is None else torch.where(opening.variant, products[1], products[0])
+    x_rho = opening.public * bit.rho + opening.factor * m_rho
     return x._with(torch.where(bit.c, x.value - x_rho, x_rho), x.frac_bits)
 
 
@@ -219,7 +219,7 @@ async def mul_bit(x: ArithmeticShare, bits: BinaryShare) -> tuple[ArithmeticShar
 
 
 async def open_inputs(party, x: torch.Tensor, terms: tuple[tuple[int, ...], ...],
-                      known: KnownRows | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                      known: OpenedRowSubset | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The round of `monomials` without its evaluation, for callers that evaluate many terms
     at once (ops.bitpoly): the inputs opened (known rows: their public values), this party's
     XOR share of each input's mask (known rows: of the and_private's), and its shares of the

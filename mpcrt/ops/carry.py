@@ -13,7 +13,7 @@ the masks): 64 rows take 4 levels where pairs take 6. The dealer's mask products
 Many computations run together (`CarryGroup`: equal lengths batched); a shared prefix's
 carry enters each of them as a least significant row (G = c, P = 0) once it is known.
 Propagate rows that are public up to a mask already (the XOR of the two private operands of
-the `and_private` that made G: `PublicRows`) are not opened again by the first level: of
+the `and_private` that made G: `OpenedRowGroups`) are not opened again by the first level: of
 its 5 variables per 3 rows only the 2 generate rows travel.
 """
 
@@ -25,13 +25,13 @@ from dataclasses import dataclass
 import torch
 
 from mpcrt.dealer.request import Request
-from mpcrt.ops.boolean import KnownRows, OpenedRows, monomials
+from mpcrt.ops.boolean import OpenedRows, OpenedRowSubset, monomials
 
 FAN_IN = 3
 
 
 @dataclass
-class PublicRows:
+class OpenedRowGroups:
     """The P rows of a CarryGroup, public up to a mask from an and_private (ops.boolean.
     OpenedRows): public values and this party's mask shares, shape (computations, rows,
     words), and the and_private operand row behind each (computations, rows; -1: a
@@ -43,24 +43,24 @@ class PublicRows:
     source: Request  # the and_private's
 
     @staticmethod
-    def of(opened: OpenedRows, start: int, stop: int, shape: tuple[int, ...]) -> PublicRows:
+    def of(opened: OpenedRows, start: int, stop: int, shape: tuple[int, ...]) -> OpenedRowGroups:
         """Rows start..stop of an and_private's OpenedRows, shaped (computations, rows, words)."""
         ids = torch.arange(start, stop).reshape(shape[:2])
-        return PublicRows(opened.public[start:stop].reshape(shape), opened.share[start:stop].reshape(shape), ids,
-                          opened.source)
+        return OpenedRowGroups(opened.public[start:stop].reshape(shape), opened.share[start:stop].reshape(shape), ids,
+                               opened.source)
 
-    def with_constant_row(self, public: torch.Tensor, first: bool) -> PublicRows:
+    def with_constant_row(self, public: torch.Tensor, first: bool) -> OpenedRowGroups:
         """A public constant row (computations, 1, words; mask 0, id -1) added first or last."""
         def joined(mine: torch.Tensor, extra: torch.Tensor) -> torch.Tensor:
             return torch.cat([extra, mine] if first else [mine, extra], 1)
 
-        return PublicRows(joined(self.public, public), joined(self.share, torch.zeros_like(public)),
-                          joined(self.ids, torch.full_like(self.ids[:, :1], -1)), self.source)
+        return OpenedRowGroups(joined(self.public, public), joined(self.share, torch.zeros_like(public)),
+                               joined(self.ids, torch.full_like(self.ids[:, :1], -1)), self.source)
 
-    def select(self, rows: slice, shape: tuple[int, ...]) -> PublicRows:
+    def select(self, rows: slice, shape: tuple[int, ...]) -> OpenedRowGroups:
         """These rows of every computation, reshaped to (computations', size, words)."""
-        return PublicRows(self.public[:, rows].reshape(shape), self.share[:, rows].reshape(shape),
-                          self.ids[:, rows].reshape(shape[:2]), self.source)
+        return OpenedRowGroups(self.public[:, rows].reshape(shape), self.share[:, rows].reshape(shape),
+                               self.ids[:, rows].reshape(shape[:2]), self.source)
 
 
 @dataclass
@@ -71,7 +71,7 @@ class CarryGroup:
 
     g: torch.Tensor
     p: torch.Tensor
-    known: PublicRows | None = None
+    known: OpenedRowGroups | None = None
 
     @property
     def rows(self) -> int:
@@ -89,7 +89,7 @@ def _terms(size: int, need_p: bool) -> tuple[list[str], tuple[tuple[int, ...], .
     return names, tuple(terms)
 
 
-Chunk = tuple[torch.Tensor, torch.Tensor, PublicRows | None]
+Chunk = tuple[torch.Tensor, torch.Tensor, OpenedRowGroups | None]
 
 
 async def _fold(party, chunks: list[Chunk], size: int, need_p: bool) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
@@ -116,17 +116,18 @@ async def _fold(party, chunks: list[Chunk], size: int, need_p: bool) -> list[tup
     return out
 
 
-def _known_variables(names: list[str], chunks: list[Chunk]) -> KnownRows | None:
+def _known_variables(names: list[str], chunks: list[Chunk]) -> OpenedRowSubset | None:
     """The P variables of a fold that every chunk has public up to a mask (the first level)."""
     known = [chunk[2] for chunk in chunks]
     if any(k is None for k in known) or len({k.source for k in known}) != 1:  # type: ignore[union-attr]
         return None
     rows = [i for i, name in enumerate(names) if name[0] == "p"]
     cols = [int(names[i][1:]) for i in rows]
-    return KnownRows(tuple(rows), torch.stack([torch.cat([k.public[:, j].reshape(-1) for k in known]) for j in cols]),
-                     torch.stack([torch.cat([k.share[:, j].reshape(-1) for k in known]) for j in cols]),
-                     tuple(tuple(torch.cat([k.ids[:, j] for k in known]).tolist()) for j in cols),
-                     known[0].public.shape[2], known[0].source)
+    return OpenedRowSubset(tuple(rows),
+                           torch.stack([torch.cat([k.public[:, j].reshape(-1) for k in known]) for j in cols]),
+                           torch.stack([torch.cat([k.share[:, j].reshape(-1) for k in known]) for j in cols]),
+                           tuple(tuple(torch.cat([k.ids[:, j] for k in known]).tolist()) for j in cols),
+                           known[0].public.shape[2], known[0].source)
 
 
 async def reduce_carries(party, groups: list[CarryGroup], prefix: CarryGroup | None = None) -> None:

@@ -39,7 +39,7 @@ from mpcrt.dealer.packing import pack_bits
 from mpcrt.dealer.request import Request
 from mpcrt.messages import spec
 from mpcrt.ops.boolean import and_, and_private, bit_to_arith
-from mpcrt.ops.carry import CarryGroup, PublicRows, reduce_carries
+from mpcrt.ops.carry import CarryGroup, OpenedRowGroups, reduce_carries
 from mpcrt.ops.policy import resolve_method
 from mpcrt.scope import op_label
 from mpcrt.shares import ArithmeticShare
@@ -95,7 +95,7 @@ async def _greater(party, rows: torch.Tensor, method: str) -> BinaryShare:
     ones = torch.full_like(e.value[:1], -1)
     g = torch.cat([g.value, torch.zeros_like(g.value[:1])])
     e = torch.cat([e.value, ones if party.id == 0 else torch.zeros_like(ones)])
-    known = PublicRows.of(opened, 0, BITS, (1, BITS, -1)).with_constant_row(ones[None], first=False)
+    known = OpenedRowGroups.of(opened, 0, BITS, (1, BITS, -1)).with_constant_row(ones[None], first=False)
     tree = CarryGroup(g[None], e[None], known)
     await reduce_carries(party, [tree])
     return BinaryShare(party, tree.g[0, 0])

@@ -234,22 +234,23 @@ async def _evaluate_by_lookup(x: ArithmeticShare, pw: Piecewise, last: child_sco
     index = torch.stack([functools.reduce(operator.xor, (row for j, row in enumerate(onehot) if j >> i & 1),
                                           torch.zeros_like(g[0])) for i in range(bits)])
     coefficients = _ring_coefficients(pw, f)
-    mask = x.mask
-    assert mask is not None
+    opening = x.opening
+    assert opening is not None
     with op_label("lookup"):
         mid = party.next_id()
-        table = await party.dealer.get(Request(mid, PieceTable(n, bits, coefficients, mask.factor, mask.source)))
+        table = await party.dealer.get(Request(mid, PieceTable(n, bits, coefficients, opening.factor,
+                                                               opening.source)))
         masked = index ^ table.delta
         (peer,), inside, outer = await asyncio.gather(
             party.exchange([masked], mid=mid), open_bit(BinaryShare(party, g[0] ^ g[m - 1]), (n,)),
             bit_to_arith(BinaryShare(party, torch.stack([(~ge[0]).value, g[m - 1]]).reshape(-1)), 2 * g.shape[1] * 64))
     opened = masked ^ peer
     u = unpack_index(opened, n)
-    if mask.variant is not None:
-        u = u + (mask.variant.long() << bits)
+    if opening.variant is not None:
+        u = u + (opening.variant.long() << bits)
     per_element = table.table.shape[1] // n  # table rows per element: u, and the mask's variant
     a, b, c = torch.index_select(table.table, 1, torch.arange(0, n * per_element, per_element) + u)
-    p = mask.public
+    p = opening.public
     with last:
         inner = await truncate(ArithmeticShare(party, torch.addcmul(a, p, torch.addcmul(b, p, c)), 2 * f + e, x.dtype),
                                f + e)

@@ -20,7 +20,7 @@ from mpcrt.dealer.kinds import BILINEAR, BeaverTriple, MaskedProduct, OpeningMas
 from mpcrt.dealer.request import MaskRef, Request
 from mpcrt.ops.truncation import truncate
 from mpcrt.scope import op_label
-from mpcrt.shares import ArithmeticShare, KnownMask, ring_int
+from mpcrt.shares import ArithmeticShare, Opening, ring_int
 
 SCALE_BITS = 16  # fractional bits of the factor in [1, 2) that `scale` multiplies by
 MAX_FIXED_EXPONENT_BITS = 12  # `scale` at a fixed exponent: the factor over 2^exponent is below 2^12
@@ -45,7 +45,7 @@ async def open_masked(x: ArithmeticShare) -> ArithmeticShare:
     """x, public up to a fresh mask the dealer knows (one round, 8 bytes per element), so
     that elementwise products with it open nothing more; a share already masked (e.g. a
     truncation's output) is returned as it is."""
-    if x.mask is not None:
+    if x.opening is not None:
         return x
     party = x.party
     with op_label("open"):
@@ -54,15 +54,15 @@ async def open_masked(x: ArithmeticShare) -> ArithmeticShare:
         m = await party.dealer.get(request)
         e_mine = x.value - m.a
         (e_peer,) = await party.exchange([e_mine], mid=mid)
-    mask = KnownMask(MaskRef(request, tuple(x.shape)), None, e_mine + e_peer)
-    return ArithmeticShare(party, x.value, x.frac_bits, x.dtype, mask)
+    return ArithmeticShare(party, x.value, x.frac_bits, x.dtype, Opening(MaskRef(request, tuple(x.shape)), None,
+                                                                         e_mine + e_peer))
 
 
 async def _masked_product(x: ArithmeticShare, y: ArithmeticShare) -> torch.Tensor:
     """This party's share of x * y (untruncated, broadcasting) for masked x and y: with
     x = p + u M, y = q + v N (p, q public), x y = p y + x q - p q + u v M N, and the dealer
     shares M N for each pair of the masks' variants. No communication."""
-    party, mx, my = x.party, x.mask, y.mask
+    party, mx, my = x.party, x.opening, y.opening
     assert mx is not None and my is not None
     with op_label("mul"):
         m = await party.dealer.get(Request(party.next_id(), MaskedProduct(mx.source, my.source)))
@@ -98,7 +98,7 @@ async def _product(op: str, x: Any, y: Any, kwargs: dict[str, Any], truncation: 
                    ) -> ArithmeticShare:
     f = BILINEAR[op]
     both = isinstance(x, ArithmeticShare) and isinstance(y, ArithmeticShare)
-    if both and op == "mul" and (x.mask is not None or y.mask is not None):
+    if both and op == "mul" and (x.opening is not None or y.opening is not None):
         x, y = await open_masked(x), await open_masked(y)  # at most one of them opens
         z, fx, fy, like = await _masked_product(x, y), x.frac_bits, y.frac_bits, x
     elif both:
@@ -150,7 +150,7 @@ async def square(x: ArithmeticShare, *, truncation: str | None = None, frac_bits
     """x * x with one opening (8 bytes per element) instead of two. The result has x's scale,
     or `frac_bits` (no truncation at all for 2 * x.frac_bits: squares to be summed first)."""
     party = x.party
-    if x.mask is not None:
+    if x.opening is not None:
         z = await _masked_product(x, x)
     else:
         with op_label("square"):

@@ -39,7 +39,7 @@ import torch
 from mpcrt import ring
 from mpcrt.binary import BinaryShare
 from mpcrt.ops.boolean import and_, and_private, bit_to_arith
-from mpcrt.ops.carry import CarryGroup, PublicRows, reduce_carries
+from mpcrt.ops.carry import CarryGroup, OpenedRowGroups, reduce_carries
 from mpcrt.ops.compare import below_dcf, bit_slice, is_non_negative
 from mpcrt.ops.leading import leading_onehot, powers_of_two
 from mpcrt.ops.policy import leading_pays, segment_method
@@ -130,7 +130,7 @@ async def threshold_bits(x: ArithmeticShare, breakpoints: Sequence[float]) -> Bi
 
     def group(start: int, stop: int, shape: tuple[int, ...]) -> CarryGroup:
         return CarryGroup(g[start:stop].reshape(shape), p[start:stop].reshape(shape),
-                          PublicRows.of(opened, start, stop, shape))
+                          OpenedRowGroups.of(opened, start, stop, shape))
 
     prefix = group(0, v, (1, v, words)) if v > 0 else None
     groups = [group(cut[0], cut[1], (-1, ow, words))]

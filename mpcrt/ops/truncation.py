@@ -22,7 +22,7 @@ import torch
 from mpcrt.dealer.kinds import TruncationPair
 from mpcrt.dealer.request import MaskRef, Request
 from mpcrt.scope import op_label
-from mpcrt.shares import ArithmeticShare, KnownMask
+from mpcrt.shares import ArithmeticShare, Opening
 
 METHODS = ("dealer", "local")
 
@@ -55,7 +55,7 @@ async def truncate(x: ArithmeticShare, bits: int, method: str | None = None) -> 
         y += public
     # y is public up to the dealer's correction: a later product needs no opening of y
     out = x._with(y, x.frac_bits - bits)
-    out.mask = KnownMask(MaskRef(request, tuple(x.shape)), wrapped, public)
+    out.opening = Opening(MaskRef(request, tuple(x.shape)), wrapped, public)
     return out
 
 

@@ -147,8 +147,8 @@ async def test_joining_shares_of_different_scales_is_refused():
 
 
 def test_known_mask_factors_wrap_like_ring_elements():
-    from mpcrt.shares import KnownMask, ring_int
+    from mpcrt.shares import Opening, ring_int
 
     assert ring_int(1 << 64) == 0 and ring_int((1 << 63) + 5) == -(1 << 63) + 5 and ring_int(-7) == -7
-    mask = KnownMask(("mask", (1,), "", ((2,),), (2,)), None, torch.zeros(2, dtype=torch.int64))
+    mask = Opening(("mask", (1,), "", ((2,),), (2,)), None, torch.zeros(2, dtype=torch.int64))
     assert mask.affine(1 << 40).affine(1 << 40).factor == 0  # 2^80 is 0 in the ring, not an overflow

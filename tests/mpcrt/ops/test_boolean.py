@@ -150,7 +150,7 @@ async def test_monomials_and_several_rows_in_one_round():
 async def products_with_known_rows(party, a: torch.Tensor, b: torch.Tensor, fresh: torch.Tensor):
     """Rows 0-1 of 2 blocks each, from an and_private of a (party 0's) and b (party 1's), 2 x 3
     words: row 0 = (a0 ^ b0, a1 ^ b1), row 1 = (a1 ^ b1, a public 0); rows 2-3 fresh shares."""
-    from mpcrt.ops.boolean import KnownRows, and_private, monomials
+    from mpcrt.ops.boolean import OpenedRowSubset, and_private, monomials
 
     _, opened = await and_private(party, a if party.id == 0 else b, tuple(a.shape), tuple(b.shape), [0, 1])
     mine, zero = (a if party.id == 0 else b), torch.zeros(3, dtype=torch.int64)
@@ -160,7 +160,7 @@ async def products_with_known_rows(party, a: torch.Tensor, b: torch.Tensor, fres
         return torch.stack([torch.cat([t[i] if i >= 0 else zero for i in ids]) for ids in blocks])
 
     shares = torch.cat([rows(mine), xor_shares(party, fresh, MASK[: fresh.numel()].reshape(fresh.shape)).value])
-    known = KnownRows((0, 1), rows(opened.public), rows(opened.share), tuple(blocks), 3, opened.source)
+    known = OpenedRowSubset((0, 1), rows(opened.public), rows(opened.share), tuple(blocks), 3, opened.source)
     before = party.stats.op("and").bytes_sent
     z = await monomials(party, shares, ((0, 1), (0, 2, 3), (1, 2)), known)
     return await BinaryShare(party, z).reveal(), party.stats.op("and").bytes_sent - before

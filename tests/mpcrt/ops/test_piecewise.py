@@ -56,9 +56,9 @@ async def _masked_and_scaled(party, a, b, pw):
     A = await party.input(a if party.id == 0 else None, src=0)
     B = await party.input(b if party.id == 1 else None, src=1)
     product = await ops.mul(A, B)  # a truncation's output: masked, with two mask variants
-    assert product.mask is not None and product.mask.variant is not None
+    assert product.opening is not None and product.opening.variant is not None
     tripled = product * 3  # the mask's factor becomes 3
-    assert tripled.mask is not None and tripled.mask.factor == 3
+    assert tripled.opening is not None and tripled.opening.factor == 3
     outs = [await evaluate(v, pw, "tree", lookup=True) for v in (product, tripled)]
     return [await o.reveal() for o in outs]
 

@@ -161,7 +161,7 @@ async def masked_chain(party, x: torch.Tensor, y: torch.Tensor, g: torch.Tensor)
     G = await party.input(g if party.id == 1 else None, src=1)
     u = await ops.mul(X, Y)  # opens x and y; u is a truncation's output: masked
     v = await ops.mul(X, 0.75)  # a public product: masked too
-    assert u.mask is not None and v.mask is not None
+    assert u.opening is not None and v.opening is not None
     sent, rounds = party.stats.bytes_sent, party.stats.rounds
     uv = await ops.mul(1.5 - u, -v * 3)  # affine maps keep the masks: no opening, one truncation
     uu = await ops.square(u)  # a square of a masked share: no opening
