@@ -88,8 +88,12 @@ class _Progress:
                             f"then {self.then()}") from exc
         if "rounds" in event:
             self.stats[party_id] = server_counts(party_id, event)
-        if "stats" in event:  # the final ones, with the job's 'done'
-            self.stats[party_id] = server_counts(party_id, event["stats"])
+
+    def finish(self, final_stats: list[dict | None]) -> None:
+        """The servers' final counts, where they came (mpcrt.owner: a finished frame)."""
+        for party_id, stats in enumerate(final_stats):
+            if stats is not None:
+                self.stats[party_id] = server_counts(party_id, stats)
 
     def step(self, **shown: Any) -> None:
         s = self.stats[0]
@@ -335,6 +339,7 @@ def _run(job: JobConfig, program: str, args: dict[str, Any], seeds: tuple[bytes,
         try:
             result = await drive(state["job"].client)
             await _wait_done(state["job"])
+            progress.finish(state["job"].client.final_stats)
             return result
         except ServerFailed as exc:
             raise await _cause(state["job"], exc) from None
@@ -383,9 +388,7 @@ async def _cause(job: Any, seen: ServerFailed) -> ServerFailed:
 
 async def _wait_done(job: Any, timeout: float = 30.0) -> None:
     """Both servers' 'done' events (their stats come with them)."""
-    deadline = time.monotonic() + timeout
-    while not all(job.client.finished) and job.client.failure is None and time.monotonic() < deadline:
-        await asyncio.sleep(0.01)
+    await job.client.wait_until(lambda: all(job.client.finished) or job.client.failure is not None, timeout)
     if job.client.failure is not None:
         raise job.client.failure
 

@@ -149,7 +149,7 @@ async def _run_with_owner(program: Program, owner_program: Callable[..., Awaitab
     async def party_run(i: int) -> Any:
         try:
             result = await parties[i].run(program, *args)
-            owner_links[i].event(done=True)
+            owner_links[i].finished(parties[i].stats.as_dict())
             return result
         except BaseException as exc:
             owner_links[i].error(f"{type(exc).__name__}: {exc}", type(exc).__name__)

@@ -38,7 +38,9 @@ if TYPE_CHECKING:
     from mpcrt.shares import ArithmeticShare
 
 OWNER = "owner"
-INPUT, OUTPUT, EVENT, ERROR = "input", "output", "event", "error"
+# frames on an owner link: the owner's inputs; a party's outputs, application events (opaque
+# maps), error; and the runtime's own: alive (a heartbeat) and finished (its final counts)
+INPUT, OUTPUT, EVENT, ERROR, ALIVE, FINISHED = "input", "output", "event", "error", "alive", "finished"
 DTYPES = VALUE_DTYPES
 REFUSED = "refused"  # ServerFailed.kind of a frame the owner would not use
 # What the owner holds of outputs it has not asked for yet, per server: honest programs run
@@ -227,6 +229,14 @@ class OwnerLink:
         """A small record for the owner (progress, checkpoints); msgpack-able values only."""
         self._send(encode(EVENT, fields=fields))
 
+    def alive(self) -> None:
+        """Tell the owner this party still works (its timeout counts silence)."""
+        self._send(encode(ALIVE))
+
+    def finished(self, stats: dict[str, Any] | None = None) -> None:
+        """Tell the owner this party's program ended, with its final counts (Stats.as_dict)."""
+        self._send(encode(FINISHED, stats=stats or {}))
+
     def error(self, message: str, kind: str = "") -> None:
         """Tell the owner why this party's job failed (best effort); `kind`: the exception class."""
         with contextlib.suppress(TransportError):
@@ -341,7 +351,9 @@ class OwnerClient:
         self._waiters: dict[str, asyncio.Future] = {}
         self._failure: ServerFailed | None = None
         self.failures: dict[int, ServerFailed] = {}  # every party's failure, first one first
-        self.finished = [False, False]  # a party said its program ended (event done=True)
+        self.finished = [False, False]  # a party said its program ended (a finished frame)
+        self.final_stats: list[dict | None] = [None, None]  # the counts that came with it
+        self._ended = asyncio.Event()  # set when a party finishes or fails: wakes `wait_until`
         self.handler_error: Exception | None = None  # raised by on_event
         self._receivers: list[asyncio.Task] = []
         self._closing: list[asyncio.Task] = []  # links of refused parties
@@ -471,6 +483,16 @@ class OwnerClient:
             return True
         if kind == EVENT:
             return self._take_event(i, fields.get("fields", {}))
+        if kind == ALIVE:
+            return True  # a heartbeat: its arrival is the progress
+        if kind == FINISHED:
+            stats = fields.get("stats", {})
+            if not isinstance(stats, dict):
+                raise _Refused(f"final counts that are a {type(stats).__name__}, not a map")
+            self.final_stats[i] = _clean_event(stats)
+            self.finished[i] = True
+            self._ended.set()
+            return True
         if kind == ERROR:
             words = server_says(f"{self.names[i]} failed, and", fields.get("message", "?"))
             self._fail(ServerFailed(i, words, _exception_name(fields.get("cls", ""))))
@@ -516,10 +538,6 @@ class OwnerClient:
         """Pass party i's event to on_event, its strings made safe; False if on_event failed."""
         if not isinstance(event, dict):
             raise _Refused(f"an event that is a {type(event).__name__}, not a map")
-        if event.get("alive"):
-            return True  # a heartbeat: progress, nothing to report
-        if event.get("done"):
-            self.finished[i] = True
         if self.on_event is not None:
             event = _clean_event(event)
             try:
@@ -548,6 +566,7 @@ class OwnerClient:
 
     def _fail(self, error: ServerFailed) -> None:
         self.failures.setdefault(error.party_id, error)
+        self._ended.set()
         if self._failure is None:
             self._failure = error
         for waiter in self._waiters.values():
@@ -559,14 +578,25 @@ class OwnerClient:
     def failure(self) -> ServerFailed | None:
         return self._failure
 
+    async def wait_until(self, condition: Callable[[], bool], timeout: float) -> bool:
+        """Wait (up to `timeout` seconds) until condition() holds, checked each time a party
+        finishes or fails (no polling); whether it holds."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not condition():
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            self._ended.clear()  # no await since the check: no end can slip between
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._ended.wait(), remaining)
+        return True
+
     async def settle(self, timeout: float) -> ServerFailed | None:
         """After a failure, wait (up to `timeout`) until every party has ended or failed, and
         return the cause: a party's own failure or a lost connection before a party's report
         that its peer failed (which usually arrives first)."""
-        deadline = asyncio.get_running_loop().time() + timeout
-        while (any(not self.finished[i] and i not in self.failures for i in (0, 1))
-               and asyncio.get_running_loop().time() < deadline):
-            await asyncio.sleep(0.02)
+        await self.wait_until(lambda: all(self.finished[i] or i in self.failures for i in (0, 1)), timeout)
         causes = [f for f in self.failures.values() if not f.caused_by_peer] or list(self.failures.values())
         return causes[0] if causes else self._failure
 

@@ -326,7 +326,7 @@ class EdgeServer:
                     f"{s.bytes_sent / 1e6:.1f} MB sent to the peer")
             self.log(line)
             link.event(log=line)
-            link.event(done=True, stats=s.as_dict())
+            link.finished(s.as_dict())
         except BaseException as exc:
             if finished and isinstance(exc, OwnerLost):
                 self.log(f"job {job.name!r}: the owner left before this server's final report reached it; "
@@ -377,7 +377,7 @@ class EdgeServer:
         while True:
             await asyncio.sleep(every)
             with contextlib.suppress(Exception):
-                link.event(alive=True)
+                link.alive()
 
     async def _attach(self, link: OwnerLink, waiting: Any, timeout: float, what: str) -> Transport:
         """What `waiting` gives, unless the owner leaves first or `timeout` passes."""

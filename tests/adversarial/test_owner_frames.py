@@ -12,7 +12,7 @@ import torch
 
 from mpcrt import ring
 from mpcrt.messages import Message, encode
-from mpcrt.owner import ERROR, EVENT, OUTPUT, REFUSED, OwnerClient, ServerFailed
+from mpcrt.owner import ALIVE, ERROR, EVENT, FINISHED, OUTPUT, REFUSED, OwnerClient, ServerFailed
 from transports import MemoryTransport, pair
 
 FRAC_BITS = 16
@@ -191,4 +191,26 @@ async def test_an_event_that_is_not_a_map_is_refused():
     owner.servers[0].send(encode(EVENT, fields=["not", "a", "map"]))
     assert_blames(await owner.refused(), 0, NAMES[0], "not a map")
     assert owner.events == []
+    await owner.close()
+
+
+async def test_final_counts_that_are_not_a_map_are_refused():
+    owner = Owner()
+    owner.servers[1].send(encode(FINISHED, stats=["not", "a", "map"]))
+    assert_blames(await owner.refused(), 1, NAMES[1], "not a map")
+    assert owner.client.finished == [False, False]
+    await owner.close()
+
+
+async def test_the_runtimes_frames_are_not_application_events():
+    """A heartbeat and a party's end come as frames of their own: an application event with
+    the keys 'alive' or 'done' is just an event, and ends nothing."""
+    owner = Owner()
+    owner.servers[0].send(encode(EVENT, fields={"done": True, "alive": True}))
+    owner.servers[0].send(encode(ALIVE))
+    owner.servers[1].send(encode(FINISHED, stats={"rounds": 7, "log": "\x1b[2K"}))
+    assert await owner.client.wait_until(lambda: owner.client.finished[1], 3.0)
+    assert owner.client.finished == [False, True] and owner.client.final_stats[1] == {"rounds": 7, "log": "\\x1b[2K"}
+    assert owner.events == [(0, {"done": True, "alive": True})]
+    assert not await owner.client.wait_until(lambda: owner.client.finished[0], 0.05)  # a timeout, not a hang
     await owner.close()

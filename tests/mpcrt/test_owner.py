@@ -145,7 +145,7 @@ def test_the_owner_times_out_on_silence_not_on_long_steps():
         x = await party.owner.receive("x")
         for _ in range(6):  # 1.2 s of work, with a sign of life every 0.2 s
             await asyncio.sleep(0.2)
-            party.owner.event(alive=True)
+            party.owner.alive()
         party.owner.send("y", x)
 
     async def owner(client):
