@@ -4,11 +4,11 @@ torch's int64 convolutions have no oneDNN path: on DCGAN shapes conv2d runs up t
 than float32, and conv_transpose2d multiplies small matrices image by image. One large int64
 matrix product does the same arithmetic faster (it wraps mod 2^64 like the ring): conv2d as
 im2col (Tensor.unfold works for any dtype) times the weight matrix, where the reduction is
-long enough to pay for the copy (measured, one thread: (64,128,8,8) * (256,128,4,4) 143 -> 41
-ms; below C*kh*kw = 1024 torch's own kernel stays faster); conv_transpose2d always as the
-weight matrix times every image's columns at once, then col2im as k*k strided additions
-((64,100,1,1) -> 256 channels 4x4: 198 -> 4 ms; (64,256,4,4) -> 128: 236 -> 42 ms). Same
-signatures and results as torch.nn.functional (bit for bit; groups = 1, else torch's kernels).
+long enough to pay for the copy (from C*kh*kw = 1024; below it torch's own kernel stays
+faster); conv_transpose2d always as the weight matrix times every image's columns at once,
+then col2im as k*k strided additions (timings: docs/BENCHMARKS.md, "Ring convolutions").
+Same signatures and results as torch.nn.functional (bit for bit; groups = 1, else torch's
+kernels).
 """
 
 from __future__ import annotations

@@ -76,9 +76,9 @@ async def sleep_until(deadline: float) -> None:
     """Wait until time.monotonic() >= deadline, accurate to well under a millisecond. The
     loop's timers are millisecond-coarse, so the last stretch sleeps the thread in slices
     of _NAP_SECONDS between turns of the loop rather than spinning: a real link costs the
-    sender no CPU, and a spin takes it from work beside the loop (a DCF's walk: ReLU 1e5 on
-    wan 89-99 ms with the spin, 74-85 with naps, 93 with the stretch slept by a worker
-    thread). The price: the loop's other tasks wait up to one slice per turn then."""
+    sender no CPU, and a spin takes it from work beside the loop (docs/BENCHMARKS.md, "The
+    simulated link's last wait"). The price: the loop's other tasks wait up to one slice
+    per turn then."""
     coarse = deadline - _PRECISE_SECONDS - time.monotonic()
     if coarse > 0:
         await asyncio.sleep(coarse)

@@ -17,11 +17,11 @@ per level and element.
 
 Evaluation is compiled by numba, AES included where the CPU has AES-NI (`aesni`): per
 chunk of elements that stays in cache, level by level, four elements at a time (their eight
-AES blocks in flight together), then the leaves; 1e5 elements take about 33 ms (5.2 ns per
-element and level). Elsewhere the walk goes level by level from Python, each level's
-blocks in one `cryptography` call and the same compiled correction step (`_update`) in one
-pass: about 51 ms at 1e5. Key generation (the dealer's) is compiled too, both parties' keys
-in one pass.
+AES blocks in flight together), then the leaves. Elsewhere the walk goes level by level
+from Python, each level's blocks in one `cryptography` call and the same compiled
+correction step (`_update`) in one pass (timings of both: docs/BENCHMARKS.md, "DCF
+evaluation"). Key generation (the dealer's) is compiled too, both parties' keys in one
+pass.
 """
 
 from __future__ import annotations

@@ -1,12 +1,12 @@
-"""Sigmoid and tanh: piecewise polynomials selected by exact comparisons (the default).
+"""Sigmoid and tanh: piecewise polynomials on segments found by exact comparisons (the default).
 
 sigmoid: degree-2 pieces on [-8, -5, -3.5, -2.5, -1.5, -0.75, 0, 0.75, 1.5, 2.5, 3.5, 5, 8],
 0 below -8, 1 above 8; tanh: degree-2 pieces on 17 breakpoints in [-4.5, 4.5], -1 below and
 1 above. Fit error 2.9e-4 and 2.5e-4; saturation error 3.4e-4 (sigmoid at 8) and 2.5e-4
 (tanh at 4.5); valid for every representable input (the tails saturate, they never wrap).
 Degree 2 with more pieces rather than degree 4 with fewer: a breakpoint costs a few ANDs
-per element (ops.segments), a power a product of every element (measured: 55 ms against
-61 for degree 3 and 62 for degree 4 at 1e5 elements, two processes).
+per element (ops.segments), a power a product of every element (docs/BENCHMARKS.md,
+"Sigmoid's degree").
 Backward: sigmoid' = y (1 - y), tanh' = 1 - y^2, from the stored output.
 """
 
