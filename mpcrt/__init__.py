@@ -12,13 +12,14 @@ from mpcrt.binary import BinaryShare
 from mpcrt.errors import DealerError, HandshakeError, MPCError, PeerAborted, PeerLost, PeerTimeout, ProgramMismatch
 from mpcrt.local import run_local, run_with_owner
 from mpcrt.owner import OWNER, OwnerClient, OwnerLink, OwnerLost, ServerFailed
-from mpcrt.runtime import Party
+from mpcrt.runtime import Party, PartySettings
 from mpcrt.scope import keyed_scope, op_label
 from mpcrt.shares import ArithmeticShare, cat, stack
 from mpcrt.stats import OpCounts, Stats
 
 __all__ = [
     "OWNER", "ArithmeticShare", "BinaryShare", "DealerError", "HandshakeError", "MPCError", "OpCounts",
-    "OwnerClient", "OwnerLink", "OwnerLost", "Party", "PeerAborted", "PeerLost", "PeerTimeout", "ProgramMismatch",
-    "ServerFailed", "Stats", "cat", "keyed_scope", "op_label", "ops", "run_local", "run_with_owner", "stack",
+    "OwnerClient", "OwnerLink", "OwnerLost", "Party", "PartySettings", "PeerAborted", "PeerLost", "PeerTimeout",
+    "ProgramMismatch", "ServerFailed", "Stats", "cat", "keyed_scope", "op_label", "ops", "run_local", "run_with_owner",
+    "stack",
 ]

@@ -18,6 +18,7 @@ import threading
 import time
 import traceback
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -27,12 +28,11 @@ from mpcrt.dealer import CorrectionSource, DealerClient, DealerLimits, DealerSer
 from mpcrt.errors import PeerAborted, PeerLost, PeerTimeout
 from mpcrt.offline import record_plan
 from mpcrt.owner import OwnerClient, OwnerLink, ServerFailed
-from mpcrt.runtime import DEFAULT_TIMEOUT, Party, Program
+from mpcrt.runtime import DEFAULT_TIMEOUT, PartySettings, Program
 from transports import (
     NetworkModel,
     TLSConfig,
     Transport,
-    WanTransport,
     connect,
     generate_certificates,
     listen,
@@ -45,6 +45,19 @@ from transports.loop import run as run_loop
 
 LOOPBACK = "127.0.0.1"
 _credentials: dict[str, Credentials] = {}
+
+
+@dataclass(frozen=True)
+class _LocalRun:
+    """What run_local's parties and their dealer are made from (it pickles: processes=True)."""
+
+    settings: PartySettings
+    tls: bool
+    dealer: str  # "local" or "service"
+    seeds: tuple[bytes, bytes]
+    plan: list[Request] | None
+    wrap: Callable[[int, Transport], Transport] | None
+    dealer_port: int = 0  # the dealer service's, with processes=True
 
 
 def local_credentials() -> dict[str, Credentials]:
@@ -101,9 +114,8 @@ def run_local(program: Program, *args: Any, transport: str = "memory", network: 
     if offline:
         plan = run_loop(record_plan(program, *args, frac_bits=frac_bits, truncation=truncation,
                                     comparison=comparison, network=model, timeout=timeout, owner_network=owner_model))
-    options = {"model": model, "owner_model": owner_model, "tls": tls, "timeout": timeout, "frac_bits": frac_bits,
-               "dealer": dealer, "truncation": truncation, "comparison": comparison,
-               "seeds": (prg.new_key(), prg.new_key()), "plan": plan, "wrap": wrap}
+    settings = PartySettings(timeout, frac_bits, truncation, comparison, model, owner_model)
+    options = _LocalRun(settings, tls, dealer, (prg.new_key(), prg.new_key()), plan, wrap)
     if processes:
         return _run_processes(program, args, options)
     results = run_loop(_run_in_one_loop(program, args, transport, options))
@@ -133,15 +145,12 @@ async def _run_with_owner(program: Program, owner_program: Callable[..., Awaitab
                           model: NetworkModel | None, timeout: float, frac_bits: int, truncation: str,
                           comparison: str, seeds: tuple[bytes, bytes],
                           dealer_limits: DealerLimits | None, owner_model: NetworkModel | None) -> tuple[Any, Any, Any]:
-    ends: tuple[Transport, Transport] = pair()
-    if model is not None:
-        ends = (WanTransport(ends[0], model), WanTransport(ends[1], model))
+    settings = PartySettings(timeout, frac_bits, truncation, comparison, model, owner_model)
+    ends = pair()
     links = [pair(), pair()]
     dealer = LocalDealer(*seeds, dealer_limits)
     owner_links = [OwnerLink(links[i][0], i, seeds[i], timeout) for i in (0, 1)]
-    parties = [Party(i, ends[i], timeout=timeout, frac_bits=frac_bits, dealer=DealerClient(i, seeds[i], dealer),
-                     truncation=truncation, comparison=comparison, network=model, owner=owner_links[i],
-                     owner_network=owner_model)
+    parties = [settings.party(i, settings.peer_link(i, ends[i]), DealerClient(i, seeds[i], dealer), owner_links[i])
                for i in (0, 1)]
     client = OwnerClient((links[0][1], links[1][1]), seeds[1], frac_bits, timeout)
     client.start()
@@ -175,39 +184,33 @@ async def _run_with_owner(program: Program, owner_program: Callable[..., Awaitab
     return results[0], r0, r1
 
 
-async def _run_in_one_loop(program: Program, args: tuple, transport: str, options: dict) -> list:
+async def _run_in_one_loop(program: Program, args: tuple, transport: str, options: _LocalRun) -> list:
     if transport == "memory":
         ends: tuple[Transport, Transport] = pair()
     else:
-        listener = await listen(LOOPBACK, 0, tls=tls_config(0, options["tls"]), timeout=options["timeout"])
+        timeout = options.settings.timeout
+        listener = await listen(LOOPBACK, 0, tls=tls_config(0, options.tls), timeout=timeout)
         try:
-            accepting = asyncio.ensure_future(listener.accept(options["timeout"]))
-            end1 = await connect(LOOPBACK, listener.port, tls=tls_config(1, options["tls"]),
-                                 timeout=options["timeout"])
+            accepting = asyncio.ensure_future(listener.accept(timeout))
+            end1 = await connect(LOOPBACK, listener.port, tls=tls_config(1, options.tls), timeout=timeout)
             ends = (await accepting, end1)
         finally:
             await listener.close()
-    if options["model"] is not None:
-        ends = (WanTransport(ends[0], options["model"]), WanTransport(ends[1], options["model"]))
-    if options["wrap"] is not None:
-        ends = (options["wrap"](0, ends[0]), options["wrap"](1, ends[1]))
-    seed0, seed1 = options["seeds"]
+    seed0, seed1 = options.seeds
     service = listener = None
-    if options["dealer"] == "local":
+    if options.dealer == "local":
         local = LocalDealer(seed0, seed1)
         sources: list[CorrectionSource] = [local, local]
     else:
-        service = DealerService(seed0, seed1, link=options["owner_model"])
-        listener = await listen(LOOPBACK, 0, tls=_dealer_tls(options["tls"]), timeout=options["timeout"])
+        service = DealerService(seed0, seed1, link=options.settings.owner_network)
+        listener = await listen(LOOPBACK, 0, tls=_dealer_tls(options.tls), timeout=options.settings.timeout)
         serving = asyncio.ensure_future(service.serve(listener))
-        sources = [await _connect_dealer(listener.port, i, options) for i in (0, 1)]
-    dealers = [DealerClient(i, (seed0, seed1)[i], sources[i]) for i in (0, 1)]
-    parties = [Party(i, ends[i], timeout=options["timeout"], frac_bits=options["frac_bits"], dealer=dealers[i],
-                     truncation=options["truncation"], comparison=options["comparison"], network=options["model"],
-                     owner_network=options["owner_model"])
+        sources = [await _connect_dealer(listener.port, i, options.tls, options.settings) for i in (0, 1)]
+    parties = [options.settings.party(i, options.settings.peer_link(i, ends[i], options.wrap),
+                                      DealerClient(i, (seed0, seed1)[i], sources[i]))
                for i in (0, 1)]
     try:
-        return await asyncio.gather(*(p.run(program, *args, plan=options["plan"]) for p in parties),
+        return await asyncio.gather(*(p.run(program, *args, plan=options.plan) for p in parties),
                                     return_exceptions=True)
     finally:
         if service is not None and listener is not None:
@@ -223,14 +226,12 @@ def _dealer_tls(tls: bool, credentials: dict[str, Credentials] | None = None) ->
     return TLSConfig((credentials or local_credentials())["owner"], ("party0", "party1")) if tls else None
 
 
-async def _connect_dealer(port: int, party_id: int, options: dict,
+async def _connect_dealer(port: int, party_id: int, tls: bool, settings: PartySettings,
                           credentials: dict[str, Credentials] | None = None) -> RemoteDealer:
     creds = credentials or local_credentials()
-    tls = TLSConfig(creds[f"party{party_id}"], "owner") if options["tls"] else None
-    conn: Transport = await connect(LOOPBACK, port, tls=tls, timeout=options["timeout"])
-    if options.get("owner_model") is not None:  # the requests' direction of the owner's link
-        conn = WanTransport(conn, options["owner_model"])
-    return RemoteDealer(conn, party_id, timeout=options["timeout"])
+    config = TLSConfig(creds[f"party{party_id}"], "owner") if tls else None
+    conn: Transport = await connect(LOOPBACK, port, tls=config, timeout=settings.timeout)
+    return RemoteDealer(settings.dealer_link(conn), party_id, timeout=settings.timeout)
 
 
 def _collect(results: list) -> tuple[Any, Any]:
@@ -250,17 +251,17 @@ def _collect(results: list) -> tuple[Any, Any]:
 
 # ---- one process per party -------------------------------------------------------------------
 
-def _run_processes(program: Program, args: tuple, options: dict) -> tuple[Any, Any]:
+def _run_processes(program: Program, args: tuple, options: _LocalRun) -> tuple[Any, Any]:
     try:
-        pickle.dumps((program, args, options["wrap"]))
+        pickle.dumps((program, args, options.wrap))
     except Exception as exc:
         raise TypeError("processes=True sends the program and its arguments to two new processes: "
                         f"define the program (and any wrap) at module level and pass picklable arguments ({exc})"
                         ) from exc
     credentials = local_credentials()
-    dealer_thread = _DealerThread(*options["seeds"], tls=_dealer_tls(options["tls"], credentials),
-                                  link=options["owner_model"])
-    options = {**options, "dealer_port": dealer_thread.port}
+    dealer_thread = _DealerThread(*options.seeds, tls=_dealer_tls(options.tls, credentials),
+                                  link=options.settings.owner_network)
+    options = replace(options, dealer_port=dealer_thread.port)
     ctx = mp.get_context("spawn")
     port_queue, results_queue = ctx.Queue(), ctx.Queue()
     procs = [ctx.Process(target=_party_process, name=f"mpcrt-party{i}", daemon=True,
@@ -269,7 +270,8 @@ def _run_processes(program: Program, args: tuple, options: dict) -> tuple[Any, A
     for p in procs:
         p.start()
     try:
-        outcomes = _await_outcomes(procs, results_queue, deadline=time.monotonic() + options["timeout"] * 2 + 60.0)
+        deadline = time.monotonic() + options.settings.timeout * 2 + 60.0
+        outcomes = _await_outcomes(procs, results_queue, deadline=deadline)
     finally:
         dealer_thread.stop()
     results: list[Any] = [None, None]
@@ -316,7 +318,7 @@ def _await_outcomes(procs: list, results_queue: Any, deadline: float) -> dict[in
     return outcomes
 
 
-def _party_process(party_id: int, program: Program, args: tuple, options: dict,
+def _party_process(party_id: int, program: Program, args: tuple, options: _LocalRun,
                    credentials: dict[str, Credentials], port_queue: Any, results_queue: Any) -> None:
     torch.set_num_threads(1)
     try:
@@ -331,31 +333,25 @@ def _party_process(party_id: int, program: Program, args: tuple, options: dict,
         results_queue.put((party_id, False, payload, traceback.format_exc()))
 
 
-async def _party_main(party_id: int, program: Program, args: tuple, options: dict,
+async def _party_main(party_id: int, program: Program, args: tuple, options: _LocalRun,
                       credentials: dict[str, Credentials], port_queue: Any) -> Any:
-    tls = tls_config(party_id, options["tls"], credentials)
+    tls = tls_config(party_id, options.tls, credentials)
     if party_id == 0:
-        listener = await listen(LOOPBACK, 0, tls=tls, timeout=options["timeout"])
+        listener = await listen(LOOPBACK, 0, tls=tls, timeout=options.settings.timeout)
         port_queue.put(listener.port)
         try:
-            transport: Transport = await listener.accept(options["timeout"] + 60.0)
+            transport: Transport = await listener.accept(options.settings.timeout + 60.0)
         finally:
             await listener.close()
     else:
         port = await asyncio.get_running_loop().run_in_executor(None, port_queue.get, True, 60.0)
-        transport = await connect(LOOPBACK, port, tls=tls, timeout=options["timeout"])
-    model: NetworkModel | None = options["model"]
-    if model is not None:
-        transport = WanTransport(transport, model)
-    if options["wrap"] is not None:
-        transport = options["wrap"](party_id, transport)
-    seed = options["seeds"][party_id]
-    source = await _connect_dealer(options["dealer_port"], party_id, options, credentials)
-    party = Party(party_id, transport, timeout=options["timeout"], frac_bits=options["frac_bits"],
-                  dealer=DealerClient(party_id, seed, source), truncation=options["truncation"],
-                  comparison=options["comparison"], network=options["model"], owner_network=options["owner_model"])
+        transport = await connect(LOOPBACK, port, tls=tls, timeout=options.settings.timeout)
+    transport = options.settings.peer_link(party_id, transport, options.wrap)
+    seed = options.seeds[party_id]
+    source = await _connect_dealer(options.dealer_port, party_id, options.tls, options.settings, credentials)
+    party = options.settings.party(party_id, transport, DealerClient(party_id, seed, source))
     try:
-        return await party.run(program, *args, plan=options["plan"])
+        return await party.run(program, *args, plan=options.plan)
     finally:
         await source.close()
 

@@ -14,6 +14,7 @@ from typing import Any
 import msgpack
 import torch
 
+from mpcrt import ring
 from mpcrt.errors import ProgramMismatch
 from mpcrt.scope import MessageId
 
@@ -123,6 +124,26 @@ MAX_FRAC_BITS = 30  # as ring.check_frac_bits
 
 def _is_int(x: object) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
+
+
+@dataclass(frozen=True)
+class EncodedValue:
+    """A plaintext value as it is secret-shared: ring elements, and the (frac_bits, dtype
+    index) that describe it on the wire."""
+
+    ring: torch.Tensor
+    frac_bits: int
+    dtype_index: int
+
+
+def encode_value(value: Any, job_frac_bits: int) -> EncodedValue:
+    """The one encoding of a value that is shared (party.input, the owner's inputs): a float
+    at the job's scale, an integer at scale 0 (what `value_problem` checks on arrival)."""
+    value = torch.as_tensor(value)
+    if value.dtype not in VALUE_DTYPES:
+        raise TypeError(f"cannot share tensors of dtype {value.dtype}")
+    frac_bits = job_frac_bits if value.is_floating_point() else 0
+    return EncodedValue(ring.encode(value.detach(), frac_bits), frac_bits, VALUE_DTYPES.index(value.dtype))
 
 
 def shape_problem(shape: object, expected: tuple[int, ...] | None = None) -> str | None:

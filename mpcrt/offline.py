@@ -13,7 +13,7 @@ from typing import Any
 
 from mpcrt import prg, ring
 from mpcrt.dealer import CorrectionSource, DealerClient, LocalDealer, Request
-from mpcrt.runtime import Party, Program
+from mpcrt.runtime import PartySettings, Program
 from transports import pair, resolve_network
 
 
@@ -40,9 +40,8 @@ async def record_plan(program: Program, *args: Any, frac_bits: int = ring.DEFAUL
     dealer = LocalDealer(seed0, seed1)
     ends = pair()
     dealers = [_RecordingClient(0, seed0, dealer), _RecordingClient(1, seed1, dealer)]
-    parties = [Party(i, ends[i], timeout=timeout, frac_bits=frac_bits, dealer=dealers[i], truncation=truncation,
-                     comparison=comparison, network=network, prefetched=True, owner_network=owner_network)
-               for i in (0, 1)]
+    settings = PartySettings(timeout, frac_bits, truncation, comparison, network, owner_network, prefetched=True)
+    parties = [settings.party(i, ends[i], dealers[i]) for i in (0, 1)]
     results = await asyncio.gather(*(p.run(program, *args) for p in parties), return_exceptions=True)
     for result in results:
         if isinstance(result, BaseException):

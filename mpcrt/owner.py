@@ -29,7 +29,16 @@ import torch
 
 from mpcrt import prg, ring
 from mpcrt.errors import MPCError
-from mpcrt.messages import VALUE_DTYPES, MalformedFrame, Message, decode, encode, shape_problem, value_problem
+from mpcrt.messages import (
+    VALUE_DTYPES,
+    MalformedFrame,
+    Message,
+    decode,
+    encode,
+    encode_value,
+    shape_problem,
+    value_problem,
+)
 from mpcrt.scope import background_task
 from transports import Transport, TransportError
 
@@ -41,7 +50,6 @@ OWNER = "owner"
 # frames on an owner link: the owner's inputs; a party's outputs, application events (opaque
 # maps), error; and the runtime's own: alive (a heartbeat) and finished (its final counts)
 INPUT, OUTPUT, EVENT, ERROR, ALIVE, FINISHED = "input", "output", "event", "error", "alive", "finished"
-DTYPES = VALUE_DTYPES
 REFUSED = "refused"  # ServerFailed.kind of a frame the owner would not use
 # What the owner holds of outputs it has not asked for yet, per server: honest programs run
 # at most a few steps ahead (a model's weights, a window of iterations).
@@ -130,8 +138,8 @@ class _Expected(NamedTuple):
     dtype: torch.dtype | None
 
     def problem(self, meta: tuple, tensor: torch.Tensor) -> str | None:
-        if self.dtype is not None and DTYPES[meta[1]] != self.dtype:
-            return f"a {DTYPES[meta[1]]} value where the owner expects {self.dtype}"
+        if self.dtype is not None and VALUE_DTYPES[meta[1]] != self.dtype:
+            return f"a {VALUE_DTYPES[meta[1]]} value where the owner expects {self.dtype}"
         return None if self.shape is None else shape_problem(tuple(tensor.shape), self.shape)
 
 
@@ -146,7 +154,7 @@ def _output_problem(tensors: list[torch.Tensor], meta: object, frac_bits: int) -
 
 
 def _describe(meta: tuple, tensor: torch.Tensor) -> str:
-    return f"{DTYPES[meta[1]]} of shape {tuple(tensor.shape)} with {meta[0]} fractional bits"
+    return f"{VALUE_DTYPES[meta[1]]} of shape {tuple(tensor.shape)} with {meta[0]} fractional bits"
 
 
 def input_key(seed1: bytes) -> bytes:
@@ -214,12 +222,12 @@ class OwnerLink:
         if problem:
             raise OwnerFrameRefused(f"party {self.party_id} refuses the owner's input {key!r}: {problem}")
         share = tensor.clone() if tensor is not None else _party1_share(self._key, key, tuple(shape))  # type: ignore[arg-type]
-        return ArithmeticShare(party, share, frac_bits, DTYPES[dtype_index])
+        return ArithmeticShare(party, share, frac_bits, VALUE_DTYPES[dtype_index])
 
     def send(self, key: str, share: ArithmeticShare) -> None:
         """Give the owner this party's share of output `key` (the owner adds both). A float
         goes at the job's scale (the owner refuses any other: truncate first)."""
-        meta = [share.frac_bits, DTYPES.index(share.dtype)]
+        meta = [share.frac_bits, VALUE_DTYPES.index(share.dtype)]
         problem = value_problem(*meta, self.party.frac_bits if self.party is not None else None)
         if problem:
             raise ValueError(f"output {key!r} cannot go to the owner, which would refuse it: {problem}")
@@ -375,15 +383,11 @@ class OwnerClient:
         for key, value in inputs.items():
             if key in self._shared:
                 raise ValueError(f"input {key!r} was already shared; every input needs its own key")
-            value = torch.as_tensor(value)
-            if value.dtype not in DTYPES:
-                raise TypeError(f"cannot share tensors of dtype {value.dtype}")
-            frac_bits = self.frac_bits if value.is_floating_point() else 0
-            encoded = ring.encode(value.detach(), frac_bits)
-            shape = list(encoded.shape)
-            to0.append(Message((), key, [encoded - _party1_share(self._key, key, tuple(shape))]))
+            encoded = encode_value(value, self.frac_bits)
+            shape = list(encoded.ring.shape)
+            to0.append(Message((), key, [encoded.ring - _party1_share(self._key, key, tuple(shape))]))
             to1.append(Message((), key, []))
-            meta.append([frac_bits, DTYPES.index(value.dtype), shape])
+            meta.append([encoded.frac_bits, encoded.dtype_index, shape])
             self._shared.add(key)
         for i, messages in enumerate((to0, to1)):
             frame = encode(INPUT, messages, meta=meta)
@@ -447,7 +451,7 @@ class OwnerClient:
             self._fail(error)
             raise error
         frac_bits, dtype_index = m0
-        return ring.decode(t0 + t1, frac_bits, DTYPES[dtype_index])
+        return ring.decode(t0 + t1, frac_bits, VALUE_DTYPES[dtype_index])
 
     def _check(self) -> None:
         if self._failure is not None:

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import os
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgpack
@@ -32,6 +33,7 @@ from mpcrt.messages import (
     Message,
     decode,
     encode,
+    encode_value,
     shape_problem,
     spec,
     value_problem,
@@ -52,7 +54,7 @@ if TYPE_CHECKING:
     from mpcrt.dealer.client import DealerClient
     from mpcrt.dealer.material import Request
     from mpcrt.owner import OwnerLink
-from transports import NetworkModel, Transport, TransportError
+from transports import NetworkModel, Transport, TransportError, WanTransport
 
 T = TypeVar("T")
 PROTOCOL_VERSION = 1
@@ -354,16 +356,12 @@ class Party:
                 if value is None:
                     raise ValueError(f"party {src} owns this input and must pass its value, not None")
                 value = torch.as_tensor(value)
-                if value.dtype not in VALUE_DTYPES:
-                    raise TypeError(f"cannot share tensors of dtype {value.dtype}")
                 if shape is not None and tuple(shape) != tuple(value.shape):
                     raise ValueError(f"input of shape {tuple(value.shape)}, where shape={tuple(shape)} was given")
-                frac_bits = self.frac_bits if value.is_floating_point() else 0
-                encoded = ring.encode(value, frac_bits)
-                header = torch.tensor([frac_bits, VALUE_DTYPES.index(value.dtype), *value.shape])
-                self.send(mid, [header])
-                share = encoded - self._common_random(mid, tuple(value.shape))
-                dtype = value.dtype
+                encoded = encode_value(value, self.frac_bits)
+                self.send(mid, [torch.tensor([encoded.frac_bits, encoded.dtype_index, *value.shape])])
+                share = encoded.ring - self._common_random(mid, tuple(value.shape))
+                frac_bits, dtype = encoded.frac_bits, value.dtype
             else:
                 if value is not None:
                     raise ValueError(f"only party {src} provides this input; pass None on party {self.id}")
@@ -512,3 +510,39 @@ class Party:
 
 def _describe(specs: Sequence[tuple[str, Sequence[int]]]) -> str:
     return ", ".join(f"{code}{tuple(shape)}" for code, shape in specs)
+
+
+@dataclass(frozen=True)
+class PartySettings:
+    """How the parties of a run compute and which links they declare, alike at both: the
+    one record every runner (run_local, run_with_owner, record_plan, the edge server)
+    builds its parties and their simulated links from."""
+
+    timeout: float = DEFAULT_TIMEOUT
+    frac_bits: int = ring.DEFAULT_FRAC_BITS
+    truncation: str = "dealer"
+    comparison: str = "auto"
+    network: NetworkModel | None = None  # the servers' link, simulated where declared
+    owner_network: NetworkModel | None = None  # the owner's (the dealer's) link to each party
+    prefetched: bool = False  # the material comes from an offline phase (see ops.policy)
+    session: str = ""
+
+    def peer_link(self, party_id: int, transport: Transport,
+                  wrap: Callable[[int, Transport], Transport] | None = None) -> Transport:
+        """A party's link to its peer as declared: the simulated network around the
+        transport, then the caller's own wrapper (outermost)."""
+        if self.network is not None:
+            transport = WanTransport(transport, self.network)
+        return transport if wrap is None else wrap(party_id, transport)
+
+    def dealer_link(self, transport: Transport) -> Transport:
+        """A party's connection to the dealer service as declared: the owner's link
+        simulated in the requests' direction (the service simulates its answers')."""
+        return transport if self.owner_network is None else WanTransport(transport, self.owner_network)
+
+    def party(self, party_id: int, transport: Transport, dealer: DealerClient,
+              owner: OwnerLink | None = None) -> Party:
+        """Party `party_id` on `transport` (wrapped already: `peer_link`)."""
+        return Party(party_id, transport, timeout=self.timeout, frac_bits=self.frac_bits, session=self.session,
+                     dealer=dealer, truncation=self.truncation, comparison=self.comparison, network=self.network,
+                     owner=owner, prefetched=self.prefetched, owner_network=self.owner_network)

@@ -40,8 +40,8 @@ from mpcrt.errors import MPCError
 from mpcrt.ops.policy import METHODS as COMPARISONS
 from mpcrt.ops.truncation import METHODS as TRUNCATIONS
 from mpcrt.owner import OwnerFrameRefused, OwnerLink, OwnerLost
-from mpcrt.runtime import Party, Program
-from transports import TLSConfig, Transport, TransportError, WanTransport, connect, listen, load_credentials
+from mpcrt.runtime import PartySettings, Program
+from transports import TLSConfig, Transport, TransportError, connect, listen, load_credentials
 from transports.errors import ConnectionClosed, TransportTimeout
 from transports.wan import resolve_network
 
@@ -302,21 +302,15 @@ class EdgeServer:
             dealer_conn = await self._attach(link, asyncio.shield(job.dealer), timeout, "the owner's dealer connection")
             peer = await self._attach(link, self._peer_link(job, timeout), timeout, f"the peer ({self.peer_name})")
             say(f"connected to the peer at {getattr(peer, 'peer_address', '?')} and to the dealer")
-            model = resolve_network(spec.get("network"))
-            if model is not None:
-                peer = WanTransport(peer, model)
-            if self.config.wrap is not None:
-                peer = self.config.wrap(self.config.party_id, peer)
-            owner_model = resolve_network(spec.get("owner_network"))
-            if owner_model is not None:  # the requests' direction; the owner's dealer simulates the answers'
-                dealer_conn = WanTransport(dealer_conn, owner_model)
+            settings = PartySettings(timeout, spec.get("frac_bits", ring.DEFAULT_FRAC_BITS),
+                                     spec.get("truncation", "dealer"), spec.get("comparison", "auto"),
+                                     resolve_network(spec.get("network")), resolve_network(spec.get("owner_network")),
+                                     session=job.session)
+            peer = settings.peer_link(self.config.party_id, peer, self.config.wrap)
+            dealer_conn = settings.dealer_link(dealer_conn)
             dealer = DealerClient(self.config.party_id, spec["seed"],
                                   RemoteDealer(dealer_conn, self.config.party_id, timeout=timeout))
-            party = Party(self.config.party_id, peer, timeout=timeout,
-                          frac_bits=spec.get("frac_bits", ring.DEFAULT_FRAC_BITS), session=job.session, dealer=dealer,
-                          truncation=spec.get("truncation", "dealer"),
-                          comparison=spec.get("comparison", "auto"), network=model, owner=link,
-                          owner_network=owner_model)
+            party = settings.party(self.config.party_id, peer, dealer, owner=link)
             args = {**spec["args"], "state_dir": str(self.config.state_dir / _safe(job.name))}
             start = time.perf_counter()
             await party.run(self.programs[spec["program"]], args)

@@ -20,12 +20,13 @@ from mpcrt.dealer.kinds import TruncationPair
 from mpcrt.dealer.material import KINDS, answer, corrected_party, derive
 from mpcrt.local import _connect_dealer, _dealer_tls
 from mpcrt.messages import decode
+from mpcrt.runtime import PartySettings
 from tests.conftest import run_pair
 from tests.mpcrt.dealer.test_request import honest_requests as one_request_of_each_kind
 from transports import listen
 
 SEEDS = (prg.derive_key(b"adversary s0"), prg.derive_key(b"adversary s1"))
-OPTIONS = {"tls": True, "timeout": 5}
+SETTINGS = PartySettings(timeout=5)
 SHAPE, BITS = (8,), 16
 
 
@@ -88,7 +89,7 @@ def test_a_forged_variant_gets_material_independent_of_the_real_one():
 
 
 async def test_the_service_refuses_the_forged_truncation_and_names_party_and_step(service):
-    party1 = await _connect_dealer(service.port, 1, OPTIONS)
+    party1 = await _connect_dealer(service.port, 1, True, SETTINGS)
     real, honest, _ = attack_answers((999, 3))
     got = await party1.fetch(real, 1)
     assert all(torch.equal(a, b) for a, b in zip(got, honest, strict=True))
@@ -172,7 +173,7 @@ def test_no_variant_of_a_request_shares_a_pad_with_it(kind):
 @pytest.mark.parametrize("kind", sorted(KINDS))
 async def test_the_service_refuses_every_variant_at_the_real_step(service, kind):
     real = one_request_of_each_kind()[kind]
-    party1 = await _connect_dealer(service.port, 1, OPTIONS)
+    party1 = await _connect_dealer(service.port, 1, True, SETTINGS)
     await party1.fetch(real, 1)
     forged = next(f for f in forgeries(real) if answerable(f))
     with pytest.raises(DealerRefused, match=f"party 1 asked the dealer twice for step {re_step(real)}"):
@@ -185,12 +186,12 @@ def re_step(request: Request) -> str:
 
 
 async def test_a_repeat_in_one_frame_is_refused_and_the_service_serves_an_honest_job_after(service):
-    party1 = await _connect_dealer(service.port, 1, OPTIONS)
+    party1 = await _connect_dealer(service.port, 1, True, SETTINGS)
     shorter, longer = Request((998,), TruncationPair((4,), BITS)), Request((998,), TruncationPair((16,), BITS))
     with pytest.raises(DealerRefused, match=r"twice for step \(998,\)"):
         await party1.fetch_many([shorter, longer], 1)
-    honest = await _connect_dealer(service.port, 1, OPTIONS)
-    honest0 = await _connect_dealer(service.port, 0, OPTIONS)
+    honest = await _connect_dealer(service.port, 1, True, SETTINGS)
+    honest0 = await _connect_dealer(service.port, 0, True, SETTINGS)
     x = torch.linspace(-2, 2, 6)
 
     async def program(party):
@@ -208,7 +209,7 @@ async def test_a_repeat_in_one_frame_is_refused_and_the_service_serves_an_honest
 async def ask_raw(port: int, requests: list[Request | tuple]) -> str:
     """Send requests (or any wire form) as a modified party 1 would, past its own client's
     checks; the refusal."""
-    party1 = await _connect_dealer(port, 1, OPTIONS)
+    party1 = await _connect_dealer(port, 1, True, SETTINGS)
     wire = [r.to_wire() if isinstance(r, Request) else r for r in requests]
     party1.transport.send(msgpack.packb({"p": 1, "r": wire}))
     kind, messages, fields = decode(await party1.transport.recv(5))
@@ -225,7 +226,7 @@ async def test_a_huge_request_is_refused_before_anything_is_allocated(service):
 
 
 async def test_the_client_refuses_to_ask_for_more_than_a_frame_at_once(service):
-    party1 = await _connect_dealer(service.port, 1, OPTIONS)
+    party1 = await _connect_dealer(service.port, 1, True, SETTINGS)
     start = time.perf_counter()
     with pytest.raises(mpcrt.DealerError, match="more than one frame carries"):
         await party1.fetch(Request((5,), TruncationPair((1 << 40,), BITS)), 1)
@@ -297,7 +298,7 @@ async def test_a_party_gets_no_correction_of_a_request_the_other_party_is_correc
     """The corrections of each request go to its corrected party alone: the other, asking, gets
     nothing (it derives its shares from its own seed), so it never holds both parties' shares."""
     requests = [Request((700 + i,), TruncationPair(SHAPE, BITS)) for i in range(8)]
-    conns = [await _connect_dealer(service.port, party, OPTIONS) for party in (0, 1)]
+    conns = [await _connect_dealer(service.port, party, True, SETTINGS) for party in (0, 1)]
     for party, conn in enumerate(conns):
         mine = [r for r in requests if corrected_party(r) == party]
         theirs = [r for r in requests if corrected_party(r) != party]

@@ -14,11 +14,12 @@ from mpcrt.dealer import DealerService, LocalDealer, Pregenerated, RemoteDealer,
 from mpcrt.dealer.kinds import BeaverTriple, TruncationPair
 from mpcrt.dealer.material import corrected_party
 from mpcrt.local import _connect_dealer, _dealer_tls
+from mpcrt.runtime import PartySettings
 from tests.conftest import run_pair
 from transports import TransportError, listen
 
 SEEDS = (prg.derive_key(b"s0"), prg.derive_key(b"s1"))
-OPTIONS = {"tls": True, "timeout": 5}
+SETTINGS = PartySettings(timeout=5)
 
 
 class Running:
@@ -47,7 +48,7 @@ async def dealer():
 
 
 async def test_service_gives_the_same_material_as_in_process_and_batches_a_tick(dealer):
-    remote = await _connect_dealer(dealer.port, 1, OPTIONS)
+    remote = await _connect_dealer(dealer.port, 1, True, SETTINGS)
     requests = [Request((i,), BeaverTriple("matmul", (3, 4), (4, 2))) for i in range(10)]
     requests.append(Request((99,), TruncationPair((5,), 16)))
     remote_answers = await asyncio.gather(*(remote.fetch(r, 1) for r in requests))
@@ -67,7 +68,7 @@ async def products(party):
 
 
 async def test_parties_with_the_service(dealer):
-    remotes = [await _connect_dealer(dealer.port, i, OPTIONS) for i in (0, 1)]
+    remotes = [await _connect_dealer(dealer.port, i, True, SETTINGS) for i in (0, 1)]
     (z0, off0), (z1, off1) = await run_pair(products, source=remotes[1], source0=remotes[0], seeds=SEEDS,
                                             kind="tcp+tls")
     expected = torch.linspace(-3, 3, 12).reshape(3, 4).double() @ torch.linspace(1, 2, 8).reshape(4, 2).double()
@@ -81,7 +82,7 @@ async def test_parties_with_the_service(dealer):
 
 
 async def test_a_dealer_that_dies_fails_both_parties(dealer):
-    remotes = [await _connect_dealer(dealer.port, i, {"tls": True, "timeout": 2}) for i in (0, 1)]
+    remotes = [await _connect_dealer(dealer.port, i, True, PartySettings(timeout=2)) for i in (0, 1)]
     await dealer.stop()  # closes the connections the parties would use
     results = await run_pair(products, source=remotes[1], source0=remotes[0], seeds=SEEDS, timeout=2)
     lost = [r for r in results if isinstance(r, mpcrt.DealerError)]
@@ -164,7 +165,7 @@ async def test_a_party_cannot_ask_for_the_other_partys_material(dealer):
 
     from mpcrt.messages import decode
 
-    remote = await _connect_dealer(dealer.port, 0, OPTIONS)  # certified as party0
+    remote = await _connect_dealer(dealer.port, 0, True, SETTINGS)  # certified as party0
     request = Request((1,), BeaverTriple("mul", (2,), (2,)))
     remote.transport.send(msgpack.packb({"p": 1, "r": [request.to_wire()]}))  # claims to be party 1
     kind, messages, fields = decode(await remote.transport.recv(5))  # a refusal, no material
@@ -178,7 +179,7 @@ async def test_large_plans_travel_in_several_frames(monkeypatch, dealer):
     from mpcrt.dealer import service as service_module
 
     monkeypatch.setattr(service_module, "ANSWER_FRAME_BYTES", 600)  # 20 truncations of 50 elements: 10 kB
-    remote = await _connect_dealer(dealer.port, 1, OPTIONS)
+    remote = await _connect_dealer(dealer.port, 1, True, SETTINGS)
     every = (Request((i,), TruncationPair((50,), 16)) for i in range(1000))
     requests = [r for r in every if corrected_party(r) == 1][:20]  # each with 500 bytes for party 1
     answers = await remote.fetch_many(requests, 1)
@@ -190,7 +191,7 @@ async def test_large_plans_travel_in_several_frames(monkeypatch, dealer):
 
 
 async def test_material_too_large_for_any_frame_says_what_to_do(dealer):
-    remote = await _connect_dealer(dealer.port, 1, OPTIONS)
+    remote = await _connect_dealer(dealer.port, 1, True, SETTINGS)
     remote.transport.max_frame_bytes = 1000
     with pytest.raises(mpcrt.DealerError, match="split the operation into smaller batches"):
         await remote.fetch(Request((3,), TruncationPair((500,), 16)), 1)  # party 1 is its corrected party
