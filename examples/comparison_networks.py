@@ -137,14 +137,8 @@ def run(name: str, train_n: int, test_n: int, epochs: int, batch: int, lr: float
     trained = train_secure(name, data, lr, servers, certs, in_process)
     seconds = time.perf_counter() - start
 
-    class PlainOwner:
-        id = 0
-
-        async def input(self, value: torch.Tensor, src: int) -> torch.Tensor:
-            return value.detach().clone().double()
-
     async def plaintext_accuracy() -> float:
-        twin = await gan.secure(initial(name), PlainOwner())
+        twin = gan.plaintext(initial(name))
         await train(twin, None, data, lr)
         predicted = (await twin.forward(test_x.double())).argmax(1)
         return float((predicted == test_y).float().mean())

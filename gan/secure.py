@@ -46,6 +46,15 @@ async def _share_all(module: tnn.Module, party: Party, src: int | str, prefix: s
     return dict(zip(names, shared, strict=True))
 
 
+def plaintext(module: tnn.Module) -> nn.Module:
+    """The twin of `module` on plain float64 tensors: the same layer code as on shares, for
+    the plaintext run a secure one is compared with (no party, no communication)."""
+    if isinstance(module, tnn.Sequential):
+        return nn.Sequential(*[plaintext(layer) for layer in module])
+    return _twin(module, {n: getattr(module, n).detach().clone().double()
+                          for n in _STATE if getattr(module, n, None) is not None})
+
+
 def placeholder(module: tnn.Module, party: Party) -> nn.Module:
     """A twin of `module` holding zero shares, without communication: to load a checkpoint into."""
     if isinstance(module, tnn.Sequential):

@@ -185,21 +185,15 @@ async def plaintext_training(cfg: TrainConfig, images: torch.Tensor, quality_noi
     gradient_noise_seed: a perturbed twin, every gradient moved by up to one unit of 2^-f
     before each step (uniform noise from this seed), the size of a truncation's rounding on
     shares: GAN training is chaotic, and such twins show how far apart equally good runs land."""
-    from gan.secure import secure as make_twin
-
-    class Owner:
-        id = 0
-
-        async def input(self, value: torch.Tensor, src: int) -> torch.Tensor:
-            return value.detach().clone().double()
+    from gan.secure import plaintext
 
     d_model, g_model = initial_models(cfg, key)
-    d, g = await make_twin(d_model, Owner()), await make_twin(g_model, Owner())
+    d, g = plaintext(d_model), plaintext(g_model)
     opt_d, opt_g = optimizers(cfg, d, g)
     if gradient_noise_seed is not None:
         noise_source = torch.Generator().manual_seed(gradient_noise_seed)
-        for opt in (opt_d, opt_g):
-            _add_gradient_noise(opt, noise_source, 2.0 ** -ring.DEFAULT_FRAC_BITS)
+        unit = 2.0 ** -ring.DEFAULT_FRAC_BITS
+        opt_d, opt_g = PerturbedGradients(opt_d, noise_source, unit), PerturbedGradients(opt_g, noise_source, unit)
     curves: dict[str, list[float]] = {"d_real": [], "d_fake": []}
     for _, real, noise in iteration_inputs(cfg, images, key=key):
         out = await train_step(d, g, opt_d, opt_g, real.double(), noise.double())
@@ -213,17 +207,25 @@ async def plaintext_training(cfg: TrainConfig, images: torch.Tensor, quality_noi
     return result
 
 
-def _add_gradient_noise(opt: optim.Optimizer, source: torch.Generator, unit: float) -> None:
-    """Make opt.step first add uniform noise in [-unit, unit] to every gradient."""
-    step = opt.step
+class PerturbedGradients(optim.Optimizer):
+    """`inner`, every gradient first moved by uniform noise in [-unit, unit] (from `source`):
+    a plaintext twin perturbed by the size of a truncation's rounding on shares."""
 
-    async def noisy_step() -> None:
-        for p in opt.params:
+    def __init__(self, inner: optim.Optimizer, source: torch.Generator, unit: float) -> None:
+        super().__init__(inner.params)
+        self.inner, self.source, self.unit = inner, source, unit
+
+    async def step(self) -> None:
+        for p in self.params:
             assert p.grad is not None
-            p.grad = p.grad + (torch.rand(p.grad.shape, generator=source, dtype=p.grad.dtype) * 2 - 1) * unit
-        await step()
+            p.grad = p.grad + (torch.rand(p.grad.shape, generator=self.source, dtype=p.grad.dtype) * 2 - 1) * self.unit
+        await self.inner.step()
 
-    opt.step = noisy_step  # type: ignore[method-assign]
+    def state(self) -> dict:
+        return self.inner.state()
+
+    def load_state(self, state: dict) -> None:
+        self.inner.load_state(state)
 
 
 QUALITY_IMAGES = 1000

@@ -86,3 +86,30 @@ def test_the_plaintext_twin_draws_its_inputs_from_the_key():
     secret = asyncio.run(plaintext_training(cfg, images, key=b"k" * 32))
     assert same["curves"] == public["curves"] and torch.equal(same["samples"], public["samples"])
     assert not torch.equal(secret["samples"], public["samples"])
+
+
+def test_the_plaintext_twin_runs_the_torch_model_in_float64():
+    import gan
+    from gan import models
+
+    torch.manual_seed(0)
+    model = models.discriminator(models.PRESETS["small"]).eval()
+    twin = gan.plaintext(model).eval()
+    x = torch.randn(3, 1, 16, 16, dtype=torch.float64)
+    with torch.no_grad():
+        want = model.double()(x)
+    got = asyncio.run(twin.forward(x))
+    assert got.dtype == torch.float64 and float((got - want).abs().max()) < 1e-12
+
+
+def test_perturbed_gradients_move_each_gradient_by_at_most_a_unit_then_step():
+    from gan import optim
+    from gan.nn.module import Parameter
+    from gan.train import PerturbedGradients
+
+    p = Parameter(torch.zeros(1000, dtype=torch.float64))
+    p.grad = torch.zeros(1000, dtype=torch.float64)
+    opt = PerturbedGradients(optim.SGD([p], 1.0, 0.0), torch.Generator().manual_seed(1), 2.0 ** -16)
+    asyncio.run(opt.step())
+    moved = -p.data  # lr 1: the parameter moved by minus the noisy gradient
+    assert 0 < float(moved.abs().max()) <= 2.0 ** -16 and float(moved.abs().mean()) > 2.0 ** -18
