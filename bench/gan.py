@@ -133,7 +133,7 @@ async def program(party: mpcrt.Party, w: Workload, seed: int) -> dict:
     times, deltas = [], []
     stream = None
     if w.prefetch == "stream":
-        party.prefetched = True  # as gan.jobs: the material streams ahead of the online phase
+        party.prefetched = True  # as gan.server_jobs: the material streams ahead of the online phase
         stream = MaterialStream(party, range(1, w.warmup + w.repeats + 1))
     for r in range(w.warmup + w.repeats):
         with stream.iteration(r + 1) if stream else contextlib.nullcontext():
@@ -171,7 +171,7 @@ async def _one(party: mpcrt.Party, w: Workload, d: gan.nn.Module, g: gan.nn.Modu
 
 
 async def _synthesize(g: gan.nn.Module, z: mpcrt.ArithmeticShare) -> None:
-    """As gan.jobs' synthesis: G in inference mode, the images to the owner (party 0 here) alone."""
+    """As gan.server_jobs' synthesis: G in inference mode, the images to the owner (party 0 here) alone."""
     g.eval()
     images = await g.forward(z)
     g.train()

@@ -25,7 +25,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 
-from gan.owner import train_in_process
+from gan.owner_jobs import train_in_process
 from gan.train import TrainConfig, judge_samples, load_images, plaintext_training, quality_noise, quality_report
 from mpcrt import prg
 

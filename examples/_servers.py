@@ -3,7 +3,7 @@
 An example runs its program as an `mpcrt.server.EdgeServer` (`python EXAMPLE.py serve --party
 N --listen HOST:PORT --peer HOST:PORT --certs DIR`, one per machine), and a coordinator (the
 owner role: the dealer, and whoever receives the outputs) starts jobs on both with
-`mpcrt.jobs.start_job`. On one machine, `local_servers` makes certificates and starts the two
+`mpcrt.owner_jobs.start_job`. On one machine, `local_servers` makes certificates and starts the two
 servers as processes on loopback (mutual TLS), for as long as the `with` block runs.
 """
 

@@ -36,7 +36,7 @@ from gan.data import mnist
 from gan.models import COMPARISON_NETWORKS, comparison_network
 from gan.nn import functional as F
 from mpcrt import OWNER, keyed_scope, prg
-from mpcrt.jobs import start_job
+from mpcrt.owner_jobs import start_job
 from mpcrt.server import parse_address
 from transports.loop import run as run_loop
 

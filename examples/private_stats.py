@@ -28,7 +28,7 @@ import torch
 
 import mpcrt
 from mpcrt import ops, prg
-from mpcrt.jobs import start_job
+from mpcrt.owner_jobs import start_job
 from transports.loop import run as run_loop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -34,8 +34,8 @@ import torch
 import mpcrt
 from mpcrt import ops, prg
 from mpcrt.dealer import DealerClient, LocalDealer
-from mpcrt.jobs import start_job
 from mpcrt.messages import decode
+from mpcrt.owner_jobs import start_job
 from transports import Transport, WrappingTransport, pair
 from transports.base import Buffer, Frame, frame_parts
 from transports.loop import run as run_loop

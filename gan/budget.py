@@ -45,7 +45,7 @@ def _zeros(party: Party, shape: tuple[int, ...]) -> ArithmeticShare:
 
 
 async def _one_iteration(party: Party, cfg: TrainConfig, batch: int) -> None:
-    """A training iteration as gan.jobs runs it, on zero shares (no owner, no inputs)."""
+    """A training iteration as gan.server_jobs runs it, on zero shares (no owner, no inputs)."""
     p = cfg.preset_()
     d = gan.placeholder(models.discriminator(p), party)
     g = gan.placeholder(models.generator(p), party)

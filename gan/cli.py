@@ -46,7 +46,7 @@ def _serve(args: argparse.Namespace) -> int:
     import asyncio
     import signal
 
-    from gan.jobs import PROGRAMS
+    from gan.server_jobs import PROGRAMS
     from mpcrt.server import EdgeServer, ServerConfig, parse_address
     from transports.loop import run as run_loop
 

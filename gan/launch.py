@@ -7,7 +7,7 @@ loss curves, metrics and both servers' logs. It keeps its own record of the chec
 both servers confirmed (checkpoint.json): `--resume` continues from the last one, and only
 from one in that record; a new job never replaces the record of an unfinished one unless
 asked (`--fresh`). Every run gets fresh dealer seeds; the inputs come from the owner's
-secret and the job's seed (gan.owner). Everything the owner can check (the job file, the
+secret and the job's seed (gan.owner_jobs). Everything the owner can check (the job file, the
 data) is checked before a server is contacted. Every failure ends with a message naming
 the server and what to do (whether `--resume` can continue, and from which iteration), and
 exit code 1; Ctrl-C says the same.
@@ -30,11 +30,11 @@ import torch
 from gan import models, outputs
 from gan.budget import synthesis_limits, training_limits
 from gan.jobfile import ConfigError, JobConfig
-from gan.owner import drive_synthesis, drive_training, inputs_key, job_id, owner_secret, run_seeds, training_args
+from gan.owner_jobs import drive_synthesis, drive_training, inputs_key, job_id, owner_secret, run_seeds, training_args
 from gan.train import TrainConfig, load_images, plaintext_training, quality_noise, quality_report, synthesis_noise
 from mpcrt import OwnerClient, ServerFailed
 from mpcrt.dealer import DealerLimits
-from mpcrt.jobs import ServerUnreachable, start_job
+from mpcrt.owner_jobs import ServerUnreachable, start_job
 from transports.loop import run as run_loop
 
 RECORD = "checkpoint.json"
@@ -90,7 +90,7 @@ class _Progress:
             self.stats[party_id] = server_counts(party_id, event)
 
     def finish(self, final_stats: list[dict | None]) -> None:
-        """The servers' final counts, where they came (mpcrt.owner: a finished frame)."""
+        """The servers' final counts, where they came (mpcrt.owner_link: a finished frame)."""
         for party_id, stats in enumerate(final_stats):
             if stats is not None:
                 self.stats[party_id] = server_counts(party_id, stats)

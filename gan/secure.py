@@ -2,7 +2,7 @@
 
 Architectures are public: every party passes a module of the same architecture, and the
 weights of party `src` are the ones shared (the other party's values are ignored). With
-src="owner" the weights come from the data owner (mpcrt.owner), which shares them with
+src="owner" the weights come from the data owner (mpcrt.owner_link), which shares them with
 `share_module`; `reveal(..., to="owner")` sends them back, and the owner reads them with
 `receive_module`. Owner keys are "{name}/{state_dict key}".
 """

@@ -1,12 +1,12 @@
 """What a GAN training job is: its configuration, initial models, inputs, and the plaintext twin.
 
-The secure job itself runs as an owner-driven program (gan.jobs on the edge servers,
-gan.owner on the data owner's machine). The plaintext twin runs the same layer code on
+The secure job itself runs as an owner-driven program (gan.server_jobs on the edge servers,
+gan.owner_jobs on the data owner's machine). The plaintext twin runs the same layer code on
 plain tensors, from the same inputs, for comparison.
 
 The owner's inputs (initial weights, batch order, noise) are drawn from an inputs key:
 the servers must not be able to rebuild them, so an owner's job draws them from a key
-derived from its secret (gan.owner.inputs_key), and a job's `seed` repeats a run only
+derived from its secret (gan.owner_jobs.inputs_key), and a job's `seed` repeats a run only
 together with that secret. Each input has its own stream, keyed by its name (learning one,
 say the sample noise from published samples, tells nothing of the others), and inputs are
 drawn per iteration, so a resumed run feeds iteration i exactly what an uninterrupted one
@@ -112,7 +112,7 @@ SERVER_FIELDS = ("preset", "iterations", "optimizer", "lr", "betas", "checkpoint
 
 def public_inputs_key(seed: int) -> bytes:
     """An inputs key anyone can rebuild from the seed: for tests and benchmarks, never for an
-    owner's job (gan.owner.inputs_key)."""
+    owner's job (gan.owner_jobs.inputs_key)."""
     return hashlib.sha256(b"lpgan-public-inputs" + seed.to_bytes(8, "little", signed=True)).digest()
 
 

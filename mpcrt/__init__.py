@@ -11,7 +11,7 @@ from mpcrt import ops
 from mpcrt.binary import BinaryShare
 from mpcrt.errors import DealerError, HandshakeError, MPCError, PeerAborted, PeerLost, PeerTimeout, ProgramMismatch
 from mpcrt.local import run_local, run_with_owner
-from mpcrt.owner import OWNER, OwnerClient, OwnerLink, OwnerLost, ServerFailed
+from mpcrt.owner_link import OWNER, OwnerClient, OwnerLink, OwnerLost, ServerFailed
 from mpcrt.runtime import Party, PartySettings
 from mpcrt.scope import keyed_scope, op_label
 from mpcrt.shares import ArithmeticShare, cat, stack

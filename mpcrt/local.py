@@ -27,7 +27,7 @@ from mpcrt import prg, ring
 from mpcrt.dealer import CorrectionSource, DealerClient, DealerLimits, DealerService, LocalDealer, RemoteDealer, Request
 from mpcrt.errors import PeerAborted, PeerLost, PeerTimeout
 from mpcrt.offline import record_plan
-from mpcrt.owner import OwnerClient, OwnerLink, ServerFailed
+from mpcrt.owner_link import OwnerClient, OwnerLink, ServerFailed
 from mpcrt.runtime import DEFAULT_TIMEOUT, PartySettings, Program
 from transports import (
     NetworkModel,
@@ -128,12 +128,12 @@ def run_with_owner(program: Program, owner_program: Callable[..., Awaitable[Any]
                    seeds: tuple[bytes, bytes] | None = None,
                    dealer_limits: DealerLimits | None = None, owner_network: Any = None) -> tuple[Any, Any, Any]:
     """Run a job with a data owner in one process: `owner_program(client, *args)` (an
-    mpcrt.owner.OwnerClient: it shares inputs and receives outputs) beside
+    mpcrt.owner_link.OwnerClient: it shares inputs and receives outputs) beside
     `program(party, *args)` on parties 0 and 1, which read the owner's inputs through
     `party.owner`. The owner is the dealer, as in `lpgan train`. Returns (owner's result,
     party 0's, party 1's); a party's failure is raised in preference to what it caused.
     `seeds`: the dealer seeds (default fresh; fixed seeds make a run replayable);
-    `dealer_limits`: the most material the dealer makes (as mpcrt.jobs.start_job);
+    `dealer_limits`: the most material the dealer makes (as mpcrt.owner_jobs.start_job);
     `owner_network`: the owner's link to each party, declared for "auto" (the dealer runs in
     this process: nothing is simulated)."""
     return run_loop(_run_with_owner(program, owner_program, args, resolve_network(network), timeout, frac_bits,

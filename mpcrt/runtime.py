@@ -53,7 +53,7 @@ from mpcrt.stats import Stats
 if TYPE_CHECKING:
     from mpcrt.dealer.client import DealerClient
     from mpcrt.dealer.material import Request
-    from mpcrt.owner import OwnerLink
+    from mpcrt.owner_link import OwnerLink
 from transports import NetworkModel, Transport, TransportError, WanTransport
 
 T = TypeVar("T")
@@ -131,7 +131,7 @@ class Party:
 
     @property
     def owner(self) -> OwnerLink:
-        """The data owner's link (mpcrt.owner): `await party.owner.receive(key)` for its inputs,
+        """The data owner's link (mpcrt.owner_link): `await party.owner.receive(key)` for its inputs,
         `party.owner.send(key, share)` for its outputs."""
         if self._owner is None:
             raise RuntimeError("this party has no link to a data owner; run the job from an owner "

@@ -4,7 +4,7 @@ Everything arrives on one listening port, over mutual TLS, and the first frame o
 connection says what it is for (msgpack: channel, session):
 - "control" from the owner: starts a job (its session id, the program's name from the
   server's registry, this party's dealer seed, protocol options, the program's arguments);
-  then carries the owner's inputs and the party's outputs and events (mpcrt.owner);
+  then carries the owner's inputs and the party's outputs and events (mpcrt.owner_link);
 - "dealer" from the owner: party 1's corrections (and public material) for that session;
 - "peer" from the other edge server (party 1 dials party 0): the protocol's rounds.
 One job runs at a time; a connection for another session is refused with a message that
@@ -39,7 +39,7 @@ from mpcrt.dealer import DealerClient, RemoteDealer
 from mpcrt.errors import MPCError
 from mpcrt.ops.policy import METHODS as COMPARISONS
 from mpcrt.ops.truncation import METHODS as TRUNCATIONS
-from mpcrt.owner import OwnerFrameRefused, OwnerLink, OwnerLost
+from mpcrt.owner_link import OwnerFrameRefused, OwnerLink, OwnerLost
 from mpcrt.runtime import PartySettings, Program
 from transports import TLSConfig, Transport, TransportError, connect, listen, load_credentials
 from transports.errors import ConnectionClosed, TransportTimeout

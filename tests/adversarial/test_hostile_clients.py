@@ -29,8 +29,8 @@ import torch
 
 from gan import models
 from gan.demo import start_servers
-from gan.owner import drive_synthesis
-from mpcrt.jobs import start_job
+from gan.owner_jobs import drive_synthesis
+from mpcrt.owner_jobs import start_job
 from transports import generate_certificates, load_credentials
 from transports.framing import frame_header
 from transports.loop import run

@@ -19,8 +19,8 @@ import torch
 
 from gan import checkpoint, launch, models
 from gan.checkpoint import CheckpointError
-from gan.jobs import PROGRAMS, JobArgsError
-from gan.owner import fingerprint, inputs_key, owner_secret, train_in_process
+from gan.owner_jobs import fingerprint, inputs_key, owner_secret, train_in_process
+from gan.server_jobs import PROGRAMS, JobArgsError
 from gan.train import TrainConfig, initial_models, iteration_inputs, load_images, sample_noise
 from mpcrt import run_with_owner
 from tests.gan.test_launch import Started, capture_starts, job_config

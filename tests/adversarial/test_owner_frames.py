@@ -12,7 +12,7 @@ import torch
 
 from mpcrt import ring
 from mpcrt.messages import Message, encode
-from mpcrt.owner import ALIVE, ERROR, EVENT, FINISHED, OUTPUT, REFUSED, OwnerClient, ServerFailed
+from mpcrt.owner_link import ALIVE, ERROR, EVENT, FINISHED, OUTPUT, REFUSED, OwnerClient, ServerFailed
 from transports import MemoryTransport, pair
 
 FRAC_BITS = 16

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from mpcrt import ops
-from mpcrt.jobs import ServerUnreachable, start_job
-from mpcrt.owner import OwnerLink, OwnerLost
+from mpcrt.owner_jobs import ServerUnreachable, start_job
+from mpcrt.owner_link import OwnerLink, OwnerLost
 from mpcrt.server import EdgeServer, JobRefused, ServerConfig, hello, parse_address
 from transports import TLSConfig, connect, generate_certificates, load_credentials, pair
 
@@ -180,7 +180,7 @@ def test_frames_are_msgpack_maps():
 
 async def test_a_hostile_owner_input_is_refused_cleanly_and_the_server_serves_on(certs, tmp_path):
     from mpcrt.messages import Message, encode
-    from mpcrt.owner import INPUT, ServerFailed
+    from mpcrt.owner_link import INPUT, ServerFailed
 
     async with two_servers(certs, tmp_path) as (addresses, logs):
         job = await start_job(addresses, certs, "square", {}, SEEDS)
@@ -203,8 +203,8 @@ async def test_a_hostile_owner_input_is_refused_cleanly_and_the_server_serves_on
 
 async def test_a_request_beyond_the_dealer_limits_ends_the_job_naming_the_server(certs, tmp_path):
     from mpcrt.dealer import DealerLimits
-    from mpcrt.jobs import DEALER_REFUSED
-    from mpcrt.owner import ServerFailed
+    from mpcrt.owner_jobs import DEALER_REFUSED
+    from mpcrt.owner_link import ServerFailed
 
     async with two_servers(certs, tmp_path) as (addresses, logs):
         # square's one product needs a triple of 3 x 8 bytes for its corrected party: allow less

@@ -13,7 +13,7 @@ import torch
 import mpcrt
 from mpcrt import ops, prg
 from mpcrt.messages import Message, encode
-from mpcrt.owner import (
+from mpcrt.owner_link import (
     INPUT,
     OwnerFrameRefused,
     OwnerLink,

@@ -1,10 +1,10 @@
 """The programs the edge servers run for the owner: secure training and secure synthesis.
 
 Both run on each server as party 0 or 1 (SPMD), with every input from the owner (the
-data, the noise, the initial model) and every output to it (mpcrt.owner): a server sees
-only shares. Key names are the contract with gan.owner, the owner's side. Each phase runs
+data, the noise, the initial model) and every output to it (mpcrt.owner_link): a server sees
+only shares. Key names are the contract with gan.owner_jobs, the owner's side. Each phase runs
 in a keyed scope (iteration i in key i + 1), so its message ids are the same whether the
-run was interrupted or not (the dealer's seeds are fresh for every run: gan.owner), and
+run was interrupted or not (the dealer's seeds are fresh for every run: gan.owner_jobs), and
 the iterations' dealer material streams ahead of them (mpcrt.stream). What the
 owner sends is checked before it is used: the job id names a folder inside the state
 directory, and checkpoints load as plain data only (gan.checkpoint).
@@ -27,7 +27,7 @@ from mpcrt.server import JobValueError
 from mpcrt.stream import MaterialStream
 
 SETUP, SYNTHESIS = -1, -2  # keyed scopes outside the iterations (which use 1, 2, ...)
-JOB_ID = re.compile(r"[0-9a-f]{64}")  # gan.owner.job_id: an HMAC-SHA256 in hex
+JOB_ID = re.compile(r"[0-9a-f]{64}")  # gan.owner_jobs.job_id: an HMAC-SHA256 in hex
 MAX_KEPT_CHECKPOINTS = 1000
 MAX_BATCHES = 1 << 20  # noise batches of one synthesis job
 
@@ -39,7 +39,7 @@ class JobArgsError(JobValueError):
 
 def checkpoint_folder(state_dir: str | Path, job: object) -> Path:
     """Where the job's checkpoints live: STATE_DIR/first 16 digits of its id. The id comes from
-    the owner, so only an id of gan.owner.job_id's form is taken, and the folder must resolve
+    the owner, so only an id of gan.owner_jobs.job_id's form is taken, and the folder must resolve
     inside the state directory."""
     if not isinstance(job, str) or not JOB_ID.fullmatch(job):
         raise JobArgsError(f"the owner's job fingerprint {str(job)[:80]!r} is not 64 lowercase hex digits; refused "
@@ -91,7 +91,7 @@ def d_out_key(which: str, i: int) -> str:
 
 async def train_program(party: Party, args: dict[str, Any]) -> None:
     """args: 'train' (TrainConfig.for_servers: no seed), 'resume_from' (0 or a checkpointed
-    iteration), 'fingerprint' (the job's id, gan.owner.job_id: its checkpoints live apart from
+    iteration), 'fingerprint' (the job's id, gan.owner_jobs.job_id: its checkpoints live apart from
     other jobs' and are refused to them), 'keep_checkpoints', 'state_dir' (added by the
     server: where this job's checkpoints live). What the owner sends is checked before use."""
     check_scale(party)

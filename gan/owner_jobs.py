@@ -1,6 +1,6 @@
 """The data owner's side of the GAN jobs: what it shares, what it gets back, and its keys.
 
-The drivers mirror gan.jobs key for key. Training inputs go out a few iterations ahead
+The drivers mirror gan.server_jobs key for key. Training inputs go out a few iterations ahead
 of the servers (WINDOW), so the owner's round trip never stalls them, without holding a
 long run's data in the servers' memory.
 
@@ -33,8 +33,8 @@ import msgpack
 import torch
 from torch import nn as tnn
 
-from gan.jobs import d_out_key, noise_key, real_key
 from gan.secure import receive_module, share_module
+from gan.server_jobs import d_out_key, noise_key, real_key
 from gan.train import TrainConfig, initial_models, iteration_inputs, public_inputs_key, sample_noise
 from mpcrt import OwnerClient, prg
 
@@ -99,7 +99,7 @@ def training_args(cfg: TrainConfig, job: str, first: int) -> dict[str, Any]:
 async def drive_training(client: OwnerClient, cfg: TrainConfig, images: torch.Tensor, first: int = 0,
                          on_iteration: Callable[[int, float, float], None] | None = None, *,
                          key: bytes) -> dict[str, Any]:
-    """Feed gan.jobs.train_program the inputs drawn from `key` and collect what it gives back:
+    """Feed gan.server_jobs.train_program the inputs drawn from `key` and collect what it gives back:
     the discriminator's mean outputs per iteration (to `on_iteration`), the samples and both
     trained models."""
     d_model, g_model = initial_models(cfg, key)
@@ -132,7 +132,7 @@ async def drive_training(client: OwnerClient, cfg: TrainConfig, images: torch.Te
 
 async def drive_synthesis(client: OwnerClient, generator: tnn.Module, noise: torch.Tensor, batch_size: int,
                           on_batch: Callable[[int], None] | None = None) -> torch.Tensor:
-    """Feed gan.jobs.synthesize_program: the generator's weights and the noise in batches of
+    """Feed gan.server_jobs.synthesize_program: the generator's weights and the noise in batches of
     `batch_size`; returns the images (only the owner ever sees them)."""
     share_module(client, generator, "g")
     with torch.no_grad():  # what one image looks like, from a copy (its running statistics stay)
@@ -160,7 +160,7 @@ def train_in_process(cfg: TrainConfig, images: torch.Tensor, state_dir: str | Pa
     checkpoints under (default one per key and images, whatever the configuration, so that a
     shorter run stands for an interrupted one); `options` go to run_with_owner (network,
     frac_bits, comparison, timeout...)."""
-    from gan.jobs import train_program
+    from gan.server_jobs import train_program
     from mpcrt import run_with_owner
 
     curves: dict[str, list[float]] = {"d_real": [], "d_fake": []}

@@ -3,7 +3,7 @@
 `start_job` opens, over mutual TLS, a control channel to each server (the job's
 description: session id, program name, the server's dealer seed, options, arguments) and a
 dealer channel (each party's corrections come from the owner), and returns a `Job` whose
-`client` (mpcrt.owner.OwnerClient) shares inputs and receives outputs. Servers that are not
+`client` (mpcrt.owner_link.OwnerClient) shares inputs and receives outputs. Servers that are not
 up yet are retried with backoff until `connect_timeout`; every failure names the server.
 """
 
@@ -20,7 +20,7 @@ from typing import Any
 
 from mpcrt import ring
 from mpcrt.dealer import DealerLimits, DealerRefused, DealerService
-from mpcrt.owner import OwnerClient, ServerFailed
+from mpcrt.owner_link import OwnerClient, ServerFailed
 from mpcrt.server import CONTROL, DEALER, MAX_JOB_TIMEOUT, hello
 from transports import TLSConfig, Transport, TransportError, connect, load_credentials, resolve_network
 

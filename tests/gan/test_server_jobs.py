@@ -9,15 +9,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from gan import checkpoint, jobs, models
+from gan import checkpoint, models, server_jobs
 from gan.checkpoint import CheckpointError
-from gan.jobs import JobArgsError, synthesize_program
-from gan.owner import drive_synthesis, train_in_process
+from gan.owner_jobs import drive_synthesis, train_in_process
+from gan.server_jobs import JobArgsError, synthesize_program
 from gan.train import TrainConfig, initial_models, load_images, plaintext_training
 from mpcrt import run_with_owner
 
 SEEDS = (b"0" * 16, b"1" * 16)
-KEY = bytes(range(32))  # the owner's inputs key (gan.owner.inputs_key)
+KEY = bytes(range(32))  # the owner's inputs key (gan.owner_jobs.inputs_key)
 CFG = TrainConfig(iterations=4, batch_size=4, samples=4, checkpoint_every=2)
 
 
@@ -168,9 +168,9 @@ def test_the_fixed_point_bits_a_job_file_takes_are_those_that_train(images, tmp_
     for bits, bound in ((MIN_FRAC_BITS, 0.6), (MAX_FRAC_BITS, 0.3)):
         result = train_in_process(cfg, images, tmp_path / str(bits), seeds=SEEDS, key=KEY, frac_bits=bits)
         assert stray(result, twin, cfg) < bound, bits
-    # the servers refuse it up front (gan.jobs.check_scale); past that check it fails in batch norm
+    # the servers refuse it up front (gan.server_jobs.check_scale); past that check it fails in batch norm
     with pytest.raises(JobArgsError, match=f"frac_bits {MAX_FRAC_BITS + 1} is outside"):
         train_in_process(cfg, images, tmp_path / "refused", seeds=SEEDS, key=KEY, frac_bits=MAX_FRAC_BITS + 1)
-    monkeypatch.setattr(jobs, "MAX_FRAC_BITS", 30)
+    monkeypatch.setattr(server_jobs, "MAX_FRAC_BITS", 30)
     with pytest.raises(ValueError, match=f"got {MAX_FRAC_BITS + 1 + 12}"):
         train_in_process(cfg, images, tmp_path / "more", seeds=SEEDS, key=KEY, frac_bits=MAX_FRAC_BITS + 1)

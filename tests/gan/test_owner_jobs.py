@@ -7,7 +7,7 @@ import stat
 import pytest
 import torch
 
-from gan.owner import fingerprint, inputs_key, job_id, owner_secret, run_seeds, training_args
+from gan.owner_jobs import fingerprint, inputs_key, job_id, owner_secret, run_seeds, training_args
 from gan.train import SERVER_FIELDS, TrainConfig
 
 
@@ -68,7 +68,7 @@ def test_the_servers_get_only_what_they_compute_with():
 
 
 def test_servers_keep_enough_checkpoints_for_the_owners_record():
-    from gan.owner import WINDOW, checkpoints_to_keep
+    from gan.owner_jobs import WINDOW, checkpoints_to_keep
 
     # the servers may be WINDOW iterations past the owner's record of their last checkpoint
     for every in (1, 2, 3, 10):
