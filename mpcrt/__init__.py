@@ -8,7 +8,7 @@
 """
 
 from mpcrt import ops
-from mpcrt.binary import BinaryShare
+from mpcrt.binary import BinaryShare, PackedBits
 from mpcrt.errors import DealerError, HandshakeError, MPCError, PeerAborted, PeerLost, PeerTimeout, ProgramMismatch
 from mpcrt.local import run_local, run_with_owner
 from mpcrt.owner_link import OWNER, OwnerClient, OwnerLink, OwnerLost, ServerFailed
@@ -18,8 +18,8 @@ from mpcrt.shares import ArithmeticShare, cat, stack
 from mpcrt.stats import OpCounts, Stats
 
 __all__ = [
-    "OWNER", "ArithmeticShare", "BinaryShare", "DealerError", "HandshakeError", "MPCError", "OpCounts",
-    "OwnerClient", "OwnerLink", "OwnerLost", "Party", "PartySettings", "PeerAborted", "PeerLost", "PeerTimeout",
-    "ProgramMismatch", "ServerFailed", "Stats", "cat", "keyed_scope", "op_label", "ops", "run_local", "run_with_owner",
-    "stack",
+    "ArithmeticShare", "BinaryShare", "DealerError", "HandshakeError", "MPCError", "OWNER", "OpCounts", "OwnerClient",
+    "OwnerLink", "OwnerLost", "PackedBits", "Party", "PartySettings", "PeerAborted", "PeerLost", "PeerTimeout",
+    "ProgramMismatch", "ServerFailed", "Stats", "cat", "keyed_scope", "op_label", "ops", "run_local",
+    "run_with_owner", "stack",
 ]

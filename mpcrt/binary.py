@@ -6,6 +6,7 @@ bits packed together (see dealer.material.pack_bits); protocols say which.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -71,3 +72,25 @@ class BinaryShare:
         with op_label("reveal"):
             (peer,) = await self.party.exchange([self.value])
         return self.value ^ peer
+
+
+class PackedBits(BinaryShare):
+    """XOR-shared bits, one per element of a tensor of shape `bit_shape` (flattened order),
+    packed 64 to a word: what comparisons return. The words stay internal (`value`, for
+    protocols); `reveal` gives the bits as bools in that shape, as torch's `x < 0` does."""
+
+    __slots__ = ("bit_shape",)
+
+    def __init__(self, party: Party, value: torch.Tensor, bit_shape: tuple[int, ...]) -> None:
+        super().__init__(party, value)
+        self.bit_shape = tuple(bit_shape)
+
+    def __repr__(self) -> str:
+        return f"PackedBits(party={self.party.id}, bit_shape={self.bit_shape})"
+
+    async def reveal(self) -> torch.Tensor:
+        """The bits, to both parties (one round, a bit per element each way, in words)."""
+        from mpcrt.dealer.packing import unpack_bool
+
+        words = await super().reveal()
+        return unpack_bool(words, math.prod(self.bit_shape)).reshape(self.bit_shape)

@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 
-from mpcrt.binary import BinaryShare
+from mpcrt.binary import BinaryShare, PackedBits
 from mpcrt.dealer import dcf
 from mpcrt.dealer.kinds import SignKey, SignKeyMaterial, SignTimesMaskKey
 from mpcrt.dealer.packing import pack_bits
@@ -101,8 +101,9 @@ async def _greater(party, rows: torch.Tensor, method: str) -> BinaryShare:
     return BinaryShare(party, tree.g[0, 0])
 
 
-async def msb(x: ArithmeticShare, method: str | None = None) -> BinaryShare:
-    """The sign bit of each element (1 for negative), packed 64 to a word."""
+async def msb(x: ArithmeticShare, method: str | None = None) -> PackedBits:
+    """The sign bit of each element (1 for negative): bits in x's shape (revealed as bools,
+    as torch's `x < 0`), packed 64 to a word inside."""
     method = resolve_method(x, method, ("lpgan", "tree"))
     if method == "dcf":
         raise ValueError("the dcf method yields the sign as ring shares: use is_non_negative or less_than")
@@ -112,7 +113,7 @@ async def msb(x: ArithmeticShare, method: str | None = None) -> BinaryShare:
         low = flat & LOW63
         carry = await _greater(party, bit_slice(low if party.id == 0 else LOW63 - low, BITS), method)
     # each party folds the sign bit of its own share into its XOR share of the carry
-    return carry ^ BinaryShare(party, pack_bits((flat < 0).long()))
+    return PackedBits(party, (carry ^ BinaryShare(party, pack_bits((flat < 0).long()))).value, tuple(x.shape))
 
 
 PART = 4_000  # elements in the first frame of a DCF's opening; each later one GROWTH times the last

@@ -29,8 +29,9 @@ async def signs(party, x: torch.Tensor, method: str):
     nonneg = await ops.is_non_negative(X, method)
     negative = 1 - await nonneg.reveal()
     if method != "dcf":  # the circuits also give the packed sign bit itself
-        bits = unpack_bits(await (await ops.msb(X, method)).reveal(), x.numel())
-        assert torch.equal(bits, negative)
+        bits = await (await ops.msb(X, method)).reveal()
+        assert bits.dtype == torch.bool and bits.shape == x.shape  # as torch's x < 0
+        assert torch.equal(bits.long(), negative)
     return negative, await nonneg.reveal(), party.stats.op("ge0").as_dict()
 
 
@@ -52,7 +53,7 @@ async def raw_signs(party, v: torch.Tensor):
 
     x = await party.input(v if party.id == 0 else None, src=0)
     x = ArithmeticShare(party, x.value, 0, torch.int64)
-    return unpack_bits(await (await ops.msb(x)).reveal(), v.numel())
+    return (await (await ops.msb(x)).reveal()).long()
 
 
 async def test_sign_over_the_whole_ring():
@@ -209,3 +210,14 @@ async def dcf_on_nothing(party):
 
 async def test_the_dcf_takes_no_elements():
     assert await run_pair(dcf_on_nothing) == [((0,), (0,))] * 2
+
+
+async def signs_of_a_matrix(party, x):
+    X = await party.input(x if party.id == 0 else None, src=0)
+    return await (await ops.msb(X)).reveal()
+
+
+async def test_msb_gives_bits_in_the_shape_of_x():
+    x = torch.tensor([[1.0, -2.0, 0.0], [-0.5, 3.0, -7.0]])
+    for bits in await run_pair(signs_of_a_matrix, x):
+        assert torch.equal(bits, x < 0)
