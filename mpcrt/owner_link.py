@@ -180,8 +180,15 @@ class OwnerLink:
         self._used: set[str] = set()
         self._failure: BaseException | None = None
         self._receiver: asyncio.Task | None = None
-        self.party: Party | None = None  # set by the Party it serves
+        self.party: Party | None = None  # the party it serves (Party calls `serve`)
         self._lost: asyncio.Future[None] | None = None
+
+    def serve(self, party: Party) -> None:
+        """Bind this link to the party it serves: its inputs become that party's shares, at
+        its scale. One party per link."""
+        if self.party is not None and self.party is not party:
+            raise ValueError(f"this owner link already serves {self.party!r}")
+        self.party = party
 
     def start(self) -> None:
         if self._receiver is None:

@@ -89,13 +89,12 @@ class Party:
         self.timeout = timeout
         self.frac_bits = ring.check_frac_bits(frac_bits)
         self.session = session
-        self.stats = Stats()
+        # the dealer client counts the offline phase; the party's stats show its counts
+        self.stats = Stats(offline=dealer.counts) if dealer is not None else Stats()
         self._dealer = dealer
-        if dealer is not None:
-            dealer.stats = self.stats
         self._owner = owner
         if owner is not None:
-            owner.party = self
+            owner.serve(self)
         self.truncation = truncation
         self.comparison = comparison  # "auto": chosen per call from `network` (ops.policy.choose_method)
         self.network = network  # the declared link, the same at both parties

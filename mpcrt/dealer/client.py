@@ -22,7 +22,7 @@ from mpcrt.dealer.material import Request, answer, answer_names, answer_specs, c
 from mpcrt.dealer.request import M
 from mpcrt.errors import DealerError
 from mpcrt.scope import MessageId, background_task, in_slices
-from mpcrt.stats import Stats
+from mpcrt.stats import OfflineCounts
 
 
 class CorrectionSource(ABC):
@@ -90,7 +90,7 @@ class DealerClient:
         self.party_id = party_id
         self.seed = seed
         self.source = source
-        self.stats: Stats | None = None  # set by the party it serves
+        self.counts = OfflineCounts()  # the party's stats.offline: requests, bytes, seconds
         self.recording: list[Request] | None = None  # the requests `get` is asked for, while set (mpcrt.stream)
         self._ready: dict[Request, Any] = {}  # request -> its prepared material
         self._coming: dict[Request, asyncio.Future[None]] = {}  # requests of a prefetch under way
@@ -110,15 +110,13 @@ class DealerClient:
             try:
                 await asyncio.shield(coming)
             finally:
-                if self.stats is not None:
-                    self.stats.offline.waited += time.perf_counter() - start
+                self.counts.waited += time.perf_counter() - start
         if coming is not None:
             coming.result()  # raises what the prefetch met
         ready = self._ready.pop(request, None)
         if ready is not None:
             self._streamed_steps.pop(request.mid, None)
-            if self.stats is not None:
-                self.stats.offline.ahead += 1
+            self.counts.ahead += 1
             if self.pacer is not None:
                 self.pacer.taken(request)
             return ready
@@ -130,8 +128,7 @@ class DealerClient:
                 "must repeat its plan once two iterations agreed (a public value that drifts between iterations "
                 "and changes an op's parameters breaks that: fix its encoding, see ops.scale's exponent), or run "
                 "without streaming")
-        if self.stats is not None:
-            self.stats.offline.on_demand += 1
+        self.counts.on_demand += 1
         start = time.perf_counter()
         fetched = [await self.source.fetch(request, self.party_id)] if self._needs_dealer(request) else [[]]
         parts = self._assemble_one((request, fetched[0]))
@@ -235,11 +232,9 @@ class DealerClient:
                               f"{request.mid}, expected {_specs(expected)}; is it serving the same program?")
 
     def _count(self, requests: int, start: float, fetched: list[list[torch.Tensor]]) -> None:
-        if self.stats is not None:
-            self.stats.offline.bytes_received += sum(t.numel() * t.element_size() for answered in fetched
-                                                     for t in answered)
-            self.stats.offline.requests += requests
-            self.stats.offline.seconds += time.perf_counter() - start
+        self.counts.bytes_received += sum(t.numel() * t.element_size() for answered in fetched for t in answered)
+        self.counts.requests += requests
+        self.counts.seconds += time.perf_counter() - start
 
 
 def _specs(specs: list[tuple[tuple[int, ...], torch.dtype]]) -> str:

@@ -70,7 +70,7 @@ async def test_exact_placement_by_the_leading_one(breakpoints):
 
 async def dcf_cost(party, values: torch.Tensor, breakpoints):
     x = ArithmeticShare(party, values if party.id == 0 else torch.zeros_like(values), F, torch.float64)
-    before = (party.stats.rounds, party.stats.bytes_sent, party.dealer.stats.offline.bytes_received)
+    before = (party.stats.rounds, party.stats.bytes_sent, party.stats.offline.bytes_received)
     await segment_onehot(x, breakpoints, "dcf")
     s = party.stats
     return s.rounds - before[0], s.bytes_sent - before[1], s.offline.bytes_received - before[2]
