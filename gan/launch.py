@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -27,14 +28,16 @@ from typing import Any
 
 import torch
 
-from gan import models, outputs
+from gan import events, models, outputs
 from gan.budget import synthesis_limits, training_limits
+from gan.events import BatchDone, CheckpointSaved, Event, IterationDone
 from gan.jobfile import ConfigError, JobConfig
 from gan.owner_jobs import drive_synthesis, drive_training, inputs_key, job_id, owner_secret, run_seeds, training_args
 from gan.train import TrainConfig, load_images, plaintext_training, quality_noise, quality_report, synthesis_noise
 from mpcrt import OwnerClient, ServerFailed
 from mpcrt.dealer import DealerLimits
 from mpcrt.owner_jobs import ServerUnreachable, start_job
+from mpcrt.owner_link import ServerLog
 from transports.loop import run as run_loop
 
 RECORD = "checkpoint.json"
@@ -78,16 +81,29 @@ class _Progress:
         self.logs = [open(out / f"server{i}.log", "a") for i in (0, 1)]  # noqa: SIM115 - closed in close()
         self.checkpoints = [initial, initial]  # the last each server reported
 
-    def event(self, party_id: int, event: dict[str, Any]) -> None:
-        line = event["log"] if "log" in event else json.dumps(event, default=str)
+    def event(self, party_id: int, event: ServerLog | dict[str, Any]) -> Event | None:
+        """Log a server's event to out/server{i}.log and count its traffic; the typed event
+        (None for a log line). A server that sends what this lpgan does not know stops the job."""
+        if isinstance(event, ServerLog):
+            self._log(party_id, event.text)
+            return None
+        try:
+            typed = events.parse(event)
+        except events.BadEvent as exc:
+            raise JobFailed(f"server {party_id} sent {exc}; the job is stopped: does it run another version of "
+                            "lpgan?") from None
+        self._log(party_id, json.dumps({"kind": typed.kind, **dataclasses.asdict(typed)}))
+        if isinstance(typed, IterationDone | BatchDone):
+            self.stats[party_id] = {"rounds": typed.rounds, "bytes_sent": typed.bytes_sent}
+        return typed
+
+    def _log(self, party_id: int, line: str) -> None:
         try:
             self.logs[party_id].write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
             self.logs[party_id].flush()
         except OSError as exc:
             raise JobFailed(f"could not write {self.logs[party_id].name} ({exc.strerror or exc}); free disk space, "
                             f"then {self.then()}") from exc
-        if "rounds" in event:
-            self.stats[party_id] = server_counts(party_id, event)
 
     def finish(self, final_stats: list[dict | None]) -> None:
         """The servers' final counts, where they came (mpcrt.owner_link: a finished frame)."""
@@ -277,12 +293,11 @@ def train(job: JobConfig, resume: bool = False, fresh: bool = False) -> int:
                           curves={k: v[:done] for k, v in curves.items()})
             _write_atomic(record_path, json.dumps(record), _rerun(job, record["iteration"]))
 
-    def on_event(party_id: int, event: dict[str, Any]) -> None:
-        if "checkpoint" in event:
-            progress.checkpoints[party_id] = checked_checkpoint(cfg, party_id, event["checkpoint"],
+    def on_event(party_id: int, event: ServerLog | dict[str, Any]) -> None:
+        typed = progress.event(party_id, event)
+        if isinstance(typed, CheckpointSaved):
+            progress.checkpoints[party_id] = checked_checkpoint(cfg, party_id, typed.iteration,
                                                                 progress.checkpoints[party_id])
-        progress.event(party_id, event)
-        if "checkpoint" in event:
             confirm()
 
     def on_iteration(i: int, d_real: float, d_fake: float) -> None:

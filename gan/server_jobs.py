@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import gan
-from gan import models
+from gan import events, models
 from gan.checkpoint import CheckpointStore
+from gan.events import BatchDone, CheckpointSaved, IterationDone
 from gan.jobfile import MAX_FRAC_BITS, MIN_FRAC_BITS
 from gan.step import train_step
 from gan.train import TrainConfig, optimizers
@@ -127,9 +128,8 @@ async def train_program(party: Party, args: dict[str, Any]) -> None:
         party.owner.send(d_out_key("d_fake", i), out.d_fake.sum())
         if cfg.checkpoint_every and (i + 1) % cfg.checkpoint_every == 0:
             store.save(i + 1, {"d": d, "g": g}, {"d": opt_d, "g": opt_g})
-            party.owner.event(checkpoint=i + 1)
-        s = party.stats
-        party.owner.event(iteration=i + 1, rounds=s.rounds, bytes_sent=s.bytes_sent)
+            events.send(party.owner, CheckpointSaved(i + 1))
+        events.send(party.owner, IterationDone(i + 1, party.stats.rounds, party.stats.bytes_sent))
     with keyed_scope(SYNTHESIS):
         await _synthesize(party, g, "samples")
     await gan.reveal(d, d_arch, to=OWNER, name="d")
@@ -149,7 +149,7 @@ async def synthesize_program(party: Party, args: dict[str, Any]) -> None:
     for b in range(batches):
         with stream.iteration(b + 1):
             await _synthesize(party, g, f"samples/{b}")
-        party.owner.event(batch=b + 1, rounds=party.stats.rounds, bytes_sent=party.stats.bytes_sent)
+        events.send(party.owner, BatchDone(b + 1, party.stats.rounds, party.stats.bytes_sent))
 
 
 async def _synthesize(party: Party, g: gan.nn.Module, key: str) -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import msgpack
@@ -48,8 +49,16 @@ if TYPE_CHECKING:
 
 OWNER = "owner"
 # frames on an owner link: the owner's inputs; a party's outputs, application events (opaque
-# maps), error; and the runtime's own: alive (a heartbeat) and finished (its final counts)
-INPUT, OUTPUT, EVENT, ERROR, ALIVE, FINISHED = "input", "output", "event", "error", "alive", "finished"
+# maps), error; and the runtime's own: alive (a heartbeat), log (a line of a server's log)
+# and finished (its final counts)
+INPUT, OUTPUT, EVENT, ERROR, ALIVE, LOG, FINISHED = "input", "output", "event", "error", "alive", "log", "finished"
+
+
+@dataclass(frozen=True)
+class ServerLog:
+    """A line of a server's own log, as `on_event` receives it (application events come as maps)."""
+
+    text: str
 REFUSED = "refused"  # ServerFailed.kind of a frame the owner would not use
 # What the owner holds of outputs it has not asked for yet, per server: honest programs run
 # at most a few steps ahead (a model's weights, a window of iterations).
@@ -244,6 +253,10 @@ class OwnerLink:
         """A small record for the owner (progress, checkpoints); msgpack-able values only."""
         self._send(encode(EVENT, fields=fields))
 
+    def log(self, line: str) -> None:
+        """A line of this server's log, for the owner's copy of it."""
+        self._send(encode(LOG, line=line))
+
     def alive(self) -> None:
         """Tell the owner this party still works (its timeout counts silence)."""
         self._send(encode(ALIVE))
@@ -338,7 +351,8 @@ class OwnerLink:
 class OwnerClient:
     """The owner's end: shares inputs with both parties, adds their output shares.
 
-    `on_event(party_id, fields)` receives the parties' events (strings made safe to print).
+    `on_event(party_id, event)` receives the parties' events: an application's map, or a
+    `ServerLog` line (strings made safe to print either way).
     Any party's error, lost connection or frame the owner refuses (see `_take_output`) fails
     every pending and later call with `ServerFailed` naming the party; the owner's own data
     and the other party's link are left as they are. `max_unclaimed_outputs` / `_bytes`: what
@@ -496,6 +510,11 @@ class OwnerClient:
             return self._take_event(i, fields.get("fields", {}))
         if kind == ALIVE:
             return True  # a heartbeat: its arrival is the progress
+        if kind == LOG:
+            line = fields.get("line")
+            if not isinstance(line, str):
+                raise _Refused(f"a log line that is a {type(line).__name__}, not text")
+            return self._deliver(i, ServerLog(server_text(line)))
         if kind == FINISHED:
             stats = fields.get("stats", {})
             if not isinstance(stats, dict):
@@ -549,8 +568,11 @@ class OwnerClient:
         """Pass party i's event to on_event, its strings made safe; False if on_event failed."""
         if not isinstance(event, dict):
             raise _Refused(f"an event that is a {type(event).__name__}, not a map")
+        return self._deliver(i, _clean_event(event))
+
+    def _deliver(self, i: int, event: dict | ServerLog) -> bool:
+        """Hand party i's event to on_event; False if on_event failed."""
         if self.on_event is not None:
-            event = _clean_event(event)
             try:
                 self.on_event(i, event)
             except Exception as exc:  # the owner's own failure (e.g. its disk): stop the job

@@ -292,7 +292,7 @@ class EdgeServer:
 
         def say(line: str) -> None:  # to this server's log and to the owner's copy of it
             self.log(line)
-            link.event(log=line)
+            link.log(line)
 
         dealer_conn = peer = None
         finished = False
@@ -319,7 +319,7 @@ class EdgeServer:
             line = (f"job {job.name!r} done in {time.perf_counter() - start:.1f} s: {s.rounds} rounds, "
                     f"{s.bytes_sent / 1e6:.1f} MB sent to the peer")
             self.log(line)
-            link.event(log=line)
+            link.log(line)
             link.finished(s.as_dict())
         except BaseException as exc:
             if finished and isinstance(exc, OwnerLost):

@@ -12,7 +12,7 @@ import torch
 
 from mpcrt import ring
 from mpcrt.messages import Message, encode
-from mpcrt.owner_link import ALIVE, ERROR, EVENT, FINISHED, OUTPUT, REFUSED, OwnerClient, ServerFailed
+from mpcrt.owner_link import ALIVE, ERROR, EVENT, FINISHED, LOG, OUTPUT, REFUSED, OwnerClient, ServerFailed, ServerLog
 from transports import MemoryTransport, pair
 
 FRAC_BITS = 16
@@ -213,4 +213,15 @@ async def test_the_runtimes_frames_are_not_application_events():
     assert owner.client.finished == [False, True] and owner.client.final_stats[1] == {"rounds": 7, "log": "\\x1b[2K"}
     assert owner.events == [(0, {"done": True, "alive": True})]
     assert not await owner.client.wait_until(lambda: owner.client.finished[0], 0.05)  # a timeout, not a hang
+    await owner.close()
+
+
+async def test_a_servers_log_line_arrives_typed_and_escaped_and_anything_else_is_refused():
+    owner = Owner()
+    owner.servers[0].send(encode(LOG, line="job started\x1b[2K"))
+    owner.honest_pair("y", torch.tensor([1.0]))
+    assert (await owner.client.reveal("y")).tolist() == [1.0]
+    assert owner.events == [(0, ServerLog("job started\\x1b[2K"))]
+    owner.servers[1].send(encode(LOG, line=["not", "text"]))
+    assert_blames(await owner.refused("z"), 1, NAMES[1], "not text")
     await owner.close()
