@@ -18,6 +18,15 @@ if TYPE_CHECKING:
     from mpcrt.runtime import Party
 
 
+def public_share(party_id: int, value: Any) -> Any:
+    """This party's share of a public value: party 0 holds the value, party 1 zero (for
+    additive shares and XOR shares alike). The one place the roles differ in sharing a
+    constant; hot paths that would pay a pass over zeros at party 1 branch instead."""
+    if party_id == 0:
+        return value
+    return torch.zeros_like(value) if isinstance(value, torch.Tensor) else 0
+
+
 def ring_int(v: int) -> int:
     """A Python integer as the signed 64-bit ring element it stands for."""
     return (v + (1 << 63)) % (1 << 64) - (1 << 63)

@@ -29,7 +29,7 @@ from mpcrt.ops.policy import resolve_method
 from mpcrt.ops.products import mul, open_masked
 from mpcrt.ops.truncation import truncate
 from mpcrt.scope import op_label
-from mpcrt.shares import ArithmeticShare
+from mpcrt.shares import ArithmeticShare, public_share
 
 if TYPE_CHECKING:
     from mpcrt.runtime import Party
@@ -58,7 +58,7 @@ class ReluDerivative:
             return d
         slope = ring.encode_constant(self.negative_slope, f)
         # s = slope + d * (1 - slope) in fixed point, exactly 1 where d = 1
-        value = d.value * ((1 << f) - slope) + (slope if party.id == 0 else 0)
+        value = d.value * ((1 << f) - slope) + public_share(party.id, slope)
         return ArithmeticShare(party, value, f, self.dtype)
 
 

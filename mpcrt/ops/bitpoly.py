@@ -24,6 +24,7 @@ import torch
 
 from mpcrt.dealer.kinds import product_subsets
 from mpcrt.ops.boolean import OpenedRows, OpenedRowSubset, open_inputs
+from mpcrt.shares import public_share
 
 Monomial = frozenset[int]
 Poly = frozenset[Monomial]  # XOR of monomials; the empty monomial is the constant 1
@@ -190,7 +191,7 @@ def _expand(terms: tuple[tuple[int, ...], ...], e: torch.Tensor, masks: torch.Te
     ops on all terms of a size at once: the 2^|T| opened products by doubling, the masks'
     products gathered, their ANDs XOR-folded."""
     ones = torch.full_like(e[0], -1)
-    mask_table = torch.cat([masks, products, (ones if party_id == 0 else torch.zeros_like(ones))[None]])
+    mask_table = torch.cat([masks, products, public_share(party_id, ones)[None]])
     row = {(i,): i for i in range(len(e))} | {s: len(e) + j for j, s in enumerate(product_subsets(terms))}
     row[()] = len(mask_table) - 1
     out = torch.empty((len(terms), *e.shape[1:]), dtype=e.dtype)

@@ -24,7 +24,7 @@ from mpcrt.dealer.request import Request
 from mpcrt.messages import spec
 from mpcrt.ops.products import open_masked
 from mpcrt.scope import op_label
-from mpcrt.shares import ArithmeticShare
+from mpcrt.shares import ArithmeticShare, public_share
 
 
 async def and_(x: BinaryShare, y: BinaryShare | torch.Tensor | int) -> BinaryShare:
@@ -156,7 +156,7 @@ async def bit_to_arith(bits: BinaryShare, nbits: int) -> ArithmeticShare:
 def _ring_bit(c: torch.Tensor, rho: torch.Tensor, party_id: int) -> torch.Tensor:
     """This party's ring share of b = c + rho - 2 c rho for public bools c and ring shares of
     the bit rho: rho_i where c = 0, [i = 0] - rho_i where c = 1."""
-    return torch.where(c, (1 if party_id == 0 else 0) - rho, rho)
+    return torch.where(c, public_share(party_id, 1) - rho, rho)
 
 
 @dataclass

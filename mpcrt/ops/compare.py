@@ -42,7 +42,7 @@ from mpcrt.ops.boolean import and_, and_private, bit_to_arith
 from mpcrt.ops.carry import CarryGroup, OpenedRowGroups, reduce_carries
 from mpcrt.ops.policy import resolve_method
 from mpcrt.scope import op_label
-from mpcrt.shares import ArithmeticShare
+from mpcrt.shares import ArithmeticShare, public_share
 
 LOW63 = (1 << 63) - 1
 BITS = 63
@@ -94,7 +94,7 @@ async def _greater(party, rows: torch.Tensor, method: str) -> BinaryShare:
     # E rows are public up to a mask since the and_private's round (the neutral one: public 1)
     ones = torch.full_like(e.value[:1], -1)
     g = torch.cat([g.value, torch.zeros_like(g.value[:1])])
-    e = torch.cat([e.value, ones if party.id == 0 else torch.zeros_like(ones)])
+    e = torch.cat([e.value, public_share(party.id, ones)])
     known = OpenedRowGroups.of(opened, 0, BITS, (1, BITS, -1)).with_constant_row(ones[None], first=False)
     tree = CarryGroup(g[None], e[None], known)
     await reduce_carries(party, [tree])
@@ -184,7 +184,7 @@ def _walk(worker: ThreadPoolExecutor | None, *args: object) -> asyncio.Future:
 
 def _xor_public(p: torch.Tensor, c: torch.Tensor, party_id: int) -> torch.Tensor:
     """Shares of p xor c for a public bit p and shared bit c (p + c - 2pc)."""
-    return (1 - 2 * p) * c + (p if party_id == 0 else 0)
+    return (1 - 2 * p) * c + public_share(party_id, p)
 
 
 async def below_dcf(x: ArithmeticShare, points: Sequence[int]) -> ArithmeticShare:
@@ -214,7 +214,7 @@ async def relu_dcf(x: ArithmeticShare) -> tuple[ArithmeticShare, ArithmeticShare
     c, c_r = m.msb_r + lt[:, 0], m.msb_r_r + lt[:, 1]  # c and c * r
     sign = _xor_public(p, c, party.id)
     sign_r = p * m.r + (1 - 2 * p) * c_r  # MSB(x) * r
-    ge0 = (1 if party.id == 0 else 0) - sign
+    ge0 = public_share(party.id, 1) - sign
     product = ge0 * opened - m.r + sign_r
     return x._with(product.reshape(x.shape), x.frac_bits), ArithmeticShare(party, ge0.reshape(x.shape), 0,
                                                                             torch.int64)

@@ -44,7 +44,7 @@ from mpcrt.ops.products import mul, open_masked, square
 from mpcrt.ops.segments import pick, segment_onehot, threshold_bits
 from mpcrt.ops.truncation import truncate
 from mpcrt.scope import child_scope, op_label
-from mpcrt.shares import ArithmeticShare, ring_int
+from mpcrt.shares import ArithmeticShare, public_share, ring_int
 
 COEFF_BITS = 32
 
@@ -89,9 +89,7 @@ def polynomial_terms(powers: list[ArithmeticShare], coefficients: tuple[float, .
     acc = torch.zeros_like(powers[0].value)
     for power, c in zip(powers, coefficients[1:], strict=True):
         acc = acc + power.value * ring.encode_constant(c, COEFF_BITS)
-    if powers[0].party.id == 0:
-        acc = acc + ring.encode_constant(coefficients[0], f + COEFF_BITS)
-    return acc
+    return acc + public_share(powers[0].party.id, ring.encode_constant(coefficients[0], f + COEFF_BITS))
 
 
 async def powers_of(x: ArithmeticShare, degree: int, x2: ArithmeticShare | None = None) -> list[ArithmeticShare]:

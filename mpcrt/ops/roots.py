@@ -36,7 +36,7 @@ from mpcrt.ops.products import mul, open_masked
 from mpcrt.ops.segments import pick, segment_onehot
 from mpcrt.ops.truncation import truncate
 from mpcrt.scope import op_label
-from mpcrt.shares import ArithmeticShare
+from mpcrt.shares import ArithmeticShare, public_share
 
 LOOKUP_BITS = 24  # a (scale <= 24) times a lookup stays below 2^48: far from the 2^62 limit
 RECIPROCAL_RANGE = (-7, 10)  # [2^-7, 2^11): covers [1e-2, 1e3]
@@ -116,8 +116,7 @@ async def _goldschmidt(a: ArithmeticShare, method: str | None, exponents: tuple[
     # the masked m needs no opening), then g = m y0
     mm = await mul(m, m, frac_bits=2 * f)
     h_sum = mm.value * ring.encode_constant(c2 / 2, k) + (m.value * ring.encode_constant(c1 / 2, k) << f)
-    if a.party.id == 0:
-        h_sum = h_sum + ring.encode_constant(c0 / 2, 2 * f + k)
+    h_sum = h_sum + public_share(a.party.id, ring.encode_constant(c0 / 2, 2 * f + k))
     h = await truncate(m._with(h_sum, 2 * f + k), f + k)
     if not refine:
         return list(await asyncio.gather(*(mul(h * 2, s, frac_bits=bits)
