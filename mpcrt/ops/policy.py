@@ -46,40 +46,34 @@ SEGMENT_TREE_WEIGHT = 2.0
 
 
 @dataclass(frozen=True)
-class LeadingSavings:
-    """The leading one (ops.leading) against the threshold tree for the roots' 29 powers of
-    two at f = 16, per party and element, and its extra cost per call (its circuit is built
-    as GF(2) polynomials in Python each time). One round and 241 bytes sent (party 0's;
-    party 1's 139: both use this, so they choose alike) are docs/COSTS.md's; 395 bytes of
-    material (519 against 914 for a whole inv_sqrt, party 1's)."""
+class Variant:
+    """What a variant of a protocol saves online against the default, per party and
+    element, and what it costs: more material (negative: less) on the owner's link, more
+    work to make it where it is made on demand, and a fixed cost per call."""
 
-    rounds: int = 1
-    sent_per_element: float = 241.0
-    cpu_per_element: float = 0.9e-6
-    material_per_element: float = 395.0
-    extra_per_call: float = 12e-3
-
-
-LEADING = LeadingSavings()
+    rounds: int
+    sent_per_element: float
+    cpu_per_element: float
+    material_per_element: float
+    making_per_element: float = 0.0
+    extra_per_call: float = 0.0
 
 
-@dataclass(frozen=True)
-class LookupSavings:
-    """The coefficient lookup of ops.piecewise (a dealer table under a masked segment
-    index) against selecting the coefficients by converting the segment bits (docs/COSTS.md,
-    rows `sigmoid_lookup` and `sigmoid`), per element of sigmoid with the tree: 2 rounds and
-    26.5 bytes sent fewer, 0.1 us less CPU; 287 bytes more material (541.75 against 255,
-    both parties': the table's 384 go whole to one party), and, made on demand, 1.3 us more
-    of the owner's and the parties' work per element (making, shipping and reading it)."""
+# The leading one (ops.leading) against the threshold tree for the roots' 29 powers of two
+# at f = 16: one round and 241 bytes sent (party 0's; party 1's 139: both use this, so they
+# choose alike) are docs/COSTS.md's; 395 bytes less material (519 against 914 for a whole
+# inv_sqrt, party 1's); its circuit is built as GF(2) polynomials in Python each call.
+LEADING = Variant(rounds=1, sent_per_element=241.0, cpu_per_element=0.9e-6, material_per_element=-395.0,
+                  extra_per_call=12e-3)
 
-    rounds: int = 2
-    sent_per_element: float = 26.5
-    cpu_per_element: float = 0.1e-6
-    material_per_element: float = 287.0
-    making_per_element: float = 1.3e-6
-
-
-LOOKUP = LookupSavings()
+# The coefficient lookup of ops.piecewise (a dealer table under a masked segment index)
+# against selecting the coefficients by the segment bits (docs/COSTS.md, rows
+# `sigmoid_lookup` and `sigmoid`), for sigmoid with the tree: 2 rounds and 26.5 bytes sent
+# fewer, 0.1 us less CPU; 287 bytes more material (541.75 against 255, both parties': the
+# table's 384 go whole to one party), and, made on demand, 1.3 us more of the owner's and
+# the parties' work per element (making, shipping and reading it).
+LOOKUP = Variant(rounds=2, sent_per_element=26.5, cpu_per_element=0.1e-6, material_per_element=287.0,
+                 making_per_element=1.3e-6)
 
 
 def servers_link(party) -> tuple[float, float]:
@@ -141,29 +135,33 @@ def segment_method(x, breakpoints_count: int, method: str | None = None) -> str:
                           evaluations={"dcf": breakpoints_count})
 
 
-def lookup_pays(x) -> bool:
-    """Whether looking a piecewise polynomial's coefficients up beats selecting them, for
-    share x on the declared links: it saves two rounds and a few bytes online, and costs far
-    more material (on the owner's link, where declared) and, where the material is made on
-    demand, its making. Fetched ahead (a training job streams it) the lookup pays unless the
-    owner's link is slow; made on demand, on loopback below about 850 elements, on wan (40
-    ms) below about 60,000. Both ways give the same bits (ops.piecewise), so the choice
-    never changes a result."""
+def variant_pays(x, variant: Variant) -> bool:
+    """Whether `variant` beats the default for share x on the declared links: its rounds
+    saved (each a one-way delay, and on demand a dealer round trip on the owner's link) and
+    online bytes and CPU saved, against its material on the owner's link, its making where
+    made on demand, and its cost per call."""
     rtt, bandwidth = servers_link(x.party)
     on_demand = not getattr(x.party, "prefetched", False)
     owner_rtt, per_material_byte = owner_link(x.party)
-    saved = LOOKUP.rounds * (rtt / 2 + owner_rtt * on_demand) + x.numel() * (
-        LOOKUP.sent_per_element * 8 / bandwidth + LOOKUP.cpu_per_element)
-    spent = x.numel() * (LOOKUP.material_per_element * per_material_byte + LOOKUP.making_per_element * on_demand)
+    n = x.numel()
+    saved = variant.rounds * (rtt / 2 + owner_rtt * on_demand) + n * (
+        variant.sent_per_element * 8 / bandwidth + variant.cpu_per_element)
+    spent = n * (variant.material_per_element * per_material_byte + variant.making_per_element * on_demand) \
+        + variant.extra_per_call
     return saved > spent
 
 
+def lookup_pays(x) -> bool:
+    """Whether looking a piecewise polynomial's coefficients up beats selecting them (LOOKUP).
+    Fetched ahead (a training job streams it) the lookup pays unless the owner's link is
+    slow; made on demand, on loopback below about 850 elements, on wan (40 ms) below about
+    60,000. Both ways give the same bits (ops.piecewise), so the choice never changes a
+    result."""
+    return variant_pays(x, LOOKUP)
+
+
 def leading_pays(x) -> bool:
-    """Whether the leading one beats the threshold tree at powers of two on the declared
-    links: always on slow links (a round), from about 11,000 elements on loopback, sooner
-    where the owner's link is declared (its material is smaller)."""
-    rtt, bandwidth = servers_link(x.party)
-    per_material_byte = owner_link(x.party)[1]
-    saved = LEADING.rounds * rtt / 2 + x.numel() * (LEADING.sent_per_element * 8 / bandwidth + LEADING.cpu_per_element
-                                                    + LEADING.material_per_element * per_material_byte)
-    return saved > LEADING.extra_per_call
+    """Whether the leading one beats the threshold tree at powers of two (LEADING): always
+    on slow links (a round), from about 11,000 elements on loopback, sooner where the
+    owner's link is declared (its material is smaller)."""
+    return variant_pays(x, LEADING)

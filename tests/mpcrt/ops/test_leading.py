@@ -97,6 +97,10 @@ def test_the_leading_one_pays_on_slow_links_and_for_large_inputs():
 
     assert pays(PRESETS["wan"], 1) and pays(PRESETS["mobile"], 1)  # a round of 20 ms or more
     assert not pays(None, 5_000) and pays(None, 20_000)  # loopback: bytes and CPU per element decide
-    owner = SimpleNamespace(network=None, owner_network=PRESETS["mobile"])  # its material is 395 bytes smaller
+    # fetched ahead: its material is 395 bytes smaller on the owner's link
+    owner = SimpleNamespace(network=None, owner_network=PRESETS["mobile"], prefetched=True)
     assert policy.leading_pays(SimpleNamespace(party=owner, numel=lambda: 5_000))
     assert not policy.leading_pays(SimpleNamespace(party=owner, numel=lambda: 100))
+    # made on demand, the round it saves is also a dealer round trip on that link
+    on_demand = SimpleNamespace(network=None, owner_network=PRESETS["mobile"], prefetched=False)
+    assert policy.leading_pays(SimpleNamespace(party=on_demand, numel=lambda: 100))
