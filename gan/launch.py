@@ -81,12 +81,13 @@ class _Progress:
         self.logs = [open(out / f"server{i}.log", "a") for i in (0, 1)]  # noqa: SIM115 - closed in close()
         self.checkpoints = [initial, initial]  # the last each server reported
 
-    def event(self, party_id: int, event: ServerLog | dict[str, Any]) -> Event | None:
-        """Log a server's event to out/server{i}.log and count its traffic; the typed event
-        (None for a log line). A server that sends what this lpgan does not know stops the job."""
-        if isinstance(event, ServerLog):
-            self._log(party_id, event.text)
-            return None
+    def log(self, party_id: int, line: ServerLog) -> None:
+        """A line of server i's log, into out/server{i}.log."""
+        self._log(party_id, line.text)
+
+    def event(self, party_id: int, event: dict[str, Any]) -> Event:
+        """Log a server's event to out/server{i}.log and count its traffic; the typed event.
+        A server that sends what this lpgan does not know stops the job."""
         try:
             typed = events.parse(event)
         except events.BadEvent as exc:
@@ -293,7 +294,7 @@ def train(job: JobConfig, resume: bool = False, fresh: bool = False) -> int:
                           curves={k: v[:done] for k, v in curves.items()})
             _write_atomic(record_path, json.dumps(record), _rerun(job, record["iteration"]))
 
-    def on_event(party_id: int, event: ServerLog | dict[str, Any]) -> None:
+    def on_event(party_id: int, event: dict[str, Any]) -> None:
         typed = progress.event(party_id, event)
         if isinstance(typed, CheckpointSaved):
             progress.checkpoints[party_id] = checked_checkpoint(cfg, party_id, typed.iteration,
@@ -350,7 +351,7 @@ def _run(job: JobConfig, program: str, args: dict[str, Any], seeds: tuple[bytes,
         _cancel_on_sigint(asyncio.current_task(), state)  # type: ignore[arg-type]
         state["job"] = await start_job(job.servers, job.certs, program, args, seeds, name=job.name,
                                        timeout=job.timeout, connect_timeout=job.connect_timeout, on_event=on_event,
-                                       dealer_limits=limits, **job.protocol())
+                                       on_log=progress.log, dealer_limits=limits, **job.protocol())
         try:
             result = await drive(state["job"].client)
             await _wait_done(state["job"])

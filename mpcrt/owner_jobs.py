@@ -20,7 +20,7 @@ from typing import Any
 
 from mpcrt import ring
 from mpcrt.dealer import DealerLimits, DealerRefused, DealerService
-from mpcrt.owner_link import OwnerClient, ServerFailed
+from mpcrt.owner_link import OwnerClient, ServerFailed, ServerLog
 from mpcrt.server import CONTROL, DEALER, MAX_JOB_TIMEOUT, hello
 from transports import TLSConfig, Transport, TransportError, connect, load_credentials, resolve_network
 
@@ -60,7 +60,8 @@ async def start_job(servers: tuple[tuple[str, int], tuple[str, int]], certs: str
                     truncation: str = "dealer", comparison: str = "auto", network: Any = None,
                     timeout: float = 120.0, connect_timeout: float = 30.0,
                     on_event: Callable[[int, dict], None] | None = None,
-                    dealer_limits: DealerLimits | None = None, owner_network: Any = None) -> Job:
+                    dealer_limits: DealerLimits | None = None, owner_network: Any = None,
+                    on_log: Callable[[int, ServerLog], None] | None = None) -> Job:
     """Start `program` on both servers (the program's name in their registry).
 
     `network` and `owner_network`: the servers' link and this owner's link to each server
@@ -118,7 +119,7 @@ async def start_job(servers: tuple[tuple[str, int], tuple[str, int]], certs: str
             with contextlib.suppress(Exception):
                 await conn.close()
         raise
-    client = OwnerClient((controls[0], controls[1]), seeds[1], frac_bits, timeout, on_event, names)
+    client = OwnerClient((controls[0], controls[1]), seeds[1], frac_bits, timeout, on_event, names, on_log=on_log)
 
     def refused(refusal: DealerRefused) -> None:
         client.fail(ServerFailed(refusal.party_id, f"{names[refusal.party_id]}: {refusal}"

@@ -56,7 +56,8 @@ INPUT, OUTPUT, EVENT, ERROR, ALIVE, LOG, FINISHED = "input", "output", "event", 
 
 @dataclass(frozen=True)
 class ServerLog:
-    """A line of a server's own log, as `on_event` receives it (application events come as maps)."""
+    """A line of a server's own log, as `on_log` receives it (application events go to
+    `on_event`, as maps)."""
 
     text: str
 REFUSED = "refused"  # ServerFailed.kind of a frame the owner would not use
@@ -351,8 +352,9 @@ class OwnerLink:
 class OwnerClient:
     """The owner's end: shares inputs with both parties, adds their output shares.
 
-    `on_event(party_id, event)` receives the parties' events: an application's map, or a
-    `ServerLog` line (strings made safe to print either way).
+    `on_event(party_id, fields)` receives the parties' application events (maps) and
+    `on_log(party_id, line)` their servers' log lines (`ServerLog`); strings are made safe
+    to print either way.
     Any party's error, lost connection or frame the owner refuses (see `_take_output`) fails
     every pending and later call with `ServerFailed` naming the party; the owner's own data
     and the other party's link are left as they are. `max_unclaimed_outputs` / `_bytes`: what
@@ -362,6 +364,7 @@ class OwnerClient:
     def __init__(self, links: tuple[Transport, Transport], seed1: bytes, frac_bits: int, timeout: float,
                  on_event: Callable[[int, dict], None] | None = None,
                  names: tuple[str, str] = ("party 0", "party 1"), *,
+                 on_log: Callable[[int, ServerLog], None] | None = None,
                  max_unclaimed_outputs: int = MAX_UNCLAIMED_OUTPUTS,
                  max_unclaimed_bytes: int = MAX_UNCLAIMED_BYTES) -> None:
         self.links = links
@@ -369,6 +372,7 @@ class OwnerClient:
         self.timeout = timeout
         self.names = names
         self.on_event = on_event
+        self.on_log = on_log
         self._key = input_key(seed1)
         self._shared: set[str] = set()
         self._outputs: dict[str, list] = {}  # key -> each party's (meta, tensor) or None
@@ -514,7 +518,7 @@ class OwnerClient:
             line = fields.get("line")
             if not isinstance(line, str):
                 raise _Refused(f"a log line that is a {type(line).__name__}, not text")
-            return self._deliver(i, ServerLog(server_text(line)))
+            return self._deliver(i, ServerLog(server_text(line)), self.on_log)
         if kind == FINISHED:
             stats = fields.get("stats", {})
             if not isinstance(stats, dict):
@@ -568,13 +572,13 @@ class OwnerClient:
         """Pass party i's event to on_event, its strings made safe; False if on_event failed."""
         if not isinstance(event, dict):
             raise _Refused(f"an event that is a {type(event).__name__}, not a map")
-        return self._deliver(i, _clean_event(event))
+        return self._deliver(i, _clean_event(event), self.on_event)
 
-    def _deliver(self, i: int, event: dict | ServerLog) -> bool:
-        """Hand party i's event to on_event; False if on_event failed."""
-        if self.on_event is not None:
+    def _deliver(self, i: int, event: Any, handler: Callable[[int, Any], None] | None) -> bool:
+        """Hand party i's event to the owner's handler; False if the handler failed."""
+        if handler is not None:
             try:
-                self.on_event(i, event)
+                handler(i, event)
             except Exception as exc:  # the owner's own failure (e.g. its disk): stop the job
                 self.handler_error = exc
                 self._fail(ServerFailed(-1, f"the owner failed: {exc}", "owner"))

@@ -27,8 +27,10 @@ class Owner:
         owner_ends, server_ends = zip(pair(), pair(), strict=True)
         self.servers: tuple[MemoryTransport, MemoryTransport] = server_ends  # type: ignore[assignment]
         self.events: list[tuple[int, dict]] = []
+        self.logs: list[tuple[int, ServerLog]] = []
         self.client = OwnerClient(owner_ends, b"k" * 16, FRAC_BITS, timeout=5.0,  # type: ignore[arg-type]
-                                  on_event=lambda i, e: self.events.append((i, e)), names=NAMES, **options)
+                                  on_event=lambda i, e: self.events.append((i, e)), names=NAMES,
+                                  on_log=lambda i, line: self.logs.append((i, line)), **options)
         self.client.start()
 
     def output(self, i: int, key: str, share: torch.Tensor, meta: object = (FRAC_BITS, FLOAT)) -> None:
@@ -221,7 +223,7 @@ async def test_a_servers_log_line_arrives_typed_and_escaped_and_anything_else_is
     owner.servers[0].send(encode(LOG, line="job started\x1b[2K"))
     owner.honest_pair("y", torch.tensor([1.0]))
     assert (await owner.client.reveal("y")).tolist() == [1.0]
-    assert owner.events == [(0, ServerLog("job started\\x1b[2K"))]
+    assert owner.logs == [(0, ServerLog("job started\\x1b[2K"))] and owner.events == []
     owner.servers[1].send(encode(LOG, line=["not", "text"]))
     assert_blames(await owner.refused("z"), 1, NAMES[1], "not text")
     await owner.close()
