@@ -167,10 +167,10 @@ def _ring_coefficients(pw: Piecewise, frac_bits: int) -> tuple[tuple[int, ...], 
                        for c in pw.coefficients) for k in range(3))  # type: ignore[return-value]
 
 
-async def _opened_x_and_square(x: ArithmeticShare) -> tuple[ArithmeticShare, ArithmeticShare]:
-    """x opened (masked), then x^2 at 2f, untruncated (local on masked x), opened masked."""
+async def _opened_x_and_square(x: ArithmeticShare, degree: int) -> tuple[ArithmeticShare, ArithmeticShare | None]:
+    """x opened (masked), then for degree 2 x^2 at 2f, untruncated (local on masked x), opened masked."""
     x = await open_masked(x)
-    return x, await open_masked(await square(x, frac_bits=2 * x.frac_bits))
+    return x, (await open_masked(await square(x, frac_bits=2 * x.frac_bits)) if degree == 2 else None)
 
 
 async def _evaluate_by_selection(x: ArithmeticShare, pw: Piecewise, method: str, last: child_scope
@@ -180,11 +180,12 @@ async def _evaluate_by_selection(x: ArithmeticShare, pw: Piecewise, method: str,
     are opened (masked); the products c_1 x and c_2 x^2 then open only the coefficients (one
     round), and c_0 + c_1 x + c_2 x^2 is truncated once. Rounds: max(segments, 2) + 2."""
     party, f, e = x.party, x.frac_bits, _lookup_bits(pw, x.frac_bits)
-    onehot, (x, x2) = await asyncio.gather(segment_onehot(x, pw.breakpoints, method), _opened_x_and_square(x))
+    onehot, (x, x2) = await asyncio.gather(segment_onehot(x, pw.breakpoints, method),
+                                           _opened_x_and_square(x, pw.degree))
     inner_rows = onehot.value[1:-1]  # the ring bits of the inner segments, (m - 1, n)
     c0, c1, c2 = (ArithmeticShare(party, torch.tensor(c, dtype=torch.int64) @ inner_rows, (2 - k) * f + e, x.dtype)
                   for k, c in enumerate(_ring_coefficients(pw, f)))
-    products = [(x, c1)] + ([(x2, c2)] if pw.degree == 2 else [])
+    products = [(x, c1)] + ([(x2, c2)] if x2 is not None else [])
     terms = await asyncio.gather(*(mul(power, c, frac_bits=power.frac_bits + c.frac_bits) for power, c in products))
     with last:
         inner = await truncate(sum(terms, c0), c1.frac_bits)
