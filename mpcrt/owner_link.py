@@ -9,7 +9,8 @@ its share and the owner adds them. Keys name values across the job ("real/3",
 
 `OwnerLink` is a party's end (`party.owner`), `OwnerClient` the owner's end of its links to
 both parties. Frames use the runtime's format (mpcrt.messages) with kinds "input",
-"output", "event" (progress and other small records) and "error".
+"output", "event" (the application's progress and other small records, as maps), "error",
+and the runtime's own "alive", "log" and "finished".
 
 Neither end trusts what the other sends (docs/SECURITY.md): a value's description is checked
 before anything is allocated from it, the owner refuses outputs that disagree with each
@@ -60,6 +61,8 @@ class ServerLog:
     `on_event`, as maps)."""
 
     text: str
+
+
 REFUSED = "refused"  # ServerFailed.kind of a frame the owner would not use
 # What the owner holds of outputs it has not asked for yet, per server: honest programs run
 # at most a few steps ahead (a model's weights, a window of iterations).
