@@ -216,12 +216,14 @@ class TruncationPair(Spec[TruncationMaterial]):
         removal and, for c < 0, the difference between the logical shift of c and the
         arithmetic one it computes."""
         bits = self.bits
-        not_wrapped = -parts["r_high"]
+        # r_high and r_msb are this party's own fresh tensors (derived or received, or made by
+        # dependent_values): worked on in place, a pass each instead of a pass and a buffer
+        not_wrapped = parts["r_high"].neg_()
         if party_id == 0:
-            not_wrapped = not_wrapped - (TRUNCATION_OFFSET >> bits)
-        wrapped = not_wrapped + (parts["r_msb"] << (64 - bits))
+            not_wrapped.sub_(TRUNCATION_OFFSET >> bits)
+        wrapped = parts["r_msb"].bitwise_left_shift_(64 - bits).add_(not_wrapped)
         if party_id == 0:  # party 0 adds c >> bits (arithmetic), 2^(64 - bits) short of the logical shift where c < 0
-            not_wrapped = not_wrapped + (1 << (64 - bits) if bits > 1 else -(1 << 63))
+            not_wrapped.add_(1 << (64 - bits) if bits > 1 else -(1 << 63))
         return TruncationMaterial(parts["r"] + TRUNCATION_OFFSET if party_id == 0 else parts["r"], wrapped, not_wrapped)
 
     def output_masks(self, r: Tensor) -> Tensor:
