@@ -403,7 +403,7 @@ async def _cause(job: Any, seen: ServerFailed) -> ServerFailed:
 
 
 async def _wait_done(job: Any, timeout: float = 30.0) -> None:
-    """Both servers' 'done' events (their stats come with them)."""
+    """Both servers' finished frames (their final counts come with them)."""
     await job.client.wait_until(lambda: all(job.client.finished) or job.client.failure is not None, timeout)
     if job.client.failure is not None:
         raise job.client.failure
