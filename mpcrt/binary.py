@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from mpcrt.scope import op_label
+from mpcrt.shares import public_share
 
 if TYPE_CHECKING:
     from mpcrt.runtime import Party
@@ -46,7 +47,7 @@ class BinaryShare:
         if isinstance(other, BinaryShare):
             return self._like(self.value ^ other.value)
         public = torch.as_tensor(other, dtype=torch.int64)
-        return self._like(self.value ^ public if self.party.id == 0 else self.value ^ torch.zeros_like(public))
+        return self._like(self.value ^ public_share(self.party.id, public))
 
     __rxor__ = __xor__
 

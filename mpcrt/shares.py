@@ -160,7 +160,7 @@ class ArithmeticShare:
                 raise ValueError(f"fixed-point scales differ: 2^-{self.frac_bits} and 2^-{other.frac_bits}")
             return other.value, None
         encoded = ring.encode(torch.as_tensor(other), self.frac_bits)
-        return (encoded if self.party.id == 0 else torch.zeros_like(encoded)), encoded
+        return public_share(self.party.id, encoded), encoded
 
     def _affine(self, value: torch.Tensor, factor: int, public: torch.Tensor | None = None) -> ArithmeticShare:
         """factor * self + public (value computed by the caller), keeping the opening

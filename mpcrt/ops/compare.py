@@ -113,7 +113,7 @@ async def msb(x: ArithmeticShare, method: str | None = None) -> PackedBits:
         low = flat & LOW63
         carry = await _greater(party, bit_slice(low if party.id == 0 else LOW63 - low, BITS), method)
     # each party folds the sign bit of its own share into its XOR share of the carry
-    return PackedBits(party, (carry ^ BinaryShare(party, pack_bits((flat < 0).long()))).value, tuple(x.shape))
+    return PackedBits(party, carry.value ^ pack_bits((flat < 0).long()), tuple(x.shape))
 
 
 PART = 4_000  # elements in the first frame of a DCF's opening; each later one GROWTH times the last

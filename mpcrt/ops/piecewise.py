@@ -159,6 +159,7 @@ def _exact_pieces(pw: Piecewise, frac_bits: int) -> bool:
     return pw.degree <= 2 and len(pw.breakpoints) >= 2 and _lookup_fits(pw, frac_bits)
 
 
+@functools.cache
 def _ring_coefficients(pw: Piecewise, frac_bits: int) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
     """(c0s, c1s, c2s) of the inner pieces as ring integers, c_k at (2 - k) f + e fractional
     bits (a large coefficient may wrap, the pieces' values do not: the identity holds mod 2^64)."""
@@ -183,8 +184,8 @@ async def _evaluate_by_selection(x: ArithmeticShare, pw: Piecewise, method: str,
     onehot, (x, x2) = await asyncio.gather(segment_onehot(x, pw.breakpoints, method),
                                            _opened_x_and_square(x, pw.degree))
     inner_rows = onehot.value[1:-1]  # the ring bits of the inner segments, (m - 1, n)
-    c0, c1, c2 = (ArithmeticShare(party, torch.tensor(c, dtype=torch.int64) @ inner_rows, (2 - k) * f + e, x.dtype)
-                  for k, c in enumerate(_ring_coefficients(pw, f)))
+    picked = torch.tensor(_ring_coefficients(pw, f), dtype=torch.int64) @ inner_rows  # (3, n): c_k per element
+    c0, c1, c2 = (ArithmeticShare(party, picked[k], (2 - k) * f + e, x.dtype) for k in range(3))
     products = [(x, c1)] + ([(x2, c2)] if x2 is not None else [])
     terms = await asyncio.gather(*(mul(power, c, frac_bits=power.frac_bits + c.frac_bits) for power, c in products))
     with last:

@@ -69,9 +69,9 @@ LEADING = Variant(rounds=1, sent_per_element=241.0, cpu_per_element=0.9e-6, mate
 # The coefficient lookup of ops.piecewise (a dealer table under a masked segment index)
 # against selecting the coefficients by the segment bits (docs/COSTS.md, rows
 # `sigmoid_lookup` and `sigmoid`), for sigmoid with the tree: 2 rounds and 26.5 bytes sent
-# fewer, 0.1 us less CPU; 287 bytes more material (541.75 against 255, both parties': the
-# table's 384 go whole to one party), and, made on demand, 1.3 us more of the owner's and
-# the parties' work per element (making, shipping and reading it).
+# fewer; 287 bytes more material (541.75 against 255, both parties': the table's 384 go
+# whole to one party), made, shipped and read per element. Its seconds (CPU saved online,
+# work added where made on demand): docs/BENCHMARKS.md, "The cost model's seconds".
 LOOKUP = Variant(rounds=2, sent_per_element=26.5, cpu_per_element=0.1e-6, material_per_element=287.0,
                  making_per_element=1.3e-6)
 
@@ -154,14 +154,14 @@ def variant_pays(x, variant: Variant) -> bool:
 def lookup_pays(x) -> bool:
     """Whether looking a piecewise polynomial's coefficients up beats selecting them (LOOKUP).
     Fetched ahead (a training job streams it) the lookup pays unless the owner's link is
-    slow; made on demand, on loopback below about 850 elements, on wan (40 ms) below about
-    60,000. Both ways give the same bits (ops.piecewise), so the choice never changes a
-    result."""
+    slow; made on demand only for small inputs, or where rounds are dear (the crossovers:
+    docs/BENCHMARKS.md, "The cost model's seconds"). Both ways give the same bits
+    (ops.piecewise), so the choice never changes a result."""
     return variant_pays(x, LOOKUP)
 
 
 def leading_pays(x) -> bool:
     """Whether the leading one beats the threshold tree at powers of two (LEADING): always
-    on slow links (a round), from about 11,000 elements on loopback, sooner where the
-    owner's link is declared (its material is smaller)."""
+    on slow links (a round), for large inputs on loopback, sooner where the owner's link is
+    declared (its material is smaller)."""
     return variant_pays(x, LEADING)

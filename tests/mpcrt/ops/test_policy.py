@@ -15,9 +15,9 @@ def _lookup_pays(n: int, network=None, owner_network=None, prefetched: bool = Fa
 
 
 def test_made_on_demand_the_lookup_pays_for_small_inputs_and_where_rounds_are_dear():
-    # loopback: two rounds of 1 ms against 1.2 us more work per element
+    # loopback: two rounds against more work per element (docs/BENCHMARKS.md, "The cost model's seconds")
     assert _lookup_pays(800) and not _lookup_pays(900)
-    # wan: two rounds of 40 ms
+    # wan: two rounds of its declared delay
     assert _lookup_pays(50_000, PRESETS["wan"]) and not _lookup_pays(70_000, PRESETS["wan"])
 
 
