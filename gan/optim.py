@@ -135,20 +135,37 @@ class Adam(Optimizer):
         if self.weight_decay:
             g = g + await F.scale(F.flat_cat([p.data for p in self.params]), self.weight_decay)
         g = g * (1 << self.grad_scale_bits)  # exact, and Adam's step does not see the scale
-        g2 = await F.square_fine(g)
-        m_new, v_new = await asyncio.gather(F.scale(g, 1 - b1, fine),
-                                            F.scale(g2, 1 - b2, fine, scale_bits=V_FACTOR_BITS))
-        if self._m is not None:  # v b2 = v - v (1 - b2): the small factor keeps v in the ring
-            m_old, v_decay = await asyncio.gather(F.scale(self._m, b1),
-                                                  F.scale(self._v, 1 - b2, scale_bits=V_FACTOR_BITS))
+        # the old moments' decay needs no gradient: its rounds run beside the gradient's (one
+        # gather, so that their first messages leave in one frame)
+        decay = () if self._m is None else (F.scale(self._m, b1), F.scale(self._v, 1 - b2, scale_bits=V_FACTOR_BITS))
+        (m_new, v_new), *decayed = await asyncio.gather(self._new_moments(g, fine), *decay)
+        if decayed:  # v b2 = v - v (1 - b2): the small factor keeps v in the ring
+            m_old, v_decay = decayed
             m_new, v_new = m_old + m_new, self._v - v_decay + v_new
         self._m, self._v = m_new, v_new
-        eps = self.eps * (1 << self.grad_scale_bits)
-        v_hat = await F.rescale(await F.scale(v_new, 1 / (1 - b2 ** self._t), scale_bits=V_FACTOR_BITS), f + 8)
-        # 4e-3 relative: a step's size, not its sign
-        inv = await F.inv_sqrt(v_hat + eps * eps, refine=False, exponents=ADAM_RANGE)
-        step = await F.mul(m_new, inv, frac_bits=f or None)
-        # the bias correction drifts with t: at lr's exponent every step truncates alike (one plan: mpcrt.stream)
-        step = await F.scale(step, self.lr / (1 - b1 ** self._t), exponent=math.floor(math.log2(self.lr)))
+        # the first moment times lr / (1 - b1^t) while the denominator is made: a truncation's
+        # output, so the step's product only truncates. The bias correction drifts with t: at
+        # lr's exponent every step truncates alike (one plan: mpcrt.stream)
+        m_scaled, inv = await asyncio.gather(
+            F.scale(m_new, self.lr / (1 - b1 ** self._t), frac_bits=f + 8 if f else None,
+                    exponent=math.floor(math.log2(self.lr))),
+            self._inverse_root(v_new, f))
+        step = await F.mul(m_scaled, inv, frac_bits=f or None)
         for p, delta in zip(self.params, F.split_flat(step, self._shapes()), strict=True):
             p.data = p.data - delta
+
+    async def _new_moments(self, g: Tensor, fine: int) -> tuple[Tensor, Tensor]:
+        """(1 - b1) g and (1 - b2) g^2 at `fine` bits: g opened once (masked) serves both."""
+        b1, b2 = self.betas
+        g = await F.open_masked(g)
+        g2 = await F.square_fine(g)
+        return tuple(await asyncio.gather(F.scale(g, 1 - b1, fine),
+                                          F.scale(g2, 1 - b2, fine, scale_bits=V_FACTOR_BITS)))
+
+    async def _inverse_root(self, v: Tensor, f: int) -> Tensor:
+        """1 / sqrt(v_hat + eps^2), v_hat the bias-corrected v at f + 8 bits; 4e-3 relative
+        (a step's size, not its sign)."""
+        _, b2 = self.betas
+        eps = self.eps * (1 << self.grad_scale_bits)
+        v_hat = await F.rescale(await F.scale(v, 1 / (1 - b2 ** self._t), scale_bits=V_FACTOR_BITS), f + 8)
+        return await F.inv_sqrt(v_hat + eps * eps, refine=False, exponents=ADAM_RANGE)

@@ -9,8 +9,8 @@ the output's truncation) and 16 backward (the textbook form, x_hat = (x - mean) 
 then gamma * x_hat, then the backward's products with x_hat, took 72 and 40).
 Rounds: the means (one truncation each, concurrently, with gamma opened), the centered
 input's opening, the variance, the inverse square root on C values (gamma / std joins its
-last step) and the output's truncation, with the running statistics': 18 at f = 16 (19
-when n / C is not a power of two). Backward: 6.
+last step) and the output's truncation, the running statistics' in the inverse square
+root's first round: 17 at f = 16 (18 when n / C is not a power of two). Backward: 6.
 
 Training forward, with mean_f the batch mean rounded to f bits and c = x - mean_f (exact):
   var   = mean(c^2)                   squares at 2f, summed before the one truncation
@@ -146,10 +146,13 @@ async def batch_norm_with_context(x: ArithmeticShare, running_mean: Any = None, 
             var = _per_channel(running_var, x.ndim)
             if isinstance(var, ArithmeticShare):
                 var = _lift(var, EXTRA_BITS)
-        # the running statistics update in the first round of the inverse square root
-        updating = _update_running(running_mean, running_var, mu_f, var_f, momentum, count) if training \
-            else asyncio.sleep(0)
-        (inv_std, gain), _ = await asyncio.gather(_inv_std_and_gain(var, eps, gamma, f, method), updating)
+        # the running statistics update in the first round of the inverse square root (one
+        # gather, so that their messages leave in one frame)
+        updates = _running_updates(running_mean, running_var, mu_f, var_f, momentum, count) if training else []
+        (inv_std, gain), *updated = await asyncio.gather(_inv_std_and_gain(var, eps, gamma, f, method),
+                                                         *(_blend(*update) for update in updates))
+        for (running, *_), value in zip(updates, updated, strict=True):
+            running.value, running.opening = value.value, None  # in place, as torch does
         if training:  # (c 2^12 + delta) * gain, both masked: local; per channel: delta * gain + bias
             wide = 2 * f + GAIN_BITS + EXTRA_BITS
             c_gain, per_channel = await asyncio.gather(mul(centered, gain, frac_bits=wide),
@@ -201,18 +204,17 @@ def _exact_centered(centered: ArithmeticShare, delta: ArithmeticShare | None) ->
     return lifted if delta is None else lifted + delta
 
 
-async def _update_running(running_mean: Any, running_var: Any, mu: ArithmeticShare, var: ArithmeticShare,
-                          momentum: float, count: int) -> None:
-    """running = (1 - momentum) * running + momentum * batch statistic (unbiased variance)."""
+def _running_updates(running_mean: Any, running_var: Any, mu: ArithmeticShare, var: ArithmeticShare,
+                     momentum: float, count: int) -> list[tuple[ArithmeticShare, ArithmeticShare, float, float]]:
+    """(running, batch statistic, momentum, factor) for each running statistic given as a
+    share: running = (1 - momentum) running + momentum factor statistic (the variance unbiased)."""
     updates = []
     for running, stat, factor in ((running_mean, mu, 1.0), (running_var, var, count / max(count - 1, 1))):
         if isinstance(running, ArithmeticShare):
-            updates.append((running, stat.reshape(running.shape), factor))
+            updates.append((running, stat.reshape(running.shape), momentum, factor))
         elif running is not None:
             raise TypeError("running statistics of a secure batch norm must be shares (they depend on the data)")
-    new = await asyncio.gather(*(_blend(r, s, momentum, f) for r, s, f in updates))
-    for (running, _, _), value in zip(updates, new, strict=True):
-        running.value, running.opening = value.value, None  # in place, as torch does
+    return updates
 
 
 def _blend(running: ArithmeticShare, stat: ArithmeticShare, momentum: float, factor: float

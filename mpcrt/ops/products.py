@@ -238,8 +238,8 @@ async def scale(x: ArithmeticShare, factor: float, *, frac_bits: int | None = No
     k = ring.encode_constant(factor * 2.0 ** -exponent, scale_bits)
     product = await truncate(x._with(x.value * k, x.frac_bits + scale_bits), x.frac_bits + scale_bits - target,
                              truncation)
-    if exponent > 0:  # exact, and the intermediate product never exceeded |x| * 2^(f + 17)
-        product = product._with(product.value << exponent, target)
+    if exponent > 0:  # exact, and the intermediate product never exceeded |x| * 2^(f + 17); still masked
+        product = product * (1 << exponent)
     return product
 
 
