@@ -36,37 +36,38 @@ class BinaryShare:
     def __repr__(self) -> str:
         return f"BinaryShare(party={self.party.id}, shape={tuple(self.shape)})"
 
-    def _like(self, value: torch.Tensor) -> BinaryShare:
+    def derived(self, value: torch.Tensor) -> BinaryShare:
+        """This party's XOR share of words it computed locally from this share."""
         return BinaryShare(self.party, value)
 
     def __getitem__(self, index: Any) -> BinaryShare:
-        return self._like(self.value[index])
+        return self.derived(self.value[index])
 
     def __xor__(self, other: Any) -> BinaryShare:
         """XOR with a share (local) or a public value (party 0 applies it)."""
         if isinstance(other, BinaryShare):
-            return self._like(self.value ^ other.value)
+            return self.derived(self.value ^ other.value)
         public = torch.as_tensor(other, dtype=torch.int64)
-        return self._like(self.value ^ public_share(self.party.id, public))
+        return self.derived(self.value ^ public_share(self.party.id, public))
 
     __rxor__ = __xor__
 
     def __invert__(self) -> BinaryShare:
         """NOT: party 0 flips every bit."""
-        return self._like(~self.value if self.party.id == 0 else self.value.clone())
+        return self.derived(~self.value if self.party.id == 0 else self.value.clone())
 
     def __and__(self, public: Any) -> BinaryShare:
         """AND with public bits is local; two shares need `await mpcrt.ops.and_(x, y)`."""
         if isinstance(public, BinaryShare):
             raise TypeError("AND of two shares is interactive: use `await mpcrt.ops.and_(x, y)`")
-        return self._like(self.value & torch.as_tensor(public, dtype=torch.int64))
+        return self.derived(self.value & torch.as_tensor(public, dtype=torch.int64))
 
     def __lshift__(self, n: int) -> BinaryShare:
-        return self._like(self.value << n)
+        return self.derived(self.value << n)
 
     def __rshift__(self, n: int) -> BinaryShare:
         """Logical right shift of each word."""
-        return self._like((self.value >> n) & ((1 << (64 - n)) - 1) if n else self.value)
+        return self.derived((self.value >> n) & ((1 << (64 - n)) - 1) if n else self.value)
 
     async def reveal(self) -> torch.Tensor:
         """Open the words to both parties (one round, 8 bytes per word each way)."""

@@ -27,6 +27,21 @@ def public_share(party_id: int, value: Any) -> Any:
     return torch.zeros_like(value) if isinstance(value, torch.Tensor) else 0
 
 
+def plus_public(party_id: int, value: torch.Tensor, public: Any, alpha: int = 1,
+                out: torch.Tensor | None = None) -> torch.Tensor:
+    """This party's share of x + alpha * public from its share `value` of x (public in ring
+    units): party 0 adds, party 1 keeps its share (no pass over zeros). out: where party 0
+    writes (`value` itself: in place)."""
+    if party_id != 0:
+        return value
+    return torch.add(value, public, alpha=alpha, out=out)
+
+
+def xor_public(party_id: int, value: torch.Tensor, public: Any) -> torch.Tensor:
+    """This party's XOR share of x ^ public from its XOR share `value` of x: party 0 applies it."""
+    return value ^ public if party_id == 0 else value
+
+
 def ring_int(v: int) -> int:
     """A Python integer as the signed 64-bit ring element it stands for."""
     return (v + (1 << 63)) % (1 << 64) - (1 << 63)
@@ -85,10 +100,36 @@ class ArithmeticShare:
     def _like(self, value: torch.Tensor) -> ArithmeticShare:
         return ArithmeticShare(self.party, value, self.frac_bits, self.dtype)
 
-    def _with(self, value: torch.Tensor, frac_bits: int) -> ArithmeticShare:
-        """A share at another scale; an integer share that gains fractional bits decodes as float."""
+    def derived(self, value: torch.Tensor, frac_bits: int) -> ArithmeticShare:
+        """This party's share of a value it computed locally from this share (and others of
+        its own), at scale frac_bits; not masked. An integer share that gains fractional
+        bits decodes as float."""
         dtype = self.dtype if not frac_bits or self.dtype.is_floating_point else torch.get_default_dtype()
         return ArithmeticShare(self.party, value, frac_bits, dtype)
+
+    @classmethod
+    def integers(cls, party: Party, value: torch.Tensor) -> ArithmeticShare:
+        """A share of integers (scale 0): bits and one-hot rows made arithmetic."""
+        return cls(party, value, 0, torch.int64)
+
+    def lift(self, bits: int) -> ArithmeticShare:
+        """The same value with `bits` more fractional bits (exact, local)."""
+        return self.derived(self.value << bits, self.frac_bits + bits)
+
+    def plus_constant(self, constant: float) -> ArithmeticShare:
+        """self + a public real rounded once at this share's scale, whatever the scale
+        (protocols carry constants at extra precision, then truncate once; `+` encodes as
+        inputs are, at most 30 bits). Local."""
+        return self.derived(plus_public(self.party.id, self.value, ring.encode_constant(constant, self.frac_bits)),
+                            self.frac_bits)
+
+    def times(self, constant: Any, bits: int) -> ArithmeticShare:
+        """self * constant, a public real (or tensor of them, broadcasting) encoded at `bits`
+        fractional bits, untruncated: the result carries frac_bits + bits (truncating it by
+        `bits` gives the product at this scale). Local."""
+        if isinstance(constant, (int, float)):
+            return self.derived(self.value * ring.encode_constant(constant, bits), self.frac_bits + bits)
+        return self.derived(self.value * ring.encode(torch.as_tensor(constant), bits), self.frac_bits + bits)
 
     @property
     def ndim(self) -> int:

@@ -208,7 +208,7 @@ async def rescale(x: Tensor, frac_bits: int) -> Tensor:
         return x
     if x.frac_bits > frac_bits:
         return await ops.truncate(x, x.frac_bits - frac_bits)
-    return x._with(x.value << (frac_bits - x.frac_bits), frac_bits)
+    return x.derived(x.value << (frac_bits - x.frac_bits), frac_bits)
 
 
 def flat_cat(xs: list[Tensor]) -> Tensor:

@@ -29,7 +29,7 @@ from mpcrt.ops.policy import resolve_method
 from mpcrt.ops.products import mul, open_masked
 from mpcrt.ops.truncation import truncate
 from mpcrt.scope import op_label
-from mpcrt.shares import ArithmeticShare, public_share
+from mpcrt.shares import ArithmeticShare, plus_public
 
 if TYPE_CHECKING:
     from mpcrt.runtime import Party
@@ -52,14 +52,12 @@ class ReluDerivative:
     def derivative(self) -> ArithmeticShare:
         """The local derivative as a share (local work)."""
         party, f = self.party, self.frac_bits
-        d = self.bit if isinstance(self.bit, ArithmeticShare) else ArithmeticShare(party, self.bit.arith(), 0,
-                                                                                   torch.int64)
+        d = self.bit if isinstance(self.bit, ArithmeticShare) else ArithmeticShare.integers(party, self.bit.arith())
         if not self.negative_slope:
             return d
         slope = ring.encode_constant(self.negative_slope, f)
         # s = slope + d * (1 - slope) in fixed point, exactly 1 where d = 1
-        value = d.value * ((1 << f) - slope) + public_share(party.id, slope)
-        return ArithmeticShare(party, value, f, self.dtype)
+        return ArithmeticShare(party, plus_public(party.id, d.value * ((1 << f) - slope), slope), f, self.dtype)
 
 
 async def _times_step(x: ArithmeticShare, method: str | None, frac_bits: int | None, keep_x: bool
@@ -81,8 +79,7 @@ async def _times_step(x: ArithmeticShare, method: str | None, frac_bits: int | N
 def _leaky(x: ArithmeticShare, positive: ArithmeticShare, slope: float):
     """slope * x + (1 - slope) * positive, one truncation (positive = x * [x >= 0])."""
     f = x.frac_bits
-    raw = x.value * ring.encode_constant(slope, f) + positive.value * ring.encode_constant(1 - slope, f)
-    return truncate(x._with(raw, 2 * f), f)
+    return truncate(x.times(slope, f) + positive.times(1 - slope, f), f)
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,6 @@ from typing import Any
 
 import torch
 
-from mpcrt import ring
 from mpcrt.ops.products import mul, open_masked, scale
 from mpcrt.ops.roots import inv_sqrt, inv_sqrt_times
 from mpcrt.ops.truncation import truncate
@@ -83,17 +82,12 @@ def _reduce_dims(ndim: int) -> tuple[int, ...]:
     return (0, *range(2, ndim))
 
 
-def _lift(x: ArithmeticShare, bits: int) -> ArithmeticShare:
-    """The same value with `bits` more fractional bits (exact)."""
-    return x._with(x.value << bits, x.frac_bits + bits)
-
-
 async def _times_gain(x: ArithmeticShare, gain: ArithmeticShare | torch.Tensor) -> ArithmeticShare:
     """x * gain at x's scale + f + 8 bits, untruncated; local when the gain is public."""
     fine = x.party.frac_bits + GAIN_BITS
     if isinstance(gain, ArithmeticShare):
         return await mul(x, gain, frac_bits=x.frac_bits + fine)
-    return x._with(x.value * ring.encode(gain, fine), x.frac_bits + fine)
+    return x.times(gain, fine)
 
 
 @dataclass(frozen=True)
@@ -134,7 +128,7 @@ async def batch_norm_with_context(x: ArithmeticShare, running_mean: Any = None, 
                 mu, mu_f = await means
             # c = x - mean_f opened once (masked): its square, its product with the gain and the
             # backward's products with it open nothing more; so is mean_f - mean
-            centered, delta = await asyncio.gather(open_masked(x - mu_f), open_masked(_lift(mu_f, EXTRA_BITS) - mu))
+            centered, delta = await asyncio.gather(open_masked(x - mu_f), open_masked(mu_f.lift(EXTRA_BITS) - mu))
             squares = await mul(centered, centered, frac_bits=2 * f)  # no opening, untruncated
             sum_sq = squares.sum(dim=dims, keepdim=True)  # at f too, for the running variance (no round more)
             var, var_f = await asyncio.gather(scale(sum_sq, 1.0 / count, frac_bits=fine),
@@ -145,7 +139,7 @@ async def batch_norm_with_context(x: ArithmeticShare, running_mean: Any = None, 
             centered, delta = x - _per_channel(running_mean, x.ndim), None
             var = _per_channel(running_var, x.ndim)
             if isinstance(var, ArithmeticShare):
-                var = _lift(var, EXTRA_BITS)
+                var = var.lift(EXTRA_BITS)
         # the running statistics update in the first round of the inverse square root (one
         # gather, so that their messages leave in one frame)
         updates = _running_updates(running_mean, running_var, mu_f, var_f, momentum, count) if training else []
@@ -162,7 +156,7 @@ async def batch_norm_with_context(x: ArithmeticShare, running_mean: Any = None, 
         shared_bias = isinstance(bias, ArithmeticShare)
         if shared_bias:  # added before the truncation, to the per-channel term: no pass of its own
             b = _per_channel(bias, x.ndim)
-            b = _lift(b, c_gain.frac_bits - b.frac_bits)
+            b = b.lift(c_gain.frac_bits - b.frac_bits)
             per_channel = b if per_channel is None else per_channel + b
         raw = c_gain if per_channel is None else c_gain + per_channel
         target = f if frac_bits is None else min(frac_bits, raw.frac_bits)
@@ -178,7 +172,7 @@ def _divided(total: ArithmeticShare, count: int, frac_bits: int) -> Awaitable[Ar
     below the result's precision). Needs |total| * 2^20 < 2^62 at total's scale."""
     e = count.bit_length() - 1
     bits = MEAN_BITS + e + total.frac_bits - frac_bits
-    return truncate(total._with(total.value * round(2.0 ** (MEAN_BITS + e) / count), frac_bits + bits), bits)
+    return truncate(total.times(1 / count, MEAN_BITS + e), bits)
 
 
 async def _inv_std_and_gain(var: Any, eps: float, gamma: Any, f: int, method: str | None) -> tuple[Any, Any]:
@@ -200,7 +194,7 @@ async def _inv_std_and_gain(var: Any, eps: float, gamma: Any, f: int, method: st
 
 def _exact_centered(centered: ArithmeticShare, delta: ArithmeticShare | None) -> ArithmeticShare:
     """x - mean at f + 12 bits (local)."""
-    lifted = _lift(centered, EXTRA_BITS)
+    lifted = centered.lift(EXTRA_BITS)
     return lifted if delta is None else lifted + delta
 
 
@@ -222,9 +216,9 @@ def _blend(running: ArithmeticShare, stat: ArithmeticShare, momentum: float, fac
     """(1 - momentum) running + momentum factor stat, in one truncation (both weights at
     BLEND_BITS, the two terms at the finer of their scales)."""
     top = max(running.frac_bits, stat.frac_bits)
-    raw = ((running.value << (top - running.frac_bits)) * ring.encode_constant(1 - momentum, BLEND_BITS)
-           + (stat.value << (top - stat.frac_bits)) * ring.encode_constant(momentum * factor, BLEND_BITS))
-    return truncate(running._with(raw, top + BLEND_BITS), top + BLEND_BITS - running.frac_bits)
+    raw = (running.lift(top - running.frac_bits).times(1 - momentum, BLEND_BITS)
+           + stat.lift(top - stat.frac_bits).times(momentum * factor, BLEND_BITS))
+    return truncate(raw, top + BLEND_BITS - running.frac_bits)
 
 
 async def batch_norm_backward(grad_out: ArithmeticShare, ctx: BatchNormContext
@@ -249,7 +243,7 @@ async def batch_norm_backward(grad_out: ArithmeticShare, ctx: BatchNormContext
         dy_c, dy_gain, shift = await asyncio.gather(
             mul(dy, ctx.centered, frac_bits=2 * f), mul(dy, ctx.gain, frac_bits=2 * f + GAIN_BITS),
             mul(sum_dy, ctx.delta, frac_bits=2 * f + EXTRA_BITS))
-        raw_total = _lift(dy_c.sum(dim=dims, keepdim=True), EXTRA_BITS) + shift
+        raw_total = dy_c.sum(dim=dims, keepdim=True).lift(EXTRA_BITS) + shift
         total, mean_dy = await asyncio.gather(truncate(raw_total, raw_total.frac_bits - f - SUM_BITS),
                                               _divided(sum_dy, ctx.count, f + EXTRA_BITS))
         wide = 2 * f + EXTRA_BITS + GAIN_BITS
@@ -258,6 +252,6 @@ async def batch_norm_backward(grad_out: ArithmeticShare, ctx: BatchNormContext
         # k = gain * inv_std * sum(dy * x_hat) / n, at f + 8 bits
         k = await mul(await mul(d_weight, inv_n, frac_bits=f + GAIN_BITS), ctx.gain, frac_bits=f + GAIN_BITS)
         k_c, k_delta = await asyncio.gather(mul(ctx.centered, k, frac_bits=wide), mul(ctx.delta, k, frac_bits=wide))
-        raw = _lift(dy_gain, EXTRA_BITS) - k_c - k_delta - gain_mean  # at 2f + 20 bits
+        raw = dy_gain.lift(EXTRA_BITS) - k_c - k_delta - gain_mean  # at 2f + 20 bits
         dx = await truncate(raw, raw.frac_bits - f)
         return dx, (d_weight.reshape(-1) if ctx.has_weight else None), d_bias.reshape(-1)

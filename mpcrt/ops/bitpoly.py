@@ -24,7 +24,7 @@ import torch
 
 from mpcrt.dealer.kinds import product_subsets
 from mpcrt.ops.boolean import OpenedRows, OpenedRowSubset, open_inputs
-from mpcrt.shares import public_share
+from mpcrt.shares import public_share, xor_public
 
 Monomial = frozenset[int]
 Poly = frozenset[Monomial]  # XOR of monomials; the empty monomial is the constant 1
@@ -102,9 +102,8 @@ class Rows:
         """This party's share of poly (products: shares of its monomials of degree 2 and more)."""
         out = torch.zeros_like(self.shares[0])
         for mono in poly:
-            if not mono:
-                if self.party.id == 0:
-                    out = ~out
+            if not mono:  # the constant 1
+                out = xor_public(self.party.id, out, -1)
             elif len(mono) == 1:
                 out = out ^ self.shares[next(iter(mono))]
             else:

@@ -24,7 +24,7 @@ from mpcrt.dealer.request import Request
 from mpcrt.messages import spec
 from mpcrt.ops.products import open_masked
 from mpcrt.scope import op_label
-from mpcrt.shares import ArithmeticShare, public_share
+from mpcrt.shares import ArithmeticShare, public_share, xor_public
 
 
 async def and_(x: BinaryShare, y: BinaryShare | torch.Tensor | int) -> BinaryShare:
@@ -33,7 +33,7 @@ async def and_(x: BinaryShare, y: BinaryShare | torch.Tensor | int) -> BinarySha
     y may have more leading dimensions than x (broadcast): x is then opened once for all
     of them, 8 bytes per 64 ANDs plus x's words."""
     if not isinstance(y, BinaryShare):
-        return x._like(x.value & torch.as_tensor(y, dtype=torch.int64))
+        return x.derived(x.value & torch.as_tensor(y, dtype=torch.int64))
     party = x.party
     with op_label("and"):
         mid = party.next_id()
@@ -41,10 +41,7 @@ async def and_(x: BinaryShare, y: BinaryShare | torch.Tensor | int) -> BinarySha
         e_mine, d_mine = x.value ^ m.a, y.value ^ m.b
         e_peer, d_peer = await party.exchange([e_mine, d_mine], mid=mid)
     e, d = e_mine ^ e_peer, d_mine ^ d_peer
-    z = m.c ^ (e & m.b) ^ (d & m.a)
-    if party.id == 0:
-        z = z ^ (e & d)
-    return x._like(z)
+    return x.derived(xor_public(party.id, m.c ^ (e & m.b) ^ (d & m.a), e & d))  # e & d: a public term
 
 
 @dataclass
@@ -101,9 +98,8 @@ async def monomials(party, x: torch.Tensor, terms: tuple[tuple[int, ...], ...],
         for size in range(len(term) + 1):
             for subset in itertools.combinations(term, size):
                 rest = tuple(i for i in term if i not in subset)  # the opened rows outside the subset
-                if not subset:
-                    if party.id == 0:
-                        z ^= opened_product(rest)
+                if not subset:  # all of the term's rows opened: a public word, party 0's to add
+                    z ^= public_share(party.id, opened_product(rest))
                 else:
                     z ^= masks[subset] if not rest else opened_product(rest) & masks[subset]
     return out
@@ -120,14 +116,14 @@ async def and_private(party, mine: torch.Tensor, shape_x: tuple[int, ...], shape
         mid = party.next_id()
         request = Request(mid, PrivateAndTriple(tuple(shape_x), tuple(shape_y), tuple(index)))
         m = await party.dealer.get(request)
-        expected = tuple(shape_x) if party.id == 0 else tuple(shape_y)
-        if tuple(mine.shape) != expected:
-            raise ValueError(f"party {party.id}'s operand has shape {tuple(mine.shape)}, expected {expected}")
-        masked = mine ^ (m.a if party.id == 0 else m.b)
-        theirs = tuple(shape_y) if party.id == 0 else tuple(shape_x)
-        (peer,) = await party.exchange([masked], mid=mid, expect=[spec(masked.new_empty(theirs))])
-    # x & y = (e ^ a) & (d ^ b) with e = x ^ a, d = y ^ b public: party 0 knows a, party 1 b
-    if party.id == 0:
+        holds_x = party.id == 0  # the roles: party 0 holds x and knows its mask a, party 1 y and b
+        own_shape, their_shape = (tuple(shape_x), tuple(shape_y)) if holds_x else (tuple(shape_y), tuple(shape_x))
+        if tuple(mine.shape) != own_shape:
+            raise ValueError(f"party {party.id}'s operand has shape {tuple(mine.shape)}, expected {own_shape}")
+        masked = mine ^ (m.a if holds_x else m.b)
+        (peer,) = await party.exchange([masked], mid=mid, expect=[spec(masked.new_empty(their_shape))])
+    # x & y = (e ^ a) & (d ^ b) with e = x ^ a, d = y ^ b public
+    if holds_x:
         d = peer[index]
         return BinaryShare(party, m.c ^ (masked & d) ^ (m.a & d)), OpenedRows(masked ^ d, m.a, request)
     b = m.b[index]
@@ -150,13 +146,13 @@ async def bit_to_arith(bits: BinaryShare, nbits: int) -> ArithmeticShare:
         masked = words ^ m.packed
         (peer,) = await party.exchange([masked], mid=mid)
     c = unpack_bool(masked ^ peer, nbits)
-    return ArithmeticShare(party, _ring_bit(c, m.arith, party.id), 0, torch.int64)
+    return ArithmeticShare.integers(party, xor_public_bit(c, m.arith, party.id))
 
 
-def _ring_bit(c: torch.Tensor, rho: torch.Tensor, party_id: int) -> torch.Tensor:
-    """This party's ring share of b = c + rho - 2 c rho for public bools c and ring shares of
-    the bit rho: rho_i where c = 0, [i = 0] - rho_i where c = 1."""
-    return torch.where(c, public_share(party_id, 1) - rho, rho)
+def xor_public_bit(c: torch.Tensor, rho: torch.Tensor, party_id: int) -> torch.Tensor:
+    """This party's ring share of c xor rho = c + rho - 2 c rho for public bits c (bools or
+    0/1) and ring shares of the bit rho: rho_i where c = 0, [i = 0] - rho_i where c = 1."""
+    return torch.where(c.bool(), public_share(party_id, 1) - rho, rho)
 
 
 @dataclass
@@ -172,7 +168,7 @@ class OpenedBit:
 
     def arith(self) -> torch.Tensor:
         """This party's ring share of b = c + rho - 2 c rho."""
-        return _ring_bit(self.c, self.rho, self.party_id)
+        return xor_public_bit(self.c, self.rho, self.party_id)
 
 
 async def open_bit(bits: BinaryShare, shape: tuple[int, ...]) -> OpenedBit:
@@ -201,7 +197,7 @@ async def times_bit(x: ArithmeticShare, bit: OpenedBit) -> ArithmeticShare:
         products = (await party.dealer.get(request)).products
     m_rho = products[0] if opening.variant is None else torch.where(opening.variant, products[1], products[0])
     x_rho = opening.public * bit.rho + opening.factor * m_rho
-    return x._with(torch.where(bit.c, x.value - x_rho, x_rho), x.frac_bits)
+    return x.derived(torch.where(bit.c, x.value - x_rho, x_rho), x.frac_bits)
 
 
 async def times_opened_bit(x: ArithmeticShare, bits: BinaryShare) -> tuple[ArithmeticShare, OpenedBit]:
@@ -215,7 +211,7 @@ async def times_opened_bit(x: ArithmeticShare, bits: BinaryShare) -> tuple[Arith
 async def mul_bit(x: ArithmeticShare, bits: BinaryShare) -> tuple[ArithmeticShare, ArithmeticShare]:
     """(x * b, b as ring 0/1): times_opened_bit, the bit as ring shares (local)."""
     product, opened = await times_opened_bit(x, bits)
-    return product, ArithmeticShare(x.party, opened.arith(), 0, torch.int64)
+    return product, ArithmeticShare.integers(x.party, opened.arith())
 
 
 async def open_inputs(party, x: torch.Tensor, terms: tuple[tuple[int, ...], ...],

@@ -38,7 +38,7 @@ from mpcrt.dealer.kinds import SignKey, SignKeyMaterial, SignTimesMaskKey
 from mpcrt.dealer.packing import pack_bits
 from mpcrt.dealer.request import Request
 from mpcrt.messages import spec
-from mpcrt.ops.boolean import and_, and_private, bit_to_arith
+from mpcrt.ops.boolean import and_, and_private, bit_to_arith, xor_public_bit
 from mpcrt.ops.carry import CarryGroup, OpenedRowGroups, reduce_carries
 from mpcrt.ops.policy import resolve_method
 from mpcrt.scope import op_label
@@ -182,20 +182,16 @@ def _walk(worker: ThreadPoolExecutor | None, *args: object) -> asyncio.Future:
     return done
 
 
-def _xor_public(p: torch.Tensor, c: torch.Tensor, party_id: int) -> torch.Tensor:
-    """Shares of p xor c for a public bit p and shared bit c (p + c - 2pc)."""
-    return (1 - 2 * p) * c + public_share(party_id, p)
-
-
 async def below_dcf(x: ArithmeticShare, points: Sequence[int]) -> ArithmeticShare:
     """[x < t] for each public ring value t in `points` (at x's scale), as ring shares of
     shape (len(points), *x.shape), by the dealer's DCF: one round, one opening and one key
     per element for all the points (exact while |x - t| < 2^63)."""
     with op_label("msb[dcf]"):
         opened, m, lts = await _open_for_dcf(x, SignKey, points)
-    rows = [_xor_public(((opened - t) < 0).long(), m.msb_r + lt[:, 0], x.party.id) for t, lt in zip(points, lts,
-                                                                                                     strict=True)]
-    return ArithmeticShare(x.party, torch.stack(rows).reshape(len(points), *x.shape), 0, torch.int64)
+    # [x < t] = MSB(x - t) = MSB(opened - t) xor MSB(r), the key giving shares of the carry
+    rows = [xor_public_bit((opened - t) < 0, m.msb_r + lt[:, 0], x.party.id)
+            for t, lt in zip(points, lts, strict=True)]
+    return ArithmeticShare.integers(x.party, torch.stack(rows).reshape(len(points), *x.shape))
 
 
 async def _sign_dcf(x: ArithmeticShare) -> ArithmeticShare:
@@ -212,12 +208,11 @@ async def relu_dcf(x: ArithmeticShare) -> tuple[ArithmeticShare, ArithmeticShare
         opened, m, (lt,) = await _open_for_dcf(x, SignTimesMaskKey)
     p = (opened < 0).long()
     c, c_r = m.msb_r + lt[:, 0], m.msb_r_r + lt[:, 1]  # c and c * r
-    sign = _xor_public(p, c, party.id)
+    sign = xor_public_bit(p, c, party.id)
     sign_r = p * m.r + (1 - 2 * p) * c_r  # MSB(x) * r
     ge0 = public_share(party.id, 1) - sign
     product = ge0 * opened - m.r + sign_r
-    return x._with(product.reshape(x.shape), x.frac_bits), ArithmeticShare(party, ge0.reshape(x.shape), 0,
-                                                                            torch.int64)
+    return x.derived(product.reshape(x.shape), x.frac_bits), ArithmeticShare.integers(party, ge0.reshape(x.shape))
 
 
 async def _sign(x: ArithmeticShare, method: str | None) -> ArithmeticShare:

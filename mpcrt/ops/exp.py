@@ -20,9 +20,7 @@ import asyncio
 import math
 
 import numpy as np
-import torch
 
-from mpcrt import ring
 from mpcrt.ops.piecewise import COEFF_BITS, polynomial_terms, powers_of
 from mpcrt.ops.products import mul
 from mpcrt.ops.roots import lookup, reciprocal_in_range
@@ -47,12 +45,11 @@ async def exp(x: ArithmeticShare, method: str | None = None) -> ArithmeticShare:
                                            _log2e_times(x))
         below, onehot, above = segments[0], segments[1:-1], segments[-1]  # onehot: k = K_LOW .. K_HIGH - 1
         inside = 1 - below - above  # K_LOW ln 2 <= x < K_HIGH ln 2
-        k = ArithmeticShare(party, pick(onehot, js[:-1], 0), 0, torch.int64)
-        frac = await mul(t - ArithmeticShare(party, k.value << f, f, x.dtype), inside)
-        top = (1 << f) - 1  # above the range: r just under 1 with k = K_HIGH - 1
-        r = frac + ArithmeticShare(party, above.value * top, f, x.dtype)
+        k = ArithmeticShare.integers(party, pick(onehot, js[:-1], 0))
+        frac = await mul(t - k.lift(f), inside)
+        r = frac + above.times(1 - 2.0 ** -f, f)  # above the range: r just under 1 with k = K_HIGH - 1
         poly = polynomial_terms(await powers_of(r, 4), EXP2_COEFFS)
-        two_r = await truncate(ArithmeticShare(party, poly, f + COEFF_BITS, x.dtype), COEFF_BITS)
+        two_r = await truncate(poly, COEFF_BITS)
         # 2^23 at more bits would overflow the product
         two_k = lookup(segments, [K_LOW, *js[:-1], K_HIGH - 1], lambda e: 2.0 ** e, x, bits=f)
         # below the range 2^r is 1 (r = 0 there), so the result is 2^K_LOW
@@ -65,8 +62,7 @@ async def _log2e_times(x: ArithmeticShare) -> ArithmeticShare:
     of the range. Error: one unit of 2^-f. Inside the range |x 2^f log2(e) 2^T_BITS| stays
     below 2^61; outside it t may wrap, harmlessly: exp multiplies it by `inside` = 0."""
     bits = min(T_BITS, 56 - x.frac_bits)
-    product = x._with(x.value * ring.encode_constant(1 / math.log(2), bits), x.frac_bits + bits)
-    return await truncate(product, bits)
+    return await truncate(x.times(1 / math.log(2), bits), bits)
 
 
 async def sigmoid_lpgan(x: ArithmeticShare, method: str | None = None) -> ArithmeticShare:

@@ -44,7 +44,7 @@ from mpcrt.ops.products import mul, open_masked, square
 from mpcrt.ops.segments import pick, segment_onehot, threshold_bits
 from mpcrt.ops.truncation import truncate
 from mpcrt.scope import child_scope, op_label
-from mpcrt.shares import ArithmeticShare, public_share, ring_int
+from mpcrt.shares import ArithmeticShare, ring_int
 
 COEFF_BITS = 32
 
@@ -82,14 +82,11 @@ def fit(f, breakpoints: tuple[float, ...], degree: int, left: float, right: floa
     return Piecewise(tuple(breakpoints), tuple(coefficients), left, right)
 
 
-def polynomial_terms(powers: list[ArithmeticShare], coefficients: tuple[float, ...]) -> torch.Tensor:
+def polynomial_terms(powers: list[ArithmeticShare], coefficients: tuple[float, ...]) -> ArithmeticShare:
     """sum_k c_k x^k from shares of x, x^2, ... (local), at COEFF_BITS more fractional bits
     than x: the caller truncates once. coefficients[0] is the constant term."""
-    f = powers[0].frac_bits
-    acc = torch.zeros_like(powers[0].value)
-    for power, c in zip(powers, coefficients[1:], strict=True):
-        acc = acc + power.value * ring.encode_constant(c, COEFF_BITS)
-    return acc + public_share(powers[0].party.id, ring.encode_constant(coefficients[0], f + COEFF_BITS))
+    terms = [power.times(c, COEFF_BITS) for power, c in zip(powers, coefficients[1:], strict=True)]
+    return sum(terms[1:], terms[0]).plus_constant(coefficients[0])
 
 
 async def powers_of(x: ArithmeticShare, degree: int, x2: ArithmeticShare | None = None) -> list[ArithmeticShare]:
@@ -133,19 +130,18 @@ async def evaluate(x: ArithmeticShare, pw: Piecewise, method: str | None = None,
             else:
                 out = await _evaluate_by_selection(flat, pw, method, last)
         return out.reshape(x.shape)
-    party, f = x.party, x.frac_bits
+    f = x.frac_bits
     with op_label("piecewise"):
         onehot, powers = await asyncio.gather(segment_onehot(x, pw.breakpoints, method), _opened_powers(x, pw.degree))
         # coefficient k of each element's piece (rows: k, columns: inner segments), local
-        coefficients = onehot._with(pick(onehot[1:-1], [list(c) for c in zip(*pw.coefficients, strict=True)],
+        coefficients = onehot.derived(pick(onehot[1:-1], [list(c) for c in zip(*pw.coefficients, strict=True)],
                                          COEFF_BITS), COEFF_BITS)
         # the powers are masked: each product opens only its coefficient (all exact, untruncated)
         terms = await asyncio.gather(*(mul(power, coefficients[k + 1], frac_bits=f + COEFF_BITS)
                                        for k, power in enumerate(powers)))
         terms = sum(terms[1:], terms[0])
-        inner = await truncate(terms + coefficients[0]._with(coefficients[0].value << f, f + COEFF_BITS), COEFF_BITS)
-        outer = onehot[0] * ring.encode_constant(pw.left, f) + onehot[-1] * ring.encode_constant(pw.right, f)
-    return inner + ArithmeticShare(party, outer.value, f, x.dtype)
+        inner = await truncate(terms + coefficients[0].lift(f), COEFF_BITS)
+    return inner + _outside(onehot, pw, f)
 
 
 def _exact_pieces(pw: Piecewise, frac_bits: int) -> bool:
@@ -180,18 +176,22 @@ async def _evaluate_by_selection(x: ArithmeticShare, pw: Piecewise, method: str,
     (ops.segments) pick each element's c_k (local; 0 outside [t_1, t_m)), while x and x^2
     are opened (masked); the products c_1 x and c_2 x^2 then open only the coefficients (one
     round), and c_0 + c_1 x + c_2 x^2 is truncated once. Rounds: max(segments, 2) + 2."""
-    party, f, e = x.party, x.frac_bits, _lookup_bits(pw, x.frac_bits)
+    f, e = x.frac_bits, _lookup_bits(pw, x.frac_bits)
     onehot, (x, x2) = await asyncio.gather(segment_onehot(x, pw.breakpoints, method),
                                            _opened_x_and_square(x, pw.degree))
     inner_rows = onehot.value[1:-1]  # the ring bits of the inner segments, (m - 1, n)
     picked = torch.tensor(_ring_coefficients(pw, f), dtype=torch.int64) @ inner_rows  # (3, n): c_k per element
-    c0, c1, c2 = (ArithmeticShare(party, picked[k], (2 - k) * f + e, x.dtype) for k in range(3))
+    c0, c1, c2 = (x.derived(picked[k], (2 - k) * f + e) for k in range(3))
     products = [(x, c1)] + ([(x2, c2)] if x2 is not None else [])
     terms = await asyncio.gather(*(mul(power, c, frac_bits=power.frac_bits + c.frac_bits) for power, c in products))
     with last:
         inner = await truncate(sum(terms, c0), c1.frac_bits)
-    outer = onehot[0] * ring.encode_constant(pw.left, f) + onehot[-1] * ring.encode_constant(pw.right, f)
-    return inner + ArithmeticShare(party, outer.value, f, x.dtype)
+    return inner + _outside(onehot, pw, f)
+
+
+def _outside(onehot: ArithmeticShare, pw: Piecewise, frac_bits: int) -> ArithmeticShare:
+    """pw's constants outside [t_1, t_m), at frac_bits, from the first and last one-hot rows (local)."""
+    return onehot[0].times(pw.left, frac_bits) + onehot[-1].times(pw.right, frac_bits)
 
 
 @functools.cache
@@ -252,8 +252,5 @@ async def _evaluate_by_lookup(x: ArithmeticShare, pw: Piecewise, last: child_sco
     a, b, c = torch.index_select(table.table, 1, torch.arange(0, n * per_element, per_element) + u)
     p = opening.public
     with last:
-        inner = await truncate(ArithmeticShare(party, torch.addcmul(a, p, torch.addcmul(b, p, c)), 2 * f + e, x.dtype),
-                               f + e)
-    below, above = outer.value.reshape(2, -1)[:, :n]
-    constants = below * ring.encode_constant(pw.left, f) + above * ring.encode_constant(pw.right, f)
-    return await times_bit(inner, inside) + ArithmeticShare(party, constants, f, x.dtype)
+        inner = await truncate(x.derived(torch.addcmul(a, p, torch.addcmul(b, p, c)), 2 * f + e), f + e)
+    return await times_bit(inner, inside) + _outside(outer.reshape(2, -1)[:, :n], pw, f)

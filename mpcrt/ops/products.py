@@ -20,7 +20,7 @@ from mpcrt.dealer.kinds import BILINEAR, BeaverTriple, MaskedProduct, OpeningMas
 from mpcrt.dealer.request import MaskRef, Request
 from mpcrt.ops.truncation import truncate
 from mpcrt.scope import op_label
-from mpcrt.shares import ArithmeticShare, Opening, ring_int
+from mpcrt.shares import ArithmeticShare, Opening, plus_public, ring_int
 
 SCALE_BITS = 16  # fractional bits of the factor in [1, 2) that `scale` multiplies by
 MAX_FIXED_EXPONENT_BITS = 12  # `scale` at a fixed exponent: the factor over 2^exponent is below 2^12
@@ -78,9 +78,9 @@ async def _masked_product(x: ArithmeticShare, y: ArithmeticShare) -> torch.Tenso
     # fused multiply-adds: each separate product or sum of a million elements costs a pass and a fresh buffer
     if y.numel() <= x.numel():
         return torch.addcmul(torch.addcmul(mn, x.value, my.public), mx.public,
-                             y.value - my.public if party.id == 0 else y.value)
+                             plus_public(party.id, y.value, my.public, alpha=-1))
     return torch.addcmul(torch.addcmul(mn, mx.public, y.value), my.public,
-                         x.value - mx.public if party.id == 0 else x.value)
+                         plus_public(party.id, x.value, mx.public, alpha=-1))
 
 
 def _pick_variant(products: torch.Tensor, index: torch.Tensor | int, shape: tuple[int, ...]) -> torch.Tensor:
@@ -96,41 +96,51 @@ def _pick_variant(products: torch.Tensor, index: torch.Tensor | int, shape: tupl
 async def _product(op: str, x: Any, y: Any, kwargs: dict[str, Any], truncation: str | None,
                    frac_bits: int | None = None, bias: Any = None, bias_shape: tuple[int, ...] = (-1,)
                    ) -> ArithmeticShare:
-    f = BILINEAR[op]
-    both = isinstance(x, ArithmeticShare) and isinstance(y, ArithmeticShare)
-    if both and op == "mul" and (x.opening is not None or y.opening is not None):
-        x, y = await open_masked(x), await open_masked(y)  # at most one of them opens
-        z, fx, fy, like = await _masked_product(x, y), x.frac_bits, y.frac_bits, x
-    elif both:
-        party = x.party
-        with op_label(op):
-            mid = party.next_id()
-            m = await party.dealer.get(Request(mid, BeaverTriple(op, tuple(x.shape), tuple(y.shape),
-                                                                 _kwargs_key(kwargs))))
-            e_mine, d_mine = x.value - m.a, y.value - m.b
-            e_peer, d_peer = await party.exchange([e_mine, d_mine], mid=mid)
-            e, d = e_mine + e_peer, d_mine + d_peer
-            b = m.b + d if party.id == 0 else m.b
-            z = m.c + f(e, b, **kwargs) + f(m.a, d, **kwargs)
-        fx, fy, like = x.frac_bits, y.frac_bits, x
-    elif isinstance(x, ArithmeticShare):
-        enc, fy = _public(y, x.party)
-        z, fx, like = f(x.value, enc, **kwargs), x.frac_bits, x
-    elif isinstance(y, ArithmeticShare):
-        enc, fx = _public(x, y.party)
-        z, fy, like = f(enc, y.value, **kwargs), y.frac_bits, y
-    else:
-        raise TypeError("at least one operand must be an ArithmeticShare; use torch for public values")
+    raw, larger = await _untruncated(op, x, y, kwargs)
     if isinstance(bias, ArithmeticShare):  # a shared bias joins before the truncation: the output stays masked
-        z = z + (bias.value.reshape(bias_shape) << (fx + fy - bias.frac_bits))
-    target = max(fx, fy) if frac_bits is None else frac_bits
-    if target > fx + fy:  # more bits than the product has: an exact shift, no truncation
-        out = like._with(z << (target - fx - fy), target)
+        raw = raw + bias.reshape(bias_shape).lift(raw.frac_bits - bias.frac_bits)
+    target = larger if frac_bits is None else frac_bits
+    if target > raw.frac_bits:  # more bits than the product has: an exact shift, no truncation
+        out = raw.lift(target - raw.frac_bits)
     else:
-        out = await truncate(like._with(z, fx + fy), fx + fy - target, truncation)
+        out = await truncate(raw, raw.frac_bits - target, truncation)
     if bias is not None and not isinstance(bias, ArithmeticShare):
         out = out + torch.as_tensor(bias).reshape(bias_shape)
     return out
+
+
+async def _untruncated(op: str, x: Any, y: Any, kwargs: dict[str, Any]) -> tuple[ArithmeticShare, int]:
+    """x op y at the sum of the operands' scales, and the larger scale (the product's default)."""
+    f = BILINEAR[op]
+    if isinstance(x, ArithmeticShare) and isinstance(y, ArithmeticShare):
+        if op == "mul" and (x.opening is not None or y.opening is not None):
+            x, y = await open_masked(x), await open_masked(y)  # at most one of them opens
+            z = await _masked_product(x, y)
+        else:
+            z = await _beaver_product(op, x, y, kwargs)
+        return x.derived(z, x.frac_bits + y.frac_bits), max(x.frac_bits, y.frac_bits)
+    if isinstance(x, ArithmeticShare):
+        public, bits = _public(y, x.party)
+        return x.derived(f(x.value, public, **kwargs), x.frac_bits + bits), max(x.frac_bits, bits)
+    if isinstance(y, ArithmeticShare):
+        public, bits = _public(x, y.party)
+        return y.derived(f(public, y.value, **kwargs), y.frac_bits + bits), max(y.frac_bits, bits)
+    raise TypeError("at least one operand must be an ArithmeticShare; use torch for public values")
+
+
+async def _beaver_product(op: str, x: ArithmeticShare, y: ArithmeticShare, kwargs: dict[str, Any]) -> torch.Tensor:
+    """This party's share of x op y (untruncated) by a Beaver triple (a, b, c = a op b): one
+    round opens e = x - a and d = y - b; x op y = c + e op b + a op d + e op d (the last at
+    party 0, folded into e op (b + d))."""
+    f, party = BILINEAR[op], x.party
+    with op_label(op):
+        mid = party.next_id()
+        m = await party.dealer.get(Request(mid, BeaverTriple(op, tuple(x.shape), tuple(y.shape),
+                                                             _kwargs_key(kwargs))))
+        e_mine, d_mine = x.value - m.a, y.value - m.b
+        e_peer, d_peer = await party.exchange([e_mine, d_mine], mid=mid)
+    e, d = e_mine + e_peer, d_mine + d_peer
+    return m.c + f(e, plus_public(party.id, m.b, d), **kwargs) + f(m.a, d, **kwargs)
 
 
 async def mul(x: Any, y: Any, *, truncation: str | None = None, frac_bits: int | None = None) -> ArithmeticShare:
@@ -140,9 +150,8 @@ async def mul(x: Any, y: Any, *, truncation: str | None = None, frac_bits: int |
 
 
 def _square_from_opening(e: torch.Tensor, a: torch.Tensor, aa: torch.Tensor, party_id: int) -> torch.Tensor:
-    """This party's share of x * x from the opened e = x - a: aa + 2 e a (+ e^2 at party 0)."""
-    z = aa + 2 * e * a
-    return z + e * e if party_id == 0 else z
+    """This party's share of x * x from the opened e = x - a: aa + e (2 a + e), the e^2 term at party 0."""
+    return torch.addcmul(aa, e, plus_public(party_id, 2 * a, e))
 
 
 async def square(x: ArithmeticShare, *, truncation: str | None = None, frac_bits: int | None = None
@@ -160,7 +169,7 @@ async def square(x: ArithmeticShare, *, truncation: str | None = None, frac_bits
             (e_peer,) = await party.exchange([e_mine], mid=mid)
             z = _square_from_opening(e_mine + e_peer, m.a, m.c, party.id)
     target = x.frac_bits if frac_bits is None else frac_bits
-    return await truncate(x._with(z, 2 * x.frac_bits), 2 * x.frac_bits - target, truncation)
+    return await truncate(x.derived(z, 2 * x.frac_bits), 2 * x.frac_bits - target, truncation)
 
 
 async def matmul(x: Any, y: Any, *, truncation: str | None = None, frac_bits: int | None = None) -> ArithmeticShare:
@@ -212,7 +221,7 @@ async def scale(x: ArithmeticShare, factor: float, *, frac_bits: int | None = No
     must stay below 2^62) at c's precision (2^-bits relative)."""
     target = x.frac_bits if frac_bits is None else frac_bits
     if factor == 0:
-        return x._with(torch.zeros_like(x.value), target)
+        return x.derived(torch.zeros_like(x.value), target)
     natural = math.floor(math.log2(abs(factor)))  # factor = c * 2^natural, |c| in [1, 2)
     if exponent is not None and not 0 <= natural - exponent < MAX_FIXED_EXPONENT_BITS:
         raise ValueError(f"scale by {factor!r} at the fixed exponent {exponent}: the factor over 2^{exponent} must "
@@ -220,23 +229,20 @@ async def scale(x: ArithmeticShare, factor: float, *, frac_bits: int | None = No
     extra = 0 if exponent is None else natural - exponent  # bits of c above [1, 2)
     if exponent is None and abs(factor) == 2.0 ** natural:  # a power of two (1/n for n = 2^k): one shift
         shift = target - x.frac_bits + natural
-        value = x.value if factor > 0 else -x.value
+        signed = x if factor > 0 else -x
         if shift >= 0:
-            return x._with(value << shift, target)
-        return await truncate(x._with(value, target - shift), -shift, truncation)
+            return signed.derived(signed.value << shift, target)
+        return await truncate(signed.derived(signed.value, target - shift), -shift, truncation)
     exponent = natural if exponent is None else exponent
     if bound is not None and exponent < 0 and target <= x.frac_bits \
             and math.log2(bound) + x.frac_bits + scale_bits + extra + 1 <= 62:  # one truncation
         bits = x.frac_bits + scale_bits - exponent - target
-        k = ring.encode_constant(factor * 2.0 ** -exponent, scale_bits)
-        return await truncate(x._with(x.value * k, target + bits), bits, truncation)
+        return await truncate(x.times(factor, scale_bits - exponent), bits, truncation)
     if target > x.frac_bits:  # lifting is exact: the extra low bits are zero
-        x = x._with(x.value << (target - x.frac_bits), target)
+        x = x.lift(target - x.frac_bits)
     if exponent < 0:
-        x = x._with((await truncate(x._with(x.value, x.frac_bits - exponent), -exponent, truncation)).value,
-                    x.frac_bits)
-    k = ring.encode_constant(factor * 2.0 ** -exponent, scale_bits)
-    product = await truncate(x._with(x.value * k, x.frac_bits + scale_bits), x.frac_bits + scale_bits - target,
+        x = await truncate(x.derived(x.value, x.frac_bits - exponent), -exponent, truncation)  # x / 2^-exponent
+    product = await truncate(x.times(factor * 2.0 ** -exponent, scale_bits), x.frac_bits + scale_bits - target,
                              truncation)
     if exponent > 0:  # exact, and the intermediate product never exceeded |x| * 2^(f + 17); still masked
         product = product * (1 << exponent)

@@ -31,12 +31,11 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from mpcrt import ring
 from mpcrt.ops.products import mul, open_masked
 from mpcrt.ops.segments import pick, segment_onehot
 from mpcrt.ops.truncation import truncate
 from mpcrt.scope import op_label
-from mpcrt.shares import ArithmeticShare, public_share
+from mpcrt.shares import ArithmeticShare
 
 LOOKUP_BITS = 24  # a (scale <= 24) times a lookup stays below 2^48: far from the 2^62 limit
 RECIPROCAL_RANGE = (-7, 10)  # [2^-7, 2^11): covers [1e-2, 1e3]
@@ -50,7 +49,7 @@ COEFF_BITS = 16
 def lookup(onehot: ArithmeticShare, exponents: list[int], g: Callable[[int], float], like: ArithmeticShare,
            bits: int = LOOKUP_BITS) -> ArithmeticShare:
     """g(e) for the one-hot e over `exponents`, as a share with `bits` fractional bits (local)."""
-    return ArithmeticShare(like.party, pick(onehot, [g(e) for e in exponents], bits), bits, like.dtype)
+    return like.derived(pick(onehot, [g(e) for e in exponents], bits), bits)
 
 
 @dataclass
@@ -75,9 +74,8 @@ async def _convert(a: ArithmeticShare, lo: int, hi: int, method: str | None,
                                           open_masked(lookup(onehot, exponents, result_scale, a)))
     # the clipped ends take a constant m: 1/2 (a = 2^lo) and just below 1 (a = 2^top);
     # added before the truncation, so that m is a truncation's output (masked) all the same
-    ends = (onehot[0].value * ring.encode_constant(0.5, f + LOOKUP_BITS)
-            + onehot[-1].value * ring.encode_constant(1 - 2.0 ** -f, f + LOOKUP_BITS))
-    truncated = truncate(product + ArithmeticShare(a.party, ends, f + LOOKUP_BITS, a.dtype),
+    ends = onehot[0].times(0.5, f + LOOKUP_BITS) + onehot[-1].times(1 - 2.0 ** -f, f + LOOKUP_BITS)
+    truncated = truncate(product + ends,
                          f + LOOKUP_BITS - min(f, M_BITS))
     if factor is None:
         return _Converted(await truncated, [scale])
@@ -115,9 +113,7 @@ async def _goldschmidt(a: ArithmeticShare, method: str | None, exponents: tuple[
     # h = y0 / 2 = (c0 + c1 m + c2 m^2) / 2: one truncation of a local combination (m^2 of
     # the masked m needs no opening), then g = m y0
     mm = await mul(m, m, frac_bits=2 * f)
-    h_sum = mm.value * ring.encode_constant(c2 / 2, k) + (m.value * ring.encode_constant(c1 / 2, k) << f)
-    h_sum = h_sum + public_share(a.party.id, ring.encode_constant(c0 / 2, 2 * f + k))
-    h = await truncate(m._with(h_sum, 2 * f + k), f + k)
+    h = await truncate((mm.times(c2 / 2, k) + m.times(c1 / 2, k).lift(f)).plus_constant(c0 / 2), f + k)
     if not refine:
         return list(await asyncio.gather(*(mul(h * 2, s, frac_bits=bits)
                                            for s, bits in zip(conv.scales, frac_bits, strict=True))))

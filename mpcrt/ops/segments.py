@@ -61,7 +61,7 @@ async def segment_onehot(x: ArithmeticShare, breakpoints: Sequence[float], metho
         onehot = await (leading_onehot(x, *span) if span and leading_pays(x) else _threshold_onehot(x, breakpoints))
         values = await bit_to_arith(BinaryShare(x.party, onehot.value.reshape(-1)), onehot.value.numel() * 64)
         per_row = values.value.reshape(len(breakpoints) + 1, -1)[:, :x.numel()]
-        return ArithmeticShare(x.party, per_row.reshape(len(breakpoints) + 1, *x.shape), 0, torch.int64)
+        return ArithmeticShare.integers(x.party, per_row.reshape(len(breakpoints) + 1, *x.shape))
 
 
 async def _at_least(x: ArithmeticShare, breakpoints: Sequence[float], method: str) -> list[ArithmeticShare]:

@@ -22,7 +22,7 @@ import torch
 from mpcrt.dealer.kinds import TruncationPair
 from mpcrt.dealer.request import MaskRef, Request
 from mpcrt.scope import op_label
-from mpcrt.shares import ArithmeticShare, Opening
+from mpcrt.shares import ArithmeticShare, Opening, plus_public
 
 METHODS = ("dealer", "local")
 
@@ -35,7 +35,7 @@ async def truncate(x: ArithmeticShare, bits: int, method: str | None = None) -> 
         raise ValueError(f"cannot truncate {bits} bits off a share with {x.frac_bits} fractional bits")
     method = method or x.party.truncation
     if method == "local":
-        return x._with(_local_shift(x.value, bits, x.party.id), x.frac_bits - bits)
+        return x.derived(_local_shift(x.value, bits, x.party.id), x.frac_bits - bits)
     if method != "dealer":
         raise ValueError(f"truncation method must be one of {METHODS}, got {method!r}")
     party = x.party
@@ -51,13 +51,14 @@ async def truncate(x: ArithmeticShare, bits: int, method: str | None = None) -> 
     wrapped = c >= 0
     y = torch.where(wrapped, m.wrapped, m.not_wrapped)
     public = c >> bits
-    if party.id == 0:
-        y += public
+    plus_public(party.id, y, public, out=y)
     # y is public up to the dealer's correction: a later product needs no opening of y
-    out = x._with(y, x.frac_bits - bits)
+    out = x.derived(y, x.frac_bits - bits)
     out.opening = Opening(MaskRef(request, tuple(x.shape)), wrapped, public)
     return out
 
 
 def _local_shift(v, bits: int, party_id: int):
+    """SecureML's local truncation: party 0 shifts its share, party 1 shifts the negation
+    of its own and negates back (then x0 + x1 is x >> bits up to 1, but for a wrap)."""
     return v >> bits if party_id == 0 else -((-v) >> bits)

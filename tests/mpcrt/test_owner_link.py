@@ -205,7 +205,7 @@ def test_a_party_waiting_for_the_owners_input_ends_when_its_peer_fails():
 def test_a_party_refuses_to_send_an_output_the_owner_would_refuse():
     async def program(party):
         x = await party.owner.receive("x")
-        party.owner.send("x2", x._with(x.value << 8, 24))  # not truncated back to the job's scale
+        party.owner.send("x2", x.derived(x.value << 8, 24))  # not truncated back to the job's scale
 
     async def owner(client):
         client.share({"x": torch.ones(1)})
