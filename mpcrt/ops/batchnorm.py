@@ -2,28 +2,30 @@
 
 The per-element work is what costs (a DCGAN batch norm sees up to a million elements, its
 channel statistics a few hundred values), so everything that can be done per channel is,
-and each element is opened once each way: x - mean_f forward and dy backward are opened
-under masks the dealer knows (ops.products.open_masked), and every product with them, or
-with a truncation's output, is then local; 16 bytes per element forward (that opening and
-the output's truncation) and 16 backward (the textbook form, x_hat = (x - mean) / std,
-then gamma * x_hat, then the backward's products with x_hat, took 72 and 40).
-Rounds: the means (one truncation each, concurrently, with gamma opened), the centered
-input's opening, the variance, the inverse square root on C values (gamma / std joins its
-last step) and the output's truncation, the running statistics' in the inverse square
-root's first round: 17 at f = 16 (18 when n / C is not a power of two). Backward: 6.
+and nothing per element is opened but dy backward: x is a truncation's output (a product's,
+or opened under a mask the dealer knows with the means, ops.products.open_masked), and so
+are the means, gamma / std and the sums, so every product of them is local and exact in the
+ring (x - mean is never formed); 8 bytes per element forward (the output's truncation) and
+16 backward (the textbook form, x_hat = (x - mean) / std, then gamma * x_hat, then the
+backward's products with x_hat, took 72 and 40).
+Rounds: the means (one truncation each, concurrently, with gamma and the channel sums
+opened), the variance, the inverse square root on C values (gamma / std joins its last
+step) and the output's truncation, the running statistics' in the inverse square root's
+first round: 16 at f = 16 (17 when n / C is not a power of two). Backward: 6.
 
-Training forward, with mean_f the batch mean rounded to f bits and c = x - mean_f (exact):
-  var   = mean(c^2)                   squares at 2f, summed before the one truncation
+Training forward, with mean_f the batch mean rounded to f bits (S = sum(x), exact):
+  var   = (sum(x^2) - 2 mean_f S + n mean_f^2) / n      = mean((x - mean_f)^2), squares at 2f
   inv   = 1/sqrt(var + eps)           Goldschmidt with range conversion, on C values only
   g     = gamma * inv                 per channel, at f + 8 bits
-  y     = g * (x - mean) + beta       one product per element, x - mean = c + (mean_f - mean)
+  y     = g x - g mean + beta         one product per element (g x), the rest per channel
 (mean, variance and 1/std carry f + 12 fractional bits: a mean rounded at 2^-f would shift
-a whole channel, an error its weight gradient sums n times; var is E[c^2] less
-(mean - mean_f)^2 < 2^-34, below its precision.)
-Backward, with delta = mean_f - mean and x - mean = c + delta (so x_hat is never formed):
-  T      = sum(dy * c) + sum(dy) * delta          dgamma = inv * T,  dbeta = sum(dy)
+a whole channel, an error its weight gradient sums n times; var is E[(x - mean_f)^2] less
+(mean - mean_f)^2 < 2^-34, below its precision.) Products of x that leave the ring come back
+in the differences: the identities hold mod 2^64, and their results fit.
+Backward:
+  T      = sum(dy * x) - sum(dy) * mean               dgamma = inv * T,  dbeta = sum(dy)
   k      = g * inv * dgamma / n
-  dx     = g * dy - k * (x - mean) - g * sum(dy) / n          one truncation per element
+  dx     = g * dy - k * x + k * mean - g * sum(dy) / n          one truncation per element
 
 Valid while the channel variance satisfies var + eps in [2^-17, 2^15) (the inverse square
 root's range; clipped outside) and n * var < 2^30 (the sum of squares at 2f; n elements
@@ -62,10 +64,10 @@ SUM_BITS = 6  # sum(dy * c) is kept at f + 6 bits before the product with 1/std
 
 @dataclass
 class BatchNormContext:
-    """What the backward needs: the centered input at f bits and per-channel values."""
+    """What the backward needs: the input (x - mean, given as x and the mean) and per-channel values."""
 
-    centered: ArithmeticShare  # x - mean_f, at f bits
-    delta: ArithmeticShare | None  # mean_f - mean at f + 12 bits, shape (1, C, 1, ...); None if exactly 0
+    centered: ArithmeticShare  # training: x itself (masked); inference: x - running_mean; at f bits
+    mean: ArithmeticShare | None  # training: the batch mean at f + 12 bits, shape (1, C, 1, ...) (masked)
     inv_std: ArithmeticShare | torch.Tensor  # at f + 12 bits; a tensor for public statistics
     gain: ArithmeticShare | torch.Tensor  # gamma * inv_std at f + 8 bits; a tensor when public
     has_weight: bool
@@ -119,24 +121,25 @@ async def batch_norm_with_context(x: ArithmeticShare, running_mean: Any = None, 
     with op_label("batch_norm"):
         gamma = None if weight is None else _per_channel(weight, x.ndim)
         if training:
-            # the means, with gamma opened ahead (masked) for its product with 1/std
+            # the means, with gamma and the channel sums opened ahead (masked) for their
+            # products, and x too unless it is a truncation's output already
             total = x.sum(dim=dims, keepdim=True)
-            means = asyncio.gather(_divided(total, count, fine), _divided(total, count, f))
-            if isinstance(gamma, ArithmeticShare):
-                (mu, mu_f), gamma = await asyncio.gather(means, open_masked(gamma))
-            else:
-                mu, mu_f = await means
-            # c = x - mean_f opened once (masked): its square, its product with the gain and the
-            # backward's products with it open nothing more; so is mean_f - mean
-            centered, delta = await asyncio.gather(open_masked(x - mu_f), open_masked(mu_f.lift(EXTRA_BITS) - mu))
-            squares = await mul(centered, centered, frac_bits=2 * f)  # no opening, untruncated
-            sum_sq = squares.sum(dim=dims, keepdim=True)  # at f too, for the running variance (no round more)
-            var, var_f = await asyncio.gather(scale(sum_sq, 1.0 / count, frac_bits=fine),
-                                              scale(sum_sq, 1.0 / count, frac_bits=f))
+            opened = [open_masked(x), open_masked(total)] + ([open_masked(gamma)] if isinstance(gamma, ArithmeticShare)
+                                                             else [])
+            mu, mu_f, x, total, *masked_gamma = await asyncio.gather(
+                _divided(total, count, fine), _divided(total, count, f), *opened)
+            gamma = masked_gamma[0] if masked_gamma else gamma
+            # sum((x - mean_f)^2) = sum(x^2) - 2 mean_f S + n mean_f^2: products of masked shares, local
+            squares, mean_sum, mean_square = await asyncio.gather(
+                mul(x, x, frac_bits=2 * f), mul(mu_f, total, frac_bits=2 * f), mul(mu_f, mu_f, frac_bits=2 * f))
+            sum_sq = squares.sum(dim=dims, keepdim=True) - mean_sum * 2 + mean_square * count
+            var, var_f = await asyncio.gather(scale(sum_sq, 1.0 / count, frac_bits=fine),  # and at f for the
+                                              scale(sum_sq, 1.0 / count, frac_bits=f))  # running variance
+            centered, mean = x, mu
         else:
             if running_mean is None or running_var is None:
                 raise ValueError("batch_norm in inference needs running_mean and running_var")
-            centered, delta = x - _per_channel(running_mean, x.ndim), None
+            centered, mean = x - _per_channel(running_mean, x.ndim), None
             var = _per_channel(running_var, x.ndim)
             if isinstance(var, ArithmeticShare):
                 var = var.lift(EXTRA_BITS)
@@ -147,12 +150,12 @@ async def batch_norm_with_context(x: ArithmeticShare, running_mean: Any = None, 
                                                          *(_blend(*update) for update in updates))
         for (running, *_), value in zip(updates, updated, strict=True):
             running.value, running.opening = value.value, None  # in place, as torch does
-        if training:  # (c 2^12 + delta) * gain, both masked: local; per channel: delta * gain + bias
+        if training:  # gain x - gain mean, all masked: local; per channel: - gain mean + bias
             wide = 2 * f + GAIN_BITS + EXTRA_BITS
-            c_gain, per_channel = await asyncio.gather(mul(centered, gain, frac_bits=wide),
-                                                       mul(delta, gain, frac_bits=wide))
+            c_gain, mean_gain = await asyncio.gather(mul(x, gain, frac_bits=wide), mul(mean, gain, frac_bits=wide))
+            per_channel = -mean_gain
         else:
-            c_gain, per_channel = await _times_gain(_exact_centered(centered, delta), gain), None
+            c_gain, per_channel = await _times_gain(centered.lift(EXTRA_BITS), gain), None
         shared_bias = isinstance(bias, ArithmeticShare)
         if shared_bias:  # added before the truncation, to the per-channel term: no pass of its own
             b = _per_channel(bias, x.ndim)
@@ -163,7 +166,7 @@ async def batch_norm_with_context(x: ArithmeticShare, running_mean: Any = None, 
         y = await truncate(raw, raw.frac_bits - target)
         if bias is not None and not shared_bias:
             y = y + _per_channel(bias, x.ndim)
-        return Normalized(y, BatchNormContext(centered, delta, inv_std, gain, weight is not None, count, training))
+        return Normalized(y, BatchNormContext(centered, mean, inv_std, gain, weight is not None, count, training))
 
 
 def _divided(total: ArithmeticShare, count: int, frac_bits: int) -> Awaitable[ArithmeticShare]:
@@ -190,12 +193,6 @@ async def _inv_std_and_gain(var: Any, eps: float, gamma: Any, f: int, method: st
     if gamma is None:
         return inv_std, await truncate(inv_std, EXTRA_BITS - GAIN_BITS)
     return inv_std, await mul(inv_std, gamma, frac_bits=f + GAIN_BITS)
-
-
-def _exact_centered(centered: ArithmeticShare, delta: ArithmeticShare | None) -> ArithmeticShare:
-    """x - mean at f + 12 bits (local)."""
-    lifted = centered.lift(EXTRA_BITS)
-    return lifted if delta is None else lifted + delta
 
 
 def _running_updates(running_mean: Any, running_var: Any, mu: ArithmeticShare, var: ArithmeticShare,
@@ -236,14 +233,14 @@ async def batch_norm_backward(grad_out: ArithmeticShare, ctx: BatchNormContext
             d_weight, dx = await asyncio.gather(mul(total, ctx.inv_std, frac_bits=f),
                                                 truncate(dy_gain, f + GAIN_BITS))
             return dx, (d_weight.reshape(-1) if ctx.has_weight else None), d_bias.reshape(-1)
-        assert isinstance(ctx.inv_std, ArithmeticShare) and ctx.delta is not None
+        assert isinstance(ctx.inv_std, ArithmeticShare) and ctx.mean is not None
         dy, sum_dy, inv_n = await asyncio.gather(open_masked(grad_out), open_masked(d_bias),
                                                  _divided(ctx.inv_std, ctx.count, f + INV_N_EXTRA_BITS))
-        # sum(dy * (x - mean)) = sum(dy * c) + sum(dy) * delta, summed before the one truncation
-        dy_c, dy_gain, shift = await asyncio.gather(
+        # sum(dy * (x - mean)) = sum(dy * x) - sum(dy) * mean, summed before the one truncation
+        dy_x, dy_gain, shift = await asyncio.gather(
             mul(dy, ctx.centered, frac_bits=2 * f), mul(dy, ctx.gain, frac_bits=2 * f + GAIN_BITS),
-            mul(sum_dy, ctx.delta, frac_bits=2 * f + EXTRA_BITS))
-        raw_total = dy_c.sum(dim=dims, keepdim=True).lift(EXTRA_BITS) + shift
+            mul(sum_dy, ctx.mean, frac_bits=2 * f + EXTRA_BITS))
+        raw_total = dy_x.sum(dim=dims, keepdim=True).lift(EXTRA_BITS) - shift
         total, mean_dy = await asyncio.gather(truncate(raw_total, raw_total.frac_bits - f - SUM_BITS),
                                               _divided(sum_dy, ctx.count, f + EXTRA_BITS))
         wide = 2 * f + EXTRA_BITS + GAIN_BITS
@@ -251,7 +248,7 @@ async def batch_norm_backward(grad_out: ArithmeticShare, ctx: BatchNormContext
                                                    mul(mean_dy, ctx.gain, frac_bits=wide))
         # k = gain * inv_std * sum(dy * x_hat) / n, at f + 8 bits
         k = await mul(await mul(d_weight, inv_n, frac_bits=f + GAIN_BITS), ctx.gain, frac_bits=f + GAIN_BITS)
-        k_c, k_delta = await asyncio.gather(mul(ctx.centered, k, frac_bits=wide), mul(ctx.delta, k, frac_bits=wide))
-        raw = dy_gain.lift(EXTRA_BITS) - k_c - k_delta - gain_mean  # at 2f + 20 bits
+        k_x, k_mean = await asyncio.gather(mul(ctx.centered, k, frac_bits=wide), mul(ctx.mean, k, frac_bits=wide))
+        raw = dy_gain.lift(EXTRA_BITS) - k_x + k_mean - gain_mean  # at 2f + 20 bits
         dx = await truncate(raw, raw.frac_bits - f)
         return dx, (d_weight.reshape(-1) if ctx.has_weight else None), d_bias.reshape(-1)
