@@ -34,8 +34,9 @@ class LeakyReLU(ReLU):
         return done.output
 
 
-class _SavedOutput(Module):
-    """An activation whose derivative is a function of its output; subclasses name both."""
+class _SavedOutput(TruncatingActivation):
+    """An activation whose derivative is a function of its output; subclasses name both.
+    On shares it takes an untruncated input as ReLU does (its segments read it exactly)."""
 
     function: staticmethod
     derivative: staticmethod
@@ -43,8 +44,8 @@ class _SavedOutput(Module):
     def __init__(self) -> None:
         self._y: Tensor | None = None
 
-    async def forward(self, x: Tensor) -> Tensor:
-        self._y = await self.function(x)
+    async def forward(self, x: Tensor, frac_bits: int | None = None) -> Tensor:
+        self._y = await self.function(x, frac_bits)
         return self._y
 
     async def backward(self, grad: Tensor) -> Tensor:

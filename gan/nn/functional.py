@@ -107,12 +107,14 @@ async def relu_backward(grad: Tensor, saved: Any) -> Tensor:
     return await mul(grad, saved)
 
 
-async def sigmoid(x: Tensor) -> Tensor:
-    return await ops.sigmoid(x) if _secure(x) else torch.sigmoid(x)
+async def sigmoid(x: Tensor, frac_bits: int | None = None) -> Tensor:
+    """frac_bits (shares): x is an untruncated output, truncated while its segment is found."""
+    return await ops.sigmoid(x, frac_bits=frac_bits) if _secure(x) else torch.sigmoid(x)
 
 
-async def tanh(x: Tensor) -> Tensor:
-    return await ops.tanh(x) if _secure(x) else torch.tanh(x)
+async def tanh(x: Tensor, frac_bits: int | None = None) -> Tensor:
+    """frac_bits: as sigmoid's."""
+    return await ops.tanh(x, frac_bits=frac_bits) if _secure(x) else torch.tanh(x)
 
 
 async def sigmoid_backward(grad: Tensor, y: Tensor) -> Tensor:

@@ -114,7 +114,7 @@ class UntruncatedOutput(Module):
 
 class TruncatingActivation(Module):
     """An activation that takes an untruncated input: forward(x, frac_bits) truncates x to
-    frac_bits while it takes its sign (ReLU, LeakyReLU)."""
+    frac_bits while it compares it (ReLU, LeakyReLU: its sign; Sigmoid, Tanh: its segment)."""
 
     async def forward(self, x: Tensor, frac_bits: int | None = None) -> Tensor:
         raise TypeError(f"{type(self).__name__} does not define forward")
@@ -156,16 +156,23 @@ class Sequential(Module):
         return self
 
     async def forward(self, x: Tensor) -> Tensor:
-        """On shares, a layer whose output a ReLU takes next hands it over untruncated: the
-        ReLU truncates it while it takes its sign, one round less per pair."""
+        """On shares, a layer whose output an activation takes next (reshapes between them
+        aside) hands it over untruncated: the activation truncates it while it compares it,
+        one round less per pair."""
         i = 0
         while i < len(self.layers):
-            layer, after = self.layers[i], self.layers[i + 1] if i + 1 < len(self.layers) else None
+            layer, j = self.layers[i], i + 1
+            while j < len(self.layers) and isinstance(self.layers[j], Reshape):
+                j += 1
+            after = self.layers[j] if j < len(self.layers) else None
             if isinstance(x, ArithmeticShare) and isinstance(layer, UntruncatedOutput) \
                     and isinstance(after, TruncatingActivation):
                 handed = await layer.forward_untruncated(x)
-                x = await after.forward(handed.output, handed.frac_bits)
-                i += 2
+                raw = handed.output
+                for reshape in self.layers[i + 1:j]:
+                    raw = await reshape.forward(raw)
+                x = await after.forward(raw, handed.frac_bits)
+                i = j + 1
             else:
                 x = await layer.forward(x)
                 i += 1

@@ -28,6 +28,7 @@ import functools
 import itertools
 import math
 import operator
+from collections.abc import Awaitable
 from dataclasses import dataclass
 
 import numpy as np
@@ -102,20 +103,38 @@ async def powers_of(x: ArithmeticShare, degree: int, x2: ArithmeticShare | None 
     return powers[:degree]
 
 
-async def _opened_powers(x: ArithmeticShare, degree: int) -> list[ArithmeticShare]:
-    """[x, x^2, ..., x^degree], x opened once (masked) for x^2 now and c_1 x later."""
-    x = await open_masked(x)
+async def _opened_powers(x: Awaitable[ArithmeticShare], degree: int) -> list[ArithmeticShare]:
+    """[x, x^2, ..., x^degree] from x masked (`_masked_input`): x^2 now and c_1 x later open nothing."""
+    x = await x
     x2 = await square(x, frac_bits=x.frac_bits) if degree >= 2 else None  # x masked: no opening
     return await powers_of(x, degree, x2)
 
 
+def _masked_input(x: ArithmeticShare, frac_bits: int) -> Awaitable[ArithmeticShare]:
+    """x at frac_bits, public up to a mask the dealer knows: truncated where it is a
+    product's output before its truncation (frac_bits below its scale), else opened masked
+    (nothing to do for a truncation's output). One round at most, beside the segments'."""
+    if frac_bits < x.frac_bits:
+        return truncate(x, x.frac_bits - frac_bits)
+    return open_masked(x)
+
+
 async def evaluate(x: ArithmeticShare, pw: Piecewise, method: str | None = None,
-                   lookup: bool | None = None) -> ArithmeticShare:
+                   lookup: bool | None = None, frac_bits: int | None = None) -> ArithmeticShare:
     """pw(x) on shares; exact segment choice, polynomial error as fitted plus a few units.
     lookup: look the coefficients up (True), select them (False), or as `policy.lookup_pays`
-    says where the lookup applies (None). Both ways give the same bits (`_exact_pieces`)."""
+    says where the lookup applies (None). Both ways give the same bits (`_exact_pieces`).
+    frac_bits: x is a product's output before its truncation, to be truncated to frac_bits
+    (the result's scale). With the DCF the segments read x at its own scale, exactly, while
+    it is truncated, so the truncation costs no round of its own; the tree would take a
+    level more on the wider low part than the truncation saves, so x is truncated first."""
+    f = x.frac_bits if frac_bits is None else frac_bits
+    if f > x.frac_bits:
+        raise ValueError(f"a share with {x.frac_bits} fractional bits cannot be truncated to {f}")
     method = segment_method(x, len(pw.breakpoints), method)
-    exact = _exact_pieces(pw, x.frac_bits)
+    if f < x.frac_bits and method != "dcf":
+        x = await truncate(x, x.frac_bits - f)
+    exact = _exact_pieces(pw, f)
     applies = method == "tree" and exact
     if lookup and not applies:
         raise ValueError(f"the coefficient lookup needs the tree comparison, pieces of degree <= 2 and a scale at "
@@ -125,14 +144,15 @@ async def evaluate(x: ArithmeticShare, pw: Piecewise, method: str | None = None,
         with op_label("piecewise"), child_scope():  # one id of the caller's, whichever way
             last = child_scope()  # the last truncation's: the same step, and material, both ways
             flat = x.reshape(-1)
+            masked = asyncio.ensure_future(_masked_input(flat, f))  # one step of the caller's, whichever way
             if applies and (lookup if lookup is not None else lookup_pays(x)):
-                out = await _evaluate_by_lookup(flat, pw, last)
+                out = await _evaluate_by_lookup(flat, masked, f, pw, last)
             else:
-                out = await _evaluate_by_selection(flat, pw, method, last)
+                out = await _evaluate_by_selection(flat, masked, f, pw, method, last)
         return out.reshape(x.shape)
-    f = x.frac_bits
     with op_label("piecewise"):
-        onehot, powers = await asyncio.gather(segment_onehot(x, pw.breakpoints, method), _opened_powers(x, pw.degree))
+        onehot, powers = await asyncio.gather(segment_onehot(x, pw.breakpoints, method),
+                                              _opened_powers(_masked_input(x, f), pw.degree))
         # coefficient k of each element's piece (rows: k, columns: inner segments), local
         coefficients = onehot.derived(pick(onehot[1:-1], [list(c) for c in zip(*pw.coefficients, strict=True)],
                                          COEFF_BITS), COEFF_BITS)
@@ -164,25 +184,24 @@ def _ring_coefficients(pw: Piecewise, frac_bits: int) -> tuple[tuple[int, ...], 
                        for c in pw.coefficients) for k in range(3))  # type: ignore[return-value]
 
 
-async def _opened_x_and_square(x: ArithmeticShare, degree: int) -> tuple[ArithmeticShare, ArithmeticShare | None]:
-    """x opened (masked), then for degree 2 x^2 at 2f, untruncated (local on masked x), opened masked."""
-    x = await open_masked(x)
-    return x, (await open_masked(await square(x, frac_bits=2 * x.frac_bits)) if degree == 2 else None)
-
-
-async def _evaluate_by_selection(x: ArithmeticShare, pw: Piecewise, method: str, last: child_scope
-                                 ) -> ArithmeticShare:
+async def _evaluate_by_selection(x: ArithmeticShare, masked: Awaitable[ArithmeticShare], f: int, pw: Piecewise,
+                                 method: str, last: child_scope) -> ArithmeticShare:
     """pw(x) for flat x, the coefficients selected: the m + 1 segment bits as ring bits
-    (ops.segments) pick each element's c_k (local; 0 outside [t_1, t_m)), while x and x^2
-    are opened (masked); the products c_1 x and c_2 x^2 then open only the coefficients (one
-    round), and c_0 + c_1 x + c_2 x^2 is truncated once. Rounds: max(segments, 2) + 2."""
-    f, e = x.frac_bits, _lookup_bits(pw, x.frac_bits)
-    onehot, (x, x2) = await asyncio.gather(segment_onehot(x, pw.breakpoints, method),
-                                           _opened_x_and_square(x, pw.degree))
+    (ops.segments) pick each element's c_k (local; 0 outside [t_1, t_m)) while x is masked
+    (at f: `masked`); then c_1, c_2 and x^2 (local on masked x) are opened masked in one
+    round, the products c_1 x and c_2 x^2 are local, and c_0 + c_1 x + c_2 x^2 is truncated
+    once. Rounds: max(segments, 1) + 2."""
+    e = _lookup_bits(pw, f)
+    onehot, x = await asyncio.gather(segment_onehot(x, pw.breakpoints, method), masked)
     inner_rows = onehot.value[1:-1]  # the ring bits of the inner segments, (m - 1, n)
     picked = torch.tensor(_ring_coefficients(pw, f), dtype=torch.int64) @ inner_rows  # (3, n): c_k per element
     c0, c1, c2 = (x.derived(picked[k], (2 - k) * f + e) for k in range(3))
-    products = [(x, c1)] + ([(x2, c2)] if x2 is not None else [])
+    if pw.degree == 2:
+        x2, c1, c2 = await asyncio.gather(open_masked(await square(x, frac_bits=2 * f)), open_masked(c1),
+                                          open_masked(c2))
+        products = [(x, c1), (x2, c2)]
+    else:
+        products = [(x, await open_masked(c1))]
     terms = await asyncio.gather(*(mul(power, c, frac_bits=power.frac_bits + c.frac_bits) for power, c in products))
     with last:
         inner = await truncate(sum(terms, c0), c1.frac_bits)
@@ -213,7 +232,8 @@ def _lookup_fits(pw: Piecewise, frac_bits: int) -> bool:
     return e > 0 and 2.0 ** -(e + 1) * top * top + 2.0 ** -(frac_bits + e + 1) * top < 2.0 ** -(frac_bits + 1)
 
 
-async def _evaluate_by_lookup(x: ArithmeticShare, pw: Piecewise, last: child_scope) -> ArithmeticShare:
+async def _evaluate_by_lookup(x: ArithmeticShare, masked: Awaitable[ArithmeticShare], f: int, pw: Piecewise,
+                              last: child_scope) -> ArithmeticShare:
     """pw(x) for flat x with the segment's coefficients looked up, not selected: the tree's
     threshold bits give the inner segment's index as XOR shares (locally: one-hot rows are
     XORs of neighbouring thresholds, index bits XORs of one-hot rows), which is opened under
@@ -221,14 +241,15 @@ async def _evaluate_by_lookup(x: ArithmeticShare, pw: Piecewise, last: child_sco
     the opened value makes c0 + c1 x + c2 x^2 local, truncated once. Outside [t_1, t_m) the
     index is meaningless: the piece's value is multiplied by the opened bit `inside` (local
     on the truncation's masked output) and the outer constants added from [x < t_1] and
-    [x >= t_m] as ring bits, both in the index's round. Rounds: the tree's + 2."""
-    party, f, n = x.party, x.frac_bits, x.numel()
+    [x >= t_m] as ring bits, both in the index's round. Rounds: the tree's + 2. x is read
+    at its own scale by the tree, at f (`masked`) by the rest."""
+    party, n = x.party, x.numel()
     e = _lookup_bits(pw, f)
     m = len(pw.breakpoints)
     bits = max(1, (m - 2).bit_length())  # indices of the m - 1 inner segments
     with op_label("segments[tree]"):  # the label goes with the task; x's opening stays the caller's
         thresholds = asyncio.ensure_future(threshold_bits(x, pw.breakpoints))
-    ge, x = await asyncio.gather(thresholds, open_masked(x))
+    ge, x = await asyncio.gather(thresholds, masked)
     g = ge.value
     onehot = [g[j] ^ g[j + 1] for j in range(m - 1)]  # inner segment j, where t_1 <= x < t_m
     index = torch.stack([functools.reduce(operator.xor, (row for j, row in enumerate(onehot) if j >> i & 1),

@@ -25,17 +25,21 @@ TANH: Piecewise = fit(np.tanh, (-4.5, -3, -2.25, -1.75, -1.375, -1, -0.625, -0.2
                                 2.25, 3, 4.5), 2, -1.0, 1.0)
 
 
-async def sigmoid(x: ArithmeticShare, method: str | None = None, lookup: bool | None = None) -> ArithmeticShare:
+async def sigmoid(x: ArithmeticShare, method: str | None = None, lookup: bool | None = None,
+                  frac_bits: int | None = None) -> ArithmeticShare:
     """1 / (1 + e^-x), max error 3.5e-4 plus a few units of 2^-f. lookup: how the pieces'
-    coefficients are found (ops.piecewise.evaluate; by default as the links make cheaper)."""
+    coefficients are found (ops.piecewise.evaluate; by default as the links make cheaper).
+    frac_bits: x is a product's untruncated output, truncated to frac_bits (the result's
+    scale) in the comparisons' first round."""
     with op_label("sigmoid"):
-        return await evaluate(x, SIGMOID, method, lookup)
+        return await evaluate(x, SIGMOID, method, lookup, frac_bits)
 
 
-async def tanh(x: ArithmeticShare, method: str | None = None, lookup: bool | None = None) -> ArithmeticShare:
-    """tanh(x), max error 2.6e-4 plus a few units of 2^-f (lookup: as sigmoid's)."""
+async def tanh(x: ArithmeticShare, method: str | None = None, lookup: bool | None = None,
+               frac_bits: int | None = None) -> ArithmeticShare:
+    """tanh(x), max error 2.6e-4 plus a few units of 2^-f (lookup, frac_bits: as sigmoid's)."""
     with op_label("tanh"):
-        return await evaluate(x, TANH, method, lookup)
+        return await evaluate(x, TANH, method, lookup, frac_bits)
 
 
 async def sigmoid_backward(grad_out: ArithmeticShare, y: ArithmeticShare) -> ArithmeticShare:

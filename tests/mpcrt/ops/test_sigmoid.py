@@ -76,3 +76,37 @@ async def test_the_comparison_method_can_be_chosen(method):
 
     for got in await run_pair(prog):
         assert float((got - torch.sigmoid(torch.linspace(-5, 5, 11))).abs().max()) <= 5e-4
+
+
+async def product_then_squash(party, x: torch.Tensor, w: torch.Tensor, op: str, method: str, fused: bool):
+    X = await party.input(x if party.id == 0 else None, src=0)
+    W = await party.input(w if party.id == 0 else None, src=0)
+    squash = getattr(ops, op)
+    before = party.stats.rounds
+    if fused:  # the product untruncated at 2f, truncated by the activation
+        out = await squash(await ops.mul(X, W, frac_bits=2 * X.frac_bits), method, frac_bits=X.frac_bits)
+    else:
+        out = await squash(await ops.mul(X, W), method)
+    rounds = party.stats.rounds - before
+    return await out.reveal(), rounds
+
+
+@pytest.mark.parametrize("op", ["sigmoid", "tanh"])
+@pytest.mark.parametrize("method", ["dcf", "tree"])
+async def test_an_untruncated_input_is_truncated_in_the_comparisons_round(op, method):
+    """A product handed over before its truncation (gan.nn's Sequential does so): with the
+    DCF the segments read it at 2f exactly while it is truncated, a round less; with the
+    tree it is truncated first (a wider low part would cost the tree a level). The same
+    values as the truncated product's, up to the truncations' rounding."""
+    g = torch.Generator().manual_seed(5)
+    ulp = 2.0 ** -16
+    near = torch.tensor([*SIGMOID.breakpoints, *TANH.breakpoints]) + ulp / 3
+    x = torch.cat([torch.linspace(-9, 9, 301), near]).double()
+    w = torch.rand(x.shape, generator=g, dtype=torch.float64) * 0.5 + 0.75
+    fused = await run_pair(product_then_squash, x, w, op, method, True)
+    plain = await run_pair(product_then_squash, x, w, op, method, False)
+    want = getattr(torch, op)(x * w)
+    for (got, rounds), (truncated_first, rounds_plain) in zip(fused, plain, strict=True):
+        assert float((got - want).abs().max()) <= 5e-4
+        assert float((got - truncated_first).abs().max()) <= 1e-3
+        assert rounds_plain - rounds == (1 if method == "dcf" else 0), (rounds, rounds_plain)
