@@ -5,7 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from gan.nn import functional as F
-from gan.nn.module import Module, Tensor, TruncatingActivation
+from gan.nn.module import Module, Tensor, TruncatingActivation, Untruncated, UntruncatedOutput
+from mpcrt import ArithmeticShare
+
+HANDED_PRODUCT_BITS = 48  # a product of a handed-over output carries 3f bits: up to f = 16
 
 
 class ReLU(TruncatingActivation):
@@ -23,7 +26,11 @@ class ReLU(TruncatingActivation):
         return await F.relu_backward(grad, self._d)
 
 
-class LeakyReLU(ReLU):
+class LeakyReLU(ReLU, UntruncatedOutput):
+    """Its output is slope x + (1 - slope) relu(x), truncated once: handed over before that
+    truncation to a product, which truncates it in its own round (its 3f bits must fit:
+    f <= 16), one round less."""
+
     def __init__(self, negative_slope: float = 0.01) -> None:
         super().__init__()
         self.negative_slope = negative_slope
@@ -32,6 +39,12 @@ class LeakyReLU(ReLU):
         done = await F.leaky_relu(x, self.negative_slope, frac_bits)
         self._d = done.saved
         return done.output
+
+    async def forward_untruncated(self, x: ArithmeticShare, frac_bits: int | None = None) -> Untruncated:
+        scale = x.frac_bits if frac_bits is None else frac_bits
+        done = await F.leaky_relu(x, self.negative_slope, frac_bits, untruncated=3 * scale <= HANDED_PRODUCT_BITS)
+        self._d = done.saved
+        return Untruncated(done.output, scale)
 
 
 class _SavedOutput(TruncatingActivation):

@@ -48,7 +48,7 @@ class Conv2d(_Conv):
         dx, dw = await asyncio.gather(
             F.conv_transpose2d(grad, self.weight.data, None, stride=self.stride, padding=self.padding,
                                output_padding=out_padding, dilation=self.dilation),
-            F.conv2d_weight_grad(x, grad, self.kernel, self.stride, self.padding, self.dilation))
+            F.conv2d_weight_grad(x, grad, self.kernel, self.stride, self.padding, self.dilation, self._scale_of(grad)))
         self.weight.accumulate(dw)
         self._bias_grad(grad)
         return dx
@@ -75,7 +75,7 @@ class ConvTranspose2d(_Conv):
         assert x is not None, "backward before forward"
         dx, dw = await asyncio.gather(
             F.conv2d(grad, self.weight.data, None, stride=self.stride, padding=self.padding, dilation=self.dilation),
-            F.conv2d_weight_grad(grad, x, self.kernel, self.stride, self.padding, self.dilation))
+            F.conv2d_weight_grad(grad, x, self.kernel, self.stride, self.padding, self.dilation, self._scale_of(grad)))
         dx = dx[:, :, :x.shape[2], :x.shape[3]]
         self.weight.accumulate(dw)
         self._bias_grad(grad)

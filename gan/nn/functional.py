@@ -25,11 +25,12 @@ def _secure(x: Any) -> bool:
     return isinstance(x, ArithmeticShare)
 
 
-def product_scales(x: ArithmeticShare, weight: Tensor) -> tuple[int, int]:
+def product_scales(x: ArithmeticShare, weight: Tensor, stands_for: int | None = None) -> tuple[int, int]:
     """(the untruncated product's scale, the scale a product truncates to) of x and a weight,
-    shared or plain (a plain float weight is encoded at the party's scale, an integer one at 0)."""
+    shared or plain (a plain float weight is encoded at the party's scale, an integer one at 0).
+    stands_for: the scale an untruncated x stands for (the larger of it and the weight's)."""
     fw = weight.frac_bits if isinstance(weight, ArithmeticShare) else public_scale(weight, x.party)
-    return x.frac_bits + fw, max(x.frac_bits, fw)
+    return x.frac_bits + fw, max(x.frac_bits if stands_for is None else stands_for, fw)
 
 
 async def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None, frac_bits: int | None = None, **kw: Any) -> Tensor:
@@ -52,9 +53,9 @@ async def linear(x: Tensor, weight: Tensor, bias: Tensor | None, frac_bits: int 
     return F.linear(x, weight, bias)
 
 
-async def matmul(a: Tensor, b: Tensor) -> Tensor:
+async def matmul(a: Tensor, b: Tensor, frac_bits: int | None = None) -> Tensor:
     if _secure(a) or _secure(b):
-        return await ops.matmul(a, b)
+        return await ops.matmul(a, b, frac_bits=frac_bits)
     return a @ b
 
 
@@ -65,11 +66,13 @@ async def mul(a: Tensor, b: Tensor, frac_bits: int | None = None) -> Tensor:
 
 
 async def conv2d_weight_grad(x: Tensor, grad_out: Tensor, kernel: tuple[int, int], stride: tuple[int, int],
-                             padding: tuple[int, int], dilation: tuple[int, int]) -> Tensor:
+                             padding: tuple[int, int], dilation: tuple[int, int], frac_bits: int | None = None
+                             ) -> Tensor:
     """d(conv2d(x, W))/dW for groups = 1: a convolution of x with the output gradient, roles
-    of batch and channels swapped, stride and dilation swapped, cropped to the kernel."""
-    full = await conv2d(x.transpose(0, 1), grad_out.transpose(0, 1), None, stride=dilation, padding=padding,
-                        dilation=stride)
+    of batch and channels swapped, stride and dilation swapped, cropped to the kernel.
+    frac_bits (shares): the result's scale (default the larger operand's)."""
+    full = await conv2d(x.transpose(0, 1), grad_out.transpose(0, 1), None, frac_bits, stride=dilation,
+                        padding=padding, dilation=stride)
     return full.transpose(0, 1)[:, :, :kernel[0], :kernel[1]]
 
 
@@ -92,9 +95,10 @@ async def relu(x: Tensor, frac_bits: int | None = None) -> Forward:
     return Forward(x * d, d)
 
 
-async def leaky_relu(x: Tensor, slope: float, frac_bits: int | None = None) -> Forward:
+async def leaky_relu(x: Tensor, slope: float, frac_bits: int | None = None, untruncated: bool = False) -> Forward:
+    """untruncated (shares): the output before its truncation, for a product to truncate."""
     if _secure(x):
-        done = await ops.leaky_relu_with_derivative(x, slope, frac_bits=frac_bits)
+        done = await ops.leaky_relu_with_derivative(x, slope, frac_bits=frac_bits, untruncated=untruncated)
         return Forward(done.output, done.derivative)
     s = torch.where(x >= 0, torch.ones_like(x), torch.full_like(x, slope))
     return Forward(x * s, s)

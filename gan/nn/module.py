@@ -104,26 +104,36 @@ class Untruncated:
 
 
 class UntruncatedOutput(Module):
-    """A layer that can hand its output over before its truncation (products, batch norm):
-    Sequential gives it so to a following TruncatingActivation, which truncates it while it
-    takes its sign, one round less per pair."""
+    """A layer that can hand its output over before its truncation (products, batch norm,
+    LeakyReLU): Sequential gives it so to a following TakesUntruncated layer, which truncates
+    it in a round it has anyway, one round less per pair. forward_untruncated(x, frac_bits):
+    x may itself be handed over, standing for scale frac_bits."""
 
-    async def forward_untruncated(self, x: ArithmeticShare) -> Untruncated:
+    async def forward_untruncated(self, x: ArithmeticShare, frac_bits: int | None = None) -> Untruncated:
         raise TypeError(f"{type(self).__name__} does not define forward_untruncated")
 
 
-class TruncatingActivation(Module):
-    """An activation that takes an untruncated input: forward(x, frac_bits) truncates x to
-    frac_bits while it compares it (ReLU, LeakyReLU: its sign; Sigmoid, Tanh: its segment)."""
+class TakesUntruncated(Module):
+    """A layer whose forward(x, frac_bits) takes x untruncated, standing for scale frac_bits,
+    and truncates it where it costs no round: an activation while it compares it, a product
+    in its own truncation."""
 
     async def forward(self, x: Tensor, frac_bits: int | None = None) -> Tensor:
         raise TypeError(f"{type(self).__name__} does not define forward")
 
 
-class ProductLayer(UntruncatedOutput):
+class TruncatingActivation(TakesUntruncated):
+    """An activation that takes an untruncated input: forward(x, frac_bits) truncates x to
+    frac_bits while it compares it (ReLU, LeakyReLU: its sign; Sigmoid, Tanh: its segment)."""
+
+
+class ProductLayer(UntruncatedOutput, TakesUntruncated):
     """A layer whose output is its input times its weight, plus an optional bias (linear,
     convolutions): the parameters, and the output before its truncation that a following
-    ReLU takes (see Sequential). Subclasses' forward takes the output's scale as frac_bits."""
+    activation takes (see Sequential). Subclasses' forward takes the output's scale as
+    frac_bits, so an untruncated input is truncated in the product's own truncation; its
+    backward's products then carry the gradient's scale (and, with such an input, 3f bits
+    before the truncation: the weight's gradient must stay below 2^(62 - 3f))."""
 
     def __init__(self, weight: Tensor, bias: Tensor | None) -> None:
         self.weight = Parameter(weight)
@@ -133,10 +143,16 @@ class ProductLayer(UntruncatedOutput):
     def _bias(self) -> Tensor | None:
         return None if self.bias is None else self.bias.data
 
-    async def forward_untruncated(self, x: ArithmeticShare) -> Untruncated:
+    async def forward_untruncated(self, x: ArithmeticShare, frac_bits: int | None = None) -> Untruncated:
         """The output before its truncation (at the sum of x's and the weight's scales)."""
-        untruncated, target = F.product_scales(x, self.weight.data)
+        untruncated, target = F.product_scales(x, self.weight.data, frac_bits)
         return Untruncated(await self.forward(x, untruncated), target)  # type: ignore[call-arg]
+
+    @staticmethod
+    def _scale_of(grad: Tensor) -> int | None:
+        """The scale the backward's products truncate to: the gradient's (shares), whatever
+        scale the saved input has."""
+        return grad.frac_bits if isinstance(grad, ArithmeticShare) else None
 
 
 class Sequential(Module):
@@ -156,26 +172,25 @@ class Sequential(Module):
         return self
 
     async def forward(self, x: Tensor) -> Tensor:
-        """On shares, a layer whose output an activation takes next (reshapes between them
-        aside) hands it over untruncated: the activation truncates it while it compares it,
-        one round less per pair."""
-        i = 0
-        while i < len(self.layers):
-            layer, j = self.layers[i], i + 1
-            while j < len(self.layers) and isinstance(self.layers[j], Reshape):
-                j += 1
-            after = self.layers[j] if j < len(self.layers) else None
+        """On shares, a layer whose output the next layer (reshapes aside) can take before its
+        truncation hands it over so: the taker truncates it in a round it has anyway (an
+        activation while it compares it, a product in its own truncation), one round less
+        per pair; a layer can take and hand over both (conv -> LeakyReLU -> conv)."""
+        stands_for: int | None = None  # x is handed over untruncated, standing for this scale
+        for i, layer in enumerate(self.layers):
+            if isinstance(layer, Reshape):
+                x = await layer.forward(x)
+                continue
+            after = next((later for later in self.layers[i + 1:] if not isinstance(later, Reshape)), None)
             if isinstance(x, ArithmeticShare) and isinstance(layer, UntruncatedOutput) \
-                    and isinstance(after, TruncatingActivation):
-                handed = await layer.forward_untruncated(x)
-                raw = handed.output
-                for reshape in self.layers[i + 1:j]:
-                    raw = await reshape.forward(raw)
-                x = await after.forward(raw, handed.frac_bits)
-                i = j + 1
+                    and isinstance(after, TakesUntruncated):
+                handed = await layer.forward_untruncated(x, stands_for)
+                x, stands_for = handed.output, handed.frac_bits
+            elif stands_for is not None:
+                assert isinstance(layer, TakesUntruncated)
+                x, stands_for = await layer.forward(x, stands_for), None
             else:
                 x = await layer.forward(x)
-                i += 1
         return x
 
     async def backward(self, grad: Tensor) -> Tensor:

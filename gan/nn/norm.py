@@ -43,8 +43,10 @@ class BatchNorm2d(UntruncatedOutput):
         self._ctx = done.saved
         return done.output
 
-    async def forward_untruncated(self, x: ArithmeticShare) -> Untruncated:
-        """The output before its truncation, to be truncated to x's scale."""
+    async def forward_untruncated(self, x: ArithmeticShare, frac_bits: int | None = None) -> Untruncated:
+        """The output before its truncation, to be truncated to x's scale (x itself truncated:
+        batch norm takes no untruncated input)."""
+        assert frac_bits is None or frac_bits == x.frac_bits, "batch norm takes its input truncated"
         return Untruncated(await self.forward(x, UNTRUNCATED), x.frac_bits)
 
     async def backward(self, grad: Tensor) -> Tensor:

@@ -76,10 +76,9 @@ async def _times_step(x: ArithmeticShare, method: str | None, frac_bits: int | N
     return x, product, bit
 
 
-def _leaky(x: ArithmeticShare, positive: ArithmeticShare, slope: float):
-    """slope * x + (1 - slope) * positive, one truncation (positive = x * [x >= 0])."""
-    f = x.frac_bits
-    return truncate(x.times(slope, f) + positive.times(1 - slope, f), f)
+def _leaky_raw(x: ArithmeticShare, positive: ArithmeticShare, slope: float) -> ArithmeticShare:
+    """slope * x + (1 - slope) * positive at twice x's scale, untruncated (positive = x * [x >= 0])."""
+    return x.times(slope, x.frac_bits) + positive.times(1 - slope, x.frac_bits)
 
 
 @dataclass(frozen=True)
@@ -113,11 +112,14 @@ async def leaky_relu(x: ArithmeticShare, negative_slope: float = 0.01, method: s
 
 
 async def leaky_relu_with_derivative(x: ArithmeticShare, negative_slope: float = 0.01, method: str | None = None,
-                                     frac_bits: int | None = None) -> Activation:
-    """leaky_relu(x) and its derivative s = slope + (1 - slope) [x >= 0] for `backward`."""
+                                     frac_bits: int | None = None, untruncated: bool = False) -> Activation:
+    """leaky_relu(x) and its derivative s = slope + (1 - slope) [x >= 0] for `backward`.
+    untruncated: the output is left before its truncation (at twice the scale), for a
+    product that truncates it in its own round."""
     with op_label("leaky_relu"):
         x, positive, bit = await _times_step(x, method, frac_bits, keep_x=True)
-        return Activation(await _leaky(x, positive, negative_slope),
+        raw = _leaky_raw(x, positive, negative_slope)
+        return Activation(raw if untruncated else await truncate(raw, x.frac_bits),
                           ReluDerivative(bit, negative_slope, x.party, x.frac_bits, x.dtype))
 
 
@@ -129,4 +131,4 @@ async def backward(grad_out: ArithmeticShare, derivative: ReluDerivative) -> Ari
         positive = await times_bit(await open_masked(grad_out), derivative.bit)  # the forward's opened bit
         if not derivative.negative_slope:
             return positive
-        return await _leaky(grad_out, positive, derivative.negative_slope)
+        return await truncate(_leaky_raw(grad_out, positive, derivative.negative_slope), grad_out.frac_bits)

@@ -33,11 +33,17 @@ LAYERS = {
                                         tnn.LeakyReLU(0.2)),
     "g_block": lambda: tnn.Sequential(tnn.ConvTranspose2d(3, 2, 4, 2, 1, bias=False), tnn.BatchNorm2d(2),
                                       tnn.ReLU(), tnn.ConvTranspose2d(2, 1, 4, 2, 1), tnn.Tanh()),
+    # LeakyReLUs hand their outputs to the next convolution untruncated, the last convolution
+    # hands its own to the sigmoid through the flatten
+    "d_block": lambda: tnn.Sequential(tnn.Conv2d(1, 3, 4, 2, 1, bias=False), tnn.LeakyReLU(0.2),
+                                      tnn.Conv2d(3, 4, 4, 2, 1), tnn.LeakyReLU(0.2), tnn.Conv2d(4, 1, 2, 1, 0),
+                                      tnn.Flatten(), tnn.Sigmoid()),
 }
 INPUTS = {"conv": (2, 3, 8, 8), "conv_odd": (2, 2, 7, 7), "convT": (2, 4, 3, 3), "convT_op": (1, 2, 3, 3),
           "linear": (3, 6), "bn": (4, 4, 3, 3), "relu": (2, 5), "leaky": (2, 5), "sigmoid": (2, 5), "tanh": (2, 5),
           "square": (2, 5),
-          "dcgan_block": (3, 1, 8, 8), "conv_relu": (2, 2, 4, 4), "g_block": (2, 3, 2, 2)}
+          "dcgan_block": (3, 1, 8, 8), "conv_relu": (2, 2, 4, 4), "g_block": (2, 3, 2, 2),
+          "d_block": (2, 1, 8, 8)}
 
 
 def autograd(module: tnn.Module, x: torch.Tensor, g: torch.Tensor):
@@ -157,3 +163,37 @@ async def test_a_public_weight_before_a_fused_relu():
     want = torch.relu((torch.round(x * 2 ** 16) / 2 ** 16) @ (torch.round(w * 2 ** 16) / 2 ** 16).t())
     for y in await run_pair(plain_weight_then_relu, x, w):
         assert float((y - want).abs().max()) <= 2 ** -15
+
+
+class Barrier(nn.Module):
+    """A layer that takes nothing untruncated: it stops Sequential's hand-overs."""
+
+    async def forward(self, x):
+        return x
+
+    async def backward(self, grad):
+        return grad
+
+
+async def d_forward_rounds(party, module: tnn.Module, x: torch.Tensor, barrier: bool):
+    secure = await gan.secure(module, party, src=0)
+    if barrier:  # before each convolution after a LeakyReLU
+        layers = secure.layers
+        secure.layers = [*layers[:2], Barrier(), *layers[2:4], Barrier(), *layers[4:]]
+    X = await party.input(x if party.id == 0 else None, src=0)
+    before = party.stats.rounds
+    y = await secure.forward(X)
+    return await y.reveal(), party.stats.rounds - before
+
+
+async def test_a_leaky_relu_hands_its_output_to_the_next_product():
+    """conv -> LeakyReLU -> conv: the LeakyReLU's output is not truncated by itself but in
+    the next convolution's truncation (its product carries 3f bits), one round less each."""
+    module = LAYERS["d_block"]()
+    x = torch.randn(INPUTS["d_block"], dtype=torch.float64)
+    want = module.double()(x).detach()
+    handed = await run_pair(d_forward_rounds, module, x, False)
+    stopped = await run_pair(d_forward_rounds, module, x, True)
+    for (y, rounds), (y_stopped, rounds_stopped) in zip(handed, stopped, strict=True):
+        assert float((y - want).abs().max()) <= 2e-3 and float((y_stopped - want).abs().max()) <= 2e-3
+        assert rounds_stopped - rounds == 2, (rounds, rounds_stopped)
