@@ -123,6 +123,12 @@ class ArithmeticShare:
         return self.derived(plus_public(self.party.id, self.value, ring.encode_constant(constant, self.frac_bits)),
                             self.frac_bits)
 
+    def divided_exactly(self, bits: int) -> ArithmeticShare:
+        """self / 2^bits, exact and local: the same ring values read at `bits` more fractional
+        bits (a masked share stays masked); a product with it truncates them in its own
+        truncation."""
+        return ArithmeticShare(self.party, self.value, self.frac_bits + bits, self.dtype, self.opening)
+
     def times(self, constant: Any, bits: int) -> ArithmeticShare:
         """self * constant, a public real (or tensor of them, broadcasting) encoded at `bits`
         fractional bits, untruncated: the result carries frac_bits + bits (truncating it by

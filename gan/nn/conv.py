@@ -21,9 +21,6 @@ class _Conv(ProductLayer):
     def kernel(self) -> tuple[int, int]:
         return tuple(self.weight.shape[2:])  # type: ignore[return-value]
 
-    def _bias_grad(self, grad: Tensor) -> None:
-        if self.bias is not None:
-            self.bias.accumulate(grad.sum(dim=(0, 2, 3)))
 
 
 class Conv2d(_Conv):
@@ -44,13 +41,14 @@ class Conv2d(_Conv):
         out_padding = tuple(
             x.shape[2 + i] - ((grad.shape[2 + i] - 1) * self.stride[i] - 2 * self.padding[i]
                               + self.dilation[i] * (self.kernel[i] - 1) + 1) for i in range(2))
-        # the input's and the weight's gradients concurrently: they share their rounds
-        dx, dw = await asyncio.gather(
-            F.conv_transpose2d(grad, self.weight.data, None, stride=self.stride, padding=self.padding,
+        # the input's, the weight's and the bias's gradients concurrently: they share their rounds
+        bits = self._grad_bits(grad)
+        dx, dw, _ = await asyncio.gather(
+            F.conv_transpose2d(grad, self.weight.data, None, bits, stride=self.stride, padding=self.padding,
                                output_padding=out_padding, dilation=self.dilation),
-            F.conv2d_weight_grad(x, grad, self.kernel, self.stride, self.padding, self.dilation, self._scale_of(grad)))
+            F.conv2d_weight_grad(x, grad, self.kernel, self.stride, self.padding, self.dilation, bits),
+            self._bias_grad(grad, (0, 2, 3)))
         self.weight.accumulate(dw)
-        self._bias_grad(grad)
         return dx
 
 
@@ -73,10 +71,12 @@ class ConvTranspose2d(_Conv):
         roles of input and output gradient exchanged."""
         x = self._x
         assert x is not None, "backward before forward"
-        dx, dw = await asyncio.gather(
-            F.conv2d(grad, self.weight.data, None, stride=self.stride, padding=self.padding, dilation=self.dilation),
-            F.conv2d_weight_grad(grad, x, self.kernel, self.stride, self.padding, self.dilation, self._scale_of(grad)))
+        bits = self._grad_bits(grad)
+        dx, dw, _ = await asyncio.gather(
+            F.conv2d(grad, self.weight.data, None, bits, stride=self.stride, padding=self.padding,
+                     dilation=self.dilation),
+            F.conv2d_weight_grad(grad, x, self.kernel, self.stride, self.padding, self.dilation, bits),
+            self._bias_grad(grad, (0, 2, 3)))
         dx = dx[:, :, :x.shape[2], :x.shape[3]]
         self.weight.accumulate(dw)
-        self._bias_grad(grad)
         return dx

@@ -21,9 +21,8 @@ class Linear(ProductLayer):
     async def backward(self, grad: Tensor) -> Tensor:
         """dx = dy W, dW = dy^T x, db = sum of dy over the batch."""
         assert self._x is not None, "backward before forward"
-        dx, dw = await asyncio.gather(F.matmul(grad, self.weight.data),  # one round
-                                      F.matmul(grad.t(), self._x, self._scale_of(grad)))
+        bits = self._grad_bits(grad)
+        dx, dw, _ = await asyncio.gather(F.matmul(grad, self.weight.data, bits),  # one round
+                                         F.matmul(grad.t(), self._x, bits), self._bias_grad(grad, (0,)))
         self.weight.accumulate(dw)
-        if self.bias is not None:
-            self.bias.accumulate(grad.sum(dim=0))
         return dx

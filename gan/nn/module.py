@@ -148,11 +148,23 @@ class ProductLayer(UntruncatedOutput, TakesUntruncated):
         untruncated, target = F.product_scales(x, self.weight.data, frac_bits)
         return Untruncated(await self.forward(x, untruncated), target)  # type: ignore[call-arg]
 
-    @staticmethod
-    def _scale_of(grad: Tensor) -> int | None:
-        """The scale the backward's products truncate to: the gradient's (shares), whatever
-        scale the saved input has."""
-        return grad.frac_bits if isinstance(grad, ArithmeticShare) else None
+    def _grad_bits(self, grad: Tensor) -> int | None:
+        """The scale the backward's products truncate to (shares): the weight's, whatever scales
+        the gradient (a loss's 1/N read into it, gan.loss) and the saved input have."""
+        if not isinstance(grad, ArithmeticShare):
+            return None
+        weight = self.weight.data
+        return weight.frac_bits if isinstance(weight, ArithmeticShare) else grad.party.frac_bits
+
+    async def _bias_grad(self, grad: Tensor, dims: tuple[int, ...]) -> None:
+        """The bias's gradient, the sum of grad over `dims`, at the weight's scale."""
+        if self.bias is None:
+            return
+        total = grad.sum(dim=dims)
+        bits = self._grad_bits(grad)
+        if bits is not None and total.frac_bits > bits:
+            total = await F.rescale(total, bits)
+        self.bias.accumulate(total)
 
 
 class Sequential(Module):
@@ -209,7 +221,13 @@ class Sequential(Module):
 
     async def backward_from_logits(self, grad: Tensor) -> Tensor:
         """Backward with the gradient of the pre-activation of the last layer (a Sigmoid whose
-        output fed a cross-entropy: sigma(x) - y is the gradient of its input)."""
+        output fed a cross-entropy: sigma(x) - y is the gradient of its input). A gradient
+        finer than the party's scale (gan.loss) goes as it is to a product layer, which
+        truncates it in its own truncation; any other layer gets it rescaled."""
+        first = next((layer for layer in reversed(self.layers[:-1]) if not isinstance(layer, Reshape)), None)
+        if isinstance(grad, ArithmeticShare) and grad.frac_bits > grad.party.frac_bits \
+                and not isinstance(first, ProductLayer):
+            grad = await F.rescale(grad, grad.party.frac_bits)
         for layer in reversed(self.layers[:-1]):
             grad = await layer.backward(grad)
         return grad
