@@ -131,9 +131,10 @@ class ProductLayer(UntruncatedOutput, TakesUntruncated):
     """A layer whose output is its input times its weight, plus an optional bias (linear,
     convolutions): the parameters, and the output before its truncation that a following
     activation takes (see Sequential). Subclasses' forward takes the output's scale as
-    frac_bits, so an untruncated input is truncated in the product's own truncation; its
-    backward's products then carry the gradient's scale (and, with such an input, 3f bits
-    before the truncation: the weight's gradient must stay below 2^(62 - 3f))."""
+    frac_bits, so an untruncated input is truncated in the product's own truncation. The
+    backward's products truncate to the weight's scale, whatever scales the gradient and the
+    saved input have (with an untruncated input they carry 3f bits before the truncation:
+    the weight's gradient must stay below 2^(62 - 3f))."""
 
     def __init__(self, weight: Tensor, bias: Tensor | None) -> None:
         self.weight = Parameter(weight)
