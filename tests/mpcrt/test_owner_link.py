@@ -143,8 +143,8 @@ def test_a_party_failure_reaches_the_owner_with_the_party_named():
 def test_the_owner_times_out_on_silence_not_on_long_steps():
     async def slow_but_alive(party):
         x = await party.owner.receive("x")
-        for _ in range(6):  # 1.2 s of work, with a sign of life every 0.2 s
-            await asyncio.sleep(0.2)
+        for _ in range(16):  # 1.6 s of work, with a sign of life every 0.1 s
+            await asyncio.sleep(0.1)
             party.owner.alive()
         party.owner.send("y", x)
 
@@ -152,7 +152,9 @@ def test_the_owner_times_out_on_silence_not_on_long_steps():
         client.share({"x": torch.ones(1)})
         return await client.reveal("y")
 
-    y, _, _ = mpcrt.run_with_owner(slow_but_alive, owner, timeout=0.6)
+    # longer than the timeout in all, each wait far shorter: a stall of the shared machine
+    # must last 0.9 s to fail it (at 0.2 s against 0.6 it failed one full run in seven)
+    y, _, _ = mpcrt.run_with_owner(slow_but_alive, owner, timeout=1.0)
     assert y.tolist() == [1.0]
 
     async def silent(party):
