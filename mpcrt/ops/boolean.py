@@ -41,7 +41,8 @@ async def and_(x: BinaryShare, y: BinaryShare | torch.Tensor | int) -> BinarySha
         e_mine, d_mine = x.value ^ m.a, y.value ^ m.b
         e_peer, d_peer = await party.exchange([e_mine, d_mine], mid=mid)
     e, d = e_mine ^ e_peer, d_mine ^ d_peer
-    return x.derived(xor_public(party.id, m.c ^ (e & m.b) ^ (d & m.a), e & d))  # e & d: a public term
+    # x & y = c ^ (e & b) ^ (d & a) ^ (e & d): party 0 folds the public e & d into e & (b ^ d)
+    return x.derived(m.c ^ (e & xor_public(party.id, m.b, d)) ^ (d & m.a))
 
 
 @dataclass
@@ -99,7 +100,8 @@ async def monomials(party, x: torch.Tensor, terms: tuple[tuple[int, ...], ...],
             for subset in itertools.combinations(term, size):
                 rest = tuple(i for i in term if i not in subset)  # the opened rows outside the subset
                 if not subset:  # all of the term's rows opened: a public word, party 0's to add
-                    z ^= public_share(party.id, opened_product(rest))
+                    if party.id == 0:  # (party 1 would only XOR zeros: a hot loop, no pass for nothing)
+                        z ^= opened_product(rest)
                 else:
                     z ^= masks[subset] if not rest else opened_product(rest) & masks[subset]
     return out
