@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import torch
 
 from mpcrt.dealer.admission import Admission, DealerLimits
-from mpcrt.dealer.material import Request, answer, answer_names, answer_specs, corrected_party, derive
+from mpcrt.dealer.material import MaterialMaker, Request, answer_names, answer_specs, corrected_party, derive
 from mpcrt.dealer.request import M
 from mpcrt.errors import DealerError
 from mpcrt.scope import MessageId, background_task, in_slices
@@ -43,16 +43,16 @@ class LocalDealer(CorrectionSource):
     under the same rules as the service (mpcrt.dealer.admission)."""
 
     def __init__(self, seed0: bytes, seed1: bytes, limits: DealerLimits | None = None) -> None:
-        self.seed0, self.seed1 = seed0, seed1
+        self.maker = MaterialMaker(seed0, seed1)
         self.admission = Admission(limits)
 
     async def fetch(self, request: Request, party_id: int) -> list[torch.Tensor]:
         self.admission.admit([request], party_id)
-        return answer(request, party_id, self.seed0, self.seed1)
+        return self.maker.answer(request, party_id)
 
     async def fetch_many(self, requests: list[Request], party_id: int) -> list[list[torch.Tensor]]:
         self.admission.admit(requests, party_id)
-        return [answer(r, party_id, self.seed0, self.seed1) for r in requests]
+        return [self.maker.answer(r, party_id) for r in requests]
 
 
 class Pregenerated(CorrectionSource):

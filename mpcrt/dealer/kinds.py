@@ -167,6 +167,10 @@ class MaskParts:
     step: Tensor | None  # None: one variant
     bits: int
 
+    def reshaped(self, shape: Shape) -> MaskParts:
+        """The same parts viewed in another shape of as many elements (a MaskRef's view)."""
+        return MaskParts(self.base.reshape(shape), None if self.step is None else self.step.reshape(shape), self.bits)
+
 
 TRUNCATION_OFFSET = 1 << 62  # truncation shifts x by 2^62 so that x + 2^62 is non-negative
 
@@ -184,6 +188,7 @@ class TruncationPair(Spec[TruncationMaterial]):
     Its output is public up to one of two masks: a later product may name it (MaskRef)."""
 
     kind: ClassVar[str] = "trunc"
+    linkable: ClassVar[frozenset[str]] = frozenset({"r"})
     Material: ClassVar[type] = TruncationMaterial
     free: ClassVar[tuple[str, ...]] = ("r",)
     dependent: ClassVar[tuple[str, ...]] = ("r_high", "r_msb")
@@ -249,6 +254,7 @@ class OpeningMask(Spec[OpeningMaskMaterial]):
     """A fresh mask a for opening x - a ahead of products (ops.products.open_masked)."""
 
     kind: ClassVar[str] = "mask"
+    linkable: ClassVar[frozenset[str]] = frozenset({"a"})
     Material: ClassVar[type] = OpeningMaskMaterial
     free: ClassVar[tuple[str, ...]] = ("a",)
     makes_masks: ClassVar[bool] = True
@@ -276,9 +282,22 @@ def _mask_link(ref: MaskRef) -> tuple[Request, str]:
     return ref.request, spec.mask_component
 
 
-def _mask_parts(ref: MaskRef, full: Tensor) -> MaskParts:
-    """The mask's parts, in its viewed shape, from the full free component of its request."""
-    return ref.spec.mask_parts(full, ref.shape)
+def is_mask(request: Request, component: str) -> bool:
+    """Whether a linked (request, component) is a mask maker's mask: the dealer hands those to
+    `dependent_values` as the mask's MaskParts in its request's own shape (made once per mask:
+    several products name one), any other linked component as its full value."""
+    spec = request.spec
+    return isinstance(spec, MaskMaker) and component == spec.mask_component
+
+
+def own_mask_parts(request: Request, full: Tensor) -> MaskParts:
+    """A mask maker's MaskParts, in its own shape, from the full mask."""
+    return request.spec.mask_parts(full, request.spec.shape)
+
+
+def _mask_parts(ref: MaskRef, parts: MaskParts) -> MaskParts:
+    """The mask's parts in the shape `ref` views it in (parts: what the dealer links, see is_mask)."""
+    return parts.reshaped(ref.shape)
 
 
 @dataclass(frozen=True)
@@ -362,6 +381,7 @@ class RandomBits(Spec[RandomBitsMaterial]):
     packed words are free; the additive copy is dependent."""
 
     kind: ClassVar[str] = "bits"
+    linkable: ClassVar[frozenset[str]] = frozenset({"packed"})
     Material: ClassVar[type] = RandomBitsMaterial
     free: ClassVar[tuple[str, ...]] = ("packed",)
     dependent: ClassVar[tuple[str, ...]] = ("arith",)
@@ -454,6 +474,7 @@ class PrivateAndTriple(Spec[AndMaterial]):
     then sends its masked operand once."""
 
     kind: ClassVar[str] = "private_and"
+    linkable: ClassVar[frozenset[str]] = frozenset({"a", "b"})
     Material: ClassVar[type] = AndMaterial
     free: ClassVar[tuple[str, ...]] = ("a", "b")
     dependent: ClassVar[tuple[str, ...]] = ("c",)

@@ -15,15 +15,16 @@ program's in any parameter names other streams: its answer is independent of the
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 
 import torch
 
 from mpcrt import prg
-from mpcrt.dealer import kinds  # noqa: F401 - defines every kind (KINDS)
+from mpcrt.dealer import kinds  # defines every kind (KINDS)
 from mpcrt.dealer.request import KINDS, Request
 
-__all__ = ["KINDS", "Request", "answer", "answer_bytes", "answer_names", "answer_specs", "corrected_party", "derive",
-           "wire_dtype"]
+__all__ = ["KINDS", "MaterialMaker", "Request", "answer", "answer_bytes", "answer_names", "answer_specs",
+           "corrected_party", "derive", "seeded", "wire_dtype"]
 
 
 def is_xor(request: Request, component: str) -> bool:
@@ -40,15 +41,20 @@ def wire_dtype(request: Request, component: str) -> torch.dtype:
     return next(dtype for bits, dtype in WIRE_DTYPES if width <= bits)
 
 
-def derive(request: Request, seed: bytes, component: str) -> torch.Tensor:
-    """A party's seeded share of one component (free ones at both parties, dependent at the
-    party not corrected), as ring elements (a narrow component's sign-extended: only its low bits matter)."""
+def seeded(request: Request, seed: bytes, component: str) -> torch.Tensor:
+    """A party's seeded share of one component in its wire dtype (a narrow component's low
+    bits only): `derive` widens it, the dealer subtracts it as it is."""
     shape = request.spec.shapes()[component]
     if not math.prod(shape):  # a component this request's masks do not need: no keystream, no label
         return torch.empty(shape, dtype=torch.int64)
-    dtype = wire_dtype(request, component)
-    values = prg.named_ring(shape, seed, request.label(component), dtype)
-    return values if dtype == torch.int64 else values.to(torch.int64)
+    return prg.named_ring(shape, seed, request.label(component), wire_dtype(request, component))
+
+
+def derive(request: Request, seed: bytes, component: str) -> torch.Tensor:
+    """A party's seeded share of one component (free ones at both parties, dependent at the
+    party not corrected), as ring elements (a narrow component's sign-extended: only its low bits matter)."""
+    values = seeded(request, seed, component)
+    return values if values.dtype == torch.int64 else values.to(torch.int64)
 
 
 def corrected_party(request: Request) -> int:
@@ -58,41 +64,104 @@ def corrected_party(request: Request) -> int:
     return request.digest[0] & 1
 
 
+DEFAULT_KEPT_BYTES = 128 << 20  # linked values the dealer keeps (an iteration's masks are named within it)
+
+
+class MaterialMaker:
+    """The dealer's side: both seeds, and the values later requests name.
+
+    A mask is named by the products that use it (a truncation's output feeds several), so
+    the free values of `linkable` components, and a mask's MaskParts, are kept in a
+    least-recently-used store of at most `kept_bytes`: each is derived once, not once per
+    request that names it. What is kept is a function of the seeds and the request alone,
+    so keeping changes no answer."""
+
+    def __init__(self, seed0: bytes, seed1: bytes, kept_bytes: int = DEFAULT_KEPT_BYTES) -> None:
+        self.seeds = (seed0, seed1)
+        self.kept_bytes = kept_bytes
+        self._kept: OrderedDict[tuple[Request, str], torch.Tensor | kinds.MaskParts] = OrderedDict()
+        self._kept_size = 0
+
+    def answer(self, request: Request, party_id: int) -> list[torch.Tensor]:
+        """What the dealer sends party `party_id` for `request`: to the corrected party, the
+        corrections for the dependent components (value - the other party's seeded share, or
+        XOR), then to both, the public ones."""
+        spec = request.spec
+        corrected = party_id == corrected_party(request)
+        if not corrected and not spec.public:
+            return []
+        out = []
+        own = None  # each party's own derivation of the free components, where the public values need them
+        if spec.public:
+            own = [{name: derive(request, seed, name) for name in spec.free} for seed in self.seeds]
+        if corrected and spec.dependent:
+            free = {name: self._full_value(request, name, own) for name in spec.free}
+            free.update({name: self._linked(source, component) for name, (source, component) in spec.linked().items()})
+            values = spec.dependent_values(free)
+            pad_seed = self.seeds[1 - party_id]
+            for name in spec.dependent:  # dependent values are fresh tensors: corrected in place
+                pad = seeded(request, pad_seed, name)  # a narrow pad widens inside the operation
+                correction = values[name].bitwise_xor_(pad) if is_xor(request, name) else values[name].sub_(pad)
+                dtype = wire_dtype(request, name)
+                out.append(correction if dtype == torch.int64 else correction.to(dtype))  # the low bits, wrapped
+        if own is not None:
+            public = spec.public_values(own[0], own[1])
+            out.extend(public[name] for name in spec.public)
+        return out
+
+    def _full_value(self, request: Request, component: str,
+                    own: list[dict[str, torch.Tensor]] | None = None) -> torch.Tensor:
+        """The value of a free component (the dealer's view): one party's own derivation when it
+        is private to that party, else both parties' derivations combined (XOR or sum)."""
+        key = (request, component)
+        kept = self._kept.get(key)
+        if kept is not None:
+            self._kept.move_to_end(key)
+            return kept  # type: ignore[return-value]
+        parts = [d[component] for d in own] if own is not None else None
+        owner = request.spec.private.get(component)
+        if owner is not None:
+            value = parts[owner] if parts else derive(request, self.seeds[owner], component)
+        else:
+            p0, p1 = parts or (derive(request, seed, component) for seed in self.seeds)
+            value = p0 ^ p1 if is_xor(request, component) else p0 + p1
+        if component in request.spec.linkable:
+            self._keep(key, value)
+        return value
+
+    def _linked(self, source: Request, component: str) -> torch.Tensor | kinds.MaskParts:
+        """A linked component as `dependent_values` reads it: a mask as its MaskParts."""
+        if not kinds.is_mask(source, component):
+            return self._full_value(source, component)
+        key = (source, "parts")
+        kept = self._kept.get(key)
+        if kept is not None:
+            self._kept.move_to_end(key)
+            return kept
+        parts = kinds.own_mask_parts(source, self._full_value(source, component))
+        self._keep(key, parts)
+        return parts
+
+    def _keep(self, key: tuple[Request, str], value: torch.Tensor | kinds.MaskParts) -> None:
+        size = _nbytes(value)
+        if size > self.kept_bytes:
+            return
+        self._kept[key] = value
+        self._kept_size += size
+        while self._kept_size > self.kept_bytes:
+            _, dropped = self._kept.popitem(last=False)
+            self._kept_size -= _nbytes(dropped)
+
+
+def _nbytes(value: torch.Tensor | kinds.MaskParts) -> int:
+    if isinstance(value, kinds.MaskParts):
+        return _nbytes(value.base) + (0 if value.step is None else _nbytes(value.step))
+    return value.numel() * value.element_size()
+
+
 def answer(request: Request, party_id: int, seed0: bytes, seed1: bytes) -> list[torch.Tensor]:
-    """What the dealer sends party `party_id` for `request`: to the corrected party, the
-    corrections for the dependent components (value - the other party's seeded share, or
-    XOR), then to both, the public ones."""
-    spec = request.spec
-    corrected = party_id == corrected_party(request)
-    if not corrected and not spec.public:
-        return []
-    out = []
-    if corrected and spec.dependent:
-        free = {name: _full_value(request, name, seed0, seed1) for name in spec.free}
-        free.update({name: _full_value(source, component, seed0, seed1)
-                     for name, (source, component) in spec.linked().items()})
-        values = spec.dependent_values(free)
-        pad_seed = (seed0, seed1)[1 - party_id]
-        for name in spec.dependent:  # dependent values are fresh tensors: corrected in place
-            s0 = derive(request, pad_seed, name)
-            correction = values[name].bitwise_xor_(s0) if is_xor(request, name) else values[name].sub_(s0)
-            dtype = wire_dtype(request, name)
-            out.append(correction if dtype == torch.int64 else correction.to(dtype))  # the low bits, wrapped
-    if spec.public:
-        own = [{name: derive(request, seed, name) for name in spec.free} for seed in (seed0, seed1)]
-        public = spec.public_values(own[0], own[1])
-        out.extend(public[name] for name in spec.public)
-    return out
-
-
-def _full_value(request: Request, component: str, seed0: bytes, seed1: bytes) -> torch.Tensor:
-    """The value of a free component (the dealer's view): one party's own derivation when it
-    is private to that party, else both parties' derivations combined (XOR or sum)."""
-    owner = request.spec.private.get(component)
-    if owner is not None:
-        return derive(request, (seed0, seed1)[owner], component)
-    parts = derive(request, seed0, component), derive(request, seed1, component)
-    return parts[0] ^ parts[1] if is_xor(request, component) else parts[0] + parts[1]
+    """`MaterialMaker(seed0, seed1).answer(request, party_id)`, keeping nothing between calls."""
+    return MaterialMaker(seed0, seed1).answer(request, party_id)
 
 
 def answer_names(request: Request, party_id: int) -> list[str]:

@@ -50,6 +50,8 @@ class Spec(ABC, Generic[M]):
     # free components that one party alone knows: the value is that party's own derivation
     # (the other party derives but never uses its copy)
     private: ClassVar[dict[str, int]] = {}
+    # free components later requests may name (`linked`): the dealer keeps their values a while
+    linkable: ClassVar[frozenset[str]] = frozenset()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -68,7 +70,8 @@ class Spec(ABC, Generic[M]):
 
     def linked(self) -> dict[str, tuple[Request, str]]:
         """Free components of earlier requests this kind's dependent values are made from
-        (the dealer rebuilds them from the seeds; the parties never see them)."""
+        (the dealer rebuilds them from the seeds; the parties never see them). A mask maker's
+        mask reaches `dependent_values` as its MaskParts (kinds.is_mask), any other as its value."""
         return {}
 
     def public_values(self, free0: dict[str, torch.Tensor], free1: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -100,6 +103,21 @@ class Request(Generic[M]):
     @property
     def kind(self) -> str:
         return self.spec.kind
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    @functools.cached_property
+    def _hash(self) -> int:
+        """The dataclass's hash of (mid, spec), made once: a spec nests the requests it names,
+        and every dict of material, plan and ledger hashes each request several times."""
+        return hash((self.mid, self.spec))
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled without the cached hash: a string's hash differs from process to process."""
+        state = dict(self.__dict__)
+        state.pop("_hash", None)
+        return state
 
     @functools.cached_property
     def digest(self) -> bytes:
@@ -169,18 +187,26 @@ def _encode(value: Any) -> Any:
 
 def _map_requests(value: Any, move: Any) -> Any:
     """A dataclass with every Request inside it (directly or in nested dataclasses) passed
-    through `move`; the same object where nothing changed."""
+    through `move`; the same object where nothing changed (at once for a class whose fields
+    cannot hold a request: a stream moves every request of a plan each iteration)."""
     if isinstance(value, Request):
         return move(value)
-    if not dataclasses.is_dataclass(value) or isinstance(value, type):
+    cls = type(value)
+    if not _may_name_requests(cls):
         return value
     changed = {}
-    for f in dataclasses.fields(value):
-        old = getattr(value, f.name)
+    for name in _field_names(cls):  # type: ignore[union-attr]
+        old = getattr(value, name)
         new = _map_requests(old, move)
         if new is not old:
-            changed[f.name] = new
+            changed[name] = new
     return dataclasses.replace(value, **changed) if changed else value
+
+
+@functools.cache
+def _may_name_requests(cls: type) -> bool:
+    """Whether instances of cls are dataclasses whose fields may hold a Request."""
+    return dataclasses.is_dataclass(cls) and names_requests(cls)
 
 
 @functools.cache

@@ -19,7 +19,7 @@ import torch
 
 from mpcrt.dealer.admission import Admission, DealerLimits, DealerRefused
 from mpcrt.dealer.client import CorrectionSource
-from mpcrt.dealer.material import Request, answer, answer_bytes
+from mpcrt.dealer.material import MaterialMaker, Request, answer_bytes
 from mpcrt.errors import DealerError
 from mpcrt.messages import DATA, MalformedFrame, Message, decode, encode
 from mpcrt.scope import background_task, in_slices
@@ -35,7 +35,7 @@ class DealerService:
                  on_refusal: Callable[[DealerRefused], None] | None = None, link: NetworkModel | None = None) -> None:
         """link: the owner's link to each party, simulated on what the service sends (None:
         the real link alone)."""
-        self.seed0, self.seed1 = seed0, seed1
+        self.maker = MaterialMaker(seed0, seed1)
         self.link = link
         self.admission = Admission(limits)
         self.on_refusal = on_refusal
@@ -83,7 +83,7 @@ class DealerService:
 
     def _answer(self, request: Request, party_id: int) -> list[torch.Tensor]:
         try:
-            return answer(request, party_id, self.seed0, self.seed1)
+            return self.maker.answer(request, party_id)
         except (ValueError, TypeError, KeyError, IndexError, RuntimeError) as exc:  # parameters that do not fit
             raise DealerRefused(party_id, f"party {party_id} sent the dealer a malformed {request.kind} request at "
                                           f"step {request.mid} ({type(exc).__name__}: {exc})"[:500]) from None

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from mpcrt import prg
+from mpcrt.dealer import material
 from mpcrt.dealer.kinds import (
     AndTriple,
     BeaverTriple,
@@ -256,3 +257,42 @@ def test_narrow_components_travel_in_their_width(bits, dtype):
     msb = reconstruct(request)["r_msb"]
     r = reconstruct(request)["r"]
     assert torch.equal((msb << (64 - bits)), (r < 0).long() << (64 - bits))
+
+
+def _linked_plan() -> list[Request]:
+    """A truncation's mask named by three products (two of them of its two views), an
+    opening's by one, and a random bit by a bit product."""
+    trunc = Request((1,), TruncationPair((4, 6), 16))
+    opening = Request((2,), OpeningMask((4, 6)))
+    bits = Request((3,), RandomBits(24))
+    return [trunc, opening, bits,
+            Request((4,), MaskedProduct(MaskRef(trunc, (4, 6)), MaskRef(opening, (4, 6)))),
+            Request((5,), MaskedProduct(MaskRef(trunc, (24,)), MaskRef(trunc, (24,)))),
+            Request((6,), MaskedProduct(MaskRef(trunc, (2, 12)), MaskRef(trunc, (2, 12)))),
+            Request((7,), MaskedTimesBit(MaskRef(trunc, (4, 6)), bits))]
+
+
+def test_the_dealer_keeps_linked_values_and_answers_as_if_it_kept_none(monkeypatch):
+    plan = _linked_plan()
+    fresh = [[answer(r, party, SEED0, SEED1) for party in (0, 1)] for r in plan]
+    made = []
+    original = material.seeded
+    monkeypatch.setattr(material, "seeded", lambda r, seed, c: made.append((r, c)) or original(r, seed, c))
+    maker = material.MaterialMaker(SEED0, SEED1)
+    kept = [[maker.answer(r, party) for party in (0, 1)] for r in plan]
+    assert all(torch.equal(a, b) for f, k in zip(fresh, kept, strict=True) for fa, ka in zip(f, k, strict=True)
+               for a, b in zip(fa, ka, strict=True))
+    # the truncation's mask from both seeds once, though four requests name it
+    assert made.count((plan[0], "r")) == 2
+
+
+def test_the_dealer_keeps_at_most_its_bound():
+    plan = _linked_plan()
+    maker = material.MaterialMaker(SEED0, SEED1, kept_bytes=300)  # one 4x6 mask (192 bytes) at a time, not two
+    sizes = []
+    for r in plan:
+        assert all(torch.equal(a, b) for a, b in zip(maker.answer(r, corrected_party(r)),
+                                                      answer(r, corrected_party(r), SEED0, SEED1), strict=True))
+        sizes.append(maker._kept_size)
+        assert maker._kept_size == sum(material._nbytes(v) for v in maker._kept.values())
+    assert 0 < max(sizes) <= 300

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import pickle
 
 import msgpack
 import pytest
@@ -72,3 +73,22 @@ def test_a_request_names_others_one_level_deep_only():
     nested = ("masked_product", (1,), ((product.to_wire(), (4,)),) * 2)
     with pytest.raises(ValueError, match="cannot be named inside another request"):
         Request.from_wire(nested)
+
+
+def test_a_request_pickles_without_its_cached_hash():
+    """A request keeps its hash once made (dicts of material hash each several times), but a
+    string's hash differs from process to process: the copy another process unpickles makes its own."""
+    request = honest_requests()["masked_product"]
+    expected = hash((request.mid, request.spec))
+    assert hash(request) == expected and "_hash" in request.__dict__
+    copy = pickle.loads(pickle.dumps(request))
+    assert "_hash" not in copy.__dict__ and "_hash" not in copy.spec.x.request.__dict__
+    assert copy == request and hash(copy) == expected and {request: 1}[copy] == 1
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_what_a_kind_links_its_source_declares_linkable(kind):
+    """The dealer keeps the values of `linkable` components for the requests that name them:
+    a linked component left undeclared would be made again for each, unseen."""
+    for name, (source, component) in honest_requests()[kind].spec.linked().items():
+        assert component in source.spec.linkable, (kind, name, source.kind, component)
