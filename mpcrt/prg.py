@@ -42,39 +42,37 @@ def stream_key(key: bytes, label: bytes) -> bytes:
 ZERO_BLOCK = bytes(16)  # each stream has its own key, so its counter starts at zero
 
 
-def random_bytes(n: int, key: bytes, nonce: bytes = ZERO_BLOCK) -> bytearray:
-    """n bytes of the AES-CTR keystream for (key, nonce)."""
-    out = bytearray(n + 15)  # update_into needs room for one block more than its input
-    encryptor = Cipher(algorithms.AES(key), modes.CTR(nonce)).encryptor()
-    written = encryptor.update_into(bytes(n), out)
-    del out[written:]
-    return out
-
-
 _ZEROS = memoryview(bytes(1 << 20))  # what CTR encrypts: its output is then the keystream itself
-_SLACK = 2  # int64 elements past the end: update_into wants room for a block less one byte more
+BLOCK = 16  # bytes of one AES block: a stream's positions count in blocks
+_SLACK = 16  # bytes past the end: update_into wants room for a block less one byte more
+
+
+def keystream(key: bytes, nbytes: int, first_block: int = 0) -> np.ndarray:
+    """Bytes [16 first_block, 16 first_block + nbytes) of the AES-CTR keystream under `key`
+    (the counter starts at first_block), written straight into fresh memory: no zeroed input
+    or copy per call (the dealer makes thousands)."""
+    out = np.empty(nbytes + _SLACK, dtype=np.uint8)
+    encryptor = Cipher(algorithms.AES(key), modes.CTR(first_block.to_bytes(BLOCK, "big"))).encryptor()
+    chunk = len(_ZEROS)
+    if nbytes <= chunk:
+        encryptor.update_into(_ZEROS[:nbytes], out)
+    else:
+        for start in range(0, nbytes, chunk):
+            size = min(chunk, nbytes - start)
+            encryptor.update_into(_ZEROS[:size], out[start:start + size + _SLACK])
+    return out[:nbytes]
 
 
 def random_ring(shape: tuple[int, ...] | torch.Size, key: bytes, nonce: bytes = ZERO_BLOCK,
                 dtype: torch.dtype = torch.int64) -> torch.Tensor:
-    """Uniform elements of Z_2^64 (as int64) from the keyed stream, written straight into
-    the tensor's memory (no zeroed input or copy per call: the dealer makes thousands).
-    A narrower integer dtype gives uniform elements of that width (fewer bytes of stream)."""
+    """Uniform elements of Z_2^64 (as int64) from the keyed stream (counter from `nonce`). A
+    narrower integer dtype gives uniform elements of that width (fewer bytes of stream)."""
     n = math.prod(shape)
     if n == 0:
         return torch.empty(shape, dtype=dtype)
     width = _WIDTHS[dtype]
-    out = np.empty(n + _SLACK * 8 // width.itemsize, dtype=width)
-    buffer = out.view(np.uint8)
-    encryptor = Cipher(algorithms.AES(key), modes.CTR(nonce)).encryptor()
-    nbytes, chunk = width.itemsize * n, len(_ZEROS)
-    if nbytes <= chunk:
-        encryptor.update_into(_ZEROS[:nbytes], buffer)
-    else:
-        for start in range(0, nbytes, chunk):
-            size = min(chunk, nbytes - start)
-            encryptor.update_into(_ZEROS[:size], buffer[start:start + size + 8 * _SLACK])
-    return torch.from_numpy(out[:n].reshape(shape))
+    stream = keystream(key, width.itemsize * n, int.from_bytes(nonce, "big"))
+    return torch.from_numpy(stream.view(width).reshape(shape))
 
 
 _WIDTHS = {torch.int64: np.dtype(np.int64), torch.int32: np.dtype(np.int32), torch.int16: np.dtype(np.int16),

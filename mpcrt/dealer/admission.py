@@ -1,7 +1,7 @@
 """What the dealer agrees to answer: known kinds, each step once per party, bounded sizes.
 
 Privacy does not rest on these rules: every stream is named by the whole request
-(material.Request.label), so a forged variant of a request gets material independent of
+(material.Request.stream_name), so a forged variant of a request gets material independent of
 the real one. They keep a deviating party from using the dealer as a tool at all: a
 repeated step is refused (with the party and the step named), and no request, nor a whole
 job, makes the owner's machine allocate more than its limits.

@@ -18,7 +18,14 @@ from typing import Any, Protocol
 import torch
 
 from mpcrt.dealer.admission import Admission, DealerLimits
-from mpcrt.dealer.material import MaterialMaker, Request, answer_names, answer_specs, corrected_party, derive
+from mpcrt.dealer.material import (
+    MaterialMaker,
+    Request,
+    answer_names,
+    answer_specs,
+    corrected_party,
+    derive_parts,
+)
 from mpcrt.dealer.request import M
 from mpcrt.errors import DealerError
 from mpcrt.scope import MessageId, background_task, in_slices
@@ -215,9 +222,8 @@ class DealerClient:
         """This party's material for a request: its seeded parts and what the dealer sent."""
         request, answered = asked
         spec = request.spec
-        parts = {name: derive(request, self.seed, name) for name in spec.free}
-        if corrected_party(request) != self.party_id:
-            parts.update({name: derive(request, self.seed, name) for name in spec.dependent})
+        seeded = (*spec.free, *spec.dependent) if corrected_party(request) != self.party_id else spec.free
+        parts = derive_parts(request, self.seed, seeded)
         if answered or answer_names(request, self.party_id):
             self._check(request, answered)
             widened = [t if t.dtype == torch.int64 else t.to(torch.int64) for t in answered]  # narrow: low bits matter

@@ -2,8 +2,8 @@
 
 The dealer holds seed0 (shared with party 0) and seed1 (shared with party 1). Every piece
 of material is named by a `Request` (the step's message id and a typed spec of its kind,
-mpcrt.dealer.kinds), and each random component is an AES-CTR stream under a seed named by
-the whole request and the component (`Request.label`: every parameter included). Both
+mpcrt.dealer.kinds), and its random components are ranges of one AES-CTR stream per seed,
+named by the whole request (`Request.stream_name`: every parameter included). Both
 parties derive their free parts (masks) locally; one of them, the request's
 `corrected_party`, receives corrections for the dependent parts (c = a*b - c_other, ...),
 and the other derives its shares of those from its seed too. The corrected party is half
@@ -14,9 +14,13 @@ program's in any parameter names other streams: its answer is independent of the
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from mpcrt import prg
@@ -24,7 +28,7 @@ from mpcrt.dealer import kinds  # defines every kind (KINDS)
 from mpcrt.dealer.request import KINDS, Request
 
 __all__ = ["KINDS", "MaterialMaker", "Request", "answer", "answer_bytes", "answer_names", "answer_specs",
-           "corrected_party", "derive", "seeded", "wire_dtype"]
+           "corrected_party", "derive", "derive_parts", "seeded", "seeded_parts", "wire_dtype"]
 
 
 def is_xor(request: Request, component: str) -> bool:
@@ -41,20 +45,67 @@ def wire_dtype(request: Request, component: str) -> torch.dtype:
     return next(dtype for bits, dtype in WIRE_DTYPES if width <= bits)
 
 
+@dataclass(frozen=True)
+class _Slot:
+    """Where a component lies in its request's stream: from byte `offset` (a block boundary)."""
+
+    offset: int
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * self.dtype.itemsize
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _layout(request: Request) -> dict[str, _Slot]:
+    """The components a party may derive (free and dependent, in the spec's order; empty ones
+    take no bytes), each from a block boundary of the request's one stream per seed."""
+    spec, slots, offset = request.spec, {}, 0
+    for name, shape in spec.shapes().items():
+        if name in spec.public or not math.prod(shape):
+            continue
+        slots[name] = _Slot(offset, tuple(shape), wire_dtype(request, name))
+        offset += -(-slots[name].nbytes // prg.BLOCK) * prg.BLOCK
+    return slots
+
+
+def seeded_parts(request: Request, seed: bytes, names: Iterable[str]) -> dict[str, torch.Tensor]:
+    """A party's seeded shares of some components in their wire dtypes (a narrow component's
+    low bits only), cut from one AES-CTR stream under `seed`, named by the whole request
+    (Request.stream_name): each component has its own range of it, so no two share a pad."""
+    spec, layout = request.spec, _layout(request)
+    out = {name: torch.empty(spec.shapes()[name], dtype=torch.int64) for name in names if name not in layout}
+    slots = {name: layout[name] for name in names if name in layout}
+    if slots:
+        start = min(slot.offset for slot in slots.values())
+        end = max(slot.offset + slot.nbytes for slot in slots.values())
+        stream = prg.keystream(prg.stream_key(seed, request.stream_name), end - start, start // prg.BLOCK)
+        for name, slot in slots.items():
+            at = slot.offset - start
+            out[name] = torch.from_numpy(stream[at:at + slot.nbytes].view(_NUMPY[slot.dtype])).reshape(slot.shape)
+    return out
+
+
+def derive_parts(request: Request, seed: bytes, names: Iterable[str]) -> dict[str, torch.Tensor]:
+    """A party's seeded shares of some components (free ones at both parties, dependent at the
+    party not corrected), as ring elements (a narrow component's sign-extended: only its low bits matter)."""
+    return {name: values if values.dtype == torch.int64 else values.to(torch.int64)
+            for name, values in seeded_parts(request, seed, names).items()}
+
+
 def seeded(request: Request, seed: bytes, component: str) -> torch.Tensor:
-    """A party's seeded share of one component in its wire dtype (a narrow component's low
-    bits only): `derive` widens it, the dealer subtracts it as it is."""
-    shape = request.spec.shapes()[component]
-    if not math.prod(shape):  # a component this request's masks do not need: no keystream, no label
-        return torch.empty(shape, dtype=torch.int64)
-    return prg.named_ring(shape, seed, request.label(component), wire_dtype(request, component))
+    """One component of `seeded_parts`."""
+    return seeded_parts(request, seed, (component,))[component]
 
 
 def derive(request: Request, seed: bytes, component: str) -> torch.Tensor:
-    """A party's seeded share of one component (free ones at both parties, dependent at the
-    party not corrected), as ring elements (a narrow component's sign-extended: only its low bits matter)."""
-    values = seeded(request, seed, component)
-    return values if values.dtype == torch.int64 else values.to(torch.int64)
+    """One component of `derive_parts`."""
+    return derive_parts(request, seed, (component,))[component]
+
+
+_NUMPY = {torch.int64: np.int64, torch.int32: np.int32, torch.int16: np.int16, torch.int8: np.int8}
 
 
 def corrected_party(request: Request) -> int:
@@ -79,35 +130,51 @@ class MaterialMaker:
     def __init__(self, seed0: bytes, seed1: bytes, kept_bytes: int = DEFAULT_KEPT_BYTES) -> None:
         self.seeds = (seed0, seed1)
         self.kept_bytes = kept_bytes
-        self._kept: OrderedDict[tuple[Request, str], torch.Tensor | kinds.MaskParts] = OrderedDict()
+        self._kept: OrderedDict[tuple[Request, str], torch.Tensor | kinds.MaskParts | list[torch.Tensor]] = \
+            OrderedDict()
         self._kept_size = 0
 
     def answer(self, request: Request, party_id: int) -> list[torch.Tensor]:
         """What the dealer sends party `party_id` for `request`: to the corrected party, the
         corrections for the dependent components (value - the other party's seeded share, or
-        XOR), then to both, the public ones."""
+        XOR), then to both, the public ones (made for the first party that asks, kept for
+        the other)."""
         spec = request.spec
         corrected = party_id == corrected_party(request)
         if not corrected and not spec.public:
             return []
         out = []
-        own = None  # each party's own derivation of the free components, where the public values need them
-        if spec.public:
-            own = [{name: derive(request, seed, name) for name in spec.free} for seed in self.seeds]
+        own = None  # each party's own derivation of the free components, where needed
+        if spec.free and (spec.public or (corrected and spec.dependent and not self._kept_all(request))):
+            own = [derive_parts(request, seed, spec.free) for seed in self.seeds]
         if corrected and spec.dependent:
             free = {name: self._full_value(request, name, own) for name in spec.free}
             free.update({name: self._linked(source, component) for name, (source, component) in spec.linked().items()})
             values = spec.dependent_values(free)
-            pad_seed = self.seeds[1 - party_id]
+            pads = seeded_parts(request, self.seeds[1 - party_id], spec.dependent)
             for name in spec.dependent:  # dependent values are fresh tensors: corrected in place
-                pad = seeded(request, pad_seed, name)  # a narrow pad widens inside the operation
+                pad = pads[name]  # a narrow pad widens inside the operation
                 correction = values[name].bitwise_xor_(pad) if is_xor(request, name) else values[name].sub_(pad)
                 dtype = wire_dtype(request, name)
                 out.append(correction if dtype == torch.int64 else correction.to(dtype))  # the low bits, wrapped
-        if own is not None:
-            public = spec.public_values(own[0], own[1])
-            out.extend(public[name] for name in spec.public)
+        if spec.public:
+            out.extend(self._public(request, own))
         return out
+
+    def _kept_all(self, request: Request) -> bool:
+        return all((request, name) in self._kept for name in request.spec.free)
+
+    def _public(self, request: Request, own: list[dict[str, torch.Tensor]]) -> list[torch.Tensor]:
+        """The public values (both parties receive them: made once, kept for the second)."""
+        key = (request, "public")
+        kept = self._kept.pop(key, None)
+        if kept is not None:
+            self._kept_size -= _nbytes(kept)
+            return kept  # type: ignore[return-value]
+        public = request.spec.public_values(own[0], own[1])
+        values = [public[name] for name in request.spec.public]
+        self._keep(key, values)
+        return values
 
     def _full_value(self, request: Request, component: str,
                     own: list[dict[str, torch.Tensor]] | None = None) -> torch.Tensor:
@@ -118,12 +185,11 @@ class MaterialMaker:
         if kept is not None:
             self._kept.move_to_end(key)
             return kept  # type: ignore[return-value]
-        parts = [d[component] for d in own] if own is not None else None
         owner = request.spec.private.get(component)
         if owner is not None:
-            value = parts[owner] if parts else derive(request, self.seeds[owner], component)
+            value = own[owner][component] if own else derive(request, self.seeds[owner], component)
         else:
-            p0, p1 = parts or (derive(request, seed, component) for seed in self.seeds)
+            p0, p1 = (d[component] for d in own) if own else (derive(request, seed, component) for seed in self.seeds)
             value = p0 ^ p1 if is_xor(request, component) else p0 + p1
         if component in request.spec.linkable:
             self._keep(key, value)
@@ -142,7 +208,7 @@ class MaterialMaker:
         self._keep(key, parts)
         return parts
 
-    def _keep(self, key: tuple[Request, str], value: torch.Tensor | kinds.MaskParts) -> None:
+    def _keep(self, key: tuple[Request, str], value: torch.Tensor | kinds.MaskParts | list[torch.Tensor]) -> None:
         size = _nbytes(value)
         if size > self.kept_bytes:
             return
@@ -153,9 +219,11 @@ class MaterialMaker:
             self._kept_size -= _nbytes(dropped)
 
 
-def _nbytes(value: torch.Tensor | kinds.MaskParts) -> int:
+def _nbytes(value: torch.Tensor | kinds.MaskParts | list[torch.Tensor]) -> int:
     if isinstance(value, kinds.MaskParts):
         return _nbytes(value.base) + (0 if value.step is None else _nbytes(value.step))
+    if isinstance(value, list):
+        return sum(map(_nbytes, value))
     return value.numel() * value.element_size()
 
 

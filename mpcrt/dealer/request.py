@@ -8,7 +8,7 @@ their fields; `Request.from_wire` checks every field against its declared type, 
 peer's request is only ever one of the specs below, with ints where ints belong.
 
 Every random stream of a request is named by its SHA-256 over that wire form
-(`Request.label`): all parameters included, so a request that differs in anything names
+(`Request.stream_name`): all parameters included, so a request that differs in anything names
 other streams.
 """
 
@@ -128,9 +128,11 @@ class Request(Generic[M]):
     def _wire(self) -> tuple:
         return (self.spec.kind, self.mid, self.spec.to_wire())
 
-    def label(self, component: str) -> bytes:
-        """The name of one component's stream: the whole request, then the component."""
-        return self.digest + component.encode()
+    @property
+    def stream_name(self) -> bytes:
+        """What names this request's streams, one per seed (each component a range of it:
+        material.seeded_parts): the digest of the whole request."""
+        return self.digest
 
     def to_wire(self) -> tuple:
         """(kind, step id, fields): msgpack writes the tuples as arrays (made once: the

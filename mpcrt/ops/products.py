@@ -216,7 +216,9 @@ async def scale(x: ArithmeticShare, factor: float, *, frac_bits: int | None = No
     The result has `frac_bits` (default x's). `exponent` fixes e for a factor that drifts
     from call to call (Adam's bias correction), so that every call takes the same steps and
     asks the dealer for the same material (mpcrt.stream); |c| must then be in [1, 2^12)
-    (those extra bits of c count against the ring as the bound's do). `scale_bits`: c's
+    (those extra bits of c count against the ring as the bound's do), and without a bound
+    the first truncation's unit is multiplied by c: the error is then below |c| + 1
+    units (plus the relative part). `scale_bits`: c's
     fractional bits (default 16); fewer leave x more room in the ring (|x| 2^(f + bits + 1)
     must stay below 2^62) at c's precision (2^-bits relative)."""
     target = x.frac_bits if frac_bits is None else frac_bits

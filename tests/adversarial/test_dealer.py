@@ -73,10 +73,7 @@ def attack_answers(mid: tuple[int, ...] = (11,)) -> tuple[Request, list[torch.Te
 def test_the_attack_recovers_the_mask_where_a_forged_variant_shares_the_real_pads(monkeypatch):
     """The attack works as written when streams ignore the parameters (the old naming), so
     the next test's failure to recover means something."""
-    def old_label(self: Request, component: str) -> bytes:
-        return msgpack.packb([self.kind, list(self.mid), component])
-
-    monkeypatch.setattr(Request, "label", old_label)
+    monkeypatch.setattr(Request, "stream_name", property(lambda self: msgpack.packb([self.kind, list(self.mid)])))
     real, honest, forged = attack_answers()
     assert torch.equal(recover_mask(honest, forged), full_mask(real))
 

@@ -56,3 +56,10 @@ def test_the_keystream_is_aes_ctr_from_a_zero_counter_across_chunks():
         encryptor = Cipher(algorithms.AES(prg.stream_key(key, b"x")), modes.CTR(bytes(16))).encryptor()
         reference = torch.frombuffer(bytearray(encryptor.update(bytes(8 * n))), dtype=torch.int64)
         assert torch.equal(prg.named_ring((n,), key, b"x"), reference)
+
+
+def test_a_keystream_from_a_later_block_is_that_part_of_the_stream():
+    key = prg.new_key()
+    whole = prg.keystream(key, 5 * 16 + 7)
+    assert bytes(prg.keystream(key, 3 * 16 + 7, first_block=2)) == bytes(whole[32:])
+    assert len(prg.keystream(key, 0)) == 0

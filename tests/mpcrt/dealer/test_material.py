@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import msgpack
 import pytest
 import torch
@@ -276,8 +278,9 @@ def test_the_dealer_keeps_linked_values_and_answers_as_if_it_kept_none(monkeypat
     plan = _linked_plan()
     fresh = [[answer(r, party, SEED0, SEED1) for party in (0, 1)] for r in plan]
     made = []
-    original = material.seeded
-    monkeypatch.setattr(material, "seeded", lambda r, seed, c: made.append((r, c)) or original(r, seed, c))
+    original = material.seeded_parts
+    monkeypatch.setattr(material, "seeded_parts",
+                        lambda r, seed, names: made.extend((r, c) for c in names) or original(r, seed, names))
     maker = material.MaterialMaker(SEED0, SEED1)
     kept = [[maker.answer(r, party) for party in (0, 1)] for r in plan]
     assert all(torch.equal(a, b) for f, k in zip(fresh, kept, strict=True) for fa, ka in zip(f, k, strict=True)
@@ -296,3 +299,27 @@ def test_the_dealer_keeps_at_most_its_bound():
         sizes.append(maker._kept_size)
         assert maker._kept_size == sum(material._nbytes(v) for v in maker._kept.values())
     assert 0 < max(sizes) <= 300
+
+
+_TRUNC = Request((1,), TruncationPair((3, 5), 16))
+_PRODUCT = MaskedProduct(MaskRef(_TRUNC, (15,)), MaskRef(Request((4,), OpeningMask((15,))), (15,)))
+
+
+@pytest.mark.parametrize("request_", [_TRUNC, Request((2,), _PRODUCT), Request((3,), SignKey(7))])
+def test_a_requests_components_are_disjoint_ranges_of_its_one_stream(request_):
+    """One AES-CTR stream per request and seed, named by the whole request: each component
+    its own block-aligned range, in the wire dtype; derived alone or together, the same."""
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+    layout = material._layout(request_)
+    ends = sorted((slot.offset, slot.offset + slot.nbytes) for slot in layout.values())
+    assert all(a_end <= b_start and b_start % 16 == 0 for (_, a_end), (b_start, _) in itertools.pairwise(ends))
+    total = ends[-1][1]
+    key = prg.stream_key(SEED0, request_.digest)
+    stream = Cipher(algorithms.AES(key), modes.CTR(bytes(16))).encryptor().update(bytes(total))
+    together = material.seeded_parts(request_, SEED0, list(layout))
+    for name, slot in layout.items():
+        assert together[name].dtype == slot.dtype and tuple(together[name].shape) == slot.shape
+        assert together[name].numpy().tobytes() == stream[slot.offset:slot.offset + slot.nbytes]
+        assert torch.equal(material.seeded(request_, SEED0, name), together[name])
+    assert set(layout) == {n for n, s in request_.spec.shapes().items() if n not in request_.spec.public and s != (0,)}
