@@ -148,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
                        help="start anew even where OUT holds the record of an unfinished job (it is replaced; "
                        "without --fresh such a job is refused)")
     p.add_argument("--example", action="store_true", help="print an example job file and exit")
-    p.add_argument("--threads", type=positive_int, default=1, help="torch threads (default 1)")
+    p.add_argument("--threads", type=positive_int, default=1,
+                   help="the owner's torch threads, also the dealer's DCF key threads (default 1)")
     p.set_defaults(func=_train)
     p = sub.add_parser("synthesize", help="secure synthesis from a trained generator on two edge servers")
     p.add_argument("config", help="job file (TOML; its [synthesize] table)")
@@ -161,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
                    help=f"images per iteration (default {DEMO_BATCH})")
     p.add_argument("--samples", type=positive_int, default=64, help="images to synthesize")
     p.add_argument("--out", default="lpgan-demo", help="output folder")
-    p.add_argument("--threads", type=positive_int, default=1, help="the owner's torch threads (default 1)")
+    p.add_argument("--threads", type=positive_int, default=1,
+                   help="the owner's torch threads, also the dealer's DCF key threads (default 1)")
     p.set_defaults(func=_demo)
     p = sub.add_parser("bench", help="the benchmarks of bench/ (docs/BENCHMARKS.md); "
                        "`lpgan bench SUITE --help` for a suite's options")

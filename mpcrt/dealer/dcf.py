@@ -26,6 +26,9 @@ pass.
 
 from __future__ import annotations
 
+import functools
+from concurrent.futures import ThreadPoolExecutor
+
 import numba
 import numpy as np
 import torch
@@ -59,6 +62,14 @@ class _Cipher:
 
 
 WALK_CHUNK = 1024  # elements per chunk of the compiled walk: their state stays in cache for all levels
+KEYGEN_THREAD_ELEMENTS = 8192  # keys per thread at least: below, a thread costs more than it saves
+
+
+def keygen_threads(n: int) -> int:
+    """Threads for n keys: as many as torch may use in this process (its intra-op threads:
+    the owner's cores, or one where the owner shares the machine with the servers, as
+    `lpgan demo --threads` sets), each with at least KEYGEN_THREAD_ELEMENTS keys."""
+    return max(1, min(torch.get_num_threads(), n // KEYGEN_THREAD_ELEMENTS))
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -186,6 +197,80 @@ def _key_step(inp, out, alpha, shift, beta, s, t, v_alpha, s_cw, v_cw, t_cw):  #
             t[p, i] = ((out[p, i, keep, 0] ^ inp[p, i, keep, 0]) & one) ^ (t[p, i] & t_keep)
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _blocks(lo, hi, keys):  # pragma: no cover - compiled
+    """A seed's four PRG blocks (MMO, tweaks 2..5): left and right child seeds, left and
+    right payloads, two words each."""
+    two = np.uint64(2)
+    l0, l1 = aesni.mmo(lo ^ two, hi, keys)
+    r0, r1 = aesni.mmo(lo ^ np.uint64(3), hi, keys)
+    pl0, pl1 = aesni.mmo(lo ^ np.uint64(4), hi, keys)
+    pr0, pr1 = aesni.mmo(lo ^ np.uint64(5), hi, keys)
+    return l0, l1, r0, r1, pl0, pl1, pr0, pr1
+
+
+def _make_keygen(width: int):
+    """Key generation for elements lo..hi in one compiled function (AES by aesni), every level
+    of an element while its state stays in registers: the same words as the level-by-level
+    `_key_step` (Eurocrypt 2021, Fig. 3), without a pass over memory per level. nogil: the
+    dealer runs element ranges in threads."""
+
+    @numba.njit(cache=True, nogil=True)
+    def keygen_range(keys, alpha, beta, s, t, v_alpha, s_cw, v_cw, t_cw, last, lo, hi):  # pragma: no cover
+        one, zero = np.uint64(1), np.uint64(0)
+        for j in range(lo, hi):
+            for level in range(DOMAIN_BITS):
+                a = (alpha[j] >> np.uint64(DOMAIN_BITS - 1 - level)) & one
+                b0 = _blocks(s[0, j, 0], s[0, j, 1], keys)
+                b1 = _blocks(s[1, j, 0], s[1, j, 1], keys)
+                if a == one:  # keep the right child, lose the left
+                    keep0, keep0h, lose0, lose0h = b0[2], b0[3], b0[0], b0[1]
+                    keep1, keep1h, lose1, lose1h = b1[2], b1[3], b1[0], b1[1]
+                    vk0, vk0h, vl0, vl0h = b0[6], b0[7], b0[4], b0[5]
+                    vk1, vk1h, vl1, vl1h = b1[6], b1[7], b1[4], b1[5]
+                else:
+                    keep0, keep0h, lose0, lose0h = b0[0], b0[1], b0[2], b0[3]
+                    keep1, keep1h, lose1, lose1h = b1[0], b1[1], b1[2], b1[3]
+                    vk0, vk0h, vl0, vl0h = b0[4], b0[5], b0[6], b0[7]
+                    vk1, vk1h, vl1, vl1h = b1[4], b1[5], b1[6], b1[7]
+                cw_lo = (lose0 ^ lose1) & _NOT_ONE
+                cw_hi = lose0h ^ lose1h
+                s_cw[level, j, 0] = cw_lo
+                s_cw[level, j, 1] = cw_hi
+                negate = t[1, j] == one
+                for k in range(width):
+                    v_lose0, v_lose1 = (vl0, vl1) if k == 0 else (vl0h, vl1h)
+                    v_keep0, v_keep1 = (vk0, vk1) if k == 0 else (vk0h, vk1h)
+                    # y < alpha on every path that leaves alpha's path to the left (y bit 0, alpha bit 1)
+                    cw = v_lose1 - v_lose0 - v_alpha[j, k] + a * beta[j, k]
+                    if negate:
+                        cw = zero - cw
+                    v_cw[level, j, k] = cw
+                    v_alpha[j, k] = v_alpha[j, k] - v_keep1 + v_keep0 + (zero - cw if negate else cw)
+                t_left = (b0[0] & one) ^ (b1[0] & one) ^ a ^ one
+                t_right = (b0[2] & one) ^ (b1[2] & one) ^ a
+                t_cw[j, level // 32] |= (t_left | (t_right << one)) << np.uint64(2 * (level % 32))
+                t_keep = t_right if a == one else t_left
+                mask0, mask1 = zero - t[0, j], zero - t[1, j]
+                s[0, j, 0] = (keep0 & _NOT_ONE) ^ (cw_lo & mask0)
+                s[0, j, 1] = keep0h ^ (cw_hi & mask0)
+                t[0, j] = (keep0 & one) ^ (t[0, j] & t_keep)
+                s[1, j, 0] = (keep1 & _NOT_ONE) ^ (cw_lo & mask1)
+                s[1, j, 1] = keep1h ^ (cw_hi & mask1)
+                t[1, j] = (keep1 & one) ^ (t[1, j] & t_keep)
+            # a leaf's value: block 8 of the final seed, the first `width` words
+            c0, c0h = aesni.mmo(s[0, j, 0] ^ np.uint64(_LEAF_TWEAK), s[0, j, 1], keys)
+            c1, c1h = aesni.mmo(s[1, j, 0] ^ np.uint64(_LEAF_TWEAK), s[1, j, 1], keys)
+            for k in range(width):
+                value = (c1 - c0 if k == 0 else c1h - c0h) - v_alpha[j, k]
+                last[j, k] = zero - value if t[1, j] == one else value
+
+    return keygen_range
+
+
+_KEYGENS = {width: _make_keygen(width) for width in WIDTHS}
+
+
 def _u64(t: torch.Tensor) -> np.ndarray:
     return t.contiguous().numpy().view(np.uint64)
 
@@ -208,10 +293,11 @@ def _root(seed: torch.Tensor) -> np.ndarray:
     return s
 
 
-def keygen(alpha: torch.Tensor, beta: torch.Tensor, seed0: torch.Tensor, seed1: torch.Tensor
-           ) -> dict[str, torch.Tensor]:
+def keygen(alpha: torch.Tensor, beta: torch.Tensor, seed0: torch.Tensor, seed1: torch.Tensor,
+           threads: int | None = None) -> dict[str, torch.Tensor]:
     """Public correction words for DCFs of beta * [y < alpha] (alpha (n,) in [0, 2^63),
-    beta (n, width)), given both parties' root seeds (n, 2).
+    beta (n, width)), given both parties' root seeds (n, 2). With AES-NI, compiled element
+    by element in `threads` threads (default `keygen_threads(n)`); elsewhere level by level.
 
     Returns s_cw (levels, n, 2), v_cw (levels, n, width), t_cw (n, 2: the two control-bit
     corrections of level l at bits 2(l mod 32) and 2(l mod 32) + 1 of word l // 32) and
@@ -220,18 +306,30 @@ def keygen(alpha: torch.Tensor, beta: torch.Tensor, seed0: torch.Tensor, seed1: 
     n, width = beta.shape
     if width not in WIDTHS:
         raise ValueError(f"a DCF payload has {WIDTHS} ring elements, not {width}")
+    threads = keygen_threads(n) if threads is None else max(1, min(threads, n))
     a, b = _u64(alpha), _u64(beta)
     if not n:
         return {"s_cw": torch.zeros((DOMAIN_BITS, 0, 2), dtype=torch.int64),
                 "v_cw": torch.zeros((DOMAIN_BITS, 0, width), dtype=torch.int64),
                 "t_cw": torch.zeros((0, 2), dtype=torch.int64), "last": torch.zeros((0, width), dtype=torch.int64)}
-    cipher = _Cipher((2, n, 4, 2))
     s = np.stack([_root(seed0), _root(seed1)])
     t = np.stack([np.zeros(n, dtype=np.uint64), np.ones(n, dtype=np.uint64)])
     v_alpha = np.zeros((n, width), dtype=np.uint64)
     s_cw = np.empty((DOMAIN_BITS, n, 2), dtype=np.uint64)
     v_cw = np.empty((DOMAIN_BITS, n, width), dtype=np.uint64)
     t_cw_words = np.zeros((n, 2), dtype=np.uint64)
+    if aesni.available():
+        last = np.empty((n, width), dtype=np.uint64)
+        step = -(-n // threads)
+        ranges = [(lo, min(n, lo + step)) for lo in range(0, n, step)]
+        run = functools.partial(_KEYGENS[width], _ROUND_KEYS, a, b, s, t, v_alpha, s_cw, v_cw, t_cw_words, last)
+        if len(ranges) == 1:
+            run(0, n)
+        else:  # element ranges side by side: the compiled code holds no GIL
+            with ThreadPoolExecutor(len(ranges)) as pool:
+                list(pool.map(lambda r: run(*r), ranges))
+        return {"s_cw": _tensor(s_cw), "v_cw": _tensor(v_cw), "t_cw": _tensor(t_cw_words), "last": _tensor(last)}
+    cipher = _Cipher((2, n, 4, 2))
     level_t_cw = np.empty(n, dtype=np.uint64)
     for level in range(DOMAIN_BITS):
         _all_inputs(s, cipher.inp)

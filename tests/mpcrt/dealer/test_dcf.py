@@ -83,3 +83,26 @@ def test_parts_of_the_elements_evaluate_alone(monkeypatch, compiled):
 def test_no_elements_give_no_shares():
     _, seeds, cw = keys(torch.zeros(4, dtype=torch.int64), 2)
     assert dcf.evaluate(0, seeds[0], cw, torch.zeros(0, dtype=torch.int64)).shape == (0, 2)
+
+
+@pytest.mark.parametrize("width", [1, 2])
+def test_compiled_key_generation_in_threads_gives_the_level_by_level_keys(monkeypatch, width):
+    """With AES-NI the dealer makes keys element by element in compiled code, element ranges
+    in threads; word for word the keys of the level-by-level construction."""
+    n = 1001
+    alpha = torch.cat([prg.private_random_ring((n - 4,)) & LOW63, torch.tensor([0, 1, LOW63, LOW63 - 1])])
+    beta = prg.private_random_ring((n, width))
+    seeds = prg.private_random_ring((n, 2)), prg.private_random_ring((n, 2))
+    made = [dcf.keygen(alpha, beta, *seeds, threads=threads) for threads in (1, 3)]
+    monkeypatch.setattr(dcf.aesni, "available", lambda: False)
+    reference = dcf.keygen(alpha, beta, *seeds)
+    assert all(torch.equal(m[k], reference[k]) for m in made for k in reference)
+    y = (alpha + torch.randint(-1, 2, alpha.shape)) & LOW63
+    assert torch.equal(evaluated(seeds, made[1], y), beta * (y < alpha).long()[:, None])
+
+
+def test_key_generation_threads_follow_torch_threads_and_the_size(monkeypatch):
+    monkeypatch.setattr(dcf.torch, "get_num_threads", lambda: 4)
+    assert dcf.keygen_threads(100) == 1
+    assert dcf.keygen_threads(3 * dcf.KEYGEN_THREAD_ELEMENTS) == 3
+    assert dcf.keygen_threads(100 * dcf.KEYGEN_THREAD_ELEMENTS) == 4
