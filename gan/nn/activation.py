@@ -5,10 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 from gan.nn import functional as F
-from gan.nn.module import Module, Tensor, TruncatingActivation, Untruncated, UntruncatedOutput
+from gan.nn.module import (
+    HANDED_BITS,
+    Module,
+    Tensor,
+    TruncatingActivation,
+    Untruncated,
+    UntruncatedGradient,
+    UntruncatedOutput,
+)
 from mpcrt import ArithmeticShare
-
-HANDED_PRODUCT_BITS = 48  # a product of a handed-over output carries 3f bits: up to f = 16
 
 
 class ReLU(TruncatingActivation):
@@ -26,10 +32,11 @@ class ReLU(TruncatingActivation):
         return await F.relu_backward(grad, self._d)
 
 
-class LeakyReLU(ReLU, UntruncatedOutput):
+class LeakyReLU(ReLU, UntruncatedOutput, UntruncatedGradient):
     """Its output is slope x + (1 - slope) relu(x), truncated once: handed over before that
     truncation to a product, which truncates it in its own round (its 3f bits must fit:
-    f <= 16), one round less."""
+    f <= 16), one round less. Its backward's product slope g + (1 - slope) d g likewise, to
+    a product or batch norm before it."""
 
     def __init__(self, negative_slope: float = 0.01) -> None:
         super().__init__()
@@ -42,9 +49,16 @@ class LeakyReLU(ReLU, UntruncatedOutput):
 
     async def forward_untruncated(self, x: ArithmeticShare, frac_bits: int | None = None) -> Untruncated:
         scale = x.frac_bits if frac_bits is None else frac_bits
-        done = await F.leaky_relu(x, self.negative_slope, frac_bits, untruncated=3 * scale <= HANDED_PRODUCT_BITS)
+        done = await F.leaky_relu(x, self.negative_slope, frac_bits, untruncated=3 * scale <= HANDED_BITS)
         self._d = done.saved
         return Untruncated(done.output, scale)
+
+    def untruncated_gradient_bits(self, grad: ArithmeticShare) -> int:
+        return grad.frac_bits + (self._d.frac_bits if self.negative_slope else 0)
+
+    async def backward_untruncated(self, grad: ArithmeticShare) -> Untruncated:
+        assert self._d is not None, "backward before forward"
+        return Untruncated(await F.relu_backward(grad, self._d, untruncated=True), grad.frac_bits)
 
 
 class _SavedOutput(TruncatingActivation):

@@ -34,7 +34,7 @@ class Conv2d(_Conv):
         return await F.conv2d(x, self.weight.data, self._bias(), frac_bits, stride=self.stride, padding=self.padding,
                               dilation=self.dilation)
 
-    async def backward(self, grad: Tensor) -> Tensor:
+    async def backward(self, grad: Tensor, frac_bits: int | None = None) -> Tensor:
         """dx = conv_transpose2d(dy, W) (output padding restores x's size); dW by correlation."""
         x = self._x
         assert x is not None, "backward before forward"
@@ -66,7 +66,7 @@ class ConvTranspose2d(_Conv):
                                         padding=self.padding, output_padding=self.output_padding,
                                         dilation=self.dilation)
 
-    async def backward(self, grad: Tensor) -> Tensor:
+    async def backward(self, grad: Tensor, frac_bits: int | None = None) -> Tensor:
         """The adjoint of conv2d: dx = conv2d(dy, W); dW = the conv2d weight gradient with the
         roles of input and output gradient exchanged."""
         x = self._x
@@ -77,6 +77,7 @@ class ConvTranspose2d(_Conv):
                      dilation=self.dilation),
             F.conv2d_weight_grad(grad, x, self.kernel, self.stride, self.padding, self.dilation, bits),
             self._bias_grad(grad, (0, 2, 3)))
-        dx = dx[:, :, :x.shape[2], :x.shape[3]]
+        if dx.shape[2:] != x.shape[2:]:  # a crop makes a new share: the truncation's mask stays only uncropped
+            dx = dx[:, :, :x.shape[2], :x.shape[3]]
         self.weight.accumulate(dw)
         return dx

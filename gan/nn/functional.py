@@ -104,10 +104,11 @@ async def leaky_relu(x: Tensor, slope: float, frac_bits: int | None = None, untr
     return Forward(x * s, s)
 
 
-async def relu_backward(grad: Tensor, saved: Any) -> Tensor:
-    """grad times the local derivative that relu / leaky_relu saved."""
+async def relu_backward(grad: Tensor, saved: Any, untruncated: bool = False) -> Tensor:
+    """grad times the local derivative that relu / leaky_relu saved; untruncated as in
+    ops.relu_backward (shares only)."""
     if isinstance(saved, ops.ReluDerivative):
-        return await ops.relu_backward(grad, saved)
+        return await ops.relu_backward(grad, saved, untruncated)
     return await mul(grad, saved)
 
 
@@ -165,10 +166,11 @@ class PlainBatchNormContext:
     training: bool
 
 
-async def batch_norm_backward(grad: Tensor, ctx: Any) -> tuple[Tensor, Any, Any]:
-    """(input gradient, weight gradient, bias gradient), the closed form of the secure op."""
+async def batch_norm_backward(grad: Tensor, ctx: Any, frac_bits: int | None = None) -> tuple[Tensor, Any, Any]:
+    """(input gradient, weight gradient, bias gradient), the closed form of the secure op;
+    frac_bits as in ops.batch_norm_backward (shares only)."""
     if _secure(grad):
-        return await ops.batch_norm_backward(grad, ctx)
+        return await ops.batch_norm_backward(grad, ctx, frac_bits)
     x_hat, inv_std, weight, n, training = ctx.x_hat, ctx.inv_std, ctx.weight, ctx.count, ctx.training
     dims = (0, *range(2, grad.ndim))
     shape = (1, -1) + (1,) * (grad.ndim - 2)

@@ -18,7 +18,7 @@ class Linear(ProductLayer):
         self._x = x
         return await F.linear(x, self.weight.data, self._bias(), frac_bits)
 
-    async def backward(self, grad: Tensor) -> Tensor:
+    async def backward(self, grad: Tensor, frac_bits: int | None = None) -> Tensor:
         """dx = dy W, dW = dy^T x, db = sum of dy over the batch."""
         assert self._x is not None, "backward before forward"
         bits = self._grad_bits(grad)

@@ -122,17 +122,47 @@ class TakesUntruncated(Module):
         raise TypeError(f"{type(self).__name__} does not define forward")
 
 
+HANDED_BITS = 48  # a handed-over value's scale at most, and its product's: 3f bits up to f = 16
+
+
+class UntruncatedGradient(Module):
+    """A layer whose backward can hand the input's gradient over before its truncation
+    (LeakyReLU: slope g + (1 - slope) d g), to a TakesUntruncatedGradient layer before it,
+    which truncates it in a round it has anyway: one round less per pair (Sequential)."""
+
+    def untruncated_gradient_bits(self, grad: ArithmeticShare) -> int:
+        """The scale of the gradient backward_untruncated would hand over for `grad`."""
+        raise TypeError(f"{type(self).__name__} does not define untruncated_gradient_bits")
+
+    async def backward_untruncated(self, grad: ArithmeticShare) -> Untruncated:
+        raise TypeError(f"{type(self).__name__} does not define backward_untruncated")
+
+
+class TakesUntruncatedGradient(Module):
+    """A layer whose backward(grad, frac_bits) takes grad untruncated, standing for scale
+    frac_bits, and truncates it where it costs no round: a product in its own truncation,
+    batch norm in its opening of the gradient."""
+
+    def takes_gradient_bits(self, bits: int) -> bool:
+        """Whether a gradient at scale `bits` fits what this layer's backward computes."""
+        return bits <= HANDED_BITS
+
+    async def backward(self, grad: Tensor, frac_bits: int | None = None) -> Tensor:
+        raise TypeError(f"{type(self).__name__} does not define backward")
+
+
 class TruncatingActivation(TakesUntruncated):
     """An activation that takes an untruncated input: forward(x, frac_bits) truncates x to
     frac_bits while it compares it (ReLU, LeakyReLU: its sign; Sigmoid, Tanh: its segment)."""
 
 
-class ProductLayer(UntruncatedOutput, TakesUntruncated):
+class ProductLayer(UntruncatedOutput, TakesUntruncated, TakesUntruncatedGradient):
     """A layer whose output is its input times its weight, plus an optional bias (linear,
     convolutions): the parameters, and the output before its truncation that a following
     activation takes (see Sequential). Subclasses' forward takes the output's scale as
     frac_bits, so an untruncated input is truncated in the product's own truncation. The
-    backward's products truncate to the weight's scale, whatever scales the gradient and the
+    backward's products truncate to the weight's scale, whatever scales the gradient (its
+    backward's frac_bits, the scale a handed-over gradient stands for, changes nothing) and the
     saved input have (with an untruncated input they carry 3f bits before the truncation:
     the weight's gradient must stay below 2^(62 - 3f))."""
 
@@ -148,6 +178,12 @@ class ProductLayer(UntruncatedOutput, TakesUntruncated):
         """The output before its truncation (at the sum of x's and the weight's scales)."""
         untruncated, target = F.product_scales(x, self.weight.data, frac_bits)
         return Untruncated(await self.forward(x, untruncated), target)  # type: ignore[call-arg]
+
+    def takes_gradient_bits(self, bits: int) -> bool:
+        """Whether the backward's products with a gradient at scale `bits` fit (HANDED_BITS):
+        the saved input's scale (itself handed over at 2f, then 4f bits) and the weight's."""
+        scales = [t.frac_bits for t in (self._x, self.weight.data) if isinstance(t, ArithmeticShare)]
+        return len(scales) == 2 and max(scales) + bits <= HANDED_BITS
 
     def _grad_bits(self, grad: Tensor) -> int | None:
         """The scale the backward's products truncate to (shares): the weight's, whatever scales
@@ -207,9 +243,7 @@ class Sequential(Module):
         return x
 
     async def backward(self, grad: Tensor) -> Tensor:
-        for layer in reversed(self.layers):
-            grad = await layer.backward(grad)
-        return grad
+        return await _backward(self.layers, grad)
 
     def copy(self, statistics: str = "shared") -> Module:
         clone = copy.copy(self)
@@ -225,19 +259,47 @@ class Sequential(Module):
         output fed a cross-entropy: sigma(x) - y is the gradient of its input). A gradient
         finer than the party's scale (gan.loss) goes as it is to a product layer, which
         truncates it in its own truncation; any other layer gets it rescaled."""
-        first = next((layer for layer in reversed(self.layers[:-1]) if not isinstance(layer, Reshape)), None)
+        layers = self.layers[:-1]
         if isinstance(grad, ArithmeticShare) and grad.frac_bits > grad.party.frac_bits \
-                and not isinstance(first, ProductLayer):
+                and not isinstance(_before(layers, len(layers)), ProductLayer):
             grad = await F.rescale(grad, grad.party.frac_bits)
-        for layer in reversed(self.layers[:-1]):
-            grad = await layer.backward(grad)
-        return grad
+        return await _backward(layers, grad)
 
     def __getitem__(self, i: int) -> Module:
         return self.layers[i]
 
     def __len__(self) -> int:
         return len(self.layers)
+
+
+def _before(layers: list[Module], i: int) -> Module | None:
+    """The layer before layers[i], reshapes aside: the next one a backward runs."""
+    return next((layer for layer in reversed(layers[:i]) if not isinstance(layer, Reshape)), None)
+
+
+def _takes_gradient(layer: Module | None, bits: int) -> bool:
+    return isinstance(layer, TakesUntruncatedGradient) and layer.takes_gradient_bits(bits)
+
+
+async def _backward(layers: list[Module], grad: Tensor, stands_for: int | None = None) -> Tensor:
+    """The layers' backward in reverse. On shares, a layer that can hand its input's gradient
+    over before its truncation does so where the layer before takes it (a LeakyReLU before a
+    product or batch norm), which truncates it in a round it has anyway: one round less per
+    pair. stands_for: grad is handed over already, standing for this scale."""
+    for i in reversed(range(len(layers))):
+        layer = layers[i]
+        if isinstance(layer, Reshape):
+            grad = await layer.backward(grad)
+        elif stands_for is not None:
+            assert isinstance(layer, TakesUntruncatedGradient)
+            grad, stands_for = await layer.backward(grad, stands_for), None
+        elif isinstance(grad, ArithmeticShare) and isinstance(layer, UntruncatedGradient) \
+                and _takes_gradient(_before(layers, i), layer.untruncated_gradient_bits(grad)):
+            handed = await layer.backward_untruncated(grad)
+            grad, stands_for = handed.output, handed.frac_bits
+        else:
+            grad = await layer.backward(grad)
+    return grad
 
 
 class Reshape(Module):

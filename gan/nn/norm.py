@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from gan.nn import functional as F
-from gan.nn.module import Module, Parameter, Tensor, Untruncated, UntruncatedOutput
+from gan.nn.module import Module, Parameter, TakesUntruncatedGradient, Tensor, Untruncated, UntruncatedOutput
 from mpcrt import ArithmeticShare
 
 UNTRUNCATED = 1 << 10  # more fractional bits than the output has: ops.batch_norm then skips its truncation
 
 
-class BatchNorm2d(UntruncatedOutput):
+class BatchNorm2d(UntruncatedOutput, TakesUntruncatedGradient):
     def __init__(self, weight: Tensor, bias: Tensor, running_mean: Tensor, running_var: Tensor,
                  momentum: float = 0.1, eps: float = 1e-5) -> None:
         self.weight, self.bias = Parameter(weight), Parameter(bias)
@@ -49,10 +49,11 @@ class BatchNorm2d(UntruncatedOutput):
         assert frac_bits is None or frac_bits == x.frac_bits, "batch norm takes its input truncated"
         return Untruncated(await self.forward(x, UNTRUNCATED), x.frac_bits)
 
-    async def backward(self, grad: Tensor) -> Tensor:
-        """The closed form: gradients of the input, gamma and beta."""
+    async def backward(self, grad: Tensor, frac_bits: int | None = None) -> Tensor:
+        """The closed form: gradients of the input, gamma and beta. frac_bits (shares): grad
+        is handed over untruncated, standing for that scale (truncated in its opening)."""
         assert self._ctx is not None, "backward before forward"
-        dx, d_weight, d_bias = await F.batch_norm_backward(grad, self._ctx)
+        dx, d_weight, d_bias = await F.batch_norm_backward(grad, self._ctx, frac_bits)
         self.weight.accumulate(d_weight)
         self.bias.accumulate(d_bias)
         return dx

@@ -76,9 +76,12 @@ async def _times_step(x: ArithmeticShare, method: str | None, frac_bits: int | N
     return x, product, bit
 
 
-def _leaky_raw(x: ArithmeticShare, positive: ArithmeticShare, slope: float) -> ArithmeticShare:
-    """slope * x + (1 - slope) * positive at twice x's scale, untruncated (positive = x * [x >= 0])."""
-    return x.times(slope, x.frac_bits) + positive.times(1 - slope, x.frac_bits)
+def _leaky_raw(x: ArithmeticShare, positive: ArithmeticShare, slope: float, bits: int | None = None
+               ) -> ArithmeticShare:
+    """slope * x + (1 - slope) * positive with the slopes at `bits` (default x's scale),
+    untruncated: at x's scale plus `bits` (positive = x * [x >= 0])."""
+    bits = x.frac_bits if bits is None else bits
+    return x.times(slope, bits) + positive.times(1 - slope, bits)
 
 
 @dataclass(frozen=True)
@@ -123,12 +126,19 @@ async def leaky_relu_with_derivative(x: ArithmeticShare, negative_slope: float =
                           ReluDerivative(bit, negative_slope, x.party, x.frac_bits, x.dtype))
 
 
-async def backward(grad_out: ArithmeticShare, derivative: ReluDerivative) -> ArithmeticShare:
-    """Gradient of the input: grad_out times the derivative the forward kept."""
+async def backward(grad_out: ArithmeticShare, derivative: ReluDerivative, untruncated: bool = False
+                   ) -> ArithmeticShare:
+    """Gradient of the input: grad_out times the derivative the forward kept. untruncated: a
+    leaky derivative's product is left before its truncation, at grad_out's scale plus
+    `derivative.frac_bits`, for a layer that truncates it in a round it has anyway (a
+    product's truncation, batch norm's opening of its gradient): one round less."""
     with op_label("relu_backward"):
         if isinstance(derivative.bit, ArithmeticShare):  # the DCF's bit: a Beaver product
-            return await mul(grad_out, derivative.derivative)
+            local = derivative.derivative
+            wide = grad_out.frac_bits + local.frac_bits
+            return await mul(grad_out, local, frac_bits=wide if untruncated else None)
         positive = await times_bit(await open_masked(grad_out), derivative.bit)  # the forward's opened bit
         if not derivative.negative_slope:
             return positive
-        return await truncate(_leaky_raw(grad_out, positive, derivative.negative_slope), grad_out.frac_bits)
+        raw = _leaky_raw(grad_out, positive, derivative.negative_slope, derivative.frac_bits)
+        return raw if untruncated else await truncate(raw, derivative.frac_bits)

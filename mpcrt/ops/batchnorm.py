@@ -218,31 +218,40 @@ def _blend(running: ArithmeticShare, stat: ArithmeticShare, momentum: float, fac
     return truncate(raw, top + BLEND_BITS - running.frac_bits)
 
 
-async def batch_norm_backward(grad_out: ArithmeticShare, ctx: BatchNormContext
+async def batch_norm_backward(grad_out: ArithmeticShare, ctx: BatchNormContext, frac_bits: int | None = None
                               ) -> tuple[ArithmeticShare, ArithmeticShare | None, ArithmeticShare]:
     """(grad of the input, grad of weight (None if no weight), grad of bias). dy is opened
-    once (masked); every product with the forward's masked values is then local."""
+    once (masked); every product with the forward's masked values is then local.
+    frac_bits: grad_out is untruncated, standing for that scale: truncated in dy's opening
+    (a truncation's output is masked), so a layer can hand it over a round early."""
     dims = _reduce_dims(grad_out.ndim)
-    f = grad_out.frac_bits
+    f = grad_out.frac_bits if frac_bits is None else frac_bits
+    cut = grad_out.frac_bits - f
+    if cut < 0:
+        raise ValueError(f"a gradient with {grad_out.frac_bits} fractional bits cannot stand for {f}")
+
+    def opened(t: ArithmeticShare) -> Awaitable[ArithmeticShare]:
+        return truncate(t, cut) if cut else open_masked(t)
+
     with op_label("batch_norm_backward"):
         d_bias = grad_out.sum(dim=dims, keepdim=True)
         if not ctx.training:  # inference: the statistics are constants
-            dy = await open_masked(grad_out)
+            dy, d_bias = await asyncio.gather(opened(grad_out), truncate(d_bias, cut))
             dy_c, dy_gain = await asyncio.gather(mul(dy, ctx.centered, frac_bits=2 * f), _times_gain(dy, ctx.gain))
             total = await truncate(dy_c.sum(dim=dims, keepdim=True), f - SUM_BITS)
             d_weight, dx = await asyncio.gather(mul(total, ctx.inv_std, frac_bits=f),
                                                 truncate(dy_gain, f + GAIN_BITS))
             return dx, (d_weight.reshape(-1) if ctx.has_weight else None), d_bias.reshape(-1)
         assert isinstance(ctx.inv_std, ArithmeticShare) and ctx.mean is not None
-        dy, sum_dy, inv_n = await asyncio.gather(open_masked(grad_out), open_masked(d_bias),
+        dy, d_bias, inv_n = await asyncio.gather(opened(grad_out), opened(d_bias),  # d_bias: sum(dy)
                                                  _divided(ctx.inv_std, ctx.count, f + INV_N_EXTRA_BITS))
         # sum(dy * (x - mean)) = sum(dy * x) - sum(dy) * mean, summed before the one truncation
         dy_x, dy_gain, shift = await asyncio.gather(
             mul(dy, ctx.centered, frac_bits=2 * f), mul(dy, ctx.gain, frac_bits=2 * f + GAIN_BITS),
-            mul(sum_dy, ctx.mean, frac_bits=2 * f + EXTRA_BITS))
+            mul(d_bias, ctx.mean, frac_bits=2 * f + EXTRA_BITS))
         raw_total = dy_x.sum(dim=dims, keepdim=True).lift(EXTRA_BITS) - shift
         total, mean_dy = await asyncio.gather(truncate(raw_total, raw_total.frac_bits - f - SUM_BITS),
-                                              _divided(sum_dy, ctx.count, f + EXTRA_BITS))
+                                              _divided(d_bias, ctx.count, f + EXTRA_BITS))
         wide = 2 * f + EXTRA_BITS + GAIN_BITS
         d_weight, gain_mean = await asyncio.gather(mul(total, ctx.inv_std, frac_bits=f),  # sum(dy * x_hat)
                                                    mul(mean_dy, ctx.gain, frac_bits=wide))

@@ -197,3 +197,70 @@ async def test_a_leaky_relu_hands_its_output_to_the_next_product():
     for (y, rounds), (y_stopped, rounds_stopped) in zip(handed, stopped, strict=True):
         assert float((y - want).abs().max()) <= 2e-3 and float((y_stopped - want).abs().max()) <= 2e-3
         assert rounds_stopped - rounds == 2, (rounds, rounds_stopped)
+
+
+# backward hand-overs: a LeakyReLU's gradient goes to the layer before it untruncated
+HAND_BACK = {
+    "conv": lambda: tnn.Sequential(tnn.Conv2d(2, 3, 4, 2, 1), tnn.LeakyReLU(0.2), tnn.Flatten(), tnn.Linear(12, 2)),
+    "bn": lambda: tnn.Sequential(tnn.Conv2d(2, 3, 4, 2, 1, bias=False), tnn.BatchNorm2d(3), tnn.LeakyReLU(0.2),
+                                 tnn.Flatten(), tnn.Linear(12, 2)),
+}
+
+
+async def backward_rounds(party, module: tnn.Module, x: torch.Tensor, g: torch.Tensor, barrier: bool):
+    secure = await gan.secure(module, party, src=0)
+    if barrier:  # before the LeakyReLU
+        at = next(i for i, layer in enumerate(secure.layers) if isinstance(layer, nn.LeakyReLU))
+        secure.layers = [*secure.layers[:at], Barrier(), *secure.layers[at:]]
+    X = await party.input(x if party.id == 0 else None, src=0)
+    G = await party.input(g if party.id == 1 else None, src=1)
+    await secure.forward(X)
+    before = party.stats.rounds
+    dx = await secure.backward(G)
+    rounds = party.stats.rounds - before
+    grads = {n: await p.grad.reveal() for n, p in secure.named_parameters()}
+    return await dx.reveal(), grads, rounds
+
+
+@pytest.mark.parametrize("before", list(HAND_BACK))
+async def test_a_leaky_relu_hands_its_gradient_to_the_layer_before(before):
+    """LeakyReLU's backward product slope g + (1 - slope) d g is truncated in the round of the
+    layer before it (a product's truncation, batch norm's opening of its gradient): one
+    round less than with a barrier between them, and the same gradients as torch's."""
+    module = HAND_BACK[before]().train()
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.round(p * 2 ** 16) / 2 ** 16)
+    x = torch.round(torch.randn(2, 2, 4, 4) * 2 ** 16) / 2 ** 16
+    g = torch.round(torch.randn(2, 2) * 2 ** 16) / 2 ** 16
+    _, dx_ref, grads_ref = autograd(module.double(), x.double(), g.double())
+    handed = await run_pair(backward_rounds, module.float(), x, g, False, timeout=30)
+    stopped = await run_pair(backward_rounds, module, x, g, True, timeout=30)
+    for (dx, grads, rounds), (dx_stopped, _, rounds_stopped) in zip(handed, stopped, strict=True):
+        assert rounds_stopped - rounds == 1, (rounds, rounds_stopped)
+        for got in (dx, dx_stopped):
+            assert float((got - dx_ref).abs().max()) <= 2e-3
+        for n, value in grads.items():
+            assert float((value - grads_ref[n]).abs().max()) <= 5e-3, n
+
+
+async def relu_backward_rounds(party, module: tnn.Module, x: torch.Tensor, g: torch.Tensor):
+    secure = await gan.secure(module, party, src=0)
+    X = await party.input(x if party.id == 0 else None, src=0)
+    G = await party.input(g if party.id == 1 else None, src=1)
+    await secure.forward(X)
+    before = party.stats.op("relu_backward").rounds
+    dx = await secure.backward(G)
+    return await dx.reveal(), party.stats.op("relu_backward").rounds - before
+
+
+async def test_a_transposed_convolution_keeps_its_gradient_masked_for_the_relu():
+    """ConvTranspose2d's input gradient is a truncation's output, public up to a mask the
+    dealer knows: uncropped, it stays so, and the ReLU before it multiplies by its bit
+    without an opening."""
+    module = tnn.Sequential(tnn.ConvTranspose2d(2, 3, 4, 2, 1), tnn.ReLU(), tnn.ConvTranspose2d(3, 1, 4, 2, 1))
+    x, g = torch.randn(2, 2, 3, 3), torch.randn(2, 1, 12, 12)
+    _, dx_ref, _ = autograd(module.double(), x.double(), g.double())
+    for dx, rounds in await run_pair(relu_backward_rounds, module.float(), x, g, timeout=30):
+        assert rounds == 0
+        assert float((dx - dx_ref).abs().max()) <= 2e-3

@@ -68,6 +68,26 @@ async def test_relu_backward_reuses_the_forwards_opened_bit():
         assert cost == (0, 0)  # the bit was opened in the forward, the gradient is masked: local
 
 
+async def untruncated_backward(party, x, g, slope, method):
+    X = await party.input(x if party.id == 0 else None, src=0)
+    G = await party.input(g if party.id == 1 else None, src=1)
+    done = await ops.leaky_relu_with_derivative(X, slope, method)
+    grad = await ops.relu_backward(G, done.derivative, untruncated=True)
+    return await grad.reveal(), grad.frac_bits
+
+
+@pytest.mark.parametrize("method", ["tree", "dcf"])
+async def test_leaky_backward_hands_its_product_over_untruncated(method):
+    """untruncated: slope g + (1 - slope) d g at 32 bits, exact (a layer before truncates it)."""
+    g = torch.Generator().manual_seed(4)
+    x, grad_out = torch.randn(300, generator=g, dtype=torch.float64) * 4, torch.randn(300, generator=g).double()
+    x[:3] = torch.tensor([ULP, -ULP, 0.0])
+    want = q(grad_out) * torch.where(q(x) >= 0, 1.0, float(q(torch.tensor(0.2))))
+    for grad, frac_bits in await run_pair(untruncated_backward, x, grad_out, 0.2, method):
+        assert frac_bits == 32
+        assert torch.equal(grad, want)
+
+
 async def relu_of_untruncated(party, x, w, slope, method):
     X = await party.input(x if party.id == 0 else None, src=0)
     W = await party.input(w if party.id == 1 else None, src=1)

@@ -11,18 +11,23 @@ from mpcrt import ops
 from tests.conftest import run_pair
 
 
-async def bn_train(party, x, gamma, beta, g, rm, rv):
+async def bn_train(party, x, gamma, beta, g, rm, rv, handed: bool = False):
     X = await party.input(x if party.id == 0 else None, src=0)
     G = await party.input(g if party.id == 0 else None, src=0)
+    if handed:  # the gradient handed over untruncated (16 more bits), as a LeakyReLU's backward does
+        G = G.lift(16)
     W = await party.input(gamma if party.id == 1 else None, src=1)
     B = await party.input(beta if party.id == 1 else None, src=1)
     RM = await party.input(rm if party.id == 1 else None, src=1)
     RV = await party.input(rv if party.id == 1 else None, src=1)
     done = await ops.batch_norm_with_context(X, RM, RV, W, B, training=True, momentum=0.1)
     y, ctx = done.output, done.context
-    dx, dw, db = await ops.batch_norm_backward(G, ctx)
+    rounds = party.stats.rounds
+    dx, dw, db = await ops.batch_norm_backward(G, ctx, 16 if handed else None)
+    rounds = party.stats.rounds - rounds
+    assert all(t.frac_bits == 16 for t in (dx, dw, db))
     opened = [await t.reveal() for t in (y, dx, dw, db, RM, RV)]
-    return opened, party.stats.op("batch_norm").rounds
+    return opened, rounds
 
 
 def reference(x, gamma, beta, g, rm, rv):
@@ -33,8 +38,12 @@ def reference(x, gamma, beta, g, rm, rv):
     return [y.detach(), x.grad, gamma.grad, beta.grad, rm, rv]
 
 
-@pytest.mark.parametrize("shape", [(2, 8, 4, 4), (16, 64, 8, 8), (64, 32, 6, 6), (64, 16, 16, 16)])
-async def test_training_forward_and_backward_match_autograd(shape):
+@pytest.mark.parametrize(("shape", "handed"), [((2, 8, 4, 4), False), ((2, 8, 4, 4), True), ((16, 64, 8, 8), False),
+                                               ((16, 64, 8, 8), True), ((64, 32, 6, 6), False),
+                                               ((64, 16, 16, 16), False)])
+async def test_training_forward_and_backward_match_autograd(shape, handed):
+    """handed: the gradient comes untruncated and is truncated in its opening's round, the
+    backward's rounds unchanged."""
     gen = torch.Generator().manual_seed(sum(shape))
     c = shape[1]
     # DCGAN-like activations: per-channel means and spreads from small to large
@@ -48,25 +57,27 @@ async def test_training_forward_and_backward_match_autograd(shape):
     # of the inputs alone moves a 16k-term weight gradient by about 1e-3
     held = [torch.round(t * 2 ** 16) / 2 ** 16 for t in (x, gamma, beta, g, rm, rv)]
     want = reference(*held)
-    for got, _ in await run_pair(bn_train, x, gamma, beta, g, rm, rv, timeout=60):
+    for got, rounds in await run_pair(bn_train, x, gamma, beta, g, rm, rv, handed, timeout=60):
+        assert rounds == 6
         for name, a, b in zip(("y", "dx", "dgamma", "dbeta", "running_mean", "running_var"), got, want, strict=True):
             assert a.shape == b.shape, name
             assert float((a - b).abs().max()) <= 1e-3, name
 
 
-async def bn_eval(party, x, rm, rv, shared_stats: bool):
+async def bn_eval(party, x, rm, rv, shared_stats: bool, handed: bool = False):
     X = await party.input(x if party.id == 0 else None, src=0)
     if shared_stats:
         rm = await party.input(rm if party.id == 1 else None, src=1)
         rv = await party.input(rv if party.id == 1 else None, src=1)
     done = await ops.batch_norm_with_context(X, rm, rv, training=False)
     y, ctx = done.output, done.context
-    dx, dw, _ = await ops.batch_norm_backward(X, ctx)
+    dx, dw, _ = await (ops.batch_norm_backward(X.lift(16), ctx, 16) if handed else ops.batch_norm_backward(X, ctx))
+    assert dx.frac_bits == 16
     return await y.reveal(), await dx.reveal(), dw
 
 
-@pytest.mark.parametrize("shared_stats", [True, False])
-async def test_inference_with_running_statistics(shared_stats):
+@pytest.mark.parametrize(("shared_stats", "handed"), [(True, False), (False, False), (True, True)])
+async def test_inference_with_running_statistics(shared_stats, handed):
     gen = torch.Generator().manual_seed(5)
     x = torch.randn(4, 3, 5, 5, generator=gen, dtype=torch.float64)
     rm = torch.tensor([0.5, -1.0, 0.0], dtype=torch.float64)
@@ -74,7 +85,7 @@ async def test_inference_with_running_statistics(shared_stats):
     if shared_stats:  # shared statistics are fixed point: 0.01 is 655 units of 2^-16
         rm, rv = torch.round(rm * 2 ** 16) / 2 ** 16, torch.round(rv * 2 ** 16) / 2 ** 16
     want = F.batch_norm(x, rm, rv, training=False, eps=1e-5)
-    for y, dx, dw in await run_pair(bn_eval, x, rm, rv, shared_stats, timeout=30):
+    for y, dx, dw in await run_pair(bn_eval, x, rm, rv, shared_stats, handed, timeout=30):
         assert float((y - want).abs().max()) <= 1e-3
         assert float((dx - x * (rv.reshape(1, 3, 1, 1) + 1e-5).rsqrt()).abs().max()) <= 1e-3
         assert dw is None
