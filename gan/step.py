@@ -4,7 +4,8 @@ D step: G(z), then D on the real and on the fake batch concurrently (two passes 
 D's parameters and share rounds), gradients of the cross-entropy at D's logits, both
 backward passes concurrently (gradients add up), D's optimizer. G step: D on the same
 fake batch with the updated D, the non-saturating loss (label 1), backward through D to
-the images and on through G, G's optimizer. As in torch's DCGAN example, except that the
+the images (D's parameters take no gradient there) and on through G, G's optimizer. No
+backward makes its network's input gradient (the images', the noise's). As in torch's DCGAN example, except that the
 two concurrent D passes each update the batch-norm running statistics from the same old
 value (the fake pass's, last in program order, stays), where torch's sequential passes
 apply both updates. The plaintext twin does the same.
@@ -40,14 +41,20 @@ async def train_step(d: Sequential, g: Sequential, opt_d: Optimizer, opt_g: Opti
     d.adopt_statistics(on_fake)
     grad_real, grad_fake = await asyncio.gather(bce_logit_grad(p_real, 1.0), bce_logit_grad(p_fake, 0.0))
     d.zero_grad()
-    await asyncio.gather(on_real.backward_from_logits(grad_real), on_fake.backward_from_logits(grad_fake))
+    # D's input gradients are not wanted: its first layer makes none
+    await asyncio.gather(on_real.backward_from_logits(grad_real, input_grad=False),
+                         on_fake.backward_from_logits(grad_fake, input_grad=False))
     await opt_d.step()
 
     judged = d.copy()
     p_after = await judged.forward(fake)
-    grad_images = await judged.backward_from_logits(await bce_logit_grad(p_after, 1.0))
-    d.zero_grad()  # the G step's gradients of D are not used
+    d.requires_grad_(False)  # the G step needs D's input gradient only: no parameter gradients made
+    try:
+        grad_images = await judged.backward_from_logits(await bce_logit_grad(p_after, 1.0))
+    finally:
+        d.requires_grad_(True)
+    d.zero_grad()
     g.zero_grad()
-    await g.backward(grad_images)
+    await g.backward(grad_images, input_grad=False)  # nobody wants the noise's gradient
     await opt_g.step()
     return StepOutputs(p_real, p_fake, p_after)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from gan.nn import functional as F
-from gan.nn.module import ProductLayer, Tensor
+from gan.nn.module import ProductLayer, Tensor, unwanted
 
 
 def _pair(v: int | tuple[int, int]) -> tuple[int, int]:
@@ -34,7 +34,7 @@ class Conv2d(_Conv):
         return await F.conv2d(x, self.weight.data, self._bias(), frac_bits, stride=self.stride, padding=self.padding,
                               dilation=self.dilation)
 
-    async def backward(self, grad: Tensor, frac_bits: int | None = None) -> Tensor:
+    async def backward(self, grad: Tensor, frac_bits: int | None = None, input_grad: bool = True) -> Tensor | None:
         """dx = conv_transpose2d(dy, W) (output padding restores x's size); dW by correlation."""
         x = self._x
         assert x is not None, "backward before forward"
@@ -45,10 +45,12 @@ class Conv2d(_Conv):
         bits = self._grad_bits(grad)
         dx, dw, _ = await asyncio.gather(
             F.conv_transpose2d(grad, self.weight.data, None, bits, stride=self.stride, padding=self.padding,
-                               output_padding=out_padding, dilation=self.dilation),
-            F.conv2d_weight_grad(x, grad, self.kernel, self.stride, self.padding, self.dilation, bits),
+                               output_padding=out_padding, dilation=self.dilation) if input_grad else unwanted(),
+            F.conv2d_weight_grad(x, grad, self.kernel, self.stride, self.padding, self.dilation, bits)
+            if self.weight.requires_grad else unwanted(),
             self._bias_grad(grad, (0, 2, 3)))
-        self.weight.accumulate(dw)
+        if dw is not None:
+            self.weight.accumulate(dw)
         return dx
 
 
@@ -66,7 +68,7 @@ class ConvTranspose2d(_Conv):
                                         padding=self.padding, output_padding=self.output_padding,
                                         dilation=self.dilation)
 
-    async def backward(self, grad: Tensor, frac_bits: int | None = None) -> Tensor:
+    async def backward(self, grad: Tensor, frac_bits: int | None = None, input_grad: bool = True) -> Tensor | None:
         """The adjoint of conv2d: dx = conv2d(dy, W); dW = the conv2d weight gradient with the
         roles of input and output gradient exchanged."""
         x = self._x
@@ -74,10 +76,12 @@ class ConvTranspose2d(_Conv):
         bits = self._grad_bits(grad)
         dx, dw, _ = await asyncio.gather(
             F.conv2d(grad, self.weight.data, None, bits, stride=self.stride, padding=self.padding,
-                     dilation=self.dilation),
-            F.conv2d_weight_grad(grad, x, self.kernel, self.stride, self.padding, self.dilation, bits),
+                     dilation=self.dilation) if input_grad else unwanted(),
+            F.conv2d_weight_grad(grad, x, self.kernel, self.stride, self.padding, self.dilation, bits)
+            if self.weight.requires_grad else unwanted(),
             self._bias_grad(grad, (0, 2, 3)))
-        if dx.shape[2:] != x.shape[2:]:  # a crop makes a new share: the truncation's mask stays only uncropped
+        if dx is not None and dx.shape[2:] != x.shape[2:]:  # a crop makes a new share: the mask stays only uncropped
             dx = dx[:, :, :x.shape[2], :x.shape[3]]
-        self.weight.accumulate(dw)
+        if dw is not None:
+            self.weight.accumulate(dw)
         return dx

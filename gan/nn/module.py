@@ -14,14 +14,21 @@ from mpcrt import ArithmeticShare
 Tensor = ArithmeticShare | torch.Tensor
 
 
-class Parameter:
-    """A trainable tensor (share or plain) and, after backward, its gradient."""
+async def unwanted() -> None:
+    """What a backward gathers in place of a gradient nobody wants."""
 
-    __slots__ = ("data", "grad")
+
+class Parameter:
+    """A trainable tensor (share or plain) and, after backward, its gradient. Where
+    requires_grad is off (torch's flag), a backward makes no gradient for it: a product
+    layer skips the product, and nothing accumulates."""
+
+    __slots__ = ("data", "grad", "requires_grad")
 
     def __init__(self, data: Tensor) -> None:
         self.data = data
         self.grad: Tensor | None = None
+        self.requires_grad = True
 
     @property
     def shape(self) -> torch.Size:
@@ -32,7 +39,8 @@ class Parameter:
 
     def accumulate(self, grad: Tensor) -> None:
         """Add to the gradient, as torch does: passes that share parameters sum their gradients."""
-        self.grad = grad if self.grad is None else self.grad + grad
+        if self.requires_grad:
+            self.grad = grad if self.grad is None else self.grad + grad
 
 
 class Module:
@@ -74,6 +82,13 @@ class Module:
     def zero_grad(self) -> None:
         for p in self.parameters():
             p.grad = None
+
+    def requires_grad_(self, requires_grad: bool = True) -> Module:
+        """Whether backward makes the parameters' gradients (torch's Module.requires_grad_):
+        off for a pass whose gradients would be dropped (D's in the G step)."""
+        for p in self.parameters():
+            p.requires_grad = requires_grad
+        return self
 
     def copy(self, statistics: str = "shared") -> Module:
         """Another instance sharing the parameters but with its own saved forward state, so
@@ -195,7 +210,7 @@ class ProductLayer(UntruncatedOutput, TakesUntruncated, TakesUntruncatedGradient
 
     async def _bias_grad(self, grad: Tensor, dims: tuple[int, ...]) -> None:
         """The bias's gradient, the sum of grad over `dims`, at the weight's scale."""
-        if self.bias is None:
+        if self.bias is None or not self.bias.requires_grad:
             return
         total = grad.sum(dim=dims)
         bits = self._grad_bits(grad)
@@ -242,8 +257,10 @@ class Sequential(Module):
                 x = await layer.forward(x)
         return x
 
-    async def backward(self, grad: Tensor) -> Tensor:
-        return await _backward(self.layers, grad)
+    async def backward(self, grad: Tensor, input_grad: bool = True) -> Tensor | None:
+        """input_grad=False: the input's gradient is not wanted (None): a first product layer
+        skips its product."""
+        return await _backward(self.layers, grad, input_grad=input_grad)
 
     def copy(self, statistics: str = "shared") -> Module:
         clone = copy.copy(self)
@@ -254,7 +271,7 @@ class Sequential(Module):
         for mine, theirs in zip(self.layers, other.layers, strict=True):
             mine.adopt_statistics(theirs)
 
-    async def backward_from_logits(self, grad: Tensor) -> Tensor:
+    async def backward_from_logits(self, grad: Tensor, input_grad: bool = True) -> Tensor | None:
         """Backward with the gradient of the pre-activation of the last layer (a Sigmoid whose
         output fed a cross-entropy: sigma(x) - y is the gradient of its input). A gradient
         finer than the party's scale (gan.loss) goes as it is to a product layer, which
@@ -263,7 +280,7 @@ class Sequential(Module):
         if isinstance(grad, ArithmeticShare) and grad.frac_bits > grad.party.frac_bits \
                 and not isinstance(_before(layers, len(layers)), ProductLayer):
             grad = await F.rescale(grad, grad.party.frac_bits)
-        return await _backward(layers, grad)
+        return await _backward(layers, grad, input_grad=input_grad)
 
     def __getitem__(self, i: int) -> Module:
         return self.layers[i]
@@ -281,13 +298,19 @@ def _takes_gradient(layer: Module | None, bits: int) -> bool:
     return isinstance(layer, TakesUntruncatedGradient) and layer.takes_gradient_bits(bits)
 
 
-async def _backward(layers: list[Module], grad: Tensor, stands_for: int | None = None) -> Tensor:
+async def _backward(layers: list[Module], grad: Tensor, stands_for: int | None = None, input_grad: bool = True
+                    ) -> Tensor | None:
     """The layers' backward in reverse. On shares, a layer that can hand its input's gradient
     over before its truncation does so where the layer before takes it (a LeakyReLU before a
     product or batch norm), which truncates it in a round it has anyway: one round less per
-    pair. stands_for: grad is handed over already, standing for this scale."""
+    pair. stands_for: grad is handed over already, standing for this scale. input_grad=False:
+    a first product layer makes no input gradient (None is returned)."""
+    first = next((i for i, layer in enumerate(layers) if not isinstance(layer, Reshape)), None)
     for i in reversed(range(len(layers))):
         layer = layers[i]
+        if i == first and not input_grad and isinstance(layer, ProductLayer):
+            await layer.backward(grad, stands_for, input_grad=False)
+            return None
         if isinstance(layer, Reshape):
             grad = await layer.backward(grad)
         elif stands_for is not None:

@@ -264,3 +264,36 @@ async def test_a_transposed_convolution_keeps_its_gradient_masked_for_the_relu()
     for dx, rounds in await run_pair(relu_backward_rounds, module.float(), x, g, timeout=30):
         assert rounds == 0
         assert float((dx - dx_ref).abs().max()) <= 2e-3
+
+
+async def unwanted_gradients(party, module: tnn.Module, x: torch.Tensor, g: torch.Tensor, input_grad: bool,
+                             frozen: bool):
+    secure = await gan.secure(module, party, src=0)
+    secure.requires_grad_(not frozen)
+    X = await party.input(x if party.id == 0 else None, src=0)
+    G = await party.input(g if party.id == 1 else None, src=1)
+    await secure.forward(X)
+    sent = party.stats.bytes_sent
+    dx = await secure.backward(G, input_grad=input_grad)
+    sent = party.stats.bytes_sent - sent
+    grads = {n: None if p.grad is None else await p.grad.reveal() for n, p in secure.named_parameters()}
+    return None if dx is None else await dx.reveal(), grads, sent
+
+
+@pytest.mark.parametrize("name", ["d_block", "g_block", "dcgan_block"])
+async def test_gradients_nobody_wants_are_not_made(name):
+    """input_grad=False: the first product layer makes no input gradient; requires_grad_(False):
+    no parameter gets one. Either way what is made is the same, and fewer bytes are sent."""
+    module = LAYERS[name]().train()
+    x = torch.randn(INPUTS[name])
+    g = torch.randn_like(module(x))
+    full = await run_pair(unwanted_gradients, module, x, g, True, False, timeout=30)
+    no_input = await run_pair(unwanted_gradients, module, x, g, False, False, timeout=30)
+    frozen = await run_pair(unwanted_gradients, module, x, g, True, True, timeout=30)
+    for (dx, grads, sent), (dx_none, grads_kept, sent_none), (dx_frozen, no_grads, sent_frozen) in zip(
+            full, no_input, frozen, strict=True):
+        assert dx_none is None and sent_none < sent
+        assert grads.keys() == grads_kept.keys()
+        assert all(float((grads[n] - grads_kept[n]).abs().max()) <= 1e-3 for n in grads)  # other masks
+        assert all(v is None for v in no_grads.values()) and sent_frozen < sent
+        assert float((dx_frozen - dx).abs().max()) <= 1e-3
