@@ -73,13 +73,19 @@ def keygen_threads(n: int) -> int:
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _expand(i, shift, s, y, keys):  # pragma: no cover - compiled
-    """Element i's path bit and its seed's blocks for that child: seed (tweak 2 + bit) and
-    payload (4 + bit)."""
-    bit = (y[i] >> shift) & np.uint64(1)
-    lo, hi = s[np.uint64(2) * i], s[np.uint64(2) * i + np.uint64(1)]
+def _child(lo, hi, bit, keys):  # pragma: no cover - compiled
+    """A seed's blocks for its child `bit`: the child's seed (MMO tweak 2 + bit) and its
+    payload (tweak 4 + bit), two words each."""
     a, b = aesni.mmo(lo ^ (np.uint64(2) + bit), hi, keys)
     c, d = aesni.mmo(lo ^ (np.uint64(4) + bit), hi, keys)
+    return a, b, c, d
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _expand(i, shift, s, y, keys):  # pragma: no cover - compiled
+    """Element i's path bit and its seed's blocks for that child."""
+    bit = (y[i] >> shift) & np.uint64(1)
+    a, b, c, d = _child(s[np.uint64(2) * i], s[np.uint64(2) * i + np.uint64(1)], bit, keys)
     return bit, a, b, c, d
 
 
@@ -197,18 +203,6 @@ def _key_step(inp, out, alpha, shift, beta, s, t, v_alpha, s_cw, v_cw, t_cw):  #
             t[p, i] = ((out[p, i, keep, 0] ^ inp[p, i, keep, 0]) & one) ^ (t[p, i] & t_keep)
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
-def _blocks(lo, hi, keys):  # pragma: no cover - compiled
-    """A seed's four PRG blocks (MMO, tweaks 2..5): left and right child seeds, left and
-    right payloads, two words each."""
-    two = np.uint64(2)
-    l0, l1 = aesni.mmo(lo ^ two, hi, keys)
-    r0, r1 = aesni.mmo(lo ^ np.uint64(3), hi, keys)
-    pl0, pl1 = aesni.mmo(lo ^ np.uint64(4), hi, keys)
-    pr0, pr1 = aesni.mmo(lo ^ np.uint64(5), hi, keys)
-    return l0, l1, r0, r1, pl0, pl1, pr0, pr1
-
-
 def _make_keygen(width: int):
     """Key generation for elements lo..hi in one compiled function (AES by aesni), every level
     of an element while its state stays in registers: the same words as the level-by-level
@@ -221,43 +215,36 @@ def _make_keygen(width: int):
         for j in range(lo, hi):
             for level in range(DOMAIN_BITS):
                 a = (alpha[j] >> np.uint64(DOMAIN_BITS - 1 - level)) & one
-                b0 = _blocks(s[0, j, 0], s[0, j, 1], keys)
-                b1 = _blocks(s[1, j, 0], s[1, j, 1], keys)
-                if a == one:  # keep the right child, lose the left
-                    keep0, keep0h, lose0, lose0h = b0[2], b0[3], b0[0], b0[1]
-                    keep1, keep1h, lose1, lose1h = b1[2], b1[3], b1[0], b1[1]
-                    vk0, vk0h, vl0, vl0h = b0[6], b0[7], b0[4], b0[5]
-                    vk1, vk1h, vl1, vl1h = b1[6], b1[7], b1[4], b1[5]
-                else:
-                    keep0, keep0h, lose0, lose0h = b0[0], b0[1], b0[2], b0[3]
-                    keep1, keep1h, lose1, lose1h = b1[0], b1[1], b1[2], b1[3]
-                    vk0, vk0h, vl0, vl0h = b0[4], b0[5], b0[6], b0[7]
-                    vk1, vk1h, vl1, vl1h = b1[4], b1[5], b1[6], b1[7]
-                cw_lo = (lose0 ^ lose1) & _NOT_ONE
-                cw_hi = lose0h ^ lose1h
+                # keep alpha's child (seed words 0, 1; payload words 2, 3), lose the other
+                keep0, lose0 = _child(s[0, j, 0], s[0, j, 1], a, keys), _child(s[0, j, 0], s[0, j, 1], a ^ one, keys)
+                keep1, lose1 = _child(s[1, j, 0], s[1, j, 1], a, keys), _child(s[1, j, 0], s[1, j, 1], a ^ one, keys)
+                cw_lo = (lose0[0] ^ lose1[0]) & _NOT_ONE
+                cw_hi = lose0[1] ^ lose1[1]
                 s_cw[level, j, 0] = cw_lo
                 s_cw[level, j, 1] = cw_hi
                 negate = t[1, j] == one
-                for k in range(width):
-                    v_lose0, v_lose1 = (vl0, vl1) if k == 0 else (vl0h, vl1h)
-                    v_keep0, v_keep1 = (vk0, vk1) if k == 0 else (vk0h, vk1h)
+                for k in range(width):  # payload word k: tuple item 2 + k, chosen statically
+                    v_lose = lose1[2] - lose0[2] if k == 0 else lose1[3] - lose0[3]
+                    v_keep = keep1[2] - keep0[2] if k == 0 else keep1[3] - keep0[3]
                     # y < alpha on every path that leaves alpha's path to the left (y bit 0, alpha bit 1)
-                    cw = v_lose1 - v_lose0 - v_alpha[j, k] + a * beta[j, k]
+                    cw = v_lose - v_alpha[j, k] + a * beta[j, k]
                     if negate:
                         cw = zero - cw
                     v_cw[level, j, k] = cw
-                    v_alpha[j, k] = v_alpha[j, k] - v_keep1 + v_keep0 + (zero - cw if negate else cw)
-                t_left = (b0[0] & one) ^ (b1[0] & one) ^ a ^ one
-                t_right = (b0[2] & one) ^ (b1[2] & one) ^ a
+                    v_alpha[j, k] = v_alpha[j, k] - v_keep + (zero - cw if negate else cw)
+                # control-bit corrections: left = tl0 ^ tl1 ^ a ^ 1, right = tr0 ^ tr1 ^ a; the kept one is
+                # the kept seeds' bits ^ 1 either way
+                t_keep = (keep0[0] ^ keep1[0] ^ one) & one
+                t_lose = (lose0[0] ^ lose1[0]) & one
+                t_left, t_right = (t_lose, t_keep) if a == one else (t_keep, t_lose)
                 t_cw[j, level // 32] |= (t_left | (t_right << one)) << np.uint64(2 * (level % 32))
-                t_keep = t_right if a == one else t_left
                 mask0, mask1 = zero - t[0, j], zero - t[1, j]
-                s[0, j, 0] = (keep0 & _NOT_ONE) ^ (cw_lo & mask0)
-                s[0, j, 1] = keep0h ^ (cw_hi & mask0)
-                t[0, j] = (keep0 & one) ^ (t[0, j] & t_keep)
-                s[1, j, 0] = (keep1 & _NOT_ONE) ^ (cw_lo & mask1)
-                s[1, j, 1] = keep1h ^ (cw_hi & mask1)
-                t[1, j] = (keep1 & one) ^ (t[1, j] & t_keep)
+                s[0, j, 0] = (keep0[0] & _NOT_ONE) ^ (cw_lo & mask0)
+                s[0, j, 1] = keep0[1] ^ (cw_hi & mask0)
+                t[0, j] = (keep0[0] & one) ^ (t[0, j] & t_keep)
+                s[1, j, 0] = (keep1[0] & _NOT_ONE) ^ (cw_lo & mask1)
+                s[1, j, 1] = keep1[1] ^ (cw_hi & mask1)
+                t[1, j] = (keep1[0] & one) ^ (t[1, j] & t_keep)
             # a leaf's value: block 8 of the final seed, the first `width` words
             c0, c0h = aesni.mmo(s[0, j, 0] ^ np.uint64(_LEAF_TWEAK), s[0, j, 1], keys)
             c1, c1h = aesni.mmo(s[1, j, 0] ^ np.uint64(_LEAF_TWEAK), s[1, j, 1], keys)
