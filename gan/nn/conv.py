@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from gan.nn import functional as F
-from gan.nn.module import ProductLayer, Tensor, unwanted
+from gan.nn.module import ProductLayer, Tensor
 
 
 def _pair(v: int | tuple[int, int]) -> tuple[int, int]:
@@ -41,17 +39,13 @@ class Conv2d(_Conv):
         out_padding = tuple(
             x.shape[2 + i] - ((grad.shape[2 + i] - 1) * self.stride[i] - 2 * self.padding[i]
                               + self.dilation[i] * (self.kernel[i] - 1) + 1) for i in range(2))
-        # the input's, the weight's and the bias's gradients concurrently: they share their rounds
         bits = self._grad_bits(grad)
-        dx, dw, _ = await asyncio.gather(
-            F.conv_transpose2d(grad, self.weight.data, None, bits, stride=self.stride, padding=self.padding,
-                               output_padding=out_padding, dilation=self.dilation) if input_grad else unwanted(),
-            F.conv2d_weight_grad(x, grad, self.kernel, self.stride, self.padding, self.dilation, bits)
-            if self.weight.requires_grad else unwanted(),
-            self._bias_grad(grad, (0, 2, 3)))
-        if dw is not None:
-            self.weight.accumulate(dw)
-        return dx
+        return await self._gradients(
+            grad, (0, 2, 3),
+            lambda: F.conv_transpose2d(grad, self.weight.data, None, bits, stride=self.stride, padding=self.padding,
+                                       output_padding=out_padding, dilation=self.dilation),
+            lambda: F.conv2d_weight_grad(x, grad, self.kernel, self.stride, self.padding, self.dilation, bits),
+            input_grad)
 
 
 class ConvTranspose2d(_Conv):
@@ -74,14 +68,12 @@ class ConvTranspose2d(_Conv):
         x = self._x
         assert x is not None, "backward before forward"
         bits = self._grad_bits(grad)
-        dx, dw, _ = await asyncio.gather(
-            F.conv2d(grad, self.weight.data, None, bits, stride=self.stride, padding=self.padding,
-                     dilation=self.dilation) if input_grad else unwanted(),
-            F.conv2d_weight_grad(grad, x, self.kernel, self.stride, self.padding, self.dilation, bits)
-            if self.weight.requires_grad else unwanted(),
-            self._bias_grad(grad, (0, 2, 3)))
+        dx = await self._gradients(
+            grad, (0, 2, 3),
+            lambda: F.conv2d(grad, self.weight.data, None, bits, stride=self.stride, padding=self.padding,
+                             dilation=self.dilation),
+            lambda: F.conv2d_weight_grad(grad, x, self.kernel, self.stride, self.padding, self.dilation, bits),
+            input_grad)
         if dx is not None and dx.shape[2:] != x.shape[2:]:  # a crop makes a new share: the mask stays only uncropped
             dx = dx[:, :, :x.shape[2], :x.shape[3]]
-        if dw is not None:
-            self.weight.accumulate(dw)
         return dx

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from gan.nn import functional as F
-from gan.nn.module import ProductLayer, Tensor, unwanted
+from gan.nn.module import ProductLayer, Tensor
 
 
 class Linear(ProductLayer):
@@ -22,9 +20,6 @@ class Linear(ProductLayer):
         """dx = dy W, dW = dy^T x, db = sum of dy over the batch."""
         assert self._x is not None, "backward before forward"
         bits = self._grad_bits(grad)
-        dx, dw, _ = await asyncio.gather(F.matmul(grad, self.weight.data, bits) if input_grad else unwanted(),
-                                         F.matmul(grad.t(), self._x, bits) if self.weight.requires_grad else unwanted(),
-                                         self._bias_grad(grad, (0,)))  # one round
-        if dw is not None:
-            self.weight.accumulate(dw)
-        return dx
+        x = self._x
+        return await self._gradients(grad, (0,), lambda: F.matmul(grad, self.weight.data, bits),  # one round
+                                     lambda: F.matmul(grad.t(), x, bits), input_grad)

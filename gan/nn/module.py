@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -207,6 +208,17 @@ class ProductLayer(UntruncatedOutput, TakesUntruncated, TakesUntruncatedGradient
             return None
         weight = self.weight.data
         return weight.frac_bits if isinstance(weight, ArithmeticShare) else grad.party.frac_bits
+
+    async def _gradients(self, grad: Tensor, dims: tuple[int, ...], input_product: Callable[[], Awaitable[Tensor]],
+                         weight_product: Callable[[], Awaitable[Tensor]], input_grad: bool) -> Tensor | None:
+        """The input's gradient (None unless input_grad), the weight's (accumulated) and the
+        bias's, concurrently (they share their rounds); a product nobody wants is not made."""
+        dx, dw, _ = await asyncio.gather(input_product() if input_grad else unwanted(),
+                                         weight_product() if self.weight.requires_grad else unwanted(),
+                                         self._bias_grad(grad, dims))
+        if dw is not None:
+            self.weight.accumulate(dw)
+        return dx
 
     async def _bias_grad(self, grad: Tensor, dims: tuple[int, ...]) -> None:
         """The bias's gradient, the sum of grad over `dims`, at the weight's scale."""
