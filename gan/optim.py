@@ -22,6 +22,7 @@ from collections.abc import Iterable
 
 from gan.nn import functional as F
 from gan.nn.module import Parameter, Tensor
+from mpcrt.ops.products import MAX_FIXED_EXPONENT_BITS
 
 MOMENT_EXTRA_BITS = 16
 V_FACTOR_BITS = 8  # fractional bits of the second moment's public factors: room in the ring for v
@@ -135,37 +136,42 @@ class Adam(Optimizer):
         if self.weight_decay:
             g = g + await F.scale(F.flat_cat([p.data for p in self.params]), self.weight_decay)
         g = g * (1 << self.grad_scale_bits)  # exact, and Adam's step does not see the scale
-        # the old moments' decay needs no gradient: its rounds run beside the gradient's (one
-        # gather, so that their first messages leave in one frame)
-        decay = () if self._m is None else (F.scale(self._m, b1), F.scale(self._v, 1 - b2, scale_bits=V_FACTOR_BITS))
-        (m_new, v_new), *decayed = await asyncio.gather(self._new_moments(g, fine), *decay)
-        if decayed:  # v b2 = v - v (1 - b2): the small factor keeps v in the ring
-            m_old, v_decay = decayed
-            m_new, v_new = m_old + m_new, self._v - v_decay + v_new
-        self._m, self._v = m_new, v_new
-        # the first moment times lr / (1 - b1^t) while the denominator is made: a truncation's
-        # output, so the step's product only truncates. The bias correction drifts with t: at
-        # lr's exponent every step truncates alike (one plan: mpcrt.stream)
-        m_scaled, inv = await asyncio.gather(
-            F.scale(m_new, self.lr / (1 - b1 ** self._t), frac_bits=f + 8 if f else None,
+        # g opened once (masked) serves both moments; the first moment's decay runs beside it
+        g, m_decayed = await asyncio.gather(F.open_masked(g), self._decayed(self._m, b1))
+        g2 = await F.square_fine(g)  # local (g is masked), at 2f bits: small squares stay nonzero
+        m_new = await F.scale(g, 1 - b1, fine)
+        self._m = m_new if m_decayed is None else m_decayed + m_new
+        # the step m_hat lr / sqrt(v_hat + eps^2): the first moment times lr / (1 - b1^t) is
+        # made beside v (a truncation's output), and the inverse square root takes it as its
+        # factor, so the step needs no product of its own. The bias correction drifts with t:
+        # at lr's exponent every step truncates alike (one plan: mpcrt.stream). One gather:
+        # the three scalings' messages leave in the same frames
+        m_scaled, v_new, *v_decay = await asyncio.gather(
+            F.scale(self._m, self.lr / (1 - b1 ** self._t), frac_bits=f + 8 if f else None,
                     exponent=math.floor(math.log2(self.lr))),
-            self._inverse_root(v_new, f))
-        step = await F.mul(m_scaled, inv, frac_bits=f or None)
+            F.scale(g2, 1 - b2, fine, scale_bits=V_FACTOR_BITS),
+            *(() if self._v is None else (F.scale(self._v, 1 - b2, scale_bits=V_FACTOR_BITS),)))
+        # v b2 = v - v (1 - b2): the small factor keeps v in the ring
+        self._v = v_new if not v_decay else self._v - v_decay[0] + v_new
+        v_hat = await self._corrected_second_moment(self._v, f)
+        eps = self.eps * (1 << self.grad_scale_bits)
+        step = await F.inv_sqrt(v_hat + eps * eps, refine=False, exponents=ADAM_RANGE, times=m_scaled,
+                                frac_bits=f or None)
         for p, delta in zip(self.params, F.split_flat(step, self._shapes()), strict=True):
             p.data = p.data - delta
 
-    async def _new_moments(self, g: Tensor, fine: int) -> tuple[Tensor, Tensor]:
-        """(1 - b1) g and (1 - b2) g^2 at `fine` bits: g opened once (masked) serves both."""
-        b1, b2 = self.betas
-        g = await F.open_masked(g)
-        g2 = await F.square_fine(g)
-        return tuple(await asyncio.gather(F.scale(g, 1 - b1, fine),
-                                          F.scale(g2, 1 - b2, fine, scale_bits=V_FACTOR_BITS)))
+    @staticmethod
+    async def _decayed(moment: Tensor | None, factor: float) -> Tensor | None:
+        return None if moment is None else await F.scale(moment, factor)
 
-    async def _inverse_root(self, v: Tensor, f: int) -> Tensor:
-        """1 / sqrt(v_hat + eps^2), v_hat the bias-corrected v at f + 8 bits; 4e-3 relative
-        (a step's size, not its sign)."""
+    async def _corrected_second_moment(self, v: Tensor, f: int) -> Tensor:
+        """v_hat, the bias-corrected v, at f + 8 bits. In one truncation where the factor
+        1/(1 - b2^t) stays below 2^12 (b2 < 1 - 2^-12): at a fixed exponent (v times it is
+        v_hat, which the ring holds), so every step truncates alike; else in two. 8 bits of
+        the factor (0.4% relative); the inverse square root that takes v_hat is within 4e-3
+        relative (a step's size, not its sign)."""
         _, b2 = self.betas
-        eps = self.eps * (1 << self.grad_scale_bits)
-        v_hat = await F.rescale(await F.scale(v, 1 / (1 - b2 ** self._t), scale_bits=V_FACTOR_BITS), f + 8)
-        return await F.inv_sqrt(v_hat + eps * eps, refine=False, exponents=ADAM_RANGE)
+        factor = 1 / (1 - b2 ** self._t)
+        if 1 / (1 - b2) < 2 ** MAX_FIXED_EXPONENT_BITS:
+            return await F.scale(v, factor, frac_bits=f + 8 if f else None, scale_bits=V_FACTOR_BITS, exponent=0)
+        return await F.rescale(await F.scale(v, factor, scale_bits=V_FACTOR_BITS), f + 8)

@@ -19,12 +19,13 @@ from mpcrt import ArithmeticShare
 
 class ReLU(TruncatingActivation):
     def __init__(self) -> None:
+        super().__init__()
         self._d: Any = None  # an ops.ReluDerivative on shares, the derivative in plaintext
 
     async def forward(self, x: Tensor, frac_bits: int | None = None) -> Tensor:
         """frac_bits (shares): x is an untruncated output, truncated here while its sign is taken."""
         done = await F.relu(x, frac_bits)
-        self._d = done.saved
+        self._d, self.truncated_input = done.saved, done.truncated_input
         return done.output
 
     async def backward(self, grad: Tensor) -> Tensor:
@@ -44,13 +45,13 @@ class LeakyReLU(ReLU, UntruncatedOutput, UntruncatedGradient):
 
     async def forward(self, x: Tensor, frac_bits: int | None = None) -> Tensor:
         done = await F.leaky_relu(x, self.negative_slope, frac_bits)
-        self._d = done.saved
+        self._d, self.truncated_input = done.saved, done.truncated_input
         return done.output
 
     async def forward_untruncated(self, x: ArithmeticShare, frac_bits: int | None = None) -> Untruncated:
         scale = x.frac_bits if frac_bits is None else frac_bits
         done = await F.leaky_relu(x, self.negative_slope, frac_bits, untruncated=3 * scale <= HANDED_BITS)
-        self._d = done.saved
+        self._d, self.truncated_input = done.saved, done.truncated_input
         return Untruncated(done.output, scale)
 
     def untruncated_gradient_bits(self, grad: ArithmeticShare) -> int:
@@ -69,6 +70,7 @@ class _SavedOutput(TruncatingActivation):
     derivative: staticmethod
 
     def __init__(self) -> None:
+        super().__init__()
         self._y: Tensor | None = None
 
     async def forward(self, x: Tensor, frac_bits: int | None = None) -> Tensor:

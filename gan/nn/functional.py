@@ -83,6 +83,7 @@ class Forward:
 
     output: Tensor
     saved: Any
+    truncated_input: Tensor | None = None  # shares: x as the op truncated it, where it did (masked)
 
 
 async def relu(x: Tensor, frac_bits: int | None = None) -> Forward:
@@ -90,7 +91,7 @@ async def relu(x: Tensor, frac_bits: int | None = None) -> Forward:
     truncated to frac_bits while its sign is taken."""
     if _secure(x):
         done = await ops.relu_with_derivative(x, frac_bits=frac_bits)
-        return Forward(done.output, done.derivative)
+        return Forward(done.output, done.derivative, done.truncated_input)
     d = (x >= 0).to(x.dtype)
     return Forward(x * d, d)
 
@@ -99,7 +100,7 @@ async def leaky_relu(x: Tensor, slope: float, frac_bits: int | None = None, untr
     """untruncated (shares): the output before its truncation, for a product to truncate."""
     if _secure(x):
         done = await ops.leaky_relu_with_derivative(x, slope, frac_bits=frac_bits, untruncated=untruncated)
-        return Forward(done.output, done.derivative)
+        return Forward(done.output, done.derivative, done.truncated_input)
     s = torch.where(x >= 0, torch.ones_like(x), torch.full_like(x, slope))
     return Forward(x * s, s)
 
@@ -236,10 +237,13 @@ def split_flat(flat: Tensor, shapes: list[torch.Size]) -> list[Tensor]:
     return out
 
 
-async def inv_sqrt(x: Tensor, refine: bool = True, exponents: tuple[int, int] | None = None) -> Tensor:
-    """1/sqrt(x); on shares over [2^lo, 2^(hi+1)) for (lo, hi) = exponents, by default
-    [2^-14, 2^14) (covers [1e-4, 1e4]; clipped outside, see mpcrt.ops.roots). refine=False:
-    within 4e-3 relative on shares, two rounds fewer (exact in plaintext)."""
+async def inv_sqrt(x: Tensor, refine: bool = True, exponents: tuple[int, int] | None = None,
+                   times: Tensor | None = None, frac_bits: int | None = None) -> Tensor:
+    """1/sqrt(x), or times/sqrt(x) (in the same rounds on shares); on shares over
+    [2^lo, 2^(hi+1)) for (lo, hi) = exponents, by default [2^-14, 2^14) (covers [1e-4,
+    1e4]; clipped outside, see mpcrt.ops.roots), the result at frac_bits (default x's).
+    refine=False: within 4e-3 relative on shares, two rounds fewer (exact in plaintext)."""
     if not _secure(x):
-        return torch.rsqrt(x)
-    return await ops.inv_sqrt(x, refine=refine, **({} if exponents is None else {"exponents": exponents}))
+        return torch.rsqrt(x) if times is None else times * torch.rsqrt(x)
+    return await ops.inv_sqrt(x, refine=refine, times=times, frac_bits=frac_bits,
+                              **({} if exponents is None else {"exponents": exponents}))

@@ -128,6 +128,10 @@ class UntruncatedOutput(Module):
     async def forward_untruncated(self, x: ArithmeticShare, frac_bits: int | None = None) -> Untruncated:
         raise TypeError(f"{type(self).__name__} does not define forward_untruncated")
 
+    def adopt_truncated_output(self, output: ArithmeticShare) -> None:
+        """The output as the layer it was handed to truncated it (public up to a mask), for a
+        backward that can use it (batch norm's); by default unused."""
+
 
 class TakesUntruncated(Module):
     """A layer whose forward(x, frac_bits) takes x untruncated, standing for scale frac_bits,
@@ -169,7 +173,12 @@ class TakesUntruncatedGradient(Module):
 
 class TruncatingActivation(TakesUntruncated):
     """An activation that takes an untruncated input: forward(x, frac_bits) truncates x to
-    frac_bits while it compares it (ReLU, LeakyReLU: its sign; Sigmoid, Tanh: its segment)."""
+    frac_bits while it compares it (ReLU, LeakyReLU: its sign; Sigmoid, Tanh: its segment).
+    `truncated_input`: x as the last forward truncated it, where it keeps it (ReLU,
+    LeakyReLU; a truncation's output), for the layer that handed x over (Sequential)."""
+
+    def __init__(self) -> None:
+        self.truncated_input: Tensor | None = None
 
 
 class ProductLayer(UntruncatedOutput, TakesUntruncated, TakesUntruncatedGradient):
@@ -253,20 +262,25 @@ class Sequential(Module):
         activation while it compares it, a product in its own truncation), one round less
         per pair; a layer can take and hand over both (conv -> LeakyReLU -> conv)."""
         stands_for: int | None = None  # x is handed over untruncated, standing for this scale
+        hander: Module | None = None  # the layer that handed it over
         for i, layer in enumerate(self.layers):
             if isinstance(layer, Reshape):
                 x = await layer.forward(x)
                 continue
             after = next((later for later in self.layers[i + 1:] if not isinstance(later, Reshape)), None)
+            taken_from, hander = hander, None
             if isinstance(x, ArithmeticShare) and isinstance(layer, UntruncatedOutput) \
                     and isinstance(after, TakesUntruncated):
                 handed = await layer.forward_untruncated(x, stands_for)
-                x, stands_for = handed.output, handed.frac_bits
+                x, stands_for, hander = handed.output, handed.frac_bits, layer
             elif stands_for is not None:
                 assert isinstance(layer, TakesUntruncated)
                 x, stands_for = await layer.forward(x, stands_for), None
             else:
                 x = await layer.forward(x)
+            truncated = getattr(layer, "truncated_input", None)
+            if isinstance(taken_from, UntruncatedOutput) and truncated is not None:
+                taken_from.adopt_truncated_output(truncated)  # e.g. batch norm's output, for its backward
         return x
 
     async def backward(self, grad: Tensor, input_grad: bool = True) -> Tensor | None:

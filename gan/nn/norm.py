@@ -49,6 +49,12 @@ class BatchNorm2d(UntruncatedOutput, TakesUntruncatedGradient):
         assert frac_bits is None or frac_bits == x.frac_bits, "batch norm takes its input truncated"
         return Untruncated(await self.forward(x, UNTRUNCATED), x.frac_bits)
 
+    def adopt_truncated_output(self, output: ArithmeticShare) -> None:
+        """The output as the next layer truncated it (masked): the backward's k (x - mean) is
+        then k1 (y - beta), a product fewer (ops.batch_norm_backward)."""
+        if self._ctx is not None and getattr(self._ctx, "training", False):
+            self._ctx.output = output
+
     async def backward(self, grad: Tensor, frac_bits: int | None = None) -> Tensor:
         """The closed form: gradients of the input, gamma and beta. frac_bits (shares): grad
         is handed over untruncated, standing for that scale (truncated in its opening)."""

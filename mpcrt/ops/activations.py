@@ -76,6 +76,11 @@ async def _times_step(x: ArithmeticShare, method: str | None, frac_bits: int | N
     return x, product, bit
 
 
+def _truncated(x: ArithmeticShare | None, frac_bits: int | None, before: ArithmeticShare) -> ArithmeticShare | None:
+    """x, where the forward truncated it (frac_bits below the input's)."""
+    return x if frac_bits is not None and frac_bits < before.frac_bits else None
+
+
 def _leaky_raw(x: ArithmeticShare, positive: ArithmeticShare, slope: float, bits: int | None = None
                ) -> ArithmeticShare:
     """slope * x + (1 - slope) * positive with the slopes at `bits` (default x's scale),
@@ -86,10 +91,13 @@ def _leaky_raw(x: ArithmeticShare, positive: ArithmeticShare, slope: float, bits
 
 @dataclass(frozen=True)
 class Activation:
-    """A ReLU-family forward's output and the derivative its backward multiplies by."""
+    """A ReLU-family forward's output and the derivative its backward multiplies by; and x
+    as the forward truncated it, where it did (an untruncated x: a truncation's output, so
+    public up to a mask; batch norm's backward reads its own output so, see BatchNormContext)."""
 
     output: ArithmeticShare
     derivative: ReluDerivative
+    truncated_input: ArithmeticShare | None = None
 
 
 async def relu(x: ArithmeticShare, method: str | None = None, frac_bits: int | None = None) -> ArithmeticShare:
@@ -104,8 +112,10 @@ async def relu_with_derivative(x: ArithmeticShare, method: str | None = None, fr
     """relu(x) and the derivative d = [x >= 0] for `backward` (relu'(0) taken as 1), in the
     same rounds: the forward opens d anyway."""
     with op_label("relu"):
-        _, y, bit = await _times_step(x, method, frac_bits, keep_x=False)
-        return Activation(y, ReluDerivative(bit, 0.0, x.party, y.frac_bits, x.dtype))
+        # an untruncated x is kept truncated (with the DCF too, beside its opening: no round),
+        # for a batch norm before it whose backward reads its output so
+        kept, y, bit = await _times_step(x, method, frac_bits, keep_x=frac_bits is not None)
+        return Activation(y, ReluDerivative(bit, 0.0, x.party, y.frac_bits, x.dtype), _truncated(kept, frac_bits, x))
 
 
 async def leaky_relu(x: ArithmeticShare, negative_slope: float = 0.01, method: str | None = None,
@@ -120,10 +130,11 @@ async def leaky_relu_with_derivative(x: ArithmeticShare, negative_slope: float =
     untruncated: the output is left before its truncation (at twice the scale), for a
     product that truncates it in its own round."""
     with op_label("leaky_relu"):
-        x, positive, bit = await _times_step(x, method, frac_bits, keep_x=True)
-        raw = _leaky_raw(x, positive, negative_slope)
-        return Activation(raw if untruncated else await truncate(raw, x.frac_bits),
-                          ReluDerivative(bit, negative_slope, x.party, x.frac_bits, x.dtype))
+        kept, positive, bit = await _times_step(x, method, frac_bits, keep_x=True)
+        raw = _leaky_raw(kept, positive, negative_slope)
+        return Activation(raw if untruncated else await truncate(raw, kept.frac_bits),
+                          ReluDerivative(bit, negative_slope, x.party, kept.frac_bits, x.dtype),
+                          _truncated(kept, frac_bits, x))
 
 
 async def backward(grad_out: ArithmeticShare, derivative: ReluDerivative, untruncated: bool = False

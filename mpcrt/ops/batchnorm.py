@@ -11,7 +11,9 @@ backward's products with x_hat, took 72 and 40).
 Rounds: the means (one truncation each, concurrently, with gamma and the channel sums
 opened), the variance, the inverse square root on C values (gamma / std joins its last
 step) and the output's truncation, the running statistics' in the inverse square root's
-first round: 16 at f = 16 (17 when n / C is not a power of two). Backward: 6.
+first round: 16 at f = 16 (17 when n / C is not a power of two). Backward: 5 where the
+output y is known public up to a mask (BatchNormContext.output: the forward truncated it,
+or the ReLU it was handed to untruncated did), else 6.
 
 Training forward, with mean_f the batch mean rounded to f bits (S = sum(x), exact):
   var   = (sum(x^2) - 2 mean_f S + n mean_f^2) / n      = mean((x - mean_f)^2), squares at 2f
@@ -24,8 +26,9 @@ a whole channel, an error its weight gradient sums n times; var is E[(x - mean_f
 in the differences: the identities hold mod 2^64, and their results fit.
 Backward:
   T      = sum(dy * x) - sum(dy) * mean               dgamma = inv * T,  dbeta = sum(dy)
-  k      = g * inv * dgamma / n
+  k1     = inv * dgamma / n,          k = g * k1
   dx     = g * dy - k * x + k * mean - g * sum(dy) / n          one truncation per element
+         = g * dy - k1 * (y - beta) - g * sum(dy) / n          y masked: no product k
 
 Valid while the channel variance satisfies var + eps in [2^-17, 2^15) (the inverse square
 root's range; clipped outside) and n * var < 2^30 (the sum of squares at 2f; n elements
@@ -73,6 +76,11 @@ class BatchNormContext:
     has_weight: bool
     count: int
     training: bool
+    bias: Any = None  # beta (a share, a tensor or None)
+    # training: the output y = gamma x_hat + beta at f bits, public up to a mask (a
+    # truncation's output), once made: by the forward when it truncates y, else by the layer
+    # it handed y to untruncated (an activation that truncates it while it compares it)
+    output: ArithmeticShare | None = None
 
 
 def _per_channel(t: Any, ndim: int) -> Any:
@@ -166,7 +174,9 @@ async def batch_norm_with_context(x: ArithmeticShare, running_mean: Any = None, 
         y = await truncate(raw, raw.frac_bits - target)
         if bias is not None and not shared_bias:
             y = y + _per_channel(bias, x.ndim)
-        return Normalized(y, BatchNormContext(centered, mean, inv_std, gain, weight is not None, count, training))
+        context = BatchNormContext(centered, mean, inv_std, gain, weight is not None, count, training, bias,
+                                   y if target == f and target < raw.frac_bits else None)
+        return Normalized(y, context)
 
 
 def _divided(total: ArithmeticShare, count: int, frac_bits: int) -> Awaitable[ArithmeticShare]:
@@ -243,8 +253,15 @@ async def batch_norm_backward(grad_out: ArithmeticShare, ctx: BatchNormContext, 
                                                 truncate(dy_gain, f + GAIN_BITS))
             return dx, (d_weight.reshape(-1) if ctx.has_weight else None), d_bias.reshape(-1)
         assert isinstance(ctx.inv_std, ArithmeticShare) and ctx.mean is not None
-        dy, d_bias, inv_n = await asyncio.gather(opened(grad_out), opened(d_bias),  # d_bias: sum(dy)
-                                                 _divided(ctx.inv_std, ctx.count, f + INV_N_EXTRA_BITS))
+        # k (x - mean) = k1 gain (x - mean) = k1 (y - beta) for the forward's masked output y:
+        # no product k = k1 gain, one round fewer; beta opened (masked) with dy if a share
+        y = ctx.output if ctx.output is not None and ctx.output.opening is not None else None
+        beta = _per_channel(ctx.bias, grad_out.ndim) if y is not None and ctx.bias is not None else None
+        dy, d_bias, inv_n, *opened_beta = await asyncio.gather(
+            opened(grad_out), opened(d_bias),  # d_bias: sum(dy)
+            _divided(ctx.inv_std, ctx.count, f + INV_N_EXTRA_BITS),
+            *([open_masked(beta)] if isinstance(beta, ArithmeticShare) else []))
+        beta = opened_beta[0] if opened_beta else beta
         # sum(dy * (x - mean)) = sum(dy * x) - sum(dy) * mean, summed before the one truncation
         dy_x, dy_gain, shift = await asyncio.gather(
             mul(dy, ctx.centered, frac_bits=2 * f), mul(dy, ctx.gain, frac_bits=2 * f + GAIN_BITS),
@@ -255,9 +272,25 @@ async def batch_norm_backward(grad_out: ArithmeticShare, ctx: BatchNormContext, 
         wide = 2 * f + EXTRA_BITS + GAIN_BITS
         d_weight, gain_mean = await asyncio.gather(mul(total, ctx.inv_std, frac_bits=f),  # sum(dy * x_hat)
                                                    mul(mean_dy, ctx.gain, frac_bits=wide))
-        # k = gain * inv_std * sum(dy * x_hat) / n, at f + 8 bits
-        k = await mul(await mul(d_weight, inv_n, frac_bits=f + GAIN_BITS), ctx.gain, frac_bits=f + GAIN_BITS)
-        k_x, k_mean = await asyncio.gather(mul(ctx.centered, k, frac_bits=wide), mul(ctx.mean, k, frac_bits=wide))
-        raw = dy_gain.lift(EXTRA_BITS) - k_x + k_mean - gain_mean  # at 2f + 20 bits
+        # k1 = inv_std * sum(dy * x_hat) / n, at f + 8 bits
+        k1 = await mul(d_weight, inv_n, frac_bits=f + GAIN_BITS)
+        if y is not None:
+            k_centered = await _times_centered_output(k1, y, beta, wide)
+        else:  # k = gain * k1
+            k = await mul(k1, ctx.gain, frac_bits=f + GAIN_BITS)
+            k_x, k_mean = await asyncio.gather(mul(ctx.centered, k, frac_bits=wide), mul(ctx.mean, k, frac_bits=wide))
+            k_centered = k_x - k_mean
+        raw = dy_gain.lift(EXTRA_BITS) - k_centered - gain_mean  # at 2f + 20 bits
         dx = await truncate(raw, raw.frac_bits - f)
         return dx, (d_weight.reshape(-1) if ctx.has_weight else None), d_bias.reshape(-1)
+
+
+async def _times_centered_output(k1: ArithmeticShare, y: ArithmeticShare, beta: Any, frac_bits: int
+                                 ) -> ArithmeticShare:
+    """k1 (y - beta) at frac_bits: products of masked shares (local); beta masked, public or None."""
+    ky = await mul(y, k1, frac_bits=y.frac_bits + k1.frac_bits)
+    if isinstance(beta, ArithmeticShare):
+        ky = ky - await mul(beta, k1, frac_bits=ky.frac_bits)
+    elif beta is not None:
+        ky = ky - k1.times(beta, y.frac_bits)
+    return ky.lift(frac_bits - ky.frac_bits)

@@ -102,12 +102,14 @@ async def reciprocal_in_range(a: ArithmeticShare, lo: int, hi: int, method: str 
 
 async def _goldschmidt(a: ArithmeticShare, method: str | None, exponents: tuple[int, int],
                        result_scale: Callable[[int], float], root: bool, frac_bits: list[int],
-                       factor: ArithmeticShare | None = None, refine: bool = True) -> list[ArithmeticShare]:
-    """sqrt(m) (root) or 1 / sqrt(m), times result_scale(e) (and that times factor), for
-    a = m 2^e; results at frac_bits (one entry per result). refine=False (1 / sqrt only):
-    the start y0 alone (relative error 3.2e-3, 4e-3 with the roundings), its scale joining
-    y0 = 2h: 2 rounds and three products fewer."""
+                       factor: ArithmeticShare | None = None, refine: bool = True,
+                       factor_only: bool = False) -> list[ArithmeticShare]:
+    """sqrt(m) (root) or 1 / sqrt(m), times result_scale(e) (and that times factor; only
+    that with factor_only), for a = m 2^e; results at frac_bits (one entry per result).
+    refine=False (1 / sqrt only): the start y0 alone (relative error 3.2e-3, 4e-3 with the
+    roundings), its scale joining y0 = 2h: 2 rounds and three products fewer."""
     conv = await _convert(a, *exponents, method, result_scale, factor)
+    scales = conv.scales[1:] if factor_only else conv.scales
     m, f, k = conv.m, conv.m.frac_bits, COEFF_BITS
     c0, c1, c2 = INV_SQRT_START
     # h = y0 / 2 = (c0 + c1 m + c2 m^2) / 2: one truncation of a local combination (m^2 of
@@ -116,27 +118,31 @@ async def _goldschmidt(a: ArithmeticShare, method: str | None, exponents: tuple[
     h = await truncate((mm.times(c2 / 2, k) + m.times(c1 / 2, k).lift(f)).plus_constant(c0 / 2), f + k)
     if not refine:
         return list(await asyncio.gather(*(mul(h * 2, s, frac_bits=bits)
-                                           for s, bits in zip(conv.scales, frac_bits, strict=True))))
+                                           for s, bits in zip(scales, frac_bits, strict=True))))
     # one Goldschmidt step: r = 3/2 - g h, g r and h r, the results' scales joining h r
     # (the inverse root's scaled h is ready with g, the root's scaled g with g h)
     g, *scaled = await asyncio.gather(mul(m, h * 2), *([] if root else [mul(h * 2, s, frac_bits=LOOKUP_BITS)
-                                                                       for s in conv.scales]))
-    gh, *scaled_g = await asyncio.gather(mul(g, h), *([mul(g, s, frac_bits=LOOKUP_BITS) for s in conv.scales]
+                                                                       for s in scales]))
+    gh, *scaled_g = await asyncio.gather(mul(g, h), *([mul(g, s, frac_bits=LOOKUP_BITS) for s in scales]
                                                       if root else []))
     return list(await asyncio.gather(*(mul(s, 1.5 - gh, frac_bits=bits)
                                        for s, bits in zip(scaled or scaled_g, frac_bits, strict=True))))
 
 
 async def inv_sqrt(a: ArithmeticShare, method: str | None = None, frac_bits: int | None = None,
-                   exponents: tuple[int, int] = INV_SQRT_RANGE, refine: bool = True) -> ArithmeticShare:
+                   exponents: tuple[int, int] = INV_SQRT_RANGE, refine: bool = True,
+                   times: ArithmeticShare | None = None) -> ArithmeticShare:
     """1/sqrt(a) for a in [2^lo, 2^(hi+1)), (lo, hi) = exponents: by default [2^-14, 2^14)
     (covers [1e-4, 1e4]); clipped outside. `frac_bits`: the result's scale (more than a's
     keeps small results precise for a later product). refine=False skips the Goldschmidt
     step: relative error within 4e-3 instead of 1e-3 (the start's 3.2e-3 and the roundings),
-    2 rounds and three products fewer (what Adam's denominator needs: gan.optim)."""
+    2 rounds and three products fewer (what Adam's denominator needs: gan.optim).
+    `times`: the result is times / sqrt(a) instead, in the same rounds (the factor meets
+    the result's scale lookup in the round that truncates m, opened there if it is not
+    masked already; its product with the lookup keeps LOOKUP_BITS): a product fewer after."""
     with op_label("inv_sqrt"):
         (out,) = await _goldschmidt(a, method, exponents, lambda e: 2.0 ** (-e / 2), False, [frac_bits or a.frac_bits],
-                                    refine=refine)
+                                    times, refine=refine, factor_only=times is not None)
         return out
 
 

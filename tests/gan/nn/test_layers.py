@@ -266,6 +266,40 @@ async def test_a_transposed_convolution_keeps_its_gradient_masked_for_the_relu()
         assert float((dx - dx_ref).abs().max()) <= 2e-3
 
 
+async def op_backward_rounds(party, module: tnn.Module, x: torch.Tensor, g: torch.Tensor, label: str):
+    secure = await gan.secure(module, party, src=0)
+    X = await party.input(x if party.id == 0 else None, src=0)
+    G = await party.input(g if party.id == 1 else None, src=1)
+    await secure.forward(X)
+    before = party.stats.op(label).rounds
+    dx = await secure.backward(G)
+    grads = {n: await p.grad.reveal() for n, p in secure.named_parameters()}
+    return await dx.reveal(), grads, party.stats.op(label).rounds - before
+
+
+@pytest.mark.parametrize(("after", "rounds"), [(lambda: tnn.ReLU(), 5), (lambda: tnn.LeakyReLU(0.2), 5),
+                                               (lambda: tnn.Tanh(), 6)])
+async def test_batch_norm_backward_reads_its_output_as_the_next_layer_truncated_it(after, rounds):
+    """Batch norm hands its output untruncated to a ReLU or LeakyReLU, which truncates it while
+    it takes its sign and hands it back masked: the backward's k (x - mean) is k1 (y - beta),
+    one round fewer (5). A Tanh keeps no truncated input: 6, and the same gradients."""
+    module = tnn.Sequential(tnn.Conv2d(2, 3, 4, 2, 1, bias=False), tnn.BatchNorm2d(3), after(), tnn.Flatten(),
+                            tnn.Linear(12, 2)).train()
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.round(p * 2 ** 16) / 2 ** 16)
+        module[1].bias.copy_(torch.tensor([0.25, -0.5, 0.125]))  # beta enters y: the backward takes it out
+    x = torch.round(torch.randn(4, 2, 4, 4) * 2 ** 16) / 2 ** 16
+    g = torch.round(torch.randn(4, 2) * 2 ** 16) / 2 ** 16
+    _, dx_ref, grads_ref = autograd(module.double(), x.double(), g.double())
+    for dx, grads, taken in await run_pair(op_backward_rounds, module.float(), x, g, "batch_norm_backward",
+                                           timeout=30):
+        assert taken == rounds
+        assert float((dx - dx_ref).abs().max()) <= 2e-3
+        for n, value in grads.items():
+            assert float((value - grads_ref[n]).abs().max()) <= 5e-3, n
+
+
 async def unwanted_gradients(party, module: tnn.Module, x: torch.Tensor, g: torch.Tensor, input_grad: bool,
                              frozen: bool):
     secure = await gan.secure(module, party, src=0)
