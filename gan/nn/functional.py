@@ -132,12 +132,13 @@ async def tanh_backward(grad: Tensor, y: Tensor) -> Tensor:
 
 
 async def batch_norm(x: Tensor, running_mean: Any, running_var: Any, weight: Any, bias: Any, training: bool,
-                     momentum: float, eps: float, frac_bits: int | None = None) -> Forward:
-    """The output and the context for batch_norm_backward; frac_bits as in ops.batch_norm
-    (shares only)."""
+                     momentum: float, eps: float, frac_bits: int | None = None,
+                     x_frac_bits: int | None = None) -> Forward:
+    """The output and the context for batch_norm_backward; frac_bits and x_frac_bits as in
+    ops.batch_norm (shares only)."""
     if _secure(x):
         done = await ops.batch_norm_with_context(x, running_mean, running_var, weight, bias, training, momentum, eps,
-                                                 frac_bits=frac_bits)
+                                                 frac_bits=frac_bits, x_frac_bits=x_frac_bits)
         return Forward(done.output, done.context)
     dims = (0, *range(2, x.ndim))
     shape = (1, -1) + (1,) * (x.ndim - 2)

@@ -5,13 +5,24 @@ from __future__ import annotations
 from typing import Any
 
 from gan.nn import functional as F
-from gan.nn.module import Module, Parameter, TakesUntruncatedGradient, Tensor, Untruncated, UntruncatedOutput
+from gan.nn.module import (
+    Module,
+    Parameter,
+    TakesUntruncated,
+    TakesUntruncatedGradient,
+    Tensor,
+    Untruncated,
+    UntruncatedOutput,
+)
 from mpcrt import ArithmeticShare
 
 UNTRUNCATED = 1 << 10  # more fractional bits than the output has: ops.batch_norm then skips its truncation
 
 
-class BatchNorm2d(UntruncatedOutput, TakesUntruncatedGradient):
+class BatchNorm2d(UntruncatedOutput, TakesUntruncated, TakesUntruncatedGradient):
+    """On shares it takes a product's output untruncated (in training truncated in the means'
+    round, ops.batch_norm_with_context) and hands its own over untruncated to an activation."""
+
     def __init__(self, weight: Tensor, bias: Tensor, running_mean: Tensor, running_var: Tensor,
                  momentum: float = 0.1, eps: float = 1e-5) -> None:
         self.weight, self.bias = Parameter(weight), Parameter(bias)
@@ -38,16 +49,19 @@ class BatchNorm2d(UntruncatedOutput, TakesUntruncatedGradient):
                 mine.copy_(theirs)
 
     async def forward(self, x: Tensor, frac_bits: int | None = None) -> Tensor:
-        done = await F.batch_norm(x, self.running_mean, self.running_var, self.weight.data, self.bias.data,
-                                  self.training, self.momentum, self.eps, frac_bits)
-        self._ctx = done.saved
-        return done.output
+        """frac_bits (shares): x is a product's untruncated output standing for that scale."""
+        return await self._normalized(x, frac_bits, None)
 
     async def forward_untruncated(self, x: ArithmeticShare, frac_bits: int | None = None) -> Untruncated:
-        """The output before its truncation, to be truncated to x's scale (x itself truncated:
-        batch norm takes no untruncated input)."""
-        assert frac_bits is None or frac_bits == x.frac_bits, "batch norm takes its input truncated"
-        return Untruncated(await self.forward(x, UNTRUNCATED), x.frac_bits)
+        """The output before its truncation, to be truncated to the scale x stands for."""
+        return Untruncated(await self._normalized(x, frac_bits, UNTRUNCATED),
+                           x.frac_bits if frac_bits is None else frac_bits)
+
+    async def _normalized(self, x: Tensor, x_bits: int | None, out_bits: int | None) -> Tensor:
+        done = await F.batch_norm(x, self.running_mean, self.running_var, self.weight.data, self.bias.data,
+                                  self.training, self.momentum, self.eps, out_bits, x_bits)
+        self._ctx = done.saved
+        return done.output
 
     def adopt_truncated_output(self, output: ArithmeticShare) -> None:
         """The output as the next layer truncated it (masked): the backward's k (x - mean) is

@@ -11,7 +11,10 @@ backward's products with x_hat, took 72 and 40).
 Rounds: the means (one truncation each, concurrently, with gamma and the channel sums
 opened), the variance, the inverse square root on C values (gamma / std joins its last
 step) and the output's truncation, the running statistics' in the inverse square root's
-first round: 16 at f = 16 (17 when n / C is not a power of two). Backward: 5 where the
+first round: 16 at f = 16 (17 when n / C is not a power of two). A product's output may
+come untruncated (x_frac_bits): with n / C a power of two it is truncated in the means'
+round, the means read off its exact sum, and sum(x) mean_f becomes sum(x mean_f) (products
+of masked shares, 8 bytes of material an element): the product's own truncation round goes. Backward: 5 where the
 output y is known public up to a mask (BatchNormContext.output: the forward truncated it,
 or the ReLU it was handed to untruncated did), else 6.
 
@@ -110,25 +113,50 @@ class Normalized:
 
 async def batch_norm(x: ArithmeticShare, running_mean: Any = None, running_var: Any = None, weight: Any = None,
                      bias: Any = None, training: bool = False, momentum: float = 0.1, eps: float = 1e-5,
-                     method: str | None = None, frac_bits: int | None = None) -> ArithmeticShare:
+                     method: str | None = None, frac_bits: int | None = None,
+                     x_frac_bits: int | None = None) -> ArithmeticShare:
     """torch.nn.functional.batch_norm on shares. frac_bits: the output's scale, default x's;
     more keeps the output untruncated (at 2f + 20 bits at most, for a ReLU that truncates
-    it while it takes its sign)."""
+    it while it takes its sign). x_frac_bits: x is a product's untruncated output, standing
+    for that scale (see batch_norm_with_context)."""
     return (await batch_norm_with_context(x, running_mean, running_var, weight, bias, training, momentum, eps,
-                                          method, frac_bits)).output
+                                          method, frac_bits, x_frac_bits)).output
 
 
 async def batch_norm_with_context(x: ArithmeticShare, running_mean: Any = None, running_var: Any = None,
                                   weight: Any = None, bias: Any = None, training: bool = False, momentum: float = 0.1,
-                                  eps: float = 1e-5, method: str | None = None, frac_bits: int | None = None
-                                  ) -> Normalized:
-    """batch_norm(...) and the context for `batch_norm_backward`, in the same rounds."""
+                                  eps: float = 1e-5, method: str | None = None, frac_bits: int | None = None,
+                                  x_frac_bits: int | None = None) -> Normalized:
+    """batch_norm(...) and the context for `batch_norm_backward`, in the same rounds.
+    x_frac_bits: x is a product's untruncated output standing for that scale. In training,
+    at no more than twice that scale and with a power-of-two count per channel, x is
+    truncated in the means' round, the means read off its exact sum (a round fewer than a
+    product that truncates first); elsewhere it is truncated first."""
     dims = _reduce_dims(x.ndim)
     count = x.numel() // x.shape[1]
-    f, fine = x.frac_bits, x.frac_bits + EXTRA_BITS
+    cut = 0 if x_frac_bits is None else x.frac_bits - x_frac_bits
+    if cut < 0:
+        raise ValueError(f"a share with {x.frac_bits} fractional bits cannot stand for {x_frac_bits}")
+    takes_untruncated = cut > 0 and training and count & (count - 1) == 0 and x.frac_bits <= 2 * x_frac_bits
+    if cut and not takes_untruncated:
+        x = await truncate(x, cut)
+    f = x.frac_bits - cut if takes_untruncated else x.frac_bits
+    fine = f + EXTRA_BITS
     with op_label("batch_norm"):
         gamma = None if weight is None else _per_channel(weight, x.ndim)
-        if training:
+        if takes_untruncated:
+            # the means from the exact sum of the untruncated x (count = 2^e: a shift), while x
+            # is truncated; sum(x) * mean_f then as sum(x * mean_f), products of masked shares
+            total, e = x.sum(dim=dims, keepdim=True), count.bit_length() - 1
+            mu, mu_f, x, *masked_gamma = await asyncio.gather(
+                truncate(total, total.frac_bits + e - fine), truncate(total, total.frac_bits + e - f),
+                truncate(x, cut), *([open_masked(gamma)] if isinstance(gamma, ArithmeticShare) else []))
+            mu, mu_f = mu.divided_exactly(e), mu_f.divided_exactly(e)  # the sum's bits read as the mean's
+            gamma = masked_gamma[0] if masked_gamma else gamma
+            squares, cross, mean_square = await asyncio.gather(
+                mul(x, x, frac_bits=2 * f), mul(x, mu_f, frac_bits=2 * f), mul(mu_f, mu_f, frac_bits=2 * f))
+            mean_sum = cross.sum(dim=dims, keepdim=True)
+        elif training:
             # the means, with gamma and the channel sums opened ahead (masked) for their
             # products, and x too unless it is a truncation's output already
             total = x.sum(dim=dims, keepdim=True)
@@ -140,6 +168,7 @@ async def batch_norm_with_context(x: ArithmeticShare, running_mean: Any = None, 
             # sum((x - mean_f)^2) = sum(x^2) - 2 mean_f S + n mean_f^2: products of masked shares, local
             squares, mean_sum, mean_square = await asyncio.gather(
                 mul(x, x, frac_bits=2 * f), mul(mu_f, total, frac_bits=2 * f), mul(mu_f, mu_f, frac_bits=2 * f))
+        if training:
             sum_sq = squares.sum(dim=dims, keepdim=True) - mean_sum * 2 + mean_square * count
             var, var_f = await asyncio.gather(scale(sum_sq, 1.0 / count, frac_bits=fine),  # and at f for the
                                               scale(sum_sq, 1.0 / count, frac_bits=f))  # running variance

@@ -114,3 +114,44 @@ def test_public_running_stats_in_training_are_refused():
 
     with pytest.raises(TypeError, match="must be shares"):
         mpcrt.run_local(prog)
+
+
+async def bn_untruncated(party, x, gamma, beta, g, handed: bool):
+    X = await party.input(x if party.id == 0 else None, src=0)
+    G = await party.input(g if party.id == 0 else None, src=0)
+    W = await party.input(gamma if party.id == 1 else None, src=1)
+    B = await party.input(beta if party.id == 1 else None, src=1)
+    await B.reveal()  # the inputs' frames gone: the count starts clean
+    rounds = party.stats.rounds
+    if handed:  # as a convolution hands its output over: 16 more bits, standing for 16
+        done = await ops.batch_norm_with_context(X.lift(16), None, None, W, B, training=True, x_frac_bits=16)
+    else:
+        done = await ops.batch_norm_with_context(X, None, None, W, B, training=True)
+    rounds = party.stats.rounds - rounds
+    dx, dw, db = await ops.batch_norm_backward(G, done.context)
+    return [await t.reveal() for t in (done.output, dx, dw, db)], rounds
+
+
+@pytest.mark.parametrize("shape", [(2, 8, 4, 4), (16, 64, 8, 8), (64, 32, 6, 6)])
+async def test_an_untruncated_input_is_truncated_in_the_means_round(shape):
+    """A product's output handed over untruncated (x_frac_bits): with a power-of-two count per
+    channel it is truncated in the means' round, the means read off its exact sum, so the
+    forward takes the rounds of a truncated input (a product that truncated first would take
+    one more); otherwise (2304 per channel) it is truncated first, one round more. Both
+    match autograd."""
+    gen = torch.Generator().manual_seed(sum(shape) + 1)
+    c = shape[1]
+    x = torch.randn(shape, generator=gen, dtype=torch.float64) * torch.logspace(-1, 1, c, dtype=torch.float64).reshape(
+        1, c, 1, 1) + torch.randn(1, c, 1, 1, generator=gen)
+    gamma = 1 + 0.2 * torch.randn(c, generator=gen, dtype=torch.float64)
+    beta = 0.1 * torch.randn(c, generator=gen, dtype=torch.float64)
+    g = torch.randn(shape, generator=gen, dtype=torch.float64) * 0.1
+    held = [torch.round(t * 2 ** 16) / 2 ** 16 for t in (x, gamma, beta, g)]
+    want = reference(*held, torch.zeros(c, dtype=torch.float64), torch.ones(c, dtype=torch.float64))[:4]
+    handed = await run_pair(bn_untruncated, x, gamma, beta, g, True, timeout=60)
+    plain = await run_pair(bn_untruncated, x, gamma, beta, g, False, timeout=60)
+    power_of_two = (shape[0] * shape[2] * shape[3]) & (shape[0] * shape[2] * shape[3] - 1) == 0
+    for (got, rounds), (_, plain_rounds) in zip(handed, plain, strict=True):
+        assert rounds == plain_rounds + (0 if power_of_two else 1)
+        for name, a, b in zip(("y", "dx", "dgamma", "dbeta"), got, want, strict=True):
+            assert float((a - b).abs().max()) <= 1e-3, name
