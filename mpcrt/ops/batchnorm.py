@@ -14,9 +14,9 @@ step) and the output's truncation, the running statistics' in the inverse square
 first round: 16 at f = 16 (17 when n / C is not a power of two). A product's output may
 come untruncated (x_frac_bits): with n / C a power of two it is truncated in the means'
 round, the means read off its exact sum, and sum(x) mean_f becomes sum(x mean_f) (products
-of masked shares, 8 bytes of material an element): the product's own truncation round goes. Backward: 5 where the
-output y is known public up to a mask (BatchNormContext.output: the forward truncated it,
-or the ReLU it was handed to untruncated did), else 6.
+of masked shares, 8 bytes of material an element): the product's own truncation round
+goes. Backward: 5 where the output y is known public up to a mask (BatchNormContext.output:
+the forward truncated it, or the ReLU it was handed to untruncated did), else 6.
 
 Training forward, with mean_f the batch mean rounded to f bits (S = sum(x), exact):
   var   = (sum(x^2) - 2 mean_f S + n mean_f^2) / n      = mean((x - mean_f)^2), squares at 2f
