@@ -22,6 +22,7 @@ from collections.abc import Iterable
 
 from gan.nn import functional as F
 from gan.nn.module import Parameter, Tensor
+from mpcrt import ArithmeticShare
 from mpcrt.ops.products import MAX_FIXED_EXPONENT_BITS
 
 MOMENT_EXTRA_BITS = 16
@@ -130,29 +131,34 @@ class Adam(Optimizer):
             raise RuntimeError(f"parameters {missing} have no gradient: run backward before step")
         self._t += 1
         b1, b2 = self.betas
-        g = F.flat_cat([p.grad for p in self.params])
-        f = getattr(g, "frac_bits", 0)
+        parts = [p.grad for p in self.params]
+        f = getattr(parts[0], "frac_bits", 0)
         fine = f + MOMENT_EXTRA_BITS  # moments keep more bits: 0.001 g^2 must not round to 0
         if self.weight_decay:
-            g = g + await F.scale(F.flat_cat([p.data for p in self.params]), self.weight_decay)
-        g = g * (1 << self.grad_scale_bits)  # exact, and Adam's step does not see the scale
-        # g opened once (masked) serves both moments; the first moment's decay runs beside it
-        g, m_decayed = await asyncio.gather(F.open_masked(g), self._decayed(self._m, b1))
-        g2 = await F.square_fine(g)  # local (g is masked), at 2f bits: small squares stay nonzero
-        m_new = await F.scale(g, 1 - b1, fine)
+            parts = [g + await F.scale(p.data, self.weight_decay) for g, p in zip(parts, self.params, strict=True)]
+        parts = [g * (1 << self.grad_scale_bits) for g in parts]  # exact, and Adam's step does not see the scale
+        g, m_old = F.flat_cat(parts), self._m
+        # the step m_hat lr / sqrt(v_hat + eps^2): m_hat lr in one truncation from the old m
+        # and g, beside the rest (a truncation's output: the inverse square root takes it as
+        # its factor, so the step needs no product of its own)
+        scaled = self._scaled_first_moment(m_old, g, f)
+        v_decay = self._decayed(self._v, 1 - b2, V_FACTOR_BITS)
+        if all(getattr(part, "opening", None) is not None for part in parts):
+            # every gradient a truncation's output (one backward pass): its squares are local
+            g2 = F.flat_cat([await F.square_fine(part) for part in parts])
+            m_scaled, m_decayed, m_new, v_new, v_decayed = await asyncio.gather(
+                scaled, self._decayed(m_old, b1), F.scale(g, 1 - b1, fine),
+                F.scale(g2, 1 - b2, fine, scale_bits=V_FACTOR_BITS), v_decay)
+        else:  # g opened once (masked) for its square, the first moment's rounds beside it
+            opened, m_scaled, m_decayed = await asyncio.gather(F.open_masked(g), scaled,
+                                                               self._decayed(m_old, b1))
+            g2 = await F.square_fine(opened)  # local, at 2f bits
+            # one gather: the scalings' messages leave in the same frames
+            m_new, v_new, v_decayed = await asyncio.gather(
+                F.scale(g, 1 - b1, fine), F.scale(g2, 1 - b2, fine, scale_bits=V_FACTOR_BITS), v_decay)
         self._m = m_new if m_decayed is None else m_decayed + m_new
-        # the step m_hat lr / sqrt(v_hat + eps^2): the first moment times lr / (1 - b1^t) is
-        # made beside v (a truncation's output), and the inverse square root takes it as its
-        # factor, so the step needs no product of its own. The bias correction drifts with t:
-        # at lr's exponent every step truncates alike (one plan: mpcrt.stream). One gather:
-        # the three scalings' messages leave in the same frames
-        m_scaled, v_new, *v_decay = await asyncio.gather(
-            F.scale(self._m, self.lr / (1 - b1 ** self._t), frac_bits=f + 8 if f else None,
-                    exponent=math.floor(math.log2(self.lr))),
-            F.scale(g2, 1 - b2, fine, scale_bits=V_FACTOR_BITS),
-            *(() if self._v is None else (F.scale(self._v, 1 - b2, scale_bits=V_FACTOR_BITS),)))
         # v b2 = v - v (1 - b2): the small factor keeps v in the ring
-        self._v = v_new if not v_decay else self._v - v_decay[0] + v_new
+        self._v = v_new if v_decayed is None else self._v - v_decayed + v_new
         v_hat = await self._corrected_second_moment(self._v, f)
         eps = self.eps * (1 << self.grad_scale_bits)
         step = await F.inv_sqrt(v_hat + eps * eps, refine=False, exponents=ADAM_RANGE, times=m_scaled,
@@ -161,8 +167,26 @@ class Adam(Optimizer):
             p.data = p.data - delta
 
     @staticmethod
-    async def _decayed(moment: Tensor | None, factor: float) -> Tensor | None:
-        return None if moment is None else await F.scale(moment, factor)
+    async def _decayed(moment: Tensor | None, factor: float, scale_bits: int | None = None) -> Tensor | None:
+        """moment * factor (None for no moment yet)."""
+        return None if moment is None else await F.scale(moment, factor, scale_bits=scale_bits)
+
+    async def _scaled_first_moment(self, m_old: Tensor | None, g: Tensor, f: int) -> Tensor:
+        """c (b1 m_old + (1 - b1) g), c = lr / (1 - b1^t): the new first moment times lr and
+        its bias correction, at f + 8 bits in one truncation of a local combination. Its
+        factors drift with t; they carry K bits, 12 more than the smaller one's exponent, so
+        every step truncates alike (one plan: mpcrt.stream) and the sum stays in the ring
+        while |m| < 2^18 min(b1, 1 - b1) (the nonzero ones)."""
+        b1, _ = self.betas
+        c = self.lr / (1 - b1 ** self._t)
+        if not isinstance(g, ArithmeticShare):
+            return c * ((1 - b1) * g if m_old is None else b1 * m_old + (1 - b1) * g)
+        fine = f + MOMENT_EXTRA_BITS
+        bits = 12 - math.floor(math.log2(self.lr * min(w for w in (b1, 1 - b1) if w > 0)))
+        raw = g.lift(fine - f).times(c * (1 - b1), bits)
+        if m_old is not None and b1:
+            raw = raw + m_old.times(c * b1, bits)
+        return await F.rescale(raw, f + 8)
 
     async def _corrected_second_moment(self, v: Tensor, f: int) -> Tensor:
         """v_hat, the bias-corrected v, at f + 8 bits. In one truncation where the factor

@@ -70,10 +70,16 @@ async def conv2d_weight_grad(x: Tensor, grad_out: Tensor, kernel: tuple[int, int
                              ) -> Tensor:
     """d(conv2d(x, W))/dW for groups = 1: a convolution of x with the output gradient, roles
     of batch and channels swapped, stride and dilation swapped, cropped to the kernel.
-    frac_bits (shares): the result's scale (default the larger operand's)."""
-    full = await conv2d(x.transpose(0, 1), grad_out.transpose(0, 1), None, frac_bits, stride=dilation,
-                        padding=padding, dilation=stride)
-    return full.transpose(0, 1)[:, :, :kernel[0], :kernel[1]]
+    frac_bits (shares): the result's scale (default the larger operand's). Both operands
+    shares: truncated after the swap and the crop, so the gradient is a truncation's output,
+    public up to a mask (an optimizer squares it locally)."""
+    kw = {"stride": dilation, "padding": padding, "dilation": stride}
+    if not (_secure(x) and _secure(grad_out)):
+        full = await conv2d(x.transpose(0, 1), grad_out.transpose(0, 1), None, frac_bits, **kw)
+        return full.transpose(0, 1)[:, :, :kernel[0], :kernel[1]]
+    target = max(x.frac_bits, grad_out.frac_bits) if frac_bits is None else frac_bits
+    full = await conv2d(x.transpose(0, 1), grad_out.transpose(0, 1), None, x.frac_bits + grad_out.frac_bits, **kw)
+    return await rescale(full.transpose(0, 1)[:, :, :kernel[0], :kernel[1]], target)
 
 
 @dataclass(frozen=True)

@@ -160,3 +160,38 @@ async def test_adam_follows_torch_with_large_gradients_and_a_short_second_moment
     moved = (expected - w0).abs().max()
     for got in await run_pair(secure_steps, "adam", w0, grads, kw, timeout=30):
         assert float((got - expected).abs().max()) <= 0.02 * float(moved) + 8 * 2 ** -16
+
+
+async def adam_rounds(party, w0, grads, kw, masked: bool):
+    """Adam's steps on gradients given as shares, or as truncations' outputs (public up to a
+    mask, as one backward pass leaves them); the last step's rounds."""
+    from mpcrt import ops
+
+    p = Parameter(await party.input(w0 if party.id == 0 else None, src=0))
+    opt = optim.Adam([p], **kw)
+    for g in grads:
+        p.grad = await party.input(g if party.id == 1 else None, src=1)
+        if masked:
+            p.grad = await ops.open_masked(p.grad)
+        await p.grad.reveal()  # the count starts clean
+        rounds = party.stats.rounds
+        await opt.step()
+        rounds = party.stats.rounds - rounds
+    return await p.data.reveal(), rounds
+
+
+@pytest.mark.parametrize("betas", [(0.9, 0.999), (0.5, 0.999)])
+async def test_adam_on_masked_gradients_opens_nothing_and_follows_torch(betas):
+    """Gradients that are truncations' outputs (one backward pass) need no opening for their
+    squares: a round fewer than shared ones at least, and the same steps as torch's. With b1 = 0.9
+    the first moment's scalings still leave the inverse square root's rounds alone."""
+    w0, grads = gradients()
+    kw = {"lr": 2e-4, "betas": betas}
+    expected = torch_steps("adam", w0, grads, **kw)
+    moved = (expected - w0).abs().max()
+    masked = await run_pair(adam_rounds, w0, grads, kw, True, timeout=30)
+    shared = await run_pair(adam_rounds, w0, grads, kw, False, timeout=30)
+    for (got, rounds), (got_shared, shared_rounds) in zip(masked, shared, strict=True):
+        assert rounds <= shared_rounds - 1, (rounds, shared_rounds)
+        for value in (got, got_shared):
+            assert float((value - expected).abs().max()) <= 0.02 * float(moved) + 8 * 2 ** -16
