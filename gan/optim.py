@@ -174,9 +174,10 @@ class Adam(Optimizer):
     async def _scaled_first_moment(self, m_old: Tensor | None, g: Tensor, f: int) -> Tensor:
         """c (b1 m_old + (1 - b1) g), c = lr / (1 - b1^t): the new first moment times lr and
         its bias correction, at f + 8 bits in one truncation of a local combination. Its
-        factors drift with t; they carry K bits, 12 more than the smaller one's exponent, so
-        every step truncates alike (one plan: mpcrt.stream) and the sum stays in the ring
-        while |m| < 2^18 min(b1, 1 - b1) (the nonzero ones)."""
+        factors drift with t; they are encoded at a fixed number of fractional bits, 12 more
+        than the smaller factor's exponent (so at least 12 significant bits each), so every
+        step truncates alike (one plan: mpcrt.stream) and the sum stays in the ring while
+        |m| < 2^18 min(b1, 1 - b1) (the nonzero ones)."""
         b1, _ = self.betas
         c = self.lr / (1 - b1 ** self._t)
         if not isinstance(g, ArithmeticShare):
