@@ -134,8 +134,8 @@ class Adam(Optimizer):
         parts = [p.grad for p in self.params]
         f = getattr(parts[0], "frac_bits", 0)
         fine = f + MOMENT_EXTRA_BITS  # moments keep more bits: 0.001 g^2 must not round to 0
-        if self.weight_decay:
-            parts = [g + await F.scale(p.data, self.weight_decay) for g, p in zip(parts, self.params, strict=True)]
+        if self.weight_decay:  # one scaling of the flat buffer (the sum is no truncation's output)
+            parts = [F.flat_cat(parts) + await F.scale(F.flat_cat([p.data for p in self.params]), self.weight_decay)]
         parts = [g * (1 << self.grad_scale_bits) for g in parts]  # exact, and Adam's step does not see the scale
         g, m_old = F.flat_cat(parts), self._m
         # the step m_hat lr / sqrt(v_hat + eps^2): m_hat lr in one truncation from the old m
