@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Iterable
+from collections.abc import Coroutine, Iterable
+from typing import Any
 
 from gan.nn import functional as F
 from gan.nn.module import Parameter, Tensor
 from mpcrt import ArithmeticShare
-from mpcrt.ops.products import MAX_FIXED_EXPONENT_BITS
 
 MOMENT_EXTRA_BITS = 16
 V_FACTOR_BITS = 8  # fractional bits of the second moment's public factors: room in the ring for v
@@ -142,27 +142,23 @@ class Adam(Optimizer):
         # and g, beside the rest (a truncation's output: the inverse square root takes it as
         # its factor, so the step needs no product of its own)
         scaled = self._scaled_first_moment(m_old, g, f)
-        v_decay = self._decayed(self._v, 1 - b2, V_FACTOR_BITS)
+        v_decay = self._decayed(self._v, 1 - b2, V_FACTOR_BITS)  # v b2 = v - v (1 - b2): the small factor fits
         if all(getattr(part, "opening", None) is not None for part in parts):
             # every gradient a truncation's output (one backward pass): its squares are local
             g2 = F.flat_cat([await F.square_fine(part) for part in parts])
-            m_scaled, m_decayed, m_new, v_new, v_decayed = await asyncio.gather(
-                scaled, self._decayed(m_old, b1), F.scale(g, 1 - b1, fine),
-                F.scale(g2, 1 - b2, fine, scale_bits=V_FACTOR_BITS), v_decay)
+            m_scaled, m_decayed, m_new, (v_hat, v_term), v_decayed = await asyncio.gather(
+                scaled, self._decayed(m_old, b1), F.scale(g, 1 - b1, fine), self._second_moment(g2, f), v_decay)
         else:  # g opened once (masked) for its square, the first moment's rounds beside it
-            opened, m_scaled, m_decayed = await asyncio.gather(F.open_masked(g), scaled,
-                                                               self._decayed(m_old, b1))
+            opened, m_scaled = await asyncio.gather(F.open_masked(g), scaled)
             g2 = await F.square_fine(opened)  # local, at 2f bits
             # one gather: the scalings' messages leave in the same frames
-            m_new, v_new, v_decayed = await asyncio.gather(
-                F.scale(g, 1 - b1, fine), F.scale(g2, 1 - b2, fine, scale_bits=V_FACTOR_BITS), v_decay)
+            m_decayed, m_new, (v_hat, v_term), v_decayed = await asyncio.gather(
+                self._decayed(m_old, b1), F.scale(g, 1 - b1, fine), self._second_moment(g2, f), v_decay)
         self._m = m_new if m_decayed is None else m_decayed + m_new
-        # v b2 = v - v (1 - b2): the small factor keeps v in the ring
-        self._v = v_new if v_decayed is None else self._v - v_decayed + v_new
-        v_hat = await self._corrected_second_moment(self._v, f)
         eps = self.eps * (1 << self.grad_scale_bits)
-        step = await F.inv_sqrt(v_hat + eps * eps, refine=False, exponents=ADAM_RANGE, times=m_scaled,
-                                frac_bits=f or None)
+        step, v_new = await asyncio.gather(F.inv_sqrt(v_hat + eps * eps, refine=False, exponents=ADAM_RANGE,
+                                                      times=m_scaled, frac_bits=f or None), v_term)
+        self._v = v_new if v_decayed is None else self._v - v_decayed + v_new
         for p, delta in zip(self.params, F.split_flat(step, self._shapes()), strict=True):
             p.data = p.data - delta
 
@@ -189,14 +185,24 @@ class Adam(Optimizer):
             raw = raw + m_old.times(c * b1, bits)
         return await F.rescale(raw, f + 8)
 
-    async def _corrected_second_moment(self, v: Tensor, f: int) -> Tensor:
-        """v_hat, the bias-corrected v, at f + 8 bits. In one truncation where the factor
-        1/(1 - b2^t) stays below 2^12 (b2 < 1 - 2^-12): at a fixed exponent (v times it is
-        v_hat, which the ring holds), so every step truncates alike; else in two. 8 bits of
-        the factor (0.4% relative); the inverse square root that takes v_hat is within 4e-3
-        relative (a step's size, not its sign)."""
+    async def _second_moment(self, g2: Tensor, f: int) -> tuple[Tensor, Coroutine[Any, Any, Tensor]]:
+        """v_hat, the bias-corrected second moment at f + 8 bits, and the coroutine that makes
+        v's new term (1 - b2) g^2 at f + 16 (v itself is the next step's: awaited beside the
+        inverse square root, it joins its first round). On shares g^2 / 2^e first, (1 - b2)
+        2^e in [1, 2) (one truncation), then v_hat = c b2 v_old + c (1 - b2) g^2, c = 1 /
+        (1 - b2^t), in one truncation of a local combination (its factors at a fixed scale,
+        so every step truncates alike: one plan): 2 rounds, where v and then v_hat took 3.
+        Both factors at 8 bits (0.4% relative): the inverse square root that takes v_hat
+        is within 4e-3 relative (a step's size, not its sign). The ring holds v_hat at 40
+        bits (v_hat < 2^22: ADAM_RANGE), so it holds each term, whatever the factors."""
         _, b2 = self.betas
-        factor = 1 / (1 - b2 ** self._t)
-        if 1 / (1 - b2) < 2 ** MAX_FIXED_EXPONENT_BITS:
-            return await F.scale(v, factor, frac_bits=f + 8 if f else None, scale_bits=V_FACTOR_BITS, exponent=0)
-        return await F.rescale(await F.scale(v, factor, scale_bits=V_FACTOR_BITS), f + 8)
+        fine, factor = f + MOMENT_EXTRA_BITS, 1 / (1 - b2 ** self._t)
+        if not isinstance(g2, ArithmeticShare):
+            v = (1 - b2) * g2 if self._v is None else b2 * self._v + (1 - b2) * g2
+            return v * factor, F.scale(g2, 1 - b2)
+        e = -math.floor(math.log2(1 - b2))
+        small = await F.rescale(g2.divided_exactly(e), fine)  # g^2 / 2^e
+        corrected = small.times(factor * (1 - b2) * 2 ** e, V_FACTOR_BITS)
+        if self._v is not None:
+            corrected = corrected + self._v.times(factor * b2, V_FACTOR_BITS)
+        return await F.rescale(corrected, f + 8), F.rescale(small.times((1 - b2) * 2 ** e, V_FACTOR_BITS), fine)

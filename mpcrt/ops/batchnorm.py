@@ -11,7 +11,7 @@ backward's products with x_hat, took 72 and 40).
 Rounds: the means (one truncation each, concurrently, with gamma and the channel sums
 opened), the variance, the inverse square root on C values (gamma / std joins its last
 step) and the output's truncation, the running statistics' in the inverse square root's
-first round: 16 at f = 16 (17 when n / C is not a power of two). A product's output may
+first round: 15 at f = 16 (16 when n / C is not a power of two). A product's output may
 come untruncated (x_frac_bits): with n / C a power of two it is truncated in the means'
 round, the means read off its exact sum, and sum(x) mean_f becomes sum(x mean_f) (products
 of masked shares, 8 bytes of material an element): the product's own truncation round
@@ -20,7 +20,7 @@ the forward truncated it, or the ReLU it was handed to untruncated did), else 6.
 
 Training forward, with mean_f the batch mean rounded to f bits (S = sum(x), exact):
   var   = (sum(x^2) - 2 mean_f S + n mean_f^2) / n      = mean((x - mean_f)^2), squares at 2f
-  inv   = 1/sqrt(var + eps)           Goldschmidt with range conversion, on C values only
+  inv   = 1/sqrt(var + eps)           range conversion and a quartic, on C values only
   g     = gamma * inv                 per channel, at f + 8 bits
   y     = g x - g mean + beta         one product per element (g x), the rest per channel
 (mean, variance and 1/std carry f + 12 fractional bits: a mean rounded at 2^-f would shift
