@@ -70,6 +70,8 @@ async def measure(party, op: str, shapes: tuple):
     y = await party.input(torch.randn(shapes[1]) if party.id == 1 else None, src=1) if len(shapes) > 1 else None
     # truncation outputs, public up to masks the dealer knows
     masked = [await ops.mul(x, 0.5), await ops.mul(x, 0.25)] if op == "mul_masked" else []
+    if op == "ge0_dcf_masked":
+        masked = [await ops.mul(x - 1, 0.5)]  # signs of both kinds
     await settle(party, x)
     before = snapshot(party)
     variables = {"n": math.prod(shape_x), "d": len(shape_x)}
@@ -89,6 +91,8 @@ async def measure(party, op: str, shapes: tuple):
         await ops.square(x)
     elif op == "mul_masked":
         await ops.mul(*masked)
+    elif op == "ge0_dcf_masked":
+        await ops.is_non_negative(masked[0], "dcf")
     elif op == "open":
         await ops.open_masked(x)
     elif op in ("truncate", "truncate_local"):
@@ -126,6 +130,7 @@ CASES = {
     "mul_public": [((6, 2),)],
     "square": [((9,),), ((2, 5),)],
     "mul_masked": [((5,),), ((2, 3),)],
+    "ge0_dcf_masked": [((5,),), ((4, 6),)],  # at most 31 elements: the masked key pays on demand
     "open": [((4,),), ((2, 3),)],
     "matmul": [((3, 4), (4, 5)), ((2, 3, 4), (4, 1))],
     "conv2d": [((2, 3, 8, 8), (4, 3, 3, 3))],

@@ -649,6 +649,71 @@ class SignTimesMaskKey(SignKey):
         return super().payload(r) * torch.stack([torch.ones_like(r), r], dim=1)
 
 
+@dataclass(frozen=True)
+class MaskedSignKeyMaterial:
+    seed: Tensor  # this party's DCF root seeds (rows, 2): row v n + i is element i's key for variant v
+    msb_r: Tensor  # ring shares of MSB(r), per row
+    s_cw: Tensor  # the DCF's public correction words (dcf.keygen), per row
+    v_cw: Tensor
+    t_cw: Tensor
+    last: Tensor
+
+    def for_elements(self, variant: Tensor | None, n: int) -> SignKeyMaterial:
+        """Each element's key, for the variant its mask has (public once x's truncation
+        opened), as a SignKey's material without its mask."""
+        rows = torch.arange(n) if variant is None else torch.arange(n) + variant.reshape(-1).long() * n
+        return SignKeyMaterial(_absent(), self.seed[rows], self.msb_r[rows], self.s_cw[:, rows], self.v_cw[:, rows],
+                               self.t_cw[rows], self.last[rows])
+
+
+@dataclass(frozen=True)
+class MaskedSignKey(Spec[MaskedSignKeyMaterial]):
+    """A DCF for the sign of x = p + u M, with p public and M a mask the dealer knows (x's
+    Opening: a truncation's output, or an opening made ahead): the key's offset is
+    r = -u M, so x + r = p is public already and nothing is opened (ops.compare). A
+    truncation's mask has two variants, one public per element once it opened: a key for
+    each, element i's for variant v at row v n + i.
+
+    Free: each party's DCF root seeds. Dependent: MSB(r) as ring shares. Public: the
+    correction words, as SignKey's, for beta = 1 - 2 MSB(r)."""
+
+    kind: ClassVar[str] = "masked_sign_key"
+    Material: ClassVar[type] = MaskedSignKeyMaterial
+    free: ClassVar[tuple[str, ...]] = ("seed",)
+    dependent: ClassVar[tuple[str, ...]] = ("msb_r",)
+    public: ClassVar[tuple[str, ...]] = ("s_cw", "v_cw", "t_cw", "last")
+    xor: ClassVar[frozenset[str]] = frozenset({"seed"})
+
+    mask: MaskRef
+    factor: int  # u
+
+    @property
+    def rows(self) -> int:
+        return self.mask.spec.variants * math.prod(self.mask.shape)
+
+    def shapes(self):
+        rows, levels = self.rows, dcf.DOMAIN_BITS
+        return {"seed": (rows, 2), "msb_r": (rows,), "s_cw": (levels, rows, 2), "v_cw": (levels, rows, 1),
+                "t_cw": (rows, 2), "last": (rows, 1)}
+
+    def linked(self):
+        return {"mask": _mask_link(self.mask)}
+
+    def offsets(self, parts: MaskParts) -> Tensor:
+        """r = -u M for each row: each variant of the mask, variant-major."""
+        viewed = _mask_parts(self.mask, parts)
+        base = viewed.base.reshape(-1)
+        masks = [base] if viewed.step is None else [base, base + times_power(viewed.step.reshape(-1), 64 - viewed.bits)]
+        return torch.cat(masks).neg_() * self.factor
+
+    def dependent_values(self, free):
+        return {"msb_r": (self.offsets(free["mask"]) < 0).long()}
+
+    def public_values(self, free0, free1):
+        r = self.offsets(free0["mask"])
+        return dcf.keygen(r & ((1 << 63) - 1), (1 - 2 * (r < 0).long())[:, None], free0["seed"], free1["seed"])
+
+
 # ---- lookup of a piecewise polynomial's coefficients ----------------------------------
 
 @dataclass(frozen=True)

@@ -149,7 +149,7 @@ class MaterialMaker:
             own = [derive_parts(request, seed, spec.free) for seed in self.seeds]
         if corrected and spec.dependent:
             free = {name: self._full_value(request, name, own) for name in spec.free}
-            free.update({name: self._linked(source, component) for name, (source, component) in spec.linked().items()})
+            free.update(self._linked_values(request))
             values = spec.dependent_values(free)
             pads = seeded_parts(request, self.seeds[1 - party_id], spec.dependent)
             for name in spec.dependent:  # dependent values are fresh tensors: corrected in place
@@ -171,7 +171,8 @@ class MaterialMaker:
         if kept is not None:
             self._kept_size -= _nbytes(kept)
             return kept  # type: ignore[return-value]
-        public = request.spec.public_values(own[0], own[1])
+        linked = self._linked_values(request)
+        public = request.spec.public_values(own[0] | linked, own[1] | linked)
         values = [public[name] for name in request.spec.public]
         self._keep(key, values)
         return values
@@ -194,6 +195,11 @@ class MaterialMaker:
         if component in request.spec.linkable:
             self._keep(key, value)
         return value
+
+    def _linked_values(self, request: Request) -> dict[str, torch.Tensor | kinds.MaskParts]:
+        """The components of earlier requests that `request` names (Spec.linked), as its
+        dependent and public values read them."""
+        return {name: self._linked(source, component) for name, (source, component) in request.spec.linked().items()}
 
     def _linked(self, source: Request, component: str) -> torch.Tensor | kinds.MaskParts:
         """A linked component as `dependent_values` reads it: a mask as its MaskParts."""

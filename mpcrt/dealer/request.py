@@ -75,7 +75,8 @@ class Spec(ABC, Generic[M]):
         return {}
 
     def public_values(self, free0: dict[str, torch.Tensor], free1: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Values both parties receive, from each party's own free parts (none by default)."""
+        """Values both parties receive, from each party's own free parts (none by default);
+        the linked values (`linked`) are in both dicts."""
         return {}
 
     def widths(self) -> dict[str, int]:

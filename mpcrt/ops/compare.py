@@ -34,13 +34,13 @@ import torch
 
 from mpcrt.binary import BinaryShare, PackedBits
 from mpcrt.dealer import dcf
-from mpcrt.dealer.kinds import SignKey, SignKeyMaterial, SignTimesMaskKey
+from mpcrt.dealer.kinds import MaskedSignKey, MaskedSignKeyMaterial, SignKey, SignKeyMaterial, SignTimesMaskKey
 from mpcrt.dealer.packing import pack_bits
 from mpcrt.dealer.request import Request
 from mpcrt.messages import spec
 from mpcrt.ops.boolean import and_, and_private, bit_to_arith, xor_public_bit
 from mpcrt.ops.carry import CarryGroup, OpenedRowGroups, reduce_carries
-from mpcrt.ops.policy import resolve_method
+from mpcrt.ops.policy import masked_key_pays, resolve_method
 from mpcrt.scope import op_label
 from mpcrt.shares import ArithmeticShare, public_share
 
@@ -173,6 +173,21 @@ async def _open_for_dcf(x: ArithmeticShare, kind: type[SignKey], points: Sequenc
     return opened, m, shares
 
 
+async def _masked_dcf(x: ArithmeticShare, points: Sequence[int]) -> tuple[torch.Tensor, Any, list[torch.Tensor]]:
+    """As _open_for_dcf, for x = p + u M with p public (x's Opening): the dealer's key has
+    the offset r = -u M, so x + r = p needs no opening (no round, nothing sent); each
+    element takes the key of its mask's variant."""
+    party, opening = x.party, x.opening
+    assert opening is not None
+    n = x.numel()
+    keys: MaskedSignKeyMaterial = await party.dealer.get(Request(party.next_id(), MaskedSignKey(opening.source,
+                                                                                                 opening.factor)))
+    m = keys.for_elements(opening.variant, n)
+    opened = opening.public.reshape(-1)
+    public = m.correction_words()
+    return opened, m, [dcf.evaluate(party.id, m.seed, public, (opened - t) & LOW63) for t in points]
+
+
 def _walk(worker: ThreadPoolExecutor | None, *args: object) -> asyncio.Future:
     """dcf.evaluate(*args) on the worker thread, or now on the event loop (worker None)."""
     if worker is not None:
@@ -185,9 +200,14 @@ def _walk(worker: ThreadPoolExecutor | None, *args: object) -> asyncio.Future:
 async def below_dcf(x: ArithmeticShare, points: Sequence[int]) -> ArithmeticShare:
     """[x < t] for each public ring value t in `points` (at x's scale), as ring shares of
     shape (len(points), *x.shape), by the dealer's DCF: one round, one opening and one key
-    per element for all the points (exact while |x - t| < 2^63)."""
+    per element for all the points (exact while |x - t| < 2^63). No round where x is public
+    up to a mask the dealer knows and a key per mask variant pays (`policy.masked_key_pays`):
+    the key's offset is then the mask itself (MaskedSignKey)."""
     with op_label("msb[dcf]"):
-        opened, m, lts = await _open_for_dcf(x, SignKey, points)
+        if x.opening is not None and masked_key_pays(x):
+            opened, m, lts = await _masked_dcf(x, points)
+        else:
+            opened, m, lts = await _open_for_dcf(x, SignKey, points)
     # [x < t] = MSB(x - t) = MSB(opened - t) xor MSB(r), the key giving shares of the carry
     rows = [xor_public_bit((opened - t) < 0, m.msb_r + lt[:, 0], x.party.id)
             for t, lt in zip(points, lts, strict=True)]

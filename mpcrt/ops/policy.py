@@ -76,6 +76,14 @@ LOOKUP = Variant(rounds=2, sent_per_element=26.5, cpu_per_element=0.1e-6, materi
                  making_per_element=1.3e-6)
 
 
+# A DCF keyed by the mask of an input that is public up to one (ops.compare.below_dcf, kind
+# MaskedSignKey) against opening x + r: the opening's round and its 8 bytes saved; a key per
+# variant of the mask (a truncation's two), so one key more of material (1536 bytes to each
+# party) and of the dealer's making where made on demand (COST_MODEL's dcf).
+MASKED_KEY = Variant(rounds=1, sent_per_element=8.0, cpu_per_element=0.0, material_per_element=1536.0,
+                     making_per_element=COST_MODEL["dcf"].offline_per_element)
+
+
 def servers_link(party) -> tuple[float, float]:
     """(RTT seconds, bandwidth bit/s) of the servers' declared network; loopback without one."""
     network = getattr(party, "network", None)
@@ -158,6 +166,13 @@ def lookup_pays(x) -> bool:
     docs/BENCHMARKS.md, "The cost model's seconds"). Both ways give the same bits
     (ops.piecewise), so the choice never changes a result."""
     return variant_pays(x, LOOKUP)
+
+
+def masked_key_pays(x) -> bool:
+    """Whether a DCF keyed by x's mask beats opening x + r (MASKED_KEY): for the few values of
+    a batch norm's variances, or wherever the material is fetched ahead and the owner's link
+    is fast."""
+    return variant_pays(x, MASKED_KEY)
 
 
 def leading_pays(x) -> bool:

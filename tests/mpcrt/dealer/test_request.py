@@ -20,8 +20,13 @@ from mpcrt.offline import record_plan
 async def _every_op(party):
     x = await party.input(torch.linspace(-3, 3, 24).reshape(2, 12) if party.id == 0 else None, src=0)
     y = await party.input(torch.linspace(0.5, 2, 24).reshape(2, 12) if party.id == 1 else None, src=1)
+
+    async def masked_root():  # a DCF keyed by the mask of y's opening
+        return await ops.inv_sqrt(await ops.open_masked(y))
+
     await asyncio.gather(ops.mul(x, y), ops.relu(x), ops.sigmoid(x), ops.inv_sqrt(y), ops.leaky_relu(x, 0.2),
-                         ops.msb(x), ops.square(x), ops.conv2d(x.reshape(1, 1, 2, 12), y.reshape(1, 1, 2, 12)[..., :3]))
+                         ops.msb(x), ops.square(x), ops.conv2d(x.reshape(1, 1, 2, 12), y.reshape(1, 1, 2, 12)[..., :3]),
+                         masked_root())
 
 
 @functools.cache

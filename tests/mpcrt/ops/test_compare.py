@@ -111,6 +111,44 @@ async def test_dcf_sign_over_the_whole_ring():
         assert torch.equal(negative, (v < 0).long())
 
 
+async def comparisons_of_masked_shares(party, v: torch.Tensor, points: list[float]):
+    """below_dcf of a truncation's output (two mask variants), and of the negated opening
+    of a share opened ahead (factor -1): (results, rounds and bytes sent by the comparisons,
+    the kinds of their material)."""
+    from mpcrt.ops.compare import below_dcf
+
+    x = await party.input(v if party.id == 0 else None, src=0)
+    truncated = await ops.truncate(x.lift(8), 8)  # x again, as a truncation's output
+    negated = -(await ops.open_masked(x))
+    assert truncated.opening.variant is not None and negated.opening.factor == -1
+    kinds = []
+    recorded = party.dealer.get
+
+    async def get(request):
+        kinds.append(request.kind)
+        return await recorded(request)
+
+    party.dealer.get = get
+    before = party.stats.rounds, party.stats.bytes_sent
+    at = [round(t * 2 ** x.frac_bits) for t in points]
+    below = [await below_dcf(truncated, at), await below_dcf(negated, at)]
+    cost = party.stats.rounds - before[0], party.stats.bytes_sent - before[1]
+    return [await b.reveal() for b in below], cost, kinds
+
+
+async def test_a_dcf_keyed_by_the_mask_of_a_masked_share_opens_nothing():
+    """x public up to a mask the dealer knows: the key's offset is that mask (MaskedSignKey),
+    one key per variant, and [x < t] comes with no round and no byte sent, exact on both
+    sides of every point and for both of a truncation's variants."""
+    points = [-2.0, -0.5, 0.0, 0.25, 3.0]
+    v = torch.tensor([-5.0, -2.0, -1.0, -0.5, -2 ** -16, 0.0, 2 ** -16, 0.25, 1.0, 3.0, 7.5] * 2)
+    for (truncated, negated), cost, kinds in await run_pair(comparisons_of_masked_shares, v, points):
+        for t, row_t, row_n in zip(points, truncated, negated, strict=True):
+            assert torch.equal(row_t, (v < t).long())
+            assert torch.equal(row_n, (-v < t).long())
+        assert cost == (0, 0) and kinds == ["masked_sign_key"] * 2
+
+
 def test_the_automatic_choice_follows_the_network():
     from types import SimpleNamespace
 

@@ -1,5 +1,6 @@
-"""ops.policy: the coefficient lookup's choice (the comparison methods' and the leading
-one's are tested beside their protocols, in test_compare.py and test_leading.py)."""
+"""ops.policy: the coefficient lookup's and the masked DCF key's choices (the comparison
+methods' and the leading one's are tested beside their protocols, in test_compare.py and
+test_leading.py)."""
 
 from __future__ import annotations
 
@@ -27,3 +28,19 @@ def test_fetched_ahead_the_lookup_pays_unless_the_owners_link_is_slow():
     # a mobile owner's link makes its 287 bytes more per element dear
     assert not _lookup_pays(5_000, PRESETS["wan"], PRESETS["mobile"], prefetched=True)
     assert _lookup_pays(100, PRESETS["wan"], PRESETS["mobile"], prefetched=True)
+
+
+def _masked_key_pays(n: int, network=None, owner_network=None, prefetched: bool = False) -> bool:
+    party = SimpleNamespace(network=network, owner_network=owner_network, prefetched=prefetched)
+    return policy.masked_key_pays(SimpleNamespace(party=party, numel=lambda: n))
+
+
+def test_a_dcf_keyed_by_a_mask_pays_for_few_elements_on_demand_and_ahead_unless_the_owner_is_slow():
+    # made on demand, a second key (about 16 us of the dealer's) against a round: batch norm's
+    # variances on loopback, a thousand elements on wan
+    assert _masked_key_pays(31) and not _masked_key_pays(32)
+    assert _masked_key_pays(1_200, PRESETS["wan"]) and not _masked_key_pays(1_300, PRESETS["wan"])
+    # fetched ahead, the key's bytes weigh only on a declared owner's link
+    assert _masked_key_pays(10_000_000, prefetched=True)
+    assert _masked_key_pays(60, PRESETS["wan"], PRESETS["mobile"], prefetched=True)
+    assert not _masked_key_pays(70, PRESETS["wan"], PRESETS["mobile"], prefetched=True)
