@@ -134,18 +134,22 @@ class Adam(Optimizer):
         parts = [p.grad for p in self.params]
         f = getattr(parts[0], "frac_bits", 0)
         fine = f + MOMENT_EXTRA_BITS  # moments keep more bits: 0.001 g^2 must not round to 0
+        summands = [p.gradient_parts() for p in self.params]  # each gradient as the passes made it
         if self.weight_decay:  # one scaling of the flat buffer (the sum is no truncation's output)
             parts = [F.flat_cat(parts) + await F.scale(F.flat_cat([p.data for p in self.params]), self.weight_decay)]
-        parts = [g * (1 << self.grad_scale_bits) for g in parts]  # exact, and Adam's step does not see the scale
+            summands = [parts]
+        grad_scale = 1 << self.grad_scale_bits  # exact, and Adam's step does not see the scale
+        parts = [g * grad_scale for g in parts]
+        summands = [[g * grad_scale for g in terms] for terms in summands]
         g, m_old = F.flat_cat(parts), self._m
         # the step m_hat lr / sqrt(v_hat + eps^2): m_hat lr in one truncation from the old m
         # and g, beside the rest (a truncation's output: the inverse square root takes it as
         # its factor, so the step needs no product of its own)
         scaled = self._scaled_first_moment(m_old, g, f)
         v_decay = self._decayed(self._v, 1 - b2, V_FACTOR_BITS)  # v b2 = v - v (1 - b2): the small factor fits
-        if all(getattr(part, "opening", None) is not None for part in parts):
-            # every gradient a truncation's output (one backward pass): its squares are local
-            g2 = F.flat_cat([await F.square_fine(part) for part in parts])
+        if all(getattr(term, "opening", None) is not None for terms in summands for term in terms):
+            # every gradient a sum of truncations' outputs (backward passes'): its square is local
+            g2 = F.flat_cat([await _square_of_sum(terms) for terms in summands])
             m_scaled, m_decayed, m_new, (v_hat, v_term), v_decayed = await asyncio.gather(
                 scaled, self._decayed(m_old, b1), F.scale(g, 1 - b1, fine), self._second_moment(g2, f), v_decay)
         else:  # g opened once (masked) for its square, the first moment's rounds beside it
@@ -206,3 +210,21 @@ class Adam(Optimizer):
         if self._v is not None:
             corrected = corrected + self._v.times(factor * b2, V_FACTOR_BITS)
         return await F.rescale(corrected, f + 8), F.rescale(small.times((1 - b2) * 2 ** e, V_FACTOR_BITS), fine)
+
+
+async def _square_of_sum(terms: list[Tensor]) -> Tensor:
+    """(sum of terms)^2 at twice their scale: sum_i t_i^2 + 2 sum_(i<j) t_i t_j, products of
+    masked shares (local) where each term is a truncation's output: a gradient that two
+    passes summed (the discriminator's, real and fake) needs no opening for its square.
+    Concurrent passes add their terms in whichever order their rounds end, which may differ
+    between the parties and between iterations: the terms are taken in the order of the
+    steps that made their masks, so both parties ask the dealer for the same products."""
+    if len(terms) > 1:
+        terms = sorted(terms, key=lambda term: term.opening.source.request.mid)
+    total = None
+    for i, a in enumerate(terms):
+        for j, b in enumerate(terms[i:], start=i):
+            product = await F.mul(a, b, frac_bits=2 * a.frac_bits)
+            product = product if i == j else product * 2
+            total = product if total is None else total + product
+    return total

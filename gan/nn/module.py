@@ -24,12 +24,13 @@ class Parameter:
     requires_grad is off (torch's flag), a backward makes no gradient for it: a product
     layer skips the product, and nothing accumulates."""
 
-    __slots__ = ("data", "grad", "requires_grad")
+    __slots__ = ("_summed", "data", "grad", "requires_grad")
 
     def __init__(self, data: Tensor) -> None:
         self.data = data
         self.grad: Tensor | None = None
         self.requires_grad = True
+        self._summed: tuple[Tensor, list[Tensor]] | None = None  # (grad, the passes' gradients summed in it)
 
     @property
     def shape(self) -> torch.Size:
@@ -41,7 +42,17 @@ class Parameter:
     def accumulate(self, grad: Tensor) -> None:
         """Add to the gradient, as torch does: passes that share parameters sum their gradients."""
         if self.requires_grad:
+            parts = [*self.gradient_parts(), grad] if self.grad is not None else [grad]
             self.grad = grad if self.grad is None else self.grad + grad
+            self._summed = (self.grad, parts)
+
+    def gradient_parts(self) -> list[Tensor]:
+        """The gradients the backward passes made, which grad sums (each a truncation's output,
+        public up to a mask, where a product made it: an optimizer may square the sum without
+        opening it); [grad] where grad was set otherwise."""
+        if self._summed is not None and self._summed[0] is self.grad:
+            return list(self._summed[1])
+        return [] if self.grad is None else [self.grad]
 
 
 class Module:

@@ -162,17 +162,23 @@ async def test_adam_follows_torch_with_large_gradients_and_a_short_second_moment
         assert float((got - expected).abs().max()) <= 0.02 * float(moved) + 8 * 2 ** -16
 
 
-async def adam_rounds(party, w0, grads, kw, masked: bool):
+async def adam_rounds(party, w0, grads, kw, masked: bool, passes: int = 1):
     """Adam's steps on gradients given as shares, or as truncations' outputs (public up to a
-    mask, as one backward pass leaves them); the last step's rounds."""
+    mask, as one backward pass leaves them; with passes = 2, the sum of two such, as the
+    discriminator's real and fake passes accumulate them); the last step's rounds."""
     from mpcrt import ops
 
     p = Parameter(await party.input(w0 if party.id == 0 else None, src=0))
     opt = optim.Adam([p], **kw)
     for g in grads:
-        p.grad = await party.input(g if party.id == 1 else None, src=1)
         if masked:
-            p.grad = await ops.open_masked(p.grad)
+            p.grad = None
+            terms = [await ops.open_masked(await party.input(part if party.id == 1 else None, src=1))
+                     for part in ((g * 0.25, g * 0.75) if passes == 2 else (g,))]
+            for term in terms if party.id == 0 else terms[::-1]:  # concurrent passes end in any order
+                p.accumulate(term)
+        else:
+            p.grad = await party.input(g if party.id == 1 else None, src=1)
         await p.grad.reveal()  # the count starts clean
         rounds = party.stats.rounds
         await opt.step()
@@ -198,3 +204,28 @@ async def test_adam_on_masked_gradients_opens_nothing_and_follows_torch(betas):
         assert (rounds, shared_rounds) == (7, 8)
         for value in (got, got_shared):
             assert float((value - expected).abs().max()) <= 0.02 * float(moved) + 8 * 2 ** -16
+
+
+async def test_adam_squares_a_gradient_two_passes_summed_without_opening_it():
+    """The discriminator's gradient is the sum of its two passes' (each a truncation's output):
+    its square is three masked products (local), so the step takes the rounds of one pass's
+    gradient, and follows torch, whichever order each party's passes added their terms in."""
+    w0, grads = gradients()
+    kw = {"lr": 2e-4, "betas": (0.5, 0.999)}
+    expected = torch_steps("adam", w0, grads, **kw)
+    moved = (expected - w0).abs().max()
+    for got, rounds in await run_pair(adam_rounds, w0, grads, kw, True, 2, timeout=30):
+        assert rounds == 7
+        assert float((got - expected).abs().max()) <= 0.02 * float(moved) + 8 * 2 ** -16
+
+
+def test_a_parameter_keeps_the_gradients_it_summed_until_its_gradient_is_set_otherwise():
+    p = Parameter(torch.zeros(3))
+    a, b = torch.ones(3), torch.full((3,), 2.0)
+    p.accumulate(a)
+    p.accumulate(b)
+    assert torch.equal(p.grad, a + b) and [t.tolist() for t in p.gradient_parts()] == [a.tolist(), b.tolist()]
+    p.grad = torch.full((3,), 5.0)  # set directly: it is its own only part
+    assert [t.tolist() for t in p.gradient_parts()] == [[5.0] * 3]
+    p.grad = None
+    assert p.gradient_parts() == []
