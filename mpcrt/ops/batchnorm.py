@@ -5,13 +5,17 @@ channel statistics a few hundred values), so everything that can be done per cha
 and nothing per element is opened but dy backward: x is a truncation's output (a product's,
 or opened under a mask the dealer knows with the means, ops.products.open_masked), and so
 are the means, gamma / std and the sums, so every product of them is local and exact in the
-ring (x - mean is never formed); 8 bytes per element forward (the output's truncation) and
-16 backward (the textbook form, x_hat = (x - mean) / std, then gamma * x_hat, then the
-backward's products with x_hat, took 72 and 40).
+ring (x - mean is never formed); 16 bytes per element forward (x gamma s's truncation and
+the output's) and 16 backward (the textbook form, x_hat = (x - mean) / std, then gamma *
+x_hat, then the backward's products with x_hat, took 72 and 40).
 Rounds: the means (one truncation each, concurrently, with gamma and the channel sums
-opened), the variance, the inverse square root on C values (gamma / std joins its last
-step) and the output's truncation, the running statistics' in the inverse square root's
-first round: 15 at f = 16 (16 when n / C is not a power of two). A product's output may
+opened), the variance, the inverse square root on C values, and the output's truncation,
+the running statistics' in the inverse square root's first round: 14 at f = 16 (15 when
+n / C is not a power of two). gamma / std is y s gamma for the inverse root's factors
+(roots.RootFactors: y its polynomial in m, s its scale), so x s gamma and mean s gamma are
+truncated while y is made and the output y (x s gamma - mean s gamma) + beta is local: a
+round fewer than making gamma / std first, for 8 bytes per element more; the backward
+makes 1/std and gamma / std from the factors in dy's round. A product's output may
 come untruncated (x_frac_bits): with n / C a power of two it is truncated in the means'
 round, the means read off its exact sum, and sum(x) mean_f becomes sum(x mean_f) (products
 of masked shares, 8 bytes of material an element): the product's own truncation round
@@ -21,8 +25,8 @@ the forward truncated it, or the ReLU it was handed to untruncated did), else 6.
 Training forward, with mean_f the batch mean rounded to f bits (S = sum(x), exact):
   var   = (sum(x^2) - 2 mean_f S + n mean_f^2) / n      = mean((x - mean_f)^2), squares at 2f
   inv   = 1/sqrt(var + eps)           range conversion and a quartic, on C values only
-  g     = gamma * inv                 per channel, at f + 8 bits
-  y     = g x - g mean + beta         one product per element (g x), the rest per channel
+  g     = gamma * inv                 per channel: y_r (s gamma), the root's factors
+  y     = y_r (x s gamma) - y_r (mean s gamma) + beta      x s gamma truncated beside y_r
 (mean, variance and 1/std carry f + 12 fractional bits: a mean rounded at 2^-f would shift
 a whole channel, an error its weight gradient sums n times; var is E[(x - mean_f)^2] less
 (mean - mean_f)^2 < 2^-34, below its precision.) Products of x that leave the ring come back
@@ -54,7 +58,7 @@ from typing import Any
 import torch
 
 from mpcrt.ops.products import mul, open_masked, scale
-from mpcrt.ops.roots import inv_sqrt, inv_sqrt_times
+from mpcrt.ops.roots import RootFactors, inv_sqrt, inv_sqrt_factors, inv_sqrt_times
 from mpcrt.ops.truncation import truncate
 from mpcrt.scope import op_label
 from mpcrt.shares import ArithmeticShare
@@ -74,8 +78,8 @@ class BatchNormContext:
 
     centered: ArithmeticShare  # training: x itself (masked); inference: x - running_mean; at f bits
     mean: ArithmeticShare | None  # training: the batch mean at f + 12 bits, shape (1, C, 1, ...) (masked)
-    inv_std: ArithmeticShare | torch.Tensor  # at f + 12 bits; a tensor for public statistics
-    gain: ArithmeticShare | torch.Tensor  # gamma * inv_std at f + 8 bits; a tensor when public
+    inv_std: ArithmeticShare | torch.Tensor | None  # at f + 12 bits; a tensor for public statistics (see factors)
+    gain: ArithmeticShare | torch.Tensor | None  # gamma * inv_std at f + 8 bits; a tensor when public
     has_weight: bool
     count: int
     training: bool
@@ -84,6 +88,21 @@ class BatchNormContext:
     # truncation's output), once made: by the forward when it truncates y, else by the layer
     # it handed y to untruncated (an activation that truncates it while it compares it)
     output: ArithmeticShare | None = None
+    # training with shared statistics and gamma: inv_std and gain as the forward left them,
+    # factors (roots.RootFactors), their products made by the backward in dy's round
+    factors: RootFactors | None = None
+
+    def statistics(self, f: int) -> Awaitable[Any]:
+        """[inv_std at f + 12 bits, gain at f + 8]: kept, or from the factors in one round
+        (their truncations start now, so they leave in the caller's frame)."""
+        if self.factors is None:
+            return _kept([self.inv_std, self.gain])
+        y, (scale, scaled) = self.factors.y, self.factors.scales
+        return asyncio.gather(mul(y, scale, frac_bits=f + EXTRA_BITS), mul(y, scaled, frac_bits=f + GAIN_BITS))
+
+
+async def _kept(values: list[Any]) -> list[Any]:
+    return values
 
 
 def _per_channel(t: Any, ndim: int) -> Any:
@@ -183,11 +202,30 @@ async def batch_norm_with_context(x: ArithmeticShare, running_mean: Any = None, 
         # the running statistics update in the first round of the inverse square root (one
         # gather, so that their messages leave in one frame)
         updates = _running_updates(running_mean, running_var, mu_f, var_f, momentum, count) if training else []
-        (inv_std, gain), *updated = await asyncio.gather(_inv_std_and_gain(var, eps, gamma, f, method),
-                                                         *(_blend(*update) for update in updates))
+        factors = None
+        if training and isinstance(var, ArithmeticShare) and isinstance(gamma, ArithmeticShare):
+            # gain = gamma / std = y s_gamma (roots.RootFactors): x s_gamma and mean s_gamma are
+            # truncated while y is made, then gain x - gain mean = y (x s_gamma - mean s_gamma),
+            # products of masked shares (local): gain itself is the backward's, made there
+            def scaled(scales: list[ArithmeticShare]) -> Awaitable[list[ArithmeticShare]]:
+                return asyncio.gather(mul(x, scales[1], frac_bits=f + GAIN_BITS),
+                                      mul(mean, scales[1], frac_bits=f + GAIN_BITS))
+
+            (factors, (x_scaled, mean_scaled)), *updated = await asyncio.gather(
+                inv_sqrt_factors(var + eps, gamma, method, STD_EXPONENTS, beside=scaled),
+                *(_blend(*update) for update in updates))
+            inv_std = gain = None
+        else:
+            (inv_std, gain), *updated = await asyncio.gather(_inv_std_and_gain(var, eps, gamma, f, method),
+                                                             *(_blend(*update) for update in updates))
         for (running, *_), value in zip(updates, updated, strict=True):
             running.value, running.opening = value.value, None  # in place, as torch does
-        if training:  # gain x - gain mean, all masked: local; per channel: - gain mean + bias
+        if factors is not None:
+            wide = x_scaled.frac_bits + factors.y.frac_bits
+            c_gain, mean_gain = await asyncio.gather(mul(x_scaled, factors.y, frac_bits=wide),
+                                                     mul(mean_scaled, factors.y, frac_bits=wide))
+            per_channel = -mean_gain
+        elif training:  # gain x - gain mean, all masked: local; per channel: - gain mean + bias
             wide = 2 * f + GAIN_BITS + EXTRA_BITS
             c_gain, mean_gain = await asyncio.gather(mul(x, gain, frac_bits=wide), mul(mean, gain, frac_bits=wide))
             per_channel = -mean_gain
@@ -204,7 +242,7 @@ async def batch_norm_with_context(x: ArithmeticShare, running_mean: Any = None, 
         if bias is not None and not shared_bias:
             y = y + _per_channel(bias, x.ndim)
         context = BatchNormContext(centered, mean, inv_std, gain, weight is not None, count, training, bias,
-                                   y if target == f and target < raw.frac_bits else None)
+                                   y if target == f and target < raw.frac_bits else None, factors)
         return Normalized(y, context)
 
 
@@ -281,32 +319,32 @@ async def batch_norm_backward(grad_out: ArithmeticShare, ctx: BatchNormContext, 
             d_weight, dx = await asyncio.gather(mul(total, ctx.inv_std, frac_bits=f),
                                                 truncate(dy_gain, f + GAIN_BITS))
             return dx, (d_weight.reshape(-1) if ctx.has_weight else None), d_bias.reshape(-1)
-        assert isinstance(ctx.inv_std, ArithmeticShare) and ctx.mean is not None
+        assert ctx.mean is not None
         # k (x - mean) = k1 gain (x - mean) = k1 (y - beta) for the forward's masked output y:
         # no product k = k1 gain, one round fewer; beta opened (masked) with dy if a share
         y = ctx.output if ctx.output is not None and ctx.output.opening is not None else None
         beta = _per_channel(ctx.bias, grad_out.ndim) if y is not None and ctx.bias is not None else None
-        dy, d_bias, inv_n, *opened_beta = await asyncio.gather(
+        dy, d_bias, (inv_std, gain), *opened_beta = await asyncio.gather(
             opened(grad_out), opened(d_bias),  # d_bias: sum(dy)
-            _divided(ctx.inv_std, ctx.count, f + INV_N_EXTRA_BITS),
-            *([open_masked(beta)] if isinstance(beta, ArithmeticShare) else []))
+            ctx.statistics(f), *([open_masked(beta)] if isinstance(beta, ArithmeticShare) else []))
         beta = opened_beta[0] if opened_beta else beta
         # sum(dy * (x - mean)) = sum(dy * x) - sum(dy) * mean, summed before the one truncation
         dy_x, dy_gain, shift = await asyncio.gather(
-            mul(dy, ctx.centered, frac_bits=2 * f), mul(dy, ctx.gain, frac_bits=2 * f + GAIN_BITS),
+            mul(dy, ctx.centered, frac_bits=2 * f), mul(dy, gain, frac_bits=2 * f + GAIN_BITS),
             mul(d_bias, ctx.mean, frac_bits=2 * f + EXTRA_BITS))
         raw_total = dy_x.sum(dim=dims, keepdim=True).lift(EXTRA_BITS) - shift
-        total, mean_dy = await asyncio.gather(truncate(raw_total, raw_total.frac_bits - f - SUM_BITS),
-                                              _divided(d_bias, ctx.count, f + EXTRA_BITS))
+        total, mean_dy, inv_n = await asyncio.gather(truncate(raw_total, raw_total.frac_bits - f - SUM_BITS),
+                                                      _divided(d_bias, ctx.count, f + EXTRA_BITS),
+                                                      _divided(inv_std, ctx.count, f + INV_N_EXTRA_BITS))
         wide = 2 * f + EXTRA_BITS + GAIN_BITS
-        d_weight, gain_mean = await asyncio.gather(mul(total, ctx.inv_std, frac_bits=f),  # sum(dy * x_hat)
-                                                   mul(mean_dy, ctx.gain, frac_bits=wide))
+        d_weight, gain_mean = await asyncio.gather(mul(total, inv_std, frac_bits=f),  # sum(dy * x_hat)
+                                                   mul(mean_dy, gain, frac_bits=wide))
         # k1 = inv_std * sum(dy * x_hat) / n, at f + 8 bits
         k1 = await mul(d_weight, inv_n, frac_bits=f + GAIN_BITS)
         if y is not None:
             k_centered = await _times_centered_output(k1, y, beta, wide)
         else:  # k = gain * k1
-            k = await mul(k1, ctx.gain, frac_bits=f + GAIN_BITS)
+            k = await mul(k1, gain, frac_bits=f + GAIN_BITS)
             k_x, k_mean = await asyncio.gather(mul(ctx.centered, k, frac_bits=wide), mul(ctx.mean, k, frac_bits=wide))
             k_centered = k_x - k_mean
         raw = dy_gain.lift(EXTRA_BITS) - k_centered - gain_mean  # at 2f + 20 bits

@@ -36,8 +36,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 import math
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 
@@ -48,6 +49,8 @@ from mpcrt.ops.segments import pick, segment_onehot
 from mpcrt.ops.truncation import truncate
 from mpcrt.scope import op_label
 from mpcrt.shares import ArithmeticShare
+
+T = TypeVar("T")
 
 LOOKUP_BITS = 24  # a (scale <= 24) times a lookup stays below 2^48: far from the 2^62 limit
 RECIPROCAL_RANGE = (-7, 10)  # [2^-7, 2^11): covers [1e-2, 1e3]
@@ -125,23 +128,47 @@ async def reciprocal_in_range(a: ArithmeticShare, lo: int, hi: int, method: str 
     return await mul(scaled, 2 - mx, frac_bits=a.frac_bits)
 
 
+@dataclass
+class RootFactors:
+    """1 / sqrt(a) = y scales[0] (and factor / sqrt(a) = y scales[1]): y the polynomial in m
+    and the scales, all masked (truncations' outputs, an opening made ahead), so a caller
+    that multiplies the result anyway takes them into its own products, a round before the
+    result would be ready."""
+
+    y: ArithmeticShare
+    scales: list[ArithmeticShare]
+
+
 async def _root(a: ArithmeticShare, method: str | None, exponents: tuple[int, int], root: bool,
                 frac_bits: list[int], factor: ArithmeticShare | None = None, refine: bool = True,
                 factor_only: bool = False) -> list[ArithmeticShare]:
-    """sqrt(a) (root) or 1 / sqrt(a) (and that times factor; only that with factor_only), for
-    a = m / L; results at frac_bits (one entry per result). A quartic in m, 3 rounds after m:
-    on [2^-1/2, 1) where the comparison is the DCF's (its one key serves the half powers of
-    two too: relative error 2.4e-6 for 1 / sqrt, 2.7e-7 for sqrt), else on [1/2, 1) (7.4e-5
-    and 8.4e-6). refine=False (1 / sqrt only): the quadratic start on [1/2, 1) (relative
-    error 3.2e-3, 4e-3 with the roundings), 2 rounds after m."""
+    """sqrt(a) (root) or 1 / sqrt(a) (and that times factor; only that with factor_only);
+    results at frac_bits (one entry per result): the factors (_root_factors), then their
+    products, one round."""
+    factors, _ = await _root_factors(a, method, exponents, root, factor, refine)
+    scales = factors.scales[1:] if factor_only else factors.scales
+    return list(await asyncio.gather(*(mul(factors.y, s, frac_bits=bits)
+                                       for s, bits in zip(scales, frac_bits, strict=True))))
+
+
+async def _root_factors(a: ArithmeticShare, method: str | None, exponents: tuple[int, int], root: bool,
+                        factor: ArithmeticShare | None = None, refine: bool = True,
+                        beside: Callable[[list[ArithmeticShare]], Awaitable[T]] | None = None
+                        ) -> tuple[RootFactors, T | None]:
+    """The factors of sqrt(a) (root) or 1 / sqrt(a) for a = m / L: a quartic in m, 2 rounds
+    after m, on [2^-1/2, 1) where the comparison is the DCF's (its one key serves the half
+    powers of two too: relative error 2.4e-6 for 1 / sqrt, 2.7e-7 for sqrt), else on
+    [1/2, 1) (7.4e-5 and 8.4e-6). refine=False (1 / sqrt only): the quadratic start on
+    [1/2, 1) (relative error 3.2e-3, 4e-3 with the roundings), 1 round after m. `beside`:
+    the caller's work on the scales, run while the polynomial is made (and returned)."""
     steps = 2 if refine and _half_powers_pay(a, exponents, method) else 1
     conv = await _convert(a, *exponents, method, (lambda v: v ** -0.5) if root else math.sqrt, factor, steps)
-    scales = conv.scales[1:] if factor_only else conv.scales
-    if refine:
-        y = await _quartic(conv.m, (SQRT_QUARTICS if root else INV_SQRT_QUARTICS)[steps])
-    else:
-        y = await _inv_sqrt_start(conv.m)
-    return list(await asyncio.gather(*(mul(y, s, frac_bits=bits) for s, bits in zip(scales, frac_bits, strict=True))))
+    polynomial = _quartic(conv.m, (SQRT_QUARTICS if root else INV_SQRT_QUARTICS)[steps]) if refine \
+        else _inv_sqrt_start(conv.m)
+    if beside is None:
+        return RootFactors(await polynomial, conv.scales), None
+    y, extra = await asyncio.gather(polynomial, beside(conv.scales))
+    return RootFactors(y, conv.scales), extra
 
 
 def _half_powers_pay(a: ArithmeticShare, exponents: tuple[int, int], method: str | None) -> bool:
@@ -207,6 +234,18 @@ async def inv_sqrt_times(a: ArithmeticShare, factor: ArithmeticShare, frac_bits:
     with op_label("inv_sqrt"):
         out, scaled = await _root(a, method, exponents, False, list(frac_bits), factor)
         return out, scaled
+
+
+async def inv_sqrt_factors(a: ArithmeticShare, factor: ArithmeticShare, method: str | None = None,
+                           exponents: tuple[int, int] = INV_SQRT_RANGE,
+                           beside: Callable[[list[ArithmeticShare]], Awaitable[T]] | None = None
+                           ) -> tuple[RootFactors, T | None]:
+    """The factors of 1/sqrt(a) and factor/sqrt(a) (RootFactors), in the rounds of
+    inv_sqrt_times less its last (batch norm takes them into its output's products).
+    `beside(scales)`: the caller's products with the scales (masked), run while the
+    polynomial is made, their result returned with the factors."""
+    with op_label("inv_sqrt"):
+        return await _root_factors(a, method, exponents, False, factor, beside=beside)
 
 
 async def sqrt(a: ArithmeticShare, method: str | None = None) -> ArithmeticShare:
