@@ -247,11 +247,14 @@ async def test_fields_of_the_wrong_type_are_refused_by_name(service, fields):
 async def test_unknown_kinds_and_a_linked_request_of_the_wrong_kind_are_refused(service):
     refusal = await ask_raw(service.port, [("oracle", (5,), ())])
     assert "unknown dealer kind 'oracle'" in refusal and refusal.startswith("party1 sent the dealer a malformed")
-    key = one_request_of_each_kind()["sign_key"]
+    requests = await asyncio.to_thread(one_request_of_each_kind)  # recorded by a run of its own
+    key = requests["sign_key"]
     named = (key.to_wire(), (24,))
     refusal = await ask_raw(service.port, [("masked_product", (6,), (named, named))])
     assert "a sign_key request makes no mask a product may name" in refusal
-    product = one_request_of_each_kind()["masked_product"]
+    refusal = await ask_raw(service.port, [("masked_sign_key", (7,), (named, 1))])  # a DCF key for no mask
+    assert "a sign_key request makes no mask a product may name" in refusal
+    product = requests["masked_product"]
     nested = (product.to_wire(), (24,))
     refusal = await ask_raw(service.port, [("masked_product", (6,), (nested, nested))])
     assert "a masked_product request cannot be named inside another request" in refusal
