@@ -5,7 +5,7 @@ channel statistics a few hundred values), so everything that can be done per cha
 and nothing per element is opened but dy backward: x is a truncation's output (a product's,
 or opened under a mask the dealer knows with the means, ops.products.open_masked), and so
 are the means, gamma / std and the sums, so every product of them is local and exact in the
-ring (x - mean is never formed); 16 bytes per element forward (x gamma s's truncation and
+ring (x - mean is never formed); 16 bytes per element forward (x s gamma's truncation and
 the output's) and 16 backward (the textbook form, x_hat = (x - mean) / std, then gamma *
 x_hat, then the backward's products with x_hat, took 72 and 40).
 Rounds: the means (one truncation each, concurrently, with gamma and the channel sums
