@@ -100,3 +100,34 @@ async def test_secure_iteration_follows_the_plaintext_twin(kind):
     # counted over all weights: a tensor of 8 weights would make one flip 12.5%
     assert disagreeing <= 0.1 * max(total, 1), f"{disagreeing} of {total} weights disagree"
     assert rounds > 0
+
+
+async def second_step_rounds(party) -> int:
+    """The rounds of a small-preset step (batch 32, Adam), the second of two (the first
+    makes the moments), the parties lined up by a reveal before it."""
+    from gan.train import TrainConfig, initial_models
+
+    cfg = TrainConfig(preset="small", batch_size=32, seed=1)
+    preset = cfg.preset_()
+    d_model, g_model = initial_models(cfg)
+    d, g = await gan.secure(d_model, party, src=0), await gan.secure(g_model, party, src=0)
+    opt_d, opt_g = optim.Adam(d.parameters(), 2e-4, (0.5, 0.999)), optim.Adam(g.parameters(), 2e-4, (0.5, 0.999))
+    gen = torch.Generator().manual_seed(1)
+    rounds = 0
+    for _ in range(2):
+        images = torch.rand(32, preset.channels, preset.image_size, preset.image_size, generator=gen) * 2 - 1
+        x = await party.input(images if party.id == 0 else None, src=0)
+        z = await party.input(torch.randn(32, preset.nz, 1, 1, generator=gen) if party.id == 0 else None, src=0)
+        await (await party.input(torch.zeros(1) if party.id == 0 else None, src=0)).reveal()
+        before = party.stats.rounds
+        await train_step(d, g, opt_d, opt_g, x, z)
+        rounds = party.stats.rounds - before
+    return rounds
+
+
+def test_a_small_step_takes_151_rounds_with_its_material_fetched_ahead():
+    """docs/BENCHMARKS.md's count, as a training job streams its material: a guard against
+    rounds creeping back (issue 20 asks for 150)."""
+    import mpcrt
+
+    assert mpcrt.run_local(second_step_rounds, offline=True, timeout=120) == (151, 151)
