@@ -618,11 +618,21 @@ class SignKey(Spec[SignKeyMaterial]):
 
     def payload(self, r: Tensor) -> Tensor:
         """beta (n, width) for the mask r."""
-        return (1 - 2 * (r < 0).long())[:, None]
+        return sign_payload(r)
 
     def public_values(self, free0, free1):
-        r = free0["r"] + free1["r"]
-        return dcf.keygen(r & ((1 << 63) - 1), self.payload(r), free0["seed"], free1["seed"])
+        return sign_key_words(free0["r"] + free1["r"], self.payload, free0["seed"], free1["seed"])
+
+
+def sign_payload(r: Tensor) -> Tensor:
+    """beta = 1 - 2 MSB(r), (n, 1): MSB(r) + beta [y < low63(r)] shares MSB(r) xor [y < low63(r)]."""
+    return (1 - 2 * (r < 0).long())[:, None]
+
+
+def sign_key_words(r: Tensor, payload: Callable[[Tensor], Tensor], seed0: Tensor, seed1: Tensor) -> dict[str, Tensor]:
+    """The public correction words of the DCFs beta [y < low63(r)] for the masks r, beta =
+    payload(r) (sign_payload, or SignTimesMaskKey's)."""
+    return dcf.keygen(r & ((1 << 63) - 1), payload(r), seed0, seed1)
 
 
 @dataclass(frozen=True)
@@ -710,8 +720,7 @@ class MaskedSignKey(Spec[MaskedSignKeyMaterial]):
         return {"msb_r": (self.offsets(free["mask"]) < 0).long()}
 
     def public_values(self, free0, free1):
-        r = self.offsets(free0["mask"])
-        return dcf.keygen(r & ((1 << 63) - 1), (1 - 2 * (r < 0).long())[:, None], free0["seed"], free1["seed"])
+        return sign_key_words(self.offsets(free0["mask"]), sign_payload, free0["seed"], free1["seed"])
 
 
 # ---- lookup of a piecewise polynomial's coefficients ----------------------------------

@@ -185,7 +185,14 @@ async def _masked_dcf(x: ArithmeticShare, points: Sequence[int]) -> tuple[torch.
     m = keys.for_elements(opening.variant, n)
     opened = opening.public.reshape(-1)
     public = m.correction_words()
-    return opened, m, [dcf.evaluate(party.id, m.seed, public, (opened - t) & LOW63) for t in points]
+    inputs = [(opened - t) & LOW63 for t in points]
+    if n * len(points) <= INLINE_WALKS:  # a short walk, now: no await, so no tick (and frame) is lost
+        shares = [dcf.evaluate(party.id, m.seed, public, y) for y in inputs]
+    else:  # as _open_for_dcf: a long walk leaves the event loop free
+        with ThreadPoolExecutor(1, thread_name_prefix="dcf-walk") as worker:
+            shares = list(await asyncio.gather(*(_walk(worker, party.id, m.seed, public, y) for y in inputs)))
+    party.release_later(keys, m)
+    return opened, m, shares
 
 
 def _walk(worker: ThreadPoolExecutor | None, *args: object) -> asyncio.Future:

@@ -36,7 +36,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -68,10 +68,11 @@ SQRT_QUARTICS = {1: (0.22906984, 1.30066962, -0.90932214, 0.50104299, -0.1214686
 QUARTIC_BITS = 18  # the coefficients', m^2's and the result's fractional bits: the sum stays below 2^61
 
 
-def lookup(onehot: ArithmeticShare, exponents: list[int], g: Callable[[int], float], like: ArithmeticShare,
+def lookup(onehot: ArithmeticShare, keys: Sequence[float], g: Callable[[float], float], like: ArithmeticShare,
            bits: int = LOOKUP_BITS) -> ArithmeticShare:
-    """g(e) for the one-hot e over `exponents`, as a share with `bits` fractional bits (local)."""
-    return like.derived(pick(onehot, [g(e) for e in exponents], bits), bits)
+    """g(k) for the one-hot over `keys` (a row's exponent, or its factor), as a share with
+    `bits` fractional bits (local)."""
+    return like.derived(pick(onehot, [g(k) for k in keys], bits), bits)
 
 
 @dataclass
@@ -96,10 +97,9 @@ async def _convert(a: ArithmeticShare, lo: int, hi: int, method: str | None,
     onehot = await segment_onehot(a, [2.0 ** p for p in powers], method)
     exponents = [powers[1], *powers[1:], powers[-1]]
     factors = [ring.encode_constant(2.0 ** -e, LOOKUP_BITS) / 2 ** LOOKUP_BITS for e in exponents]
-    inside = a.derived(pick(onehot[1:-1], factors[1:-1], LOOKUP_BITS), LOOKUP_BITS)
+    inside = lookup(onehot[1:-1], factors[1:-1], lambda factor: factor, a)
     product, scale = await asyncio.gather(mul(a, inside, frac_bits=f + LOOKUP_BITS),  # untruncated
-                                          open_masked(a.derived(pick(onehot, [result_scale(v) for v in factors],
-                                                                     LOOKUP_BITS), LOOKUP_BITS)))
+                                          open_masked(lookup(onehot, factors, result_scale, a)))
     # the clipped ends take a constant m: 2^lo L (a = 2^lo) and just below 1 (a = 2^top);
     # added before the truncation, so that m is a truncation's output (masked) all the same
     ends = onehot[0].times(2.0 ** lo * factors[0], f + LOOKUP_BITS) + onehot[-1].times(1 - 2.0 ** -f, f + LOOKUP_BITS)

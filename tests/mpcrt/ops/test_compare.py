@@ -149,6 +149,23 @@ async def test_a_dcf_keyed_by_the_mask_of_a_masked_share_opens_nothing():
         assert cost == (0, 0) and kinds == ["masked_sign_key"] * 2
 
 
+async def test_a_long_masked_walk_leaves_the_event_loop_and_gives_the_same_bits():
+    """Past INLINE_WALKS key evaluations the masked key's walks run in a worker thread, as
+    an opened DCF's do (material fetched ahead: the masked key pays at any size)."""
+    from mpcrt.ops.compare import INLINE_WALKS
+
+    points = [-2.0, -0.5, 0.0, 0.25, 3.0]
+    g = torch.Generator().manual_seed(6)
+    v = torch.round(torch.randn(3000, generator=g, dtype=torch.float64) * 3 * 2 ** 16) / 2 ** 16
+    assert v.numel() * len(points) > INLINE_WALKS
+    ahead = [{"prefetched": True}] * 2
+    for (truncated, negated), cost, kinds in await run_pair(comparisons_of_masked_shares, v, points,
+                                                            party_options=ahead, timeout=60):
+        for t, row_t, row_n in zip(points, truncated, negated, strict=True):
+            assert torch.equal(row_t, (v < t).long()) and torch.equal(row_n, (-v < t).long())
+        assert cost == (0, 0) and kinds == ["masked_sign_key"] * 2
+
+
 def test_the_automatic_choice_follows_the_network():
     from types import SimpleNamespace
 

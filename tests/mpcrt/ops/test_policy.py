@@ -10,9 +10,18 @@ from mpcrt.ops import policy
 from transports import PRESETS
 
 
-def _lookup_pays(n: int, network=None, owner_network=None, prefetched: bool = False) -> bool:
+def _pays(choice, n: int, network=None, owner_network=None, prefetched: bool = False) -> bool:
+    """A policy's choice for n elements of a share whose party declared these links."""
     party = SimpleNamespace(network=network, owner_network=owner_network, prefetched=prefetched)
-    return policy.lookup_pays(SimpleNamespace(party=party, numel=lambda: n))
+    return choice(SimpleNamespace(party=party, numel=lambda: n))
+
+
+def _lookup_pays(n: int, *links, **options) -> bool:
+    return _pays(policy.lookup_pays, n, *links, **options)
+
+
+def _masked_key_pays(n: int, *links, **options) -> bool:
+    return _pays(policy.masked_key_pays, n, *links, **options)
 
 
 def test_made_on_demand_the_lookup_pays_for_small_inputs_and_where_rounds_are_dear():
@@ -30,14 +39,9 @@ def test_fetched_ahead_the_lookup_pays_unless_the_owners_link_is_slow():
     assert _lookup_pays(100, PRESETS["wan"], PRESETS["mobile"], prefetched=True)
 
 
-def _masked_key_pays(n: int, network=None, owner_network=None, prefetched: bool = False) -> bool:
-    party = SimpleNamespace(network=network, owner_network=owner_network, prefetched=prefetched)
-    return policy.masked_key_pays(SimpleNamespace(party=party, numel=lambda: n))
-
-
 def test_a_dcf_keyed_by_a_mask_pays_for_few_elements_on_demand_and_ahead_unless_the_owner_is_slow():
-    # made on demand, a second key (about 16 us of the dealer's) against a round: batch norm's
-    # variances on loopback, a thousand elements on wan
+    # made on demand, a second key's making (ops.policy.MASKED_KEY) against a round: batch
+    # norm's variances on loopback, a thousand elements on wan
     assert _masked_key_pays(31) and not _masked_key_pays(32)
     assert _masked_key_pays(1_200, PRESETS["wan"]) and not _masked_key_pays(1_300, PRESETS["wan"])
     # fetched ahead, the key's bytes weigh only on a declared owner's link
