@@ -5,10 +5,12 @@ D's parameters and share rounds), gradients of the cross-entropy at D's logits, 
 backward passes concurrently (gradients add up), D's optimizer. G step: D on the same
 fake batch with the updated D, the non-saturating loss (label 1), backward through D to
 the images (D's parameters take no gradient there) and on through G, G's optimizer. No
-backward makes its network's input gradient (the images', the noise's). As in torch's DCGAN example, except that the
-two concurrent D passes each update the batch-norm running statistics from the same old
-value (the fake pass's, last in program order, stays), where torch's sequential passes
-apply both updates. The plaintext twin does the same.
+backward makes its network's input gradient (the images', the noise's). What G's backward
+needs of its forward alone is made beside D's first forward (Module.prepare_backward).
+As in torch's DCGAN example, except that the two concurrent D passes each update the
+batch-norm running statistics from the same old value (the fake pass's, last in program
+order, stays), where torch's sequential passes apply both updates. The plaintext twin
+does the same.
 """
 
 from __future__ import annotations
@@ -37,7 +39,11 @@ async def train_step(d: Sequential, g: Sequential, opt_d: Optimizer, opt_g: Opti
     # last in program order, updates its own copy from the old values and D adopts it (the
     # real pass's update would be dropped: it makes none)
     on_real, on_fake = d.copy(statistics="none"), d.copy(statistics="own")
-    p_real, p_fake = await asyncio.gather(on_real.forward(real), on_fake.forward(fake))
+    # what G's backward needs of its forward alone (its output activation's derivative) is
+    # made in the rounds of D's forward, not in G's backward
+    g_ahead = g.prepare_backward()
+    p_real, p_fake, *_ = await asyncio.gather(on_real.forward(real), on_fake.forward(fake),
+                                              *([] if g_ahead is None else [g_ahead]))
     d.adopt_statistics(on_fake)
     grad_real, grad_fake = await asyncio.gather(bce_logit_grad(p_real, 1.0), bce_logit_grad(p_fake, 0.0))
     d.zero_grad()

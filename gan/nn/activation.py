@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Any
 
 from gan.nn import functional as F
@@ -62,34 +63,55 @@ class LeakyReLU(ReLU, UntruncatedOutput, UntruncatedGradient):
         return Untruncated(await F.relu_backward(grad, self._d, untruncated=True), grad.frac_bits)
 
 
-class _SavedOutput(TruncatingActivation):
+class _SavedOutput(TruncatingActivation, UntruncatedGradient):
     """An activation whose derivative is a function of its output; subclasses name both.
-    On shares it takes an untruncated input as ReLU does (its segments read it exactly)."""
+    On shares it takes an untruncated input as ReLU does (its segments read it exactly).
+    The derivative needs nothing but the output, so `prepare_backward` makes it beside
+    other work (a training step: beside D's forward) and the backward is one product, whose
+    truncation a product layer before it takes (its own round): no round of its own."""
 
     function: staticmethod
-    derivative: staticmethod
+    derivative_of_output: staticmethod
 
     def __init__(self) -> None:
         super().__init__()
         self._y: Tensor | None = None
+        self._derivative: Tensor | None = None  # of the last forward's output, once made
 
     async def forward(self, x: Tensor, frac_bits: int | None = None) -> Tensor:
-        self._y = await self.function(x, frac_bits)
+        self._y, self._derivative = await self.function(x, frac_bits), None
         return self._y
 
-    async def backward(self, grad: Tensor) -> Tensor:
+    def prepare_backward(self) -> Awaitable[object] | None:
+        return self._made_derivative() if self.training and self._y is not None else None
+
+    async def _made_derivative(self) -> Tensor:
         assert self._y is not None, "backward before forward"
-        return await self.derivative(grad, self._y)
+        if self._derivative is None:
+            self._derivative = await self.derivative_of_output(self._y)
+        return self._derivative
+
+    async def backward(self, grad: Tensor) -> Tensor:
+        return await F.mul(grad, await self._made_derivative())
+
+    def untruncated_gradient_bits(self, grad: ArithmeticShare) -> int:
+        assert self._y is not None, "backward before forward"
+        return grad.frac_bits + self._y.frac_bits  # the derivative keeps the output's scale
+
+    async def backward_untruncated(self, grad: ArithmeticShare) -> Untruncated:
+        derivative = await self._made_derivative()
+        product = await F.mul(grad, derivative, frac_bits=grad.frac_bits + derivative.frac_bits)
+        return Untruncated(product, grad.frac_bits)
 
 
 class Sigmoid(_SavedOutput):
     function = staticmethod(F.sigmoid)
-    derivative = staticmethod(F.sigmoid_backward)
+    derivative_of_output = staticmethod(F.sigmoid_derivative)
 
 
 class Tanh(_SavedOutput):
     function = staticmethod(F.tanh)
-    derivative = staticmethod(F.tanh_backward)
+    derivative_of_output = staticmethod(F.tanh_derivative)
 
 
 class Square(Module):

@@ -129,12 +129,14 @@ async def tanh(x: Tensor, frac_bits: int | None = None) -> Tensor:
     return await ops.tanh(x, frac_bits=frac_bits) if _secure(x) else torch.tanh(x)
 
 
-async def sigmoid_backward(grad: Tensor, y: Tensor) -> Tensor:
-    return await ops.sigmoid_backward(grad, y) if _secure(grad) or _secure(y) else grad * y * (1 - y)
+async def sigmoid_derivative(y: Tensor) -> Tensor:
+    """sigmoid' from the output y: y (1 - y)."""
+    return await ops.sigmoid_derivative(y) if _secure(y) else y * (1 - y)
 
 
-async def tanh_backward(grad: Tensor, y: Tensor) -> Tensor:
-    return await ops.tanh_backward(grad, y) if _secure(grad) or _secure(y) else grad * (1 - y * y)
+async def tanh_derivative(y: Tensor) -> Tensor:
+    """tanh' from the output y: 1 - y^2."""
+    return await ops.tanh_derivative(y) if _secure(y) else 1 - y * y
 
 
 async def batch_norm(x: Tensor, running_mean: Any, running_var: Any, weight: Any, bias: Any, training: bool,

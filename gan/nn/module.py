@@ -70,6 +70,13 @@ class Module:
     async def __call__(self, x: Tensor) -> Tensor:
         return await self.forward(x)
 
+    def prepare_backward(self) -> Awaitable[object] | None:
+        """The part of the backward that needs only the last forward's results, started now
+        to run beside other work (gan.step: G's, beside D's forward), or None where there is
+        none. An awaitable made now (not a coroutine function to await later), so that its
+        first messages leave in the same frame as the caller's concurrent work."""
+        return None
+
     def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Parameter]]:
         for name, value in vars(self).items():
             if isinstance(value, Parameter):
@@ -293,6 +300,10 @@ class Sequential(Module):
             if isinstance(taken_from, UntruncatedOutput) and truncated is not None:
                 taken_from.adopt_truncated_output(truncated)  # e.g. batch norm's output, for its backward
         return x
+
+    def prepare_backward(self) -> Awaitable[object] | None:
+        pending = [p for p in (layer.prepare_backward() for layer in self.layers) if p is not None]
+        return asyncio.gather(*pending) if pending else None
 
     async def backward(self, grad: Tensor, input_grad: bool = True) -> Tensor | None:
         """input_grad=False: the input's gradient is not wanted (None): a first product layer

@@ -7,7 +7,10 @@ sigmoid: degree-2 pieces on [-8, -5, -3.5, -2.5, -1.5, -0.75, 0, 0.75, 1.5, 2.5,
 Degree 2 with more pieces rather than degree 4 with fewer: a breakpoint costs a few ANDs
 per element (ops.segments), a power a product of every element (docs/BENCHMARKS.md,
 "Sigmoid's degree").
-Backward: sigmoid' = y (1 - y), tanh' = 1 - y^2, from the stored output.
+Backward: sigmoid' = y - y^2, tanh' = 1 - y^2, from the stored output: one square (1 round
+opening y, 8 bytes an element each way, and its truncation), then the product with the
+gradient. The derivative needs only the forward's output, so a training step can make it
+beside other work (`sigmoid_derivative`, `tanh_derivative`) and the backward is the product.
 """
 
 from __future__ import annotations
@@ -42,13 +45,26 @@ async def tanh(x: ArithmeticShare, method: str | None = None, lookup: bool | Non
         return await evaluate(x, TANH, method, lookup, frac_bits)
 
 
+async def sigmoid_derivative(y: ArithmeticShare) -> ArithmeticShare:
+    """sigmoid'(x) = y - y^2 from the forward's output y (2 rounds: y's opening, the
+    truncation); the result is masked, so its product with a gradient opens nothing of it."""
+    with op_label("sigmoid_derivative"):
+        return y - await square(y)
+
+
+async def tanh_derivative(y: ArithmeticShare) -> ArithmeticShare:
+    """tanh'(x) = 1 - y^2 from the forward's output y (as sigmoid_derivative)."""
+    with op_label("tanh_derivative"):
+        return 1 - await square(y)
+
+
 async def sigmoid_backward(grad_out: ArithmeticShare, y: ArithmeticShare) -> ArithmeticShare:
     """grad_out * y * (1 - y), y the forward's output."""
     with op_label("sigmoid_backward"):
-        return await mul(grad_out, await mul(y, 1 - y))
+        return await mul(grad_out, await sigmoid_derivative(y))
 
 
 async def tanh_backward(grad_out: ArithmeticShare, y: ArithmeticShare) -> ArithmeticShare:
     """grad_out * (1 - y^2), y the forward's output."""
     with op_label("tanh_backward"):
-        return await mul(grad_out, 1 - await square(y))
+        return await mul(grad_out, await tanh_derivative(y))

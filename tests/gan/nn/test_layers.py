@@ -331,3 +331,49 @@ async def test_gradients_nobody_wants_are_not_made(name):
         assert all(float((grads[n] - grads_kept[n]).abs().max()) <= 1e-3 for n in grads)  # other masks
         assert all(v is None for v in no_grads.values()) and sent_frozen < sent
         assert float((dx_frozen - dx).abs().max()) <= 1e-3
+
+
+async def prepared_backward_rounds(party, module: tnn.Module, x: torch.Tensor, g: torch.Tensor, prepare: bool):
+    secure = await gan.secure(module, party, src=0)
+    X = await party.input(x if party.id == 0 else None, src=0)
+    G = await party.input(g if party.id == 1 else None, src=1)
+    await secure.forward(X)
+    if prepare:  # otherwise the backward makes the derivative itself
+        await secure.prepare_backward()
+    before = party.stats.rounds
+    dx = await secure.backward(G)
+    rounds = party.stats.rounds - before
+    grads = {n: await p.grad.reveal() for n, p in secure.named_parameters()}
+    return await dx.reveal(), grads, rounds
+
+
+@pytest.mark.parametrize("output", [tnn.Tanh, tnn.Sigmoid])
+async def test_an_output_activation_makes_its_derivative_ahead_of_the_backward(output):
+    """Tanh's and Sigmoid's derivative from their output (its square: an opening and a
+    truncation) is made by prepare_backward beside other work; the backward is then one
+    masked product, handed untruncated to the convolution before it: 2 rounds fewer than a
+    backward that makes the derivative itself, and the same gradients as torch's."""
+    module = tnn.Sequential(tnn.ConvTranspose2d(2, 1, 4, 2, 1), output()).train()
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.round(p * 2 ** 16) / 2 ** 16)
+    x = torch.round(torch.randn(2, 2, 3, 3) * 2 ** 16) / 2 ** 16
+    g = torch.round(torch.randn(2, 1, 6, 6) * 2 ** 16) / 2 ** 16
+    _, dx_ref, grads_ref = autograd(module.double(), x.double(), g.double())
+    prepared = await run_pair(prepared_backward_rounds, module.float(), x, g, True, timeout=30)
+    unprepared = await run_pair(prepared_backward_rounds, module, x, g, False, timeout=30)
+    for (dx, grads, rounds), (dx_late, grads_late, rounds_late) in zip(prepared, unprepared, strict=True):
+        assert rounds_late - rounds == 2, (rounds, rounds_late)
+        for got, got_grads in ((dx, grads), (dx_late, grads_late)):
+            assert float((got - dx_ref).abs().max()) <= 2e-3
+            for n, value in got_grads.items():
+                assert float((value - grads_ref[n]).abs().max()) <= 5e-3, n
+
+
+async def test_nothing_is_prepared_outside_training():
+    twin = await plain_twin(tnn.Sequential(tnn.Linear(3, 2), tnn.Tanh()))
+    y = await twin.forward(torch.randn(4, 3, dtype=torch.float64))
+    await twin.prepare_backward()
+    assert torch.equal(twin[1]._derivative, 1 - y * y)
+    assert twin.eval().prepare_backward() is None
+    assert nn.Sequential(nn.Reshape(-1)).prepare_backward() is None
