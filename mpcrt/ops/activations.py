@@ -10,8 +10,10 @@ truncation's output already; x * [x >= 0] and the bit as ring shares are then lo
 one truncation more. The backward multiplies the gradient by the same opened bit: no
 round at all when the gradient is a truncation's output, as it is after a product. With
 the DCF method, ReLU takes one round (`ops.compare.relu_dcf`: the opening of x + r, the
-product with the bit local), and the bit comes as ring shares, which the backward
-multiplies by a Beaver product.
+product with the bit local), and the bit comes as ring shares. Where the forward has a
+round after the DCF's (the truncation of an untruncated input's product), that round
+opens the bit under a mask too, so the backward's product with a masked gradient is
+local; otherwise the backward opens the bit (one round).
 """
 
 from __future__ import annotations
@@ -38,7 +40,8 @@ if TYPE_CHECKING:
 @dataclass
 class ReluDerivative:
     """What a ReLU-family forward keeps for its backward: the bit d = [x >= 0], opened under
-    a dealer bit (or, with the DCF, as ring shares), the slope, and the scale of x. The
+    a dealer bit (or, with the DCF, as ring shares, masked where the forward had a round to
+    open it in), the slope, and the scale of x. The
     local derivative as a share (d, or slope + (1 - slope) d) is made only when asked for:
     the backward multiplies by the opened bit directly."""
 
@@ -56,8 +59,11 @@ class ReluDerivative:
         if not self.negative_slope:
             return d
         slope = ring.encode_constant(self.negative_slope, f)
-        # s = slope + d * (1 - slope) in fixed point, exactly 1 where d = 1
-        return ArithmeticShare(party, plus_public(party.id, d.value * ((1 << f) - slope), slope), f, self.dtype)
+        # s = slope + d * (1 - slope) in fixed point, exactly 1 where d = 1; masked where d is
+        rise = (1 << f) - slope
+        s = ArithmeticShare(party, plus_public(party.id, d.value * rise, slope), f, self.dtype)
+        s.opening = None if d.opening is None else d.opening.affine(rise, slope)
+        return s
 
 
 async def _times_step(x: ArithmeticShare, method: str | None, frac_bits: int | None, keep_x: bool
@@ -70,7 +76,11 @@ async def _times_step(x: ArithmeticShare, method: str | None, frac_bits: int | N
         raise ValueError(f"a share with {x.frac_bits} fractional bits cannot be truncated to {frac_bits}")
     if resolve_method(x, method) == "dcf":  # the product in the opening's round, then its truncation (if any)
         (product, bit), x = await asyncio.gather(relu_dcf(x), truncate(x, cut) if keep_x else asyncio.sleep(0))
-        return x, await truncate(product, cut), bit
+        if not cut:  # no round after the DCF's: the backward opens the bit where it needs it
+            return x, product, bit
+        # the truncation's round opens the bit too (under a mask): the backward's product is local
+        product, bit = await asyncio.gather(truncate(product, cut), open_masked(bit))
+        return x, product, bit
     sign, x = await asyncio.gather(msb(x, method), truncate(x, cut))
     product, bit = await times_opened_bit(x, ~sign)  # one round
     return x, product, bit

@@ -226,7 +226,10 @@ async def backward_rounds(party, module: tnn.Module, x: torch.Tensor, g: torch.T
 async def test_a_leaky_relu_hands_its_gradient_to_the_layer_before(before):
     """LeakyReLU's backward product slope g + (1 - slope) d g is truncated in the round of the
     layer before it (a product's truncation, batch norm's opening of its gradient): one
-    round less than with a barrier between them, and the same gradients as torch's."""
+    round less than with a barrier between them, and the same gradients as torch's. The
+    comparisons by the tree: with the DCF the barrier would cost the backward a second
+    round, its bit's opening, which the forward makes only where it truncates an
+    untruncated input (ops.activations)."""
     module = HAND_BACK[before]().train()
     with torch.no_grad():
         for p in module.parameters():
@@ -234,8 +237,9 @@ async def test_a_leaky_relu_hands_its_gradient_to_the_layer_before(before):
     x = torch.round(torch.randn(2, 2, 4, 4) * 2 ** 16) / 2 ** 16
     g = torch.round(torch.randn(2, 2) * 2 ** 16) / 2 ** 16
     _, dx_ref, grads_ref = autograd(module.double(), x.double(), g.double())
-    handed = await run_pair(backward_rounds, module.float(), x, g, False, timeout=30)
-    stopped = await run_pair(backward_rounds, module, x, g, True, timeout=30)
+    tree = [{"comparison": "tree"}] * 2
+    handed = await run_pair(backward_rounds, module.float(), x, g, False, timeout=30, party_options=tree)
+    stopped = await run_pair(backward_rounds, module, x, g, True, timeout=30, party_options=tree)
     for (dx, grads, rounds), (dx_stopped, _, rounds_stopped) in zip(handed, stopped, strict=True):
         assert rounds_stopped - rounds == 1, (rounds, rounds_stopped)
         for got in (dx, dx_stopped):

@@ -68,6 +68,35 @@ async def test_relu_backward_reuses_the_forwards_opened_bit():
         assert cost == (0, 0)  # the bit was opened in the forward, the gradient is masked: local
 
 
+async def dcf_backward_after_a_product(party, x, w, g, slope):
+    X = await party.input(x if party.id == 0 else None, src=0)
+    W = await party.input(w if party.id == 1 else None, src=1)
+    G = await ops.mul(await party.input(g if party.id == 1 else None, src=1), 1.0)  # a truncation's output
+    z = await ops.mul(X, W, frac_bits=32)  # an untruncated product: the forward truncates it after the DCF
+    done = await (ops.relu_with_derivative(z, "dcf", frac_bits=16) if slope == 0
+                  else ops.leaky_relu_with_derivative(z, slope, "dcf", frac_bits=16))
+    before = (party.stats.rounds, party.stats.bytes_sent)
+    grad = await ops.relu_backward(G, done.derivative)
+    cost = (party.stats.rounds - before[0], party.stats.bytes_sent - before[1])
+    return await grad.reveal(), cost
+
+
+@pytest.mark.parametrize("slope", [0.0, 0.2])
+async def test_a_dcf_forward_opens_its_bit_in_its_truncation_round_for_the_backward(slope):
+    """The DCF's bit comes as ring shares; where the forward truncates its product after the
+    DCF's round, that round opens the bit under a mask too, so the backward on a masked
+    gradient opens nothing: ReLU's is local, LeakyReLU's one truncation (8 bytes an element)."""
+    g = torch.Generator().manual_seed(6)
+    x, w, grad_out = (torch.randn(300, generator=g) for _ in range(3))
+    x[:3] = torch.tensor([ULP, -ULP, 0.0])
+    product = q(x) * q(w)
+    held_slope = float(q(torch.tensor(slope)))
+    want = q(grad_out) * torch.where(product >= 0, 1.0, held_slope)
+    for grad, (rounds, sent) in await run_pair(dcf_backward_after_a_product, x, w, grad_out, slope):
+        assert (rounds, sent) == ((0, 0) if slope == 0 else (1, 8 * 300))
+        assert float(((grad - want).abs() / ULP).max()) <= (0 if slope == 0 else 1)
+
+
 async def untruncated_backward(party, x, g, slope, method):
     X = await party.input(x if party.id == 0 else None, src=0)
     G = await party.input(g if party.id == 1 else None, src=1)
