@@ -27,6 +27,7 @@ pass.
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import numba
@@ -398,6 +399,20 @@ def _walk_by_level(s, y, s_cw, v_cw, t_cw, t, v, start: int) -> None:
                                 flat_t_cw, np.uint64(level // 32), np.uint64(2 * (level % 32)),
                                 np.uint64(level * total + start + lo))
     v += _convert(s, width)
+
+
+def evaluate_points(party: int, seed: torch.Tensor, cw: dict[str, torch.Tensor], ys: Sequence[torch.Tensor]
+                    ) -> list[torch.Tensor]:
+    """[evaluate(party, seed, cw, y) for y in ys], each y an input for every element of the
+    keys, in one walk: the keys repeated once per input. For few elements at many points
+    (a batch norm's channels among the half powers of two), where a call per point would
+    cost more than its walk."""
+    if len(ys) <= 1:
+        return [evaluate(party, seed, cw, y) for y in ys]
+    copies = len(ys)
+    repeated = {"s_cw": cw["s_cw"].repeat(1, copies, 1), "v_cw": cw["v_cw"].repeat(1, copies, 1),
+                "t_cw": cw["t_cw"].repeat(copies, 1), "last": cw["last"].repeat(copies, 1)}
+    return list(evaluate(party, seed.repeat(copies, 1), repeated, torch.cat(list(ys))).split(len(ys[0])))
 
 
 def evaluate(party: int, seed: torch.Tensor, cw: dict[str, torch.Tensor], y: torch.Tensor, start: int = 0

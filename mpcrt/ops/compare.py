@@ -163,8 +163,8 @@ async def _open_for_dcf(x: ArithmeticShare, kind: type[SignKey], points: Sequenc
             for mid, (lo, hi) in zip(mids, bounds, strict=True):
                 (peer,) = await party.receive(mid, [spec(masked[lo:hi])])
                 opened[lo:hi] = masked[lo:hi] + peer
-                walks.append([_walk(worker, party.id, m.seed, public, (opened[lo:hi] - t) & LOW63, lo)
-                              for t in points])
+                walks.append(_walks(worker, party.id, m.seed, public, [(opened[lo:hi] - t) & LOW63 for t in points],
+                                    lo))
             shares = [torch.cat(await asyncio.gather(*parts)) for parts in zip(*walks, strict=True)]
         finally:
             for walk in (w for part in walks for w in part):
@@ -187,7 +187,7 @@ async def _masked_dcf(x: ArithmeticShare, points: Sequence[int]) -> tuple[torch.
     public = m.correction_words()
     inputs = [(opened - t) & LOW63 for t in points]
     if n * len(points) <= INLINE_WALKS:  # a short walk, now: no await, so no tick (and frame) is lost
-        shares = [dcf.evaluate(party.id, m.seed, public, y) for y in inputs]
+        shares = dcf.evaluate_points(party.id, m.seed, public, inputs)
     else:  # as _open_for_dcf: a long walk leaves the event loop free
         with ThreadPoolExecutor(1, thread_name_prefix="dcf-walk") as worker:
             shares = list(await asyncio.gather(*(_walk(worker, party.id, m.seed, public, y) for y in inputs)))
@@ -195,12 +195,23 @@ async def _masked_dcf(x: ArithmeticShare, points: Sequence[int]) -> tuple[torch.
     return opened, m, shares
 
 
-def _walk(worker: ThreadPoolExecutor | None, *args: object) -> asyncio.Future:
-    """dcf.evaluate(*args) on the worker thread, or now on the event loop (worker None)."""
+def _walk(worker: ThreadPoolExecutor, *args: object) -> asyncio.Future:
+    """dcf.evaluate(*args) on the worker thread."""
+    return asyncio.get_running_loop().run_in_executor(worker, dcf.evaluate, *args)
+
+
+def _walks(worker: ThreadPoolExecutor | None, party_id: int, seed: torch.Tensor, public: dict[str, torch.Tensor],
+           inputs: list[torch.Tensor], start: int) -> list[asyncio.Future]:
+    """The keys of elements start.. evaluated at each input: on the worker thread, one walk
+    per input, or (worker None: all the keys, few evaluations) now on the event loop, in one
+    walk (dcf.evaluate_points)."""
     if worker is not None:
-        return asyncio.get_running_loop().run_in_executor(worker, dcf.evaluate, *args)
-    done = asyncio.get_running_loop().create_future()
-    done.set_result(dcf.evaluate(*args))
+        return [_walk(worker, party_id, seed, public, y, start) for y in inputs]
+    assert start == 0, "a walk on the event loop takes all the keys"
+    loop = asyncio.get_running_loop()
+    done = [loop.create_future() for _ in inputs]
+    for future, share in zip(done, dcf.evaluate_points(party_id, seed, public, inputs), strict=True):
+        future.set_result(share)
     return done
 
 

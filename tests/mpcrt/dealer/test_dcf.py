@@ -80,6 +80,25 @@ def test_parts_of_the_elements_evaluate_alone(monkeypatch, compiled):
         assert all(torch.equal(parts[p], whole[p][lo:hi]) for p in (0, 1))
 
 
+@pytest.mark.parametrize("compiled", [True, False])
+@pytest.mark.parametrize("width", [1, 2])
+def test_many_points_in_one_walk_give_a_walk_per_point(monkeypatch, compiled, width):
+    """evaluate_points (the keys repeated once per input) equals one evaluation per point,
+    share for share: 24 elements (a batch norm's channels) at 57 points, one point, none."""
+    alpha = torch.cat([prg.private_random_ring((22,)) & LOW63, torch.tensor([0, LOW63])])
+    beta, seeds, cw = keys(alpha, width)
+    if not compiled:
+        monkeypatch.setattr(dcf.aesni, "available", lambda: False)
+    points = [(alpha + d) & LOW63 for d in range(-28, 29)]
+    for ys in (points, points[:1], []):
+        for p in (0, 1):
+            got = dcf.evaluate_points(p, seeds[p], cw, ys)
+            assert len(got) == len(ys)
+            assert all(torch.equal(g, dcf.evaluate(p, seeds[p], cw, y)) for g, y in zip(got, ys, strict=True))
+    opened = [sum(shares) for shares in zip(*(dcf.evaluate_points(p, seeds[p], cw, points) for p in (0, 1)))]
+    assert all(torch.equal(o, beta * (y < alpha).long()[:, None]) for o, y in zip(opened, points, strict=True))
+
+
 def test_no_elements_give_no_shares():
     _, seeds, cw = keys(torch.zeros(4, dtype=torch.int64), 2)
     assert dcf.evaluate(0, seeds[0], cw, torch.zeros(0, dtype=torch.int64)).shape == (0, 2)
