@@ -41,9 +41,9 @@ if TYPE_CHECKING:
 class ReluDerivative:
     """What a ReLU-family forward keeps for its backward: the bit d = [x >= 0], opened under
     a dealer bit (or, with the DCF, as ring shares, masked where the forward had a round to
-    open it in), the slope, and the scale of x. The
-    local derivative as a share (d, or slope + (1 - slope) d) is made only when asked for:
-    the backward multiplies by the opened bit directly."""
+    open it in), the slope, and the scale of x. The local derivative as a share (d, or
+    slope + (1 - slope) d) is made only when asked for: the backward multiplies by the
+    opened bit directly."""
 
     bit: OpenedBit | ArithmeticShare
     negative_slope: float

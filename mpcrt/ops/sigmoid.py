@@ -47,13 +47,14 @@ async def tanh(x: ArithmeticShare, method: str | None = None, lookup: bool | Non
 
 async def sigmoid_derivative(y: ArithmeticShare) -> ArithmeticShare:
     """sigmoid'(x) = y - y^2 from the forward's output y (2 rounds: y's opening, the
-    truncation); the result is masked, so its product with a gradient opens nothing of it."""
+    square's truncation); masked where y is (a product with it then opens nothing of it)."""
     with op_label("sigmoid_derivative"):
         return y - await square(y)
 
 
 async def tanh_derivative(y: ArithmeticShare) -> ArithmeticShare:
-    """tanh'(x) = 1 - y^2 from the forward's output y (as sigmoid_derivative)."""
+    """tanh'(x) = 1 - y^2 from the forward's output y (2 rounds, as sigmoid_derivative):
+    masked (the square's truncation's output), so a product with it opens nothing of it."""
     with op_label("tanh_derivative"):
         return 1 - await square(y)
 
