@@ -57,6 +57,7 @@ from typing import Any
 
 import torch
 
+from mpcrt.ops.policy import gain_fusion_pays
 from mpcrt.ops.products import mul, open_masked, scale
 from mpcrt.ops.roots import RootFactors, inv_sqrt, inv_sqrt_factors, inv_sqrt_times
 from mpcrt.ops.truncation import truncate
@@ -203,7 +204,8 @@ async def batch_norm_with_context(x: ArithmeticShare, running_mean: Any = None, 
         # gather, so that their messages leave in one frame)
         updates = _running_updates(running_mean, running_var, mu_f, var_f, momentum, count) if training else []
         factors = None
-        if training and isinstance(var, ArithmeticShare) and isinstance(gamma, ArithmeticShare):
+        if training and isinstance(var, ArithmeticShare) and isinstance(gamma, ArithmeticShare) \
+                and gain_fusion_pays(x):
             # gain = gamma / std = y s_gamma (roots.RootFactors): x s_gamma and mean s_gamma are
             # truncated while y is made, then gain x - gain mean = y (x s_gamma - mean s_gamma),
             # products of masked shares (local): gain itself is the backward's, made there

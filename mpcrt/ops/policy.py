@@ -84,6 +84,15 @@ MASKED_KEY = Variant(rounds=1, sent_per_element=8.0, cpu_per_element=0.0, materi
                      making_per_element=COST_MODEL["dcf"].offline_per_element)
 
 
+# Batch norm's output by the inverse root's factors (ops.batchnorm: x s_gamma truncated
+# while the root's polynomial is made) against gamma / std made first: a round saved, for
+# one more truncation per element (8 bytes more sent, 22 more of material, about 38 ns of
+# CPU): on loopback it pays below about 11,000 elements, on `wan` below about 100,000
+# (docs/BENCHMARKS.md, "Batch norm's output fusion by the links").
+GAIN_FUSION = Variant(rounds=1, sent_per_element=-8.0, cpu_per_element=-38e-9, material_per_element=22.0,
+                      making_per_element=0.15e-6)
+
+
 def servers_link(party) -> tuple[float, float]:
     """(RTT seconds, bandwidth bit/s) of the servers' declared network; loopback without one."""
     network = getattr(party, "network", None)
@@ -180,3 +189,9 @@ def leading_pays(x) -> bool:
     on slow links (a round), for large inputs on loopback, sooner where the owner's link is
     declared (its material is smaller)."""
     return variant_pays(x, LEADING)
+
+
+def gain_fusion_pays(x) -> bool:
+    """Whether batch norm's output takes the inverse root's factors into its own products
+    (GAIN_FUSION): a round saved against a truncation more per element."""
+    return variant_pays(x, GAIN_FUSION)

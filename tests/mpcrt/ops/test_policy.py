@@ -48,3 +48,16 @@ def test_a_dcf_keyed_by_a_mask_pays_for_few_elements_on_demand_and_ahead_unless_
     assert _masked_key_pays(10_000_000, prefetched=True)
     assert _masked_key_pays(60, PRESETS["wan"], PRESETS["mobile"], prefetched=True)
     assert not _masked_key_pays(70, PRESETS["wan"], PRESETS["mobile"], prefetched=True)
+
+
+def test_batch_norms_output_fusion_pays_for_few_elements_and_where_rounds_are_dear():
+    """GAIN_FUSION saves a round for a truncation more per element: fetched ahead, on
+    loopback up to about 11,000 elements (a small model's batch norms; not a large batch's),
+    on `wan` up to about 100,000; made on demand, the dealer's work per element counts too."""
+    def pays(n: int, *links, **options) -> bool:
+        return _pays(policy.gain_fusion_pays, n, *links, **options)
+
+    assert pays(10_000, prefetched=True) and not pays(12_000, prefetched=True)
+    assert pays(100_000, PRESETS["wan"], prefetched=True) and not pays(102_000, PRESETS["wan"], prefetched=True)
+    assert pays(2_000) and not pays(3_000)  # on demand, loopback
+    assert not pays(1_179_648, prefetched=True)  # crypten_side's batch norm (64 x 32 x 24 x 24)
