@@ -88,7 +88,7 @@ MASKED_KEY = Variant(rounds=1, sent_per_element=8.0, cpu_per_element=0.0, materi
 # while the root's polynomial is made) against gamma / std made first: a round saved, for
 # one more truncation per element (8 bytes more sent, 22 more of material, about 38 ns of
 # CPU): on loopback it pays below about 11,000 elements, on `wan` below about 100,000
-# (docs/BENCHMARKS.md, "Batch norm's output fusion by the links").
+# (docs/BENCHMARKS.md, "Derivatives made ahead, ..., batch norm's fusion by the links").
 GAIN_FUSION = Variant(rounds=1, sent_per_element=-8.0, cpu_per_element=-38e-9, material_per_element=22.0,
                       making_per_element=0.15e-6)
 
