@@ -190,7 +190,7 @@ async def _masked_dcf(x: ArithmeticShare, points: Sequence[int]) -> tuple[torch.
         shares = dcf.evaluate_points(party.id, m.seed, public, inputs)
     else:  # as _open_for_dcf: a long walk leaves the event loop free
         with ThreadPoolExecutor(1, thread_name_prefix="dcf-walk") as worker:
-            shares = list(await asyncio.gather(*(_walk(worker, party.id, m.seed, public, y) for y in inputs)))
+            shares = list(await asyncio.gather(*_walks(worker, party.id, m.seed, public, inputs, 0)))
     party.release_later(keys, m)
     return opened, m, shares
 
