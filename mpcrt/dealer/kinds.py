@@ -302,7 +302,33 @@ def _mask_parts(ref: MaskRef, parts: MaskParts) -> MaskParts:
 
 @dataclass(frozen=True)
 class MaskedProductMaterial:
-    products: Tensor  # (variants, *shape): the masks' product for each variant (pair), variant-major
+    """The product of two masks (or of a mask and a bit) for each element's variants i, j in
+    {0, 1}: X_i Y_j = base + i x_term + j y_term + i j cross, the terms shifted into place
+    (None: absent, as for an operand of one mask). Made per element by `combine`, not
+    expanded into every variant's product ahead: a pass per term, no gather."""
+
+    base: Tensor
+    x_term: Tensor | None = None
+    y_term: Tensor | None = None
+    cross: Tensor | None = None
+
+    def combine(self, i: Tensor | None, j: Tensor | None) -> Tensor:
+        """X_i Y_j per element for the variants i and j (bools broadcasting to the product's
+        shape; None for one mask). Spends the material: its tensors are updated in place."""
+        out = self.base
+        for term, variant in ((self.x_term, i), (self.y_term, j)):
+            if term is not None and variant is not None:
+                out = out.add_(term.mul_(variant))
+        if self.cross is not None and i is not None and j is not None:
+            out = out.add_(self.cross.mul_(i).mul_(j))
+        return out
+
+
+def _shifted(t: Tensor, exponent: int) -> Tensor | None:
+    """t * 2^exponent in the ring, in place (t is the party's own fresh tensor); None for an absent term."""
+    if not t.numel():
+        return None
+    return t.bitwise_left_shift_(exponent) if exponent < 64 else t.zero_()
 
 
 @dataclass(frozen=True)
@@ -314,9 +340,8 @@ class MaskedProduct(Spec[MaskedProductMaterial]):
       X_i Y_j = N L + i (D L) 2^(64 - bx) + j (E N) 2^(64 - by) + i j (D E) 2^(128 - bx - by),
     so the dealer shares c = N L in full and cx = D L, cy = E N, cxy = D E only in their low
     bx, by and bx + by - 64 bits (cxy where that is positive; none of a one-variant mask).
-    A square: c = N^2, cx = D N (times 2^(65 - bx)), cxy = D^2. `prepare` expands them into
-    every variant's product, variant-major (variant i vy + j: X_i Y_j), as the online phase
-    reads them."""
+    A square: c = N^2, cx = D N (times 2^(65 - bx)), cxy = D^2. `prepare` shifts them into
+    place; the online phase combines them per element (MaskedProductMaterial.combine)."""
 
     kind: ClassVar[str] = "masked_product"
     Material: ClassVar[type] = MaskedProductMaterial
@@ -353,18 +378,10 @@ class MaskedProduct(Spec[MaskedProductMaterial]):
                 "cy": none if y.step is None else y.step * x.base, "cxy": cross}
 
     def prepare(self, parts, party_id):
-        vx, vy = self.x.spec.variants, self.y.spec.variants
         bx, by = self.x.spec.mask_bits, self.y.spec.mask_bits
         c, cx, cy, cxy = (parts[name] for name in self.dependent)
-        square = self.square
-        out = c.unsqueeze(0).repeat(vx if square else vx * vy, *(1,) * c.dim())
-        if vx == 2:
-            out[1 if square else slice(vy, None)] += times_power(cx, (65 if square else 64) - bx)
-        if vy == 2 and not square:
-            out[1::2] += times_power(cy, 64 - by)
-        if cxy.numel():
-            out[-1] += times_power(cxy, 128 - bx - by)
-        return MaskedProductMaterial(out)
+        return MaskedProductMaterial(c, _shifted(cx, (65 if self.square else 64) - bx), _shifted(cy, 64 - by),
+                                     _shifted(cxy, 128 - bx - by))
 
 
 # ---- bits ------------------------------------------------------------------------------
@@ -401,7 +418,7 @@ class MaskedTimesBit(Spec[MaskedProductMaterial]):
     """For x * b, x masked (see MaskedProduct) and b a bit opened as b xor rho with rho from
     the `bits` request (a RandomBits one): the products of x's mask variants with rho (as
     ring 0/1), as c = N rho in full and cx = D rho in x's low bits
-    (X_i rho = N rho + i (D rho) 2^(64 - bx)); `prepare` expands them."""
+    (X_i rho = N rho + i (D rho) 2^(64 - bx)); `prepare` shifts cx into place."""
 
     kind: ClassVar[str] = "masked_times_bit"
     Material: ClassVar[type] = MaskedProductMaterial
@@ -427,13 +444,7 @@ class MaskedTimesBit(Spec[MaskedProductMaterial]):
         return {"c": x.base * rho, "cx": _absent() if x.step is None else x.step * rho}
 
     def prepare(self, parts, party_id):
-        c = parts["c"]
-        if not parts["cx"].numel():
-            return MaskedProductMaterial(c.unsqueeze(0))
-        out = torch.empty((2, *c.shape), dtype=c.dtype)  # both variants filled in place: no stack
-        out[0] = c
-        torch.add(c, times_power(parts["cx"], 64 - self.x.spec.mask_bits), out=out[1])
-        return MaskedProductMaterial(out)
+        return MaskedProductMaterial(parts["c"], _shifted(parts["cx"], 64 - self.x.spec.mask_bits))
 
 
 # ---- boolean ANDs ----------------------------------------------------------------------

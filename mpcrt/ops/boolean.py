@@ -196,8 +196,7 @@ async def times_bit(x: ArithmeticShare, bit: OpenedBit) -> ArithmeticShare:
         raise ValueError("times_bit needs a masked share (open it with ops.open_masked)")
     with op_label("mul_bit"):
         request = Request(party.next_id(), MaskedTimesBit(opening.source, bit.source))
-        products = (await party.dealer.get(request)).products
-    m_rho = products[0] if opening.variant is None else torch.where(opening.variant, products[1], products[0])
+        m_rho = (await party.dealer.get(request)).combine(opening.variant, None)
     x_rho = opening.public * bit.rho + opening.factor * m_rho
     return x.derived(torch.where(bit.c, x.value - x_rho, x_rho), x.frac_bits)
 

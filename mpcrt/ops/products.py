@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from mpcrt import ring
-from mpcrt.dealer.kinds import BILINEAR, BeaverTriple, MaskedProduct, OpeningMask, SquarePair, broadcast
+from mpcrt.dealer.kinds import BILINEAR, BeaverTriple, MaskedProduct, OpeningMask, SquarePair
 from mpcrt.dealer.request import MaskRef, Request
 from mpcrt.ops.truncation import truncate
 from mpcrt.scope import op_label
@@ -66,12 +66,7 @@ async def _masked_product(x: ArithmeticShare, y: ArithmeticShare) -> torch.Tenso
     assert mx is not None and my is not None
     with op_label("mul"):
         m = await party.dealer.get(Request(party.next_id(), MaskedProduct(mx.source, my.source)))
-    if mx.source == my.source:  # a square: the dealer sent each variant's square
-        index = 0 if mx.variant is None else mx.variant
-    else:
-        variants_y = 1 if my.variant is None else 2
-        index = (0 if mx.variant is None else mx.variant * variants_y) + (0 if my.variant is None else my.variant)
-    mn = _pick_variant(m.products, index, broadcast(tuple(x.shape), tuple(y.shape)))
+    mn = m.combine(mx.variant, my.variant)  # each element's variants (a square's are one: its cross term D^2)
     factor = ring_int(mx.factor * my.factor)
     mn = mn if factor == 1 else mn * factor
     # p y + x q - p q (party 0 only), the subtraction on the smaller operand (a broadcast one);
@@ -81,16 +76,6 @@ async def _masked_product(x: ArithmeticShare, y: ArithmeticShare) -> torch.Tenso
                              plus_public(party.id, y.value, my.public, alpha=-1))
     return torch.addcmul(torch.addcmul(mn, mx.public, y.value), my.public,
                          plus_public(party.id, x.value, mx.public, alpha=-1))
-
-
-def _pick_variant(products: torch.Tensor, index: torch.Tensor | int, shape: tuple[int, ...]) -> torch.Tensor:
-    """products[index] per element (index broadcasting to shape): a view for one index, a
-    select for two variants (a per-channel index is not expanded), a gather for more."""
-    if isinstance(index, int):
-        return products[index]
-    if len(products) == 2:
-        return torch.where(index.bool(), products[1], products[0])
-    return products.gather(0, index.expand(shape).unsqueeze(0)).squeeze(0)
 
 
 async def _product(op: str, x: Any, y: Any, kwargs: dict[str, Any], truncation: str | None,

@@ -218,9 +218,9 @@ def _variants(source: Request, shape: tuple[int, ...]) -> torch.Tensor:
     (("mask", 0), ("trunc", 24)), (("mask", 0), ("mask", 0)), (("trunc", 1), ("trunc", 63)),
 ])
 def test_masked_products_of_every_variant_pair(x, y):
-    """MaskedProduct sends N L in full and the variants' differences in their low bits; expanded, c
-    holds X_i Y_j for every pair of the masks' variants, variant-major, exactly (the cross
-    term where bx + by > 64 included)."""
+    """MaskedProduct sends N L in full and the variants' differences in their low bits;
+    combined per element, the material gives X_i Y_j for each element's pair of the masks'
+    variants, exactly (the cross term where bx + by > 64 included), a square's too."""
     def source(kind_bits, step, shape):
         kind, bits = kind_bits
         return Request((step,), TruncationPair(shape, bits) if kind == "trunc" else OpeningMask(shape))
@@ -229,10 +229,20 @@ def test_masked_products_of_every_variant_pair(x, y):
     rx, ry = MaskRef(sx, (6, 5)), MaskRef(sy, (5,))
     request = Request((3,), MaskedProduct(rx, ry))
     mx, my = _variants(sx, (6, 5)), _variants(sy, (5,))
-    expected = (mx.unsqueeze(1) * my.reshape(1, len(my), 1, 5)).reshape(-1, 6, 5)
-    assert torch.equal(expanded(request).products, expected)
+    g = torch.Generator().manual_seed(7)
+    mixed_x, mixed_y = torch.randint(0, 2, (6, 5), generator=g).bool(), torch.randint(0, 2, (5,), generator=g).bool()
+    picks_x = [torch.zeros(6, 5, dtype=torch.bool), torch.ones(6, 5, dtype=torch.bool), mixed_x]
+    picks_y = [torch.zeros(5, dtype=torch.bool), torch.ones(5, dtype=torch.bool), mixed_y]
+    picks_x, picks_y = picks_x[:3 if len(mx) == 2 else 1], picks_y[:3 if len(my) == 2 else 1]
+    for i in picks_x:
+        for j in picks_y:
+            expected = torch.where(i, mx[-1], mx[0]) * torch.where(j, my[-1], my[0])
+            got = expanded(request).combine(i if len(mx) == 2 else None, j if len(my) == 2 else None)
+            assert torch.equal(got, expected)
     square = Request((4,), MaskedProduct(rx, rx))
-    assert torch.equal(expanded(square).products, mx * mx)
+    for i in picks_x:
+        variant = i if len(mx) == 2 else None
+        assert torch.equal(expanded(square).combine(variant, variant), torch.where(i, mx[-1], mx[0]) ** 2)
 
 
 def test_masked_times_bit_of_every_variant():
@@ -240,7 +250,11 @@ def test_masked_times_bit_of_every_variant():
         bits = Request((2,), RandomBits(40))
         request = Request((3,), MaskedTimesBit(MaskRef(mask, (40,)), bits))
         rho = unpack_bits(reconstruct(bits)["packed"], 40)
-        assert torch.equal(expanded(request).products, _variants(mask, (40,)) * rho)
+        variants = _variants(mask, (40,))
+        picks = [torch.zeros(40, dtype=torch.bool), torch.ones(40, dtype=torch.bool), torch.arange(40) % 3 == 0]
+        for i in picks[:3 if len(variants) == 2 else 1]:
+            got = expanded(request).combine(i if len(variants) == 2 else None, None)
+            assert torch.equal(got, torch.where(i, variants[-1], variants[0]) * rho)
 
 
 @pytest.mark.parametrize(("bits", "dtype"), [(1, torch.int8), (8, torch.int8), (12, torch.int16), (16, torch.int16),
