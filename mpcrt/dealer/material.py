@@ -153,10 +153,9 @@ class MaterialMaker:
             values = spec.dependent_values(free)
             pads = seeded_parts(request, self.seeds[1 - party_id], spec.dependent)
             for name in spec.dependent:  # dependent values are fresh tensors: corrected in place
-                pad = pads[name]  # a narrow pad widens inside the operation
-                correction = values[name].bitwise_xor_(pad) if is_xor(request, name) else values[name].sub_(pad)
-                dtype = wire_dtype(request, name)
-                out.append(correction if dtype == torch.int64 else correction.to(dtype))  # the low bits, wrapped
+                dtype = wire_dtype(request, name)  # a narrow component: only its low bits matter, so
+                value, pad = values[name].to(dtype), pads[name].to(dtype)  # its correction is made narrow
+                out.append(value.bitwise_xor_(pad) if is_xor(request, name) else value.sub_(pad))  # (wrapping)
         if spec.public:
             out.extend(self._public(request, own))
         return out
