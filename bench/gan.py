@@ -233,12 +233,13 @@ def timed_plan(w: Workload, network: str | dict | None, seed: int, comparison: s
 
 
 def measure(w: Workload, network: str, seed: int = 1, comparison: str = "auto",
-            frac_bits: int = ring.DEFAULT_FRAC_BITS) -> Result:
+            frac_bits: int = ring.DEFAULT_FRAC_BITS, dealer_workers: int = 0) -> Result:
     start = time.perf_counter()
     model = network_spec(network)
     plan = timed_plan(w, model, seed, comparison, frac_bits) if w.prefetch == "timed" else None
     r0, r1 = mpcrt.run_local(program, w, seed, transport="tcp", processes=True, offline=w.prefetch == "all",
-                             plan=plan, network=model, timeout=TIMEOUT, comparison=comparison, frac_bits=frac_bits)
+                             plan=plan, network=model, timeout=TIMEOUT, comparison=comparison, frac_bits=frac_bits,
+                             dealer_workers=dealer_workers)
     wall = time.perf_counter() - start
     seconds = [max(a, b) for a, b in zip(r0["times"], r1["times"], strict=True)]
     rounds, sent, received, _ = r0["deltas"][-1]
@@ -271,6 +272,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, help="timed repeats per workload (default: each workload's own)")
     parser.add_argument("--only", help="semicolon-separated substrings of workload names")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    parser.add_argument("--dealer-workers", type=int, default=0, metavar="N",
+                        help="processes that make the dealer's material (default 0: the dealer's own)")
     args = parser.parse_args(argv)
     networks = {"both": ("loopback", "wan"), "all": ("loopback", "lan", "wan", "mobile")}.get(
         args.network, tuple(args.network.split(",")))
@@ -288,7 +291,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for w in chosen:
             print(f"{w.name} on {network} ...", file=sys.stderr, flush=True)
             timed = replace(w, repeats=args.repeats) if args.repeats else w
-            results.append(measure(timed, network, comparison=args.comparison, frac_bits=args.frac_bits))
+            results.append(measure(timed, network, comparison=args.comparison, frac_bits=args.frac_bits,
+                                   dealer_workers=args.dealer_workers))
             print(table(results[-1:]), file=sys.stderr, flush=True)
     print(table(results))
     if args.json:

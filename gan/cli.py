@@ -31,6 +31,21 @@ def certificate_files(names: list[str]) -> list[str]:
     return ["ca.pem", "ca.key", *(f"{name}{suffix}" for name in names for suffix in (".pem", ".key"))]
 
 
+DEALER_WORKERS_HELP = ("processes that make the dealer's material beside this one, for an owner's machine with "
+                       "cores to spare (default 0: this process makes it)")
+
+
+def non_negative_int(text: str) -> int:
+    """An argparse type: an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number (0 or more), got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number (0 or more), got {value}")
+    return value
+
+
 def positive_int(text: str) -> int:
     """An argparse type: an integer >= 1 (torch refuses 0 threads with a traceback)."""
     try:
@@ -85,7 +100,7 @@ def _train(args: argparse.Namespace) -> int:
         raise UsageError("give a job file: lpgan train CONFIG (`lpgan train --example` prints one)")
     job = jobfile.load(args.config)  # every value checked before torch or any server is touched
     torch_threads(args.threads)
-    return launch.train(job, resume=args.resume, fresh=args.fresh)
+    return launch.train(job, resume=args.resume, fresh=args.fresh, dealer_workers=args.dealer_workers)
 
 
 def _synthesize(args: argparse.Namespace) -> int:
@@ -93,7 +108,7 @@ def _synthesize(args: argparse.Namespace) -> int:
 
     job = jobfile.load(args.config)
     torch_threads(args.threads)
-    return launch.synthesize(job)
+    return launch.synthesize(job, dealer_workers=args.dealer_workers)
 
 
 class UsageError(Exception):
@@ -150,10 +165,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--example", action="store_true", help="print an example job file and exit")
     p.add_argument("--threads", type=positive_int, default=1,
                    help="the owner's torch threads, also the dealer's DCF key threads (default 1)")
+    p.add_argument("--dealer-workers", type=non_negative_int, default=0, metavar="N",
+                   help=DEALER_WORKERS_HELP)
     p.set_defaults(func=_train)
     p = sub.add_parser("synthesize", help="secure synthesis from a trained generator on two edge servers")
     p.add_argument("config", help="job file (TOML; its [synthesize] table)")
     p.add_argument("--threads", type=positive_int, default=1, help="torch threads (default 1)")
+    p.add_argument("--dealer-workers", type=non_negative_int, default=0, metavar="N",
+                   help=DEALER_WORKERS_HELP)
     p.set_defaults(func=_synthesize)
     p = sub.add_parser("demo", help="secure GAN training and synthesis on this machine (bundled MNIST)")
     p.add_argument("--iterations", type=positive_int, default=DEMO_ITERATIONS,

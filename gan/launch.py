@@ -252,9 +252,10 @@ def _unfinished(job: JobConfig, path: Path, job_ident: str) -> JobFailed | None:
                      f"or start over with `lpgan train {job.shown_path()} --fresh` (the record is replaced)")
 
 
-def train(job: JobConfig, resume: bool = False, fresh: bool = False) -> int:
+def train(job: JobConfig, resume: bool = False, fresh: bool = False, dealer_workers: int = 0) -> int:
     """Secure training on the two servers; outputs in job.out. Returns the exit code.
-    `fresh`: start anew even where job.out records an unfinished job (its record is replaced)."""
+    `fresh`: start anew even where job.out records an unfinished job (its record is replaced).
+    `dealer_workers`: processes that make the dealer's material (mpcrt.dealer.workers; 0: this one)."""
     if resume and fresh:
         raise ConfigError("--resume continues the job, --fresh starts it anew: give one of them")
     cfg = job.train
@@ -313,7 +314,8 @@ def train(job: JobConfig, resume: bool = False, fresh: bool = False) -> int:
 
     try:
         result = _run(job, "train", training_args(cfg, job_ident, first), run_seeds(), limits, on_event, progress,
-                      advice, lambda client: drive_training(client, cfg, images, first, on_iteration, key=key))
+                      advice, lambda client: drive_training(client, cfg, images, first, on_iteration, key=key),
+                      dealer_workers)
         seconds = time.perf_counter() - started
         judged_noise = quality_noise(cfg, key) if job.quality and job.twin else None
         twin = asyncio.run(plaintext_training(cfg, images, judged_noise, key=key)) if job.twin else None
@@ -341,7 +343,7 @@ def train(job: JobConfig, resume: bool = False, fresh: bool = False) -> int:
 
 def _run(job: JobConfig, program: str, args: dict[str, Any], seeds: tuple[bytes, bytes], limits: DealerLimits,
          on_event: Callable[[int, dict], None], progress: _Progress, note: Callable[[], str | None] | None,
-         drive: Callable[[OwnerClient], Awaitable[Any]]) -> Any:
+         drive: Callable[[OwnerClient], Awaitable[Any]], dealer_workers: int = 0) -> Any:
     """Start `program` on both servers, `drive` it as the owner (its dealer bounded by
     `limits`), wait for both to finish; any failure becomes a JobFailed that names the
     server (and what --resume can do: `note`)."""
@@ -351,7 +353,8 @@ def _run(job: JobConfig, program: str, args: dict[str, Any], seeds: tuple[bytes,
         _cancel_on_sigint(asyncio.current_task(), state)  # type: ignore[arg-type]
         state["job"] = await start_job(job.servers, job.certs, program, args, seeds, name=job.name,
                                        timeout=job.timeout, connect_timeout=job.connect_timeout, on_event=on_event,
-                                       on_log=progress.log, dealer_limits=limits, **job.protocol())
+                                       on_log=progress.log, dealer_limits=limits, dealer_workers=dealer_workers,
+                                       **job.protocol())
         try:
             result = await drive(state["job"].client)
             await _wait_done(state["job"])
@@ -455,7 +458,7 @@ def _write_training_outputs(out: Path, result: dict[str, Any], curves: dict[str,
     return [*written, out / "server0.log", out / "server1.log"]
 
 
-def synthesize(job: JobConfig) -> int:
+def synthesize(job: JobConfig, dealer_workers: int = 0) -> int:
     """Secure synthesis of job.synthesize.count images from a trained generator."""
     spec = job.synthesize
     if spec.preset not in models.PRESETS:
@@ -483,7 +486,7 @@ def synthesize(job: JobConfig) -> int:
 
     images = _run(job, "synthesize", {"preset": spec.preset, "batches": batches}, run_seeds(), limits, progress.event,
                   progress, None, lambda client: drive_synthesis(client, generator, noise, spec.batch_size,
-                                                       lambda b: progress.step()))
+                                                       lambda b: progress.step()), dealer_workers)
     seconds = time.perf_counter() - started
     try:
         written = [outputs.image_grid(images, out / "synthesized.png"), _save(images, out / "synthesized.pt", again)]

@@ -58,6 +58,7 @@ class _LocalRun:
     plan: list[Request] | None
     wrap: Callable[[int, Transport], Transport] | None
     dealer_port: int = 0  # the dealer service's, with processes=True
+    dealer_workers: int = 0  # processes that make the dealer service's material (mpcrt.dealer.workers)
 
 
 def local_credentials() -> dict[str, Credentials]:
@@ -80,8 +81,8 @@ def run_local(program: Program, *args: Any, transport: str = "memory", network: 
               processes: bool = False, tls: bool = True, timeout: float = DEFAULT_TIMEOUT,
               frac_bits: int = ring.DEFAULT_FRAC_BITS, dealer: str = "local", truncation: str = "dealer",
               comparison: str = "auto", offline: bool = False, plan: list[Request] | None = None,
-              wrap: Callable[[int, Transport], Transport] | None = None, owner_network: Any = None
-              ) -> tuple[Any, Any]:
+              wrap: Callable[[int, Transport], Transport] | None = None, owner_network: Any = None,
+              dealer_workers: int = 0) -> tuple[Any, Any]:
     """Run `program(party, *args)` as party 0 and party 1; returns (result0, result1).
 
     transport: "memory" (one process) or "tcp" (real sockets on loopback, TLS 1.3 with
@@ -102,6 +103,9 @@ def run_local(program: Program, *args: Any, transport: str = "memory", network: 
     comparison: "auto" (per call, from the network's modelled cost), "tree", "lpgan" or "dcf".
     wrap(party_id, transport): a transport of your own around each party's link (outermost,
     after any simulated network; must pickle with processes=True).
+    dealer_workers: processes that make the dealer service's material (mpcrt.dealer.workers;
+    0: the service's own process makes it); for an owner with cores to spare. They are
+    spawned: the main module must guard its entry point, as processes=True needs.
     A party's exception is re-raised with `.party_id` and a note naming the party.
     """
     if transport not in ("memory", "tcp"):
@@ -115,7 +119,10 @@ def run_local(program: Program, *args: Any, transport: str = "memory", network: 
         plan = run_loop(record_plan(program, *args, frac_bits=frac_bits, truncation=truncation,
                                     comparison=comparison, network=model, timeout=timeout, owner_network=owner_model))
     settings = PartySettings(timeout, frac_bits, truncation, comparison, model, owner_model)
-    options = _LocalRun(settings, tls, dealer, (prg.new_key(), prg.new_key()), plan, wrap)
+    if dealer_workers and not (processes or dealer == "service"):
+        raise ValueError("dealer_workers make the dealer service's material: give dealer='service' or processes=True")
+    options = _LocalRun(settings, tls, dealer, (prg.new_key(), prg.new_key()), plan, wrap,
+                        dealer_workers=dealer_workers)
     if processes:
         return _run_processes(program, args, options)
     results = run_loop(_run_in_one_loop(program, args, transport, options))
@@ -202,7 +209,7 @@ async def _run_in_one_loop(program: Program, args: tuple, transport: str, option
         local = LocalDealer(seed0, seed1)
         sources: list[CorrectionSource] = [local, local]
     else:
-        service = DealerService(seed0, seed1, link=options.settings.owner_network)
+        service = DealerService(seed0, seed1, link=options.settings.owner_network, workers=options.dealer_workers)
         listener = await listen(LOOPBACK, 0, tls=_dealer_tls(options.tls), timeout=options.settings.timeout)
         serving = asyncio.ensure_future(service.serve(listener))
         sources = [await _connect_dealer(listener.port, i, options.tls, options.settings) for i in (0, 1)]
@@ -260,7 +267,7 @@ def _run_processes(program: Program, args: tuple, options: _LocalRun) -> tuple[A
                         ) from exc
     credentials = local_credentials()
     dealer_thread = _DealerThread(*options.seeds, tls=_dealer_tls(options.tls, credentials),
-                                  link=options.settings.owner_network)
+                                  link=options.settings.owner_network, workers=options.dealer_workers)
     options = replace(options, dealer_port=dealer_thread.port)
     ctx = mp.get_context("spawn")
     port_queue, results_queue = ctx.Queue(), ctx.Queue()
@@ -359,9 +366,10 @@ async def _party_main(party_id: int, program: Program, args: tuple, options: _Lo
 class _DealerThread:
     """The dealer service on its own event loop in a thread of the parent process."""
 
-    def __init__(self, seed0: bytes, seed1: bytes, tls: TLSConfig | None, link: NetworkModel | None = None) -> None:
+    def __init__(self, seed0: bytes, seed1: bytes, tls: TLSConfig | None, link: NetworkModel | None = None,
+                 workers: int = 0) -> None:
         self._loop = new_event_loop()
-        self._service = DealerService(seed0, seed1, link=link)
+        self._service = DealerService(seed0, seed1, link=link, workers=workers)
         self._listener = self._loop.run_until_complete(listen(LOOPBACK, 0, tls=tls))
         self.port = self._listener.port
         self._thread = threading.Thread(target=self._run, name="mpcrt-dealer", daemon=True)

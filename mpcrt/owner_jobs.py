@@ -61,7 +61,7 @@ async def start_job(servers: tuple[tuple[str, int], tuple[str, int]], certs: str
                     timeout: float = 120.0, connect_timeout: float = 30.0,
                     on_event: Callable[[int, dict], None] | None = None,
                     dealer_limits: DealerLimits | None = None, owner_network: Any = None,
-                    on_log: Callable[[int, ServerLog], None] | None = None) -> Job:
+                    on_log: Callable[[int, ServerLog], None] | None = None, dealer_workers: int = 0) -> Job:
     """Start `program` on both servers (the program's name in their registry).
 
     `network` and `owner_network`: the servers' link and this owner's link to each server
@@ -72,7 +72,8 @@ async def start_job(servers: tuple[tuple[str, int], tuple[str, int]], certs: str
     the limits, a repeated step, an unknown kind) ends the job with ServerFailed naming the
     server that asked. `timeout` (silence that ends the job) and `connect_timeout` (for
     reaching a server and its answer) are seconds above 0; the servers take timeouts up to
-    MAX_JOB_TIMEOUT."""
+    MAX_JOB_TIMEOUT. `dealer_workers`: processes that make the dealer's material
+    (mpcrt.dealer.workers; 0: this process makes it)."""
     for key, value, most in (("timeout", timeout, MAX_JOB_TIMEOUT), ("connect_timeout", connect_timeout, math.inf)):
         if (not isinstance(value, int | float) or isinstance(value, bool) or math.isnan(value)
                 or not 0 < value <= most):
@@ -125,7 +126,8 @@ async def start_job(servers: tuple[tuple[str, int], tuple[str, int]], certs: str
         client.fail(ServerFailed(refusal.party_id, f"{names[refusal.party_id]}: {refusal}"
                                  if refusal.party_id in (0, 1) else str(refusal), DEALER_REFUSED))
 
-    service = DealerService(*seeds, dealer_limits, on_refusal=refused, link=resolve_network(owner_network))
+    service = DealerService(*seeds, dealer_limits, on_refusal=refused, link=resolve_network(owner_network),
+                            workers=dealer_workers)
     loop = asyncio.get_running_loop()
     serving = [loop.create_task(service.serve_connection(conn)) for conn in dealers]
     client.start()

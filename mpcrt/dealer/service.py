@@ -1,10 +1,11 @@
-"""The dealer as a service over mutual TLS: the owner's machine serves party 1's corrections.
+"""The dealer as a service over mutual TLS: the owner's machine serves each party's corrections.
 
-Party 1 sends the requests of one event-loop tick as one frame; the service answers with
-one frame of corrections in the same order. Party 0 needs no connection: its material
-comes from its seed alone (except public values, such as DCF keys). Every frame passes the
-job's `Admission` first: a refused request ends that party's connection with an "error"
-frame that says why, and `on_refusal` tells the owner, which ends the job naming the server.
+A party sends the requests of one event-loop tick (or a batch streamed ahead) as one frame;
+the service answers with one frame of corrections in the same order, made in this process
+or by worker processes (mpcrt.dealer.workers). Every frame passes the job's `Admission`
+first: a refused request ends that party's connection with an "error" frame that says why,
+and `on_refusal` tells the owner, which ends the job naming the server. The dealer's own
+failure (a worker process that died) ends it with a "failed" frame.
 """
 
 from __future__ import annotations
@@ -20,22 +21,27 @@ import torch
 from mpcrt.dealer.admission import Admission, DealerLimits, DealerRefused
 from mpcrt.dealer.client import CorrectionSource
 from mpcrt.dealer.material import MaterialMaker, Request, answer_bytes
+from mpcrt.dealer.workers import MALFORMED, MakerPool, MalformedRequest
 from mpcrt.errors import DealerError
 from mpcrt.messages import DATA, MalformedFrame, Message, decode, encode
 from mpcrt.scope import background_task, in_slices
 from transports import Listener, NetworkModel, Transport, TransportError, WanTransport
 
 REFUSED = "error"  # the frame kind of a refusal: {"message": why}
+FAILED = "failed"  # the frame kind of the dealer's own failure: {"message": what}
 
 
 class DealerService:
     """Answers the parties' requests for one job until closed."""
 
     def __init__(self, seed0: bytes, seed1: bytes, limits: DealerLimits | None = None,
-                 on_refusal: Callable[[DealerRefused], None] | None = None, link: NetworkModel | None = None) -> None:
+                 on_refusal: Callable[[DealerRefused], None] | None = None, link: NetworkModel | None = None,
+                 workers: int = 0) -> None:
         """link: the owner's link to each party, simulated on what the service sends (None:
-        the real link alone)."""
+        the real link alone). workers: processes that make the material (mpcrt.dealer.workers;
+        0: this process makes it, between its other work)."""
         self.maker = MaterialMaker(seed0, seed1)
+        self.pool = MakerPool(seed0, seed1, workers) if workers else None
         self.link = link
         self.admission = Admission(limits)
         self.on_refusal = on_refusal
@@ -65,8 +71,7 @@ class DealerService:
             while True:
                 party_id, requests = _parse(await conn.recv(), certified)
                 self.admission.admit(requests, party_id)
-                # made in slices: the other party's connection and the owner's work go on meanwhile
-                answers = await in_slices(requests, lambda r, p=party_id: Message(r.mid, r.kind, self._answer(r, p)))
+                answers = await self._answers(requests, party_id)
                 conn.send(encode(DATA, answers))
                 self.requests_served += len(requests)
                 self.bytes_sent += sum(m.nbytes for m in answers)
@@ -76,17 +81,30 @@ class DealerService:
                 conn.send(encode(REFUSED, message=str(refused)))
             if self.on_refusal is not None:
                 self.on_refusal(refused)
+        except DealerError as failed:  # the dealer's own failure (a worker process died): say so, then close
+            with contextlib.suppress(TransportError):
+                conn.send(encode(FAILED, message=str(failed)))
         except TransportError:
             pass
         finally:
             await conn.close()
 
+    async def _answers(self, requests: list[Request], party_id: int) -> list[Message]:
+        """The answers to one frame's requests, in order: made by the worker processes, or here
+        in slices (the other party's connection and the owner's work go on meanwhile)."""
+        if self.pool is None:
+            return await in_slices(requests, lambda r: Message(r.mid, r.kind, self._answer(r, party_id)))
+        try:
+            made = await self.pool.answers(requests, party_id)
+        except MalformedRequest as exc:
+            raise _malformed(exc.request, party_id, str(exc)) from None
+        return [Message(r.mid, r.kind, tensors) for r, tensors in zip(requests, made, strict=True)]
+
     def _answer(self, request: Request, party_id: int) -> list[torch.Tensor]:
         try:
             return self.maker.answer(request, party_id)
-        except (ValueError, TypeError, KeyError, IndexError, RuntimeError) as exc:  # parameters that do not fit
-            raise DealerRefused(party_id, f"party {party_id} sent the dealer a malformed {request.kind} request at "
-                                          f"step {request.mid} ({type(exc).__name__}: {exc})"[:500]) from None
+        except MALFORMED as exc:
+            raise _malformed(request, party_id, f"{type(exc).__name__}: {exc}") from None
 
     async def close(self) -> None:
         for task in list(self._tasks):
@@ -94,6 +112,13 @@ class DealerService:
         for task in list(self._tasks):
             with contextlib.suppress(BaseException):
                 await task
+        if self.pool is not None:
+            self.pool.close()
+
+
+def _malformed(request: Request, party_id: int, why: str) -> DealerRefused:
+    return DealerRefused(party_id, f"party {party_id} sent the dealer a malformed {request.kind} request at "
+                                   f"step {request.mid} ({why})"[:500])
 
 
 def _parse(frame: bytearray, certified: str | None) -> tuple[int, list[Request]]:
@@ -209,6 +234,9 @@ class RemoteDealer(CorrectionSource):
                 return
             if kind == REFUSED:
                 self._fail(DealerRefused(self.party_id, f"the dealer refused: {str(fields.get('message'))[:500]}"))
+                return
+            if kind == FAILED:
+                self._fail(DealerError(f"the dealer failed: {str(fields.get('message'))[:500]}"))
                 return
             batch = self._in_flight.popleft() if self._in_flight else []
             if len(messages) != len(batch):

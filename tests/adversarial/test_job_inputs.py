@@ -46,7 +46,7 @@ def run_here(state: Path, runs: list[dict[str, Any]]):
     """A launch._run that runs the job in this process; each run's arguments as the servers got
     them, its seeds, the owner's shared inputs, its result and its servers' state folder."""
 
-    def run(job, program, args, seeds, limits, on_event, progress, record, drive):
+    def run(job, program, args, seeds, limits, on_event, progress, record, drive, dealer_workers=0):
         seen: list[dict] = []
         shared: dict[str, torch.Tensor] = {}
         folder = state / f"run{len(runs)}"

@@ -31,9 +31,10 @@ def capture_starts(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     """Make launch.train stop where it would start the servers; what it would send is recorded."""
     starts: list[dict[str, Any]] = []
 
-    def start(job, program, args, seeds, limits, on_event, progress, note, drive):
+    def start(job, program, args, seeds, limits, on_event, progress, note, drive, dealer_workers=0):
         progress.close()
-        starts.append({"program": program, "args": args, "seeds": seeds, "limits": limits, "note": note})
+        starts.append({"program": program, "args": args, "seeds": seeds, "limits": limits, "note": note,
+                       "dealer_workers": dealer_workers})
         raise Started
 
     monkeypatch.setattr(launch, "_run", start)
@@ -218,3 +219,17 @@ def test_a_failure_before_the_job_starts_says_nothing_of_checkpoints(tmp_path, m
     with pytest.raises(Started):
         launch.train(job)
     assert starts[0]["note"]() is None  # what _run adds to a refusal or an unreachable server
+
+
+def test_the_dealer_workers_of_the_command_line_reach_the_job(tmp_path, monkeypatch):
+    from gan import cli
+
+    starts = capture_starts(monkeypatch)
+    job = job_config(tmp_path)
+    monkeypatch.setattr(jobfile, "load", lambda path: job)
+    for argv, workers in ((["train", "job.toml"], 0), (["train", "job.toml", "--dealer-workers", "3"], 3)):
+        with pytest.raises(Started):
+            cli.main(argv)
+        assert starts[-1]["dealer_workers"] == workers
+    with pytest.raises(SystemExit):
+        cli.main(["train", "job.toml", "--dealer-workers", "-1"])
