@@ -46,6 +46,11 @@ class MalformedFrame(ProgramMismatch):
     """A frame from the peer that does not decode: different version or corrupted."""
 
 
+def dtype_of(code: str) -> torch.dtype:
+    """The dtype a `spec` code names."""
+    return _DTYPES[code]
+
+
 def spec(t: torch.Tensor) -> tuple[str, tuple[int, ...]]:
     if t.dtype not in _CODES:
         raise TypeError(f"cannot send tensors of dtype {t.dtype}; supported: {sorted(map(str, _CODES))}")

@@ -11,7 +11,8 @@ the dealer's event loop meanwhile encrypts and sends.
 
 The workers are our own processes (spawned, the seeds handed to them at start): what
 crosses to them are requests the service has parsed and admitted already, and what comes
-back are arrays, so no peer's bytes are ever unpickled. A worker that dies ends the pool
+back is a file of raw bytes in shared memory and where each tensor lies in it, so no peer's
+bytes are ever unpickled. A worker that dies ends the pool
 (DealerError naming it), not the process that serves the job.
 """
 
@@ -33,6 +34,7 @@ import torch
 
 from mpcrt.dealer.material import MaterialMaker, Request
 from mpcrt.errors import DealerError
+from mpcrt.messages import dtype_of, spec
 
 MALFORMED = (ValueError, TypeError, KeyError, IndexError, RuntimeError)  # a request whose parameters do not fit
 
@@ -67,7 +69,8 @@ def _make(requests: list[Request], party_id: int) -> tuple[str | None, list[list
             continue
         parts = []
         for t in answer:
-            parts.append(Part(size, _CODES[t.dtype], tuple(t.shape)))
+            code, shape = spec(t)
+            parts.append(Part(size, code, shape))
             size += -(-t.numel() * t.element_size() // _ALIGN) * _ALIGN
         layout.append(parts)
     if not size:
@@ -96,14 +99,11 @@ class Part:
     """Where one tensor of an answer lies in a worker's shared file."""
 
     offset: int
-    dtype: str
+    dtype: str  # its code (mpcrt.messages.spec)
     shape: tuple[int, ...]
 
 
-_ALIGN = 64
-_CODES = {torch.int64: "i8", torch.int32: "i4", torch.int16: "i2", torch.int8: "i1", torch.uint8: "u1",
-          torch.bool: "b1"}
-_DTYPES = {code: dtype for dtype, code in _CODES.items()}
+_ALIGN = 64  # each tensor from a cache line's start
 _SHARED_DIR = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()  # memory, where there is one
 
 
@@ -172,5 +172,5 @@ class MakerPool:
 def _view(shared: mmap.mmap | None, part: Part) -> torch.Tensor:
     count = math.prod(part.shape)
     if not count:
-        return torch.empty(part.shape, dtype=_DTYPES[part.dtype])
-    return torch.frombuffer(shared, dtype=_DTYPES[part.dtype], count=count, offset=part.offset).reshape(part.shape)
+        return torch.empty(part.shape, dtype=dtype_of(part.dtype))
+    return torch.frombuffer(shared, dtype=dtype_of(part.dtype), count=count, offset=part.offset).reshape(part.shape)

@@ -111,3 +111,23 @@ def test_a_run_with_dealer_workers_computes_the_same_values():
     assert (got - expected).abs().max() < 1e-3  # sigmoid's fit (3.5e-4) and a few units of 2^-16
     with pytest.raises(ValueError, match="dealer='service' or processes=True"):
         mpcrt.run_local(sigmoid_of_products, dealer_workers=2)
+
+
+def test_a_workers_file_is_its_users_alone_and_named_afresh(monkeypatch):
+    """What a worker hands back lies in a file only this user may open, under a fresh random name."""
+    monkeypatch.setattr(workers, "_maker", MaterialMaker(*SEEDS))
+    request = Request((3,), TruncationPair((1000,), 16))
+    king = next(p for p in (0, 1) if workers._maker.answer(request, p))
+    paths = []
+    for _ in range(2):
+        path, layout = workers._make([request], king)
+        paths.append(path)
+        try:
+            assert os.stat(path).st_mode & 0o777 == 0o600
+            shared = workers._mapped(path)
+            got = [workers._view(shared, part) for part in layout[0]]
+        finally:
+            assert not os.path.exists(path)  # unlinked when mapped
+        expected = MaterialMaker(*SEEDS).answer(request, king)
+        assert all(torch.equal(a, b) for a, b in zip(got, expected, strict=True))
+    assert paths[0] != paths[1]
