@@ -19,13 +19,14 @@ bytes are ever unpickled. A worker that dies ends the pool
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import mmap
 import multiprocessing
 import os
 import secrets
 import tempfile
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
@@ -39,12 +40,13 @@ from mpcrt.messages import dtype_of, spec
 MALFORMED = (ValueError, TypeError, KeyError, IndexError, RuntimeError)  # a request whose parameters do not fit
 
 _maker: MaterialMaker | None = None  # the worker process's own maker (set by _start)
+_prefix = "mpcrt-dealer-"  # the names of its pool's shared files (set by _start)
 
 
-def _start(seed0: bytes, seed1: bytes) -> None:
-    global _maker
+def _start(seed0: bytes, seed1: bytes, prefix: str) -> None:
+    global _maker, _prefix
     torch.set_num_threads(1)
-    _maker = MaterialMaker(seed0, seed1)
+    _maker, _prefix = MaterialMaker(seed0, seed1), prefix
 
 
 def _started() -> None:
@@ -75,23 +77,32 @@ def _make(requests: list[Request], party_id: int) -> tuple[str | None, list[list
         layout.append(parts)
     if not size:
         return None, layout
-    path = os.path.join(_SHARED_DIR, f"mpcrt-dealer-{secrets.token_hex(12)}")
+    path = os.path.join(_SHARED_DIR, _prefix + secrets.token_hex(12))
     fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)  # this user's alone, and a fresh name
     try:
         os.ftruncate(fd, size)
         with mmap.mmap(fd, size) as shared:
-            memory = np.frombuffer(shared, dtype=np.uint8)
-            for answer, parts in zip(answers, layout, strict=True):
-                for t, part in zip(answer, parts, strict=True):  # type: ignore[arg-type]
-                    n = t.numel() * t.element_size()
-                    memory[part.offset:part.offset + n] = t.reshape(-1).numpy().view(np.uint8)
-            del memory
+            _write(shared, answers, layout)
     except BaseException:
         os.unlink(path)
         raise
     finally:
         os.close(fd)
     return path, layout
+
+
+def _write(shared: mmap.mmap, answers: list[list[torch.Tensor] | str], layout: list[list[Part] | str]) -> None:
+    """Each answer's tensors at their places in the mapped file (a refused request has none)."""
+    memory = np.frombuffer(shared, dtype=np.uint8)
+    try:
+        for answer, parts in zip(answers, layout, strict=True):
+            if isinstance(answer, str):
+                continue
+            for t, part in zip(answer, parts, strict=True):
+                n = t.numel() * t.element_size()
+                memory[part.offset:part.offset + n] = t.reshape(-1).numpy().view(np.uint8)
+    finally:
+        del memory  # no view may outlive the mapping (it could not close), not even in a traceback
 
 
 @dataclass(frozen=True)
@@ -120,6 +131,19 @@ def _mapped(path: str | None) -> mmap.mmap | None:
         os.close(fd)
 
 
+def _remove(path: str | None) -> None:
+    """Unlink a shared file nobody will map (an unlinked one: nothing to do)."""
+    if path is not None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+
+def _discard(future: Future) -> None:
+    """A run whose answers nobody takes (its caller was cancelled or failed): its file goes."""
+    if not future.cancelled() and future.exception() is None:
+        _remove(future.result()[0])
+
+
 class MalformedRequest(Exception):
     """A request the makers could not answer (its parameters do not fit its kind)."""
 
@@ -135,8 +159,9 @@ class MakerPool:
         if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
             raise ValueError(f"dealer workers must be a whole number of processes, at least 1; got {workers!r}")
         self.workers = workers
+        self._prefix = f"mpcrt-dealer-{secrets.token_hex(8)}-"  # this pool's files: close() sweeps them
         self._executor = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                             initializer=_start, initargs=(seed0, seed1))
+                                             initializer=_start, initargs=(seed0, seed1, self._prefix))
         for _ in range(workers):  # start them now (a second each, torch's import): not at the first request
             self._executor.submit(_started)
 
@@ -149,24 +174,37 @@ class MakerPool:
         runs = min(self.workers, len(requests))
         size = -(-len(requests) // runs)
         chunks = [requests[i:i + size] for i in range(0, len(requests), size)]
-        loop = asyncio.get_running_loop()
+        futures: list[Future] = []
         try:
-            made = await asyncio.gather(*(loop.run_in_executor(self._executor, _make, chunk, party_id)
-                                          for chunk in chunks))
-        except BrokenProcessPool as exc:
-            raise DealerError(f"a dealer worker process stopped ({exc}); the owner's machine may be out of "
-                              "memory: run with fewer dealer workers") from None
+            futures.extend(self._executor.submit(_make, chunk, party_id) for chunk in chunks)
+            made = await asyncio.gather(*map(asyncio.wrap_future, futures))
+        except BaseException as exc:
+            for future in futures:  # runs still to finish, or finished for nobody: their files go
+                future.add_done_callback(_discard)
+            if isinstance(exc, BrokenProcessPool):
+                raise DealerError(f"a dealer worker process stopped ({exc}); the owner's machine may be out of "
+                                  "memory: run with fewer dealer workers") from None
+            raise
         out = []
-        for chunk, (path, layout) in zip(chunks, made, strict=True):
-            shared = _mapped(path)
-            for request, parts in zip(chunk, layout, strict=True):
-                if isinstance(parts, str):
-                    raise MalformedRequest(request, parts)
-                out.append([_view(shared, part) for part in parts])
+        try:
+            for chunk, (path, layout) in zip(chunks, made, strict=True):
+                shared = _mapped(path)
+                for request, parts in zip(chunk, layout, strict=True):
+                    if isinstance(parts, str):
+                        raise MalformedRequest(request, parts)
+                    out.append([_view(shared, part) for part in parts])
+        finally:
+            for path, _ in made:  # those a refusal left unmapped
+                _remove(path)
         return out
 
     def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        """Stop the workers (a run under way finishes first) and remove any file of this pool
+        that is still there."""
+        self._executor.shutdown(wait=True, cancel_futures=True)
+        for name in os.listdir(_SHARED_DIR):
+            if name.startswith(self._prefix):
+                _remove(os.path.join(_SHARED_DIR, name))
 
 
 def _view(shared: mmap.mmap | None, part: Part) -> torch.Tensor:

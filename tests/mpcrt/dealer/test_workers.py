@@ -13,7 +13,7 @@ from mpcrt.dealer.admission import DealerRefused
 from mpcrt.dealer.kinds import BeaverTriple, TruncationPair
 from mpcrt.dealer.material import MaterialMaker, Request
 from mpcrt.dealer.service import DealerService
-from mpcrt.dealer.workers import MakerPool
+from mpcrt.dealer.workers import MakerPool, MalformedRequest
 from mpcrt.errors import DealerError
 from mpcrt.local import run_loop
 from mpcrt.offline import record_plan
@@ -55,6 +55,25 @@ def test_the_pool_answers_as_one_maker_does():
             assert [t.dtype for t in answer] == [t.dtype for t in expected]
             assert all(torch.equal(a, b) for a, b in zip(answer, expected, strict=True))
     assert _files() == before  # each worker's file is unlinked as soon as it is mapped
+
+
+def test_a_refusal_leaves_no_file_behind():
+    """The other runs of a frame with a malformed request are made, then dropped with their files."""
+    bad = Request((7,), BeaverTriple("matmul", (2, 3), (4, 5)))
+    king = next(p for p in (0, 1) if MaterialMaker(*SEEDS).answer(Request((8,), TruncationPair((4,), 16)), p))
+    before = _files()
+
+    async def refused():
+        pool = MakerPool(*SEEDS, 2)
+        try:
+            with pytest.raises(MalformedRequest):
+                await pool.answers([bad, *(Request((9 + i,), TruncationPair((500,), 16)) for i in range(5))], 1)
+        finally:
+            pool.close()
+
+    asyncio.run(refused())
+    assert _files() == before
+    assert king in (0, 1)
 
 
 def test_a_request_that_does_not_fit_is_refused_as_without_workers():
