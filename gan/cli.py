@@ -35,26 +35,24 @@ DEALER_WORKERS_HELP = ("processes that make the dealer's material beside this on
                        "cores to spare (default 0: this process makes it)")
 
 
-def non_negative_int(text: str) -> int:
-    """An argparse type: an integer >= 0."""
+def _int_at_least(text: str, least: int, what: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number (0 or more), got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number (0 or more), got {value}")
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+    if value < least:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {value}")
     return value
+
+
+def non_negative_int(text: str) -> int:
+    """An argparse type: an integer >= 0."""
+    return _int_at_least(text, 0, "a whole number (0 or more)")
 
 
 def positive_int(text: str) -> int:
     """An argparse type: an integer >= 1 (torch refuses 0 threads with a traceback)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
+    return _int_at_least(text, 1, "a positive integer")
 
 
 def _serve(args: argparse.Namespace) -> int:
