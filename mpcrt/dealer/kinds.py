@@ -320,7 +320,8 @@ class MaskedProductMaterial:
             if term is not None and variant is not None:
                 out = out.add_(term.mul_(variant))
         if self.cross is not None and i is not None and j is not None:
-            out = out.add_(self.cross.mul_(i).mul_(j))
+            both = self.cross.mul_(i) if j is i else self.cross.mul_(i).mul_(j)  # a square's i j is i
+            out = out.add_(both)
         return out
 
 
