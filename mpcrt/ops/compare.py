@@ -226,10 +226,11 @@ async def below_dcf(x: ArithmeticShare, points: Sequence[int]) -> ArithmeticShar
             opened, m, lts = await _masked_dcf(x, points)
         else:
             opened, m, lts = await _open_for_dcf(x, SignKey, points)
-    # [x < t] = MSB(x - t) = MSB(opened - t) xor MSB(r), the key giving shares of the carry
-    rows = [xor_public_bit((opened - t) < 0, m.msb_r + lt[:, 0], x.party.id)
-            for t, lt in zip(points, lts, strict=True)]
-    return ArithmeticShare.integers(x.party, torch.stack(rows).reshape(len(points), *x.shape))
+    # [x < t] = MSB(x - t) = MSB(opened - t) xor MSB(r), the key giving shares of the carry;
+    # every point's row at once (a range conversion asks for 29 or more)
+    below = (opened - torch.tensor(points, dtype=torch.int64).unsqueeze(1)) < 0
+    carries = torch.stack([lt[:, 0] for lt in lts]).add_(m.msb_r)
+    return ArithmeticShare.integers(x.party, xor_public_bit(below, carries, x.party.id).reshape(len(points), *x.shape))
 
 
 async def _sign_dcf(x: ArithmeticShare) -> ArithmeticShare:

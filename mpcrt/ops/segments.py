@@ -44,7 +44,7 @@ from mpcrt.ops.compare import below_dcf, bit_slice, is_non_negative
 from mpcrt.ops.leading import leading_onehot, powers_of_two
 from mpcrt.ops.policy import leading_pays, segment_method
 from mpcrt.scope import op_label
-from mpcrt.shares import ArithmeticShare, stack
+from mpcrt.shares import ArithmeticShare, public_share, stack
 
 
 async def segment_onehot(x: ArithmeticShare, breakpoints: Sequence[float], method: str | None = None
@@ -55,8 +55,12 @@ async def segment_onehot(x: ArithmeticShare, breakpoints: Sequence[float], metho
     method = segment_method(x, len(breakpoints), method)
     with op_label(f"segments[{method}]"):
         if method != "tree":
-            ge = await _at_least(x, breakpoints, method)
-            return stack([1 - ge[0], *[ge[j] - ge[j + 1] for j in range(len(ge) - 1)], ge[-1]])
+            ge = (await _at_least(x, breakpoints, method)).value  # rows [x >= t_j]
+            onehot = torch.empty((len(ge) + 1, *ge.shape[1:]), dtype=torch.int64)
+            torch.sub(public_share(x.party.id, 1), ge[0], out=onehot[0])
+            torch.sub(ge[:-1], ge[1:], out=onehot[1:-1])
+            onehot[-1] = ge[-1]
+            return ArithmeticShare.integers(x.party, onehot)
         span = powers_of_two(breakpoints, x.frac_bits)
         onehot = await (leading_onehot(x, *span) if span and leading_pays(x) else _threshold_onehot(x, breakpoints))
         values = await bit_to_arith(BinaryShare(x.party, onehot.value.reshape(-1)), onehot.value.numel() * 64)
@@ -64,14 +68,12 @@ async def segment_onehot(x: ArithmeticShare, breakpoints: Sequence[float], metho
         return ArithmeticShare.integers(x.party, per_row.reshape(len(breakpoints) + 1, *x.shape))
 
 
-async def _at_least(x: ArithmeticShare, breakpoints: Sequence[float], method: str) -> list[ArithmeticShare]:
-    """[x >= t_j] for each breakpoint as ring shares: by one DCF opening whose key serves
-    every breakpoint, or m separate comparisons (lpgan)."""
+async def _at_least(x: ArithmeticShare, breakpoints: Sequence[float], method: str) -> ArithmeticShare:
+    """[x >= t_j] for each breakpoint as ring shares, one row each (shape (m, *x.shape)): by
+    one DCF opening whose key serves every breakpoint, or m separate comparisons (lpgan)."""
     if method == "dcf":
-        below = await below_dcf(x, [ring.encode_constant(t, x.frac_bits) for t in breakpoints])
-        return [1 - below[j] for j in range(len(breakpoints))]
-    ind = await is_non_negative(stack([x - t for t in breakpoints]), method)
-    return [ind[j] for j in range(len(breakpoints))]
+        return 1 - await below_dcf(x, [ring.encode_constant(t, x.frac_bits) for t in breakpoints])
+    return await is_non_negative(stack([x - t for t in breakpoints]), method)
 
 
 def _mask(bits: int) -> int:
