@@ -19,6 +19,7 @@ import functools
 import math
 import operator
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
@@ -191,28 +192,52 @@ def _expand(terms: tuple[tuple[int, ...], ...], e: torch.Tensor, masks: torch.Te
     products gathered, their ANDs XOR-folded."""
     ones = torch.full_like(e[0], -1)
     mask_table = torch.cat([masks, products, public_share(party_id, ones)[None]])
-    row = {(i,): i for i in range(len(e))} | {s: len(e) + j for j, s in enumerate(product_subsets(terms))}
-    row[()] = len(mask_table) - 1
     out = torch.empty((len(terms), *e.shape[1:]), dtype=e.dtype)
+    for chunk in _expansion(terms, len(e), e[0].numel()):
+        opened = ones.expand(len(chunk.members), 1, *e.shape[1:])
+        for j in range(chunk.size):  # opened[:, bits] = AND of e over the bits' variables
+            opened = torch.cat([opened, opened & e[chunk.variables[:, j]][:, None]], 1)
+        # e of the complement, a of the subset
+        folded = opened.flip(1) & mask_table[chunk.mask_rows].reshape(opened.shape)
+        while folded.shape[1] > 1:
+            half = folded.shape[1] // 2
+            folded = folded[:, :half] ^ folded[:, half:]
+        out[chunk.members] = folded[:, 0]
+    return out
+
+
+@dataclass(frozen=True)
+class _ExpansionChunk:
+    """Terms of one size expanded together: their positions, their variables (one row per
+    term) and, for each term's 2^size subsets in bit order, the mask table's row."""
+
+    size: int
+    members: torch.Tensor
+    variables: torch.Tensor
+    mask_rows: torch.Tensor
+
+
+@functools.lru_cache(maxsize=256)
+def _expansion(terms: tuple[tuple[int, ...], ...], inputs: int, words: int) -> tuple[_ExpansionChunk, ...]:
+    """How _expand gathers: a function of the circuit alone (the same every iteration), so
+    made once. The mask table's rows: the inputs' masks, the products of product_subsets(terms),
+    then the constant."""
+    subsets = product_subsets(terms)
+    row = {(i,): i for i in range(inputs)} | {s: inputs + j for j, s in enumerate(subsets)}
+    row[()] = inputs + len(subsets)
     by_size: dict[int, list[int]] = {}
     for i, t in enumerate(terms):
         by_size.setdefault(len(t), []).append(i)
+    chunks = []
     for size, members in by_size.items():
         pick = _subset_getters(size)
-        step = max(1, FOLD_WORDS // ((1 << size) * max(1, e[0].numel())))
+        step = max(1, FOLD_WORDS // ((1 << size) * max(1, words)))
         for lo in range(0, len(members), step):
             chunk = members[lo:lo + step]
-            variables = torch.tensor([terms[i] for i in chunk]).reshape(len(chunk), size)
-            opened = ones.expand(len(chunk), 1, *e.shape[1:])
-            for j in range(size):  # opened[:, bits] = AND of e over the bits' variables
-                opened = torch.cat([opened, opened & e[variables[:, j]][:, None]], 1)
-            masked = mask_table[[row[get(terms[i])] for i in chunk for get in pick]]
-            folded = opened.flip(1) & masked.reshape(opened.shape)  # e of the complement, a of the subset
-            while folded.shape[1] > 1:
-                half = folded.shape[1] // 2
-                folded = folded[:, :half] ^ folded[:, half:]
-            out[chunk] = folded[:, 0]
-    return out
+            chunks.append(_ExpansionChunk(size, torch.tensor(chunk),
+                                          torch.tensor([terms[i] for i in chunk]).reshape(len(chunk), size),
+                                          torch.tensor([row[get(terms[i])] for i in chunk for get in pick])))
+    return tuple(chunks)
 
 
 @functools.cache

@@ -225,12 +225,14 @@ async def open_inputs(party, x: torch.Tensor, terms: tuple[tuple[int, ...], ...]
     with op_label("and"):
         mid = party.next_id()
         m = await party.dealer.get(Request(mid, spec))
-        fresh = list(range(len(x))) if known is None else [i for i in range(len(x)) if i not in known.rows]
+        if known is None:  # every row opened (the common case: no gathers, no copies)
+            (e_peer,) = await party.exchange([x ^ m.a], mid=mid)
+            return e_peer.bitwise_xor_(x).bitwise_xor_(m.a), m.a, m.c
+        fresh = [i for i in range(len(x)) if i not in known.rows]
         e_mine = x[fresh] ^ m.a[fresh]
         (e_peer,) = await party.exchange([e_mine], mid=mid)
     e, masks = torch.empty_like(x), m.a.clone()
     e[fresh] = e_mine ^ e_peer
-    if known is not None:
-        e[list(known.rows)] = known.public
-        masks[list(known.rows)] = known.share
+    e[list(known.rows)] = known.public
+    masks[list(known.rows)] = known.share
     return e, masks, m.c
