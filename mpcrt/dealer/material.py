@@ -41,7 +41,11 @@ WIRE_DTYPES = ((8, torch.int8), (16, torch.int16), (32, torch.int32), (64, torch
 def wire_dtype(request: Request, component: str) -> torch.dtype:
     """The narrowest integer type holding the bits of a component's shares that matter
     (Spec.widths): what party 0 derives and party 1 receives."""
-    width = request.spec.widths().get(component, 64)
+    return _dtype_of_width(request.spec.widths().get(component, 64))
+
+
+@functools.cache
+def _dtype_of_width(width: int) -> torch.dtype:
     return next(dtype for bits, dtype in WIRE_DTYPES if width <= bits)
 
 

@@ -59,6 +59,9 @@ class Spec(ABC, Generic[M]):
             if cls.kind in KINDS:
                 raise TypeError(f"two dealer kinds are called {cls.kind!r}")
             KINDS[cls.kind] = cls
+        for name in ("shapes", "widths"):  # read several times per request by the dealer and both parties
+            if name in cls.__dict__:
+                setattr(cls, name, _made_once(cls.__dict__[name]))
 
     @abstractmethod
     def shapes(self) -> dict[str, Shape]:
@@ -92,6 +95,21 @@ class Spec(ABC, Generic[M]):
 
     def to_wire(self) -> tuple:
         return _encode(self)
+
+
+def _made_once(method: Callable[[Any], dict]) -> Callable[[Any], dict]:
+    """A spec's method of no arguments whose result (a dict nobody changes) depends on the
+    spec's fields alone: made on the first call, then kept on the (frozen) instance."""
+    key = f"_made_{method.__name__}"
+
+    @functools.wraps(method)
+    def once(self: Any) -> dict:
+        made = self.__dict__.get(key)
+        if made is None:
+            made = method(self)
+            object.__setattr__(self, key, made)
+        return made
+    return once
 
 
 @dataclasses.dataclass(frozen=True)
