@@ -61,7 +61,7 @@ class Spec(ABC, Generic[M]):
             KINDS[cls.kind] = cls
         for name in ("shapes", "widths"):  # read several times per request by the dealer and both parties
             if name in cls.__dict__:
-                setattr(cls, name, _made_once(cls.__dict__[name]))
+                setattr(cls, name, _made_once(cls.__dict__[name], f"_made_{cls.__name__}_{name}"))
 
     @abstractmethod
     def shapes(self) -> dict[str, Shape]:
@@ -97,10 +97,10 @@ class Spec(ABC, Generic[M]):
         return _encode(self)
 
 
-def _made_once(method: Callable[[Any], dict]) -> Callable[[Any], dict]:
+def _made_once(method: Callable[[Any], dict], key: str) -> Callable[[Any], dict]:
     """A spec's method of no arguments whose result (a dict nobody changes) depends on the
-    spec's fields alone: made on the first call, then kept on the (frozen) instance."""
-    key = f"_made_{method.__name__}"
+    spec's fields alone: made on the first call, then kept on the (frozen) instance under
+    `key` (one per defining class: an override that calls its parent's keeps both)."""
 
     @functools.wraps(method)
     def once(self: Any) -> dict:

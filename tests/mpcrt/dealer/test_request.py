@@ -4,6 +4,7 @@ and moves between iterations with the masks it names."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import pickle
 
@@ -89,6 +90,30 @@ def test_a_request_pickles_without_its_cached_hash():
     copy = pickle.loads(pickle.dumps(request))
     assert "_hash" not in copy.__dict__ and "_hash" not in copy.spec.x.request.__dict__
     assert copy == request and hash(copy) == expected and {request: 1}[copy] == 1
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_shapes_and_widths_are_made_once_per_spec_and_follow_its_fields(kind):
+    """Kept on the frozen spec after the first call (the dealer and both parties read them
+    several times per request); a spec with other fields (a moved request's) makes its own,
+    and a copy another process unpickles answers the same."""
+    request = honest_requests()[kind]
+    spec_class = type(request.spec)
+    fresh = dataclasses.replace(request.spec)  # the same fields, nothing made yet
+    assert not [key for key in vars(fresh) if key.startswith("_made_")]
+    for name in ("shapes", "widths"):
+        own = getattr(spec_class, name)
+        if not hasattr(own, "__wrapped__"):  # Spec's default (no narrow widths): nothing to make
+            assert name == "widths" and fresh.widths() == {}
+            continue
+        made = getattr(fresh, name)()
+        assert getattr(fresh, name)() is made  # kept
+        assert made == own.__wrapped__(fresh)  # what the kind's own method makes
+    copy = pickle.loads(pickle.dumps(fresh))
+    assert copy.shapes() == fresh.shapes() and copy.widths() == fresh.widths()
+    if kind == "trunc":
+        wider = dataclasses.replace(fresh, shape=(3, *fresh.shape))
+        assert wider.shapes()["r"] == (3, *fresh.shape) and fresh.shapes()["r"] == fresh.shape
 
 
 @pytest.mark.parametrize("kind", sorted(KINDS))
