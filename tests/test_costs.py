@@ -54,6 +54,12 @@ NONLINEAR = {  # the table's rows are per method: the tree unless the row says o
     "sigmoid": lambda x: ops.sigmoid(x, "tree", lookup=False),
     "sigmoid_lookup": lambda x: ops.sigmoid(x, "tree", lookup=True),
     "tanh": lambda x: ops.tanh(x, "tree", lookup=False), "tanh_lookup": lambda x: ops.tanh(x, "tree", lookup=True),
+    # on a truncation's output (x public up to a mask: the tree reads the mask's bits)
+    "sigmoid_masked": lambda x: ops.sigmoid(x, "tree", lookup=False),
+    "sigmoid_lookup_masked": lambda x: ops.sigmoid(x, "tree", lookup=True),
+    "tanh_masked": lambda x: ops.tanh(x, "tree", lookup=False),
+    "tanh_lookup_masked": lambda x: ops.tanh(x, "tree", lookup=True),
+    "inv_sqrt_coarse_masked_large": lambda x: ops.inv_sqrt(x, "tree", refine=False),  # the leading one
     "reciprocal": lambda x: ops.reciprocal(x, "tree"),
     "inv_sqrt": lambda x: ops.inv_sqrt(x, "tree"), "sqrt": lambda x: ops.sqrt(x, "tree"),
     "inv_sqrt_large": lambda x: ops.inv_sqrt(x, "tree"), "reciprocal_large": lambda x: ops.reciprocal(x, "tree"),
@@ -72,6 +78,8 @@ async def measure(party, op: str, shapes: tuple):
     masked = [await ops.mul(x, 0.5), await ops.mul(x, 0.25)] if op == "mul_masked" else []
     if op == "ge0_dcf_masked":
         masked = [await ops.mul(x - 1, 0.5)]  # signs of both kinds
+    if op in NONLINEAR and "_masked" in op:
+        masked = [await ops.mul(x, 0.5)]
     await settle(party, x)
     before = snapshot(party)
     variables = {"n": math.prod(shape_x), "d": len(shape_x)}
@@ -100,7 +108,7 @@ async def measure(party, op: str, shapes: tuple):
     elif op in NONLINEAR:
         n = variables["n"]
         variables.update(w=math.ceil(n / 64))
-        await NONLINEAR[op](x)
+        await NONLINEAR[op](masked[0] if masked else x)
     elif op == "mul_bit":
         variables.update(w=math.ceil(variables["n"] / 64))
         await ops.mul_bit(x, BinaryShare(party, x.value.reshape(-1)[:variables["w"]]))  # any words as bits

@@ -20,7 +20,7 @@ import torch
 
 from mpcrt import ringconv
 from mpcrt.dealer import dcf
-from mpcrt.dealer.packing import bits_to_words, unpack_bits, unpack_index
+from mpcrt.dealer.packing import bit_slice, bits_to_words, unpack_bits, unpack_index
 from mpcrt.dealer.request import MaskRef, Request, Shape, Spec
 
 Tensor = torch.Tensor
@@ -585,6 +585,42 @@ class MultiAndTriple(Spec[MultiAndMaterial]):
 
 
 # ---- comparisons -----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class MaskBitsMaterial:
+    rows: Tensor  # (variants, 64, words): XOR shares of bit i of factor * M_v in row i, per variant v
+
+
+@dataclass(frozen=True)
+class MaskBits(Spec[MaskBitsMaterial]):
+    """The bits of a mask the dealer knows, times a factor, XOR-shared and bit-sliced (row i
+    packs bit i of every element, 64 to a word), one set of rows per variant of the mask. For
+    a comparison of x = p + factor M with p public (x a truncation's output: its Opening):
+    the generate and propagate bits of p + factor M, p AND bits(factor M) and p XOR
+    bits(factor M), are then local, and the private AND's round that makes them from two
+    private shares is saved (ops.segments.threshold_bits)."""
+
+    kind: ClassVar[str] = "mask_bits"
+    Material: ClassVar[type] = MaskBitsMaterial
+    dependent: ClassVar[tuple[str, ...]] = ("rows",)
+    xor: ClassVar[frozenset[str]] = frozenset({"rows"})
+
+    mask: MaskRef
+    factor: int
+
+    def shapes(self):
+        return {"rows": (self.mask.spec.variants, 64, bits_to_words(math.prod(self.mask.shape)))}
+
+    def linked(self):
+        return {"m": _mask_link(self.mask)}
+
+    def dependent_values(self, free):
+        parts = _mask_parts(self.mask, free["m"])
+        base = parts.base.reshape(-1)
+        variants = [base] if parts.step is None else [base, base + (parts.step.reshape(-1) << (64 - parts.bits))]
+        return {"rows": torch.stack([bit_slice(v * self.factor, 64) for v in variants])}
+
+
 
 @dataclass(frozen=True)
 class SignKeyMaterial:

@@ -29,10 +29,13 @@ import torch
 
 from mpcrt import ring
 from mpcrt.binary import BinaryShare
+from mpcrt.dealer.kinds import MaskBits
+from mpcrt.dealer.packing import bit_slice, pack_bits
+from mpcrt.dealer.request import Request
 from mpcrt.ops.bitpoly import ONE, ZERO, Poly, Rows, prefix, radices, times, xor
 from mpcrt.ops.boolean import and_private
-from mpcrt.ops.compare import bit_slice
-from mpcrt.shares import ArithmeticShare
+from mpcrt.scope import op_label
+from mpcrt.shares import ArithmeticShare, Opening
 
 BITS = 64
 
@@ -50,14 +53,24 @@ def powers_of_two(breakpoints: Sequence[float], frac_bits: int) -> tuple[int, in
 
 async def leading_onehot(x: ArithmeticShare, s: int, t: int) -> BinaryShare:
     """Packed XOR-shared one-hot rows, shape (t - s + 2, words): [x < 2^s], then
-    [2^i <= x < 2^(i+1)] for i = s..t-1, then [x >= 2^t] (x a signed ring integer)."""
-    party = x.party
-    bits = bit_slice(x.value.reshape(-1), BITS)
-    words = bits.shape[1]
-    g, opened = await and_private(party, bits[:-1], (BITS - 1, words), (BITS - 1, words), list(range(BITS - 1)))
-    rows = Rows(party, opened)
-    gen = [rows.fresh(g.value[k]) for k in range(BITS - 1)]
-    prop = [rows.known_row(k, bits[k]) for k in range(BITS - 1)] + [rows.fresh(bits[-1])]
+    [2^i <= x < 2^(i+1)] for i = s..t-1, then [x >= 2^t] (x a signed ring integer). Where x
+    is public up to a mask the dealer knows (x = p + factor M), the sum is p + factor M: the
+    generate and propagate bits p AND M, p XOR M come from the mask's bits (mask_bit_rows),
+    no private AND round, and the propagate bits are then fresh variables, not known ones."""
+    party, opening = x.party, x.opening
+    if opening is not None:
+        a = bit_slice(opening.public.reshape(-1), BITS)  # public
+        b = await mask_bit_rows(party, opening)  # this party's XOR share
+        rows = Rows(party)
+        gen = [rows.fresh(a[k] & b[k]) for k in range(BITS - 1)]
+        prop = [rows.fresh(a[k] ^ b[k] if party.id == 0 else b[k]) for k in range(BITS)]
+    else:
+        bits = bit_slice(x.value.reshape(-1), BITS)
+        words = bits.shape[1]
+        g, opened = await and_private(party, bits[:-1], (BITS - 1, words), (BITS - 1, words), list(range(BITS - 1)))
+        rows = Rows(party, opened)
+        gen = [rows.fresh(g.value[k]) for k in range(BITS - 1)]
+        prop = [rows.known_row(k, bits[k]) for k in range(BITS - 1)] + [rows.fresh(bits[-1])]
     z = [ONE] + [rows.local(xor(ONE, prop[k], gen[k - 1], prop[k - 1])) for k in range(1, BITS)]
     carry, (high_g, high_p), suffix, zero_above = await _networks(rows, gen, prop, z, s, t)
     equal = {i: rows.local(xor(ONE, carry[i], prop[i])) for i in range(s, t + 1)}  # [C_i = P_i]
@@ -68,6 +81,18 @@ async def leading_onehot(x: ArithmeticShare, s: int, t: int) -> BinaryShare:
                                *(times(inside, xor(q[i + 1], q[i])) for i in range(s, t)),
                                xor(non_negative, inside)])
     return BinaryShare(party, torch.stack(out))
+
+
+async def mask_bit_rows(party, opening: Opening) -> torch.Tensor:
+    """This party's XOR share of the bit rows (64, words) of factor M for x = p + factor M
+    (x's Opening): the dealer's rows of each variant of the mask (kind MaskBits), each
+    element's variant picked by its public bit. No round: the comparisons of a masked
+    share read these where two private shares need a private AND."""
+    with op_label("mask_bits"):
+        bits = await party.dealer.get(Request(party.next_id(), MaskBits(opening.source, opening.factor)))
+    if opening.variant is None:
+        return bits.rows[0]
+    return bits.rows[0] ^ ((bits.rows[0] ^ bits.rows[1]) & pack_bits(opening.variant.reshape(-1)))
 
 
 async def _networks(rows: Rows, gen: list[Poly], prop: list[Poly], z: list[Poly], s: int, t: int

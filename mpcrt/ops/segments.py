@@ -38,10 +38,11 @@ import torch
 
 from mpcrt import ring
 from mpcrt.binary import BinaryShare
+from mpcrt.dealer.packing import bit_slice
 from mpcrt.ops.boolean import and_, and_private, bit_to_arith
 from mpcrt.ops.carry import CarryGroup, OpenedRowGroups, reduce_carries
-from mpcrt.ops.compare import below_dcf, bit_slice, is_non_negative
-from mpcrt.ops.leading import leading_onehot, powers_of_two
+from mpcrt.ops.compare import below_dcf, is_non_negative
+from mpcrt.ops.leading import leading_onehot, mask_bit_rows, powers_of_two
 from mpcrt.ops.policy import leading_pays, segment_method
 from mpcrt.scope import op_label
 from mpcrt.shares import ArithmeticShare, public_share, stack
@@ -92,7 +93,10 @@ def _check_increasing(breakpoints: Sequence[float]) -> None:
 
 async def threshold_bits(x: ArithmeticShare, breakpoints: Sequence[float]) -> BinaryShare:
     """Packed XOR-shared rows [x >= t_j], shape (m, words), by the tree: rows 0 and m - 1
-    exact for every x, the inner ones only where t_1 <= x < t_m (elsewhere meaningless)."""
+    exact for every x, the inner ones only where t_1 <= x < t_m (elsewhere meaningless).
+    Where x is public up to a mask the dealer knows (a truncation's output), the sum is
+    p + factor M instead of x_0 + x_1: its generate and propagate bits come from the mask's
+    bits (dealer kind MaskBits) with no round of their own."""
     _check_increasing(breakpoints)
     thresholds = [ring.encode_constant(t, x.frac_bits) for t in breakpoints]
     party = x.party
@@ -101,38 +105,43 @@ async def threshold_bits(x: ArithmeticShare, breakpoints: Sequence[float]) -> Bi
     taus = [t >> v for t in thresholds]
     outer_w = 64 - v
     inner_w = min(outer_w, 1 + max(1, taus[-1] - taus[0] - 1).bit_length())
-
-    share = x.value.reshape(-1)
-    low, high = share & _mask(v), share >> v
     ow, iw, inner_count = outer_w - 1, inner_w - 1, max(m - 2, 0)
-    # party 0 holds a_j = H_0 - tau_j, party 1 b = H_1; both are summed with the carry c.
-    # Party 0 bit-slices a_1 and a_m; the inner a_j follow from a_1 by subtracting public
-    # constants on the bit rows. Party 1 bit-slices b once: its low bits serve every a_j.
-    # Rows: the prefix's v, then the outer comparisons' ow each (first, last), then the inner ones' iw each.
-    if party.id == 0:
-        outer = [high - taus[0]] + ([high - taus[-1]] if m > 1 else [])
-        sliced = _slice_fields([(low, v)] + [(value & _mask(outer_w), outer_w) for value in outer])
-        words = sliced[1].shape[1]
-        outer_rows = torch.stack(sliced[1:])  # (1 or 2, outer_w, words)
-        inner_rows = _minus_public(sliced[1][:inner_w], [tau - taus[0] for tau in taus[1:-1]])
-        mine = torch.cat([sliced[0], outer_rows[:, :ow].reshape(-1, words), inner_rows[:, :iw].reshape(-1, words)])
-        tops = torch.cat([outer_rows[:, -1], inner_rows[:, -1]])
-    else:
-        sliced = _slice_fields([(low, v), (high & _mask(outer_w), outer_w)])
-        words = sliced[1].shape[1]
-        mine = torch.cat([sliced[0], sliced[1][:ow]])
-        tops = torch.stack([sliced[1][outer_w - 1]] * min(m, 2) + [sliced[1][inner_w - 1]] * inner_count)
-    # generate bits a_i and b_i: each party masks and sends its own rows once; propagate
-    # bits a_i xor b_i: each party's own rows are its XOR share
+    # The sum a + b, compared with each T_j: a_j = H_a - tau_j and b = H_b, summed with the
+    # carry of the low parts. a's rows: the prefix's v, then the outer comparisons' ow each
+    # (first, last), then the inner ones' iw each; the inner a_j follow from a_1 by
+    # subtracting public constants on the bit rows. b's rows (its low bits, then its high
+    # part's) serve every a_j.
     outer_index = [v + i for i in range(ow)]
     index = list(range(v)) + outer_index * min(m, 2) + outer_index[:iw] * inner_count
-    generate, opened = await and_private(party, mine, (len(index), words), (v + ow, words), index)
-    g, p = generate.value, mine if party.id == 0 else mine[index]  # p: public up to a mask already (opened)
+    opening = x.opening
+    if opening is not None:  # a = p, public; b = factor M, XOR-shared bits from the dealer
+        a_rows, a_tops = _minuend_rows(opening.public.reshape(-1), v, taus, outer_w, inner_w)
+        b = await mask_bit_rows(party, opening)
+        b_index = b[:v + ow][index]
+        words = b.shape[1]
+        g = a_rows & b_index  # generate a_i b_i, propagate a_i xor b_i: XOR shares, a public
+        p = a_rows ^ b_index if party.id == 0 else b_index
+        b_tops = torch.stack([b[v + outer_w - 1]] * min(m, 2) + [b[v + inner_w - 1]] * inner_count)
+        tops = a_tops ^ b_tops if party.id == 0 else b_tops
+        opened = None
+    else:  # party 0 holds a, party 1 b: each party's share
+        share = x.value.reshape(-1)
+        if party.id == 0:
+            mine, tops = _minuend_rows(share, v, taus, outer_w, inner_w)
+        else:
+            sliced = _slice_fields([(share & _mask(v), v), ((share >> v) & _mask(outer_w), outer_w)])
+            mine = torch.cat([sliced[0], sliced[1][:ow]])
+            tops = torch.stack([sliced[1][outer_w - 1]] * min(m, 2) + [sliced[1][inner_w - 1]] * inner_count)
+        words = mine.shape[1]
+        # generate bits a_i and b_i: each party masks and sends its own rows once; propagate
+        # bits a_i xor b_i: each party's own rows are its XOR share
+        generate, opened = await and_private(party, mine, (len(index), words), (v + ow, words), index)
+        g, p = generate.value, mine if party.id == 0 else mine[index]  # p: public up to a mask already (opened)
     cut = [v, v + min(m, 2) * ow, len(index)]
 
     def group(start: int, stop: int, shape: tuple[int, ...]) -> CarryGroup:
-        return CarryGroup(g[start:stop].reshape(shape), p[start:stop].reshape(shape),
-                          OpenedRowGroups.of(opened, start, stop, shape))
+        known = None if opened is None else OpenedRowGroups.of(opened, start, stop, shape)
+        return CarryGroup(g[start:stop].reshape(shape), p[start:stop].reshape(shape), known)
 
     prefix = group(0, v, (1, v, words)) if v > 0 else None
     groups = [group(cut[0], cut[1], (-1, ow, words))]
@@ -142,6 +151,21 @@ async def threshold_bits(x: ArithmeticShare, breakpoints: Sequence[float]) -> Bi
     carries = torch.cat([grp.g[:, 0] for grp in groups])  # first, last, then the inner ones
     order = [0, *range(2, m), 1] if m > 1 else [0]  # back to the breakpoints' order
     return ~BinaryShare(party, (carries ^ tops)[order])  # each party folds in its own top bits; x >= T_j: sign 0
+
+
+def _minuend_rows(value: torch.Tensor, v: int, taus: list[int], outer_w: int, inner_w: int
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rows of a_j = H - tau_j (threshold_bits' order: the low v bits, the outer
+    comparisons' ow each, the inner ones' iw each) and their top bits, from the value a."""
+    m, ow, iw = len(taus), outer_w - 1, inner_w - 1
+    low, high = value & _mask(v), value >> v
+    outer = [high - taus[0]] + ([high - taus[-1]] if m > 1 else [])
+    sliced = _slice_fields([(low, v)] + [(h & _mask(outer_w), outer_w) for h in outer])
+    words = sliced[1].shape[1]
+    outer_rows = torch.stack(sliced[1:])  # (1 or 2, outer_w, words)
+    inner_rows = _minus_public(sliced[1][:inner_w], [tau - taus[0] for tau in taus[1:-1]])
+    rows = torch.cat([sliced[0], outer_rows[:, :ow].reshape(-1, words), inner_rows[:, :iw].reshape(-1, words)])
+    return rows, torch.cat([outer_rows[:, -1], inner_rows[:, -1]])
 
 
 def pick(onehot: ArithmeticShare, values: Sequence[float] | Sequence[Sequence[float]], bits: int) -> torch.Tensor:

@@ -125,11 +125,13 @@ async def second_step_rounds(party) -> int:
     return rounds
 
 
-def test_a_small_step_takes_151_rounds_with_its_material_fetched_ahead():
+def test_a_small_step_takes_149_rounds_with_its_material_fetched_ahead():
     """docs/BENCHMARKS.md's count, as a training job streams its material: a guard against
-    rounds creeping back (issue 20 asks for 150). On loopback the generator's two batch
-    norms (16,384 and 32,768 elements) take gamma / std first (ops.policy.GAIN_FUSION: the
-    fusion's truncation per element costs more than its round there): 149 with it."""
+    rounds creeping back (issue 20 asks for at most 150). The generator's tanh and the
+    discriminator's Adam compare truncations' outputs by their masks' bits (kind MaskBits:
+    no private AND round). On loopback the generator's two batch norms (16,384 and 32,768
+    elements) take gamma / std first (ops.policy.GAIN_FUSION: the fusion's truncation per
+    element costs more than its round there): 147 with it."""
     import mpcrt
 
-    assert mpcrt.run_local(second_step_rounds, offline=True, timeout=120) == (151, 151)
+    assert mpcrt.run_local(second_step_rounds, offline=True, timeout=120) == (149, 149)

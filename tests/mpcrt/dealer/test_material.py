@@ -14,6 +14,7 @@ from mpcrt.dealer import material
 from mpcrt.dealer.kinds import (
     AndTriple,
     BeaverTriple,
+    MaskBits,
     MaskedProduct,
     MaskedTimesBit,
     OpeningMask,
@@ -26,7 +27,7 @@ from mpcrt.dealer.kinds import (
     logical_shift,
 )
 from mpcrt.dealer.material import answer, corrected_party, derive, is_xor
-from mpcrt.dealer.packing import unpack_bits
+from mpcrt.dealer.packing import bit_slice, unpack_bits
 from mpcrt.dealer.request import MaskRef, Request
 
 SEED0, SEED1 = prg.derive_key(b"seed0"), prg.derive_key(b"seed1")
@@ -255,6 +256,21 @@ def test_masked_times_bit_of_every_variant():
         for i in picks[:3 if len(variants) == 2 else 1]:
             got = expanded(request).combine(i if len(variants) == 2 else None, None)
             assert torch.equal(got, torch.where(i, variants[-1], variants[0]) * rho)
+
+
+@pytest.mark.parametrize("factor", [1, -1, 3])
+def test_mask_bits_are_the_bits_of_each_variant_times_the_factor(factor):
+    """The two parties' rows XOR to the bit rows of factor * M for each variant of the mask;
+    each party's rows alone are its seed's pad or a correction under the other's pad."""
+    for mask in (Request((1,), TruncationPair((70,), 16)), Request((1,), OpeningMask((70,)))):
+        request = Request((2,), MaskBits(MaskRef(mask, (70,)), factor))
+        rows = reconstruct(request)["rows"]
+        variants = _variants(mask, (70,))
+        assert rows.shape == (len(variants), 64, 2)
+        for got, variant in zip(rows, variants, strict=True):
+            assert torch.equal(got, bit_slice(variant * factor, 64))
+        one, other = shares(request, 0)["rows"], shares(request, 1)["rows"]
+        assert not torch.equal(one, rows) and not torch.equal(other, rows)
 
 
 @pytest.mark.parametrize(("bits", "dtype"), [(1, torch.int8), (8, torch.int8), (12, torch.int16), (16, torch.int16),

@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from mpcrt.binary import BinaryShare
+from mpcrt.dealer.packing import bit_slice
 from mpcrt.ops import bitpoly
 from mpcrt.ops.bitpoly import ONE, ZERO, Rows, times, xor
 from mpcrt.ops.boolean import and_private
-from mpcrt.ops.compare import bit_slice
 from tests.conftest import run_pair
 
 WORDS = 4

@@ -6,9 +6,8 @@ import pytest
 import torch
 
 from mpcrt import BinaryShare
-from mpcrt.dealer.packing import pack_bits
+from mpcrt.dealer.packing import bit_slice, pack_bits
 from mpcrt.ops.carry import CarryGroup, reduce_carries
-from mpcrt.ops.compare import bit_slice
 from tests.conftest import run_pair
 
 

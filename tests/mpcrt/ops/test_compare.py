@@ -6,8 +6,7 @@ import pytest
 import torch
 
 from mpcrt import ops
-from mpcrt.dealer.packing import unpack_bits
-from mpcrt.ops.compare import bit_slice
+from mpcrt.dealer.packing import bit_slice, unpack_bits
 from tests.conftest import run_pair
 
 ULP = 2.0 ** -16

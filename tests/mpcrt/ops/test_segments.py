@@ -8,6 +8,7 @@ import torch
 
 from mpcrt.ops import segments
 from mpcrt.ops.segments import segment_onehot
+from mpcrt.ops.truncation import truncate
 from mpcrt.shares import ArithmeticShare
 from tests.conftest import run_pair
 from transports import PRESETS
@@ -66,6 +67,55 @@ async def test_exact_placement_by_the_leading_one(breakpoints):
     wan = [{"network": PRESETS["wan"]}] * 2  # declared only (no delay here): the leading one pays there
     for got in await run_pair(place, values, breakpoints, "tree", timeout=60, party_options=wan):
         assert torch.equal(got.round().long(), expected(values, breakpoints))
+
+
+async def place_masked(party, values: torch.Tensor, breakpoints, factor: int):
+    """The one-hot of x = factor * y for y a truncation's output (public up to a mask the
+    dealer knows, its two variants mixed), and the rounds it took; then the same for x as
+    plain shares. For masked x the tree reads the mask's bits (kind MaskBits), no private AND."""
+    mask = torch.randint(-(2 ** 63), 2 ** 63 - 1, values.shape, generator=torch.Generator().manual_seed(9))
+    raw = ArithmeticShare(party, (values << 8) - mask if party.id == 0 else mask, F + 8, torch.float64)
+    y = await truncate(raw, 8)  # y = values, masked
+    x = y * factor
+    assert x.opening is not None and x.opening.factor == factor
+    assert 0 < int(x.opening.variant.sum()) < len(values)  # both variants
+    asked: list[str] = []
+    get = party.dealer.get
+
+    async def noting(request):
+        asked.append(request.kind)
+        return await get(request)
+
+    party.dealer.get = noting
+    out = []
+    for share in (x, ArithmeticShare(party, x.value.clone(), F, torch.float64)):  # masked, then plain
+        before = party.stats.rounds
+        onehot = await segment_onehot(share.reshape(-1, 1), breakpoints, "tree")
+        rounds = party.stats.rounds - before
+        out.append((torch.stack([await s.reveal() for s in onehot]).reshape(len(breakpoints) + 1, -1), rounds))
+        asked.append("|")
+    party.dealer.get = get
+    return out, asked
+
+
+@pytest.mark.parametrize(("breakpoints", "network"), [(c, None) for c in CASES if c not in POWERS_OF_TWO]
+                         + [(c, "wan") for c in POWERS_OF_TWO])  # declared wan: the leading one
+@pytest.mark.parametrize("factor", [1, -1, 3])
+async def test_exact_placement_of_a_masked_share_by_its_mask_bits(breakpoints, network, factor):
+    """As the tree (or the leading one) on plain shares, for inputs public up to a mask (a
+    truncation's output, or a multiple of one): every breakpoint exact, one round fewer (no
+    private AND), the mask's bits asked for instead."""
+    values = ring_inputs(breakpoints)
+    values = values[values.abs() < 2 ** 50] // factor  # x = factor * values: in the truncation's range
+    options = [{"network": PRESETS[network]}] * 2 if network else None
+    for (masked, plain), asked in await run_pair(place_masked, values, breakpoints, factor, timeout=60,
+                                                 party_options=options):
+        for got, _ in (masked, plain):
+            assert torch.equal(got.round().long(), expected(values * factor, breakpoints))
+        assert masked[1] == plain[1] - 1
+        first, second = " ".join(asked).split("|")[:2]
+        assert "mask_bits" in first and "private_and" not in first
+        assert "mask_bits" not in second and "private_and" in second
 
 
 async def dcf_cost(party, values: torch.Tensor, breakpoints):
