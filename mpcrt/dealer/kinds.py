@@ -621,7 +621,6 @@ class MaskBits(Spec[MaskBitsMaterial]):
         return {"rows": torch.stack([bit_slice(v * self.factor, 64) for v in variants])}
 
 
-
 @dataclass(frozen=True)
 class SignKeyMaterial:
     r: Tensor  # masks x for its opening
