@@ -227,7 +227,7 @@ async def open_inputs(party, x: torch.Tensor, terms: tuple[tuple[int, ...], ...]
         m = await party.dealer.get(Request(mid, spec))
         if known is None:  # every row opened (the common case: no gathers, no copies)
             (e_peer,) = await party.exchange([x ^ m.a], mid=mid)
-            return e_peer.bitwise_xor_(x).bitwise_xor_(m.a), m.a, m.c
+            return torch.bitwise_xor(e_peer, x).bitwise_xor_(m.a), m.a, m.c  # the peer's frame stays as it came
         fresh = [i for i in range(len(x)) if i not in known.rows]
         e_mine = x[fresh] ^ m.a[fresh]
         (e_peer,) = await party.exchange([e_mine], mid=mid)
