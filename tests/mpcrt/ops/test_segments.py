@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from mpcrt.ops import segments
+from mpcrt.ops.products import open_masked
 from mpcrt.ops.segments import segment_onehot
 from mpcrt.ops.truncation import truncate
 from mpcrt.shares import ArithmeticShare
@@ -116,6 +117,22 @@ async def test_exact_placement_of_a_masked_share_by_its_mask_bits(breakpoints, n
         first, second = " ".join(asked).split("|")[:2]
         assert "mask_bits" in first and "private_and" not in first
         assert "mask_bits" not in second and "private_and" in second
+
+
+async def place_opened(party, values: torch.Tensor, breakpoints):
+    """The one-hot of x opened ahead under a fresh mask (one variant: ops.open_masked)."""
+    mask = torch.randint(-(2 ** 63), 2 ** 63 - 1, values.shape, generator=torch.Generator().manual_seed(5))
+    x = await open_masked(ArithmeticShare(party, values - mask if party.id == 0 else mask, F, torch.float64))
+    assert x.opening is not None and x.opening.variant is None
+    onehot = await segment_onehot(x.reshape(-1, 1), breakpoints, "tree")
+    return torch.stack([await s.reveal() for s in onehot]).reshape(len(breakpoints) + 1, -1)
+
+
+@pytest.mark.parametrize("breakpoints", [CASES[0], CASES[5], CASES[6]])
+async def test_exact_placement_of_a_share_opened_under_one_mask(breakpoints):
+    values = ring_inputs(breakpoints)
+    for got in await run_pair(place_opened, values, breakpoints, timeout=60):
+        assert torch.equal(got.round().long(), expected(values, breakpoints))
 
 
 async def dcf_cost(party, values: torch.Tensor, breakpoints):
