@@ -49,6 +49,7 @@ import mpcrt
 from bench.arith import in_party_process
 from bench.transport import machine, network_spec, pin_to_core, text_table
 from gan import optim
+from gan.cli import non_negative_int
 from gan.step import train_step
 from gan.train import TrainConfig, initial_models
 from mpcrt import ring
@@ -272,7 +273,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, help="timed repeats per workload (default: each workload's own)")
     parser.add_argument("--only", help="semicolon-separated substrings of workload names")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
-    parser.add_argument("--dealer-workers", type=int, default=0, metavar="N",
+    parser.add_argument("--dealer-workers", type=non_negative_int, default=0, metavar="N",
                         help="processes that make the dealer's material (default 0: the dealer's own)")
     args = parser.parse_args(argv)
     networks = {"both": ("loopback", "wan"), "all": ("loopback", "lan", "wan", "mobile")}.get(

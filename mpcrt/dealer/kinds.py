@@ -618,7 +618,7 @@ class MaskBits(Spec[MaskBitsMaterial]):
         parts = _mask_parts(self.mask, free["m"])
         base = parts.base.reshape(-1)
         variants = [base] if parts.step is None else [base, base + (parts.step.reshape(-1) << (64 - parts.bits))]
-        return {"rows": torch.stack([bit_slice(v * self.factor, 64) for v in variants])}
+        return {"rows": torch.stack([bit_slice(v if self.factor == 1 else v * self.factor, 64) for v in variants])}
 
 
 @dataclass(frozen=True)

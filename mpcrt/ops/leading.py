@@ -35,7 +35,7 @@ from mpcrt.dealer.request import Request
 from mpcrt.ops.bitpoly import ONE, ZERO, Poly, Rows, prefix, radices, times, xor
 from mpcrt.ops.boolean import and_private
 from mpcrt.scope import op_label
-from mpcrt.shares import ArithmeticShare, Opening
+from mpcrt.shares import ArithmeticShare, Opening, xor_public
 
 BITS = 64
 
@@ -63,7 +63,7 @@ async def leading_onehot(x: ArithmeticShare, s: int, t: int) -> BinaryShare:
         b = await mask_bit_rows(party, opening)  # this party's XOR share
         rows = Rows(party)
         gen = [rows.fresh(a[k] & b[k]) for k in range(BITS - 1)]
-        prop = [rows.fresh(a[k] ^ b[k] if party.id == 0 else b[k]) for k in range(BITS)]
+        prop = [rows.fresh(xor_public(party.id, b[k], a[k])) for k in range(BITS)]
     else:
         bits = bit_slice(x.value.reshape(-1), BITS)
         words = bits.shape[1]

@@ -45,7 +45,7 @@ from mpcrt.ops.compare import below_dcf, is_non_negative
 from mpcrt.ops.leading import leading_onehot, mask_bit_rows, powers_of_two
 from mpcrt.ops.policy import leading_pays, segment_method
 from mpcrt.scope import op_label
-from mpcrt.shares import ArithmeticShare, public_share, stack
+from mpcrt.shares import ArithmeticShare, public_share, stack, xor_public
 
 
 async def segment_onehot(x: ArithmeticShare, breakpoints: Sequence[float], method: str | None = None
@@ -120,9 +120,9 @@ async def threshold_bits(x: ArithmeticShare, breakpoints: Sequence[float]) -> Bi
         b_index = b[:v + ow][index]
         words = b.shape[1]
         g = a_rows & b_index  # generate a_i b_i, propagate a_i xor b_i: XOR shares, a public
-        p = a_rows ^ b_index if party.id == 0 else b_index
+        p = xor_public(party.id, b_index, a_rows)
         b_tops = torch.stack([b[v + outer_w - 1]] * min(m, 2) + [b[v + inner_w - 1]] * inner_count)
-        tops = a_tops ^ b_tops if party.id == 0 else b_tops
+        tops = xor_public(party.id, b_tops, a_tops)
         opened = None
     else:  # party 0 holds a, party 1 b: each party's share
         share = x.value.reshape(-1)
