@@ -163,7 +163,10 @@ async def measure_batch_norm(party, shape):
     before = snapshot(party)
     await ops.batch_norm(x, stats[2], stats[3], stats[0], stats[1], training=True, method="tree")
     count = math.prod(shape) // c
-    variables = {"n": math.prod(shape), "c": c, "wc": math.ceil(c / 64), "np2": int(count & (count - 1) != 0)}
+    power = count & (count - 1) == 0  # the variance's division by count: its last truncation's bits (ops.scale)
+    f = party.frac_bits
+    variables = {"n": math.prod(shape), "c": c, "wc": math.ceil(c / 64), "np2": int(not power),
+                 "vb": f - 12 + count.bit_length() - 1 if power else f + 4}
     return tuple(a - b for a, b in zip(snapshot(party), before, strict=True)), variables
 
 

@@ -588,7 +588,8 @@ class MultiAndTriple(Spec[MultiAndMaterial]):
 
 @dataclass(frozen=True)
 class MaskBitsMaterial:
-    rows: Tensor  # (variants, 64, words): XOR shares of bit i of factor * M_v in row i, per variant v
+    rows: Tensor  # (64, words): XOR shares of bit i of factor * M_0 in row i
+    top: Tensor | None  # (bits, words): the top `bits` rows of factor * M_1 (None: one variant)
 
 
 @dataclass(frozen=True)
@@ -598,18 +599,21 @@ class MaskBits(Spec[MaskBitsMaterial]):
     a comparison of x = p + factor M with p public (x a truncation's output: its Opening):
     the generate and propagate bits of p + factor M, p AND bits(factor M) and p XOR
     bits(factor M), are then local, and the private AND's round that makes them from two
-    private shares is saved (ops.segments.threshold_bits)."""
+    private shares is saved (ops.segments.threshold_bits). A truncation's two masks differ by
+    a multiple of 2^(64 - bits), and so do their multiples: the second variant's low rows
+    are the first's, and only its top `bits` rows are sent (80 rows for 16 bits, not 128)."""
 
     kind: ClassVar[str] = "mask_bits"
     Material: ClassVar[type] = MaskBitsMaterial
-    dependent: ClassVar[tuple[str, ...]] = ("rows",)
-    xor: ClassVar[frozenset[str]] = frozenset({"rows"})
+    dependent: ClassVar[tuple[str, ...]] = ("rows", "top")
+    xor: ClassVar[frozenset[str]] = frozenset({"rows", "top"})
 
     mask: MaskRef
     factor: int
 
     def shapes(self):
-        return {"rows": (self.mask.spec.variants, 64, bits_to_words(math.prod(self.mask.shape)))}
+        words = bits_to_words(math.prod(self.mask.shape))
+        return {"rows": (64, words), "top": (self.mask.spec.mask_bits, words) if self.mask.spec.variants == 2 else NONE}
 
     def linked(self):
         return {"m": _mask_link(self.mask)}
@@ -617,8 +621,17 @@ class MaskBits(Spec[MaskBitsMaterial]):
     def dependent_values(self, free):
         parts = _mask_parts(self.mask, free["m"])
         base = parts.base.reshape(-1)
-        variants = [base] if parts.step is None else [base, base + (parts.step.reshape(-1) << (64 - parts.bits))]
-        return {"rows": torch.stack([bit_slice(v if self.factor == 1 else v * self.factor, 64) for v in variants])}
+        rows = bit_slice(self._times_factor(base), 64)
+        if parts.step is None:
+            return {"rows": rows, "top": _absent()}
+        other = self._times_factor(base + (parts.step.reshape(-1) << (64 - parts.bits)))
+        return {"rows": rows, "top": bit_slice(other, 64)[64 - parts.bits:]}
+
+    def _times_factor(self, mask: Tensor) -> Tensor:
+        return mask if self.factor == 1 else mask * self.factor
+
+    def prepare(self, parts, party_id):
+        return MaskBitsMaterial(parts["rows"], parts["top"] if parts["top"].numel() else None)
 
 
 @dataclass(frozen=True)

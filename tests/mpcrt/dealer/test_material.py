@@ -260,15 +260,22 @@ def test_masked_times_bit_of_every_variant():
 
 @pytest.mark.parametrize("factor", [1, -1, 3])
 def test_mask_bits_are_the_bits_of_each_variant_times_the_factor(factor):
-    """The two parties' rows XOR to the bit rows of factor * M for each variant of the mask;
-    each party's rows alone are its seed's pad or a correction under the other's pad."""
+    """The two parties' rows XOR to the bit rows of factor * M for the mask's first variant,
+    and the top rows to the second's top `bits` rows, its low rows being the first's (a
+    truncation's two masks differ by a multiple of 2^(64 - bits)); each party's rows alone
+    are its seed's pad or a correction under the other's pad."""
     for mask in (Request((1,), TruncationPair((70,), 16)), Request((1,), OpeningMask((70,)))):
         request = Request((2,), MaskBits(MaskRef(mask, (70,)), factor))
-        rows = reconstruct(request)["rows"]
+        made = reconstruct(request)
+        rows, top = made["rows"], made["top"]
         variants = _variants(mask, (70,))
-        assert rows.shape == (len(variants), 64, 2)
-        for got, variant in zip(rows, variants, strict=True):
-            assert torch.equal(got, bit_slice(variant * factor, 64))
+        assert rows.shape == (64, 2) and torch.equal(rows, bit_slice(variants[0] * factor, 64))
+        if len(variants) == 2:
+            second = bit_slice(variants[1] * factor, 64)
+            assert top.shape == (16, 2) and torch.equal(top, second[48:])
+            assert torch.equal(second[:48], rows[:48])
+        else:
+            assert top.numel() == 0
         one, other = shares(request, 0)["rows"], shares(request, 1)["rows"]
         assert not torch.equal(one, rows) and not torch.equal(other, rows)
 
