@@ -87,6 +87,8 @@ class MaterialStream:
         self._plan_path: MessageId | None = None  # its scope path (None: no iteration ran yet)
         self._repeats = False  # whether the last two iterations asked for the same
         self._ahead: dict[int, list[Request]] = {}  # key -> the requests fetched for it
+        self._ahead_from: dict[int, tuple[list[Request], MessageId]] = {}  # key -> (plan, path) they were moved to
+        self._alike: list[list[Request]] = []  # the last plans, each the one before it moved (the last is _plan)
         self._tasks: set[asyncio.Task] = set()
         self.peak_held = 0  # most iterations' material held at once, the running one's included (<= window + 1)
 
@@ -107,8 +109,13 @@ class MaterialStream:
                 self.party.stats.offline.unused += unused
                 self._forget(key, planned)
         if self._plan_path is not None:
-            expected = {r.moved(self._plan_path, scope.path) for r in self._plan}
+            source, path = self._ahead_from.pop(key, (None, None))
+            if path == scope.path and any(source is alike for alike in self._alike):
+                expected = set(planned)  # fetched as a plan like the last one, moved here: the same requests
+            else:
+                expected = {r.moved(self._plan_path, scope.path) for r in self._plan}
             self._repeats = expected == set(plan)
+        self._alike = [*self._alike[-self.window - 1:], plan] if self._repeats else [plan]
         self._plan, self._plan_path = plan, scope.path
         self._schedule(key, scope.path)
 
@@ -124,18 +131,20 @@ class MaterialStream:
             later_path = (*path[:-1], later)
             requests = [r.moved(self._plan_path, later_path) for r in self._plan]  # type: ignore[arg-type]
             self._ahead[later] = requests
-            self._plan_batches(later, requests)
+            self._ahead_from[later] = (self._plan, later_path)
+            self._plan_batches(later, requests, [held_bytes(r) for r in self._plan])
         self.peak_held = max(self.peak_held, len(self._ahead))
         self._pump()
 
-    def _plan_batches(self, key: int, requests: list[Request]) -> None:
-        """Split an iteration's requests into batches of about chunk_bytes, marked as coming."""
+    def _plan_batches(self, key: int, requests: list[Request], nbytes: list[int]) -> None:
+        """Split an iteration's requests (of held_bytes nbytes: the plan's, whose specs know
+        their shapes already) into batches of about chunk_bytes, marked as coming."""
         batch: list[Request] = []
         sizes: dict[Request, int] = {}
         total = 0
-        for i, request in enumerate(requests):
+        for i, (request, size) in enumerate(zip(requests, nbytes, strict=True)):
             batch.append(request)
-            sizes[request] = held_bytes(request)
+            sizes[request] = size
             total += sizes[request]
             if total >= self.chunk_bytes or i == len(requests) - 1:
                 planned = _Batch(key, batch, total, self.party.dealer.expect(batch), sizes=sizes)

@@ -25,7 +25,7 @@ import torch
 
 from mpcrt import prg
 from mpcrt.dealer import kinds  # defines every kind (KINDS)
-from mpcrt.dealer.request import KINDS, Request
+from mpcrt.dealer.request import KINDS, Request, Spec
 
 __all__ = ["KINDS", "MaterialMaker", "Request", "answer", "answer_bytes", "answer_names", "answer_specs",
            "corrected_party", "derive", "derive_parts", "seeded", "seeded_parts", "wire_dtype"]
@@ -63,14 +63,16 @@ class _Slot:
 
 
 @functools.lru_cache(maxsize=1 << 14)
-def _layout(request: Request) -> dict[str, _Slot]:
+def _layout(spec: Spec) -> dict[str, _Slot]:
     """The components a party may derive (free and dependent, in the spec's order; empty ones
-    take no bytes), each from a block boundary of the request's one stream per seed."""
-    spec, slots, offset = request.spec, {}, 0
+    take no bytes), each from a block boundary of the request's one stream per seed. A
+    function of the spec alone: the requests of a streamed plan's iterations share it."""
+    slots, offset = {}, 0
+    widths = spec.widths()
     for name, shape in spec.shapes().items():
         if name in spec.public or not math.prod(shape):
             continue
-        slots[name] = _Slot(offset, tuple(shape), wire_dtype(request, name))
+        slots[name] = _Slot(offset, tuple(shape), _dtype_of_width(widths.get(name, 64)))
         offset += -(-slots[name].nbytes // prg.BLOCK) * prg.BLOCK
     return slots
 
@@ -79,7 +81,8 @@ def seeded_parts(request: Request, seed: bytes, names: Iterable[str]) -> dict[st
     """A party's seeded shares of some components in their wire dtypes (a narrow component's
     low bits only), cut from one AES-CTR stream under `seed`, named by the whole request
     (Request.stream_name): each component has its own range of it, so no two share a pad."""
-    spec, layout = request.spec, _layout(request)
+    spec = request.spec
+    layout = _layout(spec)
     out = {name: torch.empty(spec.shapes()[name], dtype=torch.int64) for name in names if name not in layout}
     slots = {name: layout[name] for name in names if name in layout}
     if slots:
@@ -95,8 +98,12 @@ def seeded_parts(request: Request, seed: bytes, names: Iterable[str]) -> dict[st
 def derive_parts(request: Request, seed: bytes, names: Iterable[str]) -> dict[str, torch.Tensor]:
     """A party's seeded shares of some components (free ones at both parties, dependent at the
     party not corrected), as ring elements (a narrow component's sign-extended: only its low bits matter)."""
-    return {name: values if values.dtype == torch.int64 else values.to(torch.int64)
-            for name, values in seeded_parts(request, seed, names).items()}
+    return _widened(seeded_parts(request, seed, names))
+
+
+def _widened(parts: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Seeded parts as ring elements (a narrow component's sign-extended)."""
+    return {name: values if values.dtype == torch.int64 else values.to(torch.int64) for name, values in parts.items()}
 
 
 def seeded(request: Request, seed: bytes, component: str) -> torch.Tensor:
@@ -149,13 +156,21 @@ class MaterialMaker:
             return []
         out = []
         own = None  # each party's own derivation of the free components, where needed
+        pads = None  # the other party's seeded shares of the dependent components
         if spec.free and (spec.public or (corrected and spec.dependent and not self._kept_all(request))):
-            own = [derive_parts(request, seed, spec.free) for seed in self.seeds]
+            if corrected and spec.dependent:  # the other party's stream read once for both
+                other = seeded_parts(request, self.seeds[1 - party_id], (*spec.free, *spec.dependent))
+                pads = {name: other.pop(name) for name in spec.dependent}
+                mine = derive_parts(request, self.seeds[party_id], spec.free)
+                own = [mine, _widened(other)] if party_id == 0 else [_widened(other), mine]
+            else:
+                own = [derive_parts(request, seed, spec.free) for seed in self.seeds]
         if corrected and spec.dependent:
             free = {name: self._full_value(request, name, own) for name in spec.free}
             free.update(self._linked_values(request))
             values = spec.dependent_values(free)
-            pads = seeded_parts(request, self.seeds[1 - party_id], spec.dependent)
+            if pads is None:
+                pads = seeded_parts(request, self.seeds[1 - party_id], spec.dependent)
             for name in spec.dependent:  # dependent values are fresh tensors: corrected in place
                 dtype = wire_dtype(request, name)  # a narrow component: only its low bits matter, so
                 value, pad = values[name].to(dtype), pads[name].to(dtype)  # its correction is made narrow

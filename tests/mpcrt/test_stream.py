@@ -85,6 +85,18 @@ def test_requests_outside_the_plan_are_served_and_unused_ones_dropped():
     assert all(torch.equal(a, b) for a, b in zip(reference[5:], outs[5:], strict=True))
 
 
+@pytest.mark.parametrize(("window", "streamed"), [(1, [3, 4, 5, 6, 8, 9]), (2, [3, 4, 5, 6, 7, 8, 9])])
+def test_a_stream_goes_on_after_an_iteration_unlike_the_others(window, streamed):
+    """Iteration 5 asks for more than the plan: 6 was fetched ahead before (and 7 too with a
+    window of 2), then 6's plan differs from 5's, so nothing more streams until 7's and 6's
+    agree; every iteration's bits are those of material on demand."""
+    (reference, _, _), _ = run(9, None, 5, "extra")
+    (outs, stats, _), _ = run(9, window, 5, "extra")
+    assert all(torch.equal(a, b) for a, b in zip(reference, outs, strict=True))
+    per_iteration = (stats["requests"] - 2) // 9  # the extra product's own two requests
+    assert stats["ahead"] == len(streamed) * per_iteration and stats["unused"] == 0
+
+
 def test_a_step_that_differs_from_the_streamed_plan_is_a_clear_error():
     with pytest.raises(DealerError, match="not what the plan streamed ahead"):
         run(6, 1, 5, "shape")

@@ -348,7 +348,7 @@ def test_a_requests_components_are_disjoint_ranges_of_its_one_stream(request_):
     its own block-aligned range, in the wire dtype; derived alone or together, the same."""
     from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-    layout = material._layout(request_)
+    layout = material._layout(request_.spec)
     ends = sorted((slot.offset, slot.offset + slot.nbytes) for slot in layout.values())
     assert all(a_end <= b_start and b_start % 16 == 0 for (_, a_end), (b_start, _) in itertools.pairwise(ends))
     total = ends[-1][1]
