@@ -88,7 +88,7 @@ class MaterialStream:
         self._repeats = False  # whether the last two iterations asked for the same
         self._ahead: dict[int, list[Request]] = {}  # key -> the requests fetched for it
         self._ahead_from: dict[int, tuple[list[Request], MessageId]] = {}  # key -> (plan, path) they were moved to
-        self._alike: list[list[Request]] = []  # the last plans, each the one before it moved (the last is _plan)
+        self._alike: list[list[Request]] = []  # the last plans, each the one before it moved on (the last: _plan)
         self._tasks: set[asyncio.Task] = set()
         self.peak_held = 0  # most iterations' material held at once, the running one's included (<= window + 1)
 
@@ -132,19 +132,18 @@ class MaterialStream:
             requests = [r.moved(self._plan_path, later_path) for r in self._plan]  # type: ignore[arg-type]
             self._ahead[later] = requests
             self._ahead_from[later] = (self._plan, later_path)
-            self._plan_batches(later, requests, [held_bytes(r) for r in self._plan])
+            self._plan_batches(later, requests)
         self.peak_held = max(self.peak_held, len(self._ahead))
         self._pump()
 
-    def _plan_batches(self, key: int, requests: list[Request], nbytes: list[int]) -> None:
-        """Split an iteration's requests (of held_bytes nbytes: the plan's, whose specs know
-        their shapes already) into batches of about chunk_bytes, marked as coming."""
+    def _plan_batches(self, key: int, requests: list[Request]) -> None:
+        """Split an iteration's requests into batches of about chunk_bytes, marked as coming."""
         batch: list[Request] = []
         sizes: dict[Request, int] = {}
         total = 0
-        for i, (request, size) in enumerate(zip(requests, nbytes, strict=True)):
+        for i, request in enumerate(requests):
             batch.append(request)
-            sizes[request] = size
+            sizes[request] = held_bytes(request)
             total += sizes[request]
             if total >= self.chunk_bytes or i == len(requests) - 1:
                 planned = _Batch(key, batch, total, self.party.dealer.expect(batch), sizes=sizes)

@@ -86,8 +86,8 @@ async def leading_onehot(x: ArithmeticShare, s: int, t: int) -> BinaryShare:
 async def mask_bit_rows(party, opening: Opening) -> torch.Tensor:
     """This party's XOR share of the bit rows (64, words) of factor M for x = p + factor M
     (x's Opening): the dealer's rows of the mask's first variant and the top rows of its
-    second (kind MaskBits), each element's variant picked by its public bit. No round: the comparisons of a masked
-    share read these where two private shares need a private AND."""
+    second (kind MaskBits), each element's variant picked by its public bit. No round: the
+    comparisons of a masked share read these where two private shares need a private AND."""
     with op_label("mask_bits"):
         bits = await party.dealer.get(Request(party.next_id(), MaskBits(opening.source, opening.factor)))
     if opening.variant is None or bits.top is None:
