@@ -788,7 +788,24 @@ class MaskedSignKey(Spec[MaskedSignKeyMaterial]):
 @dataclass(frozen=True)
 class PieceTableMaterial:
     delta: Tensor  # XOR shares of the index's mask, (bits, words)
-    table: Tensor  # (3, n * rows): A, B and C for each element's rows (u, and the mask's variant)
+    table: Tensor  # (3, n * rows): A, B and C of the mask's first variant, each element's rows u
+    steps: Tensor | None  # (2, n * rows): what the second variant adds to A and B, in place (None: one variant)
+    cross: Tensor | None  # (n * rows): ... and to A by the steps' square, in place (None: nothing)
+
+    def pick(self, u: Tensor, variant: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+        """(A, B, C) at each element's opened index u (flat, n elements) for its mask's
+        variant (bools; None: the first): three gathers, and two more for the second variant."""
+        n = u.numel()
+        rows = self.table.shape[1] // n
+        at = torch.arange(0, n * rows, rows).add_(u.reshape(-1))
+        a, b, c = torch.index_select(self.table, 1, at)
+        if self.steps is None or variant is None:
+            return a, b, c
+        second = variant.reshape(-1).to(torch.int64)
+        da, db = torch.index_select(self.steps, 1, at).mul_(second)  # fresh: worked on in place
+        if self.cross is not None:
+            da.addcmul_(self.cross[at], second)
+        return a.add_(da), b.add_(db), c
 
 
 @dataclass(frozen=True)
@@ -806,7 +823,8 @@ class PieceTable(Spec[PieceTableMaterial]):
     N + D 2^(64 - b) (`MaskParts`) changes A by (c1 phi D + 2 c2 phi^2 N D) 2^(64 - b)
     + c2 phi^2 D^2 2^(128 - 2b) and B by 2 c2 phi D 2^(64 - b), C not at all: `steps` holds
     those two in their low b bits, `cross` the last in its low 2b - 64 (where positive).
-    `prepare` expands them into one row (A, B, C) per u and variant, variant-major."""
+    `prepare` shifts them into place; the online phase adds them only to the rows it picks
+    (PieceTableMaterial.pick), so no table per variant is ever written."""
 
     kind: ClassVar[str] = "piece_table"
     Material: ClassVar[type] = PieceTableMaterial
@@ -859,15 +877,12 @@ class PieceTable(Spec[PieceTableMaterial]):
         return {"table": table, "steps": steps, "cross": cross}
 
     def prepare(self, parts, party_id):
-        """The table as (3, n * rows): A, B and C each picked for all elements by one index_select."""
-        table, steps = parts["table"].permute(2, 0, 1), parts["steps"]  # (3, n, rows)
+        """The table as (3, n * rows), A, B and C each picked for all elements by one
+        index_select, and the second variant's steps as (2, n * rows), shifted into place."""
+        table = parts["table"].permute(2, 0, 1).reshape(3, -1)  # (3, n * rows)
+        steps, cross = parts["steps"], parts["cross"]
         if not steps.numel():
-            return PieceTableMaterial(parts["delta"], table.reshape(3, -1).contiguous())
-        rows, shift = table.shape[2], 64 - self.x.spec.mask_bits
-        out = torch.empty(3, table.shape[1], 2 * rows, dtype=table.dtype)  # filled in place: no cat
-        out[:, :, :rows] = table
-        out[:, :, rows:] = table
-        out[:2, :, rows:] += times_power(steps, shift).permute(2, 0, 1)
-        if parts["cross"].numel():
-            out[0, :, rows:] += times_power(parts["cross"], 2 * shift)
-        return PieceTableMaterial(parts["delta"], out.reshape(3, -1))
+            return PieceTableMaterial(parts["delta"], table, None, None)
+        shift = 64 - self.x.spec.mask_bits
+        return PieceTableMaterial(parts["delta"], table, times_power(steps, shift).permute(2, 0, 1).reshape(2, -1),
+                                  times_power(cross, 2 * shift).reshape(-1) if cross.numel() else None)

@@ -266,11 +266,7 @@ async def _evaluate_by_lookup(x: ArithmeticShare, masked: Awaitable[ArithmeticSh
             party.exchange([masked], mid=mid), open_bit(BinaryShare(party, g[0] ^ g[m - 1]), (n,)),
             bit_to_arith(BinaryShare(party, torch.stack([(~ge[0]).value, g[m - 1]]).reshape(-1)), 2 * g.shape[1] * 64))
     opened = masked ^ peer
-    u = unpack_index(opened, n)
-    if opening.variant is not None:
-        u = u + (opening.variant.long() << bits)
-    per_element = table.table.shape[1] // n  # table rows per element: u, and the mask's variant
-    a, b, c = torch.index_select(table.table, 1, torch.arange(0, n * per_element, per_element) + u)
+    a, b, c = table.pick(unpack_index(opened, n), opening.variant)
     p = opening.public
     with last:
         inner = await truncate(x.derived(torch.addcmul(a, p, torch.addcmul(b, p, c)), 2 * f + e), f + e)

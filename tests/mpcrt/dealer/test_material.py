@@ -177,15 +177,20 @@ def test_piece_table_rows_evaluate_the_segment_behind_each_opened_index(trunc_bi
     masks = trunc.spec.output_masks(reconstruct(trunc)["r"]) * phi  # (variant, n): x = p + phi M
     delta = sum(unpack_bits(m["delta"][i], n) << i for i in range(bits))
     assert len(set(delta.tolist())) == 1 << bits  # a uniform mask hides the index
-    rows = expanded(table_request).table.reshape(3, n, 2, 1 << bits).permute(1, 2, 3, 0)
+    table = expanded(table_request)
     p = torch.randint(-(2 ** 62), 2 ** 62, (n,))
     for variant in (0, 1):
         for u in range(1 << bits):
             segment = u ^ delta
             c = [torch.tensor([*coefficients[k], 0])[segment] for k in range(3)]
             x = p + masks[variant]
-            a, b, cc = rows[:, variant, u].unbind(1)
+            a, b, cc = table.pick(torch.full((n,), u), torch.full((n,), bool(variant)))
             assert torch.equal(a + b * p + cc * p * p, c[0] + c[1] * x + c[2] * x * x)
+    mixed = torch.arange(n) % 3 == 0  # each element its own variant, as the online phase picks
+    a, b, cc = table.pick(torch.zeros(n, dtype=torch.long), mixed)
+    x = p + torch.where(mixed, masks[1], masks[0])
+    c = [torch.tensor([*coefficients[k], 0])[delta] for k in range(3)]
+    assert torch.equal(a + b * p + cc * p * p, c[0] + c[1] * x + c[2] * x * x)
 
 
 def test_multi_and_products_are_the_and_of_every_subset():
