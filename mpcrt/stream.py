@@ -44,6 +44,15 @@ def held_bytes(request: Request) -> int:
     return 8 * sum(math.prod(shape) for shape in request.spec.shapes().values())
 
 
+@dataclass(frozen=True)
+class _Fetched:
+    """The requests fetched ahead for an iteration: `plan` moved to `path`."""
+
+    requests: list[Request]
+    plan: list[Request]
+    path: MessageId
+
+
 @dataclass
 class _Batch:
     """Requests fetched together, in plan order, for iteration `key`."""
@@ -86,8 +95,7 @@ class MaterialStream:
         self._plan: list[Request] = []  # the last iteration's requests, in the order it made them
         self._plan_path: MessageId | None = None  # its scope path (None: no iteration ran yet)
         self._repeats = False  # whether the last two iterations asked for the same
-        self._ahead: dict[int, list[Request]] = {}  # key -> the requests fetched for it
-        self._ahead_from: dict[int, tuple[list[Request], MessageId]] = {}  # key -> (plan, path) they were moved to
+        self._ahead: dict[int, _Fetched] = {}  # key -> the requests fetched for it
         self._alike: list[list[Request]] = []  # the last plans, each the one before it moved on (the last: _plan)
         self._tasks: set[asyncio.Task] = set()
         self.peak_held = 0  # most iterations' material held at once, the running one's included (<= window + 1)
@@ -104,13 +112,13 @@ class MaterialStream:
                 yield
             finally:
                 plan, dealer.recording = dealer.recording, None
-                planned = self._ahead.pop(key, [])
+                fetched = self._ahead.pop(key, None)
+                planned = fetched.requests if fetched else []
                 unused = dealer.discard(planned)
                 self.party.stats.offline.unused += unused
                 self._forget(key, planned)
         if self._plan_path is not None:
-            source, path = self._ahead_from.pop(key, (None, None))
-            if path == scope.path and any(source is alike for alike in self._alike):
+            if fetched and fetched.path == scope.path and any(fetched.plan is alike for alike in self._alike):
                 expected = set(planned)  # fetched as a plan like the last one, moved here: the same requests
             else:
                 expected = {r.moved(self._plan_path, scope.path) for r in self._plan}
@@ -130,8 +138,7 @@ class MaterialStream:
                 continue
             later_path = (*path[:-1], later)
             requests = [r.moved(self._plan_path, later_path) for r in self._plan]  # type: ignore[arg-type]
-            self._ahead[later] = requests
-            self._ahead_from[later] = (self._plan, later_path)
+            self._ahead[later] = _Fetched(requests, self._plan, later_path)
             self._plan_batches(later, requests)
         self.peak_held = max(self.peak_held, len(self._ahead))
         self._pump()

@@ -158,13 +158,13 @@ class MaterialMaker:
         own = None  # each party's own derivation of the free components, where needed
         pads = None  # the other party's seeded shares of the dependent components
         if spec.free and (spec.public or (corrected and spec.dependent and not self._kept_all(request))):
-            if corrected and spec.dependent:  # the other party's stream read once for both
-                other = seeded_parts(request, self.seeds[1 - party_id], (*spec.free, *spec.dependent))
-                pads = {name: other.pop(name) for name in spec.dependent}
-                mine = derive_parts(request, self.seeds[party_id], spec.free)
-                own = [mine, _widened(other)] if party_id == 0 else [_widened(other), mine]
-            else:
-                own = [derive_parts(request, seed, spec.free) for seed in self.seeds]
+            names = [spec.free, spec.free]
+            if corrected and spec.dependent:  # the other party's stream read once, for its pads too
+                names[1 - party_id] = (*spec.free, *spec.dependent)
+            parts = [seeded_parts(request, seed, wanted) for seed, wanted in zip(self.seeds, names, strict=True)]
+            if corrected and spec.dependent:
+                pads = {name: parts[1 - party_id].pop(name) for name in spec.dependent}
+            own = [_widened(mine) for mine in parts]
         if corrected and spec.dependent:
             free = {name: self._full_value(request, name, own) for name in spec.free}
             free.update(self._linked_values(request))

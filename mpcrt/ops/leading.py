@@ -93,9 +93,9 @@ async def mask_bit_rows(party, opening: Opening) -> torch.Tensor:
     if opening.variant is None or bits.top is None:
         return bits.rows
     low = BITS - len(bits.top)  # the variants' rows differ only above `low`
-    picked = bits.rows.clone()
-    picked[low:] ^= (bits.rows[low:] ^ bits.top) & pack_bits(opening.variant.reshape(-1))
-    return picked
+    # the material is this step's own (spent once): the rows are picked in place
+    bits.rows[low:] ^= (bits.rows[low:] ^ bits.top) & pack_bits(opening.variant.reshape(-1))
+    return bits.rows
 
 
 async def _networks(rows: Rows, gen: list[Poly], prop: list[Poly], z: list[Poly], s: int, t: int
